@@ -1,0 +1,148 @@
+//! ControllerPublish bookkeeping: which nodes a volume is published to, persisted
+//! so that a restarted controller still refuses a second node for a single-node volume.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::localfs;
+use crate::record;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub node: String,
+    pub readonly: bool,
+    pub single_node: bool,
+}
+
+#[derive(Debug)]
+pub struct Attachments {
+    path: PathBuf,
+    book: Mutex<BTreeMap<String, Vec<Attachment>>>,
+}
+
+impl Attachments {
+    pub fn open(path: &Path) -> Result<Self> {
+        let book = match localfs::read_optional(path)? {
+            Some(bytes) => record::decode(&path.display().to_string(), &bytes)?,
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            book: Mutex::new(book),
+        })
+    }
+
+    pub fn nodes(&self, volume_id: &str) -> Vec<String> {
+        self.lock()
+            .get(volume_id)
+            .map(|list| list.iter().map(|a| a.node.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records a publish; OK when already published the same way.
+    pub fn publish(&self, volume_id: &str, wanted: Attachment) -> Result<()> {
+        let mut book = self.lock();
+        let list = book.entry(volume_id.to_string()).or_default();
+        if let Some(existing) = list.iter().find(|a| a.node == wanted.node) {
+            if *existing == wanted {
+                return Ok(());
+            }
+            return Err(Error::AlreadyExists(format!(
+                "volume {volume_id} is published to node {} with other options",
+                wanted.node
+            )));
+        }
+        if let Some(other) = list.iter().find(|a| a.single_node || wanted.single_node) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} is single-node and already published to node {}",
+                other.node
+            )));
+        }
+        list.push(wanted);
+        self.persist(&book)
+    }
+
+    /// Removes the publish on `node` (all nodes when empty); OK when absent.
+    pub fn unpublish(&self, volume_id: &str, node: &str) -> Result<()> {
+        let mut book = self.lock();
+        let Some(list) = book.get_mut(volume_id) else {
+            return Ok(());
+        };
+        list.retain(|a| !node.is_empty() && a.node != node);
+        if list.is_empty() {
+            book.remove(volume_id);
+        }
+        self.persist(&book)
+    }
+
+    pub fn forget(&self, volume_id: &str) -> Result<()> {
+        let mut book = self.lock();
+        if book.remove(volume_id).is_some() {
+            self.persist(&book)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Attachment>>> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn persist(&self, book: &BTreeMap<String, Vec<Attachment>>) -> Result<()> {
+        localfs::write_atomic(&self.path, &record::encode(book)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(node: &str, single: bool) -> Attachment {
+        Attachment {
+            node: node.into(),
+            readonly: false,
+            single_node: single,
+        }
+    }
+
+    #[test]
+    fn single_node_volume_is_refused_on_a_second_node_even_after_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.json");
+        let book = Attachments::open(&path).expect("open");
+        book.publish("v", at("n1", true)).expect("first");
+        book.publish("v", at("n1", true)).expect("idempotent");
+        let reopened = Attachments::open(&path).expect("reopen");
+        assert!(matches!(
+            reopened.publish("v", at("n2", true)),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            reopened.publish(
+                "v",
+                Attachment {
+                    readonly: true,
+                    ..at("n1", true)
+                }
+            ),
+            Err(Error::AlreadyExists(_))
+        ));
+        reopened.unpublish("v", "n1").expect("unpublish");
+        reopened.publish("v", at("n2", true)).expect("free again");
+    }
+
+    #[test]
+    fn multi_node_volume_publishes_to_many_nodes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = Attachments::open(&dir.path().join("a.json")).expect("open");
+        book.publish("v", at("n1", false)).expect("n1");
+        book.publish("v", at("n2", false)).expect("n2");
+        assert_eq!(book.nodes("v"), vec!["n1".to_string(), "n2".to_string()]);
+    }
+}

@@ -1,0 +1,593 @@
+//! Volume RPCs: create, delete, validate, list, capacity, get, expand.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use csi_proto::TOPOLOGY_NODE_KEY;
+use csi_proto::v1::{self as csi, list_volumes_response, validate_volume_capabilities_response};
+
+use super::{VolumeHandle, blocking, lookup_volume, page};
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
+use crate::local::{Fill, MIN_IMAGE_BYTES};
+use crate::nfs::NfsFill;
+use crate::params::{LocalParams, NfsParams, VolumeParams};
+use crate::record::{ContentSource, Layout, SnapshotRecord, VolumeRecord, now};
+use crate::request::{AccessType, CapabilityNeeds, Capacity, parse_capabilities};
+
+/// Size of a volume created with no capacity range.
+pub const DEFAULT_CAPACITY: i64 = 1 << 30;
+
+/// A validated CreateVolume request.
+struct NewVolume {
+    name: String,
+    needs: CapabilityNeeds,
+    capacity: Capacity,
+    parameters: BTreeMap<String, String>,
+    source: Option<ContentSource>,
+    topology: Option<csi::TopologyRequirement>,
+}
+
+/// The volume a new one is filled from.
+enum Source {
+    Volume(VolumeRecord),
+    Snapshot(SnapshotRecord),
+}
+
+impl Source {
+    fn size(&self) -> i64 {
+        match self {
+            Self::Volume(v) => v.capacity_bytes,
+            Self::Snapshot(s) => s.size_bytes,
+        }
+    }
+}
+
+pub async fn create(driver: &Arc<Driver>, req: csi::CreateVolumeRequest) -> Result<csi::Volume> {
+    validate_name("name", &req.name)?;
+    let needs = parse_capabilities("volume_capabilities", &req.volume_capabilities)?;
+    let capacity = Capacity::parse("capacity_range", req.capacity_range.as_ref())?;
+    let params = VolumeParams::parse(&req.parameters, &req.name)?;
+    let new = NewVolume {
+        name: req.name.clone(),
+        needs,
+        capacity,
+        parameters: VolumeParams::canonical(&req.parameters),
+        source: ContentSource::from_csi(req.volume_content_source.as_ref())?,
+        topology: req.accessibility_requirements,
+    };
+    let key = Key::for_volume(&req.name);
+    let _guard = driver
+        .inflight
+        .claim(key.as_str(), &format!("volume {}", req.name))?;
+    let record = match params {
+        VolumeParams::Local(local) => create_local(driver, key, new, local).await?,
+        VolumeParams::Nfs(nfs) => create_nfs(driver, key, new, nfs).await?,
+    };
+    Ok(record.to_csi())
+}
+
+async fn create_local(
+    driver: &Arc<Driver>,
+    key: Key,
+    new: NewVolume,
+    params: LocalParams,
+) -> Result<VolumeRecord> {
+    let Some(local) = &driver.local else {
+        return Err(Error::invalid(
+            "parameters",
+            "type local needs a controller started with --local-root on the volume's node",
+        ));
+    };
+    if new.needs.multi_node {
+        return Err(Error::invalid(
+            "volume_capabilities",
+            "a local volume is reachable from one node only",
+        ));
+    }
+    let layout = Layout::for_local(params.enforcement, new.needs.access_type);
+    if layout == Layout::Image && !matches!(new.needs.fs_type.as_str(), "" | "ext4") {
+        return Err(Error::invalid(
+            "volume_capabilities",
+            format!(
+                "fs_type {:?} is not supported; image volumes are ext4",
+                new.needs.fs_type
+            ),
+        ));
+    }
+    check_topology(new.topology.as_ref(), local.node())?;
+    let location = Location::Local {
+        node: local.node().to_string(),
+    };
+    let id = VolumeId::new(key.clone(), location.clone())?;
+
+    let backend = local.clone();
+    let lookup_key = key.clone();
+    if let Some(existing) = blocking(move || backend.get(&lookup_key)).await? {
+        return compatible(existing, &new);
+    }
+    let source = resolve_source(driver, new.source.as_ref(), &location).await?;
+    let (minimum, granule) = match layout {
+        Layout::Image => (MIN_IMAGE_BYTES, 4096),
+        Layout::Block => (4096, 4096),
+        _ => (1, 1),
+    };
+    let size = choose_size(&new.capacity, source.as_ref(), minimum, granule)?;
+    if size > local.available_bytes()? {
+        return Err(Error::ResourceExhausted(format!(
+            "node {} has less than {size} bytes free",
+            local.node()
+        )));
+    }
+    let context = BTreeMap::from([
+        ("type".to_string(), "local".to_string()),
+        ("node".to_string(), local.node().to_string()),
+        ("layout".to_string(), layout.name().to_string()),
+    ]);
+    let record = new_record(
+        &new,
+        &id,
+        size,
+        layout,
+        context,
+        vec![BTreeMap::from([(
+            TOPOLOGY_NODE_KEY.to_string(),
+            local.node().to_string(),
+        )])],
+    );
+    let backend = local.clone();
+    let committed = record.clone();
+    blocking(move || {
+        let fill = match &source {
+            None => Fill::Empty,
+            Some(Source::Volume(v)) => Fill::Volume(v),
+            Some(Source::Snapshot(s)) => Fill::Snapshot(s),
+        };
+        backend.create(&key, &committed, fill)
+    })
+    .await?;
+    Ok(record)
+}
+
+async fn create_nfs(
+    driver: &Arc<Driver>,
+    key: Key,
+    new: NewVolume,
+    params: NfsParams,
+) -> Result<VolumeRecord> {
+    if new.needs.access_type == AccessType::Block {
+        return Err(Error::invalid(
+            "volume_capabilities",
+            "NFS volumes cannot be block devices",
+        ));
+    }
+    let location = Location::Nfs(params.export.clone());
+    let id = VolumeId::new(key.clone(), location.clone())?;
+    if let Some(existing) = driver.nfs.get(&params.export, &key).await? {
+        return compatible(existing, &new);
+    }
+    let source = resolve_source(driver, new.source.as_ref(), &location).await?;
+    let size = match (&source, new.capacity.required) {
+        (None, required) => required,
+        (Some(src), required) => required.max(src.size()),
+    };
+    if !new.capacity.admits(size) {
+        return Err(Error::OutOfRange(format!(
+            "the source holds {size} bytes, more than the limit {}",
+            new.capacity.limit
+        )));
+    }
+    let mut context = BTreeMap::from([
+        ("type".to_string(), "nfs".to_string()),
+        ("server".to_string(), params.export.server()),
+        ("share".to_string(), params.export.share.clone()),
+        ("subDir".to_string(), params.sub_dir.join("/")),
+    ]);
+    if !params.mount_options.is_empty() {
+        context.insert("mountOptions".to_string(), params.mount_options.clone());
+    }
+    let layout = Layout::Nfs {
+        sub_dir: params.sub_dir.clone(),
+        on_delete: params.on_delete,
+        mount_options: params.mount_options.clone(),
+    };
+    let record = new_record(&new, &id, size, layout, context, Vec::new());
+    let fill = match &source {
+        None => NfsFill::Empty,
+        Some(Source::Volume(v)) => NfsFill::Volume(v),
+        Some(Source::Snapshot(s)) => NfsFill::Snapshot(s),
+    };
+    driver
+        .nfs
+        .create(
+            &params.export,
+            &key,
+            &record,
+            params.mount_permissions,
+            fill,
+        )
+        .await?;
+    Ok(record)
+}
+
+fn new_record(
+    new: &NewVolume,
+    id: &VolumeId,
+    size: i64,
+    layout: Layout,
+    volume_context: BTreeMap<String, String>,
+    accessible_topology: Vec<BTreeMap<String, String>>,
+) -> VolumeRecord {
+    VolumeRecord {
+        name: new.name.clone(),
+        volume_id: id.to_string(),
+        capacity_bytes: size,
+        parameters: new.parameters.clone(),
+        access_type: new.needs.access_type,
+        layout,
+        content_source: new.source.clone(),
+        volume_context,
+        accessible_topology,
+        created_unix_secs: now().0,
+    }
+}
+
+/// A retried CreateVolume must ask for what exists; anything else is AlreadyExists.
+fn compatible(existing: VolumeRecord, new: &NewVolume) -> Result<VolumeRecord> {
+    let conflict = |what: &str| {
+        Err(Error::AlreadyExists(format!(
+            "volume {} exists with a different {what}",
+            new.name
+        )))
+    };
+    if !new.capacity.admits(existing.capacity_bytes) {
+        return conflict("capacity");
+    }
+    if existing.parameters != new.parameters {
+        return conflict("parameter set");
+    }
+    if existing.access_type != new.needs.access_type {
+        return conflict("access type");
+    }
+    if existing.content_source != new.source {
+        return conflict("content source");
+    }
+    Ok(existing)
+}
+
+fn choose_size(
+    capacity: &Capacity,
+    source: Option<&Source>,
+    minimum: i64,
+    granule: i64,
+) -> Result<i64> {
+    let Some(source) = source else {
+        return capacity.choose(DEFAULT_CAPACITY, minimum, granule);
+    };
+    let src = source.size();
+    if capacity.limit > 0 && src > capacity.limit {
+        return Err(Error::OutOfRange(format!(
+            "the source holds {src} bytes, more than limit_bytes {}",
+            capacity.limit
+        )));
+    }
+    let required = capacity.required.max(src);
+    Capacity {
+        required,
+        limit: capacity.limit,
+    }
+    .choose(required, minimum, granule)
+}
+
+/// A local volume can only be placed on this node: the requisite topologies must allow it.
+fn check_topology(requirement: Option<&csi::TopologyRequirement>, node: &str) -> Result<()> {
+    let Some(req) = requirement else {
+        return Ok(());
+    };
+    let admits = |t: &csi::Topology| t.segments.get(TOPOLOGY_NODE_KEY).is_none_or(|n| n == node);
+    if req.requisite.is_empty() || req.requisite.iter().any(admits) {
+        return Ok(());
+    }
+    Err(Error::ResourceExhausted(format!(
+        "no requisite topology admits node {node}, the only node this controller can place a local volume on"
+    )))
+}
+
+async fn resolve_source(
+    driver: &Arc<Driver>,
+    source: Option<&ContentSource>,
+    location: &Location,
+) -> Result<Option<Source>> {
+    let same_place = |other: &Location| {
+        if other == location {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "volume_content_source",
+                "the source lives elsewhere than the new volume; copy across backends is not supported",
+            ))
+        }
+    };
+    match source {
+        None => Ok(None),
+        Some(ContentSource::Volume(id)) => {
+            let handle = lookup_volume(driver, id).await.map_err(|e| match e {
+                Error::NotFound(_) | Error::FailedPrecondition(_) => {
+                    Error::NotFound(format!("source volume {id} does not exist"))
+                }
+                other => other,
+            })?;
+            same_place(&handle.id.location)?;
+            Ok(Some(Source::Volume(handle.record)))
+        }
+        Some(ContentSource::Snapshot(id)) => {
+            let not_found = || Error::NotFound(format!("source snapshot {id} does not exist"));
+            let snap_id = SnapshotId::parse(id).ok_or_else(not_found)?;
+            same_place(&snap_id.location)?;
+            let record = super::snapshots::get_record(driver, &snap_id)
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(Some(Source::Snapshot(record)))
+        }
+    }
+}
+
+pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeRequest) -> Result<()> {
+    let raw = require_id("volume_id", &req.volume_id)?;
+    // An ID this driver never issued names no volume: deleting it is done.
+    let Some(id) = VolumeId::parse(raw) else {
+        return Ok(());
+    };
+    let _guard = driver
+        .inflight
+        .claim(id.key.as_str(), &format!("volume {raw}"))?;
+    if let Some(book) = &driver.attachments {
+        let nodes = book.nodes(raw);
+        if !nodes.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {raw} is still published to {}",
+                nodes.join(", ")
+            )));
+        }
+    }
+    match &id.location {
+        Location::Local { .. } => {
+            let local = driver.local_for(&id.location)?.clone();
+            let key = id.key.clone();
+            blocking(move || local.delete(&key)).await?;
+        }
+        Location::Nfs(export) => {
+            if let Some(record) = driver.nfs.get(export, &id.key).await? {
+                driver.nfs.delete(export, &id.key, &record).await?;
+            }
+        }
+    }
+    if let Some(book) = &driver.attachments {
+        book.forget(raw)?;
+    }
+    Ok(())
+}
+
+pub async fn validate(
+    driver: &Arc<Driver>,
+    req: csi::ValidateVolumeCapabilitiesRequest,
+) -> Result<csi::ValidateVolumeCapabilitiesResponse> {
+    require_id("volume_id", &req.volume_id)?;
+    let needs = parse_capabilities("volume_capabilities", &req.volume_capabilities)?;
+    let handle = lookup_volume(driver, &req.volume_id).await?;
+    let record = &handle.record;
+    let unsupported = if needs.access_type != record.access_type {
+        Some("the access type differs from the volume's")
+    } else if needs.multi_node && matches!(handle.id.location, Location::Local { .. }) {
+        Some("a local volume is reachable from one node only")
+    } else if !req.parameters.is_empty()
+        && VolumeParams::canonical(&req.parameters) != record.parameters
+    {
+        Some("the parameters differ from the volume's")
+    } else {
+        None
+    };
+    if let Some(message) = unsupported {
+        return Ok(csi::ValidateVolumeCapabilitiesResponse {
+            confirmed: None,
+            message: message.to_string(),
+        });
+    }
+    Ok(csi::ValidateVolumeCapabilitiesResponse {
+        confirmed: Some(validate_volume_capabilities_response::Confirmed {
+            volume_context: req.volume_context,
+            volume_capabilities: req.volume_capabilities,
+            parameters: req.parameters,
+            mutable_parameters: HashMap::new(),
+        }),
+        message: String::new(),
+    })
+}
+
+pub async fn list(
+    driver: &Arc<Driver>,
+    req: csi::ListVolumesRequest,
+) -> Result<csi::ListVolumesResponse> {
+    let mut records = Vec::new();
+    if let Some(local) = driver.local.clone() {
+        records.extend(blocking(move || local.list()).await?);
+    }
+    for export in driver.nfs.known_exports() {
+        records.extend(driver.nfs.list(&export).await?);
+    }
+    records.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    let (page, next_token) = page(
+        records,
+        |r| r.volume_id.as_str(),
+        req.max_entries,
+        &req.starting_token,
+    )?;
+    let entries = page
+        .into_iter()
+        .map(|record| {
+            let status = list_volumes_response::VolumeStatus {
+                published_node_ids: driver
+                    .attachments
+                    .as_ref()
+                    .map(|b| b.nodes(&record.volume_id))
+                    .unwrap_or_default(),
+                volume_condition: None,
+            };
+            list_volumes_response::Entry {
+                volume: Some(record.to_csi()),
+                status: Some(status),
+            }
+        })
+        .collect();
+    Ok(csi::ListVolumesResponse {
+        entries,
+        next_token,
+    })
+}
+
+pub async fn capacity(
+    driver: &Arc<Driver>,
+    req: csi::GetCapacityRequest,
+) -> Result<csi::GetCapacityResponse> {
+    let needs = if req.volume_capabilities.is_empty() {
+        None
+    } else {
+        Some(parse_capabilities(
+            "volume_capabilities",
+            &req.volume_capabilities,
+        )?)
+    };
+    let zero = csi::GetCapacityResponse {
+        available_capacity: 0,
+        maximum_volume_size: Some(0),
+        minimum_volume_size: None,
+    };
+    match VolumeParams::parse(&req.parameters, "capacity-probe")? {
+        VolumeParams::Local(_) => {
+            let Some(local) = &driver.local else {
+                return Ok(zero);
+            };
+            let elsewhere = req
+                .accessible_topology
+                .as_ref()
+                .and_then(|t| t.segments.get(TOPOLOGY_NODE_KEY))
+                .is_some_and(|n| n != local.node());
+            if elsewhere || needs.is_some_and(|n| n.multi_node) {
+                return Ok(zero);
+            }
+            let available = local.available_bytes()?;
+            Ok(csi::GetCapacityResponse {
+                available_capacity: available,
+                maximum_volume_size: Some(available),
+                minimum_volume_size: None,
+            })
+        }
+        VolumeParams::Nfs(nfs) => {
+            if needs.is_some_and(|n| n.access_type == AccessType::Block) {
+                return Ok(zero);
+            }
+            let space = driver.nfs.space(&nfs.export).await?;
+            let available = i64::try_from(space.available_bytes).unwrap_or(i64::MAX);
+            Ok(csi::GetCapacityResponse {
+                available_capacity: available,
+                maximum_volume_size: Some(available),
+                minimum_volume_size: None,
+            })
+        }
+    }
+}
+
+pub async fn get(
+    driver: &Arc<Driver>,
+    req: csi::ControllerGetVolumeRequest,
+) -> Result<csi::ControllerGetVolumeResponse> {
+    require_id("volume_id", &req.volume_id)?;
+    let handle = lookup_volume(driver, &req.volume_id).await?;
+    let present = data_present(driver, &handle).await?;
+    Ok(csi::ControllerGetVolumeResponse {
+        volume: Some(handle.record.to_csi()),
+        status: Some(csi::controller_get_volume_response::VolumeStatus {
+            published_node_ids: driver
+                .attachments
+                .as_ref()
+                .map(|b| b.nodes(&req.volume_id))
+                .unwrap_or_default(),
+            volume_condition: Some(csi::VolumeCondition {
+                abnormal: !present,
+                message: if present {
+                    "volume data is present".into()
+                } else {
+                    "volume data is missing".into()
+                },
+            }),
+        }),
+    })
+}
+
+async fn data_present(driver: &Arc<Driver>, handle: &VolumeHandle) -> Result<bool> {
+    match &handle.id.location {
+        Location::Local { .. } => Ok(driver
+            .local_for(&handle.id.location)?
+            .data_present(&handle.id.key, &handle.record)),
+        Location::Nfs(export) => driver.nfs.data_present(export, &handle.record).await,
+    }
+}
+
+pub async fn expand(
+    driver: &Arc<Driver>,
+    req: csi::ControllerExpandVolumeRequest,
+) -> Result<csi::ControllerExpandVolumeResponse> {
+    require_id("volume_id", &req.volume_id)?;
+    if req.capacity_range.is_none() {
+        return Err(Error::invalid("capacity_range", "is required"));
+    }
+    let capacity = Capacity::parse("capacity_range", req.capacity_range.as_ref())?;
+    let handle = lookup_volume(driver, &req.volume_id).await?;
+    let _guard = driver
+        .inflight
+        .claim(handle.id.key.as_str(), &format!("volume {}", req.volume_id))?;
+    let record = handle.record;
+    let needs_node = record.layout == Layout::Image && record.access_type == AccessType::Mount;
+    if capacity.required <= record.capacity_bytes {
+        if !capacity.admits(record.capacity_bytes) {
+            return Err(Error::OutOfRange(format!(
+                "volume is {} bytes and cannot shrink to {}",
+                record.capacity_bytes, capacity.limit
+            )));
+        }
+        return Ok(csi::ControllerExpandVolumeResponse {
+            capacity_bytes: record.capacity_bytes,
+            node_expansion_required: false,
+        });
+    }
+    let grown = match &handle.id.location {
+        Location::Local { .. } => {
+            let local = driver.local_for(&handle.id.location)?.clone();
+            let granule = if matches!(record.layout, Layout::Directory) {
+                1
+            } else {
+                4096
+            };
+            let size = capacity.choose(capacity.required, 0, granule)?;
+            if size - record.capacity_bytes > local.available_bytes()? {
+                return Err(Error::ResourceExhausted(format!(
+                    "node {} lacks the space to grow to {size} bytes",
+                    local.node()
+                )));
+            }
+            let key = handle.id.key.clone();
+            blocking(move || local.expand(&key, &record, size)).await?
+        }
+        Location::Nfs(export) => {
+            driver
+                .nfs
+                .expand(export, &handle.id.key, &record, capacity.required)
+                .await?
+        }
+    };
+    Ok(csi::ControllerExpandVolumeResponse {
+        capacity_bytes: grown.capacity_bytes,
+        node_expansion_required: needs_node,
+    })
+}

@@ -1,0 +1,102 @@
+//! The controller's state: its backends, the in-flight guards and the attach book.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::attach::Attachments;
+use crate::error::{Error, Result};
+use crate::ids::{Location, valid_node_id};
+use crate::inflight::InFlight;
+use crate::local::LocalBackend;
+use crate::nfs::NfsBackend;
+
+/// How the controller was started.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// This node's name; with `local_root`, the controller serves its local volumes.
+    pub node_id: Option<String>,
+    pub local_root: Option<PathBuf>,
+    /// Where the controller keeps its own small state (known exports, attachments).
+    pub state_dir: PathBuf,
+    /// Serve ControllerPublish/Unpublish with attach bookkeeping.
+    pub enable_attach: bool,
+}
+
+/// Everything the Controller and Identity services act on.
+#[derive(Debug)]
+pub struct Driver {
+    pub local: Option<LocalBackend>,
+    pub nfs: NfsBackend,
+    pub inflight: InFlight,
+    pub attachments: Option<Attachments>,
+}
+
+/// How long Probe waits for each NFS export.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Driver {
+    pub fn open(config: &ControllerConfig) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| Error::io(format!("create {}", config.state_dir.display()), e))?;
+        let local = match (&config.local_root, &config.node_id) {
+            (Some(root), Some(node)) if valid_node_id(node) => {
+                Some(LocalBackend::open(root, node)?)
+            }
+            (Some(_), Some(node)) => {
+                return Err(Error::invalid(
+                    "node-id",
+                    format!("{node:?} is not a valid node name of at most 80 bytes"),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(Error::invalid("node-id", "is required with --local-root"));
+            }
+            (None, _) => None,
+        };
+        let attachments = config
+            .enable_attach
+            .then(|| Attachments::open(&config.state_dir.join("attachments.json")))
+            .transpose()?;
+        Ok(Arc::new(Self {
+            local,
+            nfs: NfsBackend::open(&config.state_dir)?,
+            inflight: InFlight::default(),
+            attachments,
+        }))
+    }
+
+    /// The local backend, if `location` is this node's.
+    pub fn local_for(&self, location: &Location) -> Result<&LocalBackend> {
+        let Location::Local { node } = location else {
+            return Err(Error::invalid("volume_id", "not a local volume"));
+        };
+        match &self.local {
+            Some(local) if local.node() == node => Ok(local),
+            Some(local) => Err(Error::FailedPrecondition(format!(
+                "the volume lives on node {node}; this controller serves node {}",
+                local.node()
+            ))),
+            None => Err(Error::FailedPrecondition(format!(
+                "the volume lives on node {node}; this controller serves no local volumes"
+            ))),
+        }
+    }
+
+    /// Ready when the local root is usable and every known NFS export answers.
+    pub async fn ready(&self) -> bool {
+        if let Some(local) = &self.local
+            && local.available_bytes().is_err()
+        {
+            return false;
+        }
+        for export in self.nfs.known_exports() {
+            let ping = tokio::time::timeout(PROBE_TIMEOUT, self.nfs.ping(&export)).await;
+            if !matches!(ping, Ok(Ok(()))) {
+                tracing::warn!(%export, "NFS export does not answer");
+                return false;
+            }
+        }
+        true
+    }
+}

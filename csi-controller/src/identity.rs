@@ -1,0 +1,78 @@
+//! The CSI Identity service, shared by the controller and node binaries.
+
+use std::sync::Arc;
+
+use csi_proto::v1::identity_server::Identity;
+use csi_proto::v1::plugin_capability::{
+    Service, Type as CapType, VolumeExpansion, service, volume_expansion,
+};
+use csi_proto::v1::{self as csi, PluginCapability};
+use tonic::{Request, Response, Status};
+
+use crate::driver::Driver;
+
+#[derive(Debug, Clone)]
+pub struct IdentityService {
+    /// The controller, when this endpoint serves one: it adds capabilities and readiness checks.
+    controller: Option<Arc<Driver>>,
+}
+
+impl IdentityService {
+    pub fn new(controller: Option<Arc<Driver>>) -> Self {
+        Self { controller }
+    }
+}
+
+fn service_capability(kind: service::Type) -> PluginCapability {
+    PluginCapability {
+        r#type: Some(CapType::Service(Service {
+            r#type: kind as i32,
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn get_plugin_info(
+        &self,
+        _: Request<csi::GetPluginInfoRequest>,
+    ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
+        Ok(Response::new(csi::GetPluginInfoResponse {
+            name: csi_proto::DRIVER_NAME.to_string(),
+            vendor_version: env!("CARGO_PKG_VERSION").to_string(),
+            manifest: Default::default(),
+        }))
+    }
+
+    async fn get_plugin_capabilities(
+        &self,
+        _: Request<csi::GetPluginCapabilitiesRequest>,
+    ) -> Result<Response<csi::GetPluginCapabilitiesResponse>, Status> {
+        let mut capabilities = vec![
+            service_capability(service::Type::VolumeAccessibilityConstraints),
+            PluginCapability {
+                r#type: Some(CapType::VolumeExpansion(VolumeExpansion {
+                    r#type: volume_expansion::Type::Online as i32,
+                })),
+            },
+        ];
+        if self.controller.is_some() {
+            capabilities.insert(0, service_capability(service::Type::ControllerService));
+        }
+        Ok(Response::new(csi::GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn probe(
+        &self,
+        _: Request<csi::ProbeRequest>,
+    ) -> Result<Response<csi::ProbeResponse>, Status> {
+        let ready = match &self.controller {
+            Some(driver) => driver.ready().await,
+            None => true,
+        };
+        tracing::trace!(ready, "probe");
+        Ok(Response::new(csi::ProbeResponse { ready: Some(ready) }))
+    }
+}

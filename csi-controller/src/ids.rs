@@ -1,0 +1,256 @@
+//! Self-describing, deterministic volume and snapshot IDs.
+//!
+//! `local:<key>:<node>` and `nfs:<key>:<server>/<share>` (`local-snap:`/`nfs-snap:`
+//! for snapshots). The key is a UUIDv5 of the CO's name, so a retried create
+//! finds its earlier result; the rest tells any process where the data lives.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::nfs::Export;
+
+/// CSI's limit for string fields, IDs included.
+pub const MAX_ID_LEN: usize = 128;
+
+const VOLUME_NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_9e3e_8f2d_4c71_9a6b_3d1e_7c40_a001);
+const SNAPSHOT_NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_9e3e_8f2d_4c71_9a6b_3d1e_7c40_a002);
+
+/// 32 hex digits naming one volume or snapshot within its location.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(String);
+
+impl Key {
+    pub fn for_volume(name: &str) -> Self {
+        Self(
+            Uuid::new_v5(&VOLUME_NAMESPACE, name.as_bytes())
+                .simple()
+                .to_string(),
+        )
+    }
+
+    pub fn for_snapshot(name: &str) -> Self {
+        Self(
+            Uuid::new_v5(&SNAPSHOT_NAMESPACE, name.as_bytes())
+                .simple()
+                .to_string(),
+        )
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a volume's or snapshot's data lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Location {
+    Local { node: String },
+    Nfs(Export),
+}
+
+/// A parsed volume ID.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VolumeId {
+    pub key: Key,
+    pub location: Location,
+}
+
+/// A parsed snapshot ID.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotId {
+    pub key: Key,
+    pub location: Location,
+}
+
+fn format_id(
+    f: &mut fmt::Formatter<'_>,
+    suffix: &str,
+    key: &Key,
+    location: &Location,
+) -> fmt::Result {
+    match location {
+        Location::Local { node } => write!(f, "local{suffix}:{key}:{node}"),
+        Location::Nfs(export) => write!(f, "nfs{suffix}:{key}:{export}"),
+    }
+}
+
+fn parse_id(s: &str, suffix: &str) -> Option<(Key, Location)> {
+    if s.len() > MAX_ID_LEN {
+        return None;
+    }
+    let (kind, rest) = s.split_once(':')?;
+    let (key, place) = rest.split_once(':')?;
+    let key = Key::parse(key)?;
+    let location = match kind.strip_suffix(suffix)? {
+        "local" if valid_node_id(place) => Location::Local {
+            node: place.to_string(),
+        },
+        "nfs" => Location::Nfs(Export::parse_compact(place).ok()?),
+        _ => return None,
+    };
+    Some((key, location))
+}
+
+impl VolumeId {
+    /// Parses an ID this driver issued; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        parse_id(s, "").map(|(key, location)| Self { key, location })
+    }
+
+    /// Builds the ID for a new volume, refusing locations too long to fit.
+    pub fn new(key: Key, location: Location) -> Result<Self> {
+        let id = Self { key, location };
+        let len = id.to_string().len();
+        if len > MAX_ID_LEN {
+            return Err(Error::invalid(
+                "parameters",
+                format!(
+                    "server and share are too long: the volume ID would be {len} bytes, the limit is {MAX_ID_LEN}"
+                ),
+            ));
+        }
+        Ok(id)
+    }
+}
+
+impl SnapshotId {
+    pub fn parse(s: &str) -> Option<Self> {
+        parse_id(s, "-snap").map(|(key, location)| Self { key, location })
+    }
+
+    pub fn new(key: Key, location: Location) -> Self {
+        Self { key, location }
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        format_id(f, "", &self.key, &self.location)
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        format_id(f, "-snap", &self.key, &self.location)
+    }
+}
+
+/// Node IDs are Kubernetes node names: DNS subdomains, short enough that an ID fits.
+pub fn valid_node_id(node: &str) -> bool {
+    !node.is_empty()
+        && node.len() <= MAX_ID_LEN - "local-snap:".len() - 33
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
+
+/// Validates a CO-chosen name (volume or snapshot), naming the field on failure.
+pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_ID_LEN}", name.len()),
+        ));
+    }
+    if name.contains('/') || name.contains("..") {
+        return Err(Error::invalid(field, "must not contain '/' or '..'"));
+    }
+    // The spec bans C0 controls other than common whitespace, DEL and C1 controls.
+    if name.chars().any(|c| {
+        matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+    }) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Validates an ID field's presence and length; whether it parses is the caller's business.
+pub fn require_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str> {
+    if id.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_ID_LEN}", id.len()),
+        ));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_ids_round_trip_and_are_deterministic() {
+        let local = VolumeId::new(
+            Key::for_volume("pvc-1"),
+            Location::Local {
+                node: "node-a.example".into(),
+            },
+        )
+        .expect("fits");
+        assert_eq!(VolumeId::parse(&local.to_string()), Some(local.clone()));
+        assert_eq!(Key::for_volume("pvc-1"), local.key);
+        assert_ne!(Key::for_volume("pvc-2"), local.key);
+
+        let export = Export::parse("[fd00::1]:2049", "/exports/k8s").expect("valid");
+        let nfs = VolumeId::new(Key::for_volume("pvc-1"), Location::Nfs(export)).expect("fits");
+        assert_eq!(VolumeId::parse(&nfs.to_string()), Some(nfs.clone()));
+        assert!(nfs.to_string().len() <= MAX_ID_LEN);
+    }
+
+    #[test]
+    fn volume_and_snapshot_ids_do_not_mix() {
+        let snap = SnapshotId::new(Key::for_snapshot("s"), Location::Local { node: "n".into() });
+        assert!(VolumeId::parse(&snap.to_string()).is_none());
+        assert!(SnapshotId::parse(&snap.to_string()).is_some());
+    }
+
+    #[test]
+    fn foreign_ids_do_not_parse() {
+        for id in [
+            "",
+            "abc",
+            "local:xyz:node",
+            "local:0123:node",
+            "other:00000000000000000000000000000000:n",
+            "local:00000000000000000000000000000000:bad/node",
+        ] {
+            assert!(VolumeId::parse(id).is_none(), "{id}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_location_is_refused() {
+        let export = Export::parse("h", &format!("/{}", "x".repeat(120))).expect("valid");
+        assert!(VolumeId::new(Key::for_volume("a"), Location::Nfs(export)).is_err());
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("name", "pvc-0a1b").is_ok());
+        for bad in ["", "a/b", "..", "a\0b", &"x".repeat(129)] {
+            assert!(validate_name("name", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The Stowage CSI controller plugin: Identity and Controller services over local
+//! and NFS backends. Knows CSI and the host, not Kubernetes.
+
+pub mod attach;
+pub mod controller;
+pub mod driver;
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod inflight;
+pub mod local;
+pub mod localfs;
+pub mod nfs;
+pub mod params;
+pub mod record;
+pub mod request;
+pub mod server;
+
+use std::sync::Arc;
+
+use csi_proto::v1::controller_server::ControllerServer;
+use csi_proto::v1::identity_server::IdentityServer;
+use tonic::service::Routes;
+
+pub use controller::ControllerService;
+pub use driver::{ControllerConfig, Driver};
+pub use error::{Error, Result};
+pub use identity::IdentityService;
+
+/// The Identity and Controller services for `driver`, ready to serve.
+pub fn controller_routes(driver: Arc<Driver>) -> Routes {
+    Routes::new(IdentityServer::new(IdentityService::new(Some(
+        driver.clone(),
+    ))))
+    .add_service(ControllerServer::new(ControllerService::new(driver)))
+}

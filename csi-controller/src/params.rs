@@ -1,0 +1,349 @@
+//! CreateVolume parameters (StorageClass parameters), parsed once into typed values.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nfs::Export;
+
+pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
+
+const LOCAL_KEYS: &[&str] = &["type", "capacityEnforcement"];
+const NFS_KEYS: &[&str] = &[
+    "type",
+    "server",
+    "share",
+    "subDir",
+    "onDelete",
+    "mountOptions",
+    "mountPermissions",
+];
+const CO_KEYS: &[&str] = &[PVC_NAME, PVC_NAMESPACE, PV_NAME];
+
+/// How a local volume's capacity is held to its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// A plain directory: capacity is bookkeeping only.
+    None,
+    /// A sparse file with its own filesystem, mounted through a loop device.
+    Image,
+}
+
+/// What happens to an NFS subdirectory when its volume is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    Delete,
+    Retain,
+    Archive,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalParams {
+    pub enforcement: Enforcement,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsParams {
+    pub export: Export,
+    /// The volume's directory below the share, as validated path components.
+    pub sub_dir: Vec<String>,
+    pub on_delete: OnDelete,
+    pub mount_options: String,
+    pub mount_permissions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeParams {
+    Local(LocalParams),
+    Nfs(NfsParams),
+}
+
+impl VolumeParams {
+    /// Parses CreateVolume parameters; `volume_name` fills the default subDir.
+    pub fn parse(params: &HashMap<String, String>, volume_name: &str) -> Result<Self> {
+        match params.get("type").map(String::as_str).unwrap_or("local") {
+            "local" => {
+                check_keys(params, LOCAL_KEYS, "local")?;
+                Ok(Self::Local(LocalParams {
+                    enforcement: parse_enforcement(params)?,
+                }))
+            }
+            "nfs" => {
+                check_keys(params, NFS_KEYS, "nfs")?;
+                Ok(Self::Nfs(parse_nfs(params, volume_name)?))
+            }
+            other => Err(Error::invalid(
+                "parameters",
+                format!("type {other:?} is not one of local, nfs"),
+            )),
+        }
+    }
+
+    /// The parameters as stored with the volume, for idempotency checks.
+    pub fn canonical(params: &HashMap<String, String>) -> BTreeMap<String, String> {
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+fn check_keys(params: &HashMap<String, String>, allowed: &[&str], kind: &str) -> Result<()> {
+    let mut unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k) && !CO_KEYS.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    Err(Error::invalid(
+        "parameters",
+        format!("unknown keys for type {kind}: {}", unknown.join(", ")),
+    ))
+}
+
+fn parse_enforcement(params: &HashMap<String, String>) -> Result<Enforcement> {
+    match params.get("capacityEnforcement").map(String::as_str) {
+        None | Some("none") => Ok(Enforcement::None),
+        Some("image") => Ok(Enforcement::Image),
+        Some("quota") => Err(Error::invalid(
+            "parameters",
+            "capacityEnforcement quota is not supported on this node's filesystem; use image or none",
+        )),
+        Some(other) => Err(Error::invalid(
+            "parameters",
+            format!("capacityEnforcement {other:?} is not one of none, image"),
+        )),
+    }
+}
+
+fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsParams> {
+    let required = |key: &str| {
+        params
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::invalid("parameters", format!("{key} is required for type nfs")))
+    };
+    let export = Export::parse(required("server")?, required("share")?)
+        .map_err(|reason| Error::invalid("parameters", reason))?;
+    let template = params
+        .get("subDir")
+        .map(String::as_str)
+        .unwrap_or("${pv.metadata.name}");
+    let sub_dir = split_sub_dir(&expand_sub_dir(template, params, volume_name)?)?;
+    let on_delete = match params.get("onDelete").map(String::as_str) {
+        None | Some("delete") => OnDelete::Delete,
+        Some("retain") => OnDelete::Retain,
+        Some("archive") => OnDelete::Archive,
+        Some(other) => {
+            return Err(Error::invalid(
+                "parameters",
+                format!("onDelete {other:?} is not one of delete, retain, archive"),
+            ));
+        }
+    };
+    let mount_permissions = match params.get("mountPermissions") {
+        None => 0o777,
+        Some(mode) => u32::from_str_radix(mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "parameters",
+                    format!("mountPermissions {mode:?} is not an octal mode"),
+                )
+            })?,
+    };
+    let mount_options = params.get("mountOptions").cloned().unwrap_or_default();
+    if mount_options.contains(['\0', '\n']) {
+        return Err(Error::invalid(
+            "parameters",
+            "mountOptions must be a single line",
+        ));
+    }
+    Ok(NfsParams {
+        export,
+        sub_dir,
+        on_delete,
+        mount_options,
+        mount_permissions,
+    })
+}
+
+/// Expands `${pvc.metadata.name}`, `${pvc.metadata.namespace}` and `${pv.metadata.name}`.
+/// Without the provisioner's values (e.g. a bare CSI client) the PV name is the CO's volume name.
+fn expand_sub_dir(
+    template: &str,
+    params: &HashMap<String, String>,
+    volume_name: &str,
+) -> Result<String> {
+    let pv_name = params
+        .get(PV_NAME)
+        .map(String::as_str)
+        .unwrap_or(volume_name);
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').ok_or_else(|| {
+            Error::invalid(
+                "parameters",
+                format!("subDir {template:?} has an unclosed ${{"),
+            )
+        })?;
+        let value = match &rest[start + 2..start + end] {
+            "pv.metadata.name" => Some(pv_name),
+            "pvc.metadata.name" => params.get(PVC_NAME).map(String::as_str),
+            "pvc.metadata.namespace" => params.get(PVC_NAMESPACE).map(String::as_str),
+            other => {
+                return Err(Error::invalid(
+                    "parameters",
+                    format!("subDir variable ${{{other}}} is unknown"),
+                ));
+            }
+        };
+        let value = value.ok_or_else(|| {
+            Error::invalid(
+                "parameters",
+                format!("subDir {template:?} needs PVC metadata the request does not carry"),
+            )
+        })?;
+        out.push_str(value);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Splits a subdirectory into components, refusing anything that could leave the share.
+fn split_sub_dir(path: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| Error::invalid("parameters", format!("subDir {path:?} {why}"));
+    if path.starts_with('/') {
+        return Err(bad("must be relative to the share"));
+    }
+    if path.contains('\0') {
+        return Err(bad("must not contain NUL"));
+    }
+    let components: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    if components.is_empty() {
+        return Err(bad("must name a directory"));
+    }
+    if components
+        .iter()
+        .any(|c| c == "." || c == ".." || c.len() > 255)
+    {
+        return Err(bad("must not contain '.', '..' or overlong components"));
+    }
+    if components[0] == crate::nfs::METADATA_DIR {
+        return Err(bad("must not point into the driver's metadata directory"));
+    }
+    Ok(components)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_parameters_means_a_plain_local_volume() {
+        let parsed = VolumeParams::parse(&HashMap::new(), "vol").expect("valid");
+        assert_eq!(
+            parsed,
+            VolumeParams::Local(LocalParams {
+                enforcement: Enforcement::None
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = VolumeParams::parse(&params(&[("type", "local"), ("server", "x")]), "v")
+            .expect_err("refused");
+        assert!(err.to_string().contains("server"), "{err}");
+        let err = VolumeParams::parse(&params(&[("bogus", "1")]), "v").expect_err("refused");
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn nfs_sub_dir_template_is_expanded() {
+        let p = params(&[
+            ("type", "nfs"),
+            ("server", "127.0.0.1:2049"),
+            ("share", "/export"),
+            (
+                "subDir",
+                "${pvc.metadata.namespace}/${pvc.metadata.name}-${pv.metadata.name}",
+            ),
+            (PVC_NAME, "data"),
+            (PVC_NAMESPACE, "team-a"),
+            (PV_NAME, "pvc-123"),
+        ]);
+        let VolumeParams::Nfs(nfs) = VolumeParams::parse(&p, "ignored").expect("valid") else {
+            panic!("expected nfs");
+        };
+        assert_eq!(
+            nfs.sub_dir,
+            vec!["team-a".to_string(), "data-pvc-123".to_string()]
+        );
+        assert_eq!(nfs.mount_permissions, 0o777);
+        assert_eq!(nfs.on_delete, OnDelete::Delete);
+    }
+
+    #[test]
+    fn nfs_sub_dir_cannot_escape_the_share() {
+        for sub in ["../x", "/abs", "a/../../b", ".", ".stowage/x"] {
+            let p = params(&[
+                ("type", "nfs"),
+                ("server", "h"),
+                ("share", "/e"),
+                ("subDir", sub),
+            ]);
+            assert!(VolumeParams::parse(&p, "v").is_err(), "{sub}");
+        }
+        let p = params(&[
+            ("type", "nfs"),
+            ("server", "h"),
+            ("share", "/e"),
+            (PV_NAME, ".."),
+        ]);
+        assert!(VolumeParams::parse(&p, "v").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_invalid() {
+        for bad in [
+            &[("type", "ceph")][..],
+            &[("capacityEnforcement", "magic")],
+            &[("type", "nfs"), ("share", "/e")],
+            &[
+                ("type", "nfs"),
+                ("server", "h"),
+                ("share", "/e"),
+                ("onDelete", "burn"),
+            ],
+            &[
+                ("type", "nfs"),
+                ("server", "h"),
+                ("share", "/e"),
+                ("mountPermissions", "999"),
+            ],
+        ] {
+            assert!(VolumeParams::parse(&params(bad), "v").is_err(), "{bad:?}");
+        }
+    }
+}

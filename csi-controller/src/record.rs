@@ -1,0 +1,176 @@
+//! The metadata kept beside each volume and snapshot: what was asked, what was made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use csi_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
+use csi_proto::v1::{Topology, Volume, VolumeContentSource};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::params::{Enforcement, OnDelete};
+use crate::request::AccessType;
+
+/// Where a new volume's content came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContentSource {
+    Snapshot(String),
+    Volume(String),
+}
+
+impl ContentSource {
+    pub fn from_csi(source: Option<&VolumeContentSource>) -> Result<Option<Self>> {
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        match &source.r#type {
+            Some(SourceType::Snapshot(s)) => Ok(Some(Self::Snapshot(s.snapshot_id.clone()))),
+            Some(SourceType::Volume(v)) => Ok(Some(Self::Volume(v.volume_id.clone()))),
+            None => Err(Error::invalid(
+                "volume_content_source",
+                "must name a snapshot or a volume",
+            )),
+        }
+    }
+
+    pub fn to_csi(&self) -> VolumeContentSource {
+        let r#type = match self {
+            Self::Snapshot(id) => SourceType::Snapshot(SnapshotSource {
+                snapshot_id: id.clone(),
+            }),
+            Self::Volume(id) => SourceType::Volume(VolumeSource {
+                volume_id: id.clone(),
+            }),
+        };
+        VolumeContentSource {
+            r#type: Some(r#type),
+        }
+    }
+}
+
+/// How a volume's data is laid out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Layout {
+    /// A directory under the node's local root.
+    Directory,
+    /// A sparse file holding an ext4 filesystem.
+    Image,
+    /// A sparse file used as a raw block device.
+    Block,
+    /// A subdirectory of an NFS share.
+    Nfs {
+        sub_dir: Vec<String>,
+        on_delete: OnDelete,
+        mount_options: String,
+    },
+}
+
+impl Layout {
+    pub fn for_local(enforcement: Enforcement, access: AccessType) -> Self {
+        match (access, enforcement) {
+            (AccessType::Block, _) => Self::Block,
+            (AccessType::Mount, Enforcement::Image) => Self::Image,
+            (AccessType::Mount, Enforcement::None) => Self::Directory,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Directory => "directory",
+            Self::Image => "image",
+            Self::Block => "block",
+            Self::Nfs { .. } => "nfs",
+        }
+    }
+}
+
+/// A committed volume. Its presence is what makes a volume exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRecord {
+    pub name: String,
+    pub volume_id: String,
+    pub capacity_bytes: i64,
+    pub parameters: BTreeMap<String, String>,
+    pub access_type: AccessType,
+    pub layout: Layout,
+    pub content_source: Option<ContentSource>,
+    pub volume_context: BTreeMap<String, String>,
+    pub accessible_topology: Vec<BTreeMap<String, String>>,
+    pub created_unix_secs: u64,
+}
+
+impl VolumeRecord {
+    pub fn to_csi(&self) -> Volume {
+        Volume {
+            capacity_bytes: self.capacity_bytes,
+            volume_id: self.volume_id.clone(),
+            volume_context: to_hash_map(&self.volume_context),
+            content_source: self.content_source.as_ref().map(ContentSource::to_csi),
+            accessible_topology: self
+                .accessible_topology
+                .iter()
+                .map(|segments| Topology {
+                    segments: to_hash_map(segments),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A committed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    pub name: String,
+    pub snapshot_id: String,
+    pub source_volume_id: String,
+    pub size_bytes: i64,
+    pub layout: Layout,
+    pub created_unix_secs: u64,
+    pub created_nanos: u32,
+}
+
+impl SnapshotRecord {
+    pub fn to_csi(&self) -> csi_proto::v1::Snapshot {
+        csi_proto::v1::Snapshot {
+            size_bytes: self.size_bytes,
+            snapshot_id: self.snapshot_id.clone(),
+            source_volume_id: self.source_volume_id.clone(),
+            creation_time: Some(prost_types::Timestamp {
+                seconds: i64::try_from(self.created_unix_secs).unwrap_or(i64::MAX),
+                nanos: i32::try_from(self.created_nanos).unwrap_or(0),
+            }),
+            ready_to_use: true,
+            group_snapshot_id: String::new(),
+        }
+    }
+}
+
+fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Seconds and nanoseconds since the epoch.
+pub fn now() -> (u64, u32) {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (since.as_secs(), since.subsec_nanos())
+}
+
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(record).map_err(|e| Error::CorruptMetadata {
+        path: "(encoding)".into(),
+        reason: e.to_string(),
+    })
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::CorruptMetadata {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,1 @@
+//! Stowage CSI node plugin (issue: node plugin; not built yet).

@@ -1,0 +1,11 @@
+//! Compiles proto/csi.proto with protox (pure Rust), so no system protoc is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/csi.proto");
+    let descriptors = protox::compile(["csi.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

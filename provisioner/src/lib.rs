@@ -1,0 +1,1 @@
+//! Stowage provisioner and binder (issue: binder; not built yet).

@@ -1,0 +1,99 @@
+//! `stowage`: parses flags, sets up tracing and runs the chosen component.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use csi_controller::{ControllerConfig, Driver, controller_routes, server};
+
+#[derive(Parser)]
+#[command(
+    name = "stowage",
+    version,
+    about = "Stowage: a CSI driver and provisioner for Kubernetes"
+)]
+struct Cli {
+    /// Log filter, e.g. `info` or `csi_controller=debug`.
+    #[arg(long, env = "STOWAGE_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CSI Identity and Controller services.
+    Controller(ControllerArgs),
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// CSI endpoint, `unix:///path/csi.sock`.
+    #[arg(long)]
+    endpoint: String,
+    /// This node's name; with --local-root the controller serves this node's local volumes.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Directory holding this node's local volumes.
+    #[arg(long)]
+    local_root: Option<PathBuf>,
+    /// Directory for the controller's own state (known NFS exports, attachments).
+    #[arg(long, default_value = "/var/lib/stowage/controller")]
+    state_dir: PathBuf,
+    /// Serve ControllerPublish/Unpublish and refuse a second node for single-node volumes.
+    #[arg(long)]
+    enable_attach: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stowage: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Controller(args) => run_controller(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("stowage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_controller(args: ControllerArgs) -> Result<(), String> {
+    let config = ControllerConfig {
+        node_id: args.node_id,
+        local_root: args.local_root,
+        state_dir: args.state_dir,
+        enable_attach: args.enable_attach,
+    };
+    let driver = Driver::open(&config).map_err(|e| format!("controller: {e}"))?;
+    let path = server::socket_path(&args.endpoint)?;
+    let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    tracing::info!(endpoint = %path.display(), local = config.local_root.is_some(), "controller serving");
+    server::serve(
+        listener,
+        controller_routes(driver),
+        server::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| format!("serve: {e}"))
+}

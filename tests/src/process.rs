@@ -1,0 +1,68 @@
+//! The real `stowage` binary as a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::csi::Csi;
+use crate::wait_for;
+
+/// The binary under test: `$STOWAGE_BIN`, or `target/<profile>/stowage` beside this test.
+pub fn stowage_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("STOWAGE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("stowage");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p stowage` first (the test script does)", bin.display());
+    bin
+}
+
+/// A running `stowage` subcommand, killed when dropped.
+pub struct Stowage {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Stowage {
+    /// Starts `stowage <args>` with `--endpoint unix://<socket>` and waits until Probe answers.
+    pub async fn start(subcommand: &str, socket: &Path, args: &[&str]) -> (Self, Csi) {
+        let child = Command::new(stowage_bin())
+            .arg(subcommand)
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .args(args)
+            .env("STOWAGE_LOG", std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stowage");
+        let mut this = Self { child, socket: socket.to_path_buf() };
+        let csi = wait_for("the CSI socket", Duration::from_secs(20), async || {
+            if let Ok(Some(status)) = this.child.try_wait() {
+                panic!("stowage {subcommand} exited early: {status}");
+            }
+            let csi = Csi::connect(socket).await.ok()?;
+            csi.probe().await.ok()?;
+            Some(csi)
+        })
+        .await;
+        (this, csi)
+    }
+
+    /// kill -9: the process gets no chance to clean up.
+    pub async fn kill_hard(mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("wait");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.expect("exits after SIGTERM").expect("wait")
+    }
+}
