@@ -8,6 +8,7 @@ use nfs3_client::tokio::{TokioConnector, TokioIo};
 use nfs3_types::nfs3::{
     self, Nfs3Option, Nfs3Result, diropargs3, filename3, ftype3, nfs_fh3, nfsstat3, sattr3,
 };
+use nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_types::xdr_codec::Opaque;
 use tokio::net::TcpStream;
 
@@ -60,7 +61,8 @@ impl Session {
     pub async fn connect(export: &Export) -> Result<Self, NfsError> {
         let builder = Nfs3ConnectionBuilder::new(TokioConnector, &export.host, &export.share)
             .connect_from_privileged_port(false)
-            .portmapper_port(export.port);
+            .portmapper_port(export.port)
+            .credential(credential());
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, builder.mount()).await {
             Err(_) => {
                 return Err(NfsError::Unreachable(format!(
@@ -440,6 +442,18 @@ impl Session {
         }
         Ok(total)
     }
+}
+
+/// AUTH_SYS as root: most servers refuse AUTH_NONE, and root (squashed or not) is
+/// what a kernel client provisioning directories would present too.
+fn credential() -> opaque_auth<'static> {
+    opaque_auth::auth_unix(&auth_unix {
+        stamp: 0,
+        machinename: Opaque::borrowed(b"stowage"),
+        uid: 0,
+        gid: 0,
+        gids: vec![],
+    })
 }
 
 fn dirop<'a>(dir: &nfs_fh3, name: &'a str) -> diropargs3<'a> {

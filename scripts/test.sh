@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine of this kind, then runs them.
+# Needs root: the tests start nfs-ganesha and rpcbind, and (node plugin) mount.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the real binary: build it first.
+cargo build --workspace --locked
+cargo nextest run --workspace --locked --no-fail-fast
