@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::node_client::NodeClient;
-use csi_proto::v1::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode};
+use csi_proto::v1::volume_capability::{
+    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
+};
 use csi_proto::v1::{self as v1, CapacityRange, VolumeCapability};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -27,7 +29,11 @@ impl Csi {
         let channel = Endpoint::from_static("http://[::]:50051")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let socket = socket.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
             }))
             .await?;
         Ok(Self {
@@ -44,13 +50,19 @@ impl Csi {
 
     pub async fn create(&self, req: v1::CreateVolumeRequest) -> Result<v1::Volume, tonic::Status> {
         let resp = self.controller.clone().create_volume(req).await?;
-        Ok(resp.into_inner().volume.expect("CreateVolume returns a volume"))
+        Ok(resp
+            .into_inner()
+            .volume
+            .expect("CreateVolume returns a volume"))
     }
 
     pub async fn delete(&self, volume_id: &str) -> Result<(), tonic::Status> {
         self.controller
             .clone()
-            .delete_volume(v1::DeleteVolumeRequest { volume_id: volume_id.into(), secrets: HashMap::new() })
+            .delete_volume(v1::DeleteVolumeRequest {
+                volume_id: volume_id.into(),
+                secrets: HashMap::new(),
+            })
             .await
             .map(|_| ())
     }
@@ -63,7 +75,10 @@ impl Csi {
             let resp = self
                 .controller
                 .clone()
-                .list_volumes(v1::ListVolumesRequest { max_entries: page_size, starting_token: token })
+                .list_volumes(v1::ListVolumesRequest {
+                    max_entries: page_size,
+                    starting_token: token,
+                })
                 .await?
                 .into_inner();
             volumes.extend(resp.entries.into_iter().filter_map(|e| e.volume));
@@ -84,13 +99,20 @@ impl Csi {
                 ..Default::default()
             })
             .await?;
-        Ok(resp.into_inner().snapshot.expect("CreateSnapshot returns a snapshot"))
+        Ok(resp
+            .into_inner()
+            .snapshot
+            .expect("CreateSnapshot returns a snapshot"))
     }
 }
 
 pub fn capability(block: bool, mode: Mode) -> VolumeCapability {
     VolumeCapability {
-        access_type: Some(if block { AccessType::Block(BlockVolume {}) } else { AccessType::Mount(MountVolume::default()) }),
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
         access_mode: Some(AccessMode { mode: mode as i32 }),
     }
 }
@@ -100,36 +122,62 @@ pub fn mount_rwo() -> VolumeCapability {
 }
 
 /// A CreateVolume request with one RWO mount capability.
-pub fn create_request(name: &str, required: i64, params: &[(&str, &str)]) -> v1::CreateVolumeRequest {
+pub fn create_request(
+    name: &str,
+    required: i64,
+    params: &[(&str, &str)],
+) -> v1::CreateVolumeRequest {
     v1::CreateVolumeRequest {
         name: name.into(),
-        capacity_range: Some(CapacityRange { required_bytes: required, limit_bytes: 0 }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: required,
+            limit_bytes: 0,
+        }),
         volume_capabilities: vec![mount_rwo()],
-        parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
     }
 }
 
 pub fn from_volume(id: &str) -> Option<v1::VolumeContentSource> {
     Some(v1::VolumeContentSource {
-        r#type: Some(v1::volume_content_source::Type::Volume(v1::volume_content_source::VolumeSource { volume_id: id.into() })),
+        r#type: Some(v1::volume_content_source::Type::Volume(
+            v1::volume_content_source::VolumeSource {
+                volume_id: id.into(),
+            },
+        )),
     })
 }
 
 pub fn from_snapshot(id: &str) -> Option<v1::VolumeContentSource> {
     Some(v1::VolumeContentSource {
-        r#type: Some(v1::volume_content_source::Type::Snapshot(v1::volume_content_source::SnapshotSource { snapshot_id: id.into() })),
+        r#type: Some(v1::volume_content_source::Type::Snapshot(
+            v1::volume_content_source::SnapshotSource {
+                snapshot_id: id.into(),
+            },
+        )),
     })
 }
 
 /// Asserts a gRPC failure with `code` whose message mentions `needle`.
 #[track_caller]
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, needle: &str) {
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) {
     match result {
         Ok(v) => panic!("expected {code:?} ({needle}), got Ok({v:?})"),
         Err(status) => {
             assert_eq!(status.code(), code, "message: {}", status.message());
-            assert!(status.message().contains(needle), "{:?} does not mention {needle:?}", status.message());
+            assert!(
+                status.message().contains(needle),
+                "{:?} does not mention {needle:?}",
+                status.message()
+            );
         }
     }
 }

@@ -25,7 +25,9 @@ impl MemNfs {
     /// Starts (or restarts) on a given port, with a fresh empty filesystem.
     pub async fn start_on(port: u16) -> Self {
         let fs = MemFs::new(MemFsConfig::default()).expect("memfs");
-        let listener = NFSTcpListener::bind(&format!("127.0.0.1:{port}"), fs).await.expect("bind NFS");
+        let listener = NFSTcpListener::bind(&format!("127.0.0.1:{port}"), fs)
+            .await
+            .expect("bind NFS");
         let port = listener.get_listen_port();
         let task = tokio::spawn(async move {
             if let Err(e) = listener.handle_forever().await {
@@ -65,7 +67,10 @@ impl Ganesha {
             );
         }
         ensure_rpcbind().await;
-        let dir = tempfile::Builder::new().prefix("stowage-ganesha").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("stowage-ganesha")
+            .tempdir()
+            .expect("tempdir");
         std::fs::create_dir(dir.path().join("export")).expect("mkdir export");
         let mut this = Self { child: None, dir };
         this.launch().await;
@@ -96,19 +101,31 @@ impl Ganesha {
             .expect("spawn ganesha.nfsd");
         self.child = Some(child);
         let log = self.dir.path().join("ganesha.log");
-        wait_for("ganesha to register MOUNT with rpcbind", Duration::from_secs(60), async || {
-            let out = tokio::process::Command::new("rpcinfo").args(["-p", "127.0.0.1"]).output().await.ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let ready = text.lines().any(|l| l.contains("mountd") && l.contains("tcp") && l.contains(&MNT_PORT.to_string()));
-            if !ready {
-                if let Some(child) = &mut self.child {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        panic!("ganesha exited: {status}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
-                    }
+        wait_for(
+            "ganesha to register MOUNT with rpcbind",
+            Duration::from_secs(60),
+            async || {
+                let out = tokio::process::Command::new("rpcinfo")
+                    .args(["-p", "127.0.0.1"])
+                    .output()
+                    .await
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let ready = text.lines().any(|l| {
+                    l.contains("mountd") && l.contains("tcp") && l.contains(&MNT_PORT.to_string())
+                });
+                if !ready
+                    && let Some(child) = &mut self.child
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    panic!(
+                        "ganesha exited: {status}; log: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
                 }
-            }
-            ready.then_some(())
-        })
+                ready.then_some(())
+            },
+        )
         .await;
     }
 
@@ -132,8 +149,12 @@ impl Drop for Ganesha {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
         }
-        let _ = std::process::Command::new("rpcinfo").args(["-d", "100005", "3"]).output();
-        let _ = std::process::Command::new("rpcinfo").args(["-d", "100003", "3"]).output();
+        let _ = std::process::Command::new("rpcinfo")
+            .args(["-d", "100005", "3"])
+            .output();
+        let _ = std::process::Command::new("rpcinfo")
+            .args(["-d", "100003", "3"])
+            .output();
     }
 }
 
@@ -166,13 +187,24 @@ EXPORT {{
 }
 
 fn which(tool: &str) -> bool {
-    std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 async fn ensure_rpcbind() {
-    let running = tokio::process::Command::new("rpcinfo").args(["-p", "127.0.0.1"]).output().await.is_ok_and(|o| o.status.success());
+    let running = tokio::process::Command::new("rpcinfo")
+        .args(["-p", "127.0.0.1"])
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success());
     if !running {
-        let status = tokio::process::Command::new("rpcbind").arg("-w").status().await.expect("run rpcbind");
+        let status = tokio::process::Command::new("rpcbind")
+            .arg("-w")
+            .status()
+            .await
+            .expect("run rpcbind");
         assert!(status.success(), "rpcbind failed to start");
     }
     unregister().await;
@@ -181,6 +213,9 @@ async fn ensure_rpcbind() {
 /// Drops stale MOUNT/NFS registrations a killed ganesha left in rpcbind.
 async fn unregister() {
     for (prog, vers) in [("100005", "1"), ("100005", "3"), ("100003", "3")] {
-        let _ = tokio::process::Command::new("rpcinfo").args(["-d", prog, vers]).output().await;
+        let _ = tokio::process::Command::new("rpcinfo")
+            .args(["-d", prog, vers])
+            .output()
+            .await;
     }
 }

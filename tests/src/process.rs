@@ -15,9 +15,16 @@ pub fn stowage_bin() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("stowage");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p stowage` first (the test script does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p stowage` first (the test script does)",
+        bin.display()
+    );
     bin
 }
 
@@ -35,12 +42,18 @@ impl Stowage {
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
             .args(args)
-            .env("STOWAGE_LOG", std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "STOWAGE_LOG",
+                std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn stowage");
-        let mut this = Self { child, socket: socket.to_path_buf() };
+        let mut this = Self {
+            child,
+            socket: socket.to_path_buf(),
+        };
         let csi = wait_for("the CSI socket", Duration::from_secs(20), async || {
             if let Ok(Some(status)) = this.child.try_wait() {
                 panic!("stowage {subcommand} exited early: {status}");
@@ -62,7 +75,14 @@ impl Stowage {
     /// SIGTERM, then wait for a clean exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.expect("exits after SIGTERM").expect("wait")
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("wait")
     }
 }

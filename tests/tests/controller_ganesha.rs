@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use csi_proto::v1 as v1;
+use csi_proto::v1;
 use stowage_tests::csi::{Csi, assert_code, create_request, from_snapshot, from_volume};
 use stowage_tests::nfs::Ganesha;
 use stowage_tests::process::Stowage;
@@ -15,12 +15,21 @@ const MIB: i64 = 1 << 20;
 
 async fn controller(dir: &tempfile::TempDir) -> (Stowage, Csi) {
     let state = dir.path().join("state").display().to_string();
-    Stowage::start("controller", &dir.path().join("csi.sock"), &["--state-dir", &state]).await
+    Stowage::start(
+        "controller",
+        &dir.path().join("csi.sock"),
+        &["--state-dir", &state],
+    )
+    .await
 }
 
 fn request(ganesha: &Ganesha, name: &str, extra: &[(&str, &str)]) -> v1::CreateVolumeRequest {
     let share = ganesha.share();
-    let mut params = vec![("type", "nfs"), ("server", "127.0.0.1"), ("share", share.as_str())];
+    let mut params = vec![
+        ("type", "nfs"),
+        ("server", "127.0.0.1"),
+        ("share", share.as_str()),
+    ];
     params.extend_from_slice(extra);
     create_request(name, MIB, &params)
 }
@@ -32,52 +41,119 @@ async fn ganesha_volumes_snapshots_and_policies_land_on_disk() {
     let (_controller, csi) = controller(&dir).await;
     let export = ganesha.export_dir();
 
-    let volume = csi.create(request(&ganesha, "pvc-g1", &[])).await.expect("create");
+    let volume = csi
+        .create(request(&ganesha, "pvc-g1", &[]))
+        .await
+        .expect("create");
     let data = export.join("pvc-g1");
     assert!(data.is_dir());
-    assert_eq!(std::fs::metadata(&data).expect("stat").permissions().mode() & 0o7777, 0o777, "writable by pods by default");
-    assert_eq!(csi.create(request(&ganesha, "pvc-g1", &[])).await.expect("retry"), volume);
+    assert_eq!(
+        std::fs::metadata(&data).expect("stat").permissions().mode() & 0o7777,
+        0o777,
+        "writable by pods by default"
+    );
+    assert_eq!(
+        csi.create(request(&ganesha, "pvc-g1", &[]))
+            .await
+            .expect("retry"),
+        volume
+    );
 
-    let private = csi.create(request(&ganesha, "pvc-g2", &[("mountPermissions", "0750"), ("subDir", "nested/${pv.metadata.name}")])).await.expect("create");
-    assert_eq!(std::fs::metadata(export.join("nested/pvc-g2")).expect("stat").permissions().mode() & 0o7777, 0o750);
+    let private = csi
+        .create(request(
+            &ganesha,
+            "pvc-g2",
+            &[
+                ("mountPermissions", "0750"),
+                ("subDir", "nested/${pv.metadata.name}"),
+            ],
+        ))
+        .await
+        .expect("create");
+    assert_eq!(
+        std::fs::metadata(export.join("nested/pvc-g2"))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o750
+    );
 
     std::fs::create_dir(data.join("sub")).expect("mkdir");
     std::fs::write(data.join("sub/file"), b"snapshot me").expect("write");
     std::os::unix::fs::symlink("sub/file", data.join("link")).expect("symlink");
-    let snap = csi.snapshot("gsnap", &volume.volume_id).await.expect("snapshot");
+    let snap = csi
+        .snapshot("gsnap", &volume.volume_id)
+        .await
+        .expect("snapshot");
     std::fs::write(data.join("sub/file"), b"later").expect("write");
     let mut restore = request(&ganesha, "pvc-restored", &[]);
     restore.volume_content_source = from_snapshot(&snap.snapshot_id);
     csi.create(restore).await.expect("restore");
-    assert_eq!(std::fs::read(export.join("pvc-restored/sub/file")).expect("read"), b"snapshot me");
-    assert_eq!(std::fs::read_link(export.join("pvc-restored/link")).expect("symlink copied").to_str(), Some("sub/file"));
+    assert_eq!(
+        std::fs::read(export.join("pvc-restored/sub/file")).expect("read"),
+        b"snapshot me"
+    );
+    assert_eq!(
+        std::fs::read_link(export.join("pvc-restored/link"))
+            .expect("symlink copied")
+            .to_str(),
+        Some("sub/file")
+    );
     let mut clone = request(&ganesha, "pvc-clone", &[]);
     clone.volume_content_source = from_volume(&volume.volume_id);
     csi.create(clone).await.expect("clone");
-    assert_eq!(std::fs::read(export.join("pvc-clone/sub/file")).expect("read"), b"later");
+    assert_eq!(
+        std::fs::read(export.join("pvc-clone/sub/file")).expect("read"),
+        b"later"
+    );
 
     let capacity = csi
         .controller
         .clone()
-        .get_capacity(v1::GetCapacityRequest { parameters: request(&ganesha, "x", &[]).parameters, ..Default::default() })
+        .get_capacity(v1::GetCapacityRequest {
+            parameters: request(&ganesha, "x", &[]).parameters,
+            ..Default::default()
+        })
         .await
         .expect("capacity")
         .into_inner();
     let statvfs = nix::sys::statvfs::statvfs(&export).expect("statvfs");
     let local_free = (statvfs.blocks_available() * statvfs.fragment_size()) as i64;
-    assert!((capacity.available_capacity - local_free).abs() < 256 * MIB, "FSSTAT {} vs statvfs {local_free}", capacity.available_capacity);
+    assert!(
+        (capacity.available_capacity - local_free).abs() < 256 * MIB,
+        "FSSTAT {} vs statvfs {local_free}",
+        capacity.available_capacity
+    );
 
-    let archived = csi.create(request(&ganesha, "pvc-arch", &[("onDelete", "archive")])).await.expect("create");
+    let archived = csi
+        .create(request(&ganesha, "pvc-arch", &[("onDelete", "archive")]))
+        .await
+        .expect("create");
     std::fs::write(export.join("pvc-arch/keep"), b"x").expect("write");
     csi.delete(&archived.volume_id).await.expect("delete");
-    let archive = std::fs::read_dir(&export).expect("list").filter_map(|e| e.ok()).find(|e| e.file_name().to_string_lossy().starts_with("archived-pvc-arch-")).expect("archive dir");
+    let archive = std::fs::read_dir(&export)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("archived-pvc-arch-")
+        })
+        .expect("archive dir");
     assert!(archive.path().join("keep").exists());
 
     csi.delete(&volume.volume_id).await.expect("delete");
     csi.delete(&private.volume_id).await.expect("delete");
     assert!(!data.exists());
     assert!(!export.join("nested/pvc-g2").exists());
-    let names: Vec<String> = csi.list_all(2).await.expect("list").into_iter().map(|v| v.volume_context["subDir"].clone()).collect();
+    let names: Vec<String> = csi
+        .list_all(2)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|v| v.volume_context["subDir"].clone())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -86,10 +162,12 @@ async fn ganesha_contended_create_yields_one_volume() {
     let ganesha = Ganesha::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (_controller, csi) = controller(&dir).await;
-    let calls: Vec<_> = (0..32).map(|_| {
-        let (csi, req) = (csi.clone(), request(&ganesha, "contended", &[]));
-        tokio::spawn(async move { csi.create(req).await })
-    }).collect();
+    let calls: Vec<_> = (0..32)
+        .map(|_| {
+            let (csi, req) = (csi.clone(), request(&ganesha, "contended", &[]));
+            tokio::spawn(async move { csi.create(req).await })
+        })
+        .collect();
     let mut ids = std::collections::BTreeSet::new();
     for call in calls {
         match call.await.expect("join") {
@@ -99,10 +177,19 @@ async fn ganesha_contended_create_yields_one_volume() {
             Err(status) => assert_eq!(status.code(), Code::Aborted, "{}", status.message()),
         }
     }
-    ids.insert(csi.create(request(&ganesha, "contended", &[])).await.expect("retry").volume_id);
+    ids.insert(
+        csi.create(request(&ganesha, "contended", &[]))
+            .await
+            .expect("retry")
+            .volume_id,
+    );
     assert_eq!(ids.len(), 1);
     assert_eq!(csi.list_all(0).await.expect("list").len(), 1);
-    let dirs = std::fs::read_dir(ganesha.export_dir()).expect("list").filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count();
+    let dirs = std::fs::read_dir(ganesha.export_dir())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
     assert_eq!(dirs, 1);
 }
 
@@ -111,16 +198,28 @@ async fn ganesha_restart_is_unavailable_then_recovers_with_data_intact() {
     let mut ganesha = Ganesha::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (_controller, csi) = controller(&dir).await;
-    let volume = csi.create(request(&ganesha, "survivor", &[])).await.expect("create");
+    let volume = csi
+        .create(request(&ganesha, "survivor", &[]))
+        .await
+        .expect("create");
 
     ganesha.stop().await;
-    assert_code(csi.create(request(&ganesha, "during-outage", &[])).await, Code::Unavailable, "unavailable");
+    assert_code(
+        csi.create(request(&ganesha, "during-outage", &[])).await,
+        Code::Unavailable,
+        "unavailable",
+    );
     assert!(!csi.probe().await.expect("probe answers"));
 
     ganesha.restart().await;
-    assert!(csi.probe().await.expect("probe"), "ready again once the export answers");
+    assert!(
+        csi.probe().await.expect("probe"),
+        "ready again once the export answers"
+    );
     assert_eq!(csi.list_all(0).await.expect("list"), vec![volume]);
-    csi.create(request(&ganesha, "during-outage", &[])).await.expect("the retried call works");
+    csi.create(request(&ganesha, "during-outage", &[]))
+        .await
+        .expect("the retried call works");
     assert!(ganesha.export_dir().join("during-outage").is_dir());
 
     // The controller restarting must not forget the export or its volumes.
@@ -134,9 +233,30 @@ async fn ganesha_rejects_an_unexported_share() {
     let ganesha = Ganesha::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (_controller, csi) = controller(&dir).await;
-    let bad = create_request("nope", MIB, &[("type", "nfs"), ("server", "127.0.0.1"), ("share", "/not/exported")]);
+    let bad = create_request(
+        "nope",
+        MIB,
+        &[
+            ("type", "nfs"),
+            ("server", "127.0.0.1"),
+            ("share", "/not/exported"),
+        ],
+    );
     let status = csi.create(bad).await.expect_err("refused");
     assert_ne!(status.code(), Code::Ok);
-    assert!(status.message().contains("/not/exported") || status.message().to_lowercase().contains("mount"), "{}", status.message());
-    assert!(ganesha.export_dir().read_dir().expect("list").next().is_none(), "nothing was created");
+    assert!(
+        status.message().contains("/not/exported")
+            || status.message().to_lowercase().contains("mount"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        ganesha
+            .export_dir()
+            .read_dir()
+            .expect("list")
+            .next()
+            .is_none(),
+        "nothing was created"
+    );
 }

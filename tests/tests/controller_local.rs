@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use csi_proto::v1::{self as v1, CapacityRange, Topology, TopologyRequirement};
-use stowage_tests::csi::{AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume, mount_rwo};
+use stowage_tests::csi::{
+    AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume,
+    mount_rwo,
+};
 use stowage_tests::process::Stowage;
 use tonic::Code;
 
@@ -21,7 +24,11 @@ impl Setup {
     async fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (controller, csi) = launch(dir.path(), extra).await;
-        Self { dir, csi, controller: Some(controller) }
+        Self {
+            dir,
+            csi,
+            controller: Some(controller),
+        }
     }
 
     fn root(&self) -> PathBuf {
@@ -50,7 +57,14 @@ impl Setup {
 async fn launch(dir: &Path, extra: &[&str]) -> (Stowage, Csi) {
     let root = dir.join("local").display().to_string();
     let state = dir.join("state").display().to_string();
-    let mut args = vec!["--node-id", NODE, "--local-root", &root, "--state-dir", &state];
+    let mut args = vec![
+        "--node-id",
+        NODE,
+        "--local-root",
+        &root,
+        "--state-dir",
+        &state,
+    ];
     args.extend_from_slice(extra);
     Stowage::start("controller", &dir.join("csi.sock"), &args).await
 }
@@ -58,10 +72,24 @@ async fn launch(dir: &Path, extra: &[&str]) -> (Stowage, Csi) {
 #[tokio::test]
 async fn identity_reports_name_version_capabilities_and_readiness() {
     let s = Setup::start(&[]).await;
-    let info = s.csi.identity.clone().get_plugin_info(v1::GetPluginInfoRequest {}).await.expect("info").into_inner();
+    let info = s
+        .csi
+        .identity
+        .clone()
+        .get_plugin_info(v1::GetPluginInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
     assert_eq!(info.name, "csi.stowage.io");
     assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
-    let caps = s.csi.identity.clone().get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {}).await.expect("caps").into_inner();
+    let caps = s
+        .csi
+        .identity
+        .clone()
+        .get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner();
     let services: Vec<i32> = caps
         .capabilities
         .iter()
@@ -88,45 +116,105 @@ async fn controller_capabilities_match_the_design_and_attach_is_behind_a_flag() 
             .into_inner()
             .capabilities
             .iter()
-            .filter_map(|c| match &c.r#type {
-                Some(v1::controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
-                None => None,
+            .filter_map(|c| {
+                c.r#type.as_ref().map(|t| {
+                    let v1::controller_service_capability::Type::Rpc(r) = t;
+                    r.r#type
+                })
             })
             .collect()
     };
     let s = Setup::start(&[]).await;
     let got = caps(&s.csi).await;
-    for want in [Cap::CreateDeleteVolume, Cap::ListVolumes, Cap::GetCapacity, Cap::GetVolume, Cap::VolumeCondition, Cap::ExpandVolume, Cap::CreateDeleteSnapshot, Cap::ListSnapshots, Cap::CloneVolume, Cap::SingleNodeMultiWriter] {
+    for want in [
+        Cap::CreateDeleteVolume,
+        Cap::ListVolumes,
+        Cap::GetCapacity,
+        Cap::GetVolume,
+        Cap::VolumeCondition,
+        Cap::ExpandVolume,
+        Cap::CreateDeleteSnapshot,
+        Cap::ListSnapshots,
+        Cap::CloneVolume,
+        Cap::SingleNodeMultiWriter,
+    ] {
         assert!(got.contains(&(want as i32)), "missing {want:?}");
     }
     assert!(!got.contains(&(Cap::PublishUnpublishVolume as i32)));
-    let publish = s.csi.controller.clone().controller_publish_volume(v1::ControllerPublishVolumeRequest::default()).await;
+    let publish = s
+        .csi
+        .controller
+        .clone()
+        .controller_publish_volume(v1::ControllerPublishVolumeRequest::default())
+        .await;
     assert_code(publish, Code::Unimplemented, "--enable-attach");
 
     let attach = Setup::start(&["--enable-attach"]).await;
-    assert!(caps(&attach.csi).await.contains(&(Cap::PublishUnpublishVolume as i32)));
+    assert!(
+        caps(&attach.csi)
+            .await
+            .contains(&(Cap::PublishUnpublishVolume as i32))
+    );
 }
 
 #[tokio::test]
 async fn create_volume_is_idempotent_and_makes_a_directory_with_node_topology() {
     let s = Setup::start(&[]).await;
-    let volume = s.csi.create(create_request("pvc-1", 10 * MIB, &[])).await.expect("create");
+    let volume = s
+        .csi
+        .create(create_request("pvc-1", 10 * MIB, &[]))
+        .await
+        .expect("create");
     assert_eq!(volume.capacity_bytes, 10 * MIB);
-    assert!(volume.volume_id.starts_with("local:") && volume.volume_id.ends_with(":node-a"), "{}", volume.volume_id);
+    assert!(
+        volume.volume_id.starts_with("local:") && volume.volume_id.ends_with(":node-a"),
+        "{}",
+        volume.volume_id
+    );
     assert!(volume.volume_id.len() <= 128);
-    assert_eq!(volume.accessible_topology[0].segments.get("topology.stowage.io/node").map(String::as_str), Some(NODE));
-    assert_eq!(volume.volume_context.get("type").map(String::as_str), Some("local"));
+    assert_eq!(
+        volume.accessible_topology[0]
+            .segments
+            .get("topology.stowage.io/node")
+            .map(String::as_str),
+        Some(NODE)
+    );
+    assert_eq!(
+        volume.volume_context.get("type").map(String::as_str),
+        Some("local")
+    );
     assert!(s.data(&volume.volume_id, "").is_dir());
 
-    let again = s.csi.create(create_request("pvc-1", 10 * MIB, &[])).await.expect("retry");
+    let again = s
+        .csi
+        .create(create_request("pvc-1", 10 * MIB, &[]))
+        .await
+        .expect("retry");
     assert_eq!(again, volume);
-    assert_code(s.csi.create(create_request("pvc-1", 20 * MIB, &[])).await, Code::AlreadyExists, "capacity");
-    assert_code(s.csi.create(create_request("pvc-1", 10 * MIB, &[("capacityEnforcement", "image")])).await, Code::AlreadyExists, "parameter");
+    assert_code(
+        s.csi.create(create_request("pvc-1", 20 * MIB, &[])).await,
+        Code::AlreadyExists,
+        "capacity",
+    );
+    assert_code(
+        s.csi
+            .create(create_request(
+                "pvc-1",
+                10 * MIB,
+                &[("capacityEnforcement", "image")],
+            ))
+            .await,
+        Code::AlreadyExists,
+        "parameter",
+    );
 
     s.csi.delete(&volume.volume_id).await.expect("delete");
     assert!(!s.data(&volume.volume_id, "").exists());
     s.csi.delete(&volume.volume_id).await.expect("delete twice");
-    s.csi.delete("no-such-volume").await.expect("unknown IDs delete fine");
+    s.csi
+        .delete("no-such-volume")
+        .await
+        .expect("unknown IDs delete fine");
     assert!(s.csi.list_all(0).await.expect("list").is_empty());
 }
 
@@ -142,20 +230,71 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
         (create_request("nul\0byte", MIB, &[]), "name"),
         (create_request("p", MIB, &[("color", "blue")]), "color"),
         (create_request("p", MIB, &[("type", "zfs")]), "parameters"),
-        (v1::CreateVolumeRequest { capacity_range: Some(CapacityRange { required_bytes: 10, limit_bytes: 5 }), ..create_request("p", 0, &[]) }, "capacity_range"),
-        (v1::CreateVolumeRequest { volume_capabilities: vec![], ..create_request("p", MIB, &[]) }, "volume_capabilities"),
-        (v1::CreateVolumeRequest { volume_capabilities: vec![capability(false, AccessModeKind::Unknown)], ..create_request("p", MIB, &[]) }, "volume_capabilities"),
-        (v1::CreateVolumeRequest { volume_capabilities: vec![mount_rwo(), capability(true, AccessModeKind::SingleNodeWriter)], ..create_request("p", MIB, &[]) }, "volume_capabilities"),
-        (v1::CreateVolumeRequest { volume_capabilities: vec![capability(false, AccessModeKind::MultiNodeMultiWriter)], ..create_request("p", MIB, &[]) }, "one node"),
+        (
+            v1::CreateVolumeRequest {
+                capacity_range: Some(CapacityRange {
+                    required_bytes: 10,
+                    limit_bytes: 5,
+                }),
+                ..create_request("p", 0, &[])
+            },
+            "capacity_range",
+        ),
+        (
+            v1::CreateVolumeRequest {
+                volume_capabilities: vec![],
+                ..create_request("p", MIB, &[])
+            },
+            "volume_capabilities",
+        ),
+        (
+            v1::CreateVolumeRequest {
+                volume_capabilities: vec![capability(false, AccessModeKind::Unknown)],
+                ..create_request("p", MIB, &[])
+            },
+            "volume_capabilities",
+        ),
+        (
+            v1::CreateVolumeRequest {
+                volume_capabilities: vec![
+                    mount_rwo(),
+                    capability(true, AccessModeKind::SingleNodeWriter),
+                ],
+                ..create_request("p", MIB, &[])
+            },
+            "volume_capabilities",
+        ),
+        (
+            v1::CreateVolumeRequest {
+                volume_capabilities: vec![capability(false, AccessModeKind::MultiNodeMultiWriter)],
+                ..create_request("p", MIB, &[])
+            },
+            "one node",
+        ),
     ];
     for (request, needle) in cases {
         assert_code(s.csi.create(request).await, Code::InvalidArgument, needle);
     }
     assert_code(s.csi.delete("").await, Code::InvalidArgument, "volume_id");
-    assert_code(s.csi.delete(&"v".repeat(200)).await, Code::InvalidArgument, "volume_id");
-    let expand = s.csi.controller.clone().controller_expand_volume(v1::ControllerExpandVolumeRequest { volume_id: "x".into(), ..Default::default() }).await;
+    assert_code(
+        s.csi.delete(&"v".repeat(200)).await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    let expand = s
+        .csi
+        .controller
+        .clone()
+        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
+            volume_id: "x".into(),
+            ..Default::default()
+        })
+        .await;
     assert_code(expand, Code::InvalidArgument, "capacity_range");
-    assert!(s.csi.list_all(0).await.expect("list").is_empty(), "nothing half-made");
+    assert!(
+        s.csi.list_all(0).await.expect("list").is_empty(),
+        "nothing half-made"
+    );
 }
 
 #[tokio::test]
@@ -163,28 +302,80 @@ async fn list_volumes_pages_and_refuses_a_foreign_token() {
     let s = Setup::start(&[]).await;
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(s.csi.create(create_request(&format!("vol-{i}"), MIB, &[])).await.expect("create").volume_id);
+        ids.push(
+            s.csi
+                .create(create_request(&format!("vol-{i}"), MIB, &[]))
+                .await
+                .expect("create")
+                .volume_id,
+        );
     }
     ids.sort();
-    let mut listed: Vec<String> = s.csi.list_all(3).await.expect("list").into_iter().map(|v| v.volume_id).collect();
+    let mut listed: Vec<String> = s
+        .csi
+        .list_all(3)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|v| v.volume_id)
+        .collect();
     listed.sort();
     assert_eq!(listed, ids);
-    let first = s.csi.controller.clone().list_volumes(v1::ListVolumesRequest { max_entries: 3, starting_token: String::new() }).await.expect("page").into_inner();
+    let first = s
+        .csi
+        .controller
+        .clone()
+        .list_volumes(v1::ListVolumesRequest {
+            max_entries: 3,
+            starting_token: String::new(),
+        })
+        .await
+        .expect("page")
+        .into_inner();
     assert_eq!(first.entries.len(), 3);
     assert!(!first.next_token.is_empty());
-    let bad = s.csi.controller.clone().list_volumes(v1::ListVolumesRequest { max_entries: 3, starting_token: "invalid-token".into() }).await;
+    let bad = s
+        .csi
+        .controller
+        .clone()
+        .list_volumes(v1::ListVolumesRequest {
+            max_entries: 3,
+            starting_token: "invalid-token".into(),
+        })
+        .await;
     assert_code(bad, Code::Aborted, "starting_token");
-    let negative = s.csi.controller.clone().list_volumes(v1::ListVolumesRequest { max_entries: -1, starting_token: String::new() }).await;
+    let negative = s
+        .csi
+        .controller
+        .clone()
+        .list_volumes(v1::ListVolumesRequest {
+            max_entries: -1,
+            starting_token: String::new(),
+        })
+        .await;
     assert_code(negative, Code::InvalidArgument, "max_entries");
 }
 
 #[tokio::test]
 async fn capacity_and_topology_are_honoured() {
     let s = Setup::start(&[]).await;
-    let here = Topology { segments: HashMap::from([("topology.stowage.io/node".to_string(), NODE.to_string())]) };
-    let there = Topology { segments: HashMap::from([("topology.stowage.io/node".to_string(), "node-b".to_string())]) };
+    let here = Topology {
+        segments: HashMap::from([("topology.stowage.io/node".to_string(), NODE.to_string())]),
+    };
+    let there = Topology {
+        segments: HashMap::from([("topology.stowage.io/node".to_string(), "node-b".to_string())]),
+    };
     let capacity = async |topology: Option<Topology>| {
-        s.csi.controller.clone().get_capacity(v1::GetCapacityRequest { accessible_topology: topology, ..Default::default() }).await.expect("capacity").into_inner()
+        s.csi
+            .controller
+            .clone()
+            .get_capacity(v1::GetCapacityRequest {
+                accessible_topology: topology,
+                ..Default::default()
+            })
+            .await
+            .expect("capacity")
+            .into_inner()
     };
     let local = capacity(Some(here.clone())).await;
     assert!(local.available_capacity > 0);
@@ -192,9 +383,19 @@ async fn capacity_and_topology_are_honoured() {
     assert_eq!(capacity(Some(there.clone())).await.available_capacity, 0);
 
     let mut request = create_request("placed", MIB, &[]);
-    request.accessibility_requirements = Some(TopologyRequirement { requisite: vec![there.clone()], preferred: vec![there.clone()] });
-    assert_code(s.csi.create(request.clone()).await, Code::ResourceExhausted, "node-a");
-    request.accessibility_requirements = Some(TopologyRequirement { requisite: vec![there, here.clone()], preferred: vec![here] });
+    request.accessibility_requirements = Some(TopologyRequirement {
+        requisite: vec![there.clone()],
+        preferred: vec![there.clone()],
+    });
+    assert_code(
+        s.csi.create(request.clone()).await,
+        Code::ResourceExhausted,
+        "node-a",
+    );
+    request.accessibility_requirements = Some(TopologyRequirement {
+        requisite: vec![there, here.clone()],
+        preferred: vec![here],
+    });
     s.csi.create(request).await.expect("node-a is requisite");
 
     let huge = create_request("huge", i64::MAX / 2, &[]);
@@ -204,20 +405,40 @@ async fn capacity_and_topology_are_honoured() {
 fn ext4_magic(path: &Path) -> u16 {
     use std::os::unix::fs::FileExt;
     let mut magic = [0u8; 2];
-    std::fs::File::open(path).expect("open image").read_exact_at(&mut magic, 1024 + 0x38).expect("read superblock");
+    std::fs::File::open(path)
+        .expect("open image")
+        .read_exact_at(&mut magic, 1024 + 0x38)
+        .expect("read superblock");
     u16::from_le_bytes(magic)
 }
 
 #[tokio::test]
 async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
     let s = Setup::start(&[]).await;
-    let volume = s.csi.create(create_request("img", 32 * MIB, &[("capacityEnforcement", "image")])).await.expect("create");
-    assert_eq!(volume.volume_context.get("layout").map(String::as_str), Some("image"));
+    let volume = s
+        .csi
+        .create(create_request(
+            "img",
+            32 * MIB,
+            &[("capacityEnforcement", "image")],
+        ))
+        .await
+        .expect("create");
+    assert_eq!(
+        volume.volume_context.get("layout").map(String::as_str),
+        Some("image")
+    );
     let image = s.data(&volume.volume_id, ".img");
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 32 << 20);
     assert_eq!(ext4_magic(&image), 0xEF53);
     let tiny = create_request("tiny", 0, &[("capacityEnforcement", "image")]);
-    let tiny = v1::CreateVolumeRequest { capacity_range: Some(CapacityRange { required_bytes: 1, limit_bytes: MIB }), ..tiny };
+    let tiny = v1::CreateVolumeRequest {
+        capacity_range: Some(CapacityRange {
+            required_bytes: 1,
+            limit_bytes: MIB,
+        }),
+        ..tiny
+    };
     assert_code(s.csi.create(tiny).await, Code::OutOfRange, "capacity");
 
     let grown = s
@@ -226,7 +447,10 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
         .clone()
         .controller_expand_volume(v1::ControllerExpandVolumeRequest {
             volume_id: volume.volume_id.clone(),
-            capacity_range: Some(CapacityRange { required_bytes: 64 * MIB, limit_bytes: 0 }),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 64 * MIB,
+                limit_bytes: 0,
+            }),
             ..Default::default()
         })
         .await
@@ -235,7 +459,16 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
     assert_eq!(grown.capacity_bytes, 64 * MIB);
     assert!(grown.node_expansion_required);
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 64 << 20);
-    let get = s.csi.controller.clone().controller_get_volume(v1::ControllerGetVolumeRequest { volume_id: volume.volume_id.clone() }).await.expect("get").into_inner();
+    let get = s
+        .csi
+        .controller
+        .clone()
+        .controller_get_volume(v1::ControllerGetVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(get.volume.expect("volume").capacity_bytes, 64 * MIB);
 }
 
@@ -245,45 +478,98 @@ async fn block_volumes_are_raw_sparse_files() {
     let mut request = create_request("raw", 8 * MIB, &[]);
     request.volume_capabilities = vec![capability(true, AccessModeKind::SingleNodeWriter)];
     let volume = s.csi.create(request).await.expect("create");
-    assert_eq!(volume.volume_context.get("layout").map(String::as_str), Some("block"));
+    assert_eq!(
+        volume.volume_context.get("layout").map(String::as_str),
+        Some("block")
+    );
     let file = s.data(&volume.volume_id, ".img");
     assert_eq!(std::fs::metadata(&file).expect("raw").len(), 8 << 20);
-    assert_ne!(ext4_magic(&file), 0xEF53, "a block volume carries no filesystem");
+    assert_ne!(
+        ext4_magic(&file),
+        0xEF53,
+        "a block volume carries no filesystem"
+    );
 }
 
 #[tokio::test]
 async fn snapshots_restore_and_clones_copy_the_data() {
     let s = Setup::start(&[]).await;
-    let source = s.csi.create(create_request("src", 4 * MIB, &[])).await.expect("create");
+    let source = s
+        .csi
+        .create(create_request("src", 4 * MIB, &[]))
+        .await
+        .expect("create");
     std::fs::create_dir_all(s.data(&source.volume_id, "").join("sub")).expect("mkdir");
     std::fs::write(s.data(&source.volume_id, "").join("sub/data.txt"), b"hello").expect("write");
 
-    let snap = s.csi.snapshot("snap-1", &source.volume_id).await.expect("snapshot");
+    let snap = s
+        .csi
+        .snapshot("snap-1", &source.volume_id)
+        .await
+        .expect("snapshot");
     assert!(snap.ready_to_use);
     assert_eq!(snap.size_bytes, 4 * MIB);
-    assert_eq!(s.csi.snapshot("snap-1", &source.volume_id).await.expect("idempotent"), snap);
-    let other = s.csi.create(create_request("other", MIB, &[])).await.expect("create");
-    assert_code(s.csi.snapshot("snap-1", &other.volume_id).await, Code::AlreadyExists, "snap-1");
-    assert_code(s.csi.snapshot("snap-x", "local:00000000000000000000000000000000:node-a").await, Code::NotFound, "does not exist");
+    assert_eq!(
+        s.csi
+            .snapshot("snap-1", &source.volume_id)
+            .await
+            .expect("idempotent"),
+        snap
+    );
+    let other = s
+        .csi
+        .create(create_request("other", MIB, &[]))
+        .await
+        .expect("create");
+    assert_code(
+        s.csi.snapshot("snap-1", &other.volume_id).await,
+        Code::AlreadyExists,
+        "snap-1",
+    );
+    assert_code(
+        s.csi
+            .snapshot("snap-x", "local:00000000000000000000000000000000:node-a")
+            .await,
+        Code::NotFound,
+        "does not exist",
+    );
 
-    std::fs::write(s.data(&source.volume_id, "").join("sub/data.txt"), b"changed later").expect("write");
+    std::fs::write(
+        s.data(&source.volume_id, "").join("sub/data.txt"),
+        b"changed later",
+    )
+    .expect("write");
     let mut restore = create_request("restored", 0, &[]);
     restore.volume_content_source = from_snapshot(&snap.snapshot_id);
     let restored = s.csi.create(restore).await.expect("restore");
-    assert_eq!(restored.capacity_bytes, 4 * MIB, "a restore without capacity takes the snapshot's size");
-    assert_eq!(std::fs::read(s.data(&restored.volume_id, "").join("sub/data.txt")).expect("read"), b"hello");
+    assert_eq!(
+        restored.capacity_bytes,
+        4 * MIB,
+        "a restore without capacity takes the snapshot's size"
+    );
+    assert_eq!(
+        std::fs::read(s.data(&restored.volume_id, "").join("sub/data.txt")).expect("read"),
+        b"hello"
+    );
 
     let mut clone = create_request("cloned", 4 * MIB, &[]);
     clone.volume_content_source = from_volume(&source.volume_id);
     let cloned = s.csi.create(clone).await.expect("clone");
-    assert_eq!(std::fs::read(s.data(&cloned.volume_id, "").join("sub/data.txt")).expect("read"), b"changed later");
+    assert_eq!(
+        std::fs::read(s.data(&cloned.volume_id, "").join("sub/data.txt")).expect("read"),
+        b"changed later"
+    );
 
     let mut too_small = create_request("too-small", MIB, &[]);
-    too_small.capacity_range = Some(CapacityRange { required_bytes: MIB, limit_bytes: 2 * MIB });
+    too_small.capacity_range = Some(CapacityRange {
+        required_bytes: MIB,
+        limit_bytes: 2 * MIB,
+    });
     too_small.volume_content_source = from_volume(&source.volume_id);
     assert_code(s.csi.create(too_small).await, Code::OutOfRange, "limit");
     let mut missing = create_request("missing", MIB, &[]);
-    missing.volume_content_source = from_snapshot("local-snap:00000000000000000000000000000000:node-a");
+    missing.volume_content_source =
+        from_snapshot("local-snap:00000000000000000000000000000000:node-a");
     assert_code(s.csi.create(missing).await, Code::NotFound, "snapshot");
     let mut missing = create_request("missing", MIB, &[]);
     missing.volume_content_source = from_volume("bogus");
@@ -293,19 +579,36 @@ async fn snapshots_restore_and_clones_copy_the_data() {
         s.csi
             .controller
             .clone()
-            .list_snapshots(v1::ListSnapshotsRequest { snapshot_id: snapshot_id.into(), source_volume_id: source_volume_id.into(), ..Default::default() })
+            .list_snapshots(v1::ListSnapshotsRequest {
+                snapshot_id: snapshot_id.into(),
+                source_volume_id: source_volume_id.into(),
+                ..Default::default()
+            })
             .await
             .expect("list")
             .into_inner()
             .entries
             .len()
     };
-    let snap2 = s.csi.snapshot("snap-2", &other.volume_id).await.expect("snapshot");
+    let snap2 = s
+        .csi
+        .snapshot("snap-2", &other.volume_id)
+        .await
+        .expect("snapshot");
     assert_eq!(list("", "").await, 2);
     assert_eq!(list(&snap.snapshot_id, "").await, 1);
     assert_eq!(list("", &other.volume_id).await, 1);
     assert_eq!(list("unknown", "").await, 0);
-    let delete = async |id: &str| s.csi.controller.clone().delete_snapshot(v1::DeleteSnapshotRequest { snapshot_id: id.into(), ..Default::default() }).await;
+    let delete = async |id: &str| {
+        s.csi
+            .controller
+            .clone()
+            .delete_snapshot(v1::DeleteSnapshotRequest {
+                snapshot_id: id.into(),
+                ..Default::default()
+            })
+            .await
+    };
     delete(&snap2.snapshot_id).await.expect("delete");
     delete(&snap2.snapshot_id).await.expect("delete twice");
     assert_eq!(list("", "").await, 1);
@@ -314,20 +617,80 @@ async fn snapshots_restore_and_clones_copy_the_data() {
 #[tokio::test]
 async fn validate_and_get_volume_report_support_and_condition() {
     let s = Setup::start(&[]).await;
-    let volume = s.csi.create(create_request("v", MIB, &[])).await.expect("create");
+    let volume = s
+        .csi
+        .create(create_request("v", MIB, &[]))
+        .await
+        .expect("create");
     let validate = async |caps: Vec<v1::VolumeCapability>, id: &str| {
-        s.csi.controller.clone().validate_volume_capabilities(v1::ValidateVolumeCapabilitiesRequest { volume_id: id.into(), volume_capabilities: caps, ..Default::default() }).await
+        s.csi
+            .controller
+            .clone()
+            .validate_volume_capabilities(v1::ValidateVolumeCapabilitiesRequest {
+                volume_id: id.into(),
+                volume_capabilities: caps,
+                ..Default::default()
+            })
+            .await
     };
-    assert!(validate(vec![mount_rwo()], &volume.volume_id).await.expect("validate").into_inner().confirmed.is_some());
-    let multi = validate(vec![capability(false, AccessModeKind::MultiNodeMultiWriter)], &volume.volume_id).await.expect("validate").into_inner();
+    assert!(
+        validate(vec![mount_rwo()], &volume.volume_id)
+            .await
+            .expect("validate")
+            .into_inner()
+            .confirmed
+            .is_some()
+    );
+    let multi = validate(
+        vec![capability(false, AccessModeKind::MultiNodeMultiWriter)],
+        &volume.volume_id,
+    )
+    .await
+    .expect("validate")
+    .into_inner();
     assert!(multi.confirmed.is_none() && multi.message.contains("one node"));
-    assert_code(validate(vec![mount_rwo()], "local:00000000000000000000000000000000:node-a").await, Code::NotFound, "does not exist");
-    assert_code(validate(vec![], &volume.volume_id).await, Code::InvalidArgument, "volume_capabilities");
+    assert_code(
+        validate(
+            vec![mount_rwo()],
+            "local:00000000000000000000000000000000:node-a",
+        )
+        .await,
+        Code::NotFound,
+        "does not exist",
+    );
+    assert_code(
+        validate(vec![], &volume.volume_id).await,
+        Code::InvalidArgument,
+        "volume_capabilities",
+    );
 
-    let get = async || s.csi.controller.clone().controller_get_volume(v1::ControllerGetVolumeRequest { volume_id: volume.volume_id.clone() }).await.expect("get").into_inner();
-    assert!(!get().await.status.expect("status").volume_condition.expect("condition").abnormal);
+    let get = async || {
+        s.csi
+            .controller
+            .clone()
+            .controller_get_volume(v1::ControllerGetVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+    };
+    assert!(
+        !get()
+            .await
+            .status
+            .expect("status")
+            .volume_condition
+            .expect("condition")
+            .abnormal
+    );
     std::fs::remove_dir_all(s.data(&volume.volume_id, "")).expect("lose the data");
-    let condition = get().await.status.expect("status").volume_condition.expect("condition");
+    let condition = get()
+        .await
+        .status
+        .expect("status")
+        .volume_condition
+        .expect("condition");
     assert!(condition.abnormal && condition.message.contains("missing"));
 }
 
@@ -336,7 +699,14 @@ async fn concurrent_creates_of_one_name_yield_one_volume() {
     let s = Setup::start(&[]).await;
     let calls = (0..32).map(|_| {
         let csi = s.csi.clone();
-        tokio::spawn(async move { csi.create(create_request("contended", 16 * MIB, &[("capacityEnforcement", "image")])).await })
+        tokio::spawn(async move {
+            csi.create(create_request(
+                "contended",
+                16 * MIB,
+                &[("capacityEnforcement", "image")],
+            ))
+            .await
+        })
     });
     let mut ids = std::collections::BTreeSet::new();
     for call in calls {
@@ -347,7 +717,15 @@ async fn concurrent_creates_of_one_name_yield_one_volume() {
             Err(status) => assert_eq!(status.code(), Code::Aborted, "{}", status.message()),
         }
     }
-    let retried = s.csi.create(create_request("contended", 16 * MIB, &[("capacityEnforcement", "image")])).await.expect("retry");
+    let retried = s
+        .csi
+        .create(create_request(
+            "contended",
+            16 * MIB,
+            &[("capacityEnforcement", "image")],
+        ))
+        .await
+        .expect("retry");
     ids.insert(retried.volume_id.clone());
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(s.csi.list_all(0).await.expect("list").len(), 1);
@@ -356,17 +734,24 @@ async fn concurrent_creates_of_one_name_yield_one_volume() {
 #[tokio::test]
 async fn volumes_survive_restarts_and_a_kill_leaves_nothing_half_made() {
     let mut s = Setup::start(&[]).await;
-    let kept = s.csi.create(create_request("kept", MIB, &[])).await.expect("create");
+    let kept = s
+        .csi
+        .create(create_request("kept", MIB, &[]))
+        .await
+        .expect("create");
     s.restart(false).await;
     assert_eq!(s.csi.list_all(0).await.expect("list"), vec![kept.clone()]);
 
     // Start many slow creates (ext4 images), kill -9 in the middle of them.
     let names: Vec<String> = (0..12).map(|i| format!("crash-{i}")).collect();
     let request = |name: &str| create_request(name, 64 * MIB, &[("capacityEnforcement", "image")]);
-    let inflight: Vec<_> = names.iter().map(|n| {
-        let (csi, req) = (s.csi.clone(), request(n));
-        tokio::spawn(async move { csi.create(req).await })
-    }).collect();
+    let inflight: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let (csi, req) = (s.csi.clone(), request(n));
+            tokio::spawn(async move { csi.create(req).await })
+        })
+        .collect();
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     s.restart(true).await;
     for call in inflight {
@@ -374,44 +759,111 @@ async fn volumes_survive_restarts_and_a_kill_leaves_nothing_half_made() {
     }
 
     let volumes_dir = s.root().join("volumes");
-    let leftovers: Vec<String> = std::fs::read_dir(&volumes_dir).expect("list").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains("tmp")).collect();
-    assert!(leftovers.is_empty(), "temporaries survived a restart: {leftovers:?}");
+    let leftovers: Vec<String> = std::fs::read_dir(&volumes_dir)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporaries survived a restart: {leftovers:?}"
+    );
     for volume in s.csi.list_all(0).await.expect("list") {
-        let suffix = if volume.volume_context.get("layout").map(String::as_str) == Some("image") { ".img" } else { "" };
+        let suffix = if volume.volume_context.get("layout").map(String::as_str) == Some("image") {
+            ".img"
+        } else {
+            ""
+        };
         let data = s.data(&volume.volume_id, suffix);
-        assert!(data.exists(), "listed volume {} has no data", volume.volume_id);
+        assert!(
+            data.exists(),
+            "listed volume {} has no data",
+            volume.volume_id
+        );
         if suffix == ".img" {
-            assert_eq!(ext4_magic(&data), 0xEF53, "listed image {} is not a complete filesystem", volume.volume_id);
+            assert_eq!(
+                ext4_magic(&data),
+                0xEF53,
+                "listed image {} is not a complete filesystem",
+                volume.volume_id
+            );
         }
     }
     for name in &names {
-        s.csi.create(request(name)).await.expect("a retry after the crash succeeds");
+        s.csi
+            .create(request(name))
+            .await
+            .expect("a retry after the crash succeeds");
     }
-    assert_eq!(s.csi.list_all(0).await.expect("list").len(), names.len() + 1);
+    assert_eq!(
+        s.csi.list_all(0).await.expect("list").len(),
+        names.len() + 1
+    );
 }
 
 #[tokio::test]
 async fn attach_bookkeeping_refuses_other_nodes() {
     let s = Setup::start(&["--enable-attach"]).await;
-    let volume = s.csi.create(create_request("att", MIB, &[])).await.expect("create");
+    let volume = s
+        .csi
+        .create(create_request("att", MIB, &[]))
+        .await
+        .expect("create");
     let publish = async |node: &str, readonly: bool| {
-        s.csi.controller.clone().controller_publish_volume(v1::ControllerPublishVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            node_id: node.into(),
-            volume_capability: Some(mount_rwo()),
-            readonly,
-            ..Default::default()
-        }).await
+        s.csi
+            .controller
+            .clone()
+            .controller_publish_volume(v1::ControllerPublishVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                node_id: node.into(),
+                volume_capability: Some(mount_rwo()),
+                readonly,
+                ..Default::default()
+            })
+            .await
     };
     publish(NODE, false).await.expect("publish");
     publish(NODE, false).await.expect("publish twice");
-    assert_code(publish(NODE, true).await, Code::AlreadyExists, "other options");
+    assert_code(
+        publish(NODE, true).await,
+        Code::AlreadyExists,
+        "other options",
+    );
     assert_code(publish("node-b", false).await, Code::NotFound, "node-b");
-    assert_code(s.csi.delete(&volume.volume_id).await, Code::FailedPrecondition, "published");
-    let get = s.csi.controller.clone().controller_get_volume(v1::ControllerGetVolumeRequest { volume_id: volume.volume_id.clone() }).await.expect("get").into_inner();
-    assert_eq!(get.status.expect("status").published_node_ids, vec![NODE.to_string()]);
-    s.csi.controller.clone().controller_unpublish_volume(v1::ControllerUnpublishVolumeRequest { volume_id: volume.volume_id.clone(), node_id: NODE.into(), ..Default::default() }).await.expect("unpublish");
-    s.csi.delete(&volume.volume_id).await.expect("delete after unpublish");
+    assert_code(
+        s.csi.delete(&volume.volume_id).await,
+        Code::FailedPrecondition,
+        "published",
+    );
+    let get = s
+        .csi
+        .controller
+        .clone()
+        .controller_get_volume(v1::ControllerGetVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        get.status.expect("status").published_node_ids,
+        vec![NODE.to_string()]
+    );
+    s.csi
+        .controller
+        .clone()
+        .controller_unpublish_volume(v1::ControllerUnpublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            node_id: NODE.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("unpublish");
+    s.csi
+        .delete(&volume.volume_id)
+        .await
+        .expect("delete after unpublish");
 }
 
 #[tokio::test]
@@ -419,7 +871,10 @@ async fn a_stale_socket_is_replaced_and_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (first, _) = launch(dir.path(), &[]).await;
     first.kill_hard().await;
-    assert!(dir.path().join("csi.sock").exists(), "kill -9 leaves the socket behind");
+    assert!(
+        dir.path().join("csi.sock").exists(),
+        "kill -9 leaves the socket behind"
+    );
     let (second, csi) = launch(dir.path(), &[]).await;
     assert!(csi.probe().await.expect("probe"));
     assert!(second.terminate().await.success());

@@ -3,7 +3,10 @@
 
 use csi_controller::nfs::{Export, Session};
 use csi_proto::v1::{self as v1, CapacityRange};
-use stowage_tests::csi::{AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume, mount_rwo};
+use stowage_tests::csi::{
+    AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume,
+    mount_rwo,
+};
 use stowage_tests::nfs::MemNfs;
 use stowage_tests::process::Stowage;
 use tonic::Code;
@@ -24,8 +27,14 @@ impl Setup {
         let state = dir.path().join("state").display().to_string();
         let mut args = vec!["--state-dir", state.as_str()];
         args.extend_from_slice(extra);
-        let (controller, csi) = Stowage::start("controller", &dir.path().join("csi.sock"), &args).await;
-        Self { _dir: dir, csi, _controller: controller, nfs: Some(nfs) }
+        let (controller, csi) =
+            Stowage::start("controller", &dir.path().join("csi.sock"), &args).await;
+        Self {
+            _dir: dir,
+            csi,
+            _controller: controller,
+            nfs: Some(nfs),
+        }
     }
 
     fn server(&self) -> String {
@@ -33,12 +42,21 @@ impl Setup {
     }
 
     fn params(&self, extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {
-        let mut params = vec![("type", "nfs".to_string()), ("server", self.server()), ("share", "/".to_string())];
+        let mut params = vec![
+            ("type", "nfs".to_string()),
+            ("server", self.server()),
+            ("share", "/".to_string()),
+        ];
         params.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         params
     }
 
-    fn request(&self, name: &str, size: i64, extra: &[(&'static str, &'static str)]) -> v1::CreateVolumeRequest {
+    fn request(
+        &self,
+        name: &str,
+        size: i64,
+        extra: &[(&'static str, &'static str)],
+    ) -> v1::CreateVolumeRequest {
         let params = self.params(extra);
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         create_request(name, size, &pairs)
@@ -53,15 +71,25 @@ impl Setup {
         let dir = session.resolve(parent).await.expect("resolve")?;
         let entries = session.read_dir(&dir).await.expect("readdir");
         session.close().await;
-        entries.into_iter().find(|e| e.name == name[0]).map(|e| e.mode & 0o7777)
+        entries
+            .into_iter()
+            .find(|e| e.name == name[0])
+            .map(|e| e.mode & 0o7777)
     }
 
     async fn write(&self, dir: &str, name: &str, data: &[u8]) {
         let export = Export::parse(&self.server(), "/").expect("export");
         let mut session = Session::connect(&export).await.expect("connect");
         let components: Vec<String> = dir.split('/').map(str::to_string).collect();
-        let handle = session.resolve(&components).await.expect("resolve").expect("dir exists");
-        session.write_file_atomic(&handle, name, data).await.expect("write");
+        let handle = session
+            .resolve(&components)
+            .await
+            .expect("resolve")
+            .expect("dir exists");
+        session
+            .write_file_atomic(&handle, name, data)
+            .await
+            .expect("write");
         session.close().await;
     }
 
@@ -79,14 +107,40 @@ impl Setup {
 #[tokio::test]
 async fn nfs_volume_is_a_subdirectory_made_over_the_network() {
     let s = Setup::start(&[]).await;
-    let volume = s.csi.create(s.request("pvc-a", 5 * MIB, &[])).await.expect("create");
-    assert!(volume.volume_id.starts_with("nfs:") && volume.volume_id.len() <= 128, "{}", volume.volume_id);
-    assert!(volume.accessible_topology.is_empty(), "NFS volumes are reachable from every node");
-    assert_eq!(volume.volume_context.get("subDir").map(String::as_str), Some("pvc-a"));
+    let volume = s
+        .csi
+        .create(s.request("pvc-a", 5 * MIB, &[]))
+        .await
+        .expect("create");
+    assert!(
+        volume.volume_id.starts_with("nfs:") && volume.volume_id.len() <= 128,
+        "{}",
+        volume.volume_id
+    );
+    assert!(
+        volume.accessible_topology.is_empty(),
+        "NFS volumes are reachable from every node"
+    );
+    assert_eq!(
+        volume.volume_context.get("subDir").map(String::as_str),
+        Some("pvc-a")
+    );
     assert_eq!(volume.volume_context.get("server"), Some(&s.server()));
     assert!(s.stat("pvc-a").await.is_some());
-    assert_eq!(s.csi.create(s.request("pvc-a", 5 * MIB, &[])).await.expect("retry"), volume);
-    assert_code(s.csi.create(s.request("pvc-a", 5 * MIB, &[("onDelete", "retain")])).await, Code::AlreadyExists, "parameter");
+    assert_eq!(
+        s.csi
+            .create(s.request("pvc-a", 5 * MIB, &[]))
+            .await
+            .expect("retry"),
+        volume
+    );
+    assert_code(
+        s.csi
+            .create(s.request("pvc-a", 5 * MIB, &[("onDelete", "retain")]))
+            .await,
+        Code::AlreadyExists,
+        "parameter",
+    );
     assert_eq!(s.csi.list_all(1).await.expect("list"), vec![volume.clone()]);
     s.csi.delete(&volume.volume_id).await.expect("delete");
     assert_eq!(s.stat("pvc-a").await, None);
@@ -96,16 +150,38 @@ async fn nfs_volume_is_a_subdirectory_made_over_the_network() {
 #[tokio::test]
 async fn sub_dir_template_and_mount_permissions_are_applied() {
     let s = Setup::start(&[]).await;
-    let mut request = s.request("pvc-123", MIB, &[("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}"), ("mountPermissions", "0750")]);
-    request.parameters.insert("csi.storage.k8s.io/pvc/name".into(), "data".into());
-    request.parameters.insert("csi.storage.k8s.io/pvc/namespace".into(), "team".into());
-    request.parameters.insert("csi.storage.k8s.io/pv/name".into(), "pvc-123".into());
+    let mut request = s.request(
+        "pvc-123",
+        MIB,
+        &[
+            ("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}"),
+            ("mountPermissions", "0750"),
+        ],
+    );
+    request
+        .parameters
+        .insert("csi.storage.k8s.io/pvc/name".into(), "data".into());
+    request
+        .parameters
+        .insert("csi.storage.k8s.io/pvc/namespace".into(), "team".into());
+    request
+        .parameters
+        .insert("csi.storage.k8s.io/pv/name".into(), "pvc-123".into());
     let volume = s.csi.create(request).await.expect("create");
-    assert_eq!(volume.volume_context.get("subDir").map(String::as_str), Some("team-data"));
-    assert!(s.stat("team-data").await.is_some(), "the expanded subdirectory exists (modes are checked against ganesha: this server ignores them)");
+    assert_eq!(
+        volume.volume_context.get("subDir").map(String::as_str),
+        Some("team-data")
+    );
+    assert!(
+        s.stat("team-data").await.is_some(),
+        "the expanded subdirectory exists (modes are checked against ganesha: this server ignores them)"
+    );
     let escape = s.request("evil", MIB, &[("subDir", "../../etc")]);
     assert_code(s.csi.create(escape).await, Code::InvalidArgument, "subDir");
-    let block = v1::CreateVolumeRequest { volume_capabilities: vec![capability(true, AccessModeKind::SingleNodeWriter)], ..s.request("blk", MIB, &[]) };
+    let block = v1::CreateVolumeRequest {
+        volume_capabilities: vec![capability(true, AccessModeKind::SingleNodeWriter)],
+        ..s.request("blk", MIB, &[])
+    };
     assert_code(s.csi.create(block).await, Code::InvalidArgument, "block");
     let no_share = create_request("x", MIB, &[("type", "nfs"), ("server", "127.0.0.1")]);
     assert_code(s.csi.create(no_share).await, Code::InvalidArgument, "share");
@@ -114,8 +190,16 @@ async fn sub_dir_template_and_mount_permissions_are_applied() {
 #[tokio::test]
 async fn on_delete_retain_and_archive_keep_the_data() {
     let s = Setup::start(&[]).await;
-    let retained = s.csi.create(s.request("kept", MIB, &[("onDelete", "retain")])).await.expect("create");
-    let archived = s.csi.create(s.request("old", MIB, &[("onDelete", "archive")])).await.expect("create");
+    let retained = s
+        .csi
+        .create(s.request("kept", MIB, &[("onDelete", "retain")]))
+        .await
+        .expect("create");
+    let archived = s
+        .csi
+        .create(s.request("old", MIB, &[("onDelete", "archive")]))
+        .await
+        .expect("create");
     s.write("old", "file", b"keep me").await;
     s.csi.delete(&retained.volume_id).await.expect("delete");
     s.csi.delete(&archived.volume_id).await.expect("delete");
@@ -124,19 +208,39 @@ async fn on_delete_retain_and_archive_keep_the_data() {
     let export = Export::parse(&s.server(), "/").expect("export");
     let mut session = Session::connect(&export).await.expect("connect");
     let root = session.root();
-    let names: Vec<String> = session.read_dir(&root).await.expect("readdir").into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = session
+        .read_dir(&root)
+        .await
+        .expect("readdir")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     session.close().await;
-    let archive = names.iter().find(|n| n.starts_with("archived-old-")).expect("archived directory");
-    assert_eq!(s.read(archive, "file").await.as_deref(), Some(&b"keep me"[..]));
+    let archive = names
+        .iter()
+        .find(|n| n.starts_with("archived-old-"))
+        .expect("archived directory");
+    assert_eq!(
+        s.read(archive, "file").await.as_deref(),
+        Some(&b"keep me"[..])
+    );
     assert!(s.csi.list_all(0).await.expect("list").is_empty());
 }
 
 #[tokio::test]
 async fn nfs_snapshots_restore_and_clone_over_the_wire() {
     let s = Setup::start(&[]).await;
-    let source = s.csi.create(s.request("src", 2 * MIB, &[])).await.expect("create");
+    let source = s
+        .csi
+        .create(s.request("src", 2 * MIB, &[]))
+        .await
+        .expect("create");
     s.write("src", "data.txt", b"v1").await;
-    let snap = s.csi.snapshot("nsnap", &source.volume_id).await.expect("snapshot");
+    let snap = s
+        .csi
+        .snapshot("nsnap", &source.volume_id)
+        .await
+        .expect("snapshot");
     assert!(snap.snapshot_id.starts_with("nfs-snap:"));
     s.write("src", "data.txt", b"v2").await;
 
@@ -144,25 +248,64 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
     restore.volume_content_source = from_snapshot(&snap.snapshot_id);
     let restored = s.csi.create(restore).await.expect("restore");
     assert_eq!(restored.capacity_bytes, 2 * MIB);
-    assert_eq!(s.read("restored", "data.txt").await.as_deref(), Some(&b"v1"[..]));
+    assert_eq!(
+        s.read("restored", "data.txt").await.as_deref(),
+        Some(&b"v1"[..])
+    );
 
     let mut clone = s.request("cloned", 2 * MIB, &[]);
     clone.volume_content_source = from_volume(&source.volume_id);
     s.csi.create(clone).await.expect("clone");
-    assert_eq!(s.read("cloned", "data.txt").await.as_deref(), Some(&b"v2"[..]));
+    assert_eq!(
+        s.read("cloned", "data.txt").await.as_deref(),
+        Some(&b"v2"[..])
+    );
 
     let mut too_big = s.request("too-big", MIB, &[]);
-    too_big.capacity_range = Some(CapacityRange { required_bytes: MIB, limit_bytes: MIB });
+    too_big.capacity_range = Some(CapacityRange {
+        required_bytes: MIB,
+        limit_bytes: MIB,
+    });
     too_big.volume_content_source = from_volume(&source.volume_id);
     assert_code(s.csi.create(too_big).await, Code::OutOfRange, "limit");
     let mut local_source = s.request("mixed", MIB, &[]);
     local_source.volume_content_source = from_volume("local:00000000000000000000000000000000:n");
-    assert_code(s.csi.create(local_source).await, Code::NotFound, "source volume");
+    assert_code(
+        s.csi.create(local_source).await,
+        Code::NotFound,
+        "source volume",
+    );
 
-    let listed = s.csi.controller.clone().list_snapshots(v1::ListSnapshotsRequest { source_volume_id: source.volume_id.clone(), ..Default::default() }).await.expect("list").into_inner();
+    let listed = s
+        .csi
+        .controller
+        .clone()
+        .list_snapshots(v1::ListSnapshotsRequest {
+            source_volume_id: source.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(listed.entries.len(), 1);
-    s.csi.controller.clone().delete_snapshot(v1::DeleteSnapshotRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await.expect("delete snapshot");
-    let got = s.csi.controller.clone().get_snapshot(v1::GetSnapshotRequest { snapshot_id: snap.snapshot_id, ..Default::default() }).await;
+    s.csi
+        .controller
+        .clone()
+        .delete_snapshot(v1::DeleteSnapshotRequest {
+            snapshot_id: snap.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete snapshot");
+    let got = s
+        .csi
+        .controller
+        .clone()
+        .get_snapshot(v1::GetSnapshotRequest {
+            snapshot_id: snap.snapshot_id,
+            ..Default::default()
+        })
+        .await;
     assert_code(got, Code::NotFound, "does not exist");
 }
 
@@ -174,7 +317,13 @@ async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
         .csi
         .controller
         .clone()
-        .get_capacity(v1::GetCapacityRequest { parameters: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), ..Default::default() })
+        .get_capacity(v1::GetCapacityRequest {
+            parameters: params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ..Default::default()
+        })
         .await
         .expect("capacity")
         .into_inner();
@@ -182,31 +331,73 @@ async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
     let mut session = Session::connect(&export).await.expect("connect");
     let stats = session.fsstat().await.expect("fsstat");
     session.close().await;
-    assert_eq!(capacity.available_capacity, i64::try_from(stats.available_bytes).expect("fits"));
+    assert_eq!(
+        capacity.available_capacity,
+        i64::try_from(stats.available_bytes).expect("fits")
+    );
 
-    let volume = s.csi.create(s.request("grow", MIB, &[])).await.expect("create");
-    let grown = s.csi.controller.clone().controller_expand_volume(v1::ControllerExpandVolumeRequest {
-        volume_id: volume.volume_id.clone(),
-        capacity_range: Some(CapacityRange { required_bytes: 3 * MIB, limit_bytes: 0 }),
-        ..Default::default()
-    }).await.expect("expand").into_inner();
+    let volume = s
+        .csi
+        .create(s.request("grow", MIB, &[]))
+        .await
+        .expect("create");
+    let grown = s
+        .csi
+        .controller
+        .clone()
+        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 3 * MIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("expand")
+        .into_inner();
     assert_eq!(grown.capacity_bytes, 3 * MIB);
     assert!(!grown.node_expansion_required);
-    assert_eq!(s.csi.list_all(0).await.expect("list")[0].capacity_bytes, 3 * MIB);
+    assert_eq!(
+        s.csi.list_all(0).await.expect("list")[0].capacity_bytes,
+        3 * MIB
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_unavailable_and_the_next_call_after_it_returns_works() {
     let mut s = Setup::start(&[]).await;
-    s.csi.create(s.request("before", MIB, &[])).await.expect("create");
+    s.csi
+        .create(s.request("before", MIB, &[]))
+        .await
+        .expect("create");
     let port = s.nfs.take().expect("running").stop().await;
-    let request = create_request("during", MIB, &[("type", "nfs"), ("server", &format!("127.0.0.1:{port}")), ("share", "/")]);
-    assert_code(s.csi.create(request.clone()).await, Code::Unavailable, "NFS server unavailable");
-    assert!(!s.csi.probe().await.expect("probe answers"), "probe reports not-ready while the export is down");
+    let request = create_request(
+        "during",
+        MIB,
+        &[
+            ("type", "nfs"),
+            ("server", &format!("127.0.0.1:{port}")),
+            ("share", "/"),
+        ],
+    );
+    assert_code(
+        s.csi.create(request.clone()).await,
+        Code::Unavailable,
+        "NFS server unavailable",
+    );
+    assert!(
+        !s.csi.probe().await.expect("probe answers"),
+        "probe reports not-ready while the export is down"
+    );
     assert_code(s.csi.list_all(0).await, Code::Unavailable, "unavailable");
 
     s.nfs = Some(MemNfs::start_on(port).await);
-    let volume = s.csi.create(request).await.expect("works once the server is back");
+    let volume = s
+        .csi
+        .create(request)
+        .await
+        .expect("works once the server is back");
     assert!(volume.volume_id.starts_with("nfs:"));
     assert!(s.csi.probe().await.expect("probe"));
 }
@@ -214,22 +405,47 @@ async fn an_unreachable_server_is_unavailable_and_the_next_call_after_it_returns
 #[tokio::test]
 async fn single_node_nfs_volume_is_refused_on_a_second_node() {
     let s = Setup::start(&["--enable-attach"]).await;
-    let rwo = s.csi.create(s.request("rwo", MIB, &[])).await.expect("create");
+    let rwo = s
+        .csi
+        .create(s.request("rwo", MIB, &[]))
+        .await
+        .expect("create");
     let publish = async |id: &str, node: &str, cap: v1::VolumeCapability| {
-        s.csi.controller.clone().controller_publish_volume(v1::ControllerPublishVolumeRequest {
-            volume_id: id.into(),
-            node_id: node.into(),
-            volume_capability: Some(cap),
-            ..Default::default()
-        }).await
+        s.csi
+            .controller
+            .clone()
+            .controller_publish_volume(v1::ControllerPublishVolumeRequest {
+                volume_id: id.into(),
+                node_id: node.into(),
+                volume_capability: Some(cap),
+                ..Default::default()
+            })
+            .await
     };
-    publish(&rwo.volume_id, "n1", mount_rwo()).await.expect("first node");
-    assert_code(publish(&rwo.volume_id, "n2", mount_rwo()).await, Code::FailedPrecondition, "single-node");
+    publish(&rwo.volume_id, "n1", mount_rwo())
+        .await
+        .expect("first node");
+    assert_code(
+        publish(&rwo.volume_id, "n2", mount_rwo()).await,
+        Code::FailedPrecondition,
+        "single-node",
+    );
     let mut rwx = s.request("rwx", MIB, &[]);
     rwx.volume_capabilities = vec![capability(false, AccessModeKind::MultiNodeMultiWriter)];
     let rwx = s.csi.create(rwx).await.expect("create");
     let shared = capability(false, AccessModeKind::MultiNodeMultiWriter);
-    publish(&rwx.volume_id, "n1", shared.clone()).await.expect("n1");
+    publish(&rwx.volume_id, "n1", shared.clone())
+        .await
+        .expect("n1");
     publish(&rwx.volume_id, "n2", shared).await.expect("n2");
-    assert_code(publish("nfs:00000000000000000000000000000000:127.0.0.1/x", "n1", mount_rwo()).await, Code::Unavailable, "");
+    assert_code(
+        publish(
+            "nfs:00000000000000000000000000000000:127.0.0.1/x",
+            "n1",
+            mount_rwo(),
+        )
+        .await,
+        Code::Unavailable,
+        "",
+    );
 }
