@@ -449,3 +449,28 @@ async fn single_node_nfs_volume_is_refused_on_a_second_node() {
         "",
     );
 }
+
+#[tokio::test]
+async fn a_server_that_never_answered_does_not_make_probe_fail() {
+    let s = Setup::start(&[]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let typo = create_request(
+        "typo",
+        MIB,
+        &[
+            ("type", "nfs"),
+            ("server", &format!("127.0.0.1:{closed}")),
+            ("share", "/"),
+        ],
+    );
+    assert_code(s.csi.create(typo).await, Code::Unavailable, "unavailable");
+    assert!(
+        s.csi.probe().await.expect("probe"),
+        "an export with no volumes is not a backend"
+    );
+    assert!(s.csi.list_all(0).await.expect("list").is_empty());
+}

@@ -125,7 +125,6 @@ impl NfsBackend {
         mode: u32,
         fill: Fill<'_>,
     ) -> Result<()> {
-        self.remember(export)?;
         let Layout::Nfs { sub_dir, .. } = &record.layout else {
             return Err(Error::invalid("parameters", "not an NFS layout"));
         };
@@ -136,17 +135,20 @@ impl NfsBackend {
         };
         let bytes = record::encode(record)?;
         in_session!(export, s => {
-                    let target = s.mkdir_all(sub_dir, mode).await?;
-                    if let Some(source) = source {
-                        let from = s
-                            .resolve(&source)
-                            .await?
-                            .ok_or_else(|| Error::NotFound(format!("source data {} is gone", source.join("/"))))?;
-                        s.copy_tree(&from, &target).await?;
-                    }
-                    let dir = metadata_dir(s, VOLUMES).await?;
-                    s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
-                    Ok(())
+            // Only an export that answered is remembered (a typo must not make Probe
+            // fail forever), and before any record, so ListVolumes cannot miss one.
+            self.remember(export)?;
+            let target = s.mkdir_all(sub_dir, mode).await?;
+            if let Some(source) = source {
+                let from = s
+                    .resolve(&source)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("source data {} is gone", source.join("/"))))?;
+                s.copy_tree(&from, &target).await?;
+            }
+            let dir = metadata_dir(s, VOLUMES).await?;
+            s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
+            Ok(())
         })
     }
 
@@ -160,17 +162,17 @@ impl NfsBackend {
         };
         let on_delete = *on_delete;
         in_session!(export, s => {
-                    let (parent_path, name) = sub_dir.split_at(sub_dir.len().saturating_sub(1));
-                    if let (Some(parent), Some(name)) = (s.resolve(parent_path).await?, name.first()) {
-                        match on_delete {
-                            OnDelete::Delete => s.remove_all(&parent, name).await?,
-                            OnDelete::Retain => {}
-                            OnDelete::Archive => archive(s, &parent, name).await?,
-                        }
-                    }
-                    let dir = metadata_dir(s, VOLUMES).await?;
-                    s.remove_file(&dir, &format!("{key}.json")).await?;
-                    Ok(())
+            let (parent_path, name) = sub_dir.split_at(sub_dir.len().saturating_sub(1));
+            if let (Some(parent), Some(name)) = (s.resolve(parent_path).await?, name.first()) {
+                match on_delete {
+                    OnDelete::Delete => s.remove_all(&parent, name).await?,
+                    OnDelete::Retain => {}
+                    OnDelete::Archive => archive(s, &parent, name).await?,
+                }
+            }
+            let dir = metadata_dir(s, VOLUMES).await?;
+            s.remove_file(&dir, &format!("{key}.json")).await?;
+            Ok(())
         })
     }
 
@@ -188,9 +190,9 @@ impl NfsBackend {
         };
         let bytes = record::encode(&grown)?;
         in_session!(export, s => {
-                    let dir = metadata_dir(s, VOLUMES).await?;
-                    s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
-                    Ok(())
+            let dir = metadata_dir(s, VOLUMES).await?;
+            s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
+            Ok(())
         })?;
         Ok(grown)
     }
@@ -211,28 +213,28 @@ impl NfsBackend {
         let from_path = source_path(&source.layout)?;
         let bytes = record::encode(snapshot)?;
         in_session!(export, s => {
-                    let from = s
-                        .resolve(&from_path)
-                        .await?
-                        .ok_or_else(|| Error::NotFound(format!("volume data {} is gone", from_path.join("/"))))?;
-                    let dir = metadata_dir(s, SNAPSHOTS).await?;
-                    let staging = format!(".{key}.tmp");
-                    s.remove_all(&dir, &staging).await?;
-                    let target = s.mkdir(&dir, &staging, 0o755).await?;
-                    s.copy_tree(&from, &target).await?;
-                    s.remove_all(&dir, key.as_str()).await?;
-                    s.rename(&dir, &staging, &dir, key.as_str()).await?;
-                    s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
-                    Ok(())
+            let from = s
+                .resolve(&from_path)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("volume data {} is gone", from_path.join("/"))))?;
+            let dir = metadata_dir(s, SNAPSHOTS).await?;
+            let staging = format!(".{key}.tmp");
+            s.remove_all(&dir, &staging).await?;
+            let target = s.mkdir(&dir, &staging, 0o755).await?;
+            s.copy_tree(&from, &target).await?;
+            s.remove_all(&dir, key.as_str()).await?;
+            s.rename(&dir, &staging, &dir, key.as_str()).await?;
+            s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
+            Ok(())
         })
     }
 
     pub async fn delete_snapshot(&self, export: &Export, key: &Key) -> Result<()> {
         in_session!(export, s => {
-                    let dir = metadata_dir(s, SNAPSHOTS).await?;
-                    s.remove_all(&dir, key.as_str()).await?;
-                    s.remove_file(&dir, &format!("{key}.json")).await?;
-                    Ok(())
+            let dir = metadata_dir(s, SNAPSHOTS).await?;
+            s.remove_all(&dir, key.as_str()).await?;
+            s.remove_file(&dir, &format!("{key}.json")).await?;
+            Ok(())
         })
     }
 
@@ -240,8 +242,8 @@ impl NfsBackend {
     pub async fn used_bytes(&self, export: &Export, record: &VolumeRecord) -> Result<i64> {
         let path = source_path(&record.layout)?;
         in_session!(export, s => {
-                    let Some(dir) = s.resolve(&path).await? else { return Ok(0) };
-                    Ok(i64::try_from(s.tree_size(&dir).await?).unwrap_or(i64::MAX))
+            let Some(dir) = s.resolve(&path).await? else { return Ok(0) };
+            Ok(i64::try_from(s.tree_size(&dir).await?).unwrap_or(i64::MAX))
         })
     }
 }
