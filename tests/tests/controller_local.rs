@@ -402,6 +402,19 @@ async fn capacity_and_topology_are_honoured() {
     assert_code(s.csi.create(huge).await, Code::ResourceExhausted, "free");
 }
 
+/// Block count times block size, from the ext4 superblock.
+fn ext4_size(path: &Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut sb = [0u8; 1024];
+    std::fs::File::open(path)
+        .expect("open image")
+        .read_exact_at(&mut sb, 1024)
+        .expect("read superblock");
+    let blocks = u64::from(u32::from_le_bytes([sb[4], sb[5], sb[6], sb[7]]));
+    let log_block = u32::from_le_bytes([sb[24], sb[25], sb[26], sb[27]]);
+    blocks << (10 + log_block)
+}
+
 fn ext4_magic(path: &Path) -> u16 {
     use std::os::unix::fs::FileExt;
     let mut magic = [0u8; 2];
@@ -431,6 +444,7 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
     let image = s.data(&volume.volume_id, ".img");
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 32 << 20);
     assert_eq!(ext4_magic(&image), 0xEF53);
+    assert_eq!(ext4_size(&image), 32 << 20);
     let tiny = create_request("tiny", 0, &[("capacityEnforcement", "image")]);
     let tiny = v1::CreateVolumeRequest {
         capacity_range: Some(CapacityRange {
@@ -457,7 +471,15 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
         .expect("expand")
         .into_inner();
     assert_eq!(grown.capacity_bytes, 64 * MIB);
-    assert!(grown.node_expansion_required);
+    assert!(
+        !grown.node_expansion_required,
+        "an image no node holds is grown here, filesystem included"
+    );
+    assert_eq!(
+        ext4_size(&image),
+        64 << 20,
+        "the filesystem fills the grown image"
+    );
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 64 << 20);
     let get = s
         .csi

@@ -548,7 +548,6 @@ pub async fn expand(
         .inflight
         .claim(handle.id.key.as_str(), &format!("volume {}", req.volume_id))?;
     let record = handle.record;
-    let needs_node = record.layout == Layout::Image && record.access_type == AccessType::Mount;
     if capacity.required <= record.capacity_bytes {
         if !capacity.admits(record.capacity_bytes) {
             return Err(Error::OutOfRange(format!(
@@ -561,7 +560,7 @@ pub async fn expand(
             node_expansion_required: false,
         });
     }
-    let grown = match &handle.id.location {
+    let (grown, node_expansion_required) = match &handle.id.location {
         Location::Local { .. } => {
             let local = driver.local_for(&handle.id.location)?.clone();
             let granule = if matches!(record.layout, Layout::Directory) {
@@ -580,14 +579,15 @@ pub async fn expand(
             blocking(move || local.expand(&key, &record, size)).await?
         }
         Location::Nfs(export) => {
-            driver
+            let grown = driver
                 .nfs
                 .expand(export, &handle.id.key, &record, capacity.required)
-                .await?
+                .await?;
+            (grown, false)
         }
     };
     Ok(csi::ControllerExpandVolumeResponse {
         capacity_bytes: grown.capacity_bytes,
-        node_expansion_required: needs_node,
+        node_expansion_required,
     })
 }

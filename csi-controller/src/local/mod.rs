@@ -153,21 +153,28 @@ impl LocalBackend {
         localfs::sync_dir(&dir)
     }
 
-    /// Grows a volume to `size`; image files grow now, their filesystem on the node.
-    pub fn expand(&self, key: &Key, record: &VolumeRecord, size: i64) -> Result<VolumeRecord> {
+    /// Grows a volume to `size`. An image's filesystem grows here too when no loop
+    /// device holds it; otherwise the node grows it online. Returns the new record and
+    /// whether the node still has filesystem work to do.
+    pub fn expand(
+        &self,
+        key: &Key,
+        record: &VolumeRecord,
+        size: i64,
+    ) -> Result<(VolumeRecord, bool)> {
         let dir = self.volumes();
+        let data = data_path(&dir, key.as_str(), &record.layout);
         if matches!(record.layout, Layout::Image | Layout::Block) {
-            grow_file(
-                &data_path(&dir, key.as_str(), &record.layout),
-                u64::try_from(size).unwrap_or(0),
-            )?;
+            grow_file(&data, u64::try_from(size).unwrap_or(0))?;
         }
+        let node_work = record.layout == Layout::Image
+            && (attached_to_loop(&data) || grow_ext4_offline(&data).is_err());
         let grown = VolumeRecord {
             capacity_bytes: size,
             ..record.clone()
         };
         localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(&grown)?)?;
-        Ok(grown)
+        Ok((grown, node_work))
     }
 
     /// Is the volume's data where its record says?
@@ -286,27 +293,38 @@ fn grow_file(path: &Path, size: u64) -> Result<()> {
 }
 
 fn mkfs_ext4(path: &Path) -> Result<()> {
-    let output = Command::new("mkfs.ext4")
-        .args([
-            "-F",
-            "-q",
-            "-m",
-            "0",
-            "-E",
-            "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
-        ])
-        .arg(path)
-        .output();
-    match output {
+    let options = "nodiscard,lazy_itable_init=1,lazy_journal_init=1";
+    run_e2fs_tool("mkfs.ext4", &["-F", "-q", "-m", "0", "-E", options], path)
+}
+
+/// Grows an unmounted ext4 image to its file size: resize2fs wants a fresh check first.
+fn grow_ext4_offline(path: &Path) -> Result<()> {
+    run_e2fs_tool("e2fsck", &["-f", "-p"], path)?;
+    run_e2fs_tool("resize2fs", &[], path)
+}
+
+fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
+    match Command::new(tool).args(args).arg(path).output() {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => Err(Error::Tool(format!(
-            "mkfs.ext4 {} failed: {}",
+            "{tool} {} failed: {}",
             path.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Tool(
-            "mkfs.ext4 is not installed (Debian package e2fsprogs)".into(),
-        )),
-        Err(e) => Err(Error::io("run mkfs.ext4", e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Tool(format!(
+            "{tool} is not installed (Debian package e2fsprogs)"
+        ))),
+        Err(e) => Err(Error::io(format!("run {tool}"), e)),
     }
+}
+
+/// Is a loop device backed by this file (i.e. is the image staged on this node)?
+fn attached_to_loop(path: &Path) -> bool {
+    let Ok(devices) = fs::read_dir("/sys/block") else {
+        return false;
+    };
+    devices.filter_map(|d| d.ok()).any(|d| {
+        fs::read_to_string(d.path().join("loop/backing_file"))
+            .is_ok_and(|backing| Path::new(backing.trim_end()) == path)
+    })
 }
