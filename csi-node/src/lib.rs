@@ -1,1 +1,46 @@
-//! Stowage CSI node plugin (issue: node plugin; not built yet).
+//! The Stowage CSI node plugin: the Node service (ephemeral, hostPath and local
+//! volumes), plus, on the same socket, the controller for this node's local volumes.
+
+pub mod error;
+pub mod hostpath;
+pub mod mounter;
+pub mod mountinfo;
+pub mod node;
+pub mod quantity;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use csi_controller::Driver;
+use csi_proto::v1::controller_server::ControllerServer;
+use csi_proto::v1::identity_server::IdentityServer;
+use csi_proto::v1::node_server::NodeServer;
+use tonic::service::Routes;
+
+pub use node::NodeService;
+
+/// How the node plugin was started.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    /// Target and staging paths must lie under this directory (kubelet's root).
+    pub kubelet_dir: PathBuf,
+    /// Ephemeral volume data lives under `<state_dir>/ephemeral`.
+    pub state_dir: PathBuf,
+    pub local_root: PathBuf,
+    /// hostPath volumes may only name paths under these prefixes (none by default).
+    pub host_path_allow: Vec<PathBuf>,
+    /// Reported in NodeGetInfo; 0 means no limit.
+    pub max_volumes: i64,
+}
+
+/// Identity, Node and (for local volumes) Controller services on one endpoint.
+pub fn node_routes(node: NodeService, controller: Arc<Driver>) -> Routes {
+    Routes::new(IdentityServer::new(csi_controller::IdentityService::new(
+        Some(controller.clone()),
+    )))
+    .add_service(NodeServer::new(node))
+    .add_service(ControllerServer::new(
+        csi_controller::ControllerService::new(controller),
+    ))
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use csi_controller::{ControllerConfig, Driver, controller_routes, server};
+use csi_node::{NodeConfig, NodeService, node_routes};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,33 @@ struct Cli {
 enum Command {
     /// Serve the CSI Identity and Controller services.
     Controller(ControllerArgs),
+    /// Serve the CSI Identity and Node services, and the Controller service for this node's local volumes.
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// CSI endpoint, `unix:///path/csi.sock`.
+    #[arg(long)]
+    endpoint: String,
+    /// This node's name (the Kubernetes node name).
+    #[arg(long)]
+    node_id: String,
+    /// Directory holding this node's local volumes.
+    #[arg(long, default_value = "/var/lib/stowage/local")]
+    local_root: PathBuf,
+    /// Directory for the node plugin's state (ephemeral volumes, controller state).
+    #[arg(long, default_value = "/var/lib/stowage/node")]
+    state_dir: PathBuf,
+    /// kubelet's root: target and staging paths must lie below it.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    kubelet_dir: PathBuf,
+    /// A prefix hostPath volumes may use; repeat for more. None are allowed by default.
+    #[arg(long = "host-path-allow")]
+    host_path_allow: Vec<PathBuf>,
+    /// Maximum volumes on this node reported to the scheduler (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_volumes: i64,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +94,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Controller(args) => run_controller(args).await,
+            Command::Node(args) => run_node(args).await,
         }
     });
     match result {
@@ -92,6 +121,35 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
     server::serve(
         listener,
         controller_routes(driver),
+        server::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| format!("serve: {e}"))
+}
+
+async fn run_node(args: NodeArgs) -> Result<(), String> {
+    let controller = Driver::open(&ControllerConfig {
+        node_id: Some(args.node_id.clone()),
+        local_root: Some(args.local_root.clone()),
+        state_dir: args.state_dir.join("controller"),
+        enable_attach: false,
+    })
+    .map_err(|e| format!("controller: {e}"))?;
+    let node = NodeService::new(NodeConfig {
+        node_id: args.node_id,
+        kubelet_dir: args.kubelet_dir,
+        state_dir: args.state_dir,
+        local_root: args.local_root,
+        host_path_allow: args.host_path_allow,
+        max_volumes: args.max_volumes,
+    })
+    .map_err(|e| format!("node: {e}"))?;
+    let path = server::socket_path(&args.endpoint)?;
+    let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    tracing::info!(endpoint = %path.display(), "node serving");
+    server::serve(
+        listener,
+        node_routes(node, controller),
         server::shutdown_signal(),
     )
     .await

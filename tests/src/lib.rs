@@ -2,6 +2,7 @@
 //! over its unix socket, and run real NFSv3 servers (in-process and nfs-ganesha).
 
 pub mod csi;
+pub mod mounts;
 pub mod nfs;
 pub mod process;
 

@@ -1,0 +1,152 @@
+//! `/proc/self/mountinfo`, parsed: what is mounted is read from the kernel, never
+//! remembered, so a restarted node plugin knows its mounts.
+
+use std::path::{Path, PathBuf};
+
+/// One line of mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The path inside the source filesystem that is mounted (bind mounts show a subtree).
+    pub root: PathBuf,
+    pub mount_point: PathBuf,
+    /// Per-mount options (`ro`, `rw`, `nosuid`...).
+    pub options: Vec<String>,
+    pub fs_type: String,
+    pub source: String,
+    /// Superblock options (`size=...` for tmpfs).
+    pub super_options: Vec<String>,
+}
+
+impl MountEntry {
+    pub fn read_only(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MountTable {
+    entries: Vec<MountEntry>,
+}
+
+impl MountTable {
+    pub fn read() -> std::io::Result<Self> {
+        Ok(Self::parse(&std::fs::read_to_string(
+            "/proc/self/mountinfo",
+        )?))
+    }
+
+    pub fn parse(text: &str) -> Self {
+        Self {
+            entries: text.lines().filter_map(parse_line).collect(),
+        }
+    }
+
+    /// The topmost mount at exactly `path`, if any.
+    pub fn at(&self, path: &Path) -> Option<&MountEntry> {
+        self.entries.iter().rev().find(|e| e.mount_point == path)
+    }
+
+    /// Mounts at or below `path`, deepest first (the order to unmount them in).
+    pub fn under(&self, path: &Path) -> Vec<&MountEntry> {
+        let mut found: Vec<&MountEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.mount_point.starts_with(path))
+            .collect();
+        found.sort_by_key(|e| std::cmp::Reverse(e.mount_point.components().count()));
+        found
+    }
+}
+
+fn parse_line(line: &str) -> Option<MountEntry> {
+    // id parent major:minor root mount-point options [optional fields...] - fstype source super-options
+    let (before, after) = line.split_once(" - ")?;
+    let fields: Vec<&str> = before.split(' ').collect();
+    let tail: Vec<&str> = after.split(' ').collect();
+    if fields.len() < 6 || tail.len() < 3 {
+        return None;
+    }
+    Some(MountEntry {
+        root: PathBuf::from(unescape(fields[3])),
+        mount_point: PathBuf::from(unescape(fields[4])),
+        options: fields[5].split(',').map(str::to_string).collect(),
+        fs_type: tail[0].to_string(),
+        source: unescape(tail[1]),
+        super_options: tail[2].split(',').map(str::to_string).collect(),
+    })
+}
+
+/// The kernel escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+31 22 0:27 / /tmp/with\\040space rw,nosuid - tmpfs tmpfs rw,size=65536k
+32 22 8:1 /srv/data /var/lib/kubelet/pods/p/volumes/v/mount ro,relatime shared:1 master:2 - ext4 /dev/vda1 rw
+33 32 0:28 / /var/lib/kubelet/pods/p/volumes/v/mount/inner rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn parses_fields_escapes_and_optional_tags() {
+        let table = MountTable::parse(SAMPLE);
+        let spaced = table.at(Path::new("/tmp/with space")).expect("unescaped");
+        assert_eq!(spaced.fs_type, "tmpfs");
+        assert!(spaced.super_options.contains(&"size=65536k".to_string()));
+        let bind = table
+            .at(Path::new("/var/lib/kubelet/pods/p/volumes/v/mount"))
+            .expect("bind");
+        assert_eq!(bind.root, Path::new("/srv/data"));
+        assert!(bind.read_only());
+        assert!(table.at(Path::new("/nowhere")).is_none());
+    }
+
+    #[test]
+    fn nested_mounts_come_deepest_first() {
+        let table = MountTable::parse(SAMPLE);
+        let under: Vec<&Path> = table
+            .under(Path::new("/var/lib/kubelet/pods/p"))
+            .iter()
+            .map(|e| e.mount_point.as_path())
+            .collect();
+        assert_eq!(
+            under,
+            vec![
+                Path::new("/var/lib/kubelet/pods/p/volumes/v/mount/inner"),
+                Path::new("/var/lib/kubelet/pods/p/volumes/v/mount")
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        assert!(
+            MountTable::parse("not a mount line\n\n")
+                .at(Path::new("/"))
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,645 @@
+//! The node binary over its socket with real mounts, as root, in temporary directories.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use csi_proto::v1::{self as v1};
+use stowage_tests::csi::{AccessModeKind, Csi, assert_code, capability, create_request, mount_rwo};
+use stowage_tests::mounts::{MountedDir, mounts_under};
+use stowage_tests::process::Stowage;
+use tonic::Code;
+
+const NODE: &str = "node-a";
+
+struct Setup {
+    dir: MountedDir,
+    csi: Csi,
+    node: Option<Stowage>,
+    allow: Vec<String>,
+}
+
+impl Setup {
+    async fn start(allow: &[&str]) -> Self {
+        let dir = MountedDir::new();
+        for sub in ["kubelet", "hostpaths"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        let mut allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        allow.push(dir.path().join("hostpaths").display().to_string());
+        let (node, csi) = launch(dir.path(), &allow).await;
+        Self {
+            dir,
+            csi,
+            node: Some(node),
+            allow,
+        }
+    }
+
+    fn kubelet(&self) -> PathBuf {
+        self.dir.path().join("kubelet")
+    }
+
+    fn target(&self, name: &str) -> PathBuf {
+        self.kubelet().join("pods").join(name).join("mount")
+    }
+
+    fn hostpaths(&self) -> PathBuf {
+        self.dir.path().join("hostpaths")
+    }
+
+    async fn restart(&mut self) {
+        self.node.take().expect("running").kill_hard().await;
+        let (node, csi) = launch(self.dir.path(), &self.allow).await;
+        self.node = Some(node);
+        self.csi = csi;
+    }
+
+    async fn publish(
+        &self,
+        id: &str,
+        target: &Path,
+        context: &[(&str, &str)],
+        readonly: bool,
+    ) -> Result<(), tonic::Status> {
+        self.publish_with(id, target, context, readonly, mount_rwo())
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        id: &str,
+        target: &Path,
+        context: &[(&str, &str)],
+        readonly: bool,
+        cap: v1::VolumeCapability,
+    ) -> Result<(), tonic::Status> {
+        self.csi
+            .node
+            .clone()
+            .node_publish_volume(v1::NodePublishVolumeRequest {
+                volume_id: id.into(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(cap),
+                readonly,
+                volume_context: context
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn unpublish(&self, id: &str, target: &Path) -> Result<(), tonic::Status> {
+        self.csi
+            .node
+            .clone()
+            .node_unpublish_volume(v1::NodeUnpublishVolumeRequest {
+                volume_id: id.into(),
+                target_path: target.display().to_string(),
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn stats(
+        &self,
+        id: &str,
+        path: &Path,
+    ) -> Result<v1::NodeGetVolumeStatsResponse, tonic::Status> {
+        self.csi
+            .node
+            .clone()
+            .node_get_volume_stats(v1::NodeGetVolumeStatsRequest {
+                volume_id: id.into(),
+                volume_path: path.display().to_string(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+async fn launch(dir: &Path, allow: &[String]) -> (Stowage, Csi) {
+    let (root, state, kubelet) = (dir.join("local"), dir.join("state"), dir.join("kubelet"));
+    let mut args: Vec<String> = vec![
+        "--node-id".into(),
+        NODE.into(),
+        "--local-root".into(),
+        root.display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--kubelet-dir".into(),
+        kubelet.display().to_string(),
+        "--max-volumes".into(),
+        "100".into(),
+    ];
+    for prefix in allow {
+        args.push("--host-path-allow".into());
+        args.push(prefix.clone());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Stowage::start("node", &dir.join("csi.sock"), &args).await
+}
+
+fn is_mounted(path: &Path) -> bool {
+    mounts_under(path).iter().any(|m| m == path)
+}
+
+fn write_bytes(path: &Path, len: usize) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![7u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    file.sync_all()
+}
+
+#[tokio::test]
+async fn node_reports_its_id_topology_and_capabilities() {
+    let s = Setup::start(&[]).await;
+    let info = s
+        .csi
+        .node
+        .clone()
+        .node_get_info(v1::NodeGetInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.node_id, NODE);
+    assert_eq!(info.max_volumes_per_node, 100);
+    assert_eq!(
+        info.accessible_topology
+            .expect("topology")
+            .segments
+            .get("topology.stowage.io/node")
+            .map(String::as_str),
+        Some(NODE)
+    );
+    let caps = s
+        .csi
+        .node
+        .clone()
+        .node_get_capabilities(v1::NodeGetCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner();
+    use v1::node_service_capability::rpc::Type as Cap;
+    let got: Vec<i32> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| c.r#type.as_ref())
+        .map(|t| {
+            let v1::node_service_capability::Type::Rpc(r) = t;
+            r.r#type
+        })
+        .collect();
+    for want in [
+        Cap::StageUnstageVolume,
+        Cap::GetVolumeStats,
+        Cap::ExpandVolume,
+        Cap::VolumeCondition,
+        Cap::SingleNodeMultiWriter,
+    ] {
+        assert!(got.contains(&(want as i32)), "missing {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_directory_lives_until_unpublish() {
+    let s = Setup::start(&[]).await;
+    let target = s.target("eph");
+    let ctx = [
+        ("csi.storage.k8s.io/ephemeral", "true"),
+        ("csi.storage.k8s.io/pod.name", "web"),
+    ];
+    s.publish("csi-eph-1", &target, &ctx, false)
+        .await
+        .expect("publish");
+    assert!(is_mounted(&target));
+    std::fs::write(target.join("scratch"), b"tmp").expect("write");
+    s.publish("csi-eph-1", &target, &ctx, false)
+        .await
+        .expect("publish again");
+    assert_code(
+        s.publish("csi-eph-1", &target, &ctx, true).await,
+        Code::AlreadyExists,
+        "other arguments",
+    );
+    s.unpublish("csi-eph-1", &target).await.expect("unpublish");
+    assert!(!target.exists(), "the target is removed");
+    assert!(
+        !s.dir.path().join("state/ephemeral/csi-eph-1").exists(),
+        "the data is gone"
+    );
+    s.unpublish("csi-eph-1", &target)
+        .await
+        .expect("unpublish twice");
+    s.publish("csi-eph-1", &target, &ctx, false)
+        .await
+        .expect("publish anew");
+    assert!(
+        std::fs::read_dir(&target).expect("list").next().is_none(),
+        "a new pod volume starts empty"
+    );
+    s.unpublish("csi-eph-1", &target).await.expect("unpublish");
+}
+
+#[tokio::test]
+async fn memory_medium_is_a_tmpfs_whose_size_limit_holds() {
+    let s = Setup::start(&[]).await;
+    let target = s.target("mem");
+    let ctx = [
+        ("csi.storage.k8s.io/ephemeral", "true"),
+        ("medium", "Memory"),
+        ("sizeLimit", "1Mi"),
+    ];
+    s.publish("csi-mem", &target, &ctx, false)
+        .await
+        .expect("publish");
+    write_bytes(&target.join("fits"), 512 * 1024).expect("half the limit fits");
+    let err = write_bytes(&target.join("overflow"), 2 << 20).expect_err("over the limit");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC));
+    s.unpublish("csi-mem", &target).await.expect("unpublish");
+    assert!(!target.exists());
+    assert_code(
+        s.publish(
+            "csi-mem2",
+            &target,
+            &[
+                ("csi.storage.k8s.io/ephemeral", "true"),
+                ("sizeLimit", "lots"),
+            ],
+            false,
+        )
+        .await,
+        Code::InvalidArgument,
+        "sizeLimit",
+    );
+    assert_code(
+        s.publish(
+            "csi-mem2",
+            &target,
+            &[("csi.storage.k8s.io/ephemeral", "true"), ("medium", "Disk")],
+            false,
+        )
+        .await,
+        Code::InvalidArgument,
+        "medium",
+    );
+    assert!(!target.exists(), "a refused publish leaves nothing behind");
+}
+
+#[tokio::test]
+async fn host_path_types_have_their_kubernetes_meaning() {
+    let s = Setup::start(&["/dev/null"]).await;
+    let base = s.hostpaths();
+    std::fs::create_dir(base.join("dir")).expect("mkdir");
+    std::fs::write(base.join("file"), b"config").expect("write");
+    let _socket = std::os::unix::net::UnixListener::bind(base.join("sock")).expect("socket");
+    let path = |name: &str| base.join(name).display().to_string();
+    let cases: Vec<(String, &str, bool)> = vec![
+        (path("dir"), "Directory", false),
+        (path("made/by/csi"), "DirectoryOrCreate", false),
+        (path("file"), "File", true),
+        (path("newfile"), "FileOrCreate", true),
+        (path("sock"), "Socket", true),
+        ("/dev/null".to_string(), "CharDevice", true),
+        (path("dir"), "", false),
+    ];
+    for (i, (host, kind, is_file)) in cases.iter().enumerate() {
+        let target = s.target(&format!("hp{i}"));
+        let ctx = [("path", host.as_str()), ("hostPathType", *kind)];
+        s.publish(&format!("hp-{i}"), &target, &ctx, false)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} {host}: {e}"));
+        assert!(is_mounted(&target), "{kind}");
+        assert_eq!(
+            target.is_file()
+                || std::fs::metadata(&target)
+                    .map(|m| !m.is_dir())
+                    .unwrap_or(false),
+            *is_file,
+            "{kind}"
+        );
+        s.unpublish(&format!("hp-{i}"), &target)
+            .await
+            .expect("unpublish");
+        assert!(!target.exists());
+    }
+    assert!(base.join("made/by/csi").is_dir() && base.join("newfile").is_file());
+    assert_eq!(
+        std::fs::read(base.join("file")).expect("read"),
+        b"config",
+        "unpublish leaves the host file alone"
+    );
+}
+
+#[tokio::test]
+async fn host_path_refusals_never_mount() {
+    let s = Setup::start(&[]).await;
+    let base = s.hostpaths();
+    std::fs::write(base.join("file"), b"x").expect("write");
+    std::os::unix::fs::symlink("/etc", base.join("etc-link")).expect("symlink");
+    let target = s.target("refused");
+    let path = |name: &str| base.join(name).display().to_string();
+    let escape = format!("{}/../../etc", base.display());
+    let cases: Vec<(String, &str, Code, &str)> = vec![
+        (
+            "/etc".into(),
+            "Directory",
+            Code::PermissionDenied,
+            "allowed",
+        ),
+        (
+            path("etc-link"),
+            "Directory",
+            Code::PermissionDenied,
+            "outside",
+        ),
+        (
+            format!("{}/newdir", path("etc-link")),
+            "DirectoryOrCreate",
+            Code::PermissionDenied,
+            "outside",
+        ),
+        (
+            escape,
+            "Directory",
+            Code::InvalidArgument,
+            "volume_context.path",
+        ),
+        (
+            path("file"),
+            "Directory",
+            Code::FailedPrecondition,
+            "directory",
+        ),
+        (path("missing"), "File", Code::NotFound, "does not exist"),
+        (
+            path("file"),
+            "Folder",
+            Code::InvalidArgument,
+            "volume_context.hostPathType",
+        ),
+        (
+            "/dev/null".into(),
+            "CharDevice",
+            Code::PermissionDenied,
+            "allowed",
+        ),
+    ];
+    for (host, kind, code, needle) in cases {
+        assert_code(
+            s.publish(
+                "hp",
+                &target,
+                &[("path", &host), ("hostPathType", kind)],
+                false,
+            )
+            .await,
+            code,
+            needle,
+        );
+        assert!(
+            mounts_under(s.dir.path()).is_empty(),
+            "{host} {kind} mounted something"
+        );
+    }
+    assert!(!Path::new("/etc/newdir").exists());
+}
+
+#[tokio::test]
+async fn local_directory_volume_binds_read_write_and_read_only() {
+    let s = Setup::start(&[]).await;
+    let volume = s
+        .csi
+        .create(create_request("pvc-local", 1 << 20, &[]))
+        .await
+        .expect("create on the node's own socket");
+    let ctx: Vec<(&str, &str)> = volume
+        .volume_context
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let staging = s.kubelet().join("plugins/staging/pvc-local");
+    std::fs::create_dir_all(&staging).expect("staging dir");
+    let stage = v1::NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(mount_rwo()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    };
+    s.csi
+        .node
+        .clone()
+        .node_stage_volume(stage)
+        .await
+        .expect("stage");
+
+    let rw = s.target("rw");
+    s.publish(&volume.volume_id, &rw, &ctx, false)
+        .await
+        .expect("publish");
+    std::fs::write(rw.join("hello"), b"world").expect("write through the bind");
+    let key = volume.volume_id.split(':').nth(1).expect("key");
+    assert_eq!(
+        std::fs::read(s.dir.path().join("local/volumes").join(key).join("hello")).expect("read"),
+        b"world"
+    );
+
+    let ro = s.target("ro");
+    s.publish(&volume.volume_id, &ro, &ctx, true)
+        .await
+        .expect("publish read-only");
+    let err = std::fs::write(ro.join("nope"), b"x").expect_err("read-only");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS));
+    assert_code(
+        s.publish(&volume.volume_id, &ro, &ctx, false).await,
+        Code::AlreadyExists,
+        "other arguments",
+    );
+
+    let stats = s.stats(&volume.volume_id, &rw).await.expect("stats");
+    let bytes = stats
+        .usage
+        .iter()
+        .find(|u| u.unit == v1::volume_usage::Unit::Bytes as i32)
+        .expect("bytes");
+    let inodes = stats
+        .usage
+        .iter()
+        .find(|u| u.unit == v1::volume_usage::Unit::Inodes as i32)
+        .expect("inodes");
+    assert!(bytes.total > 0 && bytes.available > 0 && bytes.used >= 0);
+    assert!(inodes.total > 0 && inodes.used > 0);
+    assert!(!stats.volume_condition.expect("condition").abnormal);
+
+    for target in [&rw, &ro] {
+        s.unpublish(&volume.volume_id, target)
+            .await
+            .expect("unpublish");
+    }
+    s.csi
+        .node
+        .clone()
+        .node_unstage_volume(v1::NodeUnstageVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .expect("unstage");
+    assert!(mounts_under(s.dir.path()).is_empty());
+    let other_node = "local:00000000000000000000000000000000:node-b";
+    assert_code(
+        s.publish(other_node, &s.target("x"), &[("type", "local")], false)
+            .await,
+        Code::NotFound,
+        "node-a",
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_node_plugin_finds_its_mounts_in_the_kernel() {
+    let mut s = Setup::start(&[]).await;
+    let target = s.target("survivor");
+    let ctx = [("csi.storage.k8s.io/ephemeral", "true")];
+    s.publish("csi-survivor", &target, &ctx, false)
+        .await
+        .expect("publish");
+    s.restart().await;
+    s.publish("csi-survivor", &target, &ctx, false)
+        .await
+        .expect("idempotent after restart");
+    assert_code(
+        s.publish("csi-survivor", &target, &ctx, true).await,
+        Code::AlreadyExists,
+        "other arguments",
+    );
+    s.unpublish("csi-survivor", &target)
+        .await
+        .expect("unpublish after restart");
+    assert!(!is_mounted(&target) && !target.exists());
+}
+
+#[tokio::test]
+async fn stats_report_a_path_that_is_no_longer_a_mount_as_abnormal() {
+    let s = Setup::start(&[]).await;
+    let target = s.target("cond");
+    s.publish(
+        "csi-cond",
+        &target,
+        &[("csi.storage.k8s.io/ephemeral", "true")],
+        false,
+    )
+    .await
+    .expect("publish");
+    nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH)
+        .expect("unmount behind the plugin's back");
+    let condition = s
+        .stats("csi-cond", &target)
+        .await
+        .expect("stats")
+        .volume_condition
+        .expect("condition");
+    assert!(
+        condition.abnormal && condition.message.contains("no longer a mount"),
+        "{condition:?}"
+    );
+    assert_code(
+        s.stats("csi-cond", &s.target("gone")).await,
+        Code::NotFound,
+        "does not exist",
+    );
+    s.unpublish("csi-cond", &target).await.expect("unpublish");
+}
+
+#[tokio::test]
+async fn bad_node_requests_are_invalid_argument_naming_the_field() {
+    let s = Setup::start(&[]).await;
+    let ctx = [("csi.storage.k8s.io/ephemeral", "true")];
+    let inside = s.target("t");
+    assert_code(
+        s.publish("", &inside, &ctx, false).await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.publish("v", Path::new(""), &ctx, false).await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+    assert_code(
+        s.publish("v", Path::new("/tmp/outside-kubelet"), &ctx, false)
+            .await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+    let dotdot = PathBuf::from(format!("{}/../../escape", s.kubelet().display()));
+    assert_code(
+        s.publish("v", &dotdot, &ctx, false).await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+    let missing_cap = s
+        .csi
+        .node
+        .clone()
+        .node_publish_volume(v1::NodePublishVolumeRequest {
+            volume_id: "v".into(),
+            target_path: inside.display().to_string(),
+            volume_context: HashMap::from([(
+                "csi.storage.k8s.io/ephemeral".to_string(),
+                "true".to_string(),
+            )]),
+            ..Default::default()
+        })
+        .await;
+    assert_code(missing_cap, Code::InvalidArgument, "volume_capability");
+    assert_code(
+        s.publish_with(
+            "v",
+            &inside,
+            &ctx,
+            false,
+            capability(false, AccessModeKind::Unknown),
+        )
+        .await,
+        Code::InvalidArgument,
+        "volume_capability",
+    );
+    assert_code(
+        s.publish_with(
+            "v",
+            &inside,
+            &ctx,
+            false,
+            capability(true, AccessModeKind::SingleNodeWriter),
+        )
+        .await,
+        Code::InvalidArgument,
+        "block",
+    );
+    assert_code(
+        s.unpublish("v", Path::new("")).await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+
+    // A symlink inside the kubelet directory that leads out of it is no way out.
+    std::os::unix::fs::symlink("/tmp", s.kubelet().join("pods-link")).expect("symlink");
+    let sneaky = s.kubelet().join("pods-link/sneaky");
+    assert_code(
+        s.publish("v", &sneaky, &ctx, false).await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+    assert!(!Path::new("/tmp/sneaky").exists());
+    assert!(mounts_under(s.dir.path()).is_empty());
+}
