@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs)
+# libclang-dev: loopdev-3 generates its ioctl bindings with bindgen.
+packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs libclang-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -7,6 +7,7 @@ pub mod mounter;
 pub mod mountinfo;
 pub mod node;
 pub mod quantity;
+pub mod staging;
 
 use std::path::PathBuf;
 use std::sync::Arc;

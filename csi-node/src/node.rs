@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result};
 use crate::hostpath::{self, HostPathType};
 use crate::mountinfo::MountTable;
-use crate::{NodeConfig, mounter, quantity};
+use crate::{NodeConfig, mounter, quantity, staging};
 
 const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
 /// kubelet adds pod information under this prefix (podInfoOnMount).
@@ -33,9 +33,16 @@ pub struct NodeService {
 
 /// What a publish request asks for, decided from its volume context.
 enum Kind {
-    Ephemeral { memory: bool, size_limit: u64 },
+    Ephemeral {
+        memory: bool,
+        size_limit: u64,
+    },
     HostPath(hostpath::HostPath),
     LocalDirectory(PathBuf),
+    /// An ext4 image file: staged through a loop device, published by binding the staging mount.
+    LocalImage(PathBuf),
+    /// A raw file: staged as a loop device, published by binding the device node.
+    LocalBlock(PathBuf),
 }
 
 impl NodeService {
@@ -99,12 +106,13 @@ impl NodeService {
         if context.get(EPHEMERAL_KEY).is_some_and(|v| v == "true") {
             return self.ephemeral_kind(volume_id, context, block);
         }
-        if block {
-            return Err(Error::Unimplemented(
-                "block volumes on the node arrive with image staging".into(),
-            ));
-        }
         if context.contains_key("path") || context.contains_key("hostPathType") {
+            if block {
+                return Err(Error::invalid(
+                    "volume_capability",
+                    "hostPath volumes are published as filesystems, not block devices",
+                ));
+            }
             let kind = HostPathType::parse(
                 context
                     .get("hostPathType")
@@ -121,7 +129,7 @@ impl NodeService {
             )?));
         }
         match context.get("type").map(String::as_str) {
-            Some("local") => self.local_kind(volume_id, context),
+            Some("local") => self.local_kind(volume_id, context, block),
             Some("nfs") => Err(Error::Unimplemented(
                 "NFS volumes on the node arrive with NFS staging".into(),
             )),
@@ -181,7 +189,12 @@ impl NodeService {
         Ok(Kind::Ephemeral { memory, size_limit })
     }
 
-    fn local_kind(&self, volume_id: &str, context: &HashMap<String, String>) -> Result<Kind> {
+    fn local_kind(
+        &self,
+        volume_id: &str,
+        context: &HashMap<String, String>,
+        block: bool,
+    ) -> Result<Kind> {
         let id = VolumeId::parse(volume_id).ok_or_else(|| {
             Error::NotFound(format!("volume {volume_id} is not a Stowage volume"))
         })?;
@@ -194,21 +207,37 @@ impl NodeService {
                 )));
             }
         }
-        match context.get("layout").map(String::as_str) {
-            None | Some("directory") => {}
-            Some(other) => {
-                return Err(Error::Unimplemented(format!(
-                    "{other} volumes on the node arrive with image staging"
-                )));
-            }
-        }
-        let source = volume_data_path(&self.config.local_root, id.key.as_str(), &Layout::Directory);
-        if !source.is_dir() {
+        let (layout, kind): (Layout, fn(PathBuf) -> Kind) =
+            match (context.get("layout").map(String::as_str), block) {
+                (None | Some("directory"), false) => (Layout::Directory, Kind::LocalDirectory),
+                (Some("image"), false) => (Layout::Image, Kind::LocalImage),
+                (Some("block"), true) => (Layout::Block, Kind::LocalBlock),
+                (Some("block"), false) => {
+                    return Err(Error::invalid(
+                        "volume_capability",
+                        "a block volume must be published as a block device",
+                    ));
+                }
+                (_, true) => {
+                    return Err(Error::invalid(
+                        "volume_capability",
+                        "only block-mode volumes can be published as block devices",
+                    ));
+                }
+                (Some(other), false) => {
+                    return Err(Error::invalid(
+                        "volume_context.layout",
+                        format!("{other:?} is not a local layout"),
+                    ));
+                }
+            };
+        let source = volume_data_path(&self.config.local_root, id.key.as_str(), &layout);
+        if !source.exists() {
             return Err(Error::NotFound(format!(
                 "volume {volume_id} has no data on this node"
             )));
         }
-        Ok(Kind::LocalDirectory(source))
+        Ok(kind(source))
     }
 
     async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
@@ -251,6 +280,28 @@ impl NodeService {
                 mounter::bind(&source, &target, req.readonly)
                     .inspect_err(|_| remove_target(&target))
             }
+            Kind::LocalImage(_) => {
+                let staging = self.checked_path("staging_target_path", &req.staging_target_path)?;
+                let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+                if table.at(&staging).is_none() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "volume {} is not staged at {}",
+                        req.volume_id,
+                        staging.display()
+                    )));
+                }
+                make_target(&target, false)?;
+                mounter::bind(&staging, &target, req.readonly)
+                    .inspect_err(|_| remove_target(&target))
+            }
+            Kind::LocalBlock(file) => {
+                let device = staging::loop_device_of(&file).ok_or_else(|| {
+                    Error::FailedPrecondition(format!("volume {} is not staged", req.volume_id))
+                })?;
+                make_target(&target, true)?;
+                mounter::bind(&device, &target, req.readonly)
+                    .inspect_err(|_| remove_target(&target))
+            }
         }
     }
 
@@ -268,6 +319,10 @@ impl NodeService {
             Kind::Ephemeral { .. } => same_inode(target, &self.ephemeral_dir(volume_id)),
             Kind::HostPath(host) => same_inode(target, &host.path),
             Kind::LocalDirectory(source) => same_inode(target, source),
+            Kind::LocalImage(file) => staging::loop_device_of(file).is_some(),
+            Kind::LocalBlock(file) => {
+                staging::loop_device_of(file).is_some_and(|dev| same_inode(target, &dev))
+            }
         };
         if same_source && read_only == want_ro {
             return Ok(());
@@ -349,6 +404,10 @@ impl NodeService {
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
         let block = check_capability(capability)?;
+        let _guard = self
+            .inflight
+            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
+            .map_err(Error::from)?;
         match self.classify(&req.volume_id, &req.volume_context, block)? {
             // Directory volumes need no per-node preparation: publish binds the data directly.
             Kind::LocalDirectory(_) | Kind::HostPath(_) => {
@@ -360,6 +419,16 @@ impl NodeService {
                 }
                 Ok(())
             }
+            Kind::LocalImage(image) => {
+                if !staging.is_dir() {
+                    return Err(Error::NotFound(format!(
+                        "staging path {} does not exist",
+                        staging.display()
+                    )));
+                }
+                staging::stage_image(&image, &staging)
+            }
+            Kind::LocalBlock(file) => staging::stage_block(&file).map(drop),
             Kind::Ephemeral { .. } => Err(Error::invalid(
                 "volume_context",
                 "ephemeral volumes are not staged",
@@ -370,11 +439,39 @@ impl NodeService {
     async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let staging = self.checked_path("staging_target_path", &req.staging_target_path)?;
-        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
-        for entry in table.under(&staging) {
-            mounter::unmount(&entry.mount_point)?;
+        let _guard = self
+            .inflight
+            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
+            .map_err(Error::from)?;
+        // A block volume's loop device has no mount to take it away: detach it by its file.
+        let block_file = VolumeId::parse(&req.volume_id)
+            .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
+            .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), &Layout::Block));
+        staging::unstage(&staging, block_file.as_deref())
+    }
+
+    async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
+        require("volume_id", &req.volume_id)?;
+        require("volume_path", &req.volume_path)?;
+        let path = Path::new(&req.volume_path);
+        if fs::symlink_metadata(path).is_err() {
+            return Err(Error::NotFound(format!(
+                "volume path {} does not exist",
+                path.display()
+            )));
         }
-        Ok(())
+        let _guard = self
+            .inflight
+            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
+            .map_err(Error::from)?;
+        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+        match table.at(path) {
+            Some(entry) if entry.fs_type == "ext4" && entry.source.starts_with("/dev/loop") => {
+                staging::expand_mounted(path)
+            }
+            // Directories and tmpfs have nothing to grow; their size is bookkeeping.
+            _ => Ok(req.capacity_range.map(|r| r.required_bytes).unwrap_or(0)),
+        }
     }
 
     async fn stats(
@@ -549,15 +646,11 @@ impl Node for NodeService {
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let result = require("volume_id", &req.volume_id)
-            .and_then(|()| require("volume_path", &req.volume_path))
-            .and_then(|()| {
-                Err(Error::Unimplemented(
-                    "online filesystem growth arrives with image staging".into(),
-                ))
-            });
-        respond("NodeExpandVolume", result)
+        let result = self.expand(request.into_inner()).await;
+        respond(
+            "NodeExpandVolume",
+            result.map(|capacity_bytes| csi::NodeExpandVolumeResponse { capacity_bytes }),
+        )
     }
 
     async fn node_get_capabilities(

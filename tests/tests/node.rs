@@ -643,3 +643,269 @@ async fn bad_node_requests_are_invalid_argument_naming_the_field() {
     assert!(!Path::new("/tmp/sneaky").exists());
     assert!(mounts_under(s.dir.path()).is_empty());
 }
+
+impl Setup {
+    async fn stage(
+        &self,
+        volume: &v1::Volume,
+        staging: &Path,
+        cap: v1::VolumeCapability,
+    ) -> Result<(), tonic::Status> {
+        std::fs::create_dir_all(staging).expect("staging dir");
+        self.csi
+            .node
+            .clone()
+            .node_stage_volume(v1::NodeStageVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(cap),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn unstage(&self, volume_id: &str, staging: &Path) -> Result<(), tonic::Status> {
+        self.csi
+            .node
+            .clone()
+            .node_unstage_volume(v1::NodeUnstageVolumeRequest {
+                volume_id: volume_id.into(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn publish_staged(
+        &self,
+        volume: &v1::Volume,
+        staging: &Path,
+        target: &Path,
+        cap: v1::VolumeCapability,
+    ) -> Result<(), tonic::Status> {
+        self.csi
+            .node
+            .clone()
+            .node_publish_volume(v1::NodePublishVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(cap),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+
+    fn image_file(&self, volume_id: &str) -> PathBuf {
+        let key = volume_id.split(':').nth(1).expect("key");
+        self.dir
+            .path()
+            .join("local/volumes")
+            .join(format!("{key}.img"))
+    }
+}
+
+/// Is any loop device backed by this file?
+fn loop_attached(file: &Path) -> bool {
+    std::fs::read_dir("/sys/block")
+        .expect("sysfs")
+        .filter_map(|d| d.ok())
+        .any(|d| {
+            std::fs::read_to_string(d.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim_end()) == file)
+        })
+}
+
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    eff >> 24 & 1 == 1
+}
+
+fn fs_size(path: &Path) -> u64 {
+    let stat = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    stat.blocks() * stat.fragment_size()
+}
+
+#[tokio::test]
+async fn image_volume_enforces_its_capacity_and_grows_online() {
+    let s = Setup::start(&[]).await;
+    let volume = s
+        .csi
+        .create(create_request(
+            "pvc-img",
+            32 << 20,
+            &[("capacityEnforcement", "image")],
+        ))
+        .await
+        .expect("create");
+    let staging = s.kubelet().join("plugins/staging/img");
+    s.stage(&volume, &staging, mount_rwo())
+        .await
+        .expect("stage");
+    s.stage(&volume, &staging, mount_rwo())
+        .await
+        .expect("stage twice");
+    let image = s.image_file(&volume.volume_id);
+    assert!(loop_attached(&image));
+    let target = s.target("img");
+    s.publish_staged(&volume, &staging, &target, mount_rwo())
+        .await
+        .expect("publish");
+    let err = write_bytes(&target.join("big"), 40 << 20).expect_err("writing past the capacity");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC));
+    std::fs::remove_file(target.join("big")).expect("rm");
+
+    let expanded = s
+        .csi
+        .controller
+        .clone()
+        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            capacity_range: Some(v1::CapacityRange {
+                required_bytes: 96 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("controller expand")
+        .into_inner();
+    assert!(
+        expanded.node_expansion_required,
+        "a staged image is grown by the node"
+    );
+    let before = fs_size(&target);
+    let node_expand = s
+        .csi
+        .node
+        .clone()
+        .node_expand_volume(v1::NodeExpandVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            volume_path: target.display().to_string(),
+            capacity_range: Some(v1::CapacityRange {
+                required_bytes: 96 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await;
+    if has_cap_sys_resource() {
+        assert_eq!(
+            node_expand
+                .expect("node expand")
+                .into_inner()
+                .capacity_bytes,
+            96 << 20
+        );
+        assert!(
+            fs_size(&target) > before + (48 << 20),
+            "filesystem grew online"
+        );
+    } else {
+        println!(
+            "online ext4 growth needs CAP_SYS_RESOURCE, which this machine does not grant: checking the refusal and growth at the next stage instead"
+        );
+        assert_code(node_expand, Code::PermissionDenied, "CAP_SYS_RESOURCE");
+        s.unpublish(&volume.volume_id, &target)
+            .await
+            .expect("unpublish");
+        s.unstage(&volume.volume_id, &staging)
+            .await
+            .expect("unstage");
+        s.stage(&volume, &staging, mount_rwo())
+            .await
+            .expect("re-stage grows offline");
+        s.publish_staged(&volume, &staging, &target, mount_rwo())
+            .await
+            .expect("publish");
+        assert!(
+            fs_size(&target) > before + (48 << 20),
+            "filesystem grew at stage: {before} -> {}",
+            fs_size(&target)
+        );
+    }
+    write_bytes(&target.join("big"), 40 << 20).expect("now it fits");
+
+    s.unpublish(&volume.volume_id, &target)
+        .await
+        .expect("unpublish");
+    s.unstage(&volume.volume_id, &staging)
+        .await
+        .expect("unstage");
+    s.unstage(&volume.volume_id, &staging)
+        .await
+        .expect("unstage twice");
+    assert!(!loop_attached(&image), "the loop device is released");
+    assert!(mounts_under(s.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn block_volume_is_published_as_a_device() {
+    use std::os::unix::fs::{FileExt, FileTypeExt};
+    let s = Setup::start(&[]).await;
+    let block = capability(true, AccessModeKind::SingleNodeWriter);
+    let mut request = create_request("pvc-blk", 8 << 20, &[]);
+    request.volume_capabilities = vec![block.clone()];
+    let volume = s.csi.create(request).await.expect("create");
+    let staging = s.kubelet().join("plugins/staging/blk");
+    let target = s.target("blk");
+    assert_code(
+        s.publish_staged(&volume, &staging, &target, block.clone())
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    );
+    s.stage(&volume, &staging, block.clone())
+        .await
+        .expect("stage");
+    s.publish_staged(&volume, &staging, &target, block.clone())
+        .await
+        .expect("publish");
+    s.publish_staged(&volume, &staging, &target, block.clone())
+        .await
+        .expect("publish twice");
+    assert!(
+        std::fs::metadata(&target)
+            .expect("stat")
+            .file_type()
+            .is_block_device()
+    );
+    let device = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&target)
+        .expect("open device");
+    device.write_all_at(b"raw bytes", 4096).expect("write");
+    device.sync_all().expect("sync");
+    drop(device);
+    let mut back = [0u8; 9];
+    std::fs::File::open(s.image_file(&volume.volume_id))
+        .expect("image")
+        .read_exact_at(&mut back, 4096)
+        .expect("read");
+    assert_eq!(&back, b"raw bytes");
+    assert_code(
+        s.publish_staged(&volume, &staging, &s.target("blk-fs"), mount_rwo())
+            .await,
+        Code::InvalidArgument,
+        "block",
+    );
+
+    s.unpublish(&volume.volume_id, &target)
+        .await
+        .expect("unpublish");
+    s.unstage(&volume.volume_id, &staging)
+        .await
+        .expect("unstage");
+    assert!(!loop_attached(&s.image_file(&volume.volume_id)));
+}

@@ -1,0 +1,191 @@
+//! Image and block volumes on the node: loop devices over the volume's file, the ext4
+//! mount at the staging path, and online growth.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use loopdev::{LoopControl, LoopDevice};
+use nix::mount::{MsFlags, mount};
+
+use crate::error::{Error, Result};
+use crate::mounter;
+use crate::mountinfo::MountTable;
+
+/// The loop device backed by `file`, if one is attached (read from sysfs, so it
+/// survives a restart of the plugin).
+pub fn loop_device_of(file: &Path) -> Option<PathBuf> {
+    let devices = fs::read_dir("/sys/block").ok()?;
+    devices.filter_map(|d| d.ok()).find_map(|d| {
+        let backing = fs::read_to_string(d.path().join("loop/backing_file")).ok()?;
+        (Path::new(backing.trim_end()) == file).then(|| PathBuf::from("/dev").join(d.file_name()))
+    })
+}
+
+/// Attaches `file` to a free loop device. With `autoclear`, the kernel detaches it when
+/// its last user goes away, so the returned handle must stay open until a mount holds it.
+pub fn attach(file: &Path, autoclear: bool) -> Result<(LoopDevice, PathBuf)> {
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} for {}", file.display()), e);
+    let device = LoopControl::open()
+        .and_then(|c| c.next_free())
+        .map_err(|e| io("find a free loop device", e))?;
+    device
+        .with()
+        .autoclear(autoclear)
+        .attach(file)
+        .map_err(|e| io("attach loop device", e))?;
+    let path = device
+        .path()
+        .ok_or_else(|| io("name the loop device", std::io::ErrorKind::NotFound.into()))?;
+    Ok((device, path))
+}
+
+pub fn detach(device: &Path) -> Result<()> {
+    LoopDevice::open(device)
+        .and_then(|d| d.detach())
+        .map_err(|e| Error::io(format!("detach {}", device.display()), e))
+}
+
+/// Mounts the ext4 image at `staging` through an autoclear loop device, then grows
+/// the filesystem to the file if the controller enlarged it meanwhile.
+pub fn stage_image(image: &Path, staging: &Path) -> Result<()> {
+    if let Some(entry) = MountTable::read()
+        .map_err(|e| Error::io("read mountinfo", e))?
+        .at(staging)
+    {
+        let ours = loop_device_of(image).is_some_and(|dev| Path::new(&entry.source) == dev);
+        return if ours {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists(format!(
+                "{} already holds another mount",
+                staging.display()
+            )))
+        };
+    }
+    let (handle, device) = attach(image, true)?;
+    // The controller may have grown the file while nothing held it mounted: grow the
+    // filesystem now, offline, which needs no CAP_SYS_RESOURCE (online growth does).
+    if let Err(e) = grow_offline_if_needed(&device) {
+        drop(handle);
+        return Err(e);
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mounted = mount(Some(&device), staging, Some("ext4"), flags, None::<&str>);
+    // Closing our handle leaves the mount as the device's only user (or, if the mount
+    // failed, no user at all: autoclear then detaches it).
+    drop(handle);
+    mounted.map_err(|e| {
+        Error::mount(
+            format!("mount {} on {}", device.display(), staging.display()),
+            e,
+        )
+    })
+}
+
+fn grow_offline_if_needed(device: &Path) -> Result<()> {
+    let fs_bytes = ext4_size(device)?;
+    if fs_bytes >= u64::try_from(device_size(device)?).unwrap_or(0) {
+        return Ok(());
+    }
+    run("e2fsck", &["-f", "-p"], device)?;
+    run("resize2fs", &[], device)
+}
+
+/// The size the ext4 superblock claims: blocks count (lo and, with 64bit, hi) times block size.
+fn ext4_size(device: &Path) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut sb = [0u8; 1024];
+    fs::File::open(device)
+        .and_then(|f| f.read_exact_at(&mut sb, 1024))
+        .map_err(|e| Error::io(format!("read the superblock of {}", device.display()), e))?;
+    let word = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+    let incompat_64bit = word(0x60) & 0x80 != 0;
+    let blocks = u64::from(word(0x04))
+        | if incompat_64bit {
+            u64::from(word(0x150)) << 32
+        } else {
+            0
+        };
+    Ok(blocks << (10 + word(0x18).min(6)))
+}
+
+/// Attaches a block volume's file to a loop device (once) and returns the device.
+pub fn stage_block(file: &Path) -> Result<PathBuf> {
+    match loop_device_of(file) {
+        Some(device) => Ok(device),
+        None => attach(file, false).map(|(_, device)| device),
+    }
+}
+
+/// Undoes staging: unmounts what is at `staging` (an autoclear loop device follows),
+/// and detaches a block volume's loop device.
+pub fn unstage(staging: &Path, block_file: Option<&Path>) -> Result<()> {
+    let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+    for entry in table.under(staging) {
+        mounter::unmount(&entry.mount_point)?;
+    }
+    if let Some(device) = block_file.and_then(loop_device_of) {
+        detach(&device)?;
+    }
+    Ok(())
+}
+
+/// Grows the loop device to its file and the filesystem mounted from it; returns the
+/// device size in bytes.
+pub fn expand_mounted(volume_path: &Path) -> Result<i64> {
+    let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+    let entry = table.at(volume_path).ok_or_else(|| {
+        Error::NotFound(format!("{} is not a mounted volume", volume_path.display()))
+    })?;
+    let device = PathBuf::from(&entry.source);
+    if entry.fs_type != "ext4" || !entry.source.starts_with("/dev/loop") {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not an image volume",
+            volume_path.display()
+        )));
+    }
+    LoopDevice::open(&device)
+        .and_then(|d| d.set_capacity())
+        .map_err(|e| Error::io(format!("refresh capacity of {}", device.display()), e))?;
+    resize2fs(&device)?;
+    device_size(&device)
+}
+
+fn device_size(device: &Path) -> Result<i64> {
+    let name = device
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let sectors = fs::read_to_string(format!("/sys/block/{name}/size"))
+        .map_err(|e| Error::io(format!("size of {}", device.display()), e))?;
+    Ok(sectors.trim().parse::<i64>().unwrap_or(0) * 512)
+}
+
+/// resize2fs grows a mounted ext4 online; at the same size it is a no-op. The kernel
+/// allows it only with CAP_SYS_RESOURCE.
+fn resize2fs(device: &Path) -> Result<()> {
+    run("resize2fs", &[], device).map_err(|e| match e {
+        Error::Io { source, .. } if source.to_string().contains("Permission denied") => Error::PermissionDenied(format!(
+            "growing the mounted filesystem on {} needs CAP_SYS_RESOURCE, which this node plugin lacks; \
+             it will grow when the volume is next staged",
+            device.display()
+        )),
+        other => other,
+    })
+}
+
+fn run(tool: &str, args: &[&str], device: &Path) -> Result<()> {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(device)
+        .output()
+        .map_err(|e| Error::io(format!("run {tool}"), e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::io(
+        format!("{tool} {}", device.display()),
+        std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    ))
+}
