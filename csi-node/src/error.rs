@@ -17,6 +17,8 @@ pub enum Error {
     #[error("an operation for {0} is already in progress")]
     Aborted(String),
     #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Unimplemented(String),
     #[error("{context}: {source}")]
     Io {
@@ -62,6 +64,7 @@ impl Error {
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Aborted(_) => Code::Aborted,
+            Self::Unavailable(_) => Code::Unavailable,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Io { source, .. }
                 if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) =>
@@ -114,6 +117,7 @@ mod tests {
             ),
             (Error::PermissionDenied("x".into()), Code::PermissionDenied),
             (Error::Aborted("x".into()), Code::Aborted),
+            (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::Unimplemented("x".into()), Code::Unimplemented),
             (
                 Error::io("x", std::io::Error::from_raw_os_error(28)),

@@ -5,6 +5,7 @@ pub mod error;
 pub mod hostpath;
 pub mod mounter;
 pub mod mountinfo;
+pub mod nfsmount;
 pub mod node;
 pub mod quantity;
 pub mod staging;

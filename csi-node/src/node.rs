@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result};
 use crate::hostpath::{self, HostPathType};
 use crate::mountinfo::MountTable;
+use crate::nfsmount::NfsVolume;
 use crate::{NodeConfig, mounter, quantity, staging};
 
 const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
@@ -43,6 +44,8 @@ enum Kind {
     LocalImage(PathBuf),
     /// A raw file: staged as a loop device, published by binding the device node.
     LocalBlock(PathBuf),
+    /// An NFS export mounted once per node at the staging path; pods get its subdirectory.
+    Nfs(NfsVolume),
 }
 
 impl NodeService {
@@ -97,12 +100,26 @@ impl NodeService {
         Ok(path.to_path_buf())
     }
 
+    /// The staging path of a publish request, which must hold the staged mount.
+    fn staged_path(&self, volume_id: &str, raw: &str) -> Result<PathBuf> {
+        let staging = self.checked_path("staging_target_path", raw)?;
+        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+        if table.at(&staging).is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} is not staged at {}",
+                staging.display()
+            )));
+        }
+        Ok(staging)
+    }
+
     fn classify(
         &self,
         volume_id: &str,
         context: &HashMap<String, String>,
-        block: bool,
+        capability: &VolumeCapability,
     ) -> Result<Kind> {
+        let block = check_capability(capability)?;
         if context.get(EPHEMERAL_KEY).is_some_and(|v| v == "true") {
             return self.ephemeral_kind(volume_id, context, block);
         }
@@ -130,9 +147,15 @@ impl NodeService {
         }
         match context.get("type").map(String::as_str) {
             Some("local") => self.local_kind(volume_id, context, block),
-            Some("nfs") => Err(Error::Unimplemented(
-                "NFS volumes on the node arrive with NFS staging".into(),
-            )),
+            Some("nfs") => match &capability.access_type {
+                Some(AccessType::Mount(m)) => {
+                    Ok(Kind::Nfs(NfsVolume::from_context(context, &m.mount_flags)?))
+                }
+                _ => Err(Error::invalid(
+                    "volume_capability",
+                    "NFS volumes are filesystems, not block devices",
+                )),
+            },
             Some(other) => Err(Error::invalid(
                 "volume_context.type",
                 format!("{other:?} is not a Stowage volume type"),
@@ -247,19 +270,19 @@ impl NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
-        let block = check_capability(capability)?;
         let _guard = self
             .inflight
             .claim(&req.volume_id, &format!("volume {}", req.volume_id))
             .map_err(Error::from)?;
-        let kind = self.classify(&req.volume_id, &req.volume_context, block)?;
+        let kind = self.classify(&req.volume_id, &req.volume_context, capability)?;
         if let Some(mounted) = MountTable::read()
             .map_err(|e| Error::io("read mountinfo", e))?
             .at(&target)
             .cloned()
         {
+            let staging = Path::new(&req.staging_target_path);
             return self.check_same_publish(
-                &req.volume_id,
+                (&req.volume_id, staging),
                 &kind,
                 &target,
                 (mounted.read_only(), &mounted.fs_type),
@@ -281,17 +304,22 @@ impl NodeService {
                     .inspect_err(|_| remove_target(&target))
             }
             Kind::LocalImage(_) => {
-                let staging = self.checked_path("staging_target_path", &req.staging_target_path)?;
-                let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
-                if table.at(&staging).is_none() {
-                    return Err(Error::FailedPrecondition(format!(
-                        "volume {} is not staged at {}",
-                        req.volume_id,
-                        staging.display()
+                let staging = self.staged_path(&req.volume_id, &req.staging_target_path)?;
+                make_target(&target, false)?;
+                mounter::bind(&staging, &target, req.readonly)
+                    .inspect_err(|_| remove_target(&target))
+            }
+            Kind::Nfs(volume) => {
+                let staging = self.staged_path(&req.volume_id, &req.staging_target_path)?;
+                let source = staging.join(&volume.sub_dir);
+                if !source.is_dir() {
+                    return Err(Error::NotFound(format!(
+                        "{} is not in the NFS export",
+                        volume.sub_dir.display()
                     )));
                 }
                 make_target(&target, false)?;
-                mounter::bind(&staging, &target, req.readonly)
+                mounter::bind(&source, &target, req.readonly)
                     .inspect_err(|_| remove_target(&target))
             }
             Kind::LocalBlock(file) => {
@@ -308,7 +336,7 @@ impl NodeService {
     /// Publishing again is fine when it would produce the same mount; otherwise AlreadyExists.
     fn check_same_publish(
         &self,
-        volume_id: &str,
+        (volume_id, staging): (&str, &Path),
         kind: &Kind,
         target: &Path,
         (read_only, fs_type): (bool, &str),
@@ -319,7 +347,8 @@ impl NodeService {
             Kind::Ephemeral { .. } => same_inode(target, &self.ephemeral_dir(volume_id)),
             Kind::HostPath(host) => same_inode(target, &host.path),
             Kind::LocalDirectory(source) => same_inode(target, source),
-            Kind::LocalImage(file) => staging::loop_device_of(file).is_some(),
+            Kind::LocalImage(_) => same_inode(target, staging),
+            Kind::Nfs(volume) => same_inode(target, &staging.join(&volume.sub_dir)),
             Kind::LocalBlock(file) => {
                 staging::loop_device_of(file).is_some_and(|dev| same_inode(target, &dev))
             }
@@ -403,12 +432,11 @@ impl NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
-        let block = check_capability(capability)?;
         let _guard = self
             .inflight
             .claim(&req.volume_id, &format!("volume {}", req.volume_id))
             .map_err(Error::from)?;
-        match self.classify(&req.volume_id, &req.volume_context, block)? {
+        match self.classify(&req.volume_id, &req.volume_context, capability)? {
             // Directory volumes need no per-node preparation: publish binds the data directly.
             Kind::LocalDirectory(_) | Kind::HostPath(_) => {
                 if !staging.is_dir() {
@@ -429,6 +457,25 @@ impl NodeService {
                 staging::stage_image(&image, &staging)
             }
             Kind::LocalBlock(file) => staging::stage_block(&file).map(drop),
+            Kind::Nfs(volume) => {
+                if !staging.is_dir() {
+                    return Err(Error::NotFound(format!(
+                        "staging path {} does not exist",
+                        staging.display()
+                    )));
+                }
+                let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+                match table.at(&staging) {
+                    Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => {
+                        Ok(())
+                    }
+                    Some(_) => Err(Error::AlreadyExists(format!(
+                        "{} already holds another mount",
+                        staging.display()
+                    ))),
+                    None => volume.mount(&staging, false).await,
+                }
+            }
             Kind::Ephemeral { .. } => Err(Error::invalid(
                 "volume_context",
                 "ephemeral volumes are not staged",

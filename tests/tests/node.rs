@@ -909,3 +909,85 @@ async fn block_volume_is_published_as_a_device() {
         .expect("unstage");
     assert!(!loop_attached(&s.image_file(&volume.volume_id)));
 }
+
+#[tokio::test]
+async fn nfs_volume_stages_once_and_publishes_its_subdirectory() {
+    let nfs = stowage_tests::nfs::MemNfs::start().await;
+    let s = Setup::start(&[]).await;
+    let server = nfs.server();
+    let volume = s
+        .csi
+        .create(create_request(
+            "pvc-nfs",
+            1 << 20,
+            &[("type", "nfs"), ("server", &server), ("share", "/")],
+        ))
+        .await
+        .expect("create through the node's controller");
+    let staging = s.kubelet().join("plugins/staging/nfs");
+    let target = s.target("nfs");
+    assert_code(
+        s.publish_staged(&volume, &staging, &target, mount_rwo())
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    );
+
+    let kernel_nfs = std::fs::read_to_string("/proc/filesystems")
+        .expect("filesystems")
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("nfs"));
+    let staged = s.stage(&volume, &staging, mount_rwo()).await;
+    if kernel_nfs {
+        staged.expect("kernel NFS mount at stage");
+        s.stage(&volume, &staging, mount_rwo())
+            .await
+            .expect("stage twice");
+    } else {
+        println!(
+            "this kernel has no NFS client: the real NFS mount cannot run here; checking the refusal, then the publish bookkeeping over a stand-in mount"
+        );
+        assert_code(staged, Code::FailedPrecondition, "no NFS client");
+        assert!(
+            mounts_under(s.dir.path()).is_empty(),
+            "a failed stage mounts nothing"
+        );
+        // Stand in for the kernel's mount: the export's tree, bind-mounted at the staging path.
+        let export = s.dir.path().join("export-standin");
+        std::fs::create_dir_all(export.join("pvc-nfs")).expect("subdir");
+        std::fs::write(export.join("pvc-nfs/file"), b"from the export").expect("write");
+        nix::mount::mount(
+            Some(&export),
+            &staging,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("stand-in mount");
+    }
+    s.publish_staged(&volume, &staging, &target, mount_rwo())
+        .await
+        .expect("publish");
+    s.publish_staged(&volume, &staging, &target, mount_rwo())
+        .await
+        .expect("publish twice");
+    if !kernel_nfs {
+        assert_eq!(
+            std::fs::read(target.join("file")).expect("read"),
+            b"from the export",
+            "the pod sees the volume's subdirectory"
+        );
+    }
+    std::fs::write(target.join("written"), b"by the pod").expect("write through the bind");
+    assert!(staging.join("pvc-nfs/written").exists());
+    s.unpublish(&volume.volume_id, &target)
+        .await
+        .expect("unpublish");
+    s.unstage(&volume.volume_id, &staging)
+        .await
+        .expect("unstage");
+    s.unstage(&volume.volume_id, &staging)
+        .await
+        .expect("unstage twice");
+    assert!(mounts_under(s.dir.path()).is_empty());
+}
