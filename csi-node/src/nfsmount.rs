@@ -215,6 +215,9 @@ mod tests {
 
     #[test]
     fn bad_contexts_are_refused() {
+        assert!(
+            NfsVolume::from_context(&context(&[("server", "h"), ("share", "/e")]), &[]).is_ok()
+        );
         for ctx in [
             context(&[("share", "/e")]),
             context(&[("server", "h"), ("share", "relative")]),

@@ -145,7 +145,13 @@ impl NodeService {
                 &self.config.host_path_allow,
             )?));
         }
-        match context.get("type").map(String::as_str) {
+        // A static NFS PV written the upstream way names only server and share.
+        let static_nfs = context.contains_key("server") && context.contains_key("share");
+        let kind = context
+            .get("type")
+            .map(String::as_str)
+            .or(static_nfs.then_some("nfs"));
+        match kind {
             Some("local") => self.local_kind(volume_id, context, block),
             Some("nfs") => match &capability.access_type {
                 Some(AccessType::Mount(m)) => {

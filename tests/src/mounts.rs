@@ -43,16 +43,38 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Loop devices whose backing file lies below `dir`.
+pub fn loop_devices_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(devices) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    devices
+        .filter_map(|d| d.ok())
+        .filter(|d| {
+            std::fs::read_to_string(d.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim_end()).starts_with(dir))
+        })
+        .map(|d| PathBuf::from("/dev").join(d.file_name()))
+        .collect()
+}
+
 impl Drop for MountedDir {
     fn drop(&mut self) {
         for _ in 0..3 {
             let mounts = mounts_under(self.dir.path());
             if mounts.is_empty() {
-                return;
+                break;
             }
             for mount in mounts {
                 let _ = umount2(&mount, MntFlags::MNT_DETACH);
             }
+        }
+        // A block volume's loop device is held by no mount: release it too.
+        for device in loop_devices_under(self.dir.path()) {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&device)
+                .status();
         }
     }
 }
