@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod hostpath;
+mod kind;
 pub mod mounter;
 pub mod mountinfo;
 pub mod nfsmount;

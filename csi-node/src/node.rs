@@ -12,40 +12,18 @@ use csi_controller::local::volume_data_path;
 use csi_controller::record::Layout;
 use csi_proto::v1::node_server::Node;
 use csi_proto::v1::node_service_capability::{Rpc, rpc::Type as Cap};
-use csi_proto::v1::volume_capability::AccessType;
-use csi_proto::v1::{self as csi, NodeServiceCapability, Topology, VolumeCapability};
+use csi_proto::v1::{self as csi, NodeServiceCapability, Topology};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
-use crate::hostpath::{self, HostPathType};
+use crate::kind::{Kind, classify};
 use crate::mountinfo::MountTable;
-use crate::nfsmount::NfsVolume;
-use crate::{NodeConfig, mounter, quantity, staging};
-
-const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
-/// kubelet adds pod information under this prefix (podInfoOnMount).
-const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
+use crate::{NodeConfig, mounter, staging};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
     config: NodeConfig,
     inflight: InFlight,
-}
-
-/// What a publish request asks for, decided from its volume context.
-enum Kind {
-    Ephemeral {
-        memory: bool,
-        size_limit: u64,
-    },
-    HostPath(hostpath::HostPath),
-    LocalDirectory(PathBuf),
-    /// An ext4 image file: staged through a loop device, published by binding the staging mount.
-    LocalImage(PathBuf),
-    /// A raw file: staged as a loop device, published by binding the device node.
-    LocalBlock(PathBuf),
-    /// An NFS export mounted once per node at the staging path; pods get its subdirectory.
-    Nfs(NfsVolume),
 }
 
 impl NodeService {
@@ -57,6 +35,13 @@ impl NodeService {
             config,
             inflight: InFlight::default(),
         })
+    }
+
+    /// Serialises calls per volume: a concurrent second call is Aborted.
+    fn claim(&self, volume_id: &str) -> Result<csi_controller::inflight::Guard> {
+        self.inflight
+            .claim(volume_id, &format!("volume {volume_id}"))
+            .map_err(Error::from)
     }
 
     fn ephemeral_dir(&self, volume_id: &str) -> PathBuf {
@@ -103,7 +88,7 @@ impl NodeService {
     /// The staging path of a publish request, which must hold the staged mount.
     fn staged_path(&self, volume_id: &str, raw: &str) -> Result<PathBuf> {
         let staging = self.checked_path("staging_target_path", raw)?;
-        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+        let table = mount_table()?;
         if table.at(&staging).is_none() {
             return Err(Error::FailedPrecondition(format!(
                 "volume {volume_id} is not staged at {}",
@@ -113,162 +98,6 @@ impl NodeService {
         Ok(staging)
     }
 
-    fn classify(
-        &self,
-        volume_id: &str,
-        context: &HashMap<String, String>,
-        capability: &VolumeCapability,
-    ) -> Result<Kind> {
-        let block = check_capability(capability)?;
-        if context.get(EPHEMERAL_KEY).is_some_and(|v| v == "true") {
-            return self.ephemeral_kind(volume_id, context, block);
-        }
-        if context.contains_key("path") || context.contains_key("hostPathType") {
-            if block {
-                return Err(Error::invalid(
-                    "volume_capability",
-                    "hostPath volumes are published as filesystems, not block devices",
-                ));
-            }
-            let kind = HostPathType::parse(
-                context
-                    .get("hostPathType")
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            )?;
-            let path = context.get("path").ok_or_else(|| {
-                Error::invalid("volume_context.path", "is required for a hostPath volume")
-            })?;
-            return Ok(Kind::HostPath(hostpath::resolve(
-                path,
-                kind,
-                &self.config.host_path_allow,
-            )?));
-        }
-        // A static NFS PV written the upstream way names only server and share.
-        let static_nfs = context.contains_key("server") && context.contains_key("share");
-        let kind = context
-            .get("type")
-            .map(String::as_str)
-            .or(static_nfs.then_some("nfs"));
-        match kind {
-            Some("local") => self.local_kind(volume_id, context, block),
-            Some("nfs") => match &capability.access_type {
-                Some(AccessType::Mount(m)) => {
-                    Ok(Kind::Nfs(NfsVolume::from_context(context, &m.mount_flags)?))
-                }
-                _ => Err(Error::invalid(
-                    "volume_capability",
-                    "NFS volumes are filesystems, not block devices",
-                )),
-            },
-            Some(other) => Err(Error::invalid(
-                "volume_context.type",
-                format!("{other:?} is not a Stowage volume type"),
-            )),
-            None => Err(Error::invalid(
-                "volume_context",
-                "names no volume type (ephemeral, hostPath path, or type)",
-            )),
-        }
-    }
-
-    fn ephemeral_kind(
-        &self,
-        volume_id: &str,
-        context: &HashMap<String, String>,
-        block: bool,
-    ) -> Result<Kind> {
-        if block {
-            return Err(Error::invalid(
-                "volume_capability",
-                "ephemeral volumes are filesystems, not block devices",
-            ));
-        }
-        validate_name("volume_id", volume_id).map_err(Error::from)?;
-        if let Some(key) = context.keys().find(|k| {
-            !k.starts_with(KUBELET_PREFIX) && !matches!(k.as_str(), "medium" | "sizeLimit")
-        }) {
-            return Err(Error::invalid(
-                "volume_context",
-                format!("unknown key {key:?} for an ephemeral volume"),
-            ));
-        }
-        let memory = match context.get("medium").map(String::as_str) {
-            None | Some("") => false,
-            Some("Memory") => true,
-            Some(other) => {
-                return Err(Error::invalid(
-                    "volume_context.medium",
-                    format!("{other:?} is not \"\" or Memory"),
-                ));
-            }
-        };
-        let size_limit = match context.get("sizeLimit") {
-            None => 0,
-            Some(q) => quantity::parse_bytes(q)
-                .and_then(|b| u64::try_from(b).ok())
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "volume_context.sizeLimit",
-                        format!("{q:?} is not a quantity"),
-                    )
-                })?,
-        };
-        Ok(Kind::Ephemeral { memory, size_limit })
-    }
-
-    fn local_kind(
-        &self,
-        volume_id: &str,
-        context: &HashMap<String, String>,
-        block: bool,
-    ) -> Result<Kind> {
-        let id = VolumeId::parse(volume_id).ok_or_else(|| {
-            Error::NotFound(format!("volume {volume_id} is not a Stowage volume"))
-        })?;
-        match &id.location {
-            Location::Local { node } if *node == self.config.node_id => {}
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "volume {volume_id} does not live on node {}",
-                    self.config.node_id
-                )));
-            }
-        }
-        let (layout, kind): (Layout, fn(PathBuf) -> Kind) =
-            match (context.get("layout").map(String::as_str), block) {
-                (None | Some("directory"), false) => (Layout::Directory, Kind::LocalDirectory),
-                (Some("image"), false) => (Layout::Image, Kind::LocalImage),
-                (Some("block"), true) => (Layout::Block, Kind::LocalBlock),
-                (Some("block"), false) => {
-                    return Err(Error::invalid(
-                        "volume_capability",
-                        "a block volume must be published as a block device",
-                    ));
-                }
-                (_, true) => {
-                    return Err(Error::invalid(
-                        "volume_capability",
-                        "only block-mode volumes can be published as block devices",
-                    ));
-                }
-                (Some(other), false) => {
-                    return Err(Error::invalid(
-                        "volume_context.layout",
-                        format!("{other:?} is not a local layout"),
-                    ));
-                }
-            };
-        let source = volume_data_path(&self.config.local_root, id.key.as_str(), &layout);
-        if !source.exists() {
-            return Err(Error::NotFound(format!(
-                "volume {volume_id} has no data on this node"
-            )));
-        }
-        Ok(kind(source))
-    }
-
     async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let target = self.checked_path("target_path", &req.target_path)?;
@@ -276,11 +105,13 @@ impl NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
-        let _guard = self
-            .inflight
-            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
-            .map_err(Error::from)?;
-        let kind = self.classify(&req.volume_id, &req.volume_context, capability)?;
+        let _guard = self.claim(&req.volume_id)?;
+        let kind = classify(
+            &self.config,
+            &req.volume_id,
+            &req.volume_context,
+            capability,
+        )?;
         if let Some(mounted) = MountTable::read()
             .map_err(|e| Error::io("read mountinfo", e))?
             .at(&target)
@@ -406,11 +237,8 @@ impl NodeService {
     async fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let target = self.checked_path("target_path", &req.target_path)?;
-        let _guard = self
-            .inflight
-            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
-            .map_err(Error::from)?;
-        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+        let _guard = self.claim(&req.volume_id)?;
+        let table = mount_table()?;
         for entry in table.under(&target) {
             mounter::unmount(&entry.mount_point)?;
         }
@@ -438,39 +266,26 @@ impl NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
-        let _guard = self
-            .inflight
-            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
-            .map_err(Error::from)?;
-        match self.classify(&req.volume_id, &req.volume_context, capability)? {
+        let _guard = self.claim(&req.volume_id)?;
+        match classify(
+            &self.config,
+            &req.volume_id,
+            &req.volume_context,
+            capability,
+        )? {
             // Directory volumes need no per-node preparation: publish binds the data directly.
             Kind::LocalDirectory(_) | Kind::HostPath(_) => {
-                if !staging.is_dir() {
-                    return Err(Error::NotFound(format!(
-                        "staging path {} does not exist",
-                        staging.display()
-                    )));
-                }
+                existing_dir(&staging)?;
                 Ok(())
             }
             Kind::LocalImage(image) => {
-                if !staging.is_dir() {
-                    return Err(Error::NotFound(format!(
-                        "staging path {} does not exist",
-                        staging.display()
-                    )));
-                }
+                existing_dir(&staging)?;
                 staging::stage_image(&image, &staging)
             }
             Kind::LocalBlock(file) => staging::stage_block(&file).map(drop),
             Kind::Nfs(volume) => {
-                if !staging.is_dir() {
-                    return Err(Error::NotFound(format!(
-                        "staging path {} does not exist",
-                        staging.display()
-                    )));
-                }
-                let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+                existing_dir(&staging)?;
+                let table = mount_table()?;
                 match table.at(&staging) {
                     Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => {
                         Ok(())
@@ -492,10 +307,7 @@ impl NodeService {
     async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let staging = self.checked_path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self
-            .inflight
-            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
-            .map_err(Error::from)?;
+        let _guard = self.claim(&req.volume_id)?;
         // A block volume's loop device has no mount to take it away: detach it by its file.
         let block_file = VolumeId::parse(&req.volume_id)
             .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
@@ -505,19 +317,9 @@ impl NodeService {
 
     async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
         require("volume_id", &req.volume_id)?;
-        require("volume_path", &req.volume_path)?;
-        let path = Path::new(&req.volume_path);
-        if fs::symlink_metadata(path).is_err() {
-            return Err(Error::NotFound(format!(
-                "volume path {} does not exist",
-                path.display()
-            )));
-        }
-        let _guard = self
-            .inflight
-            .claim(&req.volume_id, &format!("volume {}", req.volume_id))
-            .map_err(Error::from)?;
-        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+        let path = existing_volume_path(&req.volume_path)?;
+        let _guard = self.claim(&req.volume_id)?;
+        let table = mount_table()?;
         match table.at(path) {
             Some(entry) if entry.fs_type == "ext4" && entry.source.starts_with("/dev/loop") => {
                 staging::expand_mounted(path)
@@ -532,14 +334,7 @@ impl NodeService {
         req: csi::NodeGetVolumeStatsRequest,
     ) -> Result<csi::NodeGetVolumeStatsResponse> {
         require("volume_id", &req.volume_id)?;
-        require("volume_path", &req.volume_path)?;
-        let path = Path::new(&req.volume_path);
-        if fs::symlink_metadata(path).is_err() {
-            return Err(Error::NotFound(format!(
-                "volume path {} does not exist",
-                path.display()
-            )));
-        }
+        let path = existing_volume_path(&req.volume_path)?;
         let mounted = MountTable::read()
             .map_err(|e| Error::io("read mountinfo", e))?
             .at(path)
@@ -587,11 +382,32 @@ fn require(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks the capability is complete; returns whether it asks for a block device.
-fn check_capability(capability: &VolumeCapability) -> Result<bool> {
-    csi_controller::request::parse_capability("volume_capability", capability)
-        .map_err(Error::from)?;
-    Ok(matches!(capability.access_type, Some(AccessType::Block(_))))
+/// A volume path given to stats or expansion: required, and it must exist.
+fn existing_volume_path(raw: &str) -> Result<&Path> {
+    require("volume_path", raw)?;
+    let path = Path::new(raw);
+    if fs::symlink_metadata(path).is_err() {
+        return Err(Error::NotFound(format!(
+            "volume path {} does not exist",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+fn mount_table() -> Result<MountTable> {
+    MountTable::read().map_err(|e| Error::io("read mountinfo", e))
+}
+
+/// The staging directory the CO created must be there.
+fn existing_dir(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "staging path {} does not exist",
+        path.display()
+    )))
 }
 
 fn make_target(target: &Path, file: bool) -> Result<()> {
