@@ -335,10 +335,19 @@ impl NodeService {
     ) -> Result<csi::NodeGetVolumeStatsResponse> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
-        let mounted = MountTable::read()
-            .map_err(|e| Error::io("read mountinfo", e))?
-            .at(path)
-            .is_some();
+        let mounted = mount_table()?.at(path).is_some();
+        // A volume this node knows: a Stowage ID, an ephemeral volume with data here, or
+        // whatever is mounted at the path. Anything else is NotFound, as the spec asks.
+        let known = VolumeId::parse(&req.volume_id).is_some()
+            || mounted
+            || (validate_name("volume_id", &req.volume_id).is_ok()
+                && self.ephemeral_dir(&req.volume_id).is_dir());
+        if !known {
+            return Err(Error::NotFound(format!(
+                "volume {} is not on this node",
+                req.volume_id
+            )));
+        }
         let stat = nix::sys::statvfs::statvfs(path)
             .map_err(|e| Error::io(format!("statvfs {}", path.display()), e.into()))?;
         let fragment = stat.fragment_size() as u128;

@@ -1,0 +1,660 @@
+//! CSI conformance checks in the manner of kubernetes-csi's csi-sanity, with both the
+//! controller and the node endpoint pointed at the node plugin's one socket (as the
+//! DaemonSet serves them). csi-sanity itself is a Go program that cannot be fetched on
+//! this machine; these checks follow its controller, node and identity specs.
+
+use std::path::{Path, PathBuf};
+
+use csi_proto::v1::{self as v1, CapacityRange};
+use stowage_tests::csi::{Csi, assert_code, create_request, mount_rwo};
+use stowage_tests::mounts::{MountedDir, mounts_under};
+use stowage_tests::process::Stowage;
+use tonic::Code;
+
+const MIB: i64 = 1 << 20;
+
+struct Sanity {
+    dir: MountedDir,
+    csi: Csi,
+    _plugin: Stowage,
+}
+
+impl Sanity {
+    async fn start() -> Self {
+        let dir = MountedDir::new();
+        let path = |p: &str| dir.path().join(p).display().to_string();
+        let (root, state, kubelet) = (path("local"), path("state"), path("kubelet"));
+        std::fs::create_dir_all(dir.path().join("kubelet")).expect("kubelet dir");
+        let args = [
+            "--node-id",
+            "sanity-node",
+            "--local-root",
+            &root,
+            "--state-dir",
+            &state,
+            "--kubelet-dir",
+            &kubelet,
+        ];
+        let (plugin, csi) = Stowage::start("node", &dir.path().join("csi.sock"), &args).await;
+        Self {
+            dir,
+            csi,
+            _plugin: plugin,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("kubelet").join(name)
+    }
+
+    fn ctrl(&self) -> v1::controller_client::ControllerClient<tonic::transport::Channel> {
+        self.csi.controller.clone()
+    }
+
+    fn node(&self) -> v1::node_client::NodeClient<tonic::transport::Channel> {
+        self.csi.node.clone()
+    }
+}
+
+fn snapshot_request(name: &str, source: &str) -> v1::CreateSnapshotRequest {
+    v1::CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn identity_plugin_info_capabilities_and_probe() {
+    let s = Sanity::start().await;
+    let info = s
+        .csi
+        .identity
+        .clone()
+        .get_plugin_info(v1::GetPluginInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert!(!info.name.is_empty() && info.name.len() <= 63 && !info.vendor_version.is_empty());
+    assert!(
+        info.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    );
+    let caps = s
+        .csi
+        .identity
+        .clone()
+        .get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner();
+    assert!(!caps.capabilities.is_empty());
+    assert!(s.csi.probe().await.expect("probe"));
+}
+
+#[tokio::test]
+async fn controller_create_volume_checks() {
+    let s = Sanity::start().await;
+    assert_code(
+        s.csi.create(create_request("", MIB, &[])).await,
+        Code::InvalidArgument,
+        "name",
+    );
+    let no_caps = v1::CreateVolumeRequest {
+        volume_capabilities: vec![],
+        ..create_request("sanity-nocaps", MIB, &[])
+    };
+    assert_code(
+        s.csi.create(no_caps).await,
+        Code::InvalidArgument,
+        "volume_capabilities",
+    );
+    let minimal = v1::CreateVolumeRequest {
+        capacity_range: None,
+        ..create_request("sanity-minimal", 0, &[])
+    };
+    let volume = s.csi.create(minimal).await.expect("minimal create");
+    assert!(!volume.volume_id.is_empty());
+    let sized = s
+        .csi
+        .create(create_request("sanity-sized", 10 * MIB, &[]))
+        .await
+        .expect("sized");
+    assert!(sized.capacity_bytes == 0 || sized.capacity_bytes >= 10 * MIB);
+    assert_eq!(
+        s.csi
+            .create(create_request("sanity-sized", 10 * MIB, &[]))
+            .await
+            .expect("same again")
+            .volume_id,
+        sized.volume_id
+    );
+    let bigger = v1::CreateVolumeRequest {
+        capacity_range: Some(CapacityRange {
+            required_bytes: 20 * MIB,
+            limit_bytes: 20 * MIB,
+        }),
+        ..create_request("sanity-sized", 0, &[])
+    };
+    assert_code(s.csi.create(bigger).await, Code::AlreadyExists, "");
+    let longest = "n".repeat(128);
+    let long = s
+        .csi
+        .create(create_request(&longest, MIB, &[]))
+        .await
+        .expect("128-byte name");
+    for id in [&volume.volume_id, &sized.volume_id, &long.volume_id] {
+        s.csi.delete(id).await.expect("delete");
+    }
+}
+
+#[tokio::test]
+async fn controller_delete_validate_get_and_expand_checks() {
+    let s = Sanity::start().await;
+    assert_code(s.csi.delete("").await, Code::InvalidArgument, "volume_id");
+    s.csi
+        .delete("reallyfakevolumeid")
+        .await
+        .expect("an unknown ID deletes fine");
+    let volume = s
+        .csi
+        .create(create_request("sanity-v", MIB, &[]))
+        .await
+        .expect("create");
+
+    let validate =
+        |id: &str, caps: Vec<v1::VolumeCapability>| v1::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.into(),
+            volume_capabilities: caps,
+            ..Default::default()
+        };
+    assert_code(
+        s.ctrl()
+            .validate_volume_capabilities(validate("", vec![mount_rwo()]))
+            .await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.ctrl()
+            .validate_volume_capabilities(validate(&volume.volume_id, vec![]))
+            .await,
+        Code::InvalidArgument,
+        "volume_capabilities",
+    );
+    assert_code(
+        s.ctrl()
+            .validate_volume_capabilities(validate("some-vol-id", vec![mount_rwo()]))
+            .await,
+        Code::NotFound,
+        "",
+    );
+    let confirmed = s
+        .ctrl()
+        .validate_volume_capabilities(validate(&volume.volume_id, vec![mount_rwo()]))
+        .await
+        .expect("validate")
+        .into_inner();
+    assert!(confirmed.confirmed.is_some());
+
+    assert_code(
+        s.ctrl()
+            .controller_get_volume(v1::ControllerGetVolumeRequest {
+                volume_id: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.ctrl()
+            .controller_get_volume(v1::ControllerGetVolumeRequest {
+                volume_id: "some-vol-id".into(),
+            })
+            .await,
+        Code::NotFound,
+        "",
+    );
+    let got = s
+        .ctrl()
+        .controller_get_volume(v1::ControllerGetVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.volume.expect("volume").volume_id, volume.volume_id);
+
+    let expand = |id: &str, range: Option<CapacityRange>| v1::ControllerExpandVolumeRequest {
+        volume_id: id.into(),
+        capacity_range: range,
+        ..Default::default()
+    };
+    let range = Some(CapacityRange {
+        required_bytes: 2 * MIB,
+        limit_bytes: 0,
+    });
+    assert_code(
+        s.ctrl().controller_expand_volume(expand("", range)).await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.ctrl()
+            .controller_expand_volume(expand(&volume.volume_id, None))
+            .await,
+        Code::InvalidArgument,
+        "capacity_range",
+    );
+    let grown = s
+        .ctrl()
+        .controller_expand_volume(expand(&volume.volume_id, range))
+        .await
+        .expect("expand")
+        .into_inner();
+    assert!(grown.capacity_bytes >= 2 * MIB);
+    assert!(
+        s.ctrl()
+            .get_capacity(v1::GetCapacityRequest::default())
+            .await
+            .expect("capacity")
+            .into_inner()
+            .available_capacity
+            > 0
+    );
+    s.csi.delete(&volume.volume_id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn controller_list_volumes_pages_through_changes() {
+    let s = Sanity::start().await;
+    let bad = s
+        .ctrl()
+        .list_volumes(v1::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: "invalid-token".into(),
+        })
+        .await;
+    assert_code(bad, Code::Aborted, "");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            s.csi
+                .create(create_request(&format!("sanity-list-{i}"), MIB, &[]))
+                .await
+                .expect("create")
+                .volume_id,
+        );
+    }
+    let first = s
+        .ctrl()
+        .list_volumes(v1::ListVolumesRequest {
+            max_entries: 2,
+            starting_token: String::new(),
+        })
+        .await
+        .expect("page")
+        .into_inner();
+    assert_eq!(first.entries.len(), 2);
+    // csi-sanity deletes a volume between pages and adds one: paging must go on.
+    s.csi.delete(&ids[4]).await.expect("delete");
+    s.csi
+        .create(create_request("sanity-list-new", MIB, &[]))
+        .await
+        .expect("create");
+    let rest = s
+        .ctrl()
+        .list_volumes(v1::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: first.next_token,
+        })
+        .await
+        .expect("rest")
+        .into_inner();
+    assert!(!rest.entries.is_empty() && rest.next_token.is_empty());
+    assert_eq!(s.csi.list_all(0).await.expect("all").len(), 5);
+}
+
+#[tokio::test]
+async fn controller_snapshot_checks() {
+    let s = Sanity::start().await;
+    let volume = s
+        .csi
+        .create(create_request("sanity-snap-src", MIB, &[]))
+        .await
+        .expect("create");
+    assert_code(
+        s.ctrl()
+            .create_snapshot(snapshot_request("", &volume.volume_id))
+            .await,
+        Code::InvalidArgument,
+        "name",
+    );
+    assert_code(
+        s.ctrl().create_snapshot(snapshot_request("snap", "")).await,
+        Code::InvalidArgument,
+        "source_volume_id",
+    );
+    let snap = s
+        .csi
+        .snapshot("sanity-snap", &volume.volume_id)
+        .await
+        .expect("snapshot");
+    assert!(snap.ready_to_use && snap.creation_time.is_some());
+    assert_eq!(
+        s.csi
+            .snapshot("sanity-snap", &volume.volume_id)
+            .await
+            .expect("again")
+            .snapshot_id,
+        snap.snapshot_id
+    );
+    let other = s
+        .csi
+        .create(create_request("sanity-snap-other", MIB, &[]))
+        .await
+        .expect("create");
+    assert_code(
+        s.ctrl()
+            .create_snapshot(snapshot_request("sanity-snap", &other.volume_id))
+            .await,
+        Code::AlreadyExists,
+        "",
+    );
+    s.csi
+        .snapshot(&"s".repeat(128), &volume.volume_id)
+        .await
+        .expect("128-byte snapshot name");
+
+    let list = |req: v1::ListSnapshotsRequest| {
+        let mut c = s.ctrl();
+        async move { c.list_snapshots(req).await }
+    };
+    assert_eq!(
+        list(v1::ListSnapshotsRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .entries
+            .len(),
+        2
+    );
+    let by_id = list(v1::ListSnapshotsRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("by id")
+    .into_inner();
+    assert_eq!(by_id.entries.len(), 1);
+    assert!(
+        list(v1::ListSnapshotsRequest {
+            snapshot_id: "none".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("by unknown id")
+        .into_inner()
+        .entries
+        .is_empty()
+    );
+    assert!(
+        list(v1::ListSnapshotsRequest {
+            source_volume_id: "none".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("by unknown source")
+        .into_inner()
+        .entries
+        .is_empty()
+    );
+    let paged = list(v1::ListSnapshotsRequest {
+        max_entries: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("page")
+    .into_inner();
+    assert_eq!(paged.entries.len(), 1);
+    assert!(!paged.next_token.is_empty());
+    assert_code(
+        list(v1::ListSnapshotsRequest {
+            starting_token: "invalid".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::Aborted,
+        "",
+    );
+
+    let delete = |id: &str| {
+        let (mut c, id) = (s.ctrl(), id.to_string());
+        async move {
+            c.delete_snapshot(v1::DeleteSnapshotRequest {
+                snapshot_id: id,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    assert_code(delete("").await, Code::InvalidArgument, "snapshot_id");
+    delete("reallyfakesnapshotid")
+        .await
+        .expect("an unknown ID deletes fine");
+    delete(&snap.snapshot_id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn node_argument_checks() {
+    let s = Sanity::start().await;
+    let target = s.path("target").display().to_string();
+    let staging = s.path("staging").display().to_string();
+    let publish =
+        |id: &str, target: &str, cap: Option<v1::VolumeCapability>| v1::NodePublishVolumeRequest {
+            volume_id: id.into(),
+            target_path: target.into(),
+            volume_capability: cap,
+            ..Default::default()
+        };
+    assert_code(
+        s.node()
+            .node_publish_volume(publish("", &target, Some(mount_rwo())))
+            .await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.node()
+            .node_publish_volume(publish("id", "", Some(mount_rwo())))
+            .await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+    assert_code(
+        s.node()
+            .node_publish_volume(publish("id", &target, None))
+            .await,
+        Code::InvalidArgument,
+        "volume_capability",
+    );
+    let unpublish = |id: &str, target: &str| v1::NodeUnpublishVolumeRequest {
+        volume_id: id.into(),
+        target_path: target.into(),
+    };
+    assert_code(
+        s.node().node_unpublish_volume(unpublish("", &target)).await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.node().node_unpublish_volume(unpublish("id", "")).await,
+        Code::InvalidArgument,
+        "target_path",
+    );
+    let stage =
+        |id: &str, staging: &str, cap: Option<v1::VolumeCapability>| v1::NodeStageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.into(),
+            volume_capability: cap,
+            ..Default::default()
+        };
+    assert_code(
+        s.node()
+            .node_stage_volume(stage("", &staging, Some(mount_rwo())))
+            .await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.node()
+            .node_stage_volume(stage("id", "", Some(mount_rwo())))
+            .await,
+        Code::InvalidArgument,
+        "staging_target_path",
+    );
+    assert_code(
+        s.node()
+            .node_stage_volume(stage("id", &staging, None))
+            .await,
+        Code::InvalidArgument,
+        "volume_capability",
+    );
+    let unstage = |id: &str, staging: &str| v1::NodeUnstageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: staging.into(),
+    };
+    assert_code(
+        s.node().node_unstage_volume(unstage("", &staging)).await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.node().node_unstage_volume(unstage("id", "")).await,
+        Code::InvalidArgument,
+        "staging_target_path",
+    );
+    let stats = |id: &str, path: &str| v1::NodeGetVolumeStatsRequest {
+        volume_id: id.into(),
+        volume_path: path.into(),
+        ..Default::default()
+    };
+    assert_code(
+        s.node().node_get_volume_stats(stats("", &target)).await,
+        Code::InvalidArgument,
+        "volume_id",
+    );
+    assert_code(
+        s.node().node_get_volume_stats(stats("id", "")).await,
+        Code::InvalidArgument,
+        "volume_path",
+    );
+    assert_code(
+        s.node()
+            .node_get_volume_stats(stats("id", "/no/such/path"))
+            .await,
+        Code::NotFound,
+        "",
+    );
+    std::fs::create_dir_all(s.path("exists")).expect("mkdir");
+    assert_code(
+        s.node()
+            .node_get_volume_stats(stats(
+                "some-vol-id",
+                &s.path("exists").display().to_string(),
+            ))
+            .await,
+        Code::NotFound,
+        "some-vol-id",
+    );
+    let info = s
+        .node()
+        .node_get_info(v1::NodeGetInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.node_id, "sanity-node");
+}
+
+#[tokio::test]
+async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
+    let s = Sanity::start().await;
+    let volume = s
+        .csi
+        .create(create_request("sanity-life", MIB, &[]))
+        .await
+        .expect("create");
+    let staging = s.path("plugins/staging/life");
+    std::fs::create_dir_all(&staging).expect("staging");
+    let target = s.path("pods/life/mount");
+    let stage = v1::NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(mount_rwo()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    };
+    s.node()
+        .node_stage_volume(stage.clone())
+        .await
+        .expect("stage");
+    s.node()
+        .node_stage_volume(stage)
+        .await
+        .expect("stage twice");
+    let publish = v1::NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(mount_rwo()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    };
+    s.node()
+        .node_publish_volume(publish.clone())
+        .await
+        .expect("publish");
+    s.node()
+        .node_publish_volume(publish)
+        .await
+        .expect("publish twice");
+    let stats = s
+        .node()
+        .node_get_volume_stats(v1::NodeGetVolumeStatsRequest {
+            volume_id: volume.volume_id.clone(),
+            volume_path: target.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert!(!stats.usage.is_empty());
+    let unpublish = v1::NodeUnpublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: target.display().to_string(),
+    };
+    s.node()
+        .node_unpublish_volume(unpublish.clone())
+        .await
+        .expect("unpublish");
+    s.node()
+        .node_unpublish_volume(unpublish)
+        .await
+        .expect("unpublish twice");
+    let unstage = v1::NodeUnstageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+    };
+    s.node()
+        .node_unstage_volume(unstage.clone())
+        .await
+        .expect("unstage");
+    s.node()
+        .node_unstage_volume(unstage)
+        .await
+        .expect("unstage twice");
+    s.csi.delete(&volume.volume_id).await.expect("delete");
+    assert!(mounts_under(s.dir.path()).is_empty());
+    assert!(!Path::new(&target).exists());
+}
