@@ -297,7 +297,13 @@ async fn memory_medium_is_a_tmpfs_whose_size_limit_holds() {
 
 #[tokio::test]
 async fn host_path_types_have_their_kubernetes_meaning() {
-    let s = Setup::start(&["/dev/null"]).await;
+    // The highest loop device node: a block device that exists on every machine of this kind.
+    let block_device = (0..64)
+        .rev()
+        .map(|n| format!("/dev/loop{n}"))
+        .find(|p| Path::new(p).exists())
+        .expect("a loop device node");
+    let s = Setup::start(&["/dev/null", &block_device]).await;
     let base = s.hostpaths();
     std::fs::create_dir(base.join("dir")).expect("mkdir");
     std::fs::write(base.join("file"), b"config").expect("write");
@@ -310,6 +316,7 @@ async fn host_path_types_have_their_kubernetes_meaning() {
         (path("newfile"), "FileOrCreate", true),
         (path("sock"), "Socket", true),
         ("/dev/null".to_string(), "CharDevice", true),
+        (block_device.clone(), "BlockDevice", true),
         (path("dir"), "", false),
     ];
     for (i, (host, kind, is_file)) in cases.iter().enumerate() {
