@@ -150,6 +150,11 @@ impl fmt::Display for SnapshotId {
     }
 }
 
+/// The key part of an ID this driver issued (`kind:key:place`), without parsing the place.
+pub fn key_of(id: &str) -> &str {
+    id.split(':').nth(1).unwrap_or_default()
+}
+
 /// Node IDs are Kubernetes node names: DNS subdomains, short enough that an ID fits.
 pub fn valid_node_id(node: &str) -> bool {
     !node.is_empty()

@@ -181,3 +181,61 @@ pub fn assert_code<T: std::fmt::Debug>(
         }
     }
 }
+
+/// Node calls with the fields the tests vary; everything else defaulted.
+impl Csi {
+    pub async fn node_stage(
+        &self,
+        volume: &v1::Volume,
+        staging: &Path,
+        capability: VolumeCapability,
+    ) -> Result<(), tonic::Status> {
+        let request = v1::NodeStageVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(capability),
+            volume_context: volume.volume_context.clone(),
+            ..Default::default()
+        };
+        self.node.clone().node_stage_volume(request).await.map(drop)
+    }
+
+    pub async fn node_unstage(&self, volume_id: &str, staging: &Path) -> Result<(), tonic::Status> {
+        let request = v1::NodeUnstageVolumeRequest {
+            volume_id: volume_id.into(),
+            staging_target_path: staging.display().to_string(),
+        };
+        self.node
+            .clone()
+            .node_unstage_volume(request)
+            .await
+            .map(drop)
+    }
+
+    pub async fn node_publish(
+        &self,
+        request: v1::NodePublishVolumeRequest,
+    ) -> Result<(), tonic::Status> {
+        self.node
+            .clone()
+            .node_publish_volume(request)
+            .await
+            .map(drop)
+    }
+
+    pub async fn node_unpublish(
+        &self,
+        volume_id: &str,
+        target: &Path,
+    ) -> Result<(), tonic::Status> {
+        let request = v1::NodeUnpublishVolumeRequest {
+            volume_id: volume_id.into(),
+            target_path: target.display().to_string(),
+        };
+        self.node
+            .clone()
+            .node_unpublish_volume(request)
+            .await
+            .map(drop)
+    }
+}

@@ -75,9 +75,7 @@ impl Setup {
         cap: v1::VolumeCapability,
     ) -> Result<(), tonic::Status> {
         self.csi
-            .node
-            .clone()
-            .node_publish_volume(v1::NodePublishVolumeRequest {
+            .node_publish(v1::NodePublishVolumeRequest {
                 volume_id: id.into(),
                 target_path: target.display().to_string(),
                 volume_capability: Some(cap),
@@ -89,19 +87,10 @@ impl Setup {
                 ..Default::default()
             })
             .await
-            .map(drop)
     }
 
     async fn unpublish(&self, id: &str, target: &Path) -> Result<(), tonic::Status> {
-        self.csi
-            .node
-            .clone()
-            .node_unpublish_volume(v1::NodeUnpublishVolumeRequest {
-                volume_id: id.into(),
-                target_path: target.display().to_string(),
-            })
-            .await
-            .map(drop)
+        self.csi.node_unpublish(id, target).await
     }
 
     async fn stats(
@@ -659,30 +648,11 @@ impl Setup {
         cap: v1::VolumeCapability,
     ) -> Result<(), tonic::Status> {
         std::fs::create_dir_all(staging).expect("staging dir");
-        self.csi
-            .node
-            .clone()
-            .node_stage_volume(v1::NodeStageVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                staging_target_path: staging.display().to_string(),
-                volume_capability: Some(cap),
-                volume_context: volume.volume_context.clone(),
-                ..Default::default()
-            })
-            .await
-            .map(drop)
+        self.csi.node_stage(volume, staging, cap).await
     }
 
     async fn unstage(&self, volume_id: &str, staging: &Path) -> Result<(), tonic::Status> {
-        self.csi
-            .node
-            .clone()
-            .node_unstage_volume(v1::NodeUnstageVolumeRequest {
-                volume_id: volume_id.into(),
-                staging_target_path: staging.display().to_string(),
-            })
-            .await
-            .map(drop)
+        self.csi.node_unstage(volume_id, staging).await
     }
 
     async fn publish_staged(
@@ -693,9 +663,7 @@ impl Setup {
         cap: v1::VolumeCapability,
     ) -> Result<(), tonic::Status> {
         self.csi
-            .node
-            .clone()
-            .node_publish_volume(v1::NodePublishVolumeRequest {
+            .node_publish(v1::NodePublishVolumeRequest {
                 volume_id: volume.volume_id.clone(),
                 staging_target_path: staging.display().to_string(),
                 target_path: target.display().to_string(),
@@ -704,7 +672,6 @@ impl Setup {
                 ..Default::default()
             })
             .await
-            .map(drop)
     }
 
     fn image_file(&self, volume_id: &str) -> PathBuf {

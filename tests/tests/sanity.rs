@@ -588,19 +588,12 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
     let staging = s.path("plugins/staging/life");
     std::fs::create_dir_all(&staging).expect("staging");
     let target = s.path("pods/life/mount");
-    let stage = v1::NodeStageVolumeRequest {
-        volume_id: volume.volume_id.clone(),
-        staging_target_path: staging.display().to_string(),
-        volume_capability: Some(mount_rwo()),
-        volume_context: volume.volume_context.clone(),
-        ..Default::default()
-    };
-    s.node()
-        .node_stage_volume(stage.clone())
+    s.csi
+        .node_stage(&volume, &staging, mount_rwo())
         .await
         .expect("stage");
-    s.node()
-        .node_stage_volume(stage)
+    s.csi
+        .node_stage(&volume, &staging, mount_rwo())
         .await
         .expect("stage twice");
     let publish = v1::NodePublishVolumeRequest {
@@ -630,28 +623,20 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
         .expect("stats")
         .into_inner();
     assert!(!stats.usage.is_empty());
-    let unpublish = v1::NodeUnpublishVolumeRequest {
-        volume_id: volume.volume_id.clone(),
-        target_path: target.display().to_string(),
-    };
-    s.node()
-        .node_unpublish_volume(unpublish.clone())
+    s.csi
+        .node_unpublish(&volume.volume_id, &target)
         .await
         .expect("unpublish");
-    s.node()
-        .node_unpublish_volume(unpublish)
+    s.csi
+        .node_unpublish(&volume.volume_id, &target)
         .await
         .expect("unpublish twice");
-    let unstage = v1::NodeUnstageVolumeRequest {
-        volume_id: volume.volume_id.clone(),
-        staging_target_path: staging.display().to_string(),
-    };
-    s.node()
-        .node_unstage_volume(unstage.clone())
+    s.csi
+        .node_unstage(&volume.volume_id, &staging)
         .await
         .expect("unstage");
-    s.node()
-        .node_unstage_volume(unstage)
+    s.csi
+        .node_unstage(&volume.volume_id, &staging)
         .await
         .expect("unstage twice");
     s.csi.delete(&volume.volume_id).await.expect("delete");

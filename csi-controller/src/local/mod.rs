@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, Result};
-use crate::ids::Key;
+use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
 
@@ -220,11 +220,6 @@ impl LocalBackend {
         localfs::remove_any(&dir.join(format!("{key}.json")))?;
         localfs::sync_dir(&dir)
     }
-}
-
-/// The key part of an ID this driver issued (`kind:key:rest`).
-fn key_of(id: &str) -> &str {
-    id.split(':').nth(1).unwrap_or_default()
 }
 
 fn read_record<T: for<'de> serde::Deserialize<'de>>(dir: &Path, key: &str) -> Result<Option<T>> {

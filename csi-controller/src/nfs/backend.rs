@@ -22,7 +22,7 @@ macro_rules! in_session {
 }
 use super::{Export, NfsError, SpaceStats};
 use crate::error::{Error, Result};
-use crate::ids::Key;
+use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::OnDelete;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord, now};
@@ -86,17 +86,11 @@ impl NfsBackend {
 
     /// Checks that the export answers (Probe).
     pub async fn ping(&self, export: &Export) -> Result<()> {
-        let mut session = Session::connect(export).await?;
-        let result = session.fsstat().await;
-        session.close().await;
-        result.map(|_| ()).map_err(Error::from)
+        self.space(export).await.map(drop)
     }
 
     pub async fn space(&self, export: &Export) -> Result<SpaceStats> {
-        let mut session = Session::connect(export).await?;
-        let result = session.fsstat().await;
-        session.close().await;
-        Ok(result?)
+        in_session!(export, s => Ok(s.fsstat().await?))
     }
 
     pub async fn get(&self, export: &Export, key: &Key) -> Result<Option<VolumeRecord>> {
@@ -264,10 +258,6 @@ fn snapshot_path(key: &str) -> Vec<String> {
         SNAPSHOTS.to_string(),
         key.to_string(),
     ]
-}
-
-fn key_of(id: &str) -> &str {
-    id.split(':').nth(1).unwrap_or_default()
 }
 
 async fn metadata_dir(s: &mut Session, kind: &str) -> Result<nfs_fh3, NfsError> {
