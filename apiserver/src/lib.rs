@@ -1,1 +1,178 @@
-//! Embedded Kubernetes-compatible API server (issue: embedded API; not built yet).
+//! Embedded Kubernetes-compatible API server for Stowage's single-machine mode.
+//!
+//! It serves the kinds Stowage works with (PersistentVolume, PersistentVolumeClaim,
+//! StorageClass, CSIDriver, Event, Node, Namespace, Pod, Lease) with upstream REST
+//! semantics on a redb file, so kube-rs clients and kubectl use it unchanged.
+
+pub mod error;
+mod http;
+mod kubeconfig;
+pub mod meta;
+pub mod objects;
+pub mod patch;
+pub mod registry;
+pub mod resources;
+pub mod selectors;
+pub mod store;
+pub mod table;
+mod tls;
+pub mod validation;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+pub use error::ApiError;
+pub use store::Store;
+
+/// The namespaces every cluster starts with.
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Changes kept in memory for watches; a watch from further back gets 410 Gone.
+    pub watch_history: usize,
+    pub bookmark_interval: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            watch_history: 100_000,
+            bookmark_interval: Duration::from_secs(30),
+            max_body_bytes: 3 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("opening the store: {0}")]
+    Store(#[from] ApiError),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// A bound, ready server; `run` serves it.
+pub struct ApiServer {
+    listener: tokio::net::TcpListener,
+    address: SocketAddr,
+    kubeconfig: PathBuf,
+    store: Store,
+    state: Arc<http::AppState>,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+impl ApiServer {
+    /// Opens the store under the data directory, seeds the system namespaces,
+    /// binds the listener and writes `kubeconfig` with a fresh view of the token.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(io(format!("creating {}", config.data_dir.display())))?;
+        let store = Store::open(&config.data_dir.join("store.redb"), config.watch_history)?;
+        seed_namespaces(&store).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("binding {}", config.listen)))?;
+        let address = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
+        let token =
+            kubeconfig::token(&config.data_dir).map_err(io("reading or creating the token"))?;
+        let tls = tls::load_or_create(&config.data_dir, address).map_err(io("setting up TLS"))?;
+        let kubeconfig = kubeconfig::write(&config.data_dir, address, &token, &tls.ca_pem)
+            .map_err(io("writing the kubeconfig"))?;
+        let state = Arc::new(http::AppState {
+            store: store.clone(),
+            token,
+            bookmark_interval: config.bookmark_interval,
+            max_body: config.max_body_bytes,
+        });
+        Ok(Self {
+            listener,
+            address,
+            kubeconfig,
+            store,
+            state,
+            tls: tls.config,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `DIR/kubeconfig`, readable by kubectl and kube-rs as it is.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves HTTPS until `shutdown` completes; each connection on its own task.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(address = %self.address, kubeconfig = %self.kubeconfig.display(), "API server listening");
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
+        let router = http::router(self.state);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return Ok(()),
+            };
+            tokio::spawn(http::serve_connection(
+                acceptor.clone(),
+                stream,
+                peer,
+                router.clone(),
+            ));
+        }
+    }
+}
+
+async fn seed_namespaces(store: &Store) -> Result<(), ApiError> {
+    let namespaces = registry::namespaces();
+    for name in SYSTEM_NAMESPACES {
+        let key = namespaces.key("", name);
+        let exists = store
+            .read(move |reader| Ok(reader.get(&key)?.is_some()))
+            .await?;
+        if !exists {
+            let object = json!({"metadata": {"name": name}});
+            store
+                .write(Box::new(move |reader| {
+                    objects::create(namespaces, "", object, reader)
+                }))
+                .await?;
+        }
+    }
+    Ok(())
+}

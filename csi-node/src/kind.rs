@@ -9,10 +9,11 @@ use csi_controller::record::Layout;
 use csi_proto::v1::VolumeCapability;
 use csi_proto::v1::volume_capability::AccessType;
 
+use crate::NodeConfig;
 use crate::error::{Error, Result};
 use crate::hostpath::{self, HostPathType};
 use crate::nfsmount::NfsVolume;
-use crate::{NodeConfig, quantity};
+use stowage_common::quantity;
 
 const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
 /// kubelet adds pod information under this prefix (podInfoOnMount).

@@ -8,7 +8,6 @@ pub mod mounter;
 pub mod mountinfo;
 pub mod nfsmount;
 pub mod node;
-pub mod quantity;
 pub mod staging;
 
 use std::path::PathBuf;

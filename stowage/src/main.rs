@@ -27,6 +27,21 @@ enum Command {
     Controller(ControllerArgs),
     /// Serve the CSI Identity and Node services, and the Controller service for this node's local volumes.
     Node(NodeArgs),
+    /// Serve the embedded Kubernetes-compatible API (single-machine mode).
+    Apiserver(ApiserverArgs),
+}
+
+#[derive(clap::Args)]
+struct ApiserverArgs {
+    /// Address to listen on; loopback unless you mean to expose it.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: std::net::SocketAddr,
+    /// Directory for the database, the token and the generated kubeconfig.
+    #[arg(long, default_value = "/var/lib/stowage/api")]
+    data: PathBuf,
+    /// Recent changes kept in memory for watches; older resourceVersions get 410 Gone.
+    #[arg(long, default_value_t = 100_000)]
+    watch_history: usize,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +110,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Controller(args) => run_controller(args).await,
             Command::Node(args) => run_node(args).await,
+            Command::Apiserver(args) => run_apiserver(args).await,
         }
     });
     match result {
@@ -154,4 +170,17 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("serve: {e}"))
+}
+
+async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
+    let mut config = apiserver::Config::new(args.listen, args.data);
+    config.watch_history = args.watch_history;
+    let server = apiserver::ApiServer::bind(config)
+        .await
+        .map_err(|e| format!("apiserver: {e}"))?;
+    println!("kubeconfig: {}", server.kubeconfig().display());
+    server
+        .run(server::shutdown_signal())
+        .await
+        .map_err(|e| format!("apiserver: {e}"))
 }

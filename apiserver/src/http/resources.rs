@@ -1,0 +1,354 @@
+//! Requests on resources: get, list, watch, create, update, patch, delete.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::route::{self, Target};
+use super::watch;
+use crate::error::{ApiError, Result};
+use crate::meta;
+use crate::objects::{self, DeleteOptions, Location};
+use crate::patch::PatchType;
+use crate::registry::Resource;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::store::{Reader, WriteOp};
+use crate::table;
+
+/// The query parameters of every verb; each verb reads the ones it knows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Params {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub limit: Option<usize>,
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+    pub watch: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub allow_watch_bookmarks: Option<String>,
+    pub send_initial_events: Option<String>,
+    pub dry_run: Option<String>,
+    pub propagation_policy: Option<String>,
+}
+
+pub fn flag(value: &Option<String>) -> bool {
+    matches!(value.as_deref(), Some("true" | "1"))
+}
+
+pub async fn handle(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = match serve(&app, &method, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn serve(
+    app: &Arc<AppState>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let target = route::parse(uri.path())?;
+    let params: Params = Query::try_from_uri(uri)
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let body = axum::body::to_bytes(body, app.max_body)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    let accept = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let wants_table = table::wanted(accept);
+    let dry_run = params.dry_run.as_deref() == Some("All");
+    match (method.clone(), &target.name) {
+        (Method::GET, _) if target.watch || flag(&params.watch) => {
+            watch::serve(app, &target, &params).await
+        }
+        (Method::GET, Some(name)) => get(app, &target, name, wants_table).await,
+        (Method::GET, None) => list(app, &target, &params, wants_table).await,
+        (Method::POST, None) => {
+            let namespace = namespaced_only(&target)?;
+            let object = parse_body(&body)?;
+            let resource = target.resource;
+            let op: WriteOp = Box::new(move |reader: &dyn Reader| {
+                objects::create(resource, &namespace, object, reader)
+            });
+            written(app, op, dry_run, StatusCode::CREATED).await
+        }
+        (Method::PUT, Some(name)) => {
+            let location = location(&target, name);
+            let object = parse_body(&body)?;
+            let status = target.status;
+            let op: WriteOp = Box::new(move |reader: &dyn Reader| {
+                objects::update(&location, object, status, reader)
+            });
+            written(app, op, dry_run, StatusCode::OK).await
+        }
+        (Method::PATCH, Some(name)) => {
+            let location = location(&target, name);
+            let content_type = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = PatchType::from_content_type(content_type)?;
+            let status = target.status;
+            let op: WriteOp = Box::new(move |reader: &dyn Reader| {
+                objects::patch(&location, kind, &body, status, reader)
+            });
+            written(app, op, dry_run, StatusCode::OK).await
+        }
+        (Method::DELETE, Some(name)) if !target.status => {
+            let location = location(&target, name);
+            let options = delete_options(&params, &body)?;
+            let op: WriteOp =
+                Box::new(move |reader: &dyn Reader| objects::delete(&location, &options, reader));
+            let object = run(app, op, dry_run).await?;
+            let code = if meta::finalizers(&object).is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok(json_response(code, &object))
+        }
+        (method, _) => Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
+    }
+}
+
+fn location(target: &Target, name: &str) -> Location {
+    Location {
+        resource: target.resource,
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: name.to_string(),
+    }
+}
+
+/// The namespace a create goes to; creating a namespaced kind needs one in the path.
+fn namespaced_only(target: &Target) -> Result<String> {
+    match (&target.namespace, target.resource.namespaced) {
+        (Some(namespace), _) => Ok(namespace.clone()),
+        (None, false) => Ok(String::new()),
+        (None, true) => Err(ApiError::MethodNotAllowed(
+            "the server does not allow this method on the requested resource".into(),
+        )),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request is not valid JSON: {e}"))
+    })?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ))
+    }
+}
+
+async fn run(app: &AppState, op: WriteOp, dry_run: bool) -> Result<Value> {
+    let objects = if dry_run {
+        app.store.dry_run(op).await?
+    } else {
+        app.store.write(op).await?
+    };
+    objects
+        .into_iter()
+        .last()
+        .ok_or_else(|| ApiError::storage("a write produced no object"))
+}
+
+async fn written(app: &AppState, op: WriteOp, dry_run: bool, code: StatusCode) -> Result<Response> {
+    let object = run(app, op, dry_run).await?;
+    Ok(json_response(code, &object))
+}
+
+pub fn json_response(code: StatusCode, value: &Value) -> Response {
+    (code, axum::Json(value)).into_response()
+}
+
+fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions> {
+    let mut options = DeleteOptions::default();
+    let mut policy = params.propagation_policy.clone();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let body: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        options.precondition_uid = body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        options.precondition_resource_version = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+            policy = Some(p.to_string());
+        }
+    }
+    // There is no garbage collector here: with nothing owning these kinds'
+    // dependents, every policy deletes the object itself the same way.
+    match policy.as_deref() {
+        None | Some("Orphan" | "Background" | "Foreground") => Ok(options),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+        ))),
+    }
+}
+
+async fn get(app: &AppState, target: &Target, name: &str, wants_table: bool) -> Result<Response> {
+    let location = location(target, name);
+    let key = location.key();
+    let object = app
+        .store
+        .read(move |reader| reader.get(&key))
+        .await?
+        .ok_or_else(|| target.resource.not_found(name))?;
+    if wants_table {
+        let body = table::build(target.resource, std::slice::from_ref(&object), json!({}));
+        return Ok(json_response(StatusCode::OK, &body));
+    }
+    Ok(json_response(StatusCode::OK, &object))
+}
+
+/// Where a paged list resumes: the revision of its first page and the last key sent.
+#[derive(serde::Serialize, Deserialize)]
+struct Continue {
+    revision: u64,
+    after: String,
+}
+
+struct Page {
+    items: Vec<Value>,
+    revision: u64,
+    next: Option<String>,
+}
+
+async fn list(
+    app: &AppState,
+    target: &Target,
+    params: &Params,
+    wants_table: bool,
+) -> Result<Response> {
+    let resource = target.resource;
+    let labels = LabelSelector::parse(params.label_selector.as_deref().unwrap_or(""))?;
+    let fields = FieldSelector::parse(params.field_selector.as_deref().unwrap_or(""), resource)?;
+    let resume = params
+        .continue_token
+        .as_deref()
+        .map(decode_continue)
+        .transpose()?;
+    let limit = params.limit.filter(|l| *l > 0);
+    let prefix = resource.prefix(target.namespace.as_deref());
+    let exact = params.resource_version_match.as_deref() == Some("Exact");
+    let wanted_version = params.resource_version.clone();
+    let page = app
+        .store
+        .read(move |reader| {
+            if exact && wanted_version.as_deref() != Some(&reader.revision().to_string()) {
+                return Err(ApiError::Expired(format!(
+                    "too old resource version: {} ({})",
+                    wanted_version.unwrap_or_default(),
+                    reader.revision()
+                )));
+            }
+            scan_page(reader, resource, &prefix, resume, limit, &labels, &fields)
+        })
+        .await?;
+    let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(next) = page.next {
+        list_meta["continue"] = json!(next);
+    }
+    if wants_table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::build(resource, &page.items, list_meta),
+        ));
+    }
+    let body = json!({
+        "kind": format!("{}List", resource.kind),
+        "apiVersion": resource.api_version(),
+        "metadata": list_meta,
+        "items": page.items,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// One page of matching objects. A continued list reports the revision of its
+/// first page, so a watch from there replays whatever changed in between.
+fn scan_page(
+    reader: &dyn Reader,
+    resource: &Resource,
+    prefix: &str,
+    resume: Option<Continue>,
+    limit: Option<usize>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Result<Page> {
+    let (revision, after) = match resume {
+        Some(token) => (token.revision, Some(token.after)),
+        None => (reader.revision(), None),
+    };
+    let mut items = Vec::new();
+    let mut last_key = String::new();
+    let mut more = false;
+    reader.scan(prefix, after.as_deref(), &mut |key, object| {
+        if !(labels.matches(meta::labels(&object)) && fields.matches(resource, &object)) {
+            return true;
+        }
+        if limit.is_some_and(|l| items.len() >= l) {
+            more = true;
+            return false;
+        }
+        last_key = key.to_string();
+        items.push(object);
+        true
+    })?;
+    let next = more.then(|| {
+        encode_continue(&Continue {
+            revision,
+            after: last_key,
+        })
+    });
+    Ok(Page {
+        items,
+        revision,
+        next,
+    })
+}
+
+fn encode_continue(token: &Continue) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default())
+}
+
+fn decode_continue(text: &str) -> Result<Continue> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
+}

@@ -1,0 +1,80 @@
+//! The kinds served, one module per API group.
+
+pub mod coordination;
+pub mod core;
+pub mod storage;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ApiError, Result};
+use crate::meta;
+use crate::registry::{Behaviour, Resource};
+use crate::store::Reader;
+use crate::table::{self, Column};
+use crate::validation::{FieldError, check_subdomain};
+
+pub static ALL: &[Resource] = &[
+    core::PERSISTENT_VOLUME,
+    core::PERSISTENT_VOLUME_CLAIM,
+    core::EVENT,
+    core::NODE,
+    core::NAMESPACE,
+    core::POD,
+    storage::STORAGE_CLASS,
+    storage::CSI_DRIVER,
+    coordination::LEASE,
+];
+
+/// Decodes into the upstream type, so a wrongly typed field is a 400 as upstream.
+pub fn typed<T: DeserializeOwned>(object: &Value) -> Result<T> {
+    T::deserialize(object).map_err(|e| ApiError::bad_request(format!("decoding body: {e}")))
+}
+
+fn no_defaults(_: &mut Value, _: &dyn Reader) -> Result<()> {
+    Ok(())
+}
+
+/// Only the name is checked: for kinds Stowage stores but does not interpret.
+fn validate_name_only(object: &Value, _: Option<&Value>) -> Result<Vec<FieldError>> {
+    let mut errors = Vec::new();
+    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    Ok(errors)
+}
+
+const NAME_AGE: &[Column] = &[Column::name(), Column::age()];
+
+fn name_age_cells(object: &Value) -> Vec<Value> {
+    vec![Value::String(meta::name(object).into()), table::age(object)]
+}
+
+/// Behaviour of a kind with no defaults, name-only validation and NAME/AGE columns.
+const PLAIN: Behaviour = Behaviour {
+    prepare_create: no_defaults,
+    validate: validate_name_only,
+    columns: NAME_AGE,
+    cells: name_age_cells,
+    fields: &[],
+};
+
+/// Sets `object[path...] = value` when it is absent, creating objects on the way.
+fn default_at(object: &mut Value, path: &[&str], value: Value) {
+    let mut at = object;
+    for (i, segment) in path.iter().enumerate() {
+        if !at.is_object() {
+            return;
+        }
+        let last = i + 1 == path.len();
+        let entry = &mut at[*segment];
+        if last {
+            if entry.is_null() {
+                *entry = value;
+            }
+            return;
+        }
+        if entry.is_null() {
+            *entry = Value::Object(Default::default());
+        }
+        at = entry;
+    }
+}

@@ -1,0 +1,157 @@
+//! The in-memory log of recent changes that watches are served from.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change. `old` is the object before it, so a watch with a
+/// selector can tell an object entering or leaving the selection.
+#[derive(Debug)]
+pub struct Change {
+    pub revision: u64,
+    /// The object's storage key (`group/plural/namespace/name`).
+    pub key: String,
+    pub event: EventType,
+    pub object: Value,
+    pub old: Option<Value>,
+}
+
+/// A bounded, ordered log of changes plus a signal that new ones arrived.
+pub struct EventLog {
+    inner: RwLock<Window>,
+    latest: watch::Sender<u64>,
+}
+
+struct Window {
+    changes: VecDeque<Arc<Change>>,
+    capacity: usize,
+    /// Every change with a revision above this one is in `changes`.
+    complete_after: u64,
+}
+
+/// The log no longer holds changes that far back.
+#[derive(Debug, Clone, Copy)]
+pub struct TooOld {
+    pub oldest: u64,
+}
+
+impl EventLog {
+    pub fn new(capacity: usize, current_revision: u64) -> Self {
+        let (latest, _) = watch::channel(current_revision);
+        Self {
+            inner: RwLock::new(Window {
+                changes: VecDeque::with_capacity(capacity.min(1 << 16)),
+                capacity: capacity.max(1),
+                complete_after: current_revision,
+            }),
+            latest,
+        }
+    }
+
+    /// Appends changes committed together, in revision order.
+    pub fn append(&self, batch: Vec<Change>) {
+        let Some(last) = batch.last().map(|c| c.revision) else {
+            return;
+        };
+        {
+            let mut window = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            for change in batch {
+                if window.changes.len() == window.capacity
+                    && let Some(evicted) = window.changes.pop_front()
+                {
+                    window.complete_after = evicted.revision;
+                }
+                window.changes.push_back(Arc::new(change));
+            }
+        }
+        self.latest.send_replace(last);
+    }
+
+    /// Changes after `revision`, at most `max` of them.
+    pub fn since(&self, revision: u64, max: usize) -> Result<Vec<Arc<Change>>, TooOld> {
+        let window = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if revision < window.complete_after {
+            return Err(TooOld {
+                oldest: window.complete_after + 1,
+            });
+        }
+        let start = window.changes.partition_point(|c| c.revision <= revision);
+        Ok(window.changes.range(start..).take(max).cloned().collect())
+    }
+
+    /// A receiver that wakes whenever changes are appended.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// Drops every change up to `revision`, as etcd compaction does.
+    pub fn compact(&self, revision: u64) {
+        let mut window = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        while window
+            .changes
+            .front()
+            .is_some_and(|c| c.revision <= revision)
+        {
+            window.changes.pop_front();
+        }
+        window.complete_after = window.complete_after.max(revision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(revision: u64) -> Change {
+        Change {
+            revision,
+            key: format!("core/pods/default/p{revision}"),
+            event: EventType::Added,
+            object: Value::Null,
+            old: None,
+        }
+    }
+
+    #[test]
+    fn since_returns_changes_after_the_revision_in_order() {
+        let log = EventLog::new(10, 4);
+        log.append((5..=9).map(change).collect());
+        let revisions: Vec<u64> = log
+            .since(6, 100)
+            .map(|v| v.iter().map(|c| c.revision).collect())
+            .unwrap_or_default();
+        assert_eq!(revisions, vec![7, 8, 9]);
+        assert!(log.since(3, 100).is_err(), "before the log began");
+        assert!(log.since(4, 100).is_ok());
+    }
+
+    #[test]
+    fn eviction_and_compaction_expire_old_revisions() {
+        let log = EventLog::new(3, 0);
+        log.append((1..=5).map(change).collect());
+        assert!(log.since(1, 10).is_err());
+        assert_eq!(log.since(2, 10).map(|v| v.len()).unwrap_or(0), 3);
+        log.compact(4);
+        assert_eq!(log.since(1, 10).err().map(|e| e.oldest), Some(5));
+        assert_eq!(log.since(4, 10).map(|v| v.len()).unwrap_or(0), 1);
+    }
+}

@@ -1,0 +1,333 @@
+//! Objects in one redb file, written by one thread that commits in groups.
+//!
+//! Every write is a closure that reads the current state and returns the
+//! mutations it wants; the writer thread runs the closures queued at that moment
+//! inside one transaction, stamps each mutation with the next revision, commits
+//! once (fsync), and only then answers the callers and publishes the changes to
+//! the watch log. Concurrent writers therefore share one fsync, no acknowledged
+//! write can be lost, and revisions in the log are strictly increasing.
+
+pub mod log;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ApiError, Result};
+pub use log::{Change, EventLog, EventType, TooOld};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+/// Writes taken into one transaction at most.
+const MAX_BATCH: usize = 512;
+
+/// Read access to the objects, inside a read or a write transaction.
+pub trait Reader {
+    fn get(&self, key: &str) -> Result<Option<Value>>;
+    /// Visits objects whose key starts with `prefix`, in key order, after `after`
+    /// when given, until `visit` returns false.
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&str, Value) -> bool,
+    ) -> Result<()>;
+    /// The revision of the last committed write this reader sees.
+    fn revision(&self) -> u64;
+}
+
+/// What a write wants done to one object.
+#[derive(Debug)]
+pub enum Mutation {
+    Put {
+        key: String,
+        object: Value,
+    },
+    Delete {
+        key: String,
+    },
+    /// Nothing to write: the object is answered as it is, with no new revision.
+    Keep(Value),
+}
+
+pub type WriteOp = Box<dyn FnOnce(&dyn Reader) -> Result<Vec<Mutation>> + Send>;
+
+struct Write {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<Vec<Value>>>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writes: mpsc::Sender<Write>,
+    log: Arc<EventLog>,
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts its writer thread.
+    pub fn open(path: &Path, watch_history: usize) -> Result<Self> {
+        let db = Arc::new(Database::create(path).map_err(ApiError::storage)?);
+        let revision = {
+            let txn = db.begin_write().map_err(ApiError::storage)?;
+            txn.open_table(OBJECTS).map_err(ApiError::storage)?;
+            let revision = {
+                let meta = txn.open_table(META).map_err(ApiError::storage)?;
+                read_revision(&meta)?
+            };
+            txn.commit().map_err(ApiError::storage)?;
+            revision
+        };
+        let log = Arc::new(EventLog::new(watch_history, revision));
+        let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
+        let writer = Writer {
+            db: db.clone(),
+            log: log.clone(),
+        };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(ApiError::storage)?;
+        Ok(Self { db, writes, log })
+    }
+
+    pub fn log(&self) -> &Arc<EventLog> {
+        &self.log
+    }
+
+    /// Runs `op` in the next group commit; returns the objects as stored (a
+    /// deleted object carries the revision of its deletion).
+    pub async fn write(&self, op: WriteOp) -> Result<Vec<Value>> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Write { op, reply })
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        answer.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// Runs `op` against the current state and answers what it would store,
+    /// writing nothing (`dryRun=All`).
+    pub async fn dry_run(&self, op: WriteOp) -> Result<Vec<Value>> {
+        self.read(move |reader| {
+            let mut objects = Vec::new();
+            for mutation in op(reader)? {
+                objects.push(match mutation {
+                    Mutation::Put { object, .. } | Mutation::Keep(object) => object,
+                    Mutation::Delete { key } => reader
+                        .get(&key)?
+                        .ok_or_else(|| ApiError::storage(format!("missing {key}")))?,
+                });
+            }
+            Ok(objects)
+        })
+        .await
+    }
+
+    /// Runs `read` against a consistent snapshot, off the async threads.
+    pub async fn read<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Reader) -> Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(ApiError::storage)?;
+            let objects = txn.open_table(OBJECTS).map_err(ApiError::storage)?;
+            let meta = txn.open_table(META).map_err(ApiError::storage)?;
+            let revision = read_revision(&meta)?;
+            read(&TableReader {
+                table: &objects,
+                revision,
+            })
+        })
+        .await
+        .map_err(ApiError::storage)?
+    }
+}
+
+fn read_revision(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64> {
+    Ok(meta
+        .get(REVISION)
+        .map_err(ApiError::storage)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+struct TableReader<'t, T> {
+    table: &'t T,
+    revision: u64,
+}
+
+impl<T: ReadableTable<&'static str, &'static [u8]>> Reader for TableReader<'_, T> {
+    fn get(&self, key: &str) -> Result<Option<Value>> {
+        match self.table.get(key).map_err(ApiError::storage)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&str, Value) -> bool,
+    ) -> Result<()> {
+        let start = after.unwrap_or(prefix);
+        let range = self.table.range(start..).map_err(ApiError::storage)?;
+        for entry in range {
+            let (key, value) = entry.map_err(ApiError::storage)?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if Some(key) == after {
+                continue;
+            }
+            if !visit(key, decode(value.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(ApiError::storage)
+}
+
+struct Writer {
+    db: Arc<Database>,
+    log: Arc<EventLog>,
+}
+
+/// A write whose mutations are in the open transaction, waiting for its commit.
+struct Pending {
+    reply: oneshot::Sender<Result<Vec<Value>>>,
+    objects: Vec<Value>,
+}
+
+impl Writer {
+    fn run(self, mut queue: mpsc::Receiver<Write>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+        }
+    }
+
+    fn commit_batch(&self, batch: Vec<Write>) {
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut changes = Vec::new();
+        let outcome = self.apply(batch, &mut pending, &mut changes);
+        match outcome {
+            Ok(()) => {
+                self.log.append(changes);
+                for write in pending {
+                    let _ = write.reply.send(Ok(write.objects));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "commit failed");
+                for write in pending {
+                    let _ = write.reply.send(Err(ApiError::storage(&error)));
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        batch: Vec<Write>,
+        pending: &mut Vec<Pending>,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
+        let txn = self.db.begin_write().map_err(ApiError::storage)?;
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(ApiError::storage)?;
+            let mut meta = txn.open_table(META).map_err(ApiError::storage)?;
+            let mut revision = read_revision(&meta)?;
+            for write in batch {
+                let reader = TableReader {
+                    table: &objects,
+                    revision,
+                };
+                let mutations = match (write.op)(&reader) {
+                    Ok(mutations) => mutations,
+                    Err(error) => {
+                        let _ = write.reply.send(Err(error));
+                        continue;
+                    }
+                };
+                let mut stored = Vec::with_capacity(mutations.len());
+                for mutation in mutations {
+                    if let Mutation::Keep(object) = mutation {
+                        stored.push(object);
+                        continue;
+                    }
+                    revision += 1;
+                    let change = apply_one(&mut objects, mutation, revision)?;
+                    stored.push(change.object.clone());
+                    changes.push(change);
+                }
+                pending.push(Pending {
+                    reply: write.reply,
+                    objects: stored,
+                });
+            }
+            meta.insert(REVISION, revision).map_err(ApiError::storage)?;
+        }
+        txn.commit().map_err(ApiError::storage)
+    }
+}
+
+fn apply_one(
+    objects: &mut redb::Table<&str, &[u8]>,
+    mutation: Mutation,
+    revision: u64,
+) -> Result<Change> {
+    let (key, new) = match mutation {
+        Mutation::Put { key, object } => (key, Some(object)),
+        Mutation::Delete { key } => (key, None),
+        Mutation::Keep(_) => return Err(ApiError::storage("nothing to apply")),
+    };
+    let old = match objects.get(key.as_str()).map_err(ApiError::storage)? {
+        Some(bytes) => Some(decode(bytes.value())?),
+        None => None,
+    };
+    let (event, mut object) = match (new, &old) {
+        (Some(object), None) => (EventType::Added, object),
+        (Some(object), Some(_)) => (EventType::Modified, object),
+        (None, Some(old)) => (EventType::Deleted, old.clone()),
+        (None, None) => return Err(ApiError::storage(format!("delete of missing {key}"))),
+    };
+    object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+    if event == EventType::Deleted {
+        objects.remove(key.as_str()).map_err(ApiError::storage)?;
+    } else {
+        let bytes = serde_json::to_vec(&object).map_err(ApiError::storage)?;
+        objects
+            .insert(key.as_str(), bytes.as_slice())
+            .map_err(ApiError::storage)?;
+    }
+    Ok(Change {
+        revision,
+        key,
+        event,
+        object,
+        old,
+    })
+}

@@ -1,0 +1,190 @@
+//! Field errors as kube-apiserver words them, and the checks every kind shares.
+
+use serde_json::{Value, json};
+use stowage_common::quantity::Quantity;
+
+/// One problem with one field, rendered as upstream's `field.Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    kind: FieldErrorKind,
+    detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum FieldErrorKind {
+    Required,
+    Invalid(Value),
+    NotSupported(Value, Vec<String>),
+    Forbidden,
+    Duplicate(Value),
+}
+
+impl FieldError {
+    pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(field, FieldErrorKind::Required, detail)
+    }
+
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::new(field, FieldErrorKind::Invalid(value.into()), detail)
+    }
+
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        allowed: &[&str],
+    ) -> Self {
+        let allowed = allowed.iter().map(|a| a.to_string()).collect();
+        Self::new(
+            field,
+            FieldErrorKind::NotSupported(value.into(), allowed),
+            "",
+        )
+    }
+
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(field, FieldErrorKind::Forbidden, detail)
+    }
+
+    pub fn duplicate(field: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::new(field, FieldErrorKind::Duplicate(value.into()), "")
+    }
+
+    fn new(field: impl Into<String>, kind: FieldErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self.kind {
+            FieldErrorKind::Required => "FieldValueRequired",
+            FieldErrorKind::Invalid(_) => "FieldValueInvalid",
+            FieldErrorKind::NotSupported(..) => "FieldValueNotSupported",
+            FieldErrorKind::Forbidden => "FieldValueForbidden",
+            FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
+        }
+    }
+
+    /// The text after `field: `, as `field.Error.ErrorBody` builds it.
+    fn body(&self) -> String {
+        let mut body = match &self.kind {
+            FieldErrorKind::Required => "Required value".to_string(),
+            FieldErrorKind::Forbidden => "Forbidden".to_string(),
+            FieldErrorKind::Invalid(value) => format!("Invalid value: {}", render(value)),
+            FieldErrorKind::Duplicate(value) => format!("Duplicate value: {}", render(value)),
+            FieldErrorKind::NotSupported(value, allowed) => {
+                let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+                format!(
+                    "Unsupported value: {}: supported values: {}",
+                    render(value),
+                    allowed.join(", ")
+                )
+            }
+        };
+        if !self.detail.is_empty() {
+            body = format!("{body}: {}", self.detail);
+        }
+        body
+    }
+
+    pub fn cause(&self) -> Value {
+        json!({"reason": self.reason(), "message": self.body(), "field": self.field})
+    }
+
+    /// Several errors as upstream's aggregate prints them: bracketed when more than one.
+    pub fn join(errors: &[FieldError]) -> String {
+        let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        match texts.as_slice() {
+            [one] => one.clone(),
+            _ => format!("[{}]", texts.join(", ")),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.body())
+    }
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// A DNS-1123 subdomain: the name rule for most objects.
+pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if name.is_empty() {
+        errors.push(FieldError::required(
+            field,
+            "name or generateName is required",
+        ));
+    } else if name.len() > 253 || !name.split('.').all(label_ok) {
+        errors.push(FieldError::invalid(
+            field,
+            name,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        ));
+    }
+}
+
+/// A DNS-1123 label: the name rule for namespaces.
+pub fn check_label_name(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    check_subdomain(field, name, errors);
+    if name.contains('.') || name.len() > 63 {
+        errors.push(FieldError::invalid(
+            field,
+            name,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+        ));
+    }
+}
+
+/// A quantity that must parse and be greater than zero.
+pub fn check_positive_quantity(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    match Quantity::parse(value) {
+        Err(e) => errors.push(FieldError::invalid(field, value, e.to_string())),
+        Ok(q) if q.is_negative() || q.is_zero() => errors.push(FieldError::invalid(
+            field,
+            value,
+            "must be greater than zero",
+        )),
+        Ok(_) => {}
+    }
+}
+
+/// A value that must be one of a fixed set.
+pub fn check_one_of(field: &str, value: &str, allowed: &[&str], errors: &mut Vec<FieldError>) {
+    if !allowed.contains(&value) {
+        errors.push(FieldError::not_supported(field, value, allowed));
+    }
+}
+
+/// A field that may not change after creation.
+pub fn check_unchanged(field: &str, new: &Value, old: &Value, errors: &mut Vec<FieldError>) {
+    if new != old {
+        errors.push(FieldError::invalid(
+            field,
+            new.clone(),
+            "field is immutable",
+        ));
+    }
+}
