@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start the real `stowage` binary, talk CSI to it
 //! over its unix socket, and run real NFSv3 servers (in-process and nfs-ganesha).
 
+pub mod api;
 pub mod csi;
 pub mod mounts;
 pub mod nfs;

@@ -1,0 +1,138 @@
+//! The embedded API server, in-process or as the real binary, and kube-rs clients for it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use apiserver::{ApiServer, Config, Store};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::process::stowage_bin;
+use crate::wait_for;
+
+/// A kube-rs client built from a kubeconfig file exactly as a user's would be.
+pub async fn client_from(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig to config");
+    Client::try_from(config).expect("client")
+}
+
+/// The server on a task of this test's runtime, on a loopback port.
+pub struct InProcessApi {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub address: SocketAddr,
+    pub store: Store,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl InProcessApi {
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    pub async fn start_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir);
+        adjust(&mut config);
+        let server = ApiServer::bind(config).await.expect("bind API server");
+        let kubeconfig = server.kubeconfig().to_path_buf();
+        let address = server.address();
+        let store = server.store().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let client = client_from(&kubeconfig).await;
+        Self {
+            client,
+            kubeconfig,
+            address,
+            store,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for InProcessApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `stowage apiserver` as a child process, killed when dropped.
+pub struct ApiProcess {
+    child: Child,
+    pub kubeconfig: PathBuf,
+}
+
+impl ApiProcess {
+    /// Starts the binary on a free loopback port and waits until it answers.
+    pub async fn start(dir: &Path, extra: &[&str]) -> (Self, Client) {
+        let kubeconfig = dir.join("kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(stowage_bin())
+            .args([
+                "apiserver",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data",
+            ])
+            .arg(dir)
+            .args(extra)
+            .env(
+                "STOWAGE_LOG",
+                std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stowage apiserver");
+        let mut this = Self { child, kubeconfig };
+        let client = wait_for("the API server", Duration::from_secs(20), async || {
+            if let Ok(Some(status)) = this.child.try_wait() {
+                panic!("stowage apiserver exited early: {status}");
+            }
+            if !this.kubeconfig.exists() {
+                return None;
+            }
+            let client = client_from(&this.kubeconfig).await;
+            client.apiserver_version().await.ok()?;
+            Some(client)
+        })
+        .await;
+        (this, client)
+    }
+
+    /// kill -9: nothing gets flushed that was not already durable.
+    pub async fn kill_hard(mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("wait");
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("wait")
+    }
+}
