@@ -169,7 +169,13 @@ async fn seed_namespaces(store: &Store) -> Result<(), ApiError> {
             let object = json!({"metadata": {"name": name}});
             store
                 .write(Box::new(move |reader| {
-                    objects::create(namespaces, "", object, reader)
+                    objects::create(
+                        namespaces,
+                        "",
+                        object,
+                        objects::FieldValidation::Strict,
+                        reader,
+                    )
                 }))
                 .await?;
         }

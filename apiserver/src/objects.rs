@@ -30,6 +30,30 @@ impl Location {
     }
 }
 
+/// What to do with fields the kind does not have (the `fieldValidation` parameter).
+/// Unknown fields are always dropped, as upstream's decoder drops them; Strict
+/// refuses the request instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Strict,
+    #[default]
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn parse(value: Option<&str>) -> Result<Self> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(Self::Warn),
+            Some("Strict") => Ok(Self::Strict),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+}
+
 /// Options of a delete, from the query string or a DeleteOptions body.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -41,10 +65,11 @@ pub struct DeleteOptions {
 pub fn create(
     resource: &'static Resource,
     namespace: &str,
-    mut object: Value,
+    object: Value,
+    validation: FieldValidation,
     reader: &dyn Reader,
 ) -> Result<Vec<Mutation>> {
-    check_kind(resource, &mut object)?;
+    let mut object = decode(resource, object, validation)?;
     place_in_namespace(resource, namespace, &mut object, reader)?;
     if !meta::resource_version(&object).is_empty() {
         return Err(ApiError::bad_request(
@@ -95,12 +120,13 @@ pub fn create(
 /// Replaces the object (PUT), or only its status when `status` is set.
 pub fn update(
     location: &Location,
-    mut object: Value,
+    object: Value,
     status: bool,
+    validation: FieldValidation,
     reader: &dyn Reader,
 ) -> Result<Vec<Mutation>> {
     let old = location.current(reader)?;
-    check_kind(location.resource, &mut object)?;
+    let object = decode(location.resource, object, validation)?;
     finish_update(location, old, object, status)
 }
 
@@ -110,6 +136,7 @@ pub fn patch(
     kind: PatchType,
     body: &[u8],
     status: bool,
+    validation: FieldValidation,
     reader: &dyn Reader,
 ) -> Result<Vec<Mutation>> {
     let old = location.current(reader)?;
@@ -120,7 +147,7 @@ pub fn patch(
             "the patch made the object something other than a JSON object",
         ));
     }
-    check_kind(location.resource, &mut object)?;
+    let object = decode(location.resource, object, validation)?;
     finish_update(location, old, object, status)
 }
 
@@ -303,6 +330,27 @@ fn keep_system_metadata(old: &Value, new: &mut Value, namespace: &str) {
     if !namespace.is_empty() {
         metadata.insert("namespace".into(), json!(namespace));
     }
+}
+
+/// Checks the kind, then decodes as upstream: unknown fields dropped, or refused under Strict.
+fn decode(resource: &Resource, mut object: Value, validation: FieldValidation) -> Result<Value> {
+    check_kind(resource, &mut object)?;
+    let decoded = (resource.behaviour.decode)(&object)?;
+    if validation == FieldValidation::Strict {
+        let mut unknown = Vec::new();
+        crate::resources::unknown_fields(&object, &decoded, "", &mut unknown);
+        if !unknown.is_empty() {
+            let fields: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field {f:?}"))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                fields.join(", ")
+            )));
+        }
+    }
+    Ok(decoded)
 }
 
 /// Fills `kind` and `apiVersion`, refusing a body of another kind.

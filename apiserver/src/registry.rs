@@ -24,6 +24,9 @@ pub struct Resource {
 
 /// What differs between kinds: defaulting, validation, printing, selectable fields.
 pub struct Behaviour {
+    /// Decodes into the upstream type and back: drops unknown fields as upstream's
+    /// decoder does, and turns a wrongly typed field into a 400.
+    pub decode: fn(&Value) -> Result<Value>,
     /// Defaulting and admission at create, with read access to other objects.
     pub prepare_create: fn(&mut Value, &dyn Reader) -> Result<()>,
     /// Checks a new object (and, on update, the old one); decoding errors are 400s.

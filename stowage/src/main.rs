@@ -1,5 +1,7 @@
 //! `stowage`: parses flags, sets up tracing and runs the chosen component.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +31,15 @@ enum Command {
     Node(NodeArgs),
     /// Serve the embedded Kubernetes-compatible API (single-machine mode).
     Apiserver(ApiserverArgs),
+    /// Measure and print the figures the design promises.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Create throughput and watch delivery latency of the embedded API server.
+    Apiserver(bench::ApiserverBench),
 }
 
 #[derive(clap::Args)]
@@ -111,6 +122,7 @@ fn main() -> ExitCode {
             Command::Controller(args) => run_controller(args).await,
             Command::Node(args) => run_node(args).await,
             Command::Apiserver(args) => run_apiserver(args).await,
+            Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
         }
     });
     match result {

@@ -471,6 +471,62 @@ async fn validation_names_the_field_and_guards_immutable_ones() {
 }
 
 #[tokio::test]
+async fn unknown_fields_are_dropped_or_refused_under_strict_validation() {
+    let (_dir, api) = started().await;
+    let http = reqwest_like::Raw::new(&api).await;
+    let body = |name: &str| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": "/srv/x"}, "bogus": true}
+        }))
+        .unwrap_or_default()
+    };
+    let (code, text) = http
+        .request(
+            "POST",
+            "/api/v1/persistentvolumes?fieldValidation=Strict",
+            Some(body("strict")),
+            true,
+        )
+        .await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("unknown field \\\"spec.bogus\\\""), "{text}");
+    let (code, text) = http
+        .request(
+            "POST",
+            "/api/v1/persistentvolumes",
+            Some(body("lenient")),
+            true,
+        )
+        .await;
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        !text.contains("bogus"),
+        "dropped as upstream's decoder drops it: {text}"
+    );
+    let (code, _) = http
+        .request(
+            "POST",
+            "/api/v1/persistentvolumes?fieldValidation=Maybe",
+            Some(body("x")),
+            true,
+        )
+        .await;
+    assert_eq!(code, 400);
+    let (code, text) = http
+        .request(
+            "POST",
+            "/api/v1/persistentvolumes",
+            Some(br#"{"metadata":{"name":"t"},"spec":{"capacity":"lots"}}"#.to_vec()),
+            true,
+        )
+        .await;
+    assert_eq!(code, 400, "a wrongly typed field: {text}");
+}
+
+#[tokio::test]
 async fn lists_filter_by_labels_and_fields_and_page_without_gaps() {
     let (_dir, api) = started().await;
     let pvs: Api<PersistentVolume> = Api::all(api.client.clone());

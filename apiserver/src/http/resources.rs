@@ -17,7 +17,7 @@ use super::route::{self, Target};
 use super::watch;
 use crate::error::{ApiError, Result};
 use crate::meta;
-use crate::objects::{self, DeleteOptions, Location};
+use crate::objects::{self, DeleteOptions, FieldValidation, Location};
 use crate::patch::PatchType;
 use crate::registry::Resource;
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -41,6 +41,7 @@ pub struct Params {
     pub send_initial_events: Option<String>,
     pub dry_run: Option<String>,
     pub propagation_policy: Option<String>,
+    pub field_validation: Option<String>,
 }
 
 pub fn flag(value: &Option<String>) -> bool {
@@ -83,6 +84,7 @@ async fn serve(
         .unwrap_or("");
     let wants_table = table::wanted(accept);
     let dry_run = params.dry_run.as_deref() == Some("All");
+    let validation = FieldValidation::parse(params.field_validation.as_deref())?;
     match (method.clone(), &target.name) {
         (Method::GET, _) if target.watch || flag(&params.watch) => {
             watch::serve(app, &target, &params).await
@@ -94,7 +96,7 @@ async fn serve(
             let object = parse_body(&body)?;
             let resource = target.resource;
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
-                objects::create(resource, &namespace, object, reader)
+                objects::create(resource, &namespace, object, validation, reader)
             });
             written(app, op, dry_run, StatusCode::CREATED).await
         }
@@ -103,7 +105,7 @@ async fn serve(
             let object = parse_body(&body)?;
             let status = target.status;
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
-                objects::update(&location, object, status, reader)
+                objects::update(&location, object, status, validation, reader)
             });
             written(app, op, dry_run, StatusCode::OK).await
         }
@@ -116,7 +118,7 @@ async fn serve(
             let kind = PatchType::from_content_type(content_type)?;
             let status = target.status;
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
-                objects::patch(&location, kind, &body, status, reader)
+                objects::patch(&location, kind, &body, status, validation, reader)
             });
             written(app, op, dry_run, StatusCode::OK).await
         }

@@ -113,10 +113,17 @@ type Lines = mpsc::Sender<std::result::Result<Bytes, std::io::Error>>;
 struct Gone;
 
 async fn send(lines: &Lines, event: &str, object: &Value) -> std::result::Result<(), Gone> {
-    let mut line =
-        serde_json::to_vec(&json!({"type": event, "object": object})).map_err(|_| Gone)?;
-    line.push(b'\n');
+    let mut line = Vec::new();
+    encode(&mut line, event, object)?;
     lines.send(Ok(Bytes::from(line))).await.map_err(|_| Gone)
+}
+
+/// Appends one watch event as a JSON line.
+fn encode(buffer: &mut Vec<u8>, event: &str, object: &Value) -> std::result::Result<(), Gone> {
+    serde_json::to_writer(&mut *buffer, &json!({"type": event, "object": object}))
+        .map_err(|_| Gone)?;
+    buffer.push(b'\n');
+    Ok(())
 }
 
 async fn stream_events(
@@ -151,11 +158,16 @@ async fn stream_events(
                 return send(lines, "ERROR", &error.status()).await;
             }
         };
+        // One chunk per turn: a burst of changes costs one TLS record and one write.
+        let mut chunk = Vec::new();
         for change in &changes {
             cursor = change.revision;
             if let Some(event) = filter.event_for(change) {
-                send(lines, event.as_str(), &change.object).await?;
+                encode(&mut chunk, event.as_str(), &change.object)?;
             }
+        }
+        if !chunk.is_empty() {
+            lines.send(Ok(Bytes::from(chunk))).await.map_err(|_| Gone)?;
         }
         if !changes.is_empty() {
             continue;

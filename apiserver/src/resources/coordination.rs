@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::PLAIN;
+use k8s_openapi::api::coordination::v1::Lease;
+
+use super::{PLAIN, roundtrip};
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
 use crate::table::{self, Column, text};
@@ -17,6 +19,7 @@ pub const LEASE: Resource = Resource {
     namespaced: true,
     has_status: false,
     behaviour: Behaviour {
+        decode: roundtrip::<Lease>,
         columns: &[
             Column::name(),
             Column::new(

@@ -1,10 +1,12 @@
 //! core/v1: PersistentVolume, PersistentVolumeClaim, Event, Node, Namespace, Pod.
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{
+    Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
-use super::{PLAIN, default_at, typed};
+use super::{PLAIN, default_at, roundtrip, typed};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
@@ -62,6 +64,7 @@ pub const PERSISTENT_VOLUME: Resource = Resource {
     namespaced: false,
     has_status: true,
     behaviour: Behaviour {
+        decode: roundtrip::<PersistentVolume>,
         prepare_create: prepare_pv,
         validate: validate_pv,
         columns: &[
@@ -91,6 +94,7 @@ pub const PERSISTENT_VOLUME_CLAIM: Resource = Resource {
     namespaced: true,
     has_status: true,
     behaviour: Behaviour {
+        decode: roundtrip::<PersistentVolumeClaim>,
         prepare_create: prepare_pvc,
         validate: validate_pvc,
         columns: &[
@@ -146,6 +150,7 @@ pub const EVENT: Resource = Resource {
     namespaced: true,
     has_status: false,
     behaviour: Behaviour {
+        decode: roundtrip::<Event>,
         columns: &[
             Column::new(
                 "Last Seen",
@@ -192,6 +197,7 @@ pub const NODE: Resource = Resource {
     namespaced: false,
     has_status: true,
     behaviour: Behaviour {
+        decode: roundtrip::<Node>,
         columns: &[
             Column::name(),
             Column::new("Status", "string", "The status of the node"),
@@ -215,6 +221,7 @@ pub const NAMESPACE: Resource = Resource {
     namespaced: false,
     has_status: true,
     behaviour: Behaviour {
+        decode: roundtrip::<Namespace>,
         prepare_create: prepare_namespace,
         validate: validate_namespace,
         columns: &[
@@ -239,6 +246,7 @@ pub const POD: Resource = Resource {
     namespaced: true,
     has_status: true,
     behaviour: Behaviour {
+        decode: roundtrip::<Pod>,
         fields: &[
             ("spec.nodeName", "/spec/nodeName"),
             ("status.phase", "/status/phase"),

@@ -4,6 +4,7 @@ pub mod coordination;
 pub mod core;
 pub mod storage;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -31,6 +32,38 @@ pub fn typed<T: DeserializeOwned>(object: &Value) -> Result<T> {
     T::deserialize(object).map_err(|e| ApiError::bad_request(format!("decoding body: {e}")))
 }
 
+/// Decodes into the upstream type and encodes again, which drops unknown fields.
+pub fn roundtrip<T: DeserializeOwned + Serialize>(object: &Value) -> Result<Value> {
+    let decoded: T = typed(object)?;
+    serde_json::to_value(decoded).map_err(ApiError::storage)
+}
+
+/// Fields of `original` that the decoded form lost: what upstream calls unknown fields.
+pub fn unknown_fields(original: &Value, decoded: &Value, path: &str, found: &mut Vec<String>) {
+    match (original, decoded) {
+        (Value::Object(given), Value::Object(kept)) => {
+            for (field, value) in given {
+                let at = if path.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{path}.{field}")
+                };
+                match kept.get(field) {
+                    Some(inner) => unknown_fields(value, inner, &at, found),
+                    None if value.is_null() => {}
+                    None => found.push(at),
+                }
+            }
+        }
+        (Value::Array(given), Value::Array(kept)) => {
+            for (i, (value, inner)) in given.iter().zip(kept).enumerate() {
+                unknown_fields(value, inner, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn no_defaults(_: &mut Value, _: &dyn Reader) -> Result<()> {
     Ok(())
 }
@@ -50,6 +83,7 @@ fn name_age_cells(object: &Value) -> Vec<Value> {
 
 /// Behaviour of a kind with no defaults, name-only validation and NAME/AGE columns.
 const PLAIN: Behaviour = Behaviour {
+    decode: |object| Ok(object.clone()),
     prepare_create: no_defaults,
     validate: validate_name_only,
     columns: NAME_AGE,

@@ -1,9 +1,9 @@
 //! storage.k8s.io/v1: StorageClass and CSIDriver.
 
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use serde_json::{Value, json};
 
-use super::{PLAIN, default_at, typed, validate_name_only};
+use super::{PLAIN, default_at, roundtrip, typed, validate_name_only};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
@@ -22,6 +22,7 @@ pub const STORAGE_CLASS: Resource = Resource {
     namespaced: false,
     has_status: false,
     behaviour: Behaviour {
+        decode: roundtrip::<StorageClass>,
         prepare_create: prepare_class,
         validate: validate_class,
         columns: &[
@@ -63,6 +64,7 @@ pub const CSI_DRIVER: Resource = Resource {
     namespaced: false,
     has_status: false,
     behaviour: Behaviour {
+        decode: roundtrip::<CSIDriver>,
         prepare_create: prepare_driver,
         validate: validate_name_only,
         ..PLAIN

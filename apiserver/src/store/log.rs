@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -33,6 +34,8 @@ pub struct Change {
     pub event: EventType,
     pub object: Value,
     pub old: Option<Value>,
+    /// When the change became durable and visible to watches.
+    pub committed: Option<Instant>,
 }
 
 /// A bounded, ordered log of changes plus a signal that new ones arrived.
@@ -72,9 +75,11 @@ impl EventLog {
         let Some(last) = batch.last().map(|c| c.revision) else {
             return;
         };
+        let committed = Some(Instant::now());
         {
             let mut window = self.inner.write().unwrap_or_else(|e| e.into_inner());
-            for change in batch {
+            for mut change in batch {
+                change.committed = committed;
                 if window.changes.len() == window.capacity
                     && let Some(evicted) = window.changes.pop_front()
                 {
@@ -96,6 +101,17 @@ impl EventLog {
         }
         let start = window.changes.partition_point(|c| c.revision <= revision);
         Ok(window.changes.range(start..).take(max).cloned().collect())
+    }
+
+    /// The change made at exactly `revision`, while the log holds it.
+    pub fn at(&self, revision: u64) -> Option<Arc<Change>> {
+        let window = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let index = window.changes.partition_point(|c| c.revision < revision);
+        window
+            .changes
+            .get(index)
+            .filter(|c| c.revision == revision)
+            .cloned()
     }
 
     /// A receiver that wakes whenever changes are appended.
@@ -128,6 +144,7 @@ mod tests {
             event: EventType::Added,
             object: Value::Null,
             old: None,
+            committed: None,
         }
     }
 

@@ -329,5 +329,6 @@ fn apply_one(
         event,
         object,
         old,
+        committed: None,
     })
 }

@@ -1,0 +1,196 @@
+//! Create throughput and watch delivery of the embedded API server, measured
+//! through the kube-rs client over HTTPS as the provisioner uses it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use super::{millis, percentile};
+
+#[derive(clap::Args)]
+pub struct ApiserverBench {
+    /// Objects to create.
+    #[arg(long, default_value_t = 10_000)]
+    objects: usize,
+    /// Creates in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+type SendTimes = Arc<Mutex<HashMap<String, Instant>>>;
+
+pub async fn run(args: ApiserverBench) -> Result<(), String> {
+    let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
+    let config = apiserver::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path());
+    let server = apiserver::ApiServer::bind(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = server.store().clone();
+    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).map_err(|e| e.to_string())?;
+    tokio::spawn(server.run(std::future::pending()));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    let pvs: Api<PersistentVolume> = Api::all(client);
+
+    let start_version = pvs
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| e.to_string())?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let sent: SendTimes = Arc::default();
+    let watcher = tokio::spawn(receive(
+        pvs.clone(),
+        start_version,
+        sent.clone(),
+        store,
+        args.objects,
+    ));
+
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            tokio::spawn(create_until_done(
+                pvs.clone(),
+                next.clone(),
+                args.objects,
+                sent.clone(),
+            ))
+        })
+        .collect();
+    for writer in writers {
+        writer.await.map_err(|e| e.to_string())??;
+    }
+    let create_elapsed = started.elapsed();
+    let received = watcher.await.map_err(|e| e.to_string())??;
+    let watch_elapsed = received.last.duration_since(started);
+    let (mut end_to_end, mut delivery) = (received.end_to_end, received.delivery);
+    end_to_end.sort();
+    delivery.sort();
+
+    println!(
+        "apiserver: {} PersistentVolumes, {} creates in flight",
+        args.objects, args.concurrency
+    );
+    println!(
+        "  create:  {:.0} objects/s ({:.2} s, each durable before its answer)",
+        args.objects as f64 / create_elapsed.as_secs_f64(),
+        create_elapsed.as_secs_f64()
+    );
+    println!(
+        "  watch:   {:.0} events/s delivered ({:.2} s until the last event)",
+        args.objects as f64 / watch_elapsed.as_secs_f64(),
+        watch_elapsed.as_secs_f64()
+    );
+    for (what, samples) in [
+        ("commit -> watch event received", &delivery),
+        ("create sent -> watch event received", &end_to_end),
+    ] {
+        println!(
+            "  {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            millis(percentile(samples, 50)),
+            millis(percentile(samples, 99)),
+            millis(percentile(samples, 100)),
+        );
+    }
+    Ok(())
+}
+
+async fn create_until_done(
+    pvs: Api<PersistentVolume>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+    total: usize,
+    sent: SendTimes,
+) -> Result<(), String> {
+    loop {
+        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if index >= total {
+            return Ok(());
+        }
+        let name = format!("bench-{index:06}");
+        let volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": format!("{}Gi", 1 + index % 100)},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": format!("/srv/{name}")},
+            }
+        }))
+        .map_err(|e| e.to_string())?;
+        sent.lock()
+            .map_err(|e| e.to_string())?
+            .insert(name, Instant::now());
+        pvs.create(&PostParams::default(), &volume)
+            .await
+            .map_err(|e| format!("create: {e}"))?;
+    }
+}
+
+struct Received {
+    /// From the create request leaving the client to its event arriving: includes
+    /// queueing behind the other creates and the fsync.
+    end_to_end: Vec<Duration>,
+    /// From the change becoming durable in the store to its event arriving:
+    /// the watch path alone (same process, so one clock).
+    delivery: Vec<Duration>,
+    last: Instant,
+}
+
+/// Receives ADDED events until all objects arrived.
+async fn receive(
+    pvs: Api<PersistentVolume>,
+    from: String,
+    sent: SendTimes,
+    store: apiserver::Store,
+    total: usize,
+) -> Result<Received, String> {
+    let mut received = Received {
+        end_to_end: Vec::with_capacity(total),
+        delivery: Vec::with_capacity(total),
+        last: Instant::now(),
+    };
+    let params = WatchParams::default().timeout(290);
+    let mut events = pvs
+        .watch(&params, &from)
+        .await
+        .map_err(|e| e.to_string())?
+        .boxed();
+    while received.end_to_end.len() < total {
+        match events.next().await {
+            Some(Ok(WatchEvent::Added(object))) => {
+                let now = Instant::now();
+                received.last = now;
+                let sent_at = sent
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .remove(&object.name_any());
+                if let Some(sent_at) = sent_at {
+                    received.end_to_end.push(now.duration_since(sent_at));
+                }
+                let revision = object
+                    .resource_version()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if let Some(committed) = store.log().at(revision).and_then(|c| c.committed) {
+                    received.delivery.push(now.duration_since(committed));
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(format!("watch: {e}")),
+            None => return Err("the watch ended early".into()),
+        }
+    }
+    Ok(received)
+}

@@ -1,0 +1,18 @@
+//! `stowage bench`: figures the issues ask for, printed, on this machine.
+
+mod apiserver;
+
+pub use apiserver::{ApiserverBench, run as run_apiserver};
+
+/// The p-th percentile (0..=100) of sorted samples.
+fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
