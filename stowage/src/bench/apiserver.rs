@@ -21,7 +21,7 @@ pub struct ApiserverBench {
     #[arg(long, default_value_t = 10_000)]
     objects: usize,
     /// Creates in flight at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     concurrency: usize,
 }
 
@@ -29,13 +29,8 @@ type SendTimes = Arc<Mutex<HashMap<String, Instant>>>;
 
 pub async fn run(args: ApiserverBench) -> Result<(), String> {
     let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
-    let config = apiserver::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path());
-    let server = apiserver::ApiServer::bind(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let store = server.store().clone();
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).map_err(|e| e.to_string())?;
-    tokio::spawn(server.run(std::future::pending()));
+    let (store, kubeconfig) = start_server(dir.path().to_path_buf())?;
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -106,6 +101,40 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The server gets its own runtime and threads, as it would in its own process,
+/// so the client's work does not queue behind it on the same executor.
+fn start_server(dir: std::path::PathBuf) -> Result<(apiserver::Store, std::path::PathBuf), String> {
+    let (started, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = started.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let config = apiserver::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir);
+        runtime.block_on(async move {
+            match apiserver::ApiServer::bind(config).await {
+                Ok(server) => {
+                    let _ = started.send(Ok((
+                        server.store().clone(),
+                        server.kubeconfig().to_path_buf(),
+                    )));
+                    let _ = server.run(std::future::pending()).await;
+                }
+                Err(e) => {
+                    let _ = started.send(Err(e.to_string()));
+                }
+            }
+        });
+    });
+    ready.recv().map_err(|e| e.to_string())?
 }
 
 async fn create_until_done(
