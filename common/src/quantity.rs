@@ -21,7 +21,7 @@ pub enum QuantityError {
 }
 
 /// An exact signed quantity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Quantity {
     negative: bool,
     nanos: u128,

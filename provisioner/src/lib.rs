@@ -1,1 +1,4 @@
-//! Stowage provisioner and binder (issue: binder; not built yet).
+//! Stowage provisioner: the binder that matches PersistentVolumeClaims to
+//! PersistentVolumes as kube-controller-manager does, and dynamic provisioning.
+
+pub mod binder;

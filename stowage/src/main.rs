@@ -40,6 +40,8 @@ enum Command {
 enum BenchCommand {
     /// Create throughput and watch delivery latency of the embedded API server.
     Apiserver(bench::ApiserverBench),
+    /// Binding time of the binder's matching for N volumes and M claims.
+    Binder(bench::BinderBench),
 }
 
 #[derive(clap::Args)]
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
             Command::Node(args) => run_node(args).await,
             Command::Apiserver(args) => run_apiserver(args).await,
             Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
+            Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
         }
     });
     match result {

@@ -1,8 +1,10 @@
 //! `stowage bench`: figures the issues ask for, printed, on this machine.
 
 mod apiserver;
+mod binder;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
+pub use binder::{BinderBench, run as run_binder};
 
 /// The p-th percentile (0..=100) of sorted samples.
 fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {

@@ -1,0 +1,269 @@
+//! What the binder needs to know of a PersistentVolume and a claim, read once from
+//! the API objects so that matching is pure and cheap.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use stowage_common::quantity::Quantity;
+
+/// The access modes of a volume or claim as a set of bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct AccessModes(u8);
+
+impl AccessModes {
+    pub const RWO: Self = Self(1);
+    pub const ROX: Self = Self(2);
+    pub const RWX: Self = Self(4);
+    pub const RWOP: Self = Self(8);
+    const ALL_BITS: u8 = 0b1111;
+
+    /// Unknown mode names are ignored, as upstream's index ignores them.
+    pub fn parse<'a>(modes: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(modes.into_iter().fold(0, |bits, mode| {
+            bits | match mode {
+                "ReadWriteOnce" => 1,
+                "ReadOnlyMany" => 2,
+                "ReadWriteMany" => 4,
+                "ReadWriteOncePod" => 8,
+                _ => 0,
+            }
+        }))
+    }
+
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn count(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Every mode set that contains `self`, fewest modes first: the order in which
+    /// upstream tries its access-mode groups.
+    pub fn supersets(self) -> Vec<Self> {
+        let mut sets: Vec<Self> = (1..=Self::ALL_BITS)
+            .map(Self)
+            .filter(|set| set.contains(self))
+            .collect();
+        sets.sort_by_key(|set| (set.count(), set.0));
+        sets
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::RWO, "ReadWriteOnce"),
+            (Self::ROX, "ReadOnlyMany"),
+            (Self::RWX, "ReadWriteMany"),
+            (Self::RWOP, "ReadWriteOncePod"),
+        ]
+        .into_iter()
+        .filter(|(mode, _)| self.contains(*mode))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum VolumeMode {
+    #[default]
+    Filesystem,
+    Block,
+}
+
+impl VolumeMode {
+    /// Unset means Filesystem, as upstream defaults it.
+    pub fn parse(mode: Option<&str>) -> Self {
+        match mode {
+            Some("Block") => Self::Block,
+            _ => Self::Filesystem,
+        }
+    }
+}
+
+/// A claim reference on a volume: who it is bound or pre-bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub namespace: String,
+    pub name: String,
+    /// Empty when a user pre-bound the volume to a claim by name only.
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+/// A claim's label selector; an unknown operator matches nothing, as upstream
+/// fails to convert such a selector.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    requirements: Vec<Requirement>,
+    invalid: bool,
+}
+
+impl Selector {
+    pub fn from_api(selector: &LabelSelector) -> Self {
+        let mut requirements: Vec<Requirement> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement::In(k.clone(), vec![v.clone()]))
+            .collect();
+        let mut invalid = false;
+        for expression in selector.match_expressions.iter().flatten() {
+            let key = expression.key.clone();
+            let values = expression.values.clone().unwrap_or_default();
+            requirements.push(match expression.operator.as_str() {
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::DoesNotExist(key),
+                _ => {
+                    invalid = true;
+                    continue;
+                }
+            });
+        }
+        Self {
+            requirements,
+            invalid,
+        }
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.invalid
+            && self
+                .requirements
+                .iter()
+                .all(|requirement| match requirement {
+                    Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+                    Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+                    Requirement::Exists(k) => labels.contains_key(k),
+                    Requirement::DoesNotExist(k) => !labels.contains_key(k),
+                })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VolumePhase {
+    #[default]
+    Pending,
+    Available,
+    Bound,
+    Released,
+    Failed,
+}
+
+impl VolumePhase {
+    pub fn parse(phase: Option<&str>) -> Self {
+        match phase {
+            Some("Available") => Self::Available,
+            Some("Bound") => Self::Bound,
+            Some("Released") => Self::Released,
+            Some("Failed") => Self::Failed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// The binder's view of a PersistentVolume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    pub name: String,
+    pub class: String,
+    pub mode: VolumeMode,
+    pub access: AccessModes,
+    /// None when the capacity is missing or malformed: such a volume matches nothing.
+    pub capacity: Option<Quantity>,
+    pub labels: BTreeMap<String, String>,
+    pub claim_ref: Option<ClaimRef>,
+    pub deleting: bool,
+    pub phase: VolumePhase,
+}
+
+impl Volume {
+    pub fn from_api(pv: &PersistentVolume) -> Self {
+        let spec = pv.spec.clone().unwrap_or_default();
+        let capacity = spec
+            .capacity
+            .as_ref()
+            .and_then(|c| c.get("storage"))
+            .and_then(|q| Quantity::parse(&q.0).ok());
+        let claim_ref = spec.claim_ref.as_ref().map(|r| ClaimRef {
+            namespace: r.namespace.clone().unwrap_or_default(),
+            name: r.name.clone().unwrap_or_default(),
+            uid: r.uid.clone().unwrap_or_default(),
+        });
+        Self {
+            name: pv.metadata.name.clone().unwrap_or_default(),
+            class: spec.storage_class_name.clone().unwrap_or_default(),
+            mode: VolumeMode::parse(spec.volume_mode.as_deref()),
+            access: AccessModes::parse(spec.access_modes.iter().flatten().map(String::as_str)),
+            capacity,
+            labels: pv.metadata.labels.clone().unwrap_or_default(),
+            claim_ref,
+            deleting: pv.metadata.deletion_timestamp.is_some(),
+            phase: VolumePhase::parse(pv.status.as_ref().and_then(|s| s.phase.as_deref())),
+        }
+    }
+
+    /// Pre-bound or bound to this claim: same name and namespace, and the same uid if it has one.
+    pub fn is_bound_to(&self, claim: &Claim) -> bool {
+        self.claim_ref.as_ref().is_some_and(|r| {
+            r.name == claim.name
+                && r.namespace == claim.namespace
+                && (r.uid.is_empty() || r.uid == claim.uid)
+        })
+    }
+}
+
+/// The binder's view of a PersistentVolumeClaim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub class: String,
+    pub mode: VolumeMode,
+    pub access: AccessModes,
+    /// None when the request is missing or malformed: such a claim matches nothing.
+    pub request: Option<Quantity>,
+    pub selector: Option<Selector>,
+    pub volume_name: String,
+}
+
+impl Claim {
+    pub fn from_api(pvc: &PersistentVolumeClaim) -> Self {
+        let spec = pvc.spec.clone().unwrap_or_default();
+        let request = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| Quantity::parse(&q.0).ok());
+        Self {
+            namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
+            name: pvc.metadata.name.clone().unwrap_or_default(),
+            uid: pvc.metadata.uid.clone().unwrap_or_default(),
+            class: spec.storage_class_name.clone().unwrap_or_default(),
+            mode: VolumeMode::parse(spec.volume_mode.as_deref()),
+            access: AccessModes::parse(spec.access_modes.iter().flatten().map(String::as_str)),
+            request,
+            selector: spec.selector.as_ref().map(Selector::from_api),
+            volume_name: spec.volume_name.clone().unwrap_or_default(),
+        }
+    }
+
+    pub fn key(&self) -> (String, String) {
+        (self.namespace.clone(), self.name.clone())
+    }
+}

@@ -1,0 +1,114 @@
+//! Binding time of the binder's matching for N volumes and M claims.
+
+use std::time::Instant;
+
+use provisioner::binder::{
+    AccessModes, Claim, ClaimRef, Volume, VolumeIndex, VolumeMode, VolumePhase,
+};
+use stowage_common::quantity::Quantity;
+
+#[derive(clap::Args)]
+pub struct BinderBench {
+    /// Available PersistentVolumes.
+    #[arg(long, default_value_t = 100_000)]
+    volumes: usize,
+    /// Pending claims to bind.
+    #[arg(long, default_value_t = 100_000)]
+    claims: usize,
+}
+
+const CLASSES: [&str; 4] = ["", "fast", "slow", "archive"];
+
+/// A deterministic spread of shapes: a few classes and access-mode sets, sizes 1..1024 Gi.
+fn shape(i: usize) -> (&'static str, AccessModes, Quantity) {
+    let mixed = i.wrapping_mul(2_654_435_761) >> 7;
+    let class = CLASSES[mixed % CLASSES.len()];
+    let modes = match (mixed / 4) % 4 {
+        0 => AccessModes::RWO,
+        1 => AccessModes::parse(["ReadWriteOnce", "ReadOnlyMany"]),
+        2 => AccessModes::RWX,
+        _ => AccessModes::parse(["ReadWriteOnce", "ReadWriteMany"]),
+    };
+    let gib = 1 + (mixed / 16) % 1024;
+    (class, modes, gibibytes(gib as u128))
+}
+
+fn gibibytes(gib: u128) -> Quantity {
+    // 1024 GiB in nano-units is far inside 128 bits.
+    Quantity::from_bytes(gib << 30).unwrap_or_default()
+}
+
+pub fn run(args: BinderBench) -> Result<(), String> {
+    let volumes: Vec<Volume> = (0..args.volumes)
+        .map(|i| {
+            let (class, access, capacity) = shape(i);
+            Volume {
+                name: format!("pv-{i:07}"),
+                class: class.to_string(),
+                mode: VolumeMode::Filesystem,
+                access,
+                capacity: Some(capacity),
+                labels: Default::default(),
+                claim_ref: None,
+                deleting: false,
+                phase: VolumePhase::Available,
+            }
+        })
+        .collect();
+    let claims: Vec<Claim> = (0..args.claims)
+        .map(|i| {
+            let (class, access, request) = shape(i.wrapping_mul(7) + 3);
+            let access = if access.contains(AccessModes::RWO) {
+                AccessModes::RWO
+            } else {
+                access
+            };
+            Claim {
+                namespace: "default".into(),
+                name: format!("claim-{i:07}"),
+                uid: format!("uid-{i}"),
+                class: class.to_string(),
+                mode: VolumeMode::Filesystem,
+                access,
+                request: Some(request),
+                selector: None,
+                volume_name: String::new(),
+            }
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut index = VolumeIndex::new();
+    for volume in volumes {
+        index.upsert(volume);
+    }
+    let indexed = started.elapsed();
+    let mut bound = 0usize;
+    for claim in &claims {
+        let Some(volume) = index.find_match(claim, false).cloned() else {
+            continue;
+        };
+        bound += 1;
+        index.upsert(Volume {
+            claim_ref: Some(ClaimRef {
+                namespace: claim.namespace.clone(),
+                name: claim.name.clone(),
+                uid: claim.uid.clone(),
+            }),
+            phase: VolumePhase::Bound,
+            ..volume
+        });
+    }
+    let total = started.elapsed();
+    println!("binder: {} volumes, {} claims", args.volumes, args.claims);
+    println!("  index built in {:.1} ms", indexed.as_secs_f64() * 1000.0);
+    println!(
+        "  binding computed in {:.1} ms ({} claims bound, {} left pending), {:.2} µs per claim",
+        (total - indexed).as_secs_f64() * 1000.0,
+        bound,
+        claims.len() - bound,
+        (total - indexed).as_secs_f64() * 1e6 / claims.len().max(1) as f64
+    );
+    println!("  total {:.1} ms", total.as_secs_f64() * 1000.0);
+    Ok(())
+}
