@@ -11,7 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::process::stowage_bin;
+use crate::process::{self, stowage_bin};
 use crate::wait_for;
 
 /// A kube-rs client built from a kubeconfig file exactly as a user's would be.
@@ -118,21 +118,11 @@ impl ApiProcess {
 
     /// kill -9: nothing gets flushed that was not already durable.
     pub async fn kill_hard(mut self) {
-        self.child.start_kill().expect("kill");
-        self.child.wait().await.expect("wait");
+        process::kill_hard(&mut self.child).await;
     }
 
     /// SIGTERM, then wait for the exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .expect("wait")
+        process::terminate(&mut self.child).await
     }
 }

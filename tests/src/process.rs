@@ -68,21 +68,31 @@ impl Stowage {
 
     /// kill -9: the process gets no chance to clean up.
     pub async fn kill_hard(mut self) {
-        self.child.start_kill().expect("kill");
-        self.child.wait().await.expect("wait");
+        kill_hard(&mut self.child).await;
     }
 
     /// SIGTERM, then wait for a clean exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .expect("wait")
+        terminate(&mut self.child).await
     }
+}
+
+/// kill -9 and reap.
+pub async fn kill_hard(child: &mut Child) {
+    child.start_kill().expect("kill");
+    child.wait().await.expect("wait");
+}
+
+/// SIGTERM, then wait (at most 10 s) for the exit.
+pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait")
 }
