@@ -3,9 +3,13 @@
 
 pub mod index;
 pub mod model;
+pub mod sync;
 
 #[cfg(test)]
 mod tests;
 
 pub use index::VolumeIndex;
-pub use model::{AccessModes, Claim, ClaimRef, Selector, Volume, VolumeMode, VolumePhase};
+pub use model::{
+    AccessModes, Claim, ClaimPhase, ClaimRef, ReclaimPolicy, Selector, Volume, VolumeMode,
+    VolumePhase,
+};

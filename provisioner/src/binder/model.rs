@@ -7,6 +7,15 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use stowage_common::quantity::Quantity;
 
+/// Annotations upstream's PV controller reads and writes.
+pub mod annotations {
+    pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+    pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+    pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+    pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+    pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+}
+
 /// The access modes of a volume or claim as a set of bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct AccessModes(u8);
@@ -154,6 +163,42 @@ impl Selector {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReclaimPolicy {
+    #[default]
+    Retain,
+    Delete,
+    Recycle,
+}
+
+impl ReclaimPolicy {
+    pub fn parse(policy: Option<&str>) -> Self {
+        match policy {
+            Some("Delete") => Self::Delete,
+            Some("Recycle") => Self::Recycle,
+            _ => Self::Retain,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimPhase {
+    #[default]
+    Pending,
+    Bound,
+    Lost,
+}
+
+impl ClaimPhase {
+    pub fn parse(phase: Option<&str>) -> Self {
+        match phase {
+            Some("Bound") => Self::Bound,
+            Some("Lost") => Self::Lost,
+            _ => Self::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VolumePhase {
     #[default]
     Pending,
@@ -188,6 +233,20 @@ pub struct Volume {
     pub claim_ref: Option<ClaimRef>,
     pub deleting: bool,
     pub phase: VolumePhase,
+    pub reclaim_policy: ReclaimPolicy,
+    /// The binder set the claimRef (rather than a user pre-binding it).
+    pub bound_by_controller: bool,
+    /// Made by a provisioner for a claim (`pv.kubernetes.io/provisioned-by`).
+    pub dynamically_provisioned: bool,
+}
+
+fn has_annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(key))
 }
 
 impl Volume {
@@ -213,6 +272,9 @@ impl Volume {
             claim_ref,
             deleting: pv.metadata.deletion_timestamp.is_some(),
             phase: VolumePhase::parse(pv.status.as_ref().and_then(|s| s.phase.as_deref())),
+            reclaim_policy: ReclaimPolicy::parse(spec.persistent_volume_reclaim_policy.as_deref()),
+            bound_by_controller: has_annotation(&pv.metadata, annotations::BOUND_BY_CONTROLLER),
+            dynamically_provisioned: has_annotation(&pv.metadata, annotations::PROVISIONED_BY),
         }
     }
 
@@ -239,6 +301,11 @@ pub struct Claim {
     pub request: Option<Quantity>,
     pub selector: Option<Selector>,
     pub volume_name: String,
+    pub phase: ClaimPhase,
+    /// `pv.kubernetes.io/bind-completed`: the binder finished binding it once.
+    pub bind_completed: bool,
+    /// `volume.kubernetes.io/selected-node`: the scheduler's (or `stowage mount`'s) choice.
+    pub selected_node: Option<String>,
 }
 
 impl Claim {
@@ -260,6 +327,14 @@ impl Claim {
             request,
             selector: spec.selector.as_ref().map(Selector::from_api),
             volume_name: spec.volume_name.clone().unwrap_or_default(),
+            phase: ClaimPhase::parse(pvc.status.as_ref().and_then(|s| s.phase.as_deref())),
+            bind_completed: has_annotation(&pvc.metadata, annotations::BIND_COMPLETED),
+            selected_node: pvc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(annotations::SELECTED_NODE))
+                .cloned(),
         }
     }
 

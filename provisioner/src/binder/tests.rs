@@ -3,7 +3,8 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use serde_json::{Value, json};
 
-use super::{Claim, Volume, VolumeIndex};
+use super::sync::{ClaimAction, ClassInfo, VolumeAction, sync_claim, sync_volume};
+use super::{Claim, ReclaimPolicy, Volume, VolumeIndex, VolumePhase};
 
 fn volume(name: &str, size: &str, modes: &[&str], extra: Value) -> Volume {
     let mut object = json!({
@@ -364,4 +365,267 @@ fn the_index_forgets_volumes_that_stop_being_available() {
     index.remove("b");
     assert_eq!(index.find_match(&wanted, false), None);
     assert_eq!(index.len(), 1);
+}
+
+fn index_of(volumes: Vec<Volume>) -> VolumeIndex {
+    let mut index = VolumeIndex::new();
+    for volume in volumes {
+        index.upsert(volume);
+    }
+    index
+}
+
+fn reason(action: &ClaimAction) -> String {
+    match action {
+        ClaimAction::Bind { volume } => format!("bind {volume}"),
+        ClaimAction::Pending(Some(event)) => format!("pending {}", event.reason),
+        ClaimAction::Pending(None) => "pending".into(),
+        ClaimAction::Provision => "provision".into(),
+        ClaimAction::Lost(event) => format!("lost {}", event.reason),
+    }
+}
+
+#[test]
+fn claims_are_bound_provisioned_or_left_pending_with_a_reason() {
+    let none = json!({});
+    let immediate = ClassInfo {
+        wait_for_first_consumer: false,
+        provisioner: "csi.stowage.io".into(),
+    };
+    let wffc = ClassInfo {
+        wait_for_first_consumer: true,
+        provisioner: "csi.stowage.io".into(),
+    };
+    let static_only = ClassInfo {
+        wait_for_first_consumer: false,
+        provisioner: super::sync::NO_PROVISIONER.into(),
+    };
+    let free = || volume("free", "1Gi", RWO, none.clone());
+    let fast_claim = |extra: Value| {
+        let mut spec = json!({"spec": {"storageClassName": "fast"}});
+        json_patch::merge(&mut spec, &extra);
+        claim("1Gi", RWO, spec)
+    };
+    let fast_free = || {
+        volume(
+            "fast-free",
+            "1Gi",
+            RWO,
+            json!({"spec": {"storageClassName": "fast"}}),
+        )
+    };
+    let cases: Vec<(&str, Vec<Volume>, Claim, Option<&ClassInfo>, &str)> = vec![
+        (
+            "a matching volume is bound",
+            vec![free()],
+            claim("1Gi", RWO, none.clone()),
+            None,
+            "bind free",
+        ),
+        (
+            "no class and no volume",
+            vec![],
+            claim("1Gi", RWO, json!({"spec": {"storageClassName": ""}})),
+            None,
+            "pending FailedBinding",
+        ),
+        (
+            "a missing class",
+            vec![],
+            fast_claim(none.clone()),
+            None,
+            "pending ProvisioningFailed",
+        ),
+        (
+            "a provisioner class with no volume",
+            vec![],
+            fast_claim(none.clone()),
+            Some(&immediate),
+            "provision",
+        ),
+        (
+            "a static-only class with no volume",
+            vec![],
+            fast_claim(none.clone()),
+            Some(&static_only),
+            "pending FailedBinding",
+        ),
+        (
+            "WaitForFirstConsumer waits",
+            vec![fast_free()],
+            fast_claim(none.clone()),
+            Some(&wffc),
+            "pending WaitForFirstConsumer",
+        ),
+        (
+            "a selected node hands the claim to the provisioner",
+            vec![fast_free()],
+            fast_claim(
+                json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "n1"}}}),
+            ),
+            Some(&wffc),
+            "provision",
+        ),
+        (
+            "spec.volumeName binds that volume",
+            vec![free(), volume("named", "5Gi", RWO, none.clone())],
+            claim("1Gi", RWO, json!({"spec": {"volumeName": "named"}})),
+            None,
+            "bind named",
+        ),
+        (
+            "spec.volumeName of a missing volume waits",
+            vec![],
+            claim("1Gi", RWO, json!({"spec": {"volumeName": "later"}})),
+            None,
+            "pending",
+        ),
+        (
+            "spec.volumeName of a too small volume",
+            vec![volume("named", "1Mi", RWO, none.clone())],
+            claim("1Gi", RWO, json!({"spec": {"volumeName": "named"}})),
+            None,
+            "pending VolumeMismatch",
+        ),
+        (
+            "spec.volumeName of a volume bound elsewhere",
+            vec![volume(
+                "named",
+                "5Gi",
+                RWO,
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "other", "uid": "u9"}}}),
+            )],
+            claim("1Gi", RWO, json!({"spec": {"volumeName": "named"}})),
+            None,
+            "pending FailedBinding",
+        ),
+        (
+            "a bound claim whose volume is gone is Lost",
+            vec![],
+            claim(
+                "1Gi",
+                RWO,
+                json!({"spec": {"volumeName": "gone"}, "metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}}}),
+            ),
+            None,
+            "lost ClaimLost",
+        ),
+        (
+            "a bound claim whose volume is bound elsewhere is misbound",
+            vec![volume(
+                "v",
+                "5Gi",
+                RWO,
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "other", "uid": "u9"}}}),
+            )],
+            claim(
+                "1Gi",
+                RWO,
+                json!({"spec": {"volumeName": "v"}, "metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}}}),
+            ),
+            None,
+            "lost ClaimMisbound",
+        ),
+        (
+            "a half-bound claim is completed (crash between the two writes)",
+            vec![volume(
+                "v",
+                "5Gi",
+                RWO,
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "claim", "uid": "uid-1"}}, "status": {"phase": "Bound"}}),
+            )],
+            claim("1Gi", RWO, none.clone()),
+            None,
+            "bind v",
+        ),
+    ];
+    for (name, volumes, wanted, class, expected) in cases {
+        let index = index_of(volumes);
+        assert_eq!(
+            reason(&sync_claim(&wanted, class, &index)),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn volumes_follow_their_claims_through_the_phases() {
+    let bound_to = |uid: &str, extra: Value| {
+        let mut object = json!({"spec": {"claimRef": {"namespace": "ns", "name": "claim", "uid": uid}}, "status": {"phase": "Bound"}});
+        json_patch::merge(&mut object, &extra);
+        volume("v", "1Gi", RWO, object)
+    };
+    let bound_claim = claim("1Gi", RWO, json!({"spec": {"volumeName": "v"}}));
+    let elsewhere = claim("1Gi", RWO, json!({"spec": {"volumeName": "other"}}));
+    let cases: Vec<(&str, Volume, Option<Claim>, VolumeAction)> = vec![
+        (
+            "an unclaimed Pending volume becomes Available",
+            volume("v", "1Gi", RWO, json!({"status": {"phase": "Pending"}})),
+            None,
+            VolumeAction::SetPhase(VolumePhase::Available),
+        ),
+        (
+            "an Available volume stays",
+            volume("v", "1Gi", RWO, json!({})),
+            None,
+            VolumeAction::Nothing,
+        ),
+        (
+            "pre-bound by name only stays Available",
+            volume(
+                "v",
+                "1Gi",
+                RWO,
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "claim"}}, "status": {"phase": "Pending"}}),
+            ),
+            None,
+            VolumeAction::SetPhase(VolumePhase::Available),
+        ),
+        (
+            "bound to its claim: Bound",
+            bound_to("uid-1", json!({"status": {"phase": "Available"}})),
+            Some(bound_claim.clone()),
+            VolumeAction::SetPhase(VolumePhase::Bound),
+        ),
+        (
+            "claim deleted: reclaim by Retain",
+            bound_to("uid-1", json!({})),
+            None,
+            VolumeAction::Reclaim(ReclaimPolicy::Retain),
+        ),
+        (
+            "claim re-created with a new uid: reclaim by Delete",
+            bound_to(
+                "uid-0",
+                json!({"spec": {"persistentVolumeReclaimPolicy": "Delete"}}),
+            ),
+            Some(bound_claim.clone()),
+            VolumeAction::Reclaim(ReclaimPolicy::Delete),
+        ),
+        (
+            "half-bound: wait for the claim's sync",
+            bound_to("uid-1", json!({})),
+            Some(claim("1Gi", RWO, json!({}))),
+            VolumeAction::Nothing,
+        ),
+        (
+            "claim bound elsewhere: unbind",
+            bound_to("uid-1", json!({})),
+            Some(elsewhere.clone()),
+            VolumeAction::Unbind,
+        ),
+        (
+            "a provisioned volume whose claim went elsewhere is deleted",
+            bound_to(
+                "uid-1",
+                json!({"metadata": {"annotations": {"pv.kubernetes.io/provisioned-by": "csi.stowage.io"}}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}}),
+            ),
+            Some(elsewhere),
+            VolumeAction::Reclaim(ReclaimPolicy::Delete),
+        ),
+    ];
+    for (name, subject, owner, expected) in cases {
+        assert_eq!(sync_volume(&subject, owner.as_ref()), expected, "{name}");
+    }
 }

@@ -52,6 +52,9 @@ pub fn run(args: BinderBench) -> Result<(), String> {
                 claim_ref: None,
                 deleting: false,
                 phase: VolumePhase::Available,
+                reclaim_policy: Default::default(),
+                bound_by_controller: false,
+                dynamically_provisioned: false,
             }
         })
         .collect();
@@ -73,6 +76,9 @@ pub fn run(args: BinderBench) -> Result<(), String> {
                 request: Some(request),
                 selector: None,
                 volume_name: String::new(),
+                phase: Default::default(),
+                bind_completed: false,
+                selected_node: None,
             }
         })
         .collect();
