@@ -385,6 +385,9 @@ fn reason(action: &ClaimAction) -> String {
     }
 }
 
+/// Name, volumes, claim, its class, and the expected decision.
+type ClaimCase<'a> = (&'a str, Vec<Volume>, Claim, Option<&'a ClassInfo>, &'a str);
+
 #[test]
 fn claims_are_bound_provisioned_or_left_pending_with_a_reason() {
     let none = json!({});
@@ -414,7 +417,7 @@ fn claims_are_bound_provisioned_or_left_pending_with_a_reason() {
             json!({"spec": {"storageClassName": "fast"}}),
         )
     };
-    let cases: Vec<(&str, Vec<Volume>, Claim, Option<&ClassInfo>, &str)> = vec![
+    let cases: Vec<ClaimCase> = vec![
         (
             "a matching volume is bound",
             vec![free()],
