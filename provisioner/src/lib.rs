@@ -2,3 +2,4 @@
 //! PersistentVolumes as kube-controller-manager does, and dynamic provisioning.
 
 pub mod binder;
+pub mod error;

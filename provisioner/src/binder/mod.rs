@@ -1,6 +1,8 @@
 //! Binding claims to volumes: the pure matching (model, index) and, on top, the
 //! controller that writes the results.
 
+pub mod controller;
+pub mod events;
 pub mod index;
 pub mod model;
 pub mod sync;
@@ -8,6 +10,7 @@ pub mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use controller::Binder;
 pub use index::VolumeIndex;
 pub use model::{
     AccessModes, Claim, ClaimPhase, ClaimRef, ReclaimPolicy, Selector, Volume, VolumeMode,

@@ -1,0 +1,11 @@
+//! The provisioner's error type.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("a watch cache closed before it was ready")]
+    CacheClosed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
