@@ -206,15 +206,7 @@ impl Binder {
         });
         if !points_here {
             let by_controller = spec.claim_ref.is_none();
-            spec.claim_ref = Some(ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("PersistentVolumeClaim".into()),
-                name: pvc.metadata.name.clone(),
-                namespace: pvc.metadata.namespace.clone(),
-                uid: pvc.metadata.uid.clone(),
-                resource_version: pvc.metadata.resource_version.clone(),
-                field_path: None,
-            });
+            spec.claim_ref = Some(claim_reference(pvc));
             if by_controller {
                 pv.annotations_mut()
                     .insert(annotations::BOUND_BY_CONTROLLER.into(), "yes".into());
