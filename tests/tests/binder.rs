@@ -61,7 +61,6 @@ async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_and_release(
     let dir = TempDir::new().expect("tempdir");
     let api = InProcessApi::start(dir.path()).await;
     let client = api.client.clone();
-    tokio::spawn(Binder::run(client.clone(), std::future::pending()));
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
 
@@ -89,6 +88,9 @@ async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_and_release(
         .create(&PostParams::default(), &unmatched)
         .await
         .expect("pvc");
+    // Started once everything exists, so that the pairing below is exact: a binder racing the
+    // creations could rightly give a claim the next-larger volume.
+    tokio::spawn(Binder::run(client.clone(), std::future::pending()));
 
     let bound = wait_for("every claim bound", Duration::from_secs(60), async || {
         let list = claims.list(&ListParams::default()).await.ok()?;

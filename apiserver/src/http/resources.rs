@@ -56,6 +56,7 @@ pub async fn handle(
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
+    tracing::trace!(%method, path = uri.path(), "request begins");
     let response = match serve(&app, &method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

@@ -118,6 +118,7 @@ impl Binder {
             let claim = Claim::from_api(pvc);
             let class = classes.get(&claim.class);
             let action = sync_claim(&claim, class, &index);
+            tracing::trace!(claim = %claim.name, ?action, "claim decided");
             if let ClaimAction::Bind { volume } = &action
                 && let Some(pv) = volumes.get(volume)
             {
@@ -149,6 +150,7 @@ impl Binder {
                 .and_then(|r| by_claim.get(&(r.namespace.clone(), r.name.clone())))
                 .map(|c| Claim::from_api(c));
             let action = sync_volume(&volume, claim.as_ref());
+            tracing::trace!(volume = %name, ?action, "volume decided");
             if let Err(error) = self.settle_volume(pv, &volume, action).await {
                 tracing::debug!(volume = %name, %error, "volume update deferred");
             }
