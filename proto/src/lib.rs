@@ -14,3 +14,5 @@ pub const DRIVER_NAME: &str = "csi.stowage.io";
 
 /// The topology key of a node-local volume.
 pub const TOPOLOGY_NODE_KEY: &str = "topology.stowage.io/node";
+
+pub mod channel;

@@ -31,6 +31,8 @@ enum Command {
     Node(NodeArgs),
     /// Serve the embedded Kubernetes-compatible API (single-machine mode).
     Apiserver(ApiserverArgs),
+    /// Bind claims to volumes and reclaim released volumes (with --node: this node's volumes).
+    Provisioner(ProvisionerArgs),
     /// Measure and print the figures the design promises.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -55,6 +57,23 @@ struct ApiserverArgs {
     /// Recent changes kept in memory for watches; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 100_000)]
     watch_history: usize,
+}
+
+#[derive(clap::Args)]
+struct ProvisionerArgs {
+    /// kubeconfig to use; by default the in-cluster service account or $KUBECONFIG.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// CSI endpoint DeleteVolume goes to: the controller's, or with --node this node's plugin.
+    #[arg(long)]
+    csi_endpoint: Option<String>,
+    /// Act only for volumes of this node (the DaemonSet instance): scrub its
+    /// hostPath/local volumes for Recycle and delete its local volumes.
+    #[arg(long)]
+    node: Option<String>,
+    /// A prefix below which hostPath/local volumes may be scrubbed; repeat for more. None by default.
+    #[arg(long = "host-path-allow")]
+    host_path_allow: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +143,7 @@ fn main() -> ExitCode {
             Command::Controller(args) => run_controller(args).await,
             Command::Node(args) => run_node(args).await,
             Command::Apiserver(args) => run_apiserver(args).await,
+            Command::Provisioner(args) => run_provisioner(args).await,
             Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
             Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
         }
@@ -198,4 +218,37 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         .run(server::shutdown_signal())
         .await
         .map_err(|e| format!("apiserver: {e}"))
+}
+
+async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no kubeconfig (give --kubeconfig): {e}"))?,
+    };
+    let client = kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
+    let csi = match &args.csi_endpoint {
+        Some(endpoint) => Some(csi_proto::channel::lazy(&server::socket_path(endpoint)?)),
+        None => None,
+    };
+    let scope = match args.node {
+        Some(node) => provisioner::Scope::Node(node),
+        None => provisioner::Scope::Central,
+    };
+    tracing::info!(?scope, "provisioner running");
+    let config = provisioner::ReclaimConfig {
+        scope,
+        csi,
+        host_path_allow: args.host_path_allow,
+    };
+    provisioner::run(client, config, server::shutdown_signal())
+        .await
+        .map_err(|e| format!("provisioner: {e}"))
 }

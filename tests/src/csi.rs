@@ -1,7 +1,7 @@
 //! A CSI client over a unix socket, and builders for common requests.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::identity_client::IdentityClient;
@@ -10,8 +10,7 @@ use csi_proto::v1::volume_capability::{
     AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
 };
 use csi_proto::v1::{self as v1, CapacityRange, VolumeCapability};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 pub use csi_proto::v1::volume_capability::access_mode::Mode as AccessModeKind;
 
@@ -25,17 +24,7 @@ pub struct Csi {
 
 impl Csi {
     pub async fn connect(socket: &Path) -> Result<Self, tonic::transport::Error> {
-        let socket: PathBuf = socket.to_path_buf();
-        let channel = Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await?;
+        let channel = csi_proto::channel::connect(socket).await?;
         Ok(Self {
             identity: IdentityClient::new(channel.clone()),
             controller: ControllerClient::new(channel.clone()),

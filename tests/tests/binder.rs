@@ -1,12 +1,13 @@
 //! The binder against the embedded API server over HTTPS, with the kube-rs client.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use provisioner::binder::Binder;
+use provisioner::{ReclaimConfig, Scope};
 use serde_json::json;
 use stowage_tests::api::InProcessApi;
 use stowage_tests::wait_for;
@@ -14,15 +15,25 @@ use tempfile::TempDir;
 
 const COUNT: usize = 200;
 
-fn pv(name: &str, gib: usize) -> PersistentVolume {
+const NODE: &str = "node-a";
+
+/// The reclaim policy of volume i: the three in turn.
+fn policy(i: usize) -> &'static str {
+    ["Retain", "Recycle", "Delete"][i % 3]
+}
+
+fn pv(name: &str, gib: usize, policy: &str, path: &Path) -> PersistentVolume {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "capacity": {"storage": format!("{gib}Gi")},
             "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
+            "persistentVolumeReclaimPolicy": policy,
             "storageClassName": "",
-            "hostPath": {"path": format!("/srv/{name}")},
+            "hostPath": {"path": path},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE]}
+            ]}]}},
         }
     }))
     .expect("pv")
@@ -57,18 +68,24 @@ fn phase_of_volume(volume: &PersistentVolume) -> String {
 }
 
 #[tokio::test]
-async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_and_release() {
+async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_then_each_policy_reclaims() {
     let dir = TempDir::new().expect("tempdir");
     let api = InProcessApi::start(dir.path()).await;
     let client = api.client.clone();
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
 
+    let allowed = dir.path().join("host");
+    let data = |i: usize| allowed.join(format!("pv-{i:03}"));
+
     // Volume i holds (i+1) GiB; they are created in a scrambled order.
     for n in 0..COUNT {
         let i = (n * 7919) % COUNT;
+        std::fs::create_dir_all(data(i).join("sub")).expect("mkdir");
+        std::fs::write(data(i).join("sub/file"), b"tenant data").expect("write");
+        let volume = pv(&format!("pv-{i:03}"), i + 1, policy(i), &data(i));
         volumes
-            .create(&PostParams::default(), &pv(&format!("pv-{i:03}"), i + 1))
+            .create(&PostParams::default(), &volume)
             .await
             .expect("pv");
     }
@@ -90,7 +107,26 @@ async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_and_release(
         .expect("pvc");
     // Started once everything exists, so that the pairing below is exact: a binder racing the
     // creations could rightly give a claim the next-larger volume.
-    tokio::spawn(Binder::run(client.clone(), std::future::pending()));
+    let central = ReclaimConfig {
+        scope: Scope::Central,
+        csi: None,
+        host_path_allow: vec![],
+    };
+    tokio::spawn(provisioner::run(
+        client.clone(),
+        central,
+        std::future::pending(),
+    ));
+    let node = ReclaimConfig {
+        scope: Scope::Node(NODE.into()),
+        csi: None,
+        host_path_allow: vec![allowed.clone()],
+    };
+    tokio::spawn(provisioner::run(
+        client.clone(),
+        node,
+        std::future::pending(),
+    ));
 
     let bound = wait_for("every claim bound", Duration::from_secs(60), async || {
         let list = claims.list(&ListParams::default()).await.ok()?;
@@ -171,27 +207,73 @@ async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_and_release(
             .contains("no persistent volumes available")
     );
 
-    // Deleting claims releases their volumes (Retain keeps them Released).
-    for i in 0..10 {
+    // Deleting claims releases their volumes; then each policy has its way.
+    const DELETED: usize = 12;
+    for i in 0..DELETED {
         claims
             .delete(&format!("claim-{i:03}"), &DeleteParams::default())
             .await
             .expect("delete");
     }
-    wait_for("released volumes", Duration::from_secs(30), async || {
-        let list = volumes.list(&ListParams::default()).await.ok()?;
-        let released = list
-            .items
-            .iter()
-            .filter(|v| phase_of_volume(v) == "Released")
-            .count();
-        (released == 10).then_some(())
-    })
+    let outcome = |pv: &PersistentVolume| {
+        let status = pv.status.clone().unwrap_or_default();
+        match (
+            policy_of(pv).as_str(),
+            status.phase.as_deref(),
+            status.reason.as_deref(),
+        ) {
+            ("Retain", Some("Released"), _) => true,
+            ("Recycle", Some("Available"), _) => true,
+            // A static hostPath volume has no deleter, as upstream.
+            ("Delete", Some("Failed"), Some("VolumeFailedDelete")) => true,
+            _ => false,
+        }
+    };
+    wait_for(
+        "every policy carried out",
+        Duration::from_secs(30),
+        async || {
+            let list = volumes.list(&ListParams::default()).await.ok()?;
+            let done = list.items.iter().filter(|v| outcome(v)).count();
+            (done == DELETED).then_some(())
+        },
+    )
     .await;
-    let released = volumes.get("pv-003").await.expect("get");
-    assert_eq!(phase_of_volume(&released), "Released");
+    for i in 0..DELETED {
+        let volume = volumes.get(&format!("pv-{i:03}")).await.expect("get");
+        let claim_ref = volume.spec.and_then(|s| s.claim_ref);
+        let scrubbed = std::fs::read_dir(data(i))
+            .expect("read dir")
+            .next()
+            .is_none();
+        match policy(i) {
+            "Retain" => assert!(
+                claim_ref.is_some() && !scrubbed,
+                "Retain keeps claimRef and data"
+            ),
+            "Recycle" => assert!(
+                claim_ref.is_none() && scrubbed,
+                "Recycle scrubs and unbinds"
+            ),
+            _ => assert!(
+                claim_ref.is_some() && !scrubbed,
+                "a failed Delete keeps everything"
+            ),
+        }
+    }
     assert!(
-        released.spec.and_then(|s| s.claim_ref).is_some(),
-        "Retain keeps the claimRef"
+        std::fs::read_dir(data(DELETED))
+            .expect("read dir")
+            .next()
+            .is_some(),
+        "bound volumes are untouched"
     );
+}
+
+fn policy_of(volume: &PersistentVolume) -> String {
+    volume
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.clone())
+        .unwrap_or_default()
 }

@@ -1,8 +1,8 @@
 //! The binder as a controller: reflectors keep PVs, PVCs and StorageClasses in
 //! memory; after a change (coalesced) or a periodic resync, one pass rebuilds the
 //! index, decides for every claim and volume with `sync`, and applies the
-//! decisions with optimistic concurrency. A conflict just waits for the next pass:
-//! every decision is recomputed from the current state.
+//! decisions concurrently with optimistic concurrency. A conflict just waits for
+//! the next pass: every decision is recomputed from the current state.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,85 +16,92 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
-use super::events::EventRecorder;
-use super::model::{Claim, Volume, VolumePhase, annotations};
+use super::VolumeIndex;
+use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
 use super::sync::{ClaimAction, ClassInfo, VolumeAction, sync_claim, sync_volume};
-use super::{ReclaimPolicy, VolumeIndex};
-use crate::error::{Error, Result};
+use crate::events::EventRecorder;
+use crate::watch::{Changes, ready, reflect};
+use crate::{Result, volumes};
 
 /// A pass runs at least this often, to retry what failed without a new change.
 const RESYNC: Duration = Duration::from_secs(15);
 /// Changes arriving within this window share one pass.
 const COALESCE: Duration = Duration::from_millis(20);
-
-struct Caches {
-    volumes: Store<PersistentVolume>,
-    claims: Store<PersistentVolumeClaim>,
-    classes: Store<StorageClass>,
-}
+/// Writes of one pass in flight at once: the API server commits them in groups.
+const WRITES_IN_FLIGHT: usize = 32;
 
 pub struct Binder {
     client: Client,
-    caches: Caches,
+    volumes: Store<PersistentVolume>,
+    claims: Store<PersistentVolumeClaim>,
+    classes: Store<StorageClass>,
     events: EventRecorder,
 }
 
+/// One decision of a pass, applied independently of the others.
+enum Step {
+    Bind(Arc<PersistentVolume>, Arc<PersistentVolumeClaim>),
+    Claim(Arc<PersistentVolumeClaim>, ClaimAction),
+    Volume(Arc<PersistentVolume>, Volume, VolumeAction),
+}
+
 impl Binder {
-    /// Starts the reflectors and waits until each has listed once.
-    pub async fn start(client: Client) -> Result<(Self, Arc<Notify>)> {
-        let changed = Arc::new(Notify::new());
-        let volumes = reflect(
-            Api::<PersistentVolume>::all(client.clone()),
-            changed.clone(),
-        );
-        let claims = reflect(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            changed.clone(),
-        );
-        let classes = reflect(Api::<StorageClass>::all(client.clone()), changed.clone());
-        for ready in [
-            volumes.wait_until_ready().await,
-            claims.wait_until_ready().await,
-            classes.wait_until_ready().await,
-        ] {
-            ready.map_err(|_| Error::CacheClosed)?;
-        }
-        let binder = Self {
+    /// Starts claim and class reflectors beside the given volume cache and waits
+    /// until all three have listed once.
+    pub async fn start(
+        client: Client,
+        volumes: Store<PersistentVolume>,
+        changes: &Changes,
+    ) -> Result<Self> {
+        let claims = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), changes);
+        let classes = reflect(Api::<StorageClass>::all(client.clone()), changes);
+        ready(&volumes).await?;
+        ready(&claims).await?;
+        ready(&classes).await?;
+        Ok(Self {
             events: EventRecorder::new(client.clone()),
             client,
-            caches: Caches {
-                volumes,
-                claims,
-                classes,
-            },
-        };
-        Ok((binder, changed))
+            volumes,
+            claims,
+            classes,
+        })
     }
 
     /// Runs passes until `shutdown` completes.
-    pub async fn run(client: Client, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let (binder, changed) = Self::start(client).await?;
+    pub async fn run(
+        self,
+        mut changes: watch::Receiver<u64>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
         tokio::pin!(shutdown);
         loop {
-            binder.pass().await;
+            changes.mark_unchanged();
+            self.pass().await;
             tokio::select! {
-                () = changed.notified() => tokio::time::sleep(COALESCE).await,
+                _ = changes.changed() => tokio::time::sleep(COALESCE).await,
                 () = tokio::time::sleep(RESYNC) => {}
                 () = &mut shutdown => return Ok(()),
             }
         }
     }
 
-    /// One level-triggered pass over every claim, then every volume.
+    /// One level-triggered pass over every claim and volume.
     pub async fn pass(&self) {
+        futures_util::stream::iter(self.plan())
+            .for_each_concurrent(WRITES_IN_FLIGHT, |step| self.apply(step))
+            .await;
+    }
+
+    /// Decides for every claim (oldest first), then for every volume no binding
+    /// touched. A volume chosen for a claim is taken in the index at once, so no
+    /// two claims of one pass get the same volume.
+    fn plan(&self) -> Vec<Step> {
         let mut index = VolumeIndex::new();
         let volumes: HashMap<String, Arc<PersistentVolume>> = self
-            .caches
             .volumes
             .state()
             .into_iter()
@@ -104,7 +111,7 @@ impl Binder {
             index.upsert(Volume::from_api(pv));
         }
         let classes = self.class_infos();
-        let mut claims = self.caches.claims.state();
+        let mut claims = self.claims.state();
         // Oldest first, as upstream's queue roughly does, and deterministic.
         claims.sort_by_key(|c| {
             (
@@ -113,26 +120,29 @@ impl Binder {
                 c.name_any(),
             )
         });
+        let mut steps = Vec::new();
         let mut touched = HashSet::new();
         for pvc in &claims {
             let claim = Claim::from_api(pvc);
-            let class = classes.get(&claim.class);
-            let action = sync_claim(&claim, class, &index);
+            let action = sync_claim(&claim, classes.get(&claim.class), &index);
             tracing::trace!(claim = %claim.name, ?action, "claim decided");
-            if let ClaimAction::Bind { volume } = &action
-                && let Some(pv) = volumes.get(volume)
-            {
-                touched.insert(volume.clone());
-                match self.bind(pv, pvc).await {
-                    Ok(bound) => index.upsert(Volume::from_api(&bound)),
-                    Err(error) => {
-                        tracing::debug!(claim = %claim.name, %volume, %error, "bind deferred")
+            match &action {
+                ClaimAction::Bind { volume } => {
+                    let Some(pv) = volumes.get(volume) else {
+                        continue;
+                    };
+                    if let Some(mut taken) = index.get(volume).cloned() {
+                        taken.claim_ref = Some(ClaimRef {
+                            namespace: claim.namespace.clone(),
+                            name: claim.name.clone(),
+                            uid: claim.uid.clone(),
+                        });
+                        index.upsert(taken);
                     }
+                    touched.insert(volume.clone());
+                    steps.push(Step::Bind(pv.clone(), pvc.clone()));
                 }
-                continue;
-            }
-            if let Err(error) = self.settle_claim(pvc, &action).await {
-                tracing::debug!(claim = %claim.name, %error, "claim update deferred");
+                _ => steps.push(Step::Claim(pvc.clone(), action)),
             }
         }
         let by_claim: HashMap<(String, String), &Arc<PersistentVolumeClaim>> = claims
@@ -151,15 +161,29 @@ impl Binder {
                 .map(|c| Claim::from_api(c));
             let action = sync_volume(&volume, claim.as_ref());
             tracing::trace!(volume = %name, ?action, "volume decided");
-            if let Err(error) = self.settle_volume(pv, &volume, action).await {
-                tracing::debug!(volume = %name, %error, "volume update deferred");
+            if action != VolumeAction::Nothing {
+                steps.push(Step::Volume(pv.clone(), volume, action));
             }
+        }
+        steps
+    }
+
+    async fn apply(&self, step: Step) {
+        let (what, result) = match step {
+            Step::Bind(pv, pvc) => (pvc.name_any(), self.bind(&pv, &pvc).await),
+            Step::Claim(pvc, action) => (pvc.name_any(), self.settle_claim(&pvc, &action).await),
+            Step::Volume(pv, volume, action) => (
+                pv.name_any(),
+                self.settle_volume(&pv, &volume, action).await,
+            ),
+        };
+        if let Err(error) = result {
+            tracing::debug!(object = %what, %error, "update deferred to the next pass");
         }
     }
 
     fn class_infos(&self) -> HashMap<String, ClassInfo> {
-        self.caches
-            .classes
+        self.classes
             .state()
             .iter()
             .map(|class| {
@@ -183,14 +207,9 @@ impl Binder {
 
     /// Both halves of a binding, volume first, as upstream writes them; each write
     /// is skipped when already true, so a pass after a crash finishes the rest.
-    async fn bind(
-        &self,
-        pv: &PersistentVolume,
-        pvc: &PersistentVolumeClaim,
-    ) -> Result<PersistentVolume> {
+    async fn bind(&self, pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> Result<()> {
         let pv = self.bind_volume(pv, pvc).await?;
-        self.bind_claim(&pv, pvc).await?;
-        Ok(pv)
+        self.bind_claim(&pv, pvc).await
     }
 
     async fn bind_volume(
@@ -313,75 +332,24 @@ impl Binder {
     ) -> Result<()> {
         match action {
             VolumeAction::Nothing => Ok(()),
-            VolumeAction::SetPhase(phase) => self.set_phase(pv, phase, None).await,
-            VolumeAction::Unbind => self.unbind(pv, volume).await,
-            VolumeAction::Reclaim(policy) => self.release(pv, volume, policy).await,
+            VolumeAction::SetPhase(phase) => {
+                volumes::set_phase(&self.volumes_api(), pv, phase, None)
+                    .await
+                    .map(drop)
+            }
+            VolumeAction::Unbind => volumes::unbind(&self.volumes_api(), pv).await.map(drop),
+            VolumeAction::Reclaim(_) => self.release(pv, volume).await,
         }
     }
 
-    async fn set_phase(
-        &self,
-        pv: &PersistentVolume,
-        phase: VolumePhase,
-        reason: Option<(&str, &str)>,
-    ) -> Result<()> {
-        let mut pv = pv.clone();
-        pv.status = Some(PersistentVolumeStatus {
-            phase: Some(phase_name(phase).into()),
-            reason: reason.map(|(r, _)| r.to_string()),
-            message: reason.map(|(_, m)| m.to_string()),
-            ..Default::default()
-        });
-        self.volumes_api()
-            .replace_status(&pv.name_any(), &PostParams::default(), &pv)
-            .await?;
+    /// The claim is gone: Released. The reclaimer (`crate::reclaim`) carries out
+    /// Delete and Recycle from there; Retain stops here.
+    async fn release(&self, pv: &PersistentVolume, volume: &Volume) -> Result<()> {
+        if matches!(volume.phase, VolumePhase::Released | VolumePhase::Failed) {
+            return Ok(());
+        }
+        volumes::set_phase(&self.volumes_api(), pv, VolumePhase::Released, None).await?;
         Ok(())
-    }
-
-    /// Upstream's unbindVolume: a binding we made is removed; a user's pre-binding
-    /// keeps its name and namespace and loses only the uid.
-    async fn unbind(&self, pv: &PersistentVolume, volume: &Volume) -> Result<()> {
-        let mut pv = pv.clone();
-        let spec = pv.spec.get_or_insert_default();
-        if volume.bound_by_controller {
-            spec.claim_ref = None;
-            pv.annotations_mut()
-                .remove(annotations::BOUND_BY_CONTROLLER);
-        } else if let Some(claim_ref) = spec.claim_ref.as_mut() {
-            claim_ref.uid = None;
-        }
-        let pv = self
-            .volumes_api()
-            .replace(&pv.name_any(), &PostParams::default(), &pv)
-            .await?;
-        self.set_phase(&pv, VolumePhase::Available, None).await
-    }
-
-    /// The claim is gone: Released first, then the policy. Retain stops there.
-    async fn release(
-        &self,
-        pv: &PersistentVolume,
-        volume: &Volume,
-        policy: ReclaimPolicy,
-    ) -> Result<()> {
-        if !matches!(volume.phase, VolumePhase::Released | VolumePhase::Failed) {
-            return self.set_phase(pv, VolumePhase::Released, None).await;
-        }
-        match policy {
-            ReclaimPolicy::Retain => Ok(()),
-            // Delete and Recycle are carried out by the reclaimer (next step of this issue).
-            ReclaimPolicy::Delete | ReclaimPolicy::Recycle => Ok(()),
-        }
-    }
-}
-
-fn phase_name(phase: VolumePhase) -> &'static str {
-    match phase {
-        VolumePhase::Pending => "Pending",
-        VolumePhase::Available => "Available",
-        VolumePhase::Bound => "Bound",
-        VolumePhase::Released => "Released",
-        VolumePhase::Failed => "Failed",
     }
 }
 
@@ -395,31 +363,4 @@ fn claim_reference(pvc: &PersistentVolumeClaim) -> ObjectReference {
         resource_version: pvc.metadata.resource_version.clone(),
         field_path: None,
     }
-}
-
-/// A reflector whose every event pokes `changed`; returns its store.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                tracing::warn!(%error, "watch failed; retrying");
-            }
-            changed.notify_one();
-        }
-    });
-    reader
 }

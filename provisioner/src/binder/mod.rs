@@ -2,7 +2,6 @@
 //! controller that writes the results.
 
 pub mod controller;
-pub mod events;
 pub mod index;
 pub mod model;
 pub mod sync;

@@ -8,9 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use super::sync;
+use crate::binder::sync;
 
-const COMPONENT: &str = "stowage-binder";
+const COMPONENT: &str = "stowage-provisioner";
 
 pub struct EventRecorder {
     client: Client,
@@ -34,6 +34,10 @@ impl EventRecorder {
 
     pub async fn normal(&self, object: &ObjectReference, reason: &'static str, message: &str) {
         self.emit(object, "Normal", reason, message).await;
+    }
+
+    pub async fn warning(&self, object: &ObjectReference, reason: &'static str, message: &str) {
+        self.emit(object, "Warning", reason, message).await;
     }
 
     async fn emit(

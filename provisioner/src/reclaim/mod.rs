@@ -1,0 +1,327 @@
+//! The reclaimer: carries out Delete and Recycle for Released (and, to retry,
+//! Failed) volumes that this instance owns (see `plan`). Each operation runs as
+//! its own task, at most one per volume; a failure marks the volume Failed with
+//! upstream's reason and an event, and is retried with exponential backoff.
+
+mod backoff;
+pub mod plan;
+pub mod scrub;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use csi_controller::nfs::{METADATA_DIR, NfsError, Session};
+use csi_proto::v1::DeleteVolumeRequest;
+use csi_proto::v1::controller_client::ControllerClient;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use self::backoff::Backoff;
+use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Plan, Scope, plan};
+use crate::binder::{ReclaimPolicy, VolumePhase};
+use crate::events::EventRecorder;
+use crate::watch::Changes;
+use crate::{Result, volumes};
+
+/// A pass runs at least this often.
+const RESYNC: Duration = Duration::from_secs(15);
+
+/// The finalizer external-provisioner puts on the volumes it made; removed once
+/// DeleteVolume succeeded.
+pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+
+/// Why a reclaim operation failed; the message goes into the volume's status.
+#[derive(Debug, thiserror::Error)]
+pub enum ReclaimError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{path}: {error}")]
+    Io { path: String, error: String },
+    #[error(transparent)]
+    Nfs(#[from] NfsError),
+    #[error("DeleteVolume failed: {}: {}", .0.code(), .0.message())]
+    Csi(tonic::Status),
+    #[error("no CSI endpoint is configured to call DeleteVolume on")]
+    NoCsiEndpoint,
+}
+
+/// What a reclaimer may touch.
+#[derive(Debug, Clone)]
+pub struct ReclaimConfig {
+    pub scope: Scope,
+    /// Where DeleteVolume goes: the controller (central) or this node's plugin.
+    pub csi: Option<Channel>,
+    /// Prefixes below which local directories may be scrubbed (node scope).
+    pub host_path_allow: Vec<PathBuf>,
+}
+
+pub struct Reclaimer {
+    client: Client,
+    volumes: Store<PersistentVolume>,
+    config: ReclaimConfig,
+    events: EventRecorder,
+    in_flight: Mutex<HashSet<String>>,
+    backoff: Mutex<Backoff>,
+    /// Poked when an operation ends, so the next pass sees its effect.
+    finished: Changes,
+}
+
+impl Reclaimer {
+    pub fn new(
+        client: Client,
+        volumes: Store<PersistentVolume>,
+        config: ReclaimConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            events: EventRecorder::new(client.clone()),
+            client,
+            volumes,
+            config,
+            in_flight: Mutex::default(),
+            backoff: Mutex::default(),
+            finished: Changes::default(),
+        })
+    }
+
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: watch::Receiver<u64>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        crate::watch::ready(&self.volumes).await?;
+        let mut finished = self.finished.subscribe();
+        tokio::pin!(shutdown);
+        loop {
+            changes.mark_unchanged();
+            finished.mark_unchanged();
+            self.pass();
+            let wait = self
+                .backoff()
+                .next_due()
+                .map_or(RESYNC, |due| due.saturating_duration_since(Instant::now()))
+                .min(RESYNC);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = finished.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+
+    /// Starts an operation for every volume that needs one and has none running.
+    pub fn pass(self: &Arc<Self>) {
+        let now = Instant::now();
+        let state = self.volumes.state();
+        self.backoff()
+            .retain(|name| state.iter().any(|pv| pv.name_any() == name));
+        for pv in state {
+            let phase = VolumePhase::parse(pv.status.as_ref().and_then(|s| s.phase.as_deref()));
+            if !matches!(phase, VolumePhase::Released | VolumePhase::Failed)
+                || pv.metadata.deletion_timestamp.is_some() && !has_our_finalizer(&pv)
+            {
+                continue;
+            }
+            let policy = ReclaimPolicy::parse(
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.persistent_volume_reclaim_policy.as_deref()),
+            );
+            let plan = plan(&pv, policy, &self.config.scope);
+            let name = pv.name_any();
+            if plan == Plan::NotOurs
+                || already_failed_so(&pv, &plan)
+                || !self.backoff().ready(&name, now)
+            {
+                continue;
+            }
+            if !self.start(&name) {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = this.reclaim(&pv, plan).await {
+                    tracing::debug!(volume = %name, %error, "reclaim deferred");
+                }
+                this.finish(&name);
+            });
+        }
+    }
+
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(&self, name: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string())
+    }
+
+    fn finish(&self, name: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        self.finished.poke();
+    }
+
+    fn api(&self) -> Api<PersistentVolume> {
+        Api::all(self.client.clone())
+    }
+
+    /// Carries out `plan` on a fresh read of the volume; API errors only defer.
+    async fn reclaim(&self, cached: &PersistentVolume, plan: Plan) -> Result<()> {
+        let api = self.api();
+        let Some(pv) = api.get_opt(&cached.name_any()).await? else {
+            return Ok(());
+        };
+        if pv.resource_version() != cached.resource_version() {
+            return Ok(()); // changed since the pass looked: the next pass decides again
+        }
+        let name = pv.name_any();
+        let (reason, outcome) = match plan {
+            Plan::NotOurs => return Ok(()),
+            Plan::Impossible { reason, message } => {
+                return self.fail(&pv, reason, &message).await;
+            }
+            Plan::DeleteCsi { handle } => (FAILED_DELETE, self.delete_volume(&handle).await),
+            Plan::RecycleNfs { export, path } => {
+                tracing::info!(volume = %name, %export, "recycling: scrubbing the NFS directory");
+                (FAILED_RECYCLE, scrub_nfs(&export, &path).await)
+            }
+            Plan::RecycleLocal { path } => {
+                tracing::info!(volume = %name, %path, "recycling: scrubbing the local directory");
+                let allow = self.config.host_path_allow.clone();
+                let scrubbed = tokio::task::spawn_blocking(move || scrub::scrub(&path, &allow))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ReclaimError::Refused(format!("scrub task failed: {e}")))
+                    });
+                (FAILED_RECYCLE, scrubbed)
+            }
+        };
+        if let Err(error) = outcome {
+            let wait = self.backoff().failed(&name, Instant::now());
+            tracing::warn!(volume = %name, %error, retry_in = ?wait, "reclaim failed");
+            return self.fail(&pv, reason, &error.to_string()).await;
+        }
+        self.backoff().succeeded(&name);
+        if reason == FAILED_DELETE {
+            self.remove(&api, pv).await
+        } else {
+            self.events
+                .normal(
+                    &volumes::reference(&pv),
+                    "VolumeRecycled",
+                    "Volume recycled",
+                )
+                .await;
+            volumes::unbind(&api, &pv).await.map(drop)
+        }
+    }
+
+    async fn delete_volume(&self, handle: &str) -> Result<(), ReclaimError> {
+        let channel = self.config.csi.clone().ok_or(ReclaimError::NoCsiEndpoint)?;
+        let request = DeleteVolumeRequest {
+            volume_id: handle.to_string(),
+            secrets: Default::default(),
+        };
+        match ControllerClient::new(channel).delete_volume(request).await {
+            Ok(_) => Ok(()),
+            // The spec makes DeleteVolume of an unknown volume OK; be lenient anyway.
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(ReclaimError::Csi(status)),
+        }
+    }
+
+    /// Removes the PersistentVolume once its storage is gone.
+    async fn remove(&self, api: &Api<PersistentVolume>, mut pv: PersistentVolume) -> Result<()> {
+        let name = pv.name_any();
+        if has_our_finalizer(&pv) {
+            pv.finalizers_mut().retain(|f| f != PROVISIONER_FINALIZER);
+            pv = api.replace(&name, &PostParams::default(), &pv).await?;
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pv.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => {
+                tracing::info!(volume = %name, "volume deleted");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn fail(&self, pv: &PersistentVolume, reason: &'static str, message: &str) -> Result<()> {
+        self.events
+            .warning(&volumes::reference(pv), reason, message)
+            .await;
+        volumes::set_phase(
+            &self.api(),
+            pv,
+            VolumePhase::Failed,
+            Some((reason, message)),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn has_our_finalizer(pv: &PersistentVolume) -> bool {
+    pv.finalizers().iter().any(|f| f == PROVISIONER_FINALIZER)
+}
+
+/// An impossible reclaim already recorded needs no second write.
+fn already_failed_so(pv: &PersistentVolume, plan: &Plan) -> bool {
+    let Plan::Impossible { reason, message } = plan else {
+        return false;
+    };
+    pv.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Failed")
+            && s.reason.as_deref() == Some(*reason)
+            && s.message.as_deref() == Some(message.as_str())
+    })
+}
+
+/// Empties a directory of an export through the userspace client. A directory
+/// holding Stowage's own metadata is the root of dynamic volumes: refused.
+async fn scrub_nfs(
+    export: &csi_controller::nfs::Export,
+    path: &[String],
+) -> Result<(), ReclaimError> {
+    let mut session = Session::connect(export).await?;
+    let result = async {
+        let dir = session
+            .resolve(path)
+            .await?
+            .ok_or_else(|| ReclaimError::Refused(format!("{export}/{} does not exist", path.join("/"))))?;
+        if session.lookup(&dir, METADATA_DIR).await?.is_some() {
+            return Err(ReclaimError::Refused(format!(
+                "{export}/{} holds Stowage's dynamic volumes ({METADATA_DIR}); refusing to scrub it",
+                path.join("/")
+            )));
+        }
+        session.empty_dir(&dir).await?;
+        Ok(())
+    }
+    .await;
+    session.close().await;
+    result
+}

@@ -1,0 +1,207 @@
+//! Scrubbing a node-local directory for Recycle: everything inside goes, the
+//! directory stays. Confined to allow-listed prefixes, never follows a symlink and
+//! never crosses into another filesystem.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use super::ReclaimError;
+
+/// Deeper trees than this are refused rather than recursed into.
+const MAX_DEPTH: usize = 256;
+
+/// Empties the directory `raw`, which must lie strictly below one of `allow`.
+pub fn scrub(raw: &str, allow: &[PathBuf]) -> Result<(), ReclaimError> {
+    let path = confine(raw, allow)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    // The path was resolved above; refusing symlinks here catches a swap since then.
+    let root = openat2(AT_FDCWD, &path, how).map_err(|e| io(&path, e))?;
+    let device = fstat(&root).map_err(|e| io(&path, e))?.st_dev;
+    empty(&root, &path, device, 0)
+}
+
+/// The resolved path of `raw` if it is a directory strictly below an allowed prefix.
+fn confine(raw: &str, allow: &[PathBuf]) -> Result<PathBuf, ReclaimError> {
+    let lexical = Path::new(raw);
+    if !lexical.is_absolute()
+        || raw.contains('\0')
+        || lexical.components().any(|c| c == Component::ParentDir)
+    {
+        return Err(ReclaimError::Refused(format!(
+            "{raw:?} must be an absolute path without '..'"
+        )));
+    }
+    let path = std::fs::canonicalize(lexical).map_err(|e| ReclaimError::Io {
+        path: raw.to_string(),
+        error: e.to_string(),
+    })?;
+    let below = allow.iter().any(|prefix| {
+        let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| prefix.clone());
+        path != prefix && path.starts_with(&prefix)
+    });
+    if below {
+        Ok(path)
+    } else {
+        Err(ReclaimError::Refused(format!(
+            "{raw:?} (resolved {}) is not strictly below a --host-path-allow prefix",
+            path.display()
+        )))
+    }
+}
+
+fn empty(dir: &OwnedFd, path: &Path, device: u64, depth: usize) -> Result<(), ReclaimError> {
+    if depth > MAX_DEPTH {
+        return Err(ReclaimError::Refused(format!(
+            "{} is more than {MAX_DEPTH} directories deep",
+            path.display()
+        )));
+    }
+    for name in entries(dir, path)? {
+        let child = path.join(&name);
+        let stat = fstatat(
+            dir,
+            name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io(&child, e))?;
+        if is_dir(&stat) {
+            if stat.st_dev != device {
+                return Err(ReclaimError::Refused(format!(
+                    "{} is a mount point; unmount it first",
+                    child.display()
+                )));
+            }
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let sub =
+                openat(dir, name.as_os_str(), flags, Mode::empty()).map_err(|e| io(&child, e))?;
+            empty(&sub, &child, device, depth + 1)?;
+            unlinkat(dir, name.as_os_str(), UnlinkatFlags::RemoveDir)
+        } else {
+            unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        }
+        .or_else(|e| if e == Errno::ENOENT { Ok(()) } else { Err(e) })
+        .map_err(|e| io(&child, e))?;
+    }
+    Ok(())
+}
+
+/// The names in a directory, read before any is removed.
+fn entries(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>, ReclaimError> {
+    let fd = dir
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| ReclaimError::Io {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+    let mut listing = Dir::from_fd(fd).map_err(|e| io(path, e))?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(|e| io(path, e))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+fn is_dir(stat: &FileStat) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+fn io(path: &Path, errno: Errno) -> ReclaimError {
+    ReclaimError::Io {
+        path: path.display().to_string(),
+        error: errno.desc().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let allowed = dir.path().join("allowed");
+        let volume = allowed.join("vol");
+        fs::create_dir_all(volume.join("a/b/c")).expect("mkdir");
+        fs::write(volume.join("a/b/c/file"), b"data").expect("write");
+        fs::write(volume.join(".hidden"), b"data").expect("write");
+        (dir, allowed, volume)
+    }
+
+    #[test]
+    fn empties_the_directory_and_keeps_it() {
+        let (_dir, allowed, volume) = fixture();
+        scrub(volume.to_str().expect("utf8"), &[allowed]).expect("scrub");
+        assert!(volume.is_dir());
+        assert_eq!(fs::read_dir(&volume).expect("read").count(), 0);
+    }
+
+    #[test]
+    fn symlinks_inside_are_removed_not_followed() {
+        let (dir, allowed, volume) = fixture();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join("precious"), b"keep").expect("write");
+        symlink(&outside, volume.join("link")).expect("symlink");
+        scrub(volume.to_str().expect("utf8"), &[allowed]).expect("scrub");
+        assert_eq!(fs::read(outside.join("precious")).expect("kept"), b"keep");
+        assert!(fs::symlink_metadata(volume.join("link")).is_err());
+    }
+
+    #[test]
+    fn refuses_paths_outside_or_at_the_prefix() {
+        let (dir, allowed, volume) = fixture();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join("precious"), b"keep").expect("write");
+        symlink(&outside, allowed.join("escape")).expect("symlink");
+        let allow = [allowed.clone()];
+        for raw in [
+            outside.to_str().expect("utf8").to_string(),
+            allowed.to_str().expect("utf8").to_string(),
+            format!("{}/escape", allowed.display()),
+            format!("{}/../outside", volume.display()),
+            "relative/path".to_string(),
+        ] {
+            let result = scrub(&raw, &allow);
+            assert!(
+                matches!(result, Err(ReclaimError::Refused(_))),
+                "{raw}: {result:?}"
+            );
+        }
+        assert!(outside.join("precious").exists());
+        assert!(volume.join("a/b/c/file").exists());
+        assert!(
+            matches!(
+                scrub(volume.to_str().expect("utf8"), &[]),
+                Err(ReclaimError::Refused(_))
+            ),
+            "nothing is allowed by default"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error() {
+        let (_dir, allowed, _volume) = fixture();
+        let missing = allowed.join("missing");
+        assert!(matches!(
+            scrub(missing.to_str().expect("utf8"), &[allowed]),
+            Err(ReclaimError::Io { .. })
+        ));
+    }
+}

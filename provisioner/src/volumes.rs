@@ -1,0 +1,74 @@
+//! PersistentVolume writes shared by the binder and the reclaimer.
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeStatus};
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+
+use crate::Result;
+use crate::binder::VolumePhase;
+use crate::binder::model::annotations;
+
+/// Sets the phase, with a reason and message (Failed) or without.
+pub async fn set_phase(
+    api: &Api<PersistentVolume>,
+    pv: &PersistentVolume,
+    phase: VolumePhase,
+    reason: Option<(&str, &str)>,
+) -> Result<PersistentVolume> {
+    let mut pv = pv.clone();
+    pv.status = Some(PersistentVolumeStatus {
+        phase: Some(phase_name(phase).into()),
+        reason: reason.map(|(r, _)| r.to_string()),
+        message: reason.map(|(_, m)| m.to_string()),
+        ..Default::default()
+    });
+    Ok(api
+        .replace_status(&pv.name_any(), &PostParams::default(), &pv)
+        .await?)
+}
+
+/// Upstream's unbindVolume, then Available: a binding the controller made is
+/// removed; a user's pre-binding keeps its name and namespace and loses the uid.
+pub async fn unbind(
+    api: &Api<PersistentVolume>,
+    pv: &PersistentVolume,
+) -> Result<PersistentVolume> {
+    let mut pv = pv.clone();
+    let by_controller = pv
+        .annotations()
+        .contains_key(annotations::BOUND_BY_CONTROLLER);
+    let spec = pv.spec.get_or_insert_default();
+    if by_controller {
+        spec.claim_ref = None;
+        pv.annotations_mut()
+            .remove(annotations::BOUND_BY_CONTROLLER);
+    } else if let Some(claim_ref) = spec.claim_ref.as_mut() {
+        claim_ref.uid = None;
+    }
+    let pv = api
+        .replace(&pv.name_any(), &PostParams::default(), &pv)
+        .await?;
+    set_phase(api, &pv, VolumePhase::Available, None).await
+}
+
+pub fn phase_name(phase: VolumePhase) -> &'static str {
+    match phase {
+        VolumePhase::Pending => "Pending",
+        VolumePhase::Available => "Available",
+        VolumePhase::Bound => "Bound",
+        VolumePhase::Released => "Released",
+        VolumePhase::Failed => "Failed",
+    }
+}
+
+/// What an event about `pv` points at.
+pub fn reference(pv: &PersistentVolume) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolume".into()),
+        name: pv.metadata.name.clone(),
+        uid: pv.metadata.uid.clone(),
+        resource_version: pv.metadata.resource_version.clone(),
+        ..Default::default()
+    }
+}
