@@ -17,6 +17,8 @@ if ((${#missing[@]})); then
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
+bash scripts/check-deploy.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binary: build it first.

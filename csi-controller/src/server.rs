@@ -47,13 +47,16 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves `routes` until `shutdown` resolves, letting in-flight calls finish.
+/// Serves `routes` until `shutdown` resolves, letting in-flight calls finish;
+/// every call is counted and timed in `metrics`.
 pub async fn serve(
     listener: UnixListener,
     routes: Routes,
+    metrics: telemetry::grpc::GrpcMetrics,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(metrics)
         .add_routes(routes)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await

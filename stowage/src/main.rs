@@ -74,6 +74,9 @@ struct ProvisionerArgs {
     /// A prefix below which hostPath/local volumes may be scrubbed; repeat for more. None by default.
     #[arg(long = "host-path-allow")]
     host_path_allow: Vec<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +102,9 @@ struct NodeArgs {
     /// Maximum volumes on this node reported to the scheduler (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_volumes: i64,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -118,6 +124,9 @@ struct ControllerArgs {
     /// Serve ControllerPublish/Unpublish and refuse a second node for single-node volumes.
     #[arg(long)]
     enable_attach: bool,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -168,10 +177,13 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
     let driver = Driver::open(&config).map_err(|e| format!("controller: {e}"))?;
     let path = server::socket_path(&args.endpoint)?;
     let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let (grpc, health) = serve_telemetry(args.metrics_address, |_| {}).await?;
+    health.set_ready(true);
     tracing::info!(endpoint = %path.display(), local = config.local_root.is_some(), "controller serving");
     server::serve(
         listener,
         controller_routes(driver),
+        grpc,
         server::shutdown_signal(),
     )
     .await
@@ -197,10 +209,13 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     .map_err(|e| format!("node: {e}"))?;
     let path = server::socket_path(&args.endpoint)?;
     let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let (grpc, health) = serve_telemetry(args.metrics_address, |_| {}).await?;
+    health.set_ready(true);
     tracing::info!(endpoint = %path.display(), "node serving");
     server::serve(
         listener,
         node_routes(node, controller),
+        grpc,
         server::shutdown_signal(),
     )
     .await
@@ -242,13 +257,38 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         Some(node) => provisioner::Scope::Node(node),
         None => provisioner::Scope::Central,
     };
+    let mut metrics = None;
+    let (_, health) = serve_telemetry(args.metrics_address, |registry| {
+        metrics = Some(provisioner::Metrics::register(registry));
+    })
+    .await?;
     tracing::info!(?scope, "provisioner running");
-    let config = provisioner::ReclaimConfig {
+    let config = provisioner::Config {
         scope,
         csi,
         host_path_allow: args.host_path_allow,
+        metrics: metrics.unwrap_or_default(),
+        health,
     };
     provisioner::run(client, config, server::shutdown_signal())
         .await
         .map_err(|e| format!("provisioner: {e}"))
+}
+
+/// Starts the metrics and health endpoint when an address is given; `extra`
+/// registers the component's own metrics. The component says when it is ready.
+async fn serve_telemetry(
+    address: Option<std::net::SocketAddr>,
+    extra: impl FnOnce(&mut telemetry::Registry),
+) -> Result<(telemetry::grpc::GrpcMetrics, telemetry::Health), String> {
+    let mut registry = telemetry::Registry::default();
+    let grpc = telemetry::grpc::GrpcMetrics::register(&mut registry);
+    extra(&mut registry);
+    let health = telemetry::Health::default();
+    if let Some(address) = address {
+        telemetry::http::spawn(address, registry, health.clone())
+            .await
+            .map_err(|e| format!("metrics endpoint {address}: {e}"))?;
+    }
+    Ok((grpc, health))
 }

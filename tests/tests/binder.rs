@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use provisioner::{ReclaimConfig, Scope};
+use provisioner::{Config, Scope};
 use serde_json::json;
 use stowage_tests::api::InProcessApi;
 use stowage_tests::wait_for;
@@ -107,20 +107,16 @@ async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_then_each_po
         .expect("pvc");
     // Started once everything exists, so that the pairing below is exact: a binder racing the
     // creations could rightly give a claim the next-larger volume.
-    let central = ReclaimConfig {
-        scope: Scope::Central,
-        csi: None,
-        host_path_allow: vec![],
-    };
+    let central = Config::new(Scope::Central);
+    let metrics = central.metrics.clone();
     tokio::spawn(provisioner::run(
         client.clone(),
         central,
         std::future::pending(),
     ));
-    let node = ReclaimConfig {
-        scope: Scope::Node(NODE.into()),
-        csi: None,
+    let node = Config {
         host_path_allow: vec![allowed.clone()],
+        ..Config::new(Scope::Node(NODE.into()))
     };
     tokio::spawn(provisioner::run(
         client.clone(),
@@ -183,6 +179,11 @@ async fn two_hundred_claims_bind_to_the_smallest_sufficient_volumes_then_each_po
     assert_eq!(claim_ref.name.as_deref(), Some("claim-042"));
     assert_eq!(claim_ref.uid, bound["claim-042"].metadata.uid);
 
+    assert_eq!(
+        metrics.bindings.get(),
+        COUNT as u64,
+        "one binding per claim"
+    );
     let pending = claims.get("too-big").await.expect("get");
     assert_eq!(phase_of_claim(&pending), "Pending");
     let events: Api<Event> = Api::namespaced(client.clone(), "default");

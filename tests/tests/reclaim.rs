@@ -10,7 +10,7 @@ use csi_controller::nfs::{Export, Session};
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use provisioner::{ReclaimConfig, Scope};
+use provisioner::{Config, Scope};
 use serde_json::{Value, json};
 use stowage_tests::api::InProcessApi;
 use stowage_tests::csi::create_request;
@@ -83,10 +83,10 @@ impl Cluster {
     }
 
     fn run_provisioner(&self, scope: Scope, csi: Option<&Path>, allow: &[&Path]) {
-        let config = ReclaimConfig {
-            scope,
+        let config = Config {
             csi: csi.map(csi_proto::channel::lazy),
             host_path_allow: allow.iter().map(|p| p.to_path_buf()).collect(),
+            ..Config::new(scope)
         };
         tokio::spawn(provisioner::run(
             self.client.clone(),

@@ -25,7 +25,7 @@ use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
 use super::sync::{ClaimAction, ClassInfo, VolumeAction, sync_claim, sync_volume};
 use crate::events::EventRecorder;
 use crate::watch::{Changes, ready, reflect};
-use crate::{Result, volumes};
+use crate::{Metrics, Result, volumes};
 
 /// A pass runs at least this often, to retry what failed without a new change.
 const RESYNC: Duration = Duration::from_secs(15);
@@ -40,6 +40,7 @@ pub struct Binder {
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
     events: EventRecorder,
+    metrics: Metrics,
 }
 
 /// One decision of a pass, applied independently of the others.
@@ -56,6 +57,7 @@ impl Binder {
         client: Client,
         volumes: Store<PersistentVolume>,
         changes: &Changes,
+        metrics: Metrics,
     ) -> Result<Self> {
         let claims = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), changes);
         let classes = reflect(Api::<StorageClass>::all(client.clone()), changes);
@@ -68,6 +70,7 @@ impl Binder {
             volumes,
             claims,
             classes,
+            metrics,
         })
     }
 
@@ -91,9 +94,24 @@ impl Binder {
 
     /// One level-triggered pass over every claim and volume.
     pub async fn pass(&self) {
-        futures_util::stream::iter(self.plan())
+        let started = std::time::Instant::now();
+        let steps = self.plan();
+        let pending = steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Step::Claim(_, ClaimAction::Pending(_) | ClaimAction::Provision)
+                )
+            })
+            .count();
+        futures_util::stream::iter(steps)
             .for_each_concurrent(WRITES_IN_FLIGHT, |step| self.apply(step))
             .await;
+        self.metrics.pending_claims.set(pending as i64);
+        self.metrics
+            .pass_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Decides for every claim (oldest first), then for every volume no binding
@@ -292,6 +310,7 @@ impl Binder {
             status.capacity = wanted.capacity;
             api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
+            self.metrics.bindings.inc();
             self.events
                 .normal(
                     &claim_reference(&pvc),

@@ -9,7 +9,6 @@ pub mod scrub;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,14 +20,13 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use self::backoff::Backoff;
-use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Plan, Scope, plan};
+use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Plan, plan};
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
 use crate::watch::Changes;
-use crate::{Result, volumes};
+use crate::{Config, Result, volumes};
 
 /// A pass runs at least this often.
 const RESYNC: Duration = Duration::from_secs(15);
@@ -52,20 +50,10 @@ pub enum ReclaimError {
     NoCsiEndpoint,
 }
 
-/// What a reclaimer may touch.
-#[derive(Debug, Clone)]
-pub struct ReclaimConfig {
-    pub scope: Scope,
-    /// Where DeleteVolume goes: the controller (central) or this node's plugin.
-    pub csi: Option<Channel>,
-    /// Prefixes below which local directories may be scrubbed (node scope).
-    pub host_path_allow: Vec<PathBuf>,
-}
-
 pub struct Reclaimer {
     client: Client,
     volumes: Store<PersistentVolume>,
-    config: ReclaimConfig,
+    config: Config,
     events: EventRecorder,
     in_flight: Mutex<HashSet<String>>,
     backoff: Mutex<Backoff>,
@@ -74,11 +62,7 @@ pub struct Reclaimer {
 }
 
 impl Reclaimer {
-    pub fn new(
-        client: Client,
-        volumes: Store<PersistentVolume>,
-        config: ReclaimConfig,
-    ) -> Arc<Self> {
+    pub fn new(client: Client, volumes: Store<PersistentVolume>, config: Config) -> Arc<Self> {
         Arc::new(Self {
             events: EventRecorder::new(client.clone()),
             client,
@@ -146,10 +130,12 @@ impl Reclaimer {
                 continue;
             }
             let this = self.clone();
+            self.config.metrics.reclaims_in_flight.inc();
             tokio::spawn(async move {
                 if let Err(error) = this.reclaim(&pv, plan).await {
                     tracing::debug!(volume = %name, %error, "reclaim deferred");
                 }
+                this.config.metrics.reclaims_in_flight.dec();
                 this.finish(&name);
             });
         }
@@ -211,11 +197,19 @@ impl Reclaimer {
                 (FAILED_RECYCLE, scrubbed)
             }
         };
+        let operation = if reason == FAILED_DELETE {
+            "delete"
+        } else {
+            "recycle"
+        };
+        let metrics = &self.config.metrics;
         if let Err(error) = outcome {
+            metrics.reclaimed(operation, "failure");
             let wait = self.backoff().failed(&name, Instant::now());
             tracing::warn!(volume = %name, %error, retry_in = ?wait, "reclaim failed");
             return self.fail(&pv, reason, &error.to_string()).await;
         }
+        metrics.reclaimed(operation, "success");
         self.backoff().succeeded(&name);
         if reason == FAILED_DELETE {
             self.remove(&api, pv).await

@@ -114,10 +114,17 @@ fn recycle_plan(pv: &PersistentVolume) -> (Scope, Plan) {
         let sub_dir = context.get("subDir").map(String::as_str).unwrap_or("");
         return nfs_plan(server, share, sub_dir).unwrap_or_else(|m| no_recycler(&m));
     }
-    let path = match (&spec.host_path, &spec.local) {
-        (Some(host_path), _) => host_path.path.clone(),
-        (None, Some(local)) => local.path.clone(),
-        (None, None) => return no_recycler("No recycler plugin found for the volume!"),
+    // A static hostPath volume of our driver names its `path` in the attributes.
+    let csi_path = spec
+        .csi
+        .as_ref()
+        .filter(|csi| csi.driver == DRIVER_NAME)
+        .and_then(|csi| csi.volume_attributes.as_ref()?.get("path").cloned());
+    let path = match (&spec.host_path, &spec.local, csi_path) {
+        (Some(host_path), _, _) => host_path.path.clone(),
+        (None, Some(local), _) => local.path.clone(),
+        (None, None, Some(path)) => path,
+        (None, None, None) => return no_recycler("No recycler plugin found for the volume!"),
     };
     match pinned_node(pv) {
         Some(node) => (Scope::Node(node), Plan::RecycleLocal { path }),
@@ -277,6 +284,14 @@ mod tests {
                 Scope::Node("a".into()),
                 Plan::RecycleLocal {
                     path: "/srv/x".into(),
+                },
+            ),
+            (
+                "a static hostPath volume of our driver: its node's instance",
+                json!({"spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "h", "volumeAttributes": {"path": "/srv/y", "hostPathType": "Directory"}}, "nodeAffinity": pinned("a")}}),
+                Scope::Node("a".into()),
+                Plan::RecycleLocal {
+                    path: "/srv/y".into(),
                 },
             ),
             (

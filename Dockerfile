@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# One image, one binary: `stowage controller|node|provisioner|...`.
+
+FROM rust:1.95-bookworm AS build
+# libclang-dev: loopdev-3 generates its ioctl bindings with bindgen.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p stowage \
+    && install -D -m 0755 target/release/stowage /out/stowage
+
+FROM debian:bookworm-slim
+# The node plugin's needs: mount helpers and NFS client tools for kernel NFS mounts,
+# e2fsprogs for image volumes (mkfs.ext4, e2fsck, resize2fs), util-linux for losetup.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nfs-common e2fsprogs util-linux ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/stowage /usr/local/bin/stowage
+# Non-root by default (controller, central provisioner); the node DaemonSet runs as root.
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/stowage"]
+CMD ["--help"]

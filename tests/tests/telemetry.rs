@@ -1,0 +1,86 @@
+//! Every component serves /metrics, /healthz and /readyz on --metrics-address, and
+//! counts its RPCs by method and code.
+
+use std::net::SocketAddr;
+
+use stowage_tests::csi::create_request;
+use stowage_tests::process::Stowage;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A loopback port free right now.
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
+}
+
+/// One plain HTTP/1.0 GET: (status code, body).
+async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_controller_serves_health_and_counts_rpcs_by_code() {
+    let dir = TempDir::new().expect("tempdir");
+    let address = free_port();
+    let local_root = dir.path().join("local");
+    let state = dir.path().join("state");
+    let (controller, csi) = Stowage::start(
+        "controller",
+        &dir.path().join("csi.sock"),
+        &[
+            "--node-id",
+            "n1",
+            "--local-root",
+            local_root.to_str().expect("utf8"),
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--metrics-address",
+            &address.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(get(address, "/healthz").await.0, 200);
+    assert_eq!(get(address, "/readyz").await.0, 200);
+
+    csi.create(create_request("good", 1 << 20, &[]))
+        .await
+        .expect("CreateVolume");
+    for _ in 0..2 {
+        let refused = csi.create(create_request("", 1 << 20, &[])).await;
+        assert_eq!(
+            refused.expect_err("no name").code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+    let (status, body) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    for wanted in [
+        r#"stowage_grpc_requests_total{method="CreateVolume",code="Ok"} 1"#,
+        r#"stowage_grpc_requests_total{method="CreateVolume",code="InvalidArgument"} 2"#,
+        r#"stowage_grpc_request_duration_seconds_count{method="CreateVolume"} 3"#,
+    ] {
+        assert!(body.contains(wanted), "{wanted} missing from:\n{body}");
+    }
+    assert_eq!(get(address, "/nothing").await.0, 404);
+    assert!(
+        controller.terminate().await.success(),
+        "SIGTERM is a clean exit"
+    );
+}
