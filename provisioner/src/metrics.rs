@@ -23,6 +23,13 @@ pub struct Metrics {
     pub reclaims: Family<ReclaimLabels, Counter>,
     /// Reclaim operations running now.
     pub reclaims_in_flight: Gauge,
+    pub provisions: Family<OutcomeLabels, Counter>,
+    pub provision_seconds: Histogram,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -34,6 +41,8 @@ impl Default for Metrics {
             bindings: Counter::default(),
             reclaims: Family::default(),
             reclaims_in_flight: Gauge::default(),
+            provisions: Family::default(),
+            provision_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
         }
     }
 }
@@ -67,7 +76,26 @@ impl Metrics {
             "Reclaim operations running now",
             metrics.reclaims_in_flight.clone(),
         );
+        registry.register(
+            "provisions",
+            "CreateVolume attempts for claims, by outcome",
+            metrics.provisions.clone(),
+        );
+        registry.register(
+            "provision_duration_seconds",
+            "Time from taking a claim to its PersistentVolume created",
+            metrics.provision_seconds.clone(),
+        );
         metrics
+    }
+
+    pub fn provisioned(&self, outcome: &'static str, took: std::time::Duration) {
+        self.provisions
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        if outcome == "success" {
+            self.provision_seconds.observe(took.as_secs_f64());
+        }
     }
 
     pub fn reclaimed(&self, operation: &'static str, outcome: &'static str) {

@@ -1,6 +1,6 @@
 //! PersistentVolume writes shared by the binder and the reclaimer.
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeStatus};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeStatus};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
@@ -58,17 +58,5 @@ pub fn phase_name(phase: VolumePhase) -> &'static str {
         VolumePhase::Bound => "Bound",
         VolumePhase::Released => "Released",
         VolumePhase::Failed => "Failed",
-    }
-}
-
-/// What an event about `pv` points at.
-pub fn reference(pv: &PersistentVolume) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("PersistentVolume".into()),
-        name: pv.metadata.name.clone(),
-        uid: pv.metadata.uid.clone(),
-        resource_version: pv.metadata.resource_version.clone(),
-        ..Default::default()
     }
 }

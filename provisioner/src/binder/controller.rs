@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
-    PersistentVolumeStatus,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeStatus,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
@@ -23,8 +22,7 @@ use tokio::sync::watch;
 use super::VolumeIndex;
 use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
 use super::sync::{ClaimAction, ClassInfo, VolumeAction, sync_claim, sync_volume};
-use crate::events::EventRecorder;
-use crate::watch::{Changes, ready, reflect};
+use crate::events::{EventRecorder, claim_reference};
 use crate::{Metrics, Result, volumes};
 
 /// A pass runs at least this often, to retry what failed without a new change.
@@ -51,27 +49,25 @@ enum Step {
 }
 
 impl Binder {
-    /// Starts claim and class reflectors beside the given volume cache and waits
-    /// until all three have listed once.
-    pub async fn start(
+    /// A binder over caches that have listed once.
+    pub fn new(
         client: Client,
-        volumes: Store<PersistentVolume>,
-        changes: &Changes,
+        stores: (
+            Store<PersistentVolume>,
+            Store<PersistentVolumeClaim>,
+            Store<StorageClass>,
+        ),
         metrics: Metrics,
-    ) -> Result<Self> {
-        let claims = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), changes);
-        let classes = reflect(Api::<StorageClass>::all(client.clone()), changes);
-        ready(&volumes).await?;
-        ready(&claims).await?;
-        ready(&classes).await?;
-        Ok(Self {
+    ) -> Self {
+        let (volumes, claims, classes) = stores;
+        Self {
             events: EventRecorder::new(client.clone()),
             client,
             volumes,
             claims,
             classes,
             metrics,
-        })
+        }
     }
 
     /// Runs passes until `shutdown` completes.
@@ -369,17 +365,5 @@ impl Binder {
         }
         volumes::set_phase(&self.volumes_api(), pv, VolumePhase::Released, None).await?;
         Ok(())
-    }
-}
-
-fn claim_reference(pvc: &PersistentVolumeClaim) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("PersistentVolumeClaim".into()),
-        name: pvc.metadata.name.clone(),
-        namespace: pvc.metadata.namespace.clone(),
-        uid: pvc.metadata.uid.clone(),
-        resource_version: pvc.metadata.resource_version.clone(),
-        field_path: None,
     }
 }

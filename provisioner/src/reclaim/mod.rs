@@ -3,7 +3,6 @@
 //! its own task, at most one per volume; a failure marks the volume Failed with
 //! upstream's reason and an event, and is retried with exponential backoff.
 
-mod backoff;
 pub mod plan;
 pub mod scrub;
 
@@ -21,8 +20,8 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use self::backoff::Backoff;
 use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Plan, plan};
+use crate::backoff::Backoff;
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
 use crate::watch::Changes;
@@ -148,17 +147,11 @@ impl Reclaimer {
     }
 
     fn start(&self, name: &str) -> bool {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name.to_string())
+        crate::lock(&self.in_flight).insert(name.to_string())
     }
 
     fn finish(&self, name: &str) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(name);
+        crate::lock(&self.in_flight).remove(name);
         self.finished.poke();
     }
 
@@ -216,7 +209,7 @@ impl Reclaimer {
         } else {
             self.events
                 .normal(
-                    &volumes::reference(&pv),
+                    &crate::events::volume_reference(&pv),
                     "VolumeRecycled",
                     "Volume recycled",
                 )
@@ -265,7 +258,7 @@ impl Reclaimer {
 
     async fn fail(&self, pv: &PersistentVolume, reason: &'static str, message: &str) -> Result<()> {
         self.events
-            .warning(&volumes::reference(pv), reason, message)
+            .warning(&crate::events::volume_reference(pv), reason, message)
             .await;
         volumes::set_phase(
             &self.api(),

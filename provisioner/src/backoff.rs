@@ -1,4 +1,4 @@
-//! Exponential backoff per volume for reclaim attempts that failed.
+//! Exponential backoff per object for operations that failed (reclaim, provisioning).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ const CAP: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
 pub struct Backoff {
-    /// Volume name -> (failures in a row, earliest next attempt).
+    /// Object key -> (failures in a row, earliest next attempt).
     failing: HashMap<String, (u32, Instant)>,
 }
 
@@ -32,7 +32,7 @@ impl Backoff {
         self.failing.remove(name);
     }
 
-    /// Forgets volumes that no longer exist.
+    /// Forgets objects that no longer exist.
     pub fn retain(&mut self, exists: impl Fn(&str) -> bool) {
         self.failing.retain(|name, _| exists(name));
     }

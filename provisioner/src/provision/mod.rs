@@ -1,0 +1,368 @@
+//! Dynamic provisioning, as external-provisioner does it: for an unbound claim of a
+//! class whose provisioner is `csi.stowage.io`, CreateVolume through CSI and a
+//! PersistentVolume pre-bound to the claim; the binder then binds the pair.
+//!
+//! NFS classes belong to the central instance. Local volumes belong to the
+//! instance of their node: the selected node of a WaitForFirstConsumer claim, or
+//! for an Immediate claim the node instance that first writes its own name as the
+//! selected node (an optimistic write: exactly one wins).
+
+pub mod request;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use csi_proto::DRIVER_NAME;
+use csi_proto::v1::controller_client::ControllerClient;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::PostParams;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use self::request::{Unprovisionable, create_request, persistent_volume, volume_name};
+use crate::backoff::Backoff;
+use crate::binder::model::annotations;
+use crate::events::{EventRecorder, claim_reference};
+use crate::lock;
+use crate::watch::Changes;
+use crate::{Config, Result, Scope};
+
+const RESYNC: Duration = Duration::from_secs(15);
+const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
+
+/// Where a claim's volume is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Central,
+    Node(String),
+    /// An Immediate local claim no node has taken yet.
+    AnyNode,
+    /// A WaitForFirstConsumer claim without a selected node yet.
+    NotYet,
+}
+
+pub struct Provisioner {
+    client: Client,
+    claims: Store<PersistentVolumeClaim>,
+    classes: Store<StorageClass>,
+    volumes: Store<PersistentVolume>,
+    config: Config,
+    events: EventRecorder,
+    in_flight: Mutex<HashSet<String>>,
+    backoff: Mutex<Backoff>,
+    /// Claims that failed for good, with the (claim, class) versions they failed at:
+    /// retried only when either changes.
+    refused: Mutex<HashMap<String, (String, String)>>,
+    finished: Changes,
+}
+
+impl Provisioner {
+    pub fn new(
+        client: Client,
+        stores: (
+            Store<PersistentVolumeClaim>,
+            Store<StorageClass>,
+            Store<PersistentVolume>,
+        ),
+        config: Config,
+    ) -> Arc<Self> {
+        let (claims, classes, volumes) = stores;
+        Arc::new(Self {
+            events: EventRecorder::new(client.clone()),
+            client,
+            claims,
+            classes,
+            volumes,
+            config,
+            in_flight: Mutex::default(),
+            backoff: Mutex::default(),
+            refused: Mutex::default(),
+            finished: Changes::default(),
+        })
+    }
+
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: watch::Receiver<u64>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let mut finished = self.finished.subscribe();
+        tokio::pin!(shutdown);
+        loop {
+            changes.mark_unchanged();
+            finished.mark_unchanged();
+            self.pass();
+            let wait = lock(&self.backoff)
+                .next_due()
+                .map_or(RESYNC, |due| due.saturating_duration_since(Instant::now()))
+                .min(RESYNC);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = finished.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+
+    /// Starts provisioning for every claim this instance owns that needs a volume.
+    pub fn pass(self: &Arc<Self>) {
+        let now = Instant::now();
+        let classes: HashMap<String, Arc<StorageClass>> = self
+            .classes
+            .state()
+            .into_iter()
+            .filter(|c| c.provisioner == DRIVER_NAME)
+            .map(|c| (c.name_any(), c))
+            .collect();
+        for pvc in self.claims.state() {
+            let Some(class) = wants_volume(&pvc).and_then(|name| classes.get(name)) else {
+                continue;
+            };
+            let uid = pvc.uid().unwrap_or_default();
+            if self
+                .volumes
+                .get(&kube::runtime::reflector::ObjectRef::new(&volume_name(
+                    &pvc,
+                )))
+                .is_some()
+                || self.is_refused(&uid, &pvc, class)
+                || !lock(&self.backoff).ready(&uid, now)
+                || !lock(&self.in_flight).insert(uid.clone())
+            {
+                continue;
+            }
+            let owner = owner(&pvc, class);
+            let this = self.clone();
+            let class = class.clone();
+            tokio::spawn(async move {
+                let outcome = match (&this.config.scope, owner) {
+                    (Scope::Central, Owner::Central) => this.provision(&pvc, &class, None).await,
+                    (Scope::Node(me), Owner::Node(node)) if *me == node => {
+                        this.provision(&pvc, &class, Some(&node)).await
+                    }
+                    (Scope::Node(me), Owner::AnyNode) => this.take(&pvc, me).await,
+                    _ => Ok(()),
+                };
+                if let Err(error) = outcome {
+                    tracing::debug!(claim = %pvc.name_any(), %error, "provisioning deferred");
+                }
+                lock(&this.in_flight).remove(&uid);
+                this.finished.poke();
+            });
+        }
+    }
+
+    fn is_refused(&self, uid: &str, pvc: &PersistentVolumeClaim, class: &StorageClass) -> bool {
+        lock(&self.refused)
+            .get(uid)
+            .is_some_and(|(claim_version, class_version)| {
+                pvc.resource_version().as_deref() == Some(claim_version.as_str())
+                    && class.resource_version().as_deref() == Some(class_version.as_str())
+            })
+    }
+
+    /// Claims an Immediate local claim for this node; the next pass provisions it.
+    async fn take(&self, pvc: &PersistentVolumeClaim, node: &str) -> Result<()> {
+        let mut pvc = pvc.clone();
+        pvc.annotations_mut()
+            .insert(annotations::SELECTED_NODE.into(), node.into());
+        self.claims_api(&pvc)
+            .replace(&pvc.name_any(), &PostParams::default(), &pvc)
+            .await?;
+        tracing::info!(claim = %pvc.name_any(), node, "took an Immediate local claim");
+        Ok(())
+    }
+
+    async fn provision(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        class: &StorageClass,
+        node: Option<&str>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let pvc = self.annotate(pvc).await?;
+        let reference = claim_reference(&pvc);
+        let name = volume_name(&pvc);
+        let request = match create_request(&pvc, class, node) {
+            Ok(request) => request,
+            Err(Unprovisionable(why)) => return self.refuse(&pvc, class, &why).await,
+        };
+        self.events
+            .normal(
+                &reference,
+                "Provisioning",
+                &format!(
+                    "External provisioner is provisioning volume for claim \"{}/{}\"",
+                    pvc.namespace().unwrap_or_default(),
+                    pvc.name_any()
+                ),
+            )
+            .await;
+        let Some(channel) = self.config.csi.clone() else {
+            return self
+                .retry(
+                    &pvc,
+                    "no CSI endpoint is configured to call CreateVolume on",
+                )
+                .await;
+        };
+        let volume = match ControllerClient::new(channel).create_volume(request).await {
+            Ok(response) => response.into_inner().volume.unwrap_or_default(),
+            Err(status) if is_final(status.code()) => {
+                return self.refuse(&pvc, class, status.message()).await;
+            }
+            Err(status) => {
+                let why = format!(
+                    "rpc error: code = {:?} desc = {}",
+                    status.code(),
+                    status.message()
+                );
+                return self.retry(&pvc, &why).await;
+            }
+        };
+        let pv = persistent_volume(&pvc, class, &volume);
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        match api.create(&PostParams::default(), &pv).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => {
+                return self
+                    .retry(&pvc, &format!("creating PersistentVolume {name}: {error}"))
+                    .await;
+            }
+        }
+        lock(&self.backoff).succeeded(&pvc.uid().unwrap_or_default());
+        self.config
+            .metrics
+            .provisioned("success", started.elapsed());
+        self.events
+            .normal(
+                &reference,
+                "ProvisioningSucceeded",
+                &format!("Successfully provisioned volume {name}"),
+            )
+            .await;
+        tracing::info!(claim = %pvc.name_any(), volume = %name, "provisioned");
+        Ok(())
+    }
+
+    /// Says which provisioner works on the claim, as upstream annotates it.
+    async fn annotate(&self, pvc: &PersistentVolumeClaim) -> Result<PersistentVolumeClaim> {
+        if pvc
+            .annotations()
+            .get(annotations::STORAGE_PROVISIONER)
+            .map(String::as_str)
+            == Some(DRIVER_NAME)
+        {
+            return Ok(pvc.clone());
+        }
+        let mut pvc = pvc.clone();
+        let map = pvc.annotations_mut();
+        map.insert(annotations::STORAGE_PROVISIONER.into(), DRIVER_NAME.into());
+        map.insert(BETA_STORAGE_PROVISIONER.into(), DRIVER_NAME.into());
+        Ok(self
+            .claims_api(&pvc)
+            .replace(&pvc.name_any(), &PostParams::default(), &pvc)
+            .await?)
+    }
+
+    async fn retry(&self, pvc: &PersistentVolumeClaim, why: &str) -> Result<()> {
+        let wait = lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
+        tracing::warn!(claim = %pvc.name_any(), why, retry_in = ?wait, "provisioning failed");
+        self.fail(pvc, why).await;
+        Ok(())
+    }
+
+    /// A failure retrying cannot mend: wait for the claim or the class to change.
+    async fn refuse(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        class: &StorageClass,
+        why: &str,
+    ) -> Result<()> {
+        lock(&self.refused).insert(
+            pvc.uid().unwrap_or_default(),
+            (
+                pvc.resource_version().unwrap_or_default(),
+                class.resource_version().unwrap_or_default(),
+            ),
+        );
+        tracing::warn!(claim = %pvc.name_any(), why, "provisioning refused");
+        self.fail(pvc, why).await;
+        Ok(())
+    }
+
+    async fn fail(&self, pvc: &PersistentVolumeClaim, why: &str) {
+        self.config.metrics.provisioned("failure", Duration::ZERO);
+        self.events
+            .warning(
+                &claim_reference(pvc),
+                "ProvisioningFailed",
+                &format!(
+                    "failed to provision volume with StorageClass {:?}: {why}",
+                    class_of(pvc)
+                ),
+            )
+            .await;
+    }
+
+    fn claims_api(&self, pvc: &PersistentVolumeClaim) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &pvc.namespace().unwrap_or_default())
+    }
+}
+
+/// The class name of a claim that needs a volume made: unbound, not being deleted.
+fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    let spec = pvc.spec.as_ref()?;
+    let unbound = spec.volume_name.as_deref().is_none_or(str::is_empty);
+    let pending = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending");
+    (unbound && pending && pvc.metadata.deletion_timestamp.is_none())
+        .then_some(spec.storage_class_name.as_deref()?)
+        .filter(|name| !name.is_empty())
+}
+
+fn owner(pvc: &PersistentVolumeClaim, class: &StorageClass) -> Owner {
+    let kind = class
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("type"))
+        .map_or("local", String::as_str);
+    if kind == "nfs" {
+        return Owner::Central;
+    }
+    match pvc.annotations().get(annotations::SELECTED_NODE) {
+        Some(node) => Owner::Node(node.clone()),
+        None if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
+            Owner::NotYet
+        }
+        None => Owner::AnyNode,
+    }
+}
+
+/// CSI codes after which the same request will fail the same way.
+fn is_final(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument
+            | tonic::Code::AlreadyExists
+            | tonic::Code::OutOfRange
+            | tonic::Code::Unimplemented
+            | tonic::Code::PermissionDenied
+    )
+}
+
+fn class_of(pvc: &PersistentVolumeClaim) -> String {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone())
+        .unwrap_or_default()
+}

@@ -1,0 +1,340 @@
+//! Dynamic provisioning end to end: the embedded API server, the real node plugin
+//! (local volumes) and controller (NFS volumes, against the in-process NFSv3 server)
+//! binaries, and the provisioner's central and node instances.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use provisioner::{Config, Scope};
+use serde_json::{Value, json};
+use stowage_tests::api::InProcessApi;
+use stowage_tests::nfs::MemNfs;
+use stowage_tests::process::Stowage;
+use stowage_tests::wait_for;
+use tempfile::TempDir;
+
+const NODE: &str = "node-a";
+
+fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("object")
+}
+
+fn class(name: &str, binding: &str, parameters: Value) -> StorageClass {
+    object(json!({
+        "metadata": {"name": name},
+        "provisioner": "csi.stowage.io",
+        "volumeBindingMode": binding,
+        "reclaimPolicy": "Delete",
+        "parameters": parameters,
+    }))
+}
+
+fn claim(name: &str, class: &str, annotations: Value) -> PersistentVolumeClaim {
+    object(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": class,
+            "resources": {"requests": {"storage": "64Mi"}},
+        }
+    }))
+}
+
+struct Cluster {
+    _api: InProcessApi,
+    client: Client,
+    claims: Api<PersistentVolumeClaim>,
+    volumes: Api<PersistentVolume>,
+}
+
+impl Cluster {
+    async fn start(dir: &Path) -> Self {
+        let api = InProcessApi::start(dir).await;
+        let client = api.client.clone();
+        Self {
+            claims: Api::namespaced(client.clone(), "default"),
+            volumes: Api::all(client.clone()),
+            client,
+            _api: api,
+        }
+    }
+
+    fn run(&self, scope: Scope, socket: &Path) {
+        let config = Config {
+            csi: Some(csi_proto::channel::lazy(socket)),
+            ..Config::new(scope)
+        };
+        tokio::spawn(provisioner::run(
+            self.client.clone(),
+            config,
+            std::future::pending(),
+        ));
+    }
+
+    async fn add_class(&self, class: StorageClass) {
+        Api::<StorageClass>::all(self.client.clone())
+            .create(&PostParams::default(), &class)
+            .await
+            .expect("class");
+    }
+
+    /// Creates the claim and waits until it is Bound; returns its volume.
+    async fn bound(&self, claim: PersistentVolumeClaim) -> PersistentVolume {
+        let name = claim.name_any();
+        self.claims
+            .create(&PostParams::default(), &claim)
+            .await
+            .expect("claim");
+        let claim = wait_for(
+            &format!("{name} Bound"),
+            Duration::from_secs(30),
+            async || {
+                let c = self.claims.get(&name).await.ok()?;
+                (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+            },
+        )
+        .await;
+        let volume = claim.spec.and_then(|s| s.volume_name).expect("volumeName");
+        self.volumes.get(&volume).await.expect("volume")
+    }
+
+    async fn delete_and_wait_gone(&self, claim: &str, volume: &str) {
+        self.claims
+            .delete(claim, &DeleteParams::default())
+            .await
+            .expect("delete");
+        wait_for(
+            &format!("{volume} deleted"),
+            Duration::from_secs(30),
+            async || {
+                self.volumes
+                    .get_opt(volume)
+                    .await
+                    .ok()?
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn event(&self, claim: &str, reason: &str) -> Event {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let fields =
+            format!("involvedObject.name={claim},involvedObject.kind=PersistentVolumeClaim");
+        wait_for(
+            &format!("{reason} on {claim}"),
+            Duration::from_secs(20),
+            async || {
+                let list = events
+                    .list(&ListParams::default().fields(&fields))
+                    .await
+                    .ok()?;
+                list.items
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some(reason))
+            },
+        )
+        .await
+    }
+}
+
+fn volume_dirs(local_root: &Path) -> usize {
+    std::fs::read_dir(local_root.join("volumes"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
+    let dir = TempDir::new().expect("tempdir");
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let socket = dir.path().join("node.sock");
+    let local_root = dir.path().join("local");
+    let state = dir.path().join("state");
+    let (_node, _csi) = Stowage::start(
+        "node",
+        &socket,
+        &[
+            "--node-id",
+            NODE,
+            "--local-root",
+            local_root.to_str().expect("utf8"),
+            "--state-dir",
+            state.to_str().expect("utf8"),
+        ],
+    )
+    .await;
+    cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
+    cluster.run(Scope::Node(NODE.into()), &socket);
+    cluster
+        .add_class(class(
+            "local-wait",
+            "WaitForFirstConsumer",
+            json!({"type": "local"}),
+        ))
+        .await;
+    cluster
+        .add_class(class("local-now", "Immediate", json!({"type": "local"})))
+        .await;
+
+    // WaitForFirstConsumer: nothing until the scheduler's choice is written.
+    cluster
+        .claims
+        .create(
+            &PostParams::default(),
+            &claim("waiting", "local-wait", json!({})),
+        )
+        .await
+        .expect("claim");
+    cluster.event("waiting", "WaitForFirstConsumer").await;
+    assert_eq!(
+        volume_dirs(&local_root),
+        0,
+        "no volume before a node is chosen"
+    );
+    let mut waiting = cluster.claims.get("waiting").await.expect("get");
+    waiting
+        .annotations_mut()
+        .insert("volume.kubernetes.io/selected-node".into(), NODE.into());
+    cluster
+        .claims
+        .replace("waiting", &PostParams::default(), &waiting)
+        .await
+        .expect("select node");
+    let pv = wait_for("waiting Bound", Duration::from_secs(30), async || {
+        let c = cluster.claims.get("waiting").await.ok()?;
+        let name = c.spec.and_then(|s| s.volume_name)?;
+        cluster.volumes.get(&name).await.ok()
+    })
+    .await;
+    let uid = waiting.uid().expect("uid");
+    assert_eq!(pv.name_any(), format!("pvc-{uid}"));
+    let spec = pv.spec.clone().expect("spec");
+    let csi = spec.csi.expect("csi");
+    assert!(
+        csi.volume_handle.starts_with("local:"),
+        "{}",
+        csi.volume_handle
+    );
+    let affinity = serde_json::to_value(&spec.node_affinity).expect("json");
+    assert_eq!(
+        affinity["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0],
+        NODE
+    );
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    let annotations = cluster
+        .claims
+        .get("waiting")
+        .await
+        .expect("get")
+        .annotations()
+        .clone();
+    assert_eq!(
+        annotations
+            .get("volume.kubernetes.io/storage-provisioner")
+            .map(String::as_str),
+        Some("csi.stowage.io")
+    );
+    cluster.event("waiting", "ProvisioningSucceeded").await;
+
+    // Immediate: the node instance takes the claim and provisions it.
+    let now = cluster.bound(claim("now", "local-now", json!({}))).await;
+    assert!(
+        now.spec
+            .clone()
+            .and_then(|s| s.csi)
+            .expect("csi")
+            .volume_handle
+            .ends_with(NODE)
+    );
+    assert_eq!(
+        volume_dirs(&local_root),
+        4,
+        "two volumes, each data and record"
+    );
+
+    // Delete: DeleteVolume on the node, then the PersistentVolume goes.
+    cluster
+        .delete_and_wait_gone("waiting", &pv.name_any())
+        .await;
+    cluster.delete_and_wait_gone("now", &now.name_any()).await;
+    assert_eq!(volume_dirs(&local_root), 0, "both volumes deleted on disk");
+}
+
+#[tokio::test]
+async fn nfs_claims_are_provisioned_by_the_central_instance() {
+    let dir = TempDir::new().expect("tempdir");
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let nfs = MemNfs::start().await;
+    let socket = dir.path().join("controller.sock");
+    let state = dir.path().join("state");
+    let (_controller, csi) = Stowage::start(
+        "controller",
+        &socket,
+        &["--state-dir", state.to_str().expect("utf8")],
+    )
+    .await;
+    cluster.run(Scope::Central, &socket);
+    cluster
+        .add_class(class(
+            "nfs",
+            "Immediate",
+            json!({"type": "nfs", "server": nfs.server(), "share": "/"}),
+        ))
+        .await;
+    let pv = cluster.bound(claim("shared", "nfs", json!({}))).await;
+    let handle = pv
+        .spec
+        .clone()
+        .and_then(|s| s.csi)
+        .expect("csi")
+        .volume_handle;
+    assert!(handle.starts_with("nfs:"), "{handle}");
+    let listed = csi.list_all(0).await.expect("ListVolumes");
+    assert!(
+        listed.iter().any(|v| v.volume_id == handle),
+        "the driver has it"
+    );
+
+    cluster.delete_and_wait_gone("shared", &pv.name_any()).await;
+    let listed = csi.list_all(0).await.expect("ListVolumes");
+    assert!(
+        listed.iter().all(|v| v.volume_id != handle),
+        "DeleteVolume ran"
+    );
+
+    // A parameter the driver refuses: ProvisioningFailed with its message, still Pending.
+    cluster
+        .add_class(class(
+            "broken",
+            "Immediate",
+            json!({"type": "nfs", "server": nfs.server(), "share": "/", "colour": "blue"}),
+        ))
+        .await;
+    cluster
+        .claims
+        .create(
+            &PostParams::default(),
+            &claim("refused", "broken", json!({})),
+        )
+        .await
+        .expect("claim");
+    let failed = cluster.event("refused", "ProvisioningFailed").await;
+    assert!(
+        failed.message.unwrap_or_default().contains("colour"),
+        "the driver's message names the parameter"
+    );
+    let refused = cluster.claims.get("refused").await.expect("get");
+    assert_eq!(
+        refused.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending")
+    );
+}
