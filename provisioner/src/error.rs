@@ -6,6 +6,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("a watch cache closed before it was ready")]
     CacheClosed,
+    #[error("lost the leader lease; exiting so that a fresh instance campaigns")]
+    LostLeadership,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@ mod backoff;
 pub mod binder;
 pub mod error;
 pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod provision;
 pub mod reclaim;
@@ -16,6 +17,7 @@ use std::future::Future;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
 pub use error::{Error, Result};
@@ -33,6 +35,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// Set ready once the caches have listed.
     pub health: telemetry::Health,
+    /// Act only while holding this lease; `None`: always act (one instance).
+    pub leader: Option<leader::LeaderConfig>,
 }
 
 impl Config {
@@ -44,6 +48,7 @@ impl Config {
             host_path_allow: Vec::new(),
             metrics: Metrics::default(),
             health: telemetry::Health::default(),
+            leader: None,
         }
     }
 }
@@ -53,12 +58,61 @@ impl Config {
 /// reclaimer for that node's volumes.
 pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let changes = watch::Changes::default();
-    let volumes = watch::reflect(Api::<PersistentVolume>::all(client.clone()), &changes);
-    let claims = watch::reflect(Api::<PersistentVolumeClaim>::all(client.clone()), &changes);
-    let classes = watch::reflect(Api::<StorageClass>::all(client.clone()), &changes);
-    watch::ready(&volumes).await?;
-    watch::ready(&claims).await?;
-    watch::ready(&classes).await?;
+    let stores = Stores {
+        volumes: watch::reflect(Api::all(client.clone()), &changes),
+        claims: watch::reflect(Api::all(client.clone()), &changes),
+        classes: watch::reflect(Api::all(client.clone()), &changes),
+    };
+    watch::ready(&stores.volumes).await?;
+    watch::ready(&stores.claims).await?;
+    watch::ready(&stores.classes).await?;
+    config.health.set_ready(true);
+    tokio::pin!(shutdown);
+    let Some(leader) = config.leader.clone() else {
+        return act(&client, &config, stores, &changes, shutdown).await;
+    };
+    let mut elector = leader::Elector::new(client.clone(), leader);
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let acting = act(&client, &config, stores, &changes, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(acting);
+    tokio::select! {
+        result = &mut acting => return result,
+        // As upstream, a lost lease ends the process: its replacement starts clean.
+        () = elector.hold() => return Err(Error::LostLeadership),
+        () = &mut shutdown => {}
+    }
+    let _ = stop.send(());
+    let result = acting.await;
+    elector.release().await;
+    result
+}
+
+/// The caches every controller reads.
+struct Stores {
+    volumes: Store<PersistentVolume>,
+    claims: Store<PersistentVolumeClaim>,
+    classes: Store<StorageClass>,
+}
+
+/// Runs this scope's controllers until `shutdown` completes.
+async fn act(
+    client: &Client,
+    config: &Config,
+    stores: Stores,
+    changes: &watch::Changes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let Stores {
+        volumes,
+        claims,
+        classes,
+    } = stores;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopped_signal = || {
         let mut stopped = stopped.clone();
@@ -83,7 +137,6 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
             Ok(())
         }
     };
-    config.health.set_ready(true);
     let work = async {
         tokio::try_join!(
             reclaimer.run(changes.subscribe(), stopped_signal()),

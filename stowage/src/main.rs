@@ -74,6 +74,15 @@ struct ProvisionerArgs {
     /// A prefix below which hostPath/local volumes may be scrubbed; repeat for more. None by default.
     #[arg(long = "host-path-allow")]
     host_path_allow: Vec<PathBuf>,
+    /// Act only while holding a coordination.k8s.io Lease (for several replicas).
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
+    leader_election_namespace: String,
+    /// Lease name; default `stowage-provisioner`, or `stowage-provisioner-<node>` with --node.
+    #[arg(long)]
+    leader_election_lease: Option<String>,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -262,13 +271,28 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         metrics = Some(provisioner::Metrics::register(registry));
     })
     .await?;
-    tracing::info!(?scope, "provisioner running");
+    let leader = args.leader_election.then(|| {
+        let lease = args
+            .leader_election_lease
+            .clone()
+            .unwrap_or_else(|| match &scope {
+                provisioner::Scope::Central => "stowage-provisioner".to_string(),
+                provisioner::Scope::Node(node) => format!("stowage-provisioner-{node}"),
+            });
+        provisioner::leader::LeaderConfig::new(&args.leader_election_namespace, &lease, &identity())
+    });
+    tracing::info!(
+        ?scope,
+        leader_election = leader.is_some(),
+        "provisioner running"
+    );
     let config = provisioner::Config {
         scope,
         csi,
         host_path_allow: args.host_path_allow,
         metrics: metrics.unwrap_or_default(),
         health,
+        leader,
     };
     provisioner::run(client, config, server::shutdown_signal())
         .await
@@ -291,4 +315,15 @@ async fn serve_telemetry(
             .map_err(|e| format!("metrics endpoint {address}: {e}"))?;
     }
     Ok((grpc, health))
+}
+
+/// Who this process is in a Lease: the pod (or host) name and the process id.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "stowage".into());
+    format!("{host}-{}", std::process::id())
 }
