@@ -143,6 +143,18 @@ impl Cluster {
     }
 }
 
+/// Where a local directory volume keeps its data: `volumes/<key>` for `local:<key>:<node>`.
+fn data_dir(local_root: &Path, pv: &PersistentVolume) -> std::path::PathBuf {
+    let handle = pv
+        .spec
+        .clone()
+        .and_then(|s| s.csi)
+        .expect("csi")
+        .volume_handle;
+    let key = handle.split(':').nth(1).expect("key");
+    local_root.join("volumes").join(key)
+}
+
 fn volume_dirs(local_root: &Path) -> usize {
     std::fs::read_dir(local_root.join("volumes"))
         .map(|d| d.count())
@@ -261,12 +273,27 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
         "two volumes, each data and record"
     );
 
+    // A clone: a claim whose dataSource is a bound claim gets a copy of its data.
+    let original = data_dir(&local_root, &pv);
+    std::fs::write(original.join("note"), b"cloned data").expect("write");
+    let source = json!({"kind": "PersistentVolumeClaim", "name": "waiting"});
+    let mut copy = claim("copy", "local-now", json!({}));
+    copy.spec.get_or_insert_default().data_source = Some(object(source));
+    let copied = cluster.bound(copy).await;
+    assert_eq!(
+        std::fs::read(data_dir(&local_root, &copied).join("note")).expect("read"),
+        b"cloned data"
+    );
+
     // Delete: DeleteVolume on the node, then the PersistentVolume goes.
     cluster
         .delete_and_wait_gone("waiting", &pv.name_any())
         .await;
     cluster.delete_and_wait_gone("now", &now.name_any()).await;
-    assert_eq!(volume_dirs(&local_root), 0, "both volumes deleted on disk");
+    cluster
+        .delete_and_wait_gone("copy", &copied.name_any())
+        .await;
+    assert_eq!(volume_dirs(&local_root), 0, "every volume deleted on disk");
 }
 
 #[tokio::test]
@@ -337,4 +364,59 @@ async fn nfs_claims_are_provisioned_by_the_central_instance() {
         refused.status.and_then(|s| s.phase).as_deref(),
         Some("Pending")
     );
+}
+
+#[tokio::test]
+async fn a_provisioner_restarted_after_create_volume_neither_leaks_nor_duplicates() {
+    let dir = TempDir::new().expect("tempdir");
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let socket = dir.path().join("node.sock");
+    let local_root = dir.path().join("local");
+    let state = dir.path().join("state");
+    let (_node, csi) = Stowage::start(
+        "node",
+        &socket,
+        &[
+            "--node-id",
+            NODE,
+            "--local-root",
+            local_root.to_str().expect("utf8"),
+            "--state-dir",
+            state.to_str().expect("utf8"),
+        ],
+    )
+    .await;
+    let immediate = class("local-now", "Immediate", json!({"type": "local"}));
+    cluster.add_class(immediate.clone()).await;
+    let selected = json!({"volume.kubernetes.io/selected-node": NODE});
+    let created = cluster
+        .claims
+        .create(
+            &PostParams::default(),
+            &claim("survivor", "local-now", selected),
+        )
+        .await
+        .expect("claim");
+    // A previous instance got as far as CreateVolume, then died before the PV.
+    let name = format!("pvc-{}", created.uid().expect("uid"));
+    let request =
+        provisioner::provision::request::create_request(&created, &immediate, Some(NODE), None)
+            .expect("request");
+    let made = csi.create(request).await.expect("CreateVolume");
+    assert_eq!(volume_dirs(&local_root), 2, "one volume: data and record");
+
+    cluster.run(Scope::Node(NODE.into()), &socket);
+    cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
+    let pv = wait_for("survivor bound", Duration::from_secs(30), async || {
+        let c = cluster.claims.get("survivor").await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(())?;
+        cluster.volumes.get(&name).await.ok()
+    })
+    .await;
+    assert_eq!(
+        pv.spec.and_then(|s| s.csi).expect("csi").volume_handle,
+        made.volume_id,
+        "the restarted provisioner found the volume it had made"
+    );
+    assert_eq!(volume_dirs(&local_root), 2, "and made no second one");
 }

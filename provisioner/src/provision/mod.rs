@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
+use csi_proto::v1::{VolumeContentSource, volume_content_source};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -188,7 +189,11 @@ impl Provisioner {
         let pvc = self.annotate(pvc).await?;
         let reference = claim_reference(&pvc);
         let name = volume_name(&pvc);
-        let request = match create_request(&pvc, class, node) {
+        let source = match self.content_source(&pvc) {
+            Ok(source) => source,
+            Err(why) => return self.retry(&pvc, &why).await,
+        };
+        let request = match create_request(&pvc, class, node, source) {
             Ok(request) => request,
             Err(Unprovisionable(why)) => return self.refuse(&pvc, class, &why).await,
         };
@@ -249,6 +254,44 @@ impl Provisioner {
             .await;
         tracing::info!(claim = %pvc.name_any(), volume = %name, "provisioned");
         Ok(())
+    }
+
+    /// For a clone, the volume of its source claim, which must be bound.
+    fn content_source(
+        &self,
+        pvc: &PersistentVolumeClaim,
+    ) -> std::result::Result<Option<VolumeContentSource>, String> {
+        if let Some(why) = request::unsupported_source(pvc) {
+            return Err(why);
+        }
+        let Some(source) = request::source_claim(pvc) else {
+            return Ok(None);
+        };
+        let namespace = pvc.namespace().unwrap_or_default();
+        let origin = self
+            .claims
+            .get(&ObjectRef::new(&source).within(&namespace))
+            .ok_or_else(|| format!("source claim {namespace}/{source} does not exist"))?;
+        let volume = origin
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("source claim {namespace}/{source} is not bound yet"))?;
+        let handle = self
+            .volumes
+            .get(&ObjectRef::new(&volume))
+            .and_then(|pv| pv.spec.clone()?.csi)
+            .filter(|csi| csi.driver == DRIVER_NAME)
+            .map(|csi| csi.volume_handle)
+            .ok_or_else(|| {
+                format!("source claim {namespace}/{source} is not a volume of {DRIVER_NAME}")
+            })?;
+        Ok(Some(VolumeContentSource {
+            r#type: Some(volume_content_source::Type::Volume(
+                volume_content_source::VolumeSource { volume_id: handle },
+            )),
+        }))
     }
 
     /// Says which provisioner works on the claim, as upstream annotates it.

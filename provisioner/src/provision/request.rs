@@ -9,6 +9,7 @@ use csi_proto::v1::volume_capability::{
 };
 use csi_proto::v1::{
     CapacityRange, CreateVolumeRequest, Topology, TopologyRequirement, VolumeCapability,
+    VolumeContentSource,
 };
 use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::{
@@ -38,11 +39,40 @@ pub fn volume_name(pvc: &PersistentVolumeClaim) -> String {
     format!("pvc-{}", pvc.metadata.uid.as_deref().unwrap_or_default())
 }
 
+/// The claim a clone is made from: `dataSource` (or `dataSourceRef`) naming a claim.
+pub fn source_claim(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let spec = pvc.spec.as_ref()?;
+    let source = spec.data_source.as_ref();
+    let by_ref = spec.data_source_ref.as_ref();
+    let (group, kind, name) = match (source, by_ref) {
+        (Some(s), _) => (s.api_group.as_deref(), s.kind.as_str(), s.name.clone()),
+        (None, Some(r)) => (r.api_group.as_deref(), r.kind.as_str(), r.name.clone()),
+        (None, None) => return None,
+    };
+    (group.is_none_or(str::is_empty) && kind == "PersistentVolumeClaim").then_some(name)
+}
+
+/// Whether the claim asks for a data source this provisioner cannot resolve yet.
+pub fn unsupported_source(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let spec = pvc.spec.as_ref()?;
+    let kind = spec
+        .data_source
+        .as_ref()
+        .map(|s| s.kind.clone())
+        .or_else(|| spec.data_source_ref.as_ref().map(|r| r.kind.clone()))?;
+    (source_claim(pvc).is_none()).then(|| {
+        format!(
+            "data source of kind {kind} is not supported: only PersistentVolumeClaim clones are"
+        )
+    })
+}
+
 /// The CreateVolume request for `pvc` of `class`, placed on `node` when given.
 pub fn create_request(
     pvc: &PersistentVolumeClaim,
     class: &StorageClass,
     node: Option<&str>,
+    source: Option<VolumeContentSource>,
 ) -> Result<CreateVolumeRequest, Unprovisionable> {
     let spec = pvc.spec.clone().unwrap_or_default();
     let resources = spec.resources.unwrap_or_default();
@@ -108,6 +138,7 @@ pub fn create_request(
         volume_capabilities,
         parameters: driver_parameters,
         accessibility_requirements: topology(class, node),
+        volume_content_source: source,
         ..Default::default()
     })
 }
@@ -277,7 +308,7 @@ mod tests {
             json!({"spec": {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
             "resources": {"limits": {"storage": "2Gi"}}}}),
         );
-        let request = create_request(&pvc, &class(json!({})), Some("n1")).expect("request");
+        let request = create_request(&pvc, &class(json!({})), Some("n1"), None).expect("request");
         assert_eq!(request.name, "pvc-1234");
         let range = request.capacity_range.expect("range");
         assert_eq!(
@@ -325,13 +356,28 @@ mod tests {
         let pvc = claim(json!({"spec": {"volumeMode": "Block"}}));
         let class = class(json!({"allowedTopologies": [{"matchLabelExpressions": [
             {"key": "topology.stowage.io/node", "values": ["a", "b"]}]}]}));
-        let request = create_request(&pvc, &class, None).expect("request");
+        let request = create_request(&pvc, &class, None, None).expect("request");
         assert!(matches!(
             request.volume_capabilities[0].access_type,
             Some(AccessType::Block(_))
         ));
         let topology = request.accessibility_requirements.expect("topology");
         assert_eq!(topology.requisite.len(), 2);
+    }
+
+    #[test]
+    fn clones_name_their_source_claim() {
+        let pvc = claim(
+            json!({"spec": {"dataSource": {"kind": "PersistentVolumeClaim", "name": "origin"}}}),
+        );
+        assert_eq!(source_claim(&pvc).as_deref(), Some("origin"));
+        assert_eq!(unsupported_source(&pvc), None);
+        let snapshot = claim(
+            json!({"spec": {"dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s"}}}),
+        );
+        assert_eq!(source_claim(&snapshot), None);
+        assert!(unsupported_source(&snapshot).is_some_and(|m| m.contains("VolumeSnapshot")));
+        assert_eq!(source_claim(&claim(json!({}))), None);
     }
 
     #[test]
@@ -351,7 +397,7 @@ mod tests {
                 claim(json!({"spec": {"accessModes": ["ReadWriteSometimes"]}})),
             ),
         ] {
-            assert!(create_request(&pvc, &class, None).is_err(), "{what}");
+            assert!(create_request(&pvc, &class, None, None).is_err(), "{what}");
         }
     }
 
