@@ -44,6 +44,8 @@ enum BenchCommand {
     Apiserver(bench::ApiserverBench),
     /// Binding time of the binder's matching for N volumes and M claims.
     Binder(bench::BinderBench),
+    /// Claims of a local class provisioned and bound end to end.
+    Provision(bench::ProvisionBench),
 }
 
 #[derive(clap::Args)]
@@ -164,6 +166,7 @@ fn main() -> ExitCode {
             Command::Provisioner(args) => run_provisioner(args).await,
             Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
             Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
+            Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
         }
     });
     match result {

@@ -30,11 +30,7 @@ type SendTimes = Arc<Mutex<HashMap<String, Instant>>>;
 pub async fn run(args: ApiserverBench) -> Result<(), String> {
     let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
     let (store, kubeconfig) = start_server(dir.path().to_path_buf())?;
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    let client = client_for(&kubeconfig).await?;
     let pvs: Api<PersistentVolume> = Api::all(client);
 
     let start_version = pvs
@@ -105,7 +101,19 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
 
 /// The server gets its own runtime and threads, as it would in its own process,
 /// so the client's work does not queue behind it on the same executor.
-fn start_server(dir: std::path::PathBuf) -> Result<(apiserver::Store, std::path::PathBuf), String> {
+/// A kube-rs client from a kubeconfig file.
+pub(super) async fn client_for(kubeconfig: &std::path::Path) -> Result<Client, String> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// The embedded API server on its own runtime (as in its own process), on a loopback port.
+pub(super) fn start_server(
+    dir: std::path::PathBuf,
+) -> Result<(apiserver::Store, std::path::PathBuf), String> {
     let (started, ready) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -2,9 +2,11 @@
 
 mod apiserver;
 mod binder;
+mod provision;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
 pub use binder::{BinderBench, run as run_binder};
+pub use provision::{ProvisionBench, run as run_provision};
 
 /// The p-th percentile (0..=100) of sorted samples.
 fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
