@@ -54,6 +54,39 @@ where
     reader
 }
 
+/// How long a loop may go without a pass.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs `pass` now, after every change of the caches or of `finished`, when
+/// `next_due` (the earliest backoff) falls due, and at least every 15 s, until
+/// `shutdown` completes.
+pub async fn run_passes(
+    mut changes: watch::Receiver<u64>,
+    finished: &Changes,
+    next_due: impl Fn() -> Option<std::time::Instant>,
+    pass: impl Fn(),
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut finished = finished.subscribe();
+    tokio::pin!(shutdown);
+    loop {
+        changes.mark_unchanged();
+        finished.mark_unchanged();
+        pass();
+        let wait = next_due()
+            .map_or(RESYNC, |due| {
+                due.saturating_duration_since(std::time::Instant::now())
+            })
+            .min(RESYNC);
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = finished.changed() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = &mut shutdown => return,
+        }
+    }
+}
+
 /// Waits until `store` has listed once.
 pub async fn ready<K>(store: &Store<K>) -> crate::Result<()>
 where

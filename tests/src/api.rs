@@ -126,3 +126,40 @@ impl ApiProcess {
         process::terminate(&mut self.child).await
     }
 }
+
+/// Waits (20 s at most) for an event with `reason` about `kind` `name`; events about
+/// cluster-scoped objects live in "default", as upstream puts them.
+pub async fn wait_for_event(
+    client: &Client,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(client.clone(), "default");
+    let fields = format!("involvedObject.name={name},involvedObject.kind={kind}");
+    crate::wait_for(
+        &format!("a {reason} event on {kind} {name}"),
+        std::time::Duration::from_secs(20),
+        async || {
+            let params = kube::api::ListParams::default().fields(&fields);
+            let list = events.list(&params).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        },
+    )
+    .await
+}
+
+/// Waits (30 s at most) until the PersistentVolume `name` no longer exists.
+pub async fn wait_for_volume_gone(client: &Client, name: &str) {
+    let volumes: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> =
+        kube::Api::all(client.clone());
+    crate::wait_for(
+        &format!("{name} deleted"),
+        std::time::Duration::from_secs(30),
+        async || volumes.get_opt(name).await.ok()?.is_none().then_some(()),
+    )
+    .await;
+}

@@ -96,3 +96,22 @@ pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .expect("exits after SIGTERM")
         .expect("wait")
 }
+
+/// `stowage node` for `node` with its socket, local root and state under `dir`.
+pub async fn start_node_plugin(dir: &Path, node: &str) -> (Stowage, Csi) {
+    let local_root = dir.join("local");
+    let state = dir.join("state");
+    Stowage::start(
+        "node",
+        &dir.join("node.sock"),
+        &[
+            "--node-id",
+            node,
+            "--local-root",
+            local_root.to_str().expect("utf8"),
+            "--state-dir",
+            state.to_str().expect("utf8"),
+        ],
+    )
+    .await
+}

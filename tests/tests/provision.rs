@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use provisioner::{Config, Scope};
 use serde_json::{Value, json};
-use stowage_tests::api::InProcessApi;
+use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::Stowage;
+use stowage_tests::process::{Stowage, start_node_plugin};
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 
@@ -107,39 +107,11 @@ impl Cluster {
             .delete(claim, &DeleteParams::default())
             .await
             .expect("delete");
-        wait_for(
-            &format!("{volume} deleted"),
-            Duration::from_secs(30),
-            async || {
-                self.volumes
-                    .get_opt(volume)
-                    .await
-                    .ok()?
-                    .is_none()
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_for_volume_gone(&self.client, volume).await;
     }
 
     async fn event(&self, claim: &str, reason: &str) -> Event {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        let fields =
-            format!("involvedObject.name={claim},involvedObject.kind=PersistentVolumeClaim");
-        wait_for(
-            &format!("{reason} on {claim}"),
-            Duration::from_secs(20),
-            async || {
-                let list = events
-                    .list(&ListParams::default().fields(&fields))
-                    .await
-                    .ok()?;
-                list.items
-                    .into_iter()
-                    .find(|e| e.reason.as_deref() == Some(reason))
-            },
-        )
-        .await
+        wait_for_event(&self.client, "PersistentVolumeClaim", claim, reason).await
     }
 }
 
@@ -165,22 +137,9 @@ fn volume_dirs(local_root: &Path) -> usize {
 async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
+    let (_node, _csi) = start_node_plugin(dir.path(), NODE).await;
     let socket = dir.path().join("node.sock");
     let local_root = dir.path().join("local");
-    let state = dir.path().join("state");
-    let (_node, _csi) = Stowage::start(
-        "node",
-        &socket,
-        &[
-            "--node-id",
-            NODE,
-            "--local-root",
-            local_root.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .await;
     cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
     cluster.run(Scope::Node(NODE.into()), &socket);
     cluster
@@ -370,22 +329,9 @@ async fn nfs_claims_are_provisioned_by_the_central_instance() {
 async fn a_provisioner_restarted_after_create_volume_neither_leaks_nor_duplicates() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
+    let (_node, csi) = start_node_plugin(dir.path(), NODE).await;
     let socket = dir.path().join("node.sock");
     let local_root = dir.path().join("local");
-    let state = dir.path().join("state");
-    let (_node, csi) = Stowage::start(
-        "node",
-        &socket,
-        &[
-            "--node-id",
-            NODE,
-            "--local-root",
-            local_root.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .await;
     let immediate = class("local-now", "Immediate", json!({"type": "local"}));
     cluster.add_class(immediate.clone()).await;
     let selected = json!({"volume.kubernetes.io/selected-node": NODE});

@@ -12,7 +12,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use provisioner::{Config, Scope};
 use serde_json::{Value, json};
-use stowage_tests::api::InProcessApi;
+use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::csi::create_request;
 use stowage_tests::nfs::MemNfs;
 use stowage_tests::process::{Stowage, stowage_bin};
@@ -126,38 +126,11 @@ impl Cluster {
     }
 
     async fn gone(&self, name: &str) {
-        wait_for(
-            &format!("{name} deleted"),
-            Duration::from_secs(30),
-            async || {
-                self.volumes
-                    .get_opt(name)
-                    .await
-                    .ok()?
-                    .is_none()
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_for_volume_gone(&self.client, name).await;
     }
 
     async fn event(&self, volume: &str, reason: &str) -> Event {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        let fields = format!("involvedObject.name={volume},involvedObject.kind=PersistentVolume");
-        wait_for(
-            &format!("a {reason} event"),
-            Duration::from_secs(20),
-            async || {
-                let list = events
-                    .list(&ListParams::default().fields(&fields))
-                    .await
-                    .ok()?;
-                list.items
-                    .into_iter()
-                    .find(|e| e.reason.as_deref() == Some(reason))
-            },
-        )
-        .await
+        wait_for_event(&self.client, "PersistentVolume", volume, reason).await
     }
 }
 

@@ -32,7 +32,6 @@ use crate::lock;
 use crate::watch::Changes;
 use crate::{Config, Result, Scope};
 
-const RESYNC: Duration = Duration::from_secs(15);
 const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
 
 /// Where a claim's volume is made.
@@ -88,26 +87,18 @@ impl Provisioner {
 
     pub async fn run(
         self: Arc<Self>,
-        mut changes: watch::Receiver<u64>,
+        changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        let mut finished = self.finished.subscribe();
-        tokio::pin!(shutdown);
-        loop {
-            changes.mark_unchanged();
-            finished.mark_unchanged();
-            self.pass();
-            let wait = lock(&self.backoff)
-                .next_due()
-                .map_or(RESYNC, |due| due.saturating_duration_since(Instant::now()))
-                .min(RESYNC);
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = finished.changed() => {}
-                () = tokio::time::sleep(wait) => {}
-                () = &mut shutdown => return Ok(()),
-            }
-        }
+        crate::watch::run_passes(
+            changes,
+            &self.finished,
+            || lock(&self.backoff).next_due(),
+            || self.pass(),
+            shutdown,
+        )
+        .await;
+        Ok(())
     }
 
     /// Starts provisioning for every claim this instance owns that needs a volume.

@@ -14,8 +14,7 @@ use csi_proto::v1::{
 use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
-    VolumeNodeAffinity,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
@@ -220,15 +219,7 @@ pub fn persistent_volume(
                     .clone()
                     .unwrap_or_else(|| "Delete".into()),
             ),
-            claim_ref: Some(ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("PersistentVolumeClaim".into()),
-                name: pvc.metadata.name.clone(),
-                namespace: pvc.metadata.namespace.clone(),
-                uid: pvc.metadata.uid.clone(),
-                resource_version: pvc.metadata.resource_version.clone(),
-                field_path: None,
-            }),
+            claim_ref: Some(crate::events::claim_reference(pvc)),
             csi: Some(CSIPersistentVolumeSource {
                 driver: DRIVER_NAME.into(),
                 volume_handle: volume.volume_id.clone(),

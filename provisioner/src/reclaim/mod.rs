@@ -9,7 +9,7 @@ pub mod scrub;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use csi_controller::nfs::{METADATA_DIR, NfsError, Session};
 use csi_proto::v1::DeleteVolumeRequest;
@@ -26,9 +26,6 @@ use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
 use crate::watch::Changes;
 use crate::{Config, Result, volumes};
-
-/// A pass runs at least this often.
-const RESYNC: Duration = Duration::from_secs(15);
 
 /// The finalizer external-provisioner puts on the volumes it made; removed once
 /// DeleteVolume succeeded.
@@ -75,28 +72,19 @@ impl Reclaimer {
 
     pub async fn run(
         self: Arc<Self>,
-        mut changes: watch::Receiver<u64>,
+        changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         crate::watch::ready(&self.volumes).await?;
-        let mut finished = self.finished.subscribe();
-        tokio::pin!(shutdown);
-        loop {
-            changes.mark_unchanged();
-            finished.mark_unchanged();
-            self.pass();
-            let wait = self
-                .backoff()
-                .next_due()
-                .map_or(RESYNC, |due| due.saturating_duration_since(Instant::now()))
-                .min(RESYNC);
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = finished.changed() => {}
-                () = tokio::time::sleep(wait) => {}
-                () = &mut shutdown => return Ok(()),
-            }
-        }
+        crate::watch::run_passes(
+            changes,
+            &self.finished,
+            || self.backoff().next_due(),
+            || self.pass(),
+            shutdown,
+        )
+        .await;
+        Ok(())
     }
 
     /// Starts an operation for every volume that needs one and has none running.
