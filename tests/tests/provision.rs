@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use provisioner::{Config, Scope};
@@ -29,6 +30,7 @@ fn class(name: &str, binding: &str, parameters: Value) -> StorageClass {
         "provisioner": "csi.stowage.io",
         "volumeBindingMode": binding,
         "reclaimPolicy": "Delete",
+        "allowVolumeExpansion": true,
         "parameters": parameters,
     }))
 }
@@ -231,6 +233,52 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
         4,
         "two volumes, each data and record"
     );
+
+    // Expansion: a bigger request grows the volume.
+    let mut grow = cluster.claims.get("now").await.expect("get");
+    let requests = grow
+        .spec
+        .get_or_insert_default()
+        .resources
+        .get_or_insert_default()
+        .requests
+        .get_or_insert_default();
+    requests.insert("storage".into(), Quantity("128Mi".into()));
+    cluster
+        .claims
+        .replace("now", &PostParams::default(), &grow)
+        .await
+        .expect("grow");
+    cluster.event("now", "VolumeResizeSuccessful").await;
+    let grown = cluster.volumes.get(&now.name_any()).await.expect("pv");
+    assert_eq!(
+        grown.spec.and_then(|s| s.capacity).expect("capacity")["storage"].0,
+        "128Mi"
+    );
+    let status = cluster
+        .claims
+        .get("now")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert_eq!(status.capacity.expect("capacity")["storage"].0, "128Mi");
+    let mut shrink = cluster.claims.get("now").await.expect("get");
+    shrink
+        .spec
+        .get_or_insert_default()
+        .resources
+        .get_or_insert_default()
+        .requests
+        .get_or_insert_default()
+        .insert("storage".into(), Quantity("1Mi".into()));
+    // The API refuses a shrink, as upstream's does (the provisioner would refuse it too).
+    let refused = cluster
+        .claims
+        .replace("now", &PostParams::default(), &shrink)
+        .await
+        .expect_err("shrinking is refused");
+    assert!(matches!(refused, kube::Error::Api(s) if s.code == 422));
 
     // A clone: a claim whose dataSource is a bound claim gets a copy of its data.
     let original = data_dir(&local_root, &pv);

@@ -290,16 +290,9 @@ impl Binder {
             capacity: volume_spec.capacity.clone(),
             ..Default::default()
         };
+        // Once Bound, the status capacity is the resizer's to change (as upstream).
         let current = pvc.status.clone().unwrap_or_default();
-        if (
-            current.phase.as_ref(),
-            current.access_modes.as_ref(),
-            current.capacity.as_ref(),
-        ) != (
-            wanted.phase.as_ref(),
-            wanted.access_modes.as_ref(),
-            wanted.capacity.as_ref(),
-        ) {
+        if current.phase.as_deref() != Some("Bound") {
             let status = pvc.status.get_or_insert_default();
             status.phase = wanted.phase;
             status.access_modes = wanted.access_modes;

@@ -7,6 +7,7 @@
 //! for an Immediate claim the node instance that first writes its own name as the
 //! selected node (an optimistic write: exactly one wins).
 
+pub mod expand;
 pub mod request;
 
 use std::collections::{HashMap, HashSet};
@@ -14,11 +15,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use csi_controller::ids::{Location, VolumeId};
 use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
-use csi_proto::v1::{VolumeContentSource, volume_content_source};
+use csi_proto::v1::{
+    CapacityRange, ControllerExpandVolumeRequest, VolumeContentSource, volume_content_source,
+};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -45,13 +50,23 @@ enum Owner {
     NotYet,
 }
 
+/// One piece of work a pass starts.
+enum Work {
+    /// CreateVolume and the PersistentVolume, on this node when given.
+    Provision(Option<String>),
+    /// Claim an Immediate local claim for this node.
+    Take(String),
+    /// Grow the volume to this many bytes.
+    Expand(Arc<PersistentVolume>, u128),
+}
+
 pub struct Provisioner {
     client: Client,
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
     volumes: Store<PersistentVolume>,
     config: Config,
-    events: EventRecorder,
+    events: Arc<EventRecorder>,
     in_flight: Mutex<HashSet<String>>,
     backoff: Mutex<Backoff>,
     /// Claims that failed for good, with the (claim, class) versions they failed at:
@@ -72,7 +87,7 @@ impl Provisioner {
     ) -> Arc<Self> {
         let (claims, classes, volumes) = stores;
         Arc::new(Self {
-            events: EventRecorder::new(client.clone()),
+            events: Arc::new(EventRecorder::new(client.clone())),
             client,
             claims,
             classes,
@@ -112,40 +127,89 @@ impl Provisioner {
             .map(|c| (c.name_any(), c))
             .collect();
         for pvc in self.claims.state() {
-            let Some(class) = wants_volume(&pvc).and_then(|name| classes.get(name)) else {
+            let Some((key, class, work)) = self.work_for(&pvc, &classes) else {
                 continue;
             };
-            let uid = pvc.uid().unwrap_or_default();
-            if self
-                .volumes
-                .get(&kube::runtime::reflector::ObjectRef::new(&volume_name(
-                    &pvc,
-                )))
-                .is_some()
-                || self.is_refused(&uid, &pvc, class)
-                || !lock(&self.backoff).ready(&uid, now)
-                || !lock(&self.in_flight).insert(uid.clone())
-            {
+            if !lock(&self.backoff).ready(&key, now) || !lock(&self.in_flight).insert(key.clone()) {
                 continue;
             }
-            let owner = owner(&pvc, class);
             let this = self.clone();
-            let class = class.clone();
             tokio::spawn(async move {
-                let outcome = match (&this.config.scope, owner) {
-                    (Scope::Central, Owner::Central) => this.provision(&pvc, &class, None).await,
-                    (Scope::Node(me), Owner::Node(node)) if *me == node => {
-                        this.provision(&pvc, &class, Some(&node)).await
-                    }
-                    (Scope::Node(me), Owner::AnyNode) => this.take(&pvc, me).await,
-                    _ => Ok(()),
+                let outcome = match work {
+                    Work::Provision(node) => this.provision(&pvc, &class, node.as_deref()).await,
+                    Work::Take(node) => this.take(&pvc, &node).await,
+                    Work::Expand(pv, bytes) => this.expand(&pvc, &pv, bytes, &key).await,
                 };
                 if let Err(error) = outcome {
-                    tracing::debug!(claim = %pvc.name_any(), %error, "provisioning deferred");
+                    tracing::debug!(claim = %pvc.name_any(), %error, "deferred");
                 }
-                lock(&this.in_flight).remove(&uid);
+                lock(&this.in_flight).remove(&key);
                 this.finished.poke();
             });
+        }
+    }
+
+    /// What this instance should do about a claim, keyed for backoff and in-flight.
+    fn work_for(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        classes: &HashMap<String, Arc<StorageClass>>,
+    ) -> Option<(String, Arc<StorageClass>, Work)> {
+        let uid = pvc.uid().unwrap_or_default();
+        if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(name)) {
+            let exists = self
+                .volumes
+                .get(&ObjectRef::new(&volume_name(pvc)))
+                .is_some();
+            if exists || self.is_refused(&uid, pvc, class) {
+                return None;
+            }
+            let work = match (&self.config.scope, owner(pvc, class)) {
+                (Scope::Central, Owner::Central) => Work::Provision(None),
+                (Scope::Node(me), Owner::Node(node)) if *me == node => Work::Provision(Some(node)),
+                (Scope::Node(me), Owner::AnyNode) => Work::Take(me.clone()),
+                _ => return None,
+            };
+            return Some((uid, class.clone(), work));
+        }
+        let class = classes.get(pvc.spec.as_ref()?.storage_class_name.as_deref()?)?;
+        if class.allow_volume_expansion != Some(true) {
+            return None;
+        }
+        let volume_name = pvc.spec.as_ref()?.volume_name.clone()?;
+        let pv = self.volumes.get(&ObjectRef::new(&volume_name))?;
+        let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.clone();
+        let mine = match (
+            VolumeId::parse(&handle).map(|id| id.location),
+            &self.config.scope,
+        ) {
+            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
+            (Some(Location::Nfs(_)), Scope::Central) => true,
+            _ => false,
+        };
+        if !mine {
+            return None;
+        }
+        match expand::resize(pvc, &pv) {
+            expand::Resize::Grow(bytes) => Some((
+                format!("expand:{uid}"),
+                class.clone(),
+                Work::Expand(pv, bytes),
+            )),
+            expand::Resize::Shrink { requested, has } => {
+                let events = self.events.clone();
+                let reference = claim_reference(pvc);
+                tokio::spawn(async move {
+                    let message = format!(
+                        "shrinking a volume is not supported: requested {requested}, the claim has {has}"
+                    );
+                    events
+                        .warning(&reference, "VolumeResizeFailed", &message)
+                        .await;
+                });
+                None
+            }
+            expand::Resize::Nothing => None,
         }
     }
 
@@ -244,6 +308,91 @@ impl Provisioner {
             )
             .await;
         tracing::info!(claim = %pvc.name_any(), volume = %name, "provisioned");
+        Ok(())
+    }
+
+    /// ControllerExpandVolume, then the volume's capacity, then the claim's status.
+    async fn expand(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        pv: &PersistentVolume,
+        bytes: u128,
+        key: &str,
+    ) -> Result<()> {
+        let reference = claim_reference(pvc);
+        let name = pv.name_any();
+        self.events
+            .normal(
+                &reference,
+                "Resizing",
+                &format!("External resizer is resizing volume {name}"),
+            )
+            .await;
+        let Some(channel) = self.config.csi.clone() else {
+            return Ok(());
+        };
+        let request = ControllerExpandVolumeRequest {
+            volume_id: pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.csi.as_ref())
+                .map(|c| c.volume_handle.clone())
+                .unwrap_or_default(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                limit_bytes: 0,
+            }),
+            volume_capability: request::capability(pvc).ok(),
+            ..Default::default()
+        };
+        let answer = match ControllerClient::new(channel)
+            .controller_expand_volume(request)
+            .await
+        {
+            Ok(answer) => answer.into_inner(),
+            Err(status) => {
+                let wait = lock(&self.backoff).failed(key, Instant::now());
+                tracing::warn!(volume = %name, %status, retry_in = ?wait, "expansion failed");
+                self.events
+                    .warning(
+                        &reference,
+                        "VolumeResizeFailed",
+                        &format!("resize volume {name} failed: {}", status.message()),
+                    )
+                    .await;
+                return Ok(());
+            }
+        };
+        lock(&self.backoff).succeeded(key);
+        let size = u128::try_from(answer.capacity_bytes)
+            .ok()
+            .filter(|b| *b >= bytes)
+            .unwrap_or(bytes);
+        let mut grown = pv.clone();
+        if let Some(quantity) = stowage_common::quantity::Quantity::from_bytes(size) {
+            grown
+                .spec
+                .get_or_insert_default()
+                .capacity
+                .get_or_insert_default()
+                .insert("storage".into(), ApiQuantity(quantity.to_string()));
+        }
+        Api::<PersistentVolume>::all(self.client.clone())
+            .replace(&name, &PostParams::default(), &grown)
+            .await?;
+        let updated = expand::status_after(pvc, size, answer.node_expansion_required);
+        self.claims_api(pvc)
+            .replace_status(&pvc.name_any(), &PostParams::default(), &updated)
+            .await?;
+        let (reason, message) = if answer.node_expansion_required {
+            (
+                "FileSystemResizeRequired",
+                "Require file system resize of volume on node",
+            )
+        } else {
+            ("VolumeResizeSuccessful", "Resize volume succeeded")
+        };
+        self.events.normal(&reference, reason, message).await;
         Ok(())
     }
 

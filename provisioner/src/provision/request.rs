@@ -66,6 +66,28 @@ pub fn unsupported_source(pvc: &PersistentVolumeClaim) -> Option<String> {
     })
 }
 
+/// The claim's first access mode as a capability (what ControllerExpandVolume asks about).
+pub fn capability(pvc: &PersistentVolumeClaim) -> Result<VolumeCapability, Unprovisionable> {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let mode = spec
+        .access_modes
+        .unwrap_or_default()
+        .first()
+        .cloned()
+        .ok_or_else(|| Unprovisionable("the claim names no access mode".into()))?;
+    let access_type = if spec.volume_mode.as_deref() == Some("Block") {
+        AccessType::Block(BlockVolume {})
+    } else {
+        AccessType::Mount(MountVolume::default())
+    };
+    Ok(VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: csi_mode(&mode)? as i32,
+        }),
+        access_type: Some(access_type),
+    })
+}
+
 /// The CreateVolume request for `pvc` of `class`, placed on `node` when given.
 pub fn create_request(
     pvc: &PersistentVolumeClaim,
