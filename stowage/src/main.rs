@@ -46,6 +46,8 @@ enum BenchCommand {
     Binder(bench::BinderBench),
     /// Claims of a local class provisioned and bound end to end.
     Provision(bench::ProvisionBench),
+    /// Volume lifecycles through any CSI driver: per-RPC latency, throughput, node memory.
+    Csi(bench::CsiBench),
 }
 
 #[derive(clap::Args)]
@@ -148,10 +150,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stowage: cannot start the async runtime: {e}");
@@ -167,6 +166,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
             Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
             Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
+            Command::Bench(BenchCommand::Csi(args)) => bench::run_csi(args).await,
         }
     });
     match result {
@@ -177,6 +177,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The node plugin runs on every node for as long as the node lives, and its work is
+/// short syscalls: a couple of workers and a small blocking pool whose threads do not
+/// linger keep its footprint the same on a 4-core node and a 128-core one.
+fn runtime_for(command: &Command) -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(command, Command::Node(_)) {
+        builder
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .thread_keep_alive(std::time::Duration::from_secs(2));
+    }
+    builder
 }
 
 async fn run_controller(args: ControllerArgs) -> Result<(), String> {

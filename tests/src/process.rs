@@ -66,6 +66,10 @@ impl Stowage {
         (this, csi)
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// kill -9: the process gets no chance to clean up.
     pub async fn kill_hard(mut self) {
         kill_hard(&mut self.child).await;

@@ -2,10 +2,12 @@
 
 mod apiserver;
 mod binder;
+mod csi;
 mod provision;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
 pub use binder::{BinderBench, run as run_binder};
+pub use csi::{CsiBench, run as run_csi};
 pub use provision::{ProvisionBench, run as run_provision};
 
 /// The p-th percentile (0..=100) of sorted samples.

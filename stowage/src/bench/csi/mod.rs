@@ -1,0 +1,286 @@
+//! `stowage bench csi`: drives any CSI driver through whole volume lifecycles
+//! and prints per-RPC latency, lifecycle throughput and the node plugin's memory.
+//! With a baseline driver it runs the same work against both and prints ratios.
+
+mod driver;
+mod memory;
+mod stats;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use csi_controller::server::socket_path;
+use serde_json::{Value, json};
+use stowage_common::quantity::parse_bytes;
+
+use driver::{Driver, VolumeType, Workload};
+use stats::{Stats, micros};
+
+#[derive(clap::Args)]
+pub struct CsiBench {
+    /// Controller endpoint of the driver under test, `unix:///path/csi.sock`.
+    #[arg(long)]
+    controller_endpoint: String,
+    /// Node endpoint of the driver under test; the controller's when unset.
+    #[arg(long)]
+    node_endpoint: Option<String>,
+    /// Lifecycles to run.
+    #[arg(long, default_value_t = 1_000)]
+    volumes: usize,
+    /// Lifecycles in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// `local`: CreateVolume .. DeleteVolume; `ephemeral`: inline publish and unpublish.
+    #[arg(long = "type", value_enum, default_value = "local")]
+    kind: VolumeType,
+    /// CreateVolume parameters (volume attributes for ephemeral volumes), `k=v[,k=v]`; repeatable.
+    #[arg(long, value_delimiter = ',', value_parser = key_value)]
+    parameters: Vec<(String, String)>,
+    /// Capacity each volume asks for.
+    #[arg(long, default_value = "1Mi")]
+    capacity: String,
+    /// Where staging and target paths go (a node plugin may insist on kubelet's root).
+    #[arg(long, default_value = "/var/lib/kubelet/stowage-bench")]
+    work_dir: PathBuf,
+    /// Controller endpoint of a driver to compare with, e.g. the reference hostpath driver.
+    #[arg(long)]
+    baseline_controller_endpoint: Option<String>,
+    /// Node endpoint of the baseline driver; its controller's when unset.
+    #[arg(long)]
+    baseline_node_endpoint: Option<String>,
+    /// CreateVolume parameters for the baseline driver, `k=v[,k=v]`; repeatable.
+    #[arg(long, value_delimiter = ',', value_parser = key_value)]
+    baseline_parameters: Vec<(String, String)>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
+}
+
+/// The endpoints of one driver and the parameters its volumes get.
+struct Target {
+    controller: PathBuf,
+    node: PathBuf,
+    parameters: HashMap<String, String>,
+}
+
+impl Target {
+    fn new(
+        controller: &str,
+        node: Option<&str>,
+        parameters: &[(String, String)],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            controller: socket_path(controller)?,
+            node: socket_path(node.unwrap_or(controller))?,
+            parameters: parameters.iter().cloned().collect(),
+        })
+    }
+}
+
+/// What one run against one driver measured.
+struct Measurement {
+    stats: Stats,
+    wall: Duration,
+    memory: memory::NodeMemory,
+}
+
+pub async fn run(args: CsiBench) -> Result<(), String> {
+    let capacity = parse_bytes(&args.capacity)
+        .and_then(|b| i64::try_from(b).ok())
+        .ok_or_else(|| format!("--capacity {:?} is not a size", args.capacity))?;
+    let target = Target::new(
+        &args.controller_endpoint,
+        args.node_endpoint.as_deref(),
+        &args.parameters,
+    )?;
+    let baseline = match &args.baseline_controller_endpoint {
+        Some(controller) => Some(Target::new(
+            controller,
+            args.baseline_node_endpoint.as_deref(),
+            &args.baseline_parameters,
+        )?),
+        None => None,
+    };
+    let measured = measure(&target, &args, capacity).await?;
+    let compared = match &baseline {
+        Some(baseline) => Some(measure(baseline, &args, capacity).await?),
+        None => None,
+    };
+    if args.json {
+        println!("{}", report_json(&measured, compared.as_ref()));
+    } else {
+        print!("{}", report_text(&args, &measured, compared.as_ref()));
+    }
+    let errors = measured.stats.lifecycles.errors();
+    if errors > 0 {
+        return Err(format!("{errors} lifecycles failed"));
+    }
+    Ok(())
+}
+
+async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Measurement, String> {
+    let connect = |socket: &Path| {
+        let socket = socket.to_path_buf();
+        async move {
+            csi_proto::channel::connect(&socket)
+                .await
+                .map_err(|e| format!("connect {}: {e}", socket.display()))
+        }
+    };
+    let driver = Driver::discover(
+        connect(&target.controller).await?,
+        connect(&target.node).await?,
+        args.kind,
+    )
+    .await?;
+    let run = run_id();
+    let dir = args.work_dir.join(&run);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let workload = Arc::new(Workload {
+        kind: args.kind,
+        parameters: target.parameters.clone(),
+        capacity_bytes: capacity,
+        dir: dir.clone(),
+        run,
+    });
+    let mut memory = memory::NodeMemory::of(&target.node);
+    let started = Instant::now();
+    let stats = drive(driver, workload, args.volumes, args.concurrency).await?;
+    let wall = started.elapsed();
+    memory.sample_after();
+    remove_work_dir(&dir);
+    Ok(Measurement {
+        stats,
+        wall,
+        memory,
+    })
+}
+
+/// Runs `count` lifecycles on `concurrency` workers, each numbering from a shared counter.
+async fn drive(
+    driver: Driver,
+    workload: Arc<Workload>,
+    count: usize,
+    concurrency: usize,
+) -> Result<Stats, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.clamp(1, count.max(1)))
+        .map(|_| {
+            let (driver, workload, next) = (driver.clone(), workload.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut stats = Stats::default();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= count {
+                        return stats;
+                    }
+                    driver.lifecycle(&workload, index, &mut stats).await;
+                }
+            })
+        })
+        .collect();
+    let mut total = Stats::default();
+    for worker in workers {
+        total.merge(worker.await.map_err(|e| format!("worker: {e}"))?);
+    }
+    Ok(total)
+}
+
+/// Removes the run's directories; anything a failed driver left mounted there stays, and is named.
+fn remove_work_dir(dir: &Path) {
+    for sub in ["staging", "pods", ""] {
+        let path = dir.join(sub);
+        if let Err(e) = std::fs::remove_dir(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("left behind in {}: {e}", path.display());
+        }
+    }
+}
+
+fn run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    format!("{:x}{:x}", secs & 0xffff_ffff, std::process::id())
+}
+
+fn report_json(measured: &Measurement, baseline: Option<&Measurement>) -> Value {
+    let mut out = measurement_json(measured);
+    if let Some(baseline) = baseline {
+        out["baseline"] = measurement_json(baseline);
+        out["ratios"] = ratios(measured, baseline)
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), json!(value)))
+            .collect();
+    }
+    out
+}
+
+fn measurement_json(m: &Measurement) -> Value {
+    let mut out = m.stats.to_json(m.wall);
+    out["wall_ms"] = json!(m.wall.as_millis() as u64);
+    out["memory"] = m.memory.to_json();
+    out
+}
+
+fn report_text(args: &CsiBench, measured: &Measurement, baseline: Option<&Measurement>) -> String {
+    let mut out = format!(
+        "csi: {} {:?} lifecycles, {} in flight\n\n",
+        args.volumes, args.kind, args.concurrency
+    );
+    out.push_str(&measured.stats.table(measured.wall));
+    out.push_str(&measured.memory.describe());
+    if let Some(baseline) = baseline {
+        out.push_str("\nbaseline:\n");
+        out.push_str(&baseline.stats.table(baseline.wall));
+        out.push_str(&baseline.memory.describe());
+        let ratios = ratios(measured, baseline);
+        out.push_str("\nratios (driver / baseline):");
+        for (name, value) in ratios {
+            match value {
+                Some(value) => out.push_str(&format!(" {name} {value:.3};")),
+                None => out.push_str(&format!(" {name} n/a;")),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The driver's figures over the baseline's: below 1 is better for latency and memory.
+fn ratios(measured: &Measurement, baseline: &Measurement) -> [(&'static str, Option<f64>); 3] {
+    let rss = |m: &Measurement| m.memory.after_kib.unwrap_or_default() as f64;
+    [
+        ("lifecycle_p50", ratio(p50(measured), p50(baseline))),
+        (
+            "per_second",
+            ratio(per_second(measured), per_second(baseline)),
+        ),
+        ("node_rss", ratio(rss(measured), rss(baseline))),
+    ]
+}
+
+fn p50(m: &Measurement) -> f64 {
+    micros(m.stats.lifecycles.summary().p50) as f64
+}
+
+fn per_second(m: &Measurement) -> f64 {
+    let ok = m.stats.lifecycles.count() - m.stats.lifecycles.errors();
+    ok as f64 / m.wall.as_secs_f64().max(f64::EPSILON)
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}

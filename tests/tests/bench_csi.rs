@@ -1,0 +1,190 @@
+//! `stowage bench csi` against real node plugins: every RPC the capabilities call
+//! for is counted, nothing is left mounted or allocated, failures are counted and
+//! fail the run, and a baseline driver gets the same work and ratios.
+
+use std::path::Path;
+
+use serde_json::Value;
+use stowage_tests::mounts::{MountedDir, mounts_under};
+use stowage_tests::process::{Stowage, stowage_bin};
+
+const LOCAL_RPCS: [&str; 6] = [
+    "CreateVolume",
+    "NodeStageVolume",
+    "NodePublishVolume",
+    "NodeUnpublishVolume",
+    "NodeUnstageVolume",
+    "DeleteVolume",
+];
+
+/// `stowage node` with its state under `dir`, accepting paths below `kubelet`.
+async fn node_plugin(dir: &Path, kubelet: &Path, name: &str) -> (Stowage, stowage_tests::csi::Csi) {
+    let (root, state) = (dir.join("local"), dir.join("state"));
+    Stowage::start(
+        "node",
+        &dir.join("node.sock"),
+        &[
+            "--node-id",
+            name,
+            "--local-root",
+            root.to_str().expect("utf8"),
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--kubelet-dir",
+            kubelet.to_str().expect("utf8"),
+        ],
+    )
+    .await
+}
+
+/// Runs the benchmark with `args`; the exit success and the JSON it printed.
+async fn bench(args: &[String]) -> (bool, Value) {
+    let output = tokio::process::Command::new(stowage_bin())
+        .args(["bench", "csi", "--json"])
+        .args(args)
+        .env("STOWAGE_LOG", "error")
+        .output()
+        .await
+        .expect("run stowage bench csi");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "bench printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), json)
+}
+
+fn endpoint(plugin: &Stowage) -> String {
+    format!("unix://{}", plugin.socket.display())
+}
+
+fn work_dir(dir: &Path) -> String {
+    dir.join("kubelet/bench").display().to_string()
+}
+
+#[tokio::test]
+async fn local_lifecycles_call_what_the_capabilities_offer_and_leave_nothing() {
+    let dir = MountedDir::new();
+    let (plugin, csi) = node_plugin(dir.path(), &dir.path().join("kubelet"), "bench-a").await;
+    let (ok, json) = bench(&[
+        "--controller-endpoint".into(),
+        endpoint(&plugin),
+        "--volumes".into(),
+        "40".into(),
+        "--concurrency".into(),
+        "4".into(),
+        "--work-dir".into(),
+        work_dir(dir.path()),
+    ])
+    .await;
+    assert!(ok, "{json}");
+    for rpc in LOCAL_RPCS {
+        let stats = &json["rpcs"][rpc];
+        assert_eq!(stats["count"], 40, "{rpc}: {json}");
+        assert_eq!(stats["errors"], 0, "{rpc}: {json}");
+        let order = ["p50_us", "p90_us", "p99_us", "max_us"].map(|k| stats[k].as_u64());
+        assert!(order.iter().all(Option::is_some), "{rpc}: {stats}");
+        assert!(order.is_sorted(), "{rpc} percentiles out of order: {stats}");
+    }
+    assert!(
+        json["rpcs"].get("ControllerPublishVolume").is_none(),
+        "the node plugin does not advertise PUBLISH_UNPUBLISH_VOLUME"
+    );
+    assert_eq!(json["lifecycle"]["count"], 40);
+    assert_eq!(json["lifecycle"]["errors"], 0);
+    assert!(json["lifecycle"]["per_second"].as_f64() > Some(0.0));
+    assert_eq!(
+        json["memory"]["node_pid"].as_u64(),
+        plugin.pid().map(u64::from)
+    );
+    assert!(json["memory"]["node_rss_kib_after"].as_u64() > Some(0));
+    assert!(mounts_under(dir.path()).is_empty(), "mounts left behind");
+    assert!(
+        csi.list_all(100).await.expect("list").is_empty(),
+        "volumes left behind"
+    );
+    assert!(
+        !dir.path()
+            .join("kubelet/bench")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    );
+}
+
+#[tokio::test]
+async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
+    let (a, b) = (MountedDir::new(), MountedDir::new());
+    // Two plugins on one kubelet root, as a driver and the one it is compared with.
+    let kubelet = a.path().join("kubelet");
+    let (driver, _) = node_plugin(a.path(), &kubelet, "bench-b").await;
+    let (baseline, _) = node_plugin(b.path(), &kubelet, "bench-c").await;
+    let (ok, json) = bench(&[
+        "--controller-endpoint".into(),
+        endpoint(&driver),
+        "--baseline-controller-endpoint".into(),
+        endpoint(&baseline),
+        "--type".into(),
+        "ephemeral".into(),
+        "--volumes".into(),
+        "20".into(),
+        "--concurrency".into(),
+        "2".into(),
+        "--work-dir".into(),
+        work_dir(a.path()),
+    ])
+    .await;
+    assert!(ok, "{json}");
+    for report in [&json, &json["baseline"]] {
+        for rpc in ["NodePublishVolume", "NodeUnpublishVolume"] {
+            assert_eq!(report["rpcs"][rpc]["count"], 20, "{rpc}: {json}");
+            assert_eq!(report["rpcs"][rpc]["errors"], 0, "{rpc}: {json}");
+        }
+        assert!(
+            report["rpcs"].get("CreateVolume").is_none(),
+            "ephemeral: no CreateVolume"
+        );
+        assert!(
+            report["rpcs"].get("NodeStageVolume").is_none(),
+            "ephemeral: no staging"
+        );
+    }
+    assert_eq!(
+        json["memory"]["node_pid"].as_u64(),
+        driver.pid().map(u64::from)
+    );
+    assert_eq!(
+        json["baseline"]["memory"]["node_pid"].as_u64(),
+        baseline.pid().map(u64::from)
+    );
+    for ratio in ["lifecycle_p50", "per_second", "node_rss"] {
+        assert!(
+            json["ratios"][ratio].as_f64() > Some(0.0),
+            "{ratio}: {json}"
+        );
+    }
+    assert!(mounts_under(a.path()).is_empty() && mounts_under(b.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_driver_that_refuses_fails_the_run_with_the_errors_counted() {
+    let dir = MountedDir::new();
+    let (plugin, csi) = node_plugin(dir.path(), &dir.path().join("kubelet"), "bench-d").await;
+    let (ok, json) = bench(&[
+        "--controller-endpoint".into(),
+        endpoint(&plugin),
+        "--volumes".into(),
+        "5".into(),
+        "--parameters".into(),
+        "type=ceph".into(),
+        "--work-dir".into(),
+        work_dir(dir.path()),
+    ])
+    .await;
+    assert!(!ok, "a run with failed lifecycles exits non-zero");
+    assert_eq!(json["rpcs"]["CreateVolume"]["errors"], 5);
+    assert!(json["rpcs"].get("NodePublishVolume").is_none());
+    assert_eq!(json["lifecycle"]["errors"], 5);
+    assert!(csi.list_all(100).await.expect("list").is_empty());
+}
