@@ -1,6 +1,10 @@
 //! `stowage`: parses flags, sets up tracing and runs the chosen component.
 
 mod bench;
+mod kubeconfig;
+mod layout;
+mod up;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +37,14 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Bind claims to volumes and reclaim released volumes (with --node: this node's volumes).
     Provisioner(ProvisionerArgs),
+    /// Run the whole system on this machine: API server, controller, node plugin, provisioners.
+    Up(up::UpArgs),
+    /// Bind a claim (as the scheduler would), stage and publish it, and mount it at a path.
+    Mount(volume::MountArgs),
+    /// Undo `stowage mount`.
+    Unmount(volume::UnmountArgs),
+    /// Volumes, claims and mounts of the single machine.
+    Status(volume::StatusArgs),
     /// Measure and print the figures the design promises.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -163,6 +175,10 @@ fn main() -> ExitCode {
             Command::Node(args) => run_node(args).await,
             Command::Apiserver(args) => run_apiserver(args).await,
             Command::Provisioner(args) => run_provisioner(args).await,
+            Command::Up(args) => up::run(args).await,
+            Command::Mount(args) => volume::mount(args).await,
+            Command::Unmount(args) => volume::unmount(args).await,
+            Command::Status(args) => volume::status(args).await,
             Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
             Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
             Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
@@ -262,19 +278,15 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
 }
 
 async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let client = match &args.kubeconfig {
+        Some(path) => kubeconfig::client(path).await?,
+        None => {
+            let config = kube::Config::infer()
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(|e| format!("no kubeconfig (give --kubeconfig): {e}"))?;
+            kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig (give --kubeconfig): {e}"))?,
     };
-    let client = kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
     let csi = match &args.csi_endpoint {
         Some(endpoint) => Some(csi_proto::channel::lazy(&server::socket_path(endpoint)?)),
         None => None,

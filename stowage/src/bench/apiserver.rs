@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -103,11 +102,7 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
 /// so the client's work does not queue behind it on the same executor.
 /// A kube-rs client from a kubeconfig file.
 pub(super) async fn client_for(kubeconfig: &std::path::Path) -> Result<Client, String> {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Client::try_from(config).map_err(|e| e.to_string())
+    crate::kubeconfig::client(kubeconfig).await
 }
 
 /// The embedded API server on its own runtime (as in its own process), on a loopback port.

@@ -1,0 +1,227 @@
+//! `stowage up`: the whole system on one machine. The embedded API server, the
+//! controller, the node plugin and both provisioner instances run as supervised
+//! child processes of this one, wired together under a data directory.
+
+mod seed;
+mod supervisor;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::kubeconfig;
+use crate::layout::{DEFAULT_DATA, Layout};
+use seed::NfsExport;
+use supervisor::{Component, Supervisor};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Directory for all state: the API store, volumes, sockets, the kubeconfig.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+    /// Address of the embedded API server; loopback unless you mean to expose it.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// This machine's node name; the host name by default.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// NFS server (`host` or `host:port`) for the `stowage-nfs` class; none by default.
+    #[arg(long, requires = "nfs_share")]
+    nfs_server: Option<String>,
+    /// The export on --nfs-server that holds one subdirectory per volume.
+    #[arg(long, requires = "nfs_server")]
+    nfs_share: Option<String>,
+    /// A prefix hostPath volumes may use; repeat for more. None by default.
+    #[arg(long = "host-path-allow")]
+    host_path_allow: Vec<PathBuf>,
+}
+
+const STARTUP: Duration = Duration::from_secs(60);
+
+pub async fn run(args: UpArgs) -> Result<(), String> {
+    let layout = Layout::new(&std::path::absolute(&args.data).map_err(|e| e.to_string())?);
+    let node = args.node_name.clone().unwrap_or_else(host_name);
+    prepare(&layout, &node)?;
+    let mut supervisor = Supervisor::default();
+    let started = start(&mut supervisor, &layout, &node, &args).await;
+    if let Err(e) = started {
+        supervisor.shutdown().await;
+        return Err(e);
+    }
+    println!("stowage is up on node {node}.");
+    println!("  export KUBECONFIG={}", layout.kubeconfig().display());
+    println!("  kubectl get storageclass");
+    println!(
+        "  stowage mount CLAIM --namespace default --target /mnt/CLAIM --data {}",
+        layout.data().display()
+    );
+    println!("  stowage status --data {}", layout.data().display());
+    println!("Ctrl-C stops everything; `stowage up` on the same --data resumes.");
+    csi_controller::server::shutdown_signal().await;
+    println!("stopping…");
+    supervisor.shutdown().await;
+    Ok(())
+}
+
+fn prepare(layout: &Layout, node: &str) -> Result<(), String> {
+    for dir in [
+        layout.data().to_path_buf(),
+        layout.kubelet(),
+        layout.mounts(),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    let path = layout.node_name_file();
+    std::fs::write(&path, node).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+async fn start(
+    supervisor: &mut Supervisor,
+    layout: &Layout,
+    node: &str,
+    args: &UpArgs,
+) -> Result<(), String> {
+    supervisor.start(component(
+        "apiserver",
+        [
+            "apiserver".into(),
+            "--listen".into(),
+            args.listen.to_string().into(),
+            "--data".into(),
+            layout.data().into(),
+        ],
+    ))?;
+    let client = wait_for_api(&layout.kubeconfig()).await?;
+    let nfs = match (&args.nfs_server, &args.nfs_share) {
+        (Some(server), Some(share)) => Some(NfsExport {
+            server: server.clone(),
+            share: share.clone(),
+        }),
+        _ => None,
+    };
+    seed::seed(&client, node, nfs.as_ref()).await?;
+
+    supervisor.start(component(
+        "controller",
+        [
+            "controller".into(),
+            "--endpoint".into(),
+            endpoint(&layout.controller_socket()),
+            "--state-dir".into(),
+            layout.controller_state().into(),
+        ],
+    ))?;
+    let mut node_args: Vec<OsString> = vec![
+        "node".into(),
+        "--endpoint".into(),
+        endpoint(&layout.node_socket()),
+        "--node-id".into(),
+        node.into(),
+        "--local-root".into(),
+        layout.local_root().into(),
+        "--state-dir".into(),
+        layout.node_state().into(),
+        "--kubelet-dir".into(),
+        layout.kubelet().into(),
+    ];
+    node_args.extend(allow_args(&args.host_path_allow));
+    supervisor.start(component("node", node_args))?;
+    for socket in [layout.controller_socket(), layout.node_socket()] {
+        wait_for_socket(&socket).await?;
+    }
+
+    let kubeconfig: OsString = layout.kubeconfig().into();
+    supervisor.start(component(
+        "provisioner",
+        [
+            "provisioner".into(),
+            "--kubeconfig".into(),
+            kubeconfig.clone(),
+            "--csi-endpoint".into(),
+            endpoint(&layout.controller_socket()),
+        ],
+    ))?;
+    let mut node_provisioner: Vec<OsString> = vec![
+        "provisioner".into(),
+        "--kubeconfig".into(),
+        kubeconfig,
+        "--csi-endpoint".into(),
+        endpoint(&layout.node_socket()),
+        "--node".into(),
+        node.into(),
+    ];
+    let mut allowed = args.host_path_allow.clone();
+    allowed.push(layout.local_root());
+    node_provisioner.extend(allow_args(&allowed));
+    supervisor.start(component("node-provisioner", node_provisioner))
+}
+
+fn component(name: &'static str, args: impl IntoIterator<Item = OsString>) -> Component {
+    Component {
+        name,
+        args: args.into_iter().collect(),
+    }
+}
+
+fn endpoint(socket: &Path) -> OsString {
+    format!("unix://{}", socket.display()).into()
+}
+
+fn allow_args(prefixes: &[PathBuf]) -> Vec<OsString> {
+    prefixes
+        .iter()
+        .flat_map(|p| [OsString::from("--host-path-allow"), p.into()])
+        .collect()
+}
+
+async fn wait_for_api(kubeconfig: &Path) -> Result<kube::Client, String> {
+    eprintln!("waiting for the API server…");
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if let Ok(client) = kubeconfig::client(kubeconfig).await
+            && Api::<Namespace>::all(client.clone())
+                .list(&ListParams::default().limit(1))
+                .await
+                .is_ok()
+        {
+            return Ok(client);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the API server did not answer within {STARTUP:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_socket(socket: &Path) -> Result<(), String> {
+    eprintln!("waiting for {}…", socket.display());
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if let Ok(channel) = csi_proto::channel::connect(socket).await {
+            let mut identity = csi_proto::v1::identity_client::IdentityClient::new(channel);
+            if identity.probe(csi_proto::v1::ProbeRequest {}).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} did not answer within {STARTUP:?}",
+                socket.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,67 @@
+//! The objects a fresh single machine needs: this node, and the StorageClasses of
+//! deploy/ (the NFS class only when an NFS export is configured). Existing objects
+//! are left as they are, so a user's edits survive a restart.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const CLASSES: &str = include_str!("../../../deploy/storageclasses.yaml");
+const NFS_CLASS: &str = "stowage-nfs";
+
+/// Where NFS volumes go, when the machine has an export for them.
+pub struct NfsExport {
+    pub server: String,
+    pub share: String,
+}
+
+pub async fn seed(client: &Client, node: &str, nfs: Option<&NfsExport>) -> Result<(), String> {
+    create_if_absent(&Api::<Node>::all(client.clone()), this_node(node)).await?;
+    let classes: Vec<StorageClass> =
+        serde_saphyr::from_multiple(CLASSES).map_err(|e| format!("deploy/storageclasses: {e}"))?;
+    let api = Api::<StorageClass>::all(client.clone());
+    for mut class in classes {
+        if class.metadata.name.as_deref() == Some(NFS_CLASS) {
+            let Some(export) = nfs else { continue };
+            let parameters = class.parameters.get_or_insert_with(BTreeMap::new);
+            parameters.insert("server".into(), export.server.clone());
+            parameters.insert("share".into(), export.share.clone());
+        }
+        create_if_absent(&api, class).await?;
+    }
+    Ok(())
+}
+
+fn this_node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([
+                ("kubernetes.io/hostname".into(), name.into()),
+                (csi_proto::TOPOLOGY_NODE_KEY.into(), name.into()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    }
+}
+
+async fn create_if_absent<K>(api: &Api<K>, object: K) -> Result<(), String>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {
+            tracing::info!(kind = %K::kind(&()), %name, "created");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(format!("create {} {name}: {e}", K::kind(&()))),
+    }
+}

@@ -1,0 +1,10 @@
+//! Consuming volumes without a kubelet: `stowage mount`, `stowage unmount` and
+//! `stowage status` against the single-machine mode's API and node plugin.
+
+mod mount;
+mod placement;
+mod record;
+mod status;
+
+pub use mount::{MountArgs, UnmountArgs, mount, unmount};
+pub use status::{StatusArgs, status};

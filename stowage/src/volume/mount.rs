@@ -1,0 +1,357 @@
+//! `stowage mount` and `stowage unmount`: a claim bound (playing the scheduler's
+//! part), staged and published through the node plugin, and bound onto a path of
+//! the user's choosing; and all of that undone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use csi_proto::v1::node_client::NodeClient;
+use csi_proto::v1::node_service_capability::{self, rpc::Type as NodeCap};
+use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use csi_proto::v1::{self as csi, VolumeCapability};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::{Api, Client, ResourceExt};
+use nix::mount::{MntFlags, MsFlags, mount as mount2, umount2};
+use tonic::transport::Channel;
+
+use super::placement::{Placement, admits, place};
+use super::record::{self, MountRecord};
+use crate::kubeconfig;
+use crate::layout::{DEFAULT_DATA, Layout};
+
+#[derive(clap::Args)]
+pub struct MountArgs {
+    /// The claim to mount.
+    claim: String,
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Where the volume appears; created if missing.
+    #[arg(long)]
+    target: PathBuf,
+    /// The data directory `stowage up` runs with.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+    /// How long to wait for the claim to be bound.
+    #[arg(long, default_value_t = 300)]
+    timeout_seconds: u64,
+}
+
+#[derive(clap::Args)]
+pub struct UnmountArgs {
+    /// A path `stowage mount` mounted.
+    #[arg(long)]
+    target: PathBuf,
+    /// The data directory `stowage up` runs with.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+}
+
+pub async fn mount(args: MountArgs) -> Result<(), String> {
+    let layout = Layout::new(&args.data);
+    let node = layout.node_name()?;
+    std::fs::create_dir_all(&args.target)
+        .map_err(|e| format!("create {}: {e}", args.target.display()))?;
+    let target = std::fs::canonicalize(&args.target)
+        .map_err(|e| format!("{}: {e}", args.target.display()))?;
+    if record::load(&layout.mounts(), &target)?.is_some() {
+        return Err(format!(
+            "{} already holds a stowage mount",
+            target.display()
+        ));
+    }
+    let client = kubeconfig::client(&layout.kubeconfig()).await?;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &args.namespace);
+    let claim = claims
+        .get(&args.claim)
+        .await
+        .map_err(|e| format!("claim {}/{}: {e}", args.namespace, args.claim))?;
+    match place(&client, &claim, &node).await? {
+        Placement::PreBound(volume) => eprintln!("pre-bound static volume {volume} on node {node}"),
+        Placement::SelectedNode => {
+            eprintln!("selected node {node}: the provisioner makes the volume")
+        }
+        Placement::Nothing => {}
+    }
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    let volume_name = wait_bound(&claims, &args.claim, timeout).await?;
+    let volume = Api::<PersistentVolume>::all(client.clone())
+        .get(&volume_name)
+        .await
+        .map_err(|e| format!("volume {volume_name}: {e}"))?;
+    check_reachable(&client, &volume, &node).await?;
+    let record = publish(&layout, &claim, &volume, target).await?;
+    record::save(&layout.mounts(), &record)?;
+    println!(
+        "mounted {}/{} (volume {}) at {}",
+        record.namespace,
+        record.claim,
+        record.volume,
+        record.target.display()
+    );
+    Ok(())
+}
+
+pub async fn unmount(args: UnmountArgs) -> Result<(), String> {
+    let layout = Layout::new(&args.data);
+    let target = std::fs::canonicalize(&args.target)
+        .map_err(|e| format!("{}: {e}", args.target.display()))?;
+    let record = record::load(&layout.mounts(), &target)?.ok_or_else(|| {
+        format!(
+            "nothing was mounted at {} by stowage mount",
+            target.display()
+        )
+    })?;
+    match umount2(&record.target, MntFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(format!("unmount {}: {e}", record.target.display())),
+    }
+    let mut node = node_client(&layout).await?;
+    unpublish(&mut node, &record).await?;
+    record::remove(&layout.mounts(), &target)?;
+    println!(
+        "unmounted {}/{} from {}",
+        record.namespace,
+        record.claim,
+        target.display()
+    );
+    Ok(())
+}
+
+/// Waits for the claim to be Bound, saying what it is waiting for when that changes.
+async fn wait_bound(
+    claims: &Api<PersistentVolumeClaim>,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut said = String::new();
+    loop {
+        let claim = claims
+            .get(name)
+            .await
+            .map_err(|e| format!("claim {name}: {e}"))?;
+        let phase = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let volume = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        if phase == "Bound" && !volume.is_empty() {
+            return Ok(volume);
+        }
+        if phase == "Lost" {
+            return Err(format!("claim {name} is Lost: its volume is gone"));
+        }
+        let now = format!("waiting for claim {name} to be bound (phase {phase})");
+        if now != said {
+            eprintln!("{now}");
+            said = now;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "claim {name} not bound after {timeout:?}; see `kubectl describe pvc {name}`"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn check_reachable(
+    client: &Client,
+    volume: &PersistentVolume,
+    node: &str,
+) -> Result<(), String> {
+    let labels = match Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get_opt(node)
+        .await
+    {
+        Ok(Some(n)) => n.labels().clone(),
+        _ => Default::default(),
+    };
+    if admits(volume, node, &labels) {
+        return Ok(());
+    }
+    Err(format!(
+        "volume {} is pinned to another node than {node}",
+        volume.name_any()
+    ))
+}
+
+async fn node_client(layout: &Layout) -> Result<NodeClient<Channel>, String> {
+    let socket = layout.node_socket();
+    csi_proto::channel::connect(&socket)
+        .await
+        .map(NodeClient::new)
+        .map_err(|e| {
+            format!(
+                "node plugin at {}: {e} (is `stowage up` running?)",
+                socket.display()
+            )
+        })
+}
+
+/// Stage (if the plugin stages), publish below its kubelet root, bind onto the target;
+/// on failure, what was done is undone.
+async fn publish(
+    layout: &Layout,
+    claim: &PersistentVolumeClaim,
+    volume: &PersistentVolume,
+    target: PathBuf,
+) -> Result<MountRecord, String> {
+    let spec = volume.spec.as_ref().ok_or("the volume has no spec")?;
+    if spec.volume_mode.as_deref() == Some("Block") {
+        return Err("a Block claim has no filesystem to mount; give it to a pod".into());
+    }
+    let source = spec
+        .csi
+        .as_ref()
+        .filter(|c| c.driver == csi_proto::DRIVER_NAME)
+        .ok_or_else(|| {
+            format!(
+                "volume {} is not a {} volume",
+                volume.name_any(),
+                csi_proto::DRIVER_NAME
+            )
+        })?;
+    let capability = capability(spec.access_modes.as_deref().unwrap_or_default(), spec);
+    let context: HashMap<String, String> = source
+        .volume_attributes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut node = node_client(layout).await?;
+    let kubelet = layout.kubelet();
+    let staging_dir = kubelet.join("staging").join(volume.name_any());
+    let published = kubelet
+        .join("pods")
+        .join(claim.uid().unwrap_or_default())
+        .join(volume.name_any())
+        .join("mount");
+    let mut record = MountRecord {
+        target,
+        namespace: claim.namespace().unwrap_or_default(),
+        claim: claim.name_any(),
+        volume: volume.name_any(),
+        volume_id: source.volume_handle.clone(),
+        staging: String::new(),
+        published,
+    };
+    if stages(&mut node).await? {
+        std::fs::create_dir_all(&staging_dir)
+            .map_err(|e| format!("create {}: {e}", staging_dir.display()))?;
+        record.staging = staging_dir.display().to_string();
+        node.node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: record.volume_id.clone(),
+            staging_target_path: record.staging.clone(),
+            volume_capability: Some(capability.clone()),
+            volume_context: context.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("NodeStageVolume: {}", e.message()))?;
+    }
+    let parent = record.published.parent().unwrap_or(Path::new("/"));
+    let published =
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()));
+    let published = match published {
+        Ok(()) => node
+            .node_publish_volume(csi::NodePublishVolumeRequest {
+                volume_id: record.volume_id.clone(),
+                staging_target_path: record.staging.clone(),
+                target_path: record.published.display().to_string(),
+                volume_capability: Some(capability),
+                readonly: false,
+                volume_context: context,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|e| format!("NodePublishVolume: {}", e.message())),
+        Err(e) => Err(e),
+    };
+    let bound = published.and_then(|()| {
+        mount2(
+            Some(&record.published),
+            &record.target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind onto {}: {e}", record.target.display()))
+    });
+    if let Err(e) = bound {
+        let _ = unpublish(&mut node, &record).await;
+        return Err(e);
+    }
+    Ok(record)
+}
+
+async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Result<(), String> {
+    node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+        volume_id: record.volume_id.clone(),
+        target_path: record.published.display().to_string(),
+    })
+    .await
+    .map_err(|e| format!("NodeUnpublishVolume: {}", e.message()))?;
+    if let Some(pod) = record.published.parent() {
+        let _ = std::fs::remove_dir(pod);
+        let _ = pod.parent().map(std::fs::remove_dir);
+    }
+    if record.staging.is_empty() {
+        return Ok(());
+    }
+    node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+        volume_id: record.volume_id.clone(),
+        staging_target_path: record.staging.clone(),
+    })
+    .await
+    .map_err(|e| format!("NodeUnstageVolume: {}", e.message()))?;
+    let _ = std::fs::remove_dir(&record.staging);
+    Ok(())
+}
+
+async fn stages(node: &mut NodeClient<Channel>) -> Result<bool, String> {
+    let caps = node
+        .node_get_capabilities(csi::NodeGetCapabilitiesRequest {})
+        .await
+        .map_err(|e| format!("NodeGetCapabilities: {}", e.message()))?
+        .into_inner();
+    Ok(caps.capabilities.iter().any(|c| {
+        matches!(&c.r#type, Some(node_service_capability::Type::Rpc(rpc)) if rpc.r#type == NodeCap::StageUnstageVolume as i32)
+    }))
+}
+
+/// The capability kubelet would ask for: the volume's filesystem and mount options, and
+/// the access mode its modes imply.
+fn capability(
+    modes: &[String],
+    spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec,
+) -> VolumeCapability {
+    let mode = if modes.iter().any(|m| m == "ReadWriteMany") {
+        Mode::MultiNodeMultiWriter
+    } else if modes.iter().any(|m| m == "ReadWriteOncePod") {
+        Mode::SingleNodeSingleWriter
+    } else if modes.iter().all(|m| m == "ReadOnlyMany") && !modes.is_empty() {
+        Mode::MultiNodeReaderOnly
+    } else {
+        Mode::SingleNodeWriter
+    };
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: spec
+                .csi
+                .as_ref()
+                .and_then(|c| c.fs_type.clone())
+                .unwrap_or_default(),
+            mount_flags: spec.mount_options.clone().unwrap_or_default(),
+            volume_mount_group: String::new(),
+        })),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}

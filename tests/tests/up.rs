@@ -1,0 +1,268 @@
+//! `stowage up` end to end, as a user would drive it: kubectl applies a claim,
+//! `stowage mount` binds, provisions and mounts it, a file lands in the volume,
+//! `stowage unmount` and deleting the claim reclaim it; Ctrl-C stops everything
+//! and a second `up` on the same directory finds every object kept.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use stowage_tests::mounts::{MountedDir, mounts_under};
+use stowage_tests::process::stowage_bin;
+use stowage_tests::wait_for;
+use tokio::process::{Child, Command};
+
+const CLAIM: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 64Mi
+"#;
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn up(data: &Path, port: u16) -> Child {
+    Command::new(stowage_bin())
+        .args(["up", "--node-name", "machine", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(data)
+        .env("STOWAGE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn stowage up")
+}
+
+async fn stowage(args: &[&str], data: &Path) -> Output {
+    Command::new(stowage_bin())
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .await
+        .expect("run stowage")
+}
+
+fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(data.join("kubeconfig"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn wait_until_up(data: &Path) {
+    wait_for("stowage up to serve", Duration::from_secs(60), async || {
+        let out = kubectl(data, &["get", "storageclass", "-o", "name"], None);
+        let names = String::from_utf8_lossy(&out.stdout).to_string();
+        (names.contains("stowage-local-immediate") && data.join("node.sock").exists()).then_some(())
+    })
+    .await;
+    // The provisioners start last; status answering means the API is there for them too.
+    wait_for("the provisioners", Duration::from_secs(30), async || {
+        stowage(&["status"], data)
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+}
+
+async fn stop(mut child: Child) {
+    let pid = i32::try_from(child.id().expect("running")).expect("pid");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("up stops within 30 s")
+        .expect("wait");
+    assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+}
+
+#[tokio::test]
+async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_restart() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let first = up(&data, port);
+    wait_until_up(&data).await;
+    let classes = text(&kubectl(&data, &["get", "storageclass"], None));
+    assert!(classes.contains("stowage-local (default)"), "{classes}");
+    assert!(
+        !classes.contains("stowage-nfs"),
+        "no NFS export configured: {classes}"
+    );
+    let nodes = text(&kubectl(
+        &data,
+        &["get", "node", "machine", "--show-labels"],
+        None,
+    ));
+    assert!(
+        nodes.contains("topology.stowage.io/node=machine"),
+        "{nodes}"
+    );
+
+    let applied = kubectl(&data, &["apply", "-f", "-"], Some(CLAIM));
+    assert!(applied.status.success(), "{}", text(&applied));
+    let target = dir.path().join("mnt");
+    let mounted = stowage(
+        &[
+            "mount",
+            "data",
+            "--namespace",
+            "default",
+            "--target",
+            target.to_str().expect("utf8"),
+        ],
+        &data,
+    )
+    .await;
+    assert!(mounted.status.success(), "{}", text(&mounted));
+    assert!(
+        text(&mounted).contains("selected node machine"),
+        "{}",
+        text(&mounted)
+    );
+    std::fs::write(target.join("hello.txt"), "hello").expect("write into the volume");
+    let volumes = data.join("local/volumes");
+    let landed = walk(&volumes)
+        .into_iter()
+        .find(|p| p.ends_with("hello.txt"));
+    let landed = landed.expect("the file is in a local volume's directory");
+    assert_eq!(std::fs::read_to_string(&landed).expect("read"), "hello");
+
+    let status = text(&stowage(&["status"], &data).await);
+    assert!(
+        status.contains("default/data") && status.contains("Bound"),
+        "{status}"
+    );
+    assert!(
+        status.contains(target.to_str().expect("utf8")),
+        "mount listed: {status}"
+    );
+
+    let unmounted = stowage(
+        &["unmount", "--target", target.to_str().expect("utf8")],
+        &data,
+    )
+    .await;
+    assert!(unmounted.status.success(), "{}", text(&unmounted));
+    assert!(
+        !target.join("hello.txt").exists(),
+        "the target no longer shows the volume"
+    );
+    assert!(
+        mounts_under(dir.path()).is_empty(),
+        "no mount left: {:?}",
+        mounts_under(dir.path())
+    );
+
+    let deleted = kubectl(&data, &["delete", "pvc", "data"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    wait_for(
+        "the volume to be reclaimed",
+        Duration::from_secs(30),
+        async || {
+            let pvs = text(&kubectl(&data, &["get", "pv", "-o", "name"], None));
+            (!pvs.contains("persistentvolume/") && !landed.exists()).then_some(())
+        },
+    )
+    .await;
+
+    let kept = kubectl(
+        &data,
+        &["apply", "-f", "-"],
+        Some(&CLAIM.replace("name: data", "name: kept")),
+    );
+    assert!(kept.status.success(), "{}", text(&kept));
+    stop(first).await;
+    assert!(
+        mounts_under(dir.path()).is_empty(),
+        "nothing mounted after Ctrl-C"
+    );
+
+    let second = up(&data, port);
+    wait_until_up(&data).await;
+    let claims = text(&kubectl(&data, &["get", "pvc", "kept", "-o", "name"], None));
+    assert!(
+        claims.contains("persistentvolumeclaim/kept"),
+        "the claim survived: {claims}"
+    );
+    let classes = text(&kubectl(
+        &data,
+        &["get", "storageclass", "-o", "name"],
+        None,
+    ));
+    assert_eq!(
+        classes.matches("stowage-local").count(),
+        3,
+        "seeded once: {classes}"
+    );
+    stop(second).await;
+}
+
+#[tokio::test]
+async fn mount_refuses_what_it_cannot_do() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let missing = stowage(&["mount", "nope", "--target", "/tmp/x"], &data).await;
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("is `stowage up --data"),
+        "{}",
+        text(&missing)
+    );
+    let unknown = stowage(
+        &["unmount", "--target", dir.path().to_str().expect("utf8")],
+        &data,
+    )
+    .await;
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("nothing was mounted"),
+        "{}",
+        text(&unknown)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
