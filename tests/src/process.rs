@@ -103,19 +103,21 @@ pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 /// `stowage node` for `node` with its socket, local root and state under `dir`.
 pub async fn start_node_plugin(dir: &Path, node: &str) -> (Stowage, Csi) {
+    start_node_plugin_with(dir, node, &[]).await
+}
+
+/// [`start_node_plugin`] with more flags, e.g. `--kubelet-dir`.
+pub async fn start_node_plugin_with(dir: &Path, node: &str, extra: &[&str]) -> (Stowage, Csi) {
     let local_root = dir.join("local");
     let state = dir.join("state");
-    Stowage::start(
-        "node",
-        &dir.join("node.sock"),
-        &[
-            "--node-id",
-            node,
-            "--local-root",
-            local_root.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--node-id",
+        node,
+        "--local-root",
+        local_root.to_str().expect("utf8"),
+        "--state-dir",
+        state.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    Stowage::start("node", &dir.join("node.sock"), &args).await
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::{Stowage, stowage_bin};
+use stowage_tests::process::{Stowage, start_node_plugin_with, stowage_bin};
 
 const LOCAL_RPCS: [&str; 6] = [
     "CreateVolume",
@@ -19,22 +19,8 @@ const LOCAL_RPCS: [&str; 6] = [
 
 /// `stowage node` with its state under `dir`, accepting paths below `kubelet`.
 async fn node_plugin(dir: &Path, kubelet: &Path, name: &str) -> (Stowage, stowage_tests::csi::Csi) {
-    let (root, state) = (dir.join("local"), dir.join("state"));
-    Stowage::start(
-        "node",
-        &dir.join("node.sock"),
-        &[
-            "--node-id",
-            name,
-            "--local-root",
-            root.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-            "--kubelet-dir",
-            kubelet.to_str().expect("utf8"),
-        ],
-    )
-    .await
+    let kubelet = kubelet.to_str().expect("utf8");
+    start_node_plugin_with(dir, name, &["--kubelet-dir", kubelet]).await
 }
 
 /// Runs the benchmark with `args`; the exit success and the JSON it printed.
