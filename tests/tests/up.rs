@@ -266,3 +266,91 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// A static PV in the default class, pinned to `node`, for a CSI volume `handle`.
+fn static_volume(name: &str, size: &str, node: &str, handle: &str, context: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: stowage-local
+  persistentVolumeReclaimPolicy: Retain
+  csi: {{driver: csi.stowage.io, volumeHandle: "{handle}", volumeAttributes: {context}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {{key: topology.stowage.io/node, operator: In, values: [{node}]}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn mount_pre_binds_the_smallest_static_volume_this_node_can_reach() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let running = up(&data, free_port());
+    wait_until_up(&data).await;
+    let csi = stowage_tests::csi::Csi::connect(&data.join("node.sock"))
+        .await
+        .expect("node socket");
+    let volume = csi
+        .create(stowage_tests::csi::create_request(
+            "static-data",
+            128 << 20,
+            &[],
+        ))
+        .await
+        .expect("CreateVolume");
+    let context = serde_json::to_string(&volume.volume_context).expect("json");
+    let volumes = [
+        static_volume("fits", "128Mi", "machine", &volume.volume_id, &context),
+        static_volume("larger", "1Gi", "machine", "no-such-volume", "{}"),
+        static_volume("elsewhere", "65Mi", "other-node", "no-such-volume", "{}"),
+    ];
+    let applied = kubectl(&data, &["apply", "-f", "-"], Some(&volumes.join("---\n")));
+    assert!(applied.status.success(), "{}", text(&applied));
+    let applied = kubectl(&data, &["apply", "-f", "-"], Some(CLAIM));
+    assert!(applied.status.success(), "{}", text(&applied));
+
+    let target = dir.path().join("mnt");
+    let target_arg = target.to_str().expect("utf8");
+    let mounted = stowage(&["mount", "data", "--target", target_arg], &data).await;
+    assert!(mounted.status.success(), "{}", text(&mounted));
+    assert!(
+        text(&mounted).contains("pre-bound static volume fits"),
+        "{}",
+        text(&mounted)
+    );
+    std::fs::write(target.join("in-static.txt"), "x").expect("write");
+    let pvs = text(&kubectl(
+        &data,
+        &[
+            "get",
+            "pv",
+            "-o",
+            "custom-columns=N:.metadata.name,S:.status.phase",
+        ],
+        None,
+    ));
+    assert!(
+        pvs.contains("fits")
+            && pvs
+                .lines()
+                .any(|l| l.starts_with("fits") && l.contains("Bound")),
+        "{pvs}"
+    );
+    assert!(
+        pvs.lines()
+            .any(|l| l.starts_with("larger") && l.contains("Available")),
+        "{pvs}"
+    );
+    let unmounted = stowage(&["unmount", "--target", target_arg], &data).await;
+    assert!(unmounted.status.success(), "{}", text(&unmounted));
+    assert!(mounts_under(dir.path()).is_empty());
+    stop(running).await;
+}
