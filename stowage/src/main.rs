@@ -1,6 +1,7 @@
 //! `stowage`: parses flags, sets up tracing and runs the chosen component.
 
 mod bench;
+mod capabilities;
 mod kubeconfig;
 mod layout;
 mod up;
@@ -350,9 +351,8 @@ async fn serve_telemetry(
 fn identity() -> String {
     let host = std::env::var("POD_NAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "stowage".into());
+        .unwrap_or_else(up::host_name);
     format!("{host}-{}", std::process::id())
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::csi::create_request;
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{Stowage, stowage_bin};
+use stowage_tests::process::{start_node_plugin, stowage_bin};
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 use tokio::process::Command;
@@ -299,22 +299,13 @@ async fn recycle_scrubs_an_nfs_export_through_the_userspace_client() {
 async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
-    let socket = dir.path().join("csi.sock");
+    let socket = dir.path().join("node.sock");
     let local_root = dir.path().join("local");
-    let state = dir.path().join("state");
     // The node's reclaimer starts before its plugin: the first DeleteVolume fails.
     cluster.run_provisioner(Scope::Central, None, &[]);
     cluster.run_provisioner(Scope::Node(NODE.into()), Some(&socket), &[]);
 
-    let node_args = [
-        "--node-id",
-        NODE,
-        "--local-root",
-        local_root.to_str().expect("utf8"),
-        "--state-dir",
-        state.to_str().expect("utf8"),
-    ];
-    let (plugin, csi) = Stowage::start("node", &socket, &node_args).await;
+    let (plugin, csi) = start_node_plugin(dir.path(), NODE).await;
     let created = csi
         .create(create_request("pvc-1", 1 << 20, &[("type", "local")]))
         .await
@@ -347,7 +338,7 @@ async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume()
     assert!(message.contains("DeleteVolume failed"), "{message}");
 
     // The plugin comes back; the retry deletes the volume, then the object.
-    let (_plugin, _csi) = Stowage::start("node", &socket, &node_args).await;
+    let (_plugin, _csi) = start_node_plugin(dir.path(), NODE).await;
     cluster.gone("pvc-1").await;
     assert_eq!(entries(&local_root.join("volumes")), 0, "DeleteVolume ran");
 

@@ -180,44 +180,47 @@ fn allow_args(prefixes: &[PathBuf]) -> Vec<OsString> {
 }
 
 async fn wait_for_api(kubeconfig: &Path) -> Result<kube::Client, String> {
-    eprintln!("waiting for the API server…");
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        if let Ok(client) = kubeconfig::client(kubeconfig).await
-            && Api::<Namespace>::all(client.clone())
-                .list(&ListParams::default().limit(1))
-                .await
-                .is_ok()
-        {
-            return Ok(client);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the API server did not answer within {STARTUP:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("the API server", async || {
+        let client = kubeconfig::client(kubeconfig).await.ok()?;
+        let namespaces = Api::<Namespace>::all(client.clone());
+        namespaces
+            .list(&ListParams::default().limit(1))
+            .await
+            .ok()?;
+        Some(client)
+    })
+    .await
 }
 
 async fn wait_for_socket(socket: &Path) -> Result<(), String> {
-    eprintln!("waiting for {}…", socket.display());
+    wait_until(&socket.display().to_string(), async || {
+        let channel = csi_proto::channel::connect(socket).await.ok()?;
+        let mut identity = csi_proto::v1::identity_client::IdentityClient::new(channel);
+        identity
+            .probe(csi_proto::v1::ProbeRequest {})
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await
+}
+
+/// Polls `ready` until it answers, saying what it waits for; gives up after [`STARTUP`].
+async fn wait_until<T>(what: &str, mut ready: impl AsyncFnMut() -> Option<T>) -> Result<T, String> {
+    eprintln!("waiting for {what}…");
     let deadline = Instant::now() + STARTUP;
     loop {
-        if let Ok(channel) = csi_proto::channel::connect(socket).await {
-            let mut identity = csi_proto::v1::identity_client::IdentityClient::new(channel);
-            if identity.probe(csi_proto::v1::ProbeRequest {}).await.is_ok() {
-                return Ok(());
-            }
+        if let Some(value) = ready().await {
+            return Ok(value);
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not answer within {STARTUP:?}",
-                socket.display()
-            ));
+            return Err(format!("{what} did not answer within {STARTUP:?}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// This machine's name, lowercased as Kubernetes node names are.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_lowercase())

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use csi_proto::v1::node_client::NodeClient;
-use csi_proto::v1::node_service_capability::{self, rpc::Type as NodeCap};
+use csi_proto::v1::node_service_capability::rpc::Type as NodeCap;
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use csi_proto::v1::{self as csi, VolumeCapability};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -15,8 +15,9 @@ use kube::{Api, Client, ResourceExt};
 use nix::mount::{MntFlags, MsFlags, mount as mount2, umount2};
 use tonic::transport::Channel;
 
-use super::placement::{Placement, admits, place};
+use super::placement::{Placement, admits, node_labels, place};
 use super::record::{self, MountRecord};
+use crate::capabilities::node_rpcs;
 use crate::kubeconfig;
 use crate::layout::{DEFAULT_DATA, Layout};
 
@@ -166,14 +167,7 @@ async fn check_reachable(
     volume: &PersistentVolume,
     node: &str,
 ) -> Result<(), String> {
-    let labels = match Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-        .get_opt(node)
-        .await
-    {
-        Ok(Some(n)) => n.labels().clone(),
-        _ => Default::default(),
-    };
-    if admits(volume, node, &labels) {
+    if admits(volume, node, &node_labels(client, node).await?) {
         return Ok(());
     }
     Err(format!(
@@ -242,7 +236,10 @@ async fn publish(
         staging: String::new(),
         published,
     };
-    if stages(&mut node).await? {
+    let stages = node_rpcs(&mut node)
+        .await?
+        .contains(&(NodeCap::StageUnstageVolume as i32));
+    if stages {
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| format!("create {}: {e}", staging_dir.display()))?;
         record.staging = staging_dir.display().to_string();
@@ -256,40 +253,41 @@ async fn publish(
         .await
         .map_err(|e| format!("NodeStageVolume: {}", e.message()))?;
     }
-    let parent = record.published.parent().unwrap_or(Path::new("/"));
-    let published =
-        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()));
-    let published = match published {
-        Ok(()) => node
-            .node_publish_volume(csi::NodePublishVolumeRequest {
-                volume_id: record.volume_id.clone(),
-                staging_target_path: record.staging.clone(),
-                target_path: record.published.display().to_string(),
-                volume_capability: Some(capability),
-                readonly: false,
-                volume_context: context,
-                ..Default::default()
-            })
-            .await
-            .map(drop)
-            .map_err(|e| format!("NodePublishVolume: {}", e.message())),
-        Err(e) => Err(e),
-    };
-    let bound = published.and_then(|()| {
-        mount2(
-            Some(&record.published),
-            &record.target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("bind onto {}: {e}", record.target.display()))
-    });
-    if let Err(e) = bound {
+    if let Err(e) = publish_and_bind(&mut node, &record, capability, context).await {
         let _ = unpublish(&mut node, &record).await;
         return Err(e);
     }
     Ok(record)
+}
+
+/// NodePublishVolume below the kubelet root, then a bind of that onto the user's target.
+async fn publish_and_bind(
+    node: &mut NodeClient<Channel>,
+    record: &MountRecord,
+    capability: VolumeCapability,
+    context: HashMap<String, String>,
+) -> Result<(), String> {
+    let parent = record.published.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    node.node_publish_volume(csi::NodePublishVolumeRequest {
+        volume_id: record.volume_id.clone(),
+        staging_target_path: record.staging.clone(),
+        target_path: record.published.display().to_string(),
+        volume_capability: Some(capability),
+        readonly: false,
+        volume_context: context,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("NodePublishVolume: {}", e.message()))?;
+    mount2(
+        Some(&record.published),
+        &record.target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind onto {}: {e}", record.target.display()))
 }
 
 async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Result<(), String> {
@@ -314,17 +312,6 @@ async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Resu
     .map_err(|e| format!("NodeUnstageVolume: {}", e.message()))?;
     let _ = std::fs::remove_dir(&record.staging);
     Ok(())
-}
-
-async fn stages(node: &mut NodeClient<Channel>) -> Result<bool, String> {
-    let caps = node
-        .node_get_capabilities(csi::NodeGetCapabilitiesRequest {})
-        .await
-        .map_err(|e| format!("NodeGetCapabilities: {}", e.message()))?
-        .into_inner();
-    Ok(caps.capabilities.iter().any(|c| {
-        matches!(&c.r#type, Some(node_service_capability::Type::Rpc(rpc)) if rpc.r#type == NodeCap::StageUnstageVolume as i32)
-    }))
 }
 
 /// The capability kubelet would ask for: the volume's filesystem and mount options, and

@@ -82,7 +82,8 @@ pub async fn place(
     Ok(Placement::SelectedNode)
 }
 
-async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, String> {
+/// This node's labels, or its host-name label when the Node object is missing.
+pub async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, String> {
     match Api::<Node>::all(client.clone()).get_opt(node).await {
         Ok(Some(object)) => Ok(object.labels().clone()),
         Ok(None) => Ok(BTreeMap::from([(

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use csi_proto::v1::controller_client::ControllerClient;
-use csi_proto::v1::controller_service_capability::{self, rpc::Type as ControllerCap};
+use csi_proto::v1::controller_service_capability::rpc::Type as ControllerCap;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::node_client::NodeClient;
-use csi_proto::v1::node_service_capability::{self, rpc::Type as NodeCap};
+use csi_proto::v1::node_service_capability::rpc::Type as NodeCap;
 use csi_proto::v1::plugin_capability::{self, service::Type as ServiceType};
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use csi_proto::v1::{self as csi, CapacityRange, TopologyRequirement, VolumeCapability};
@@ -17,6 +17,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::stats::{Rpc, Stats};
+use crate::capabilities::{controller_rpcs, node_rpcs};
 
 /// The two kinds of lifecycle the benchmark drives.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -70,11 +71,7 @@ impl Driver {
             })
             .collect();
         let mut node_client = NodeClient::new(node);
-        let node_caps = node_client
-            .node_get_capabilities(csi::NodeGetCapabilitiesRequest {})
-            .await
-            .map_err(|e| format!("NodeGetCapabilities: {}", e.message()))?
-            .into_inner();
+        let node_caps = node_rpcs(&mut node_client).await?;
         let info = node_client
             .node_get_info(csi::NodeGetInfoRequest {})
             .await
@@ -108,7 +105,7 @@ impl Driver {
             node: node_client,
             node_id: info.node_id,
             topology,
-            stage: node_rpcs(&node_caps).contains(&(NodeCap::StageUnstageVolume as i32)),
+            stage: node_caps.contains(&(NodeCap::StageUnstageVolume as i32)),
             controller_publish: controller_caps
                 .contains(&(ControllerCap::PublishUnpublishVolume as i32)),
         })
@@ -396,26 +393,4 @@ async fn timed<T>(
             None
         }
     }
-}
-
-async fn controller_rpcs(client: &mut ControllerClient<Channel>) -> Result<Vec<i32>, String> {
-    let caps = client
-        .controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {})
-        .await
-        .map_err(|e| format!("ControllerGetCapabilities: {}", e.message()))?
-        .into_inner();
-    Ok(caps
-        .capabilities
-        .iter()
-        .filter_map(|c| c.r#type.as_ref())
-        .map(|controller_service_capability::Type::Rpc(rpc)| rpc.r#type)
-        .collect())
-}
-
-fn node_rpcs(caps: &csi::NodeGetCapabilitiesResponse) -> Vec<i32> {
-    caps.capabilities
-        .iter()
-        .filter_map(|c| c.r#type.as_ref())
-        .map(|node_service_capability::Type::Rpc(rpc)| rpc.r#type)
-        .collect()
 }
