@@ -19,6 +19,9 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 bash scripts/check-deploy.sh
 
+# One build per run: incremental state would only take disk (2+ GB).
+export CARGO_INCREMENTAL=0
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binary: build it first.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use stowage_tests::csi::Csi;
 use stowage_tests::mounts::{MountedDir, mounts_under};
 use stowage_tests::process::stowage_bin;
 use stowage_tests::wait_for;
@@ -32,8 +33,14 @@ fn free_port() -> u16 {
 }
 
 fn up(data: &Path, port: u16) -> Child {
+    up_with(data, port, &[])
+}
+
+fn up_with(data: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(stowage_bin())
-        .args(["up", "--node-name", "machine", "--listen"])
+        .args(["up", "--node-name", "machine"])
+        .args(extra)
+        .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data")
         .arg(data)
@@ -152,6 +159,11 @@ async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_r
         "{}",
         text(&mounted)
     );
+    assert!(
+        text(&mounted).contains("waiting for claim data to be bound (phase Pending)"),
+        "the wait says what it waits for: {}",
+        text(&mounted)
+    );
     std::fs::write(target.join("hello.txt"), "hello").expect("write into the volume");
     let volumes = data.join("local/volumes");
     let landed = walk(&volumes)
@@ -208,6 +220,16 @@ async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_r
     assert!(
         mounts_under(dir.path()).is_empty(),
         "nothing mounted after Ctrl-C"
+    );
+    let after = kubectl(
+        &data,
+        &["get", "storageclass", "--request-timeout=2s"],
+        None,
+    );
+    assert!(!after.status.success(), "the API server stopped with up");
+    assert!(
+        Csi::connect(&data.join("node.sock")).await.is_err(),
+        "the node plugin stopped with up"
     );
 
     let second = up(&data, port);
@@ -293,9 +315,31 @@ spec:
 async fn mount_pre_binds_the_smallest_static_volume_this_node_can_reach() {
     let dir = MountedDir::new();
     let data = dir.path().join("data");
-    let running = up(&data, free_port());
+    let nfs = [
+        "--nfs-server",
+        "127.0.0.1:2049",
+        "--nfs-share",
+        "/exports/stowage",
+    ];
+    let running = up_with(&data, free_port(), &nfs);
     wait_until_up(&data).await;
-    let csi = stowage_tests::csi::Csi::connect(&data.join("node.sock"))
+    let class = text(&kubectl(
+        &data,
+        &[
+            "get",
+            "storageclass",
+            "stowage-nfs",
+            "-o",
+            "jsonpath={.parameters}",
+        ],
+        None,
+    ));
+    assert!(
+        class.contains(r#""server":"127.0.0.1:2049""#)
+            && class.contains(r#""share":"/exports/stowage""#),
+        "the NFS class is seeded with the configured export: {class}"
+    );
+    let csi = Csi::connect(&data.join("node.sock"))
         .await
         .expect("node socket");
     let volume = csi
