@@ -8,13 +8,16 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::{Api, Client, ResourceExt};
 use provisioner::{Config, Scope};
 use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
+use stowage_tests::mounts::MountedDir;
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{Stowage, start_node_plugin};
+use stowage_tests::process::{Stowage, start_node_plugin, start_node_plugin_with};
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 
@@ -413,4 +416,221 @@ async fn a_provisioner_restarted_after_create_volume_neither_leaks_nor_duplicate
         "the restarted provisioner found the volume it had made"
     );
     assert_eq!(volume_dirs(&local_root), 2, "and made no second one");
+}
+
+fn snapshot_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", kind),
+        plural,
+    );
+    if kind == "VolumeSnapshot" {
+        Api::namespaced_with(client.clone(), "default", &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    }
+}
+
+/// What the snapshot controller and csi-snapshotter leave behind for a snapshot the
+/// driver made: a VolumeSnapshotContent and a VolumeSnapshot bound to each other, ready.
+async fn record_snapshot(client: &Client, name: &str, made: &csi_proto::v1::Snapshot) {
+    let contents = snapshot_api(client, "VolumeSnapshotContent", "volumesnapshotcontents");
+    let snapshots = snapshot_api(client, "VolumeSnapshot", "volumesnapshots");
+    let content_name = format!("snapcontent-{name}");
+    let content: DynamicObject = object(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": content_name},
+        "spec": {
+            "driver": "csi.stowage.io",
+            "deletionPolicy": "Delete",
+            "source": {"snapshotHandle": made.snapshot_id},
+            "volumeSnapshotRef": {"name": name, "namespace": "default"},
+        }
+    }));
+    contents
+        .create(&PostParams::default(), &content)
+        .await
+        .expect("content");
+    let snapshot: DynamicObject = object(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name},
+        "spec": {"source": {"volumeSnapshotContentName": content_name}},
+    }));
+    snapshots
+        .create(&PostParams::default(), &snapshot)
+        .await
+        .expect("snapshot");
+    let status = |value: Value| Patch::Merge(json!({"status": value}));
+    contents
+        .patch_status(
+            &content_name,
+            &PatchParams::default(),
+            &status(
+                json!({"snapshotHandle": made.snapshot_id, "readyToUse": true,
+                           "restoreSize": made.size_bytes}),
+            ),
+        )
+        .await
+        .expect("content status");
+    snapshots
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &status(json!({"boundVolumeSnapshotContentName": content_name,
+                           "readyToUse": true})),
+        )
+        .await
+        .expect("snapshot status");
+}
+
+#[tokio::test]
+async fn a_claim_restores_a_volume_snapshot_once_it_is_ready() {
+    let dir = TempDir::new().expect("tempdir");
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let (_node, csi) = start_node_plugin(dir.path(), NODE).await;
+    let local_root = dir.path().join("local");
+    cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
+    cluster.run(Scope::Node(NODE.into()), &dir.path().join("node.sock"));
+    cluster
+        .add_class(class("local-now", "Immediate", json!({"type": "local"})))
+        .await;
+    let origin = cluster.bound(claim("origin", "local-now", json!({}))).await;
+    std::fs::write(data_dir(&local_root, &origin).join("note"), b"before").expect("write");
+    let handle = origin
+        .spec
+        .clone()
+        .and_then(|s| s.csi)
+        .expect("csi")
+        .volume_handle;
+    let made = csi
+        .snapshot("snap-origin", &handle)
+        .await
+        .expect("snapshot");
+    std::fs::write(data_dir(&local_root, &origin).join("note"), b"after").expect("write");
+
+    // The claim comes first: it waits, saying why, until the snapshot is ready.
+    let source = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                        "name": "snap"});
+    let mut restored = claim("restored", "local-now", json!({}));
+    restored.spec.get_or_insert_default().data_source = Some(object(source));
+    cluster
+        .claims
+        .create(&PostParams::default(), &restored)
+        .await
+        .expect("claim");
+    let failed = cluster.event("restored", "ProvisioningFailed").await;
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains("snapshot default/snap does not exist"),
+        "{message}"
+    );
+    let both: DynamicObject = object(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "snap"},
+        "spec": {"source": {"persistentVolumeClaimName": "origin",
+                            "volumeSnapshotContentName": "c"}},
+    }));
+    let refused = snapshot_api(&cluster.client, "VolumeSnapshot", "volumesnapshots")
+        .create(&PostParams::default(), &both)
+        .await
+        .expect_err("a snapshot names one source");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 422 && s.message.contains("exactly one of")),
+        "{refused}"
+    );
+    record_snapshot(&cluster.client, "snap", &made).await;
+
+    let pv = wait_for("restored Bound", Duration::from_secs(30), async || {
+        let c = cluster.claims.get("restored").await.ok()?;
+        let name = c.spec.and_then(|s| s.volume_name)?;
+        cluster.volumes.get(&name).await.ok()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(data_dir(&local_root, &pv).join("note")).expect("read"),
+        b"before",
+        "the restored volume holds the data as it was at the snapshot"
+    );
+}
+
+#[tokio::test]
+async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
+    let dir = MountedDir::new();
+    let kubelet = dir.path().join("kubelet");
+    let kubelet_flag = kubelet.to_str().expect("utf8").to_string();
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let (_node, csi) =
+        start_node_plugin_with(dir.path(), NODE, &["--kubelet-dir", &kubelet_flag]).await;
+    cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
+    cluster.run(Scope::Node(NODE.into()), &dir.path().join("node.sock"));
+    cluster
+        .add_class(class(
+            "local-image",
+            "Immediate",
+            json!({"type": "local", "capacityEnforcement": "image"}),
+        ))
+        .await;
+    let pv = cluster
+        .bound(claim("grown", "local-image", json!({})))
+        .await;
+    let source = pv.spec.clone().and_then(|s| s.csi).expect("csi");
+    let volume = csi_proto::v1::Volume {
+        volume_id: source.volume_handle.clone(),
+        volume_context: source
+            .volume_attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let staging = kubelet.join("plugins/csi.stowage.io/staging/grown");
+    std::fs::create_dir_all(&staging).expect("staging dir, as kubelet makes it");
+    csi.node_stage(&volume, &staging, stowage_tests::csi::mount_rwo())
+        .await
+        .expect("stage: a loop device now holds the image");
+
+    let mut grow = cluster.claims.get("grown").await.expect("get");
+    grow.spec
+        .get_or_insert_default()
+        .resources
+        .get_or_insert_default()
+        .requests
+        .get_or_insert_default()
+        .insert("storage".into(), Quantity("128Mi".into()));
+    cluster
+        .claims
+        .replace("grown", &PostParams::default(), &grow)
+        .await
+        .expect("grow");
+    cluster.event("grown", "FileSystemResizeRequired").await;
+    let volume = cluster.volumes.get(&pv.name_any()).await.expect("pv");
+    assert_eq!(
+        volume.spec.and_then(|s| s.capacity).expect("capacity")["storage"].0,
+        "128Mi",
+        "the volume grew"
+    );
+    let status = cluster
+        .claims
+        .get("grown")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert_eq!(
+        status.capacity.expect("capacity")["storage"].0,
+        "64Mi",
+        "the claim keeps its size until the node grows the filesystem"
+    );
+    let conditions = status.conditions.unwrap_or_default();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "FileSystemResizePending" && c.status == "True"),
+        "{conditions:?}"
+    );
+    csi.node_unstage(&source.volume_handle, &staging)
+        .await
+        .expect("unstage");
 }

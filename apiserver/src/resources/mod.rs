@@ -2,6 +2,7 @@
 
 pub mod coordination;
 pub mod core;
+pub mod snapshot;
 pub mod storage;
 
 use serde::Serialize;
@@ -25,6 +26,9 @@ pub static ALL: &[Resource] = &[
     storage::STORAGE_CLASS,
     storage::CSI_DRIVER,
     coordination::LEASE,
+    snapshot::VOLUME_SNAPSHOT,
+    snapshot::VOLUME_SNAPSHOT_CONTENT,
+    snapshot::VOLUME_SNAPSHOT_CLASS,
 ];
 
 /// Decodes into the upstream type, so a wrongly typed field is a 400 as upstream.

@@ -9,6 +9,7 @@
 
 pub mod expand;
 pub mod request;
+mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -29,7 +30,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use self::request::{Unprovisionable, create_request, persistent_volume, volume_name};
+use self::request::{DataSource, Unprovisionable, create_request, persistent_volume, volume_name};
 use crate::backoff::Backoff;
 use crate::binder::model::annotations;
 use crate::events::{EventRecorder, claim_reference};
@@ -244,7 +245,7 @@ impl Provisioner {
         let pvc = self.annotate(pvc).await?;
         let reference = claim_reference(&pvc);
         let name = volume_name(&pvc);
-        let source = match self.content_source(&pvc) {
+        let source = match self.content_source(&pvc).await {
             Ok(source) => source,
             Err(why) => return self.retry(&pvc, &why).await,
         };
@@ -396,21 +397,42 @@ impl Provisioner {
         Ok(())
     }
 
-    /// For a clone, the volume of its source claim, which must be bound.
-    fn content_source(
+    /// What a clone or a restore is filled from; an error says what is not ready yet.
+    async fn content_source(
         &self,
         pvc: &PersistentVolumeClaim,
     ) -> std::result::Result<Option<VolumeContentSource>, String> {
-        if let Some(why) = request::unsupported_source(pvc) {
-            return Err(why);
-        }
-        let Some(source) = request::source_claim(pvc) else {
-            return Ok(None);
-        };
         let namespace = pvc.namespace().unwrap_or_default();
+        let source = match request::data_source(pvc) {
+            None => return Ok(None),
+            Some(DataSource::Claim(name)) => {
+                volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+                    volume_id: self.source_volume(&namespace, &name)?,
+                })
+            }
+            Some(DataSource::Snapshot(name)) => {
+                let requested = request::requested_bytes(pvc);
+                volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+                    snapshot_id: snapshot::resolve(&self.client, &namespace, &name, requested)
+                        .await?,
+                })
+            }
+            Some(DataSource::Unsupported(kind)) => {
+                return Err(format!(
+                    "data source of kind {kind} is not supported: only PersistentVolumeClaim and snapshot.storage.k8s.io/VolumeSnapshot are"
+                ));
+            }
+        };
+        Ok(Some(VolumeContentSource {
+            r#type: Some(source),
+        }))
+    }
+
+    /// The volume handle of a clone's source claim, which must be bound to one of ours.
+    fn source_volume(&self, namespace: &str, source: &str) -> std::result::Result<String, String> {
         let origin = self
             .claims
-            .get(&ObjectRef::new(&source).within(&namespace))
+            .get(&ObjectRef::new(source).within(namespace))
             .ok_or_else(|| format!("source claim {namespace}/{source} does not exist"))?;
         let volume = origin
             .spec
@@ -418,20 +440,14 @@ impl Provisioner {
             .and_then(|s| s.volume_name.clone())
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("source claim {namespace}/{source} is not bound yet"))?;
-        let handle = self
-            .volumes
+        self.volumes
             .get(&ObjectRef::new(&volume))
             .and_then(|pv| pv.spec.clone()?.csi)
             .filter(|csi| csi.driver == DRIVER_NAME)
             .map(|csi| csi.volume_handle)
             .ok_or_else(|| {
                 format!("source claim {namespace}/{source} is not a volume of {DRIVER_NAME}")
-            })?;
-        Ok(Some(VolumeContentSource {
-            r#type: Some(volume_content_source::Type::Volume(
-                volume_content_source::VolumeSource { volume_id: handle },
-            )),
-        }))
+            })
     }
 
     /// Says which provisioner works on the claim, as upstream annotates it.

@@ -27,6 +27,7 @@ use crate::reclaim::PROVISIONER_FINALIZER;
 /// Class parameters with this prefix are for the provisioner, not the driver.
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 const FSTYPE_KEY: &str = "csi.storage.k8s.io/fstype";
+pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
 
 /// Why a claim cannot be provisioned as it is: retrying will not help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,32 +39,44 @@ pub fn volume_name(pvc: &PersistentVolumeClaim) -> String {
     format!("pvc-{}", pvc.metadata.uid.as_deref().unwrap_or_default())
 }
 
-/// The claim a clone is made from: `dataSource` (or `dataSourceRef`) naming a claim.
-pub fn source_claim(pvc: &PersistentVolumeClaim) -> Option<String> {
+/// What a claim asks its new volume to be filled from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// A clone of another claim in the same namespace.
+    Claim(String),
+    /// A restore of a VolumeSnapshot in the same namespace.
+    Snapshot(String),
+    /// Anything else: `group/kind` as the claim names it.
+    Unsupported(String),
+}
+
+/// The claim's `dataSource`, or else its `dataSourceRef`.
+pub fn data_source(pvc: &PersistentVolumeClaim) -> Option<DataSource> {
     let spec = pvc.spec.as_ref()?;
-    let source = spec.data_source.as_ref();
-    let by_ref = spec.data_source_ref.as_ref();
-    let (group, kind, name) = match (source, by_ref) {
+    let (group, kind, name) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref()) {
         (Some(s), _) => (s.api_group.as_deref(), s.kind.as_str(), s.name.clone()),
         (None, Some(r)) => (r.api_group.as_deref(), r.kind.as_str(), r.name.clone()),
         (None, None) => return None,
     };
-    (group.is_none_or(str::is_empty) && kind == "PersistentVolumeClaim").then_some(name)
+    Some(match (group.unwrap_or_default(), kind) {
+        ("", "PersistentVolumeClaim") => DataSource::Claim(name),
+        (SNAPSHOT_GROUP, "VolumeSnapshot") => DataSource::Snapshot(name),
+        ("", kind) => DataSource::Unsupported(kind.to_string()),
+        (group, kind) => DataSource::Unsupported(format!("{group}/{kind}")),
+    })
 }
 
-/// Whether the claim asks for a data source this provisioner cannot resolve yet.
-pub fn unsupported_source(pvc: &PersistentVolumeClaim) -> Option<String> {
-    let spec = pvc.spec.as_ref()?;
-    let kind = spec
-        .data_source
-        .as_ref()
-        .map(|s| s.kind.clone())
-        .or_else(|| spec.data_source_ref.as_ref().map(|r| r.kind.clone()))?;
-    (source_claim(pvc).is_none()).then(|| {
-        format!(
-            "data source of kind {kind} is not supported: only PersistentVolumeClaim clones are"
-        )
-    })
+/// The claim's storage request in bytes, when it has a valid one.
+pub fn requested_bytes(pvc: &PersistentVolumeClaim) -> Option<u128> {
+    let request = pvc
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?;
+    Some(Quantity::parse(&request.0).ok()?.bytes())
 }
 
 /// The claim's first access mode as a capability (what ControllerExpandVolume asks about).
@@ -292,7 +305,7 @@ fn node_affinity(topologies: &[Topology]) -> Option<VolumeNodeAffinity> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn claim(extra: serde_json::Value) -> PersistentVolumeClaim {
         let mut object = json!({
@@ -379,18 +392,31 @@ mod tests {
     }
 
     #[test]
-    fn clones_name_their_source_claim() {
-        let pvc = claim(
-            json!({"spec": {"dataSource": {"kind": "PersistentVolumeClaim", "name": "origin"}}}),
+    fn data_sources_are_told_apart() {
+        let source = |value: Value| data_source(&claim(json!({"spec": value})));
+        assert_eq!(
+            source(json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "origin"}})),
+            Some(DataSource::Claim("origin".into()))
         );
-        assert_eq!(source_claim(&pvc).as_deref(), Some("origin"));
-        assert_eq!(unsupported_source(&pvc), None);
-        let snapshot = claim(
-            json!({"spec": {"dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s"}}}),
+        assert_eq!(
+            source(
+                json!({"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io",
+                "kind": "VolumeSnapshot", "name": "s"}})
+            ),
+            Some(DataSource::Snapshot("s".into()))
         );
-        assert_eq!(source_claim(&snapshot), None);
-        assert!(unsupported_source(&snapshot).is_some_and(|m| m.contains("VolumeSnapshot")));
-        assert_eq!(source_claim(&claim(json!({}))), None);
+        assert_eq!(
+            source(
+                json!({"dataSource": {"apiGroup": "example.com", "kind": "Backup", "name": "b"}})
+            ),
+            Some(DataSource::Unsupported("example.com/Backup".into()))
+        );
+        assert_eq!(
+            source(json!({"dataSource": {"kind": "VolumeSnapshot", "name": "s"}})),
+            Some(DataSource::Unsupported("VolumeSnapshot".into())),
+            "a snapshot without its API group is not one"
+        );
+        assert_eq!(source(json!({})), None);
     }
 
     #[test]

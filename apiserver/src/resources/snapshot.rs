@@ -1,0 +1,392 @@
+//! snapshot.storage.k8s.io/v1: VolumeSnapshot, VolumeSnapshotContent and
+//! VolumeSnapshotClass, served as a cluster serves them once the external-snapshotter
+//! CRDs are installed. The types below follow those CRDs' schemas, so decoding prunes
+//! unknown fields as a structural schema does.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{PLAIN, roundtrip, typed};
+use crate::error::Result;
+use crate::meta;
+use crate::registry::{Behaviour, Resource};
+use crate::table::{self, Column, or_none, text};
+use crate::validation::{FieldError, check_one_of, check_subdomain, check_unchanged};
+
+const GROUP: &str = "snapshot.storage.k8s.io";
+const DELETION_POLICIES: &[&str] = &["Delete", "Retain"];
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VolumeSnapshot {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    metadata: ObjectMeta,
+    spec: SnapshotSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<SnapshotStatus>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotSpec {
+    source: SnapshotSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_snapshot_class_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotSource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persistent_volume_claim_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_snapshot_content_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bound_volume_snapshot_content_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creation_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready_to_use: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<SnapshotError>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VolumeSnapshotContent {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    metadata: ObjectMeta,
+    spec: ContentSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<ContentStatus>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContentSpec {
+    deletion_policy: String,
+    driver: String,
+    source: ContentSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_volume_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_snapshot_class_name: Option<String>,
+    volume_snapshot_ref: ObjectReference,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContentSource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_handle: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_handle: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContentStatus {
+    /// Nanoseconds since the epoch, as the CSI snapshotter records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creation_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready_to_use: Option<bool>,
+    /// Bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_handle: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<SnapshotError>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VolumeSnapshotClass {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    metadata: ObjectMeta,
+    driver: String,
+    deletion_policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BTreeMap<String, String>>,
+}
+
+pub const VOLUME_SNAPSHOT: Resource = Resource {
+    group: GROUP,
+    version: "v1",
+    kind: "VolumeSnapshot",
+    plural: "volumesnapshots",
+    singular: "volumesnapshot",
+    short_names: &["vs"],
+    namespaced: true,
+    has_status: true,
+    behaviour: Behaviour {
+        decode: roundtrip::<VolumeSnapshot>,
+        validate: validate_snapshot,
+        columns: &[
+            Column::name(),
+            Column::new(
+                "ReadyToUse",
+                "boolean",
+                "Indicates if the snapshot is ready to be used to restore a volume.",
+            ),
+            Column::new(
+                "SourcePVC",
+                "string",
+                "If a new snapshot needs to be created, this contains the name of the source PVC from which this snapshot was (or will be) created.",
+            ),
+            Column::new(
+                "RestoreSize",
+                "string",
+                "Represents the minimum size of volume required to rehydrate from this snapshot.",
+            ),
+            Column::new(
+                "SnapshotContent",
+                "string",
+                "Name of the VolumeSnapshotContent object to which the VolumeSnapshot object intends to bind to.",
+            ),
+            Column::age(),
+        ],
+        cells: snapshot_cells,
+        ..PLAIN
+    },
+};
+
+pub const VOLUME_SNAPSHOT_CONTENT: Resource = Resource {
+    group: GROUP,
+    version: "v1",
+    kind: "VolumeSnapshotContent",
+    plural: "volumesnapshotcontents",
+    singular: "volumesnapshotcontent",
+    short_names: &["vsc", "vscs"],
+    namespaced: false,
+    has_status: true,
+    behaviour: Behaviour {
+        decode: roundtrip::<VolumeSnapshotContent>,
+        validate: validate_content,
+        columns: &[
+            Column::name(),
+            Column::new(
+                "ReadyToUse",
+                "boolean",
+                "Indicates if the snapshot is ready to be used to restore a volume.",
+            ),
+            Column::new(
+                "RestoreSize",
+                "integer",
+                "Represents the complete size of the snapshot in bytes",
+            ),
+            Column::new(
+                "DeletionPolicy",
+                "string",
+                "Determines whether this VolumeSnapshotContent and its physical snapshot on the underlying storage system should be deleted when its bound VolumeSnapshot is deleted.",
+            ),
+            Column::new(
+                "Driver",
+                "string",
+                "Name of the CSI driver used to create the physical snapshot on the underlying storage system.",
+            ),
+            Column::new(
+                "VolumeSnapshot",
+                "string",
+                "Name of the VolumeSnapshot object to which this VolumeSnapshotContent object is bound.",
+            ),
+            Column::age(),
+        ],
+        cells: content_cells,
+        ..PLAIN
+    },
+};
+
+pub const VOLUME_SNAPSHOT_CLASS: Resource = Resource {
+    group: GROUP,
+    version: "v1",
+    kind: "VolumeSnapshotClass",
+    plural: "volumesnapshotclasses",
+    singular: "volumesnapshotclass",
+    short_names: &["vsclass", "vsclasses"],
+    namespaced: false,
+    has_status: false,
+    behaviour: Behaviour {
+        decode: roundtrip::<VolumeSnapshotClass>,
+        validate: validate_class,
+        columns: &[
+            Column::name(),
+            Column::new("Driver", "string", ""),
+            Column::new(
+                "DeletionPolicy",
+                "string",
+                "Determines whether a VolumeSnapshotContent created through the VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted.",
+            ),
+            Column::age(),
+        ],
+        cells: class_cells,
+        ..PLAIN
+    },
+};
+
+/// Exactly one of two source fields, as the CRDs' validation rules demand.
+fn check_exactly_one(field: &str, a: (&str, bool), b: (&str, bool), errors: &mut Vec<FieldError>) {
+    if a.1 == b.1 {
+        errors.push(FieldError::invalid(
+            field,
+            Value::Null,
+            format!("exactly one of {} and {} should be set", a.0, b.0),
+        ));
+    }
+}
+
+fn validate_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
+    let snapshot: VolumeSnapshot = typed(object)?;
+    let mut errors = Vec::new();
+    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let source = &snapshot.spec.source;
+    check_exactly_one(
+        "spec.source",
+        (
+            "persistentVolumeClaimName",
+            source.persistent_volume_claim_name.is_some(),
+        ),
+        (
+            "volumeSnapshotContentName",
+            source.volume_snapshot_content_name.is_some(),
+        ),
+        &mut errors,
+    );
+    if snapshot.spec.volume_snapshot_class_name.as_deref() == Some("") {
+        errors.push(FieldError::invalid(
+            "spec.volumeSnapshotClassName",
+            "",
+            "must not be the empty string when set",
+        ));
+    }
+    if let Some(old) = old {
+        check_unchanged(
+            "spec.source",
+            &object["spec"]["source"],
+            &old["spec"]["source"],
+            &mut errors,
+        );
+    }
+    Ok(errors)
+}
+
+fn validate_content(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
+    let content: VolumeSnapshotContent = typed(object)?;
+    let mut errors = Vec::new();
+    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let spec = &content.spec;
+    if spec.driver.is_empty() {
+        errors.push(FieldError::required("spec.driver", ""));
+    }
+    check_one_of(
+        "spec.deletionPolicy",
+        &spec.deletion_policy,
+        DELETION_POLICIES,
+        &mut errors,
+    );
+    check_exactly_one(
+        "spec.source",
+        ("volumeHandle", spec.source.volume_handle.is_some()),
+        ("snapshotHandle", spec.source.snapshot_handle.is_some()),
+        &mut errors,
+    );
+    let reference = &spec.volume_snapshot_ref;
+    for (field, value) in [
+        ("name", &reference.name),
+        ("namespace", &reference.namespace),
+    ] {
+        if value.as_deref().is_none_or(str::is_empty) {
+            errors.push(FieldError::required(
+                format!("spec.volumeSnapshotRef.{field}"),
+                "",
+            ));
+        }
+    }
+    if let Some(old) = old {
+        check_unchanged(
+            "spec.source",
+            &object["spec"]["source"],
+            &old["spec"]["source"],
+            &mut errors,
+        );
+    }
+    Ok(errors)
+}
+
+fn validate_class(object: &Value, _: Option<&Value>) -> Result<Vec<FieldError>> {
+    let class: VolumeSnapshotClass = typed(object)?;
+    let mut errors = Vec::new();
+    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    if class.driver.is_empty() {
+        errors.push(FieldError::required("driver", ""));
+    }
+    check_one_of(
+        "deletionPolicy",
+        &class.deletion_policy,
+        DELETION_POLICIES,
+        &mut errors,
+    );
+    Ok(errors)
+}
+
+fn snapshot_cells(object: &Value) -> Vec<Value> {
+    vec![
+        json!(meta::name(object)),
+        or_none(text(object, "/status/readyToUse")),
+        or_none(text(object, "/spec/source/persistentVolumeClaimName")),
+        or_none(text(object, "/status/restoreSize")),
+        or_none(text(object, "/status/boundVolumeSnapshotContentName")),
+        table::age(object),
+    ]
+}
+
+fn content_cells(object: &Value) -> Vec<Value> {
+    vec![
+        json!(meta::name(object)),
+        or_none(text(object, "/status/readyToUse")),
+        or_none(text(object, "/status/restoreSize")),
+        json!(text(object, "/spec/deletionPolicy")),
+        json!(text(object, "/spec/driver")),
+        json!(text(object, "/spec/volumeSnapshotRef/name")),
+        table::age(object),
+    ]
+}
+
+fn class_cells(object: &Value) -> Vec<Value> {
+    vec![
+        json!(meta::name(object)),
+        json!(text(object, "/driver")),
+        json!(text(object, "/deletionPolicy")),
+        table::age(object),
+    ]
+}
