@@ -38,6 +38,23 @@ impl LeaderConfig {
             retry_period: Duration::from_secs(2),
         }
     }
+
+    /// client-go's rule: lease duration > renew deadline > retry period (with jitter).
+    pub fn check(&self) -> Result<(), String> {
+        if self.lease_duration <= self.renew_deadline {
+            return Err(format!(
+                "the lease duration ({:?}) must be longer than the renew deadline ({:?})",
+                self.lease_duration, self.renew_deadline
+            ));
+        }
+        if self.renew_deadline.as_secs_f64() <= self.retry_period.as_secs_f64() * 1.2 {
+            return Err(format!(
+                "the renew deadline ({:?}) must be longer than 1.2 x the retry period ({:?})",
+                self.renew_deadline, self.retry_period
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub struct Elector {
@@ -169,5 +186,24 @@ impl Elector {
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_must_nest_as_client_go_requires() {
+        let config = |lease, renew, retry| LeaderConfig {
+            lease_duration: Duration::from_millis(lease),
+            renew_deadline: Duration::from_millis(renew),
+            retry_period: Duration::from_millis(retry),
+            ..LeaderConfig::new("ns", "lease", "me")
+        };
+        assert_eq!(LeaderConfig::new("ns", "lease", "me").check(), Ok(()));
+        assert_eq!(config(2000, 1500, 200).check(), Ok(()));
+        assert!(config(1500, 1500, 200).check().is_err());
+        assert!(config(2000, 1500, 1300).check().is_err());
     }
 }

@@ -69,6 +69,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     config.health.set_ready(true);
     tokio::pin!(shutdown);
     let Some(leader) = config.leader.clone() else {
+        config.metrics.leader.set(1);
         return act(&client, &config, stores, &changes, shutdown).await;
     };
     let mut elector = leader::Elector::new(client.clone(), leader);
@@ -76,6 +77,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         () = elector.acquire() => {}
         () = &mut shutdown => return Ok(()),
     }
+    config.metrics.leader.set(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let acting = act(&client, &config, stores, &changes, async {
         let _ = stopped.await;
@@ -90,6 +92,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let _ = stop.send(());
     let result = acting.await;
     elector.release().await;
+    config.metrics.leader.set(0);
     result
 }
 

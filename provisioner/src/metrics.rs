@@ -25,6 +25,8 @@ pub struct Metrics {
     pub reclaims_in_flight: Gauge,
     pub provisions: Family<OutcomeLabels, Counter>,
     pub provision_seconds: Histogram,
+    /// 1 while this instance acts: it holds the lease, or runs without election.
+    pub leader: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +45,7 @@ impl Default for Metrics {
             reclaims_in_flight: Gauge::default(),
             provisions: Family::default(),
             provision_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
+            leader: Gauge::default(),
         }
     }
 }
@@ -85,6 +88,11 @@ impl Metrics {
             "provision_duration_seconds",
             "Time from taking a claim to its PersistentVolume created",
             metrics.provision_seconds.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this instance acts (holds the lease, or runs without leader election)",
+            metrics.leader.clone(),
         );
         metrics
     }

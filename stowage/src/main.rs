@@ -9,6 +9,7 @@ mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use csi_controller::{ControllerConfig, Driver, controller_routes, server};
@@ -100,6 +101,15 @@ struct ProvisionerArgs {
     /// Lease name; default `stowage-provisioner`, or `stowage-provisioner-<node>` with --node.
     #[arg(long)]
     leader_election_lease: Option<String>,
+    /// How long a lease may go unrenewed before a standby takes it (`15s`, `1500ms`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_election_renew_deadline: Duration,
+    /// Between attempts to acquire or renew.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_election_retry_period: Duration,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -309,8 +319,20 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
                 provisioner::Scope::Central => "stowage-provisioner".to_string(),
                 provisioner::Scope::Node(node) => format!("stowage-provisioner-{node}"),
             });
-        provisioner::leader::LeaderConfig::new(&args.leader_election_namespace, &lease, &identity())
+        provisioner::leader::LeaderConfig {
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+            ..provisioner::leader::LeaderConfig::new(
+                &args.leader_election_namespace,
+                &lease,
+                &identity(),
+            )
+        }
     });
+    if let Some(leader) = &leader {
+        leader.check()?;
+    }
     tracing::info!(
         ?scope,
         leader_election = leader.is_some(),
@@ -348,6 +370,24 @@ async fn serve_telemetry(
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.
+/// A Go-style duration as the upstream sidecars take it: `15s`, `1500ms`, `1.5s`, `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 15s or 1500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
 fn identity() -> String {
     let host = std::env::var("POD_NAME")
         .ok()
@@ -355,4 +395,20 @@ fn identity() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(up::host_name);
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_the_upstream_sidecars_write_them() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "s", "15h", "-1s", "1..5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

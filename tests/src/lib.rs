@@ -3,9 +3,11 @@
 
 pub mod api;
 pub mod csi;
+pub mod http;
 pub mod mounts;
 pub mod nfs;
 pub mod process;
+pub mod relay;
 
 use std::time::{Duration, Instant};
 

@@ -121,3 +121,63 @@ pub async fn start_node_plugin_with(dir: &Path, node: &str, extra: &[&str]) -> (
     args.extend_from_slice(extra);
     Stowage::start("node", &dir.join("node.sock"), &args).await
 }
+
+/// `stowage provisioner` as a child process with its metrics endpoint, killed when dropped.
+pub struct ProvisionerProcess {
+    child: Child,
+    pub metrics: std::net::SocketAddr,
+}
+
+impl ProvisionerProcess {
+    /// Starts it against the API server of `kubeconfig`, with CreateVolume going to
+    /// `csi_socket`, and waits until its caches are ready.
+    pub async fn start(kubeconfig: &Path, csi_socket: &Path, extra: &[&str]) -> Self {
+        let metrics = crate::http::free_port();
+        let child = Command::new(stowage_bin())
+            .arg("provisioner")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--csi-endpoint")
+            .arg(format!("unix://{}", csi_socket.display()))
+            .arg("--metrics-address")
+            .arg(metrics.to_string())
+            .args(extra)
+            .env(
+                "STOWAGE_LOG",
+                std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stowage provisioner");
+        let mut this = Self { child, metrics };
+        wait_for(
+            "the provisioner ready",
+            Duration::from_secs(20),
+            async || {
+                if let Ok(Some(status)) = this.child.try_wait() {
+                    panic!("stowage provisioner exited early: {status}");
+                }
+                let ready = tokio::net::TcpStream::connect(metrics).await.is_ok()
+                    && crate::http::get(metrics, "/readyz").await.0 == 200;
+                ready.then_some(())
+            },
+        )
+        .await;
+        this
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// One sample of its /metrics, e.g. `stowage_provisioner_leader`.
+    pub async fn sample(&self, series: &str) -> f64 {
+        let (_, body) = crate::http::get(self.metrics, "/metrics").await;
+        crate::http::sample(&body, series)
+    }
+
+    pub async fn kill_hard(mut self) {
+        kill_hard(&mut self.child).await;
+    }
+}

@@ -1,39 +1,10 @@
 //! Every component serves /metrics, /healthz and /readyz on --metrics-address, and
 //! counts its RPCs by method and code.
 
-use std::net::SocketAddr;
-
 use stowage_tests::csi::create_request;
+use stowage_tests::http::{free_port, get};
 use stowage_tests::process::Stowage;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A loopback port free right now.
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
-}
-
-/// One plain HTTP/1.0 GET: (status code, body).
-async fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 #[tokio::test]
 async fn the_controller_serves_health_and_counts_rpcs_by_code() {
