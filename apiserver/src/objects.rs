@@ -350,7 +350,7 @@ fn decode(resource: &Resource, mut object: Value, validation: FieldValidation) -
             )));
         }
     }
-    Ok(decoded)
+    (resource.behaviour.normalize)(decoded)
 }
 
 /// Fills `kind` and `apiVersion`, refusing a body of another kind.

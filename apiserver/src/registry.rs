@@ -27,6 +27,9 @@ pub struct Behaviour {
     /// Decodes into the upstream type and back: drops unknown fields as upstream's
     /// decoder does, and turns a wrongly typed field into a 400.
     pub decode: fn(&Value) -> Result<Value>,
+    /// Rewrites a decoded object into its stored form, after the unknown-field check
+    /// (a Secret's write-only `stringData` is merged into `data`).
+    pub normalize: fn(Value) -> Result<Value>,
     /// Defaulting and admission at create, with read access to other objects.
     pub prepare_create: fn(&mut Value, &dyn Reader) -> Result<()>,
     /// Checks a new object (and, on update, the old one); decoding errors are 400s.

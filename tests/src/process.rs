@@ -132,8 +132,40 @@ impl ProvisionerProcess {
     /// Starts it against the API server of `kubeconfig`, with CreateVolume going to
     /// `csi_socket`, and waits until its caches are ready.
     pub async fn start(kubeconfig: &Path, csi_socket: &Path, extra: &[&str]) -> Self {
+        Self::spawn(kubeconfig, csi_socket, extra, None).await
+    }
+
+    /// [`start`](Self::start) logging at debug level into `log`.
+    pub async fn start_logging(
+        kubeconfig: &Path,
+        csi_socket: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Self {
+        Self::spawn(kubeconfig, csi_socket, extra, Some(log)).await
+    }
+
+    async fn spawn(
+        kubeconfig: &Path,
+        csi_socket: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Self {
         let metrics = crate::http::free_port();
-        let child = Command::new(stowage_bin())
+        let mut command = Command::new(stowage_bin());
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("log file");
+            command
+                .env("STOWAGE_LOG", "debug")
+                .stdout(file.try_clone().expect("log file"))
+                .stderr(file);
+        } else {
+            command.env(
+                "STOWAGE_LOG",
+                std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        }
+        let child = command
             .arg("provisioner")
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -142,10 +174,6 @@ impl ProvisionerProcess {
             .arg("--metrics-address")
             .arg(metrics.to_string())
             .args(extra)
-            .env(
-                "STOWAGE_LOG",
-                std::env::var("STOWAGE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

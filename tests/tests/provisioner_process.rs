@@ -8,12 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use stowage_tests::api::InProcessApi;
+use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::csi::Csi;
 use stowage_tests::nfs::MemNfs;
 use stowage_tests::process::{ProvisionerProcess, Stowage};
@@ -28,7 +28,7 @@ const LEADER: &str = "stowage_provisioner_leader";
 struct Setup {
     _dir: TempDir,
     api: InProcessApi,
-    _nfs: MemNfs,
+    nfs: MemNfs,
     _controller: Stowage,
     csi: Csi,
     socket: std::path::PathBuf,
@@ -47,25 +47,33 @@ impl Setup {
             &["--state-dir", state.to_str().expect("utf8")],
         )
         .await;
-        let class: StorageClass = serde_json::from_value(json!({
-            "metadata": {"name": "nfs"},
-            "provisioner": "csi.stowage.io",
-            "reclaimPolicy": "Delete",
-            "parameters": {"type": "nfs", "server": nfs.server(), "share": "/"},
-        }))
-        .expect("class");
-        Api::<StorageClass>::all(api.client.clone())
-            .create(&PostParams::default(), &class)
-            .await
-            .expect("create class");
-        Self {
+        let setup = Self {
             _dir: dir,
             api,
-            _nfs: nfs,
+            nfs,
             _controller: controller,
             csi,
             socket,
-        }
+        };
+        setup.add_class("nfs", json!({})).await;
+        setup
+    }
+
+    /// An NFS class on the test's export, with `extra` parameters.
+    async fn add_class(&self, name: &str, extra: serde_json::Value) {
+        let mut parameters = json!({"type": "nfs", "server": self.nfs.server(), "share": "/"});
+        json_patch::merge(&mut parameters, &extra);
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "provisioner": "csi.stowage.io",
+            "reclaimPolicy": "Delete",
+            "parameters": parameters,
+        }))
+        .expect("class");
+        Api::<StorageClass>::all(self.client())
+            .create(&PostParams::default(), &class)
+            .await
+            .expect("create class");
     }
 
     fn dir(&self) -> &Path {
@@ -77,11 +85,15 @@ impl Setup {
     }
 
     async fn claim(&self, name: &str) -> PersistentVolumeClaim {
+        self.claim_of(name, "nfs").await
+    }
+
+    async fn claim_of(&self, name: &str, class: &str) -> PersistentVolumeClaim {
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {
                 "accessModes": ["ReadWriteMany"],
-                "storageClassName": "nfs",
+                "storageClassName": class,
                 "resources": {"requests": {"storage": "1Gi"}},
             }
         }))
@@ -234,4 +246,93 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
         "the new leader provisioned"
     );
     assert_eq!(setup.csi.list_all(0).await.expect("list").len(), 2);
+}
+
+#[tokio::test]
+async fn class_secrets_reach_the_driver_and_the_volume_but_never_a_log() {
+    const VALUE: &str = "s3cr3t-Value-7f3a";
+    let setup = Setup::start().await;
+    setup
+        .add_class(
+            "nfs-secret",
+            json!({
+                "csi.storage.k8s.io/provisioner-secret-name": "creds-${pvc.name}",
+                "csi.storage.k8s.io/provisioner-secret-namespace": "${pvc.namespace}",
+                "csi.storage.k8s.io/node-publish-secret-name": "mount-creds",
+                "csi.storage.k8s.io/node-publish-secret-namespace": "default",
+            }),
+        )
+        .await;
+    let relay = Relay::start(&setup.dir().join("relay.sock"), &setup.socket);
+    let log = setup.dir().join("provisioner.log");
+    let provisioner =
+        ProvisionerProcess::start_logging(&setup.api.kubeconfig, &relay.socket, &[], &log).await;
+
+    setup.claim_of("locked", "nfs-secret").await;
+    let failed = wait_for_event(
+        &setup.client(),
+        "PersistentVolumeClaim",
+        "locked",
+        "ProvisioningFailed",
+    )
+    .await;
+    let message = failed.message.unwrap_or_default();
+    assert!(message.contains("secret default/creds-locked"), "{message}");
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "creds-locked"},
+        "stringData": {"password": VALUE},
+    }))
+    .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(setup.client(), "default");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let stored = secrets.get("creds-locked").await.expect("get secret");
+    assert_eq!(
+        stored.data.expect("data")["password"].0,
+        VALUE.as_bytes(),
+        "stringData is merged into data"
+    );
+    assert!(stored.string_data.is_none(), "stringData is write-only");
+    assert_eq!(stored.type_.as_deref(), Some("Opaque"));
+
+    let pv = setup.bound("locked").await;
+    assert_eq!(
+        relay.sent_count(VALUE.as_bytes()),
+        1,
+        "CreateVolume carried the secret"
+    );
+    let annotations = pv.annotations();
+    assert_eq!(
+        annotations
+            .get("volume.kubernetes.io/provisioner-deletion-secret-name")
+            .map(String::as_str),
+        Some("creds-locked")
+    );
+    let csi = pv.spec.clone().and_then(|s| s.csi).expect("csi");
+    let publish = csi.node_publish_secret_ref.expect("node publish secret");
+    assert_eq!(publish.name.as_deref(), Some("mount-creds"));
+    assert_eq!(publish.namespace.as_deref(), Some("default"));
+
+    Api::<PersistentVolumeClaim>::namespaced(setup.client(), "default")
+        .delete("locked", &Default::default())
+        .await
+        .expect("delete claim");
+    wait_for_volume_gone(&setup.client(), &pv.name_any()).await;
+    assert_eq!(
+        relay.sent_count(VALUE.as_bytes()),
+        2,
+        "DeleteVolume carried it too"
+    );
+    assert!(setup.csi.list_all(0).await.expect("list").is_empty());
+
+    drop(provisioner);
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logged.contains("provisioned"),
+        "the log is the debug log: {logged}"
+    );
+    assert!(!logged.contains(VALUE), "a secret value reached the log");
 }

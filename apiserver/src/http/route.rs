@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn unknown_and_misplaced_resources_are_not_found() {
         for path in [
-            "/api/v1/secrets",
+            "/api/v1/configmaps",
             "/api/v2/persistentvolumes",
             "/api/v1/namespaces/default/persistentvolumes",
             "/apis/storage.k8s.io/v1/storageclasses/fast/status",

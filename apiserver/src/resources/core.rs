@@ -65,6 +65,7 @@ pub const PERSISTENT_VOLUME: Resource = Resource {
     has_status: true,
     behaviour: Behaviour {
         decode: roundtrip::<PersistentVolume>,
+        normalize: Ok,
         prepare_create: prepare_pv,
         validate: validate_pv,
         columns: &[
@@ -95,6 +96,7 @@ pub const PERSISTENT_VOLUME_CLAIM: Resource = Resource {
     has_status: true,
     behaviour: Behaviour {
         decode: roundtrip::<PersistentVolumeClaim>,
+        normalize: Ok,
         prepare_create: prepare_pvc,
         validate: validate_pvc,
         columns: &[
@@ -222,6 +224,7 @@ pub const NAMESPACE: Resource = Resource {
     has_status: true,
     behaviour: Behaviour {
         decode: roundtrip::<Namespace>,
+        normalize: Ok,
         prepare_create: prepare_namespace,
         validate: validate_namespace,
         columns: &[

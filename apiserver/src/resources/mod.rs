@@ -2,6 +2,7 @@
 
 pub mod coordination;
 pub mod core;
+pub mod secret;
 pub mod snapshot;
 pub mod storage;
 
@@ -23,6 +24,7 @@ pub static ALL: &[Resource] = &[
     core::NODE,
     core::NAMESPACE,
     core::POD,
+    secret::SECRET,
     storage::STORAGE_CLASS,
     storage::CSI_DRIVER,
     coordination::LEASE,
@@ -88,6 +90,7 @@ fn name_age_cells(object: &Value) -> Vec<Value> {
 /// Behaviour of a kind with no defaults, name-only validation and NAME/AGE columns.
 const PLAIN: Behaviour = Behaviour {
     decode: |object| Ok(object.clone()),
+    normalize: Ok,
     prepare_create: no_defaults,
     validate: validate_name_only,
     columns: NAME_AGE,

@@ -23,6 +23,7 @@ pub const STORAGE_CLASS: Resource = Resource {
     has_status: false,
     behaviour: Behaviour {
         decode: roundtrip::<StorageClass>,
+        normalize: Ok,
         prepare_create: prepare_class,
         validate: validate_class,
         columns: &[

@@ -9,6 +9,7 @@
 
 pub mod expand;
 pub mod request;
+pub mod secrets;
 mod snapshot;
 
 use std::collections::{HashMap, HashSet};
@@ -22,7 +23,7 @@ use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{
     CapacityRange, ControllerExpandVolumeRequest, VolumeContentSource, volume_content_source,
 };
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kube::api::PostParams;
@@ -31,6 +32,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use self::request::{DataSource, Unprovisionable, create_request, persistent_volume, volume_name};
+use self::secrets::SecretRefs;
 use crate::backoff::Backoff;
 use crate::binder::model::annotations;
 use crate::events::{EventRecorder, claim_reference};
@@ -249,10 +251,19 @@ impl Provisioner {
             Ok(source) => source,
             Err(why) => return self.retry(&pvc, &why).await,
         };
-        let request = match create_request(&pvc, class, node, source) {
-            Ok(request) => request,
+        let parameters = class.parameters.clone().unwrap_or_default();
+        let prepared = create_request(&pvc, class, node, source)
+            .and_then(|request| Ok((request, SecretRefs::resolve(&parameters, &pvc, &name)?)));
+        let (mut request, secret_refs) = match prepared {
+            Ok(prepared) => prepared,
             Err(Unprovisionable(why)) => return self.refuse(&pvc, class, &why).await,
         };
+        if let Some(reference) = &secret_refs.provisioner {
+            match secrets::fetch(&self.client, reference).await {
+                Ok(values) => request.secrets = values,
+                Err(why) => return self.retry(&pvc, &why).await,
+            }
+        }
         self.events
             .normal(
                 &reference,
@@ -286,7 +297,7 @@ impl Provisioner {
                 return self.retry(&pvc, &why).await;
             }
         };
-        let pv = persistent_volume(&pvc, class, &volume);
+        let pv = persistent_volume(&pvc, class, &volume, &secret_refs);
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         match api.create(&PostParams::default(), &pv).await {
             Ok(_) => {}
@@ -332,7 +343,21 @@ impl Provisioner {
         let Some(channel) = self.config.csi.clone() else {
             return Ok(());
         };
+        let expand_secret = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.csi.as_ref())
+            .and_then(|c| c.controller_expand_secret_ref.clone());
+        let secrets = match &expand_secret {
+            Some(reference) => secrets::fetch(&self.client, reference).await,
+            None => Ok(Default::default()),
+        };
+        let secrets = match secrets {
+            Ok(secrets) => secrets,
+            Err(why) => return self.resize_failed(&reference, &name, key, &why).await,
+        };
         let request = ControllerExpandVolumeRequest {
+            secrets,
             volume_id: pv
                 .spec
                 .as_ref()
@@ -344,7 +369,6 @@ impl Provisioner {
                 limit_bytes: 0,
             }),
             volume_capability: request::capability(pvc).ok(),
-            ..Default::default()
         };
         let answer = match ControllerClient::new(channel)
             .controller_expand_volume(request)
@@ -352,16 +376,9 @@ impl Provisioner {
         {
             Ok(answer) => answer.into_inner(),
             Err(status) => {
-                let wait = lock(&self.backoff).failed(key, Instant::now());
-                tracing::warn!(volume = %name, %status, retry_in = ?wait, "expansion failed");
-                self.events
-                    .warning(
-                        &reference,
-                        "VolumeResizeFailed",
-                        &format!("resize volume {name} failed: {}", status.message()),
-                    )
+                return self
+                    .resize_failed(&reference, &name, key, status.message())
                     .await;
-                return Ok(());
             }
         };
         lock(&self.backoff).succeeded(key);
@@ -394,6 +411,25 @@ impl Provisioner {
             ("VolumeResizeSuccessful", "Resize volume succeeded")
         };
         self.events.normal(&reference, reason, message).await;
+        Ok(())
+    }
+
+    async fn resize_failed(
+        &self,
+        reference: &ObjectReference,
+        volume: &str,
+        key: &str,
+        why: &str,
+    ) -> Result<()> {
+        let wait = lock(&self.backoff).failed(key, Instant::now());
+        tracing::warn!(volume, why, retry_in = ?wait, "expansion failed");
+        self.events
+            .warning(
+                reference,
+                "VolumeResizeFailed",
+                &format!("resize volume {volume} failed: {why}"),
+            )
+            .await;
         Ok(())
     }
 

@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use stowage_common::quantity::Quantity;
 
+use super::secrets::{DELETION_SECRET_NAME, DELETION_SECRET_NAMESPACE, SecretRefs};
 use crate::binder::model::annotations;
 use crate::reclaim::PROVISIONER_FINALIZER;
 
@@ -214,6 +215,7 @@ pub fn persistent_volume(
     pvc: &PersistentVolumeClaim,
     class: &StorageClass,
     volume: &csi_proto::v1::Volume,
+    secrets: &SecretRefs,
 ) -> PersistentVolume {
     let spec = pvc.spec.clone().unwrap_or_default();
     let requested = spec
@@ -232,13 +234,22 @@ pub fn persistent_volume(
         .parameters
         .as_ref()
         .and_then(|p| p.get(FSTYPE_KEY).cloned());
+    let mut pv_annotations = BTreeMap::from([(
+        annotations::PROVISIONED_BY.to_string(),
+        DRIVER_NAME.to_string(),
+    )]);
+    if let Some(reference) = &secrets.provisioner {
+        for (key, value) in [
+            (DELETION_SECRET_NAME, &reference.name),
+            (DELETION_SECRET_NAMESPACE, &reference.namespace),
+        ] {
+            pv_annotations.insert(key.to_string(), value.clone().unwrap_or_default());
+        }
+    }
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(volume_name(pvc)),
-            annotations: Some(BTreeMap::from([(
-                annotations::PROVISIONED_BY.to_string(),
-                DRIVER_NAME.to_string(),
-            )])),
+            annotations: Some(pv_annotations),
             finalizers: Some(vec![PROVISIONER_FINALIZER.to_string()]),
             ..Default::default()
         },
@@ -264,6 +275,10 @@ pub fn persistent_volume(
                 } else {
                     fs_type
                 },
+                controller_publish_secret_ref: secrets.controller_publish.clone(),
+                node_stage_secret_ref: secrets.node_stage.clone(),
+                node_publish_secret_ref: secrets.node_publish.clone(),
+                controller_expand_secret_ref: secrets.controller_expand.clone(),
                 ..Default::default()
             }),
             node_affinity: node_affinity(&volume.accessible_topology),
@@ -452,7 +467,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let pv = persistent_volume(&pvc, &class(json!({})), &volume);
+        let pv = persistent_volume(&pvc, &class(json!({})), &volume, &SecretRefs::default());
         let value = serde_json::to_value(&pv).expect("json");
         assert_eq!(value["metadata"]["name"], "pvc-1234");
         assert_eq!(

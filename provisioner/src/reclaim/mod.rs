@@ -24,6 +24,7 @@ use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Plan, plan};
 use crate::backoff::Backoff;
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
+use crate::provision::secrets;
 use crate::watch::Changes;
 use crate::{Config, Result, volumes};
 
@@ -162,7 +163,7 @@ impl Reclaimer {
             Plan::Impossible { reason, message } => {
                 return self.fail(&pv, reason, &message).await;
             }
-            Plan::DeleteCsi { handle } => (FAILED_DELETE, self.delete_volume(&handle).await),
+            Plan::DeleteCsi { handle } => (FAILED_DELETE, self.delete_volume(&pv, &handle).await),
             Plan::RecycleNfs { export, path } => {
                 tracing::info!(volume = %name, %export, "recycling: scrubbing the NFS directory");
                 (FAILED_RECYCLE, scrub_nfs(&export, &path).await)
@@ -206,11 +207,17 @@ impl Reclaimer {
         }
     }
 
-    async fn delete_volume(&self, handle: &str) -> Result<(), ReclaimError> {
+    async fn delete_volume(&self, pv: &PersistentVolume, handle: &str) -> Result<(), ReclaimError> {
         let channel = self.config.csi.clone().ok_or(ReclaimError::NoCsiEndpoint)?;
+        let secrets = match secrets::deletion_reference(pv.annotations()) {
+            Some(reference) => secrets::fetch(&self.client, &reference)
+                .await
+                .map_err(ReclaimError::Refused)?,
+            None => Default::default(),
+        };
         let request = DeleteVolumeRequest {
             volume_id: handle.to_string(),
-            secrets: Default::default(),
+            secrets,
         };
         match ControllerClient::new(channel).delete_volume(request).await {
             Ok(_) => Ok(()),
