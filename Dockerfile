@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image, one binary: `stowage controller|node|provisioner|...`.
+# One image, two binaries: `stowage controller|node|provisioner|...`, and `stowage-node`,
+# the node plugin alone, which the DaemonSet runs (it maps a fraction of the code).
 
 FROM rust:1.95-bookworm AS build
 # libclang-dev: loopdev-3 generates its ioctl bindings with bindgen.
@@ -9,7 +10,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p stowage \
-    && install -D -m 0755 target/release/stowage /out/stowage
+    && install -D -m 0755 target/release/stowage /out/stowage \
+    && install -D -m 0755 target/release/stowage-node /out/stowage-node
 
 FROM debian:bookworm-slim
 # The node plugin's needs: mount helpers and NFS client tools for kernel NFS mounts,
@@ -17,7 +19,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nfs-common e2fsprogs util-linux ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/stowage /usr/local/bin/stowage
+COPY --from=build /out/stowage /out/stowage-node /usr/local/bin/
 # Non-root by default (controller, central provisioner); the node DaemonSet runs as root.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/stowage"]

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use csi_controller::{ControllerConfig, Driver, controller_routes, server};
-use csi_node::{NodeConfig, NodeService, node_routes};
+use stowage::node_plugin::{self, NodeArgs};
+use stowage::telemetry_endpoint;
 
 #[derive(Parser)]
 #[command(
@@ -116,34 +117,6 @@ struct ProvisionerArgs {
 }
 
 #[derive(clap::Args)]
-struct NodeArgs {
-    /// CSI endpoint, `unix:///path/csi.sock`.
-    #[arg(long)]
-    endpoint: String,
-    /// This node's name (the Kubernetes node name).
-    #[arg(long)]
-    node_id: String,
-    /// Directory holding this node's local volumes.
-    #[arg(long, default_value = "/var/lib/stowage/local")]
-    local_root: PathBuf,
-    /// Directory for the node plugin's state (ephemeral volumes, controller state).
-    #[arg(long, default_value = "/var/lib/stowage/node")]
-    state_dir: PathBuf,
-    /// kubelet's root: target and staging paths must lie below it.
-    #[arg(long, default_value = "/var/lib/kubelet")]
-    kubelet_dir: PathBuf,
-    /// A prefix hostPath volumes may use; repeat for more. None are allowed by default.
-    #[arg(long = "host-path-allow")]
-    host_path_allow: Vec<PathBuf>,
-    /// Maximum volumes on this node reported to the scheduler (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    max_volumes: i64,
-    /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
-    #[arg(long)]
-    metrics_address: Option<std::net::SocketAddr>,
-}
-
-#[derive(clap::Args)]
 struct ControllerArgs {
     /// CSI endpoint, `unix:///path/csi.sock`.
     #[arg(long)]
@@ -167,13 +140,14 @@ struct ControllerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match runtime_for(&cli.command).enable_all().build() {
+    stowage::init_logging(&cli.log);
+    let runtime = match &cli.command {
+        Command::Node(_) => node_plugin::runtime(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stowage: cannot start the async runtime: {e}");
@@ -183,7 +157,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Controller(args) => run_controller(args).await,
-            Command::Node(args) => run_node(args).await,
+            Command::Node(args) => node_plugin::run(args).await,
             Command::Apiserver(args) => run_apiserver(args).await,
             Command::Provisioner(args) => run_provisioner(args).await,
             Command::Up(args) => up::run(args).await,
@@ -206,20 +180,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The node plugin runs on every node for as long as the node lives, and its work is
-/// short syscalls: a couple of workers and a small blocking pool whose threads do not
-/// linger keep its footprint the same on a 4-core node and a 128-core one.
-fn runtime_for(command: &Command) -> tokio::runtime::Builder {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if matches!(command, Command::Node(_)) {
-        builder
-            .worker_threads(2)
-            .max_blocking_threads(8)
-            .thread_keep_alive(std::time::Duration::from_secs(2));
-    }
-    builder
-}
-
 async fn run_controller(args: ControllerArgs) -> Result<(), String> {
     let config = ControllerConfig {
         node_id: args.node_id,
@@ -230,44 +190,12 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
     let driver = Driver::open(&config).map_err(|e| format!("controller: {e}"))?;
     let path = server::socket_path(&args.endpoint)?;
     let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
-    let (grpc, health) = serve_telemetry(args.metrics_address, |_| {}).await?;
+    let (grpc, health) = telemetry_endpoint::serve(args.metrics_address, |_| {}).await?;
     health.set_ready(true);
     tracing::info!(endpoint = %path.display(), local = config.local_root.is_some(), "controller serving");
     server::serve(
         listener,
         controller_routes(driver),
-        grpc,
-        server::shutdown_signal(),
-    )
-    .await
-    .map_err(|e| format!("serve: {e}"))
-}
-
-async fn run_node(args: NodeArgs) -> Result<(), String> {
-    let controller = Driver::open(&ControllerConfig {
-        node_id: Some(args.node_id.clone()),
-        local_root: Some(args.local_root.clone()),
-        state_dir: args.state_dir.join("controller"),
-        enable_attach: false,
-    })
-    .map_err(|e| format!("controller: {e}"))?;
-    let node = NodeService::new(NodeConfig {
-        node_id: args.node_id,
-        kubelet_dir: args.kubelet_dir,
-        state_dir: args.state_dir,
-        local_root: args.local_root,
-        host_path_allow: args.host_path_allow,
-        max_volumes: args.max_volumes,
-    })
-    .map_err(|e| format!("node: {e}"))?;
-    let path = server::socket_path(&args.endpoint)?;
-    let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
-    let (grpc, health) = serve_telemetry(args.metrics_address, |_| {}).await?;
-    health.set_ready(true);
-    tracing::info!(endpoint = %path.display(), "node serving");
-    server::serve(
-        listener,
-        node_routes(node, controller),
         grpc,
         server::shutdown_signal(),
     )
@@ -307,7 +235,7 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         None => provisioner::Scope::Central,
     };
     let mut metrics = None;
-    let (_, health) = serve_telemetry(args.metrics_address, |registry| {
+    let (_, health) = telemetry_endpoint::serve(args.metrics_address, |registry| {
         metrics = Some(provisioner::Metrics::register(registry));
     })
     .await?;
@@ -349,24 +277,6 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
     provisioner::run(client, config, server::shutdown_signal())
         .await
         .map_err(|e| format!("provisioner: {e}"))
-}
-
-/// Starts the metrics and health endpoint when an address is given; `extra`
-/// registers the component's own metrics. The component says when it is ready.
-async fn serve_telemetry(
-    address: Option<std::net::SocketAddr>,
-    extra: impl FnOnce(&mut telemetry::Registry),
-) -> Result<(telemetry::grpc::GrpcMetrics, telemetry::Health), String> {
-    let mut registry = telemetry::Registry::default();
-    let grpc = telemetry::grpc::GrpcMetrics::register(&mut registry);
-    extra(&mut registry);
-    let health = telemetry::Health::default();
-    if let Some(address) = address {
-        telemetry::http::spawn(address, registry, health.clone())
-            .await
-            .map_err(|e| format!("metrics endpoint {address}: {e}"))?;
-    }
-    Ok((grpc, health))
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.

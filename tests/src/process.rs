@@ -11,7 +11,16 @@ use crate::wait_for;
 
 /// The binary under test: `$STOWAGE_BIN`, or `target/<profile>/stowage` beside this test.
 pub fn stowage_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("STOWAGE_BIN") {
+    built_binary("STOWAGE_BIN", "stowage")
+}
+
+/// The lean node plugin binary: `$STOWAGE_NODE_BIN`, or `target/<profile>/stowage-node`.
+pub fn stowage_node_bin() -> PathBuf {
+    built_binary("STOWAGE_NODE_BIN", "stowage-node")
+}
+
+fn built_binary(variable: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
@@ -19,7 +28,7 @@ pub fn stowage_bin() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let bin = profile_dir.join("stowage");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build -p stowage` first (the test script does)",
@@ -37,8 +46,19 @@ pub struct Stowage {
 impl Stowage {
     /// Starts `stowage <args>` with `--endpoint unix://<socket>` and waits until Probe answers.
     pub async fn start(subcommand: &str, socket: &Path, args: &[&str]) -> (Self, Csi) {
-        let child = Command::new(stowage_bin())
-            .arg(subcommand)
+        let mut command = Command::new(stowage_bin());
+        command.arg(subcommand);
+        Self::launch(command, &format!("stowage {subcommand}"), socket, args).await
+    }
+
+    /// Starts the lean `stowage-node` binary, as [`start`](Self::start) does `stowage node`.
+    pub async fn start_lean_node(socket: &Path, args: &[&str]) -> (Self, Csi) {
+        let command = Command::new(stowage_node_bin());
+        Self::launch(command, "stowage-node", socket, args).await
+    }
+
+    async fn launch(mut command: Command, what: &str, socket: &Path, args: &[&str]) -> (Self, Csi) {
+        let child = command
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
             .args(args)
@@ -56,7 +76,7 @@ impl Stowage {
         };
         let csi = wait_for("the CSI socket", Duration::from_secs(20), async || {
             if let Ok(Some(status)) = this.child.try_wait() {
-                panic!("stowage {subcommand} exited early: {status}");
+                panic!("{what} exited early: {status}");
             }
             let csi = Csi::connect(socket).await.ok()?;
             csi.probe().await.ok()?;
@@ -108,18 +128,30 @@ pub async fn start_node_plugin(dir: &Path, node: &str) -> (Stowage, Csi) {
 
 /// [`start_node_plugin`] with more flags, e.g. `--kubelet-dir`.
 pub async fn start_node_plugin_with(dir: &Path, node: &str, extra: &[&str]) -> (Stowage, Csi) {
-    let local_root = dir.join("local");
-    let state = dir.join("state");
-    let mut args = vec![
-        "--node-id",
-        node,
-        "--local-root",
-        local_root.to_str().expect("utf8"),
-        "--state-dir",
-        state.to_str().expect("utf8"),
-    ];
-    args.extend_from_slice(extra);
+    let args = node_plugin_args(dir, node, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Stowage::start("node", &dir.join("node.sock"), &args).await
+}
+
+/// [`start_node_plugin_with`], run by the lean `stowage-node` binary.
+pub async fn start_lean_node_plugin_with(dir: &Path, node: &str, extra: &[&str]) -> (Stowage, Csi) {
+    let args = node_plugin_args(dir, node, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Stowage::start_lean_node(&dir.join("node.sock"), &args).await
+}
+
+fn node_plugin_args(dir: &Path, node: &str, extra: &[&str]) -> Vec<String> {
+    let path = |name: &str| dir.join(name).to_str().expect("utf8").to_string();
+    let mut args = vec![
+        "--node-id".to_string(),
+        node.to_string(),
+        "--local-root".to_string(),
+        path("local"),
+        "--state-dir".to_string(),
+        path("state"),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// `stowage provisioner` as a child process with its metrics endpoint, killed when dropped.

@@ -586,7 +586,9 @@ async fn bad_requests_get_statuses_not_crashes() {
         "no token"
     );
     assert_eq!(
-        http.request("GET", "/api/v1/configmaps", None, true).await.0,
+        http.request("GET", "/api/v1/configmaps", None, true)
+            .await
+            .0,
         404,
         "unknown kind"
     );

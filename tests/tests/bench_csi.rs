@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde_json::Value;
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::{Stowage, start_node_plugin_with, stowage_bin};
+use stowage_tests::process::{
+    Stowage, start_lean_node_plugin_with, start_node_plugin_with, stowage_bin,
+};
 
 const LOCAL_RPCS: [&str; 6] = [
     "CreateVolume",
@@ -104,7 +106,10 @@ async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
     let (a, b) = (MountedDir::new(), MountedDir::new());
     // Two plugins on one kubelet root, as a driver and the one it is compared with.
     let kubelet = a.path().join("kubelet");
-    let (driver, _) = node_plugin(a.path(), &kubelet, "bench-b").await;
+    // The lean `stowage-node` measured against `stowage node`: the same plugin.
+    let kubelet_flag = kubelet.to_str().expect("utf8");
+    let (driver, _) =
+        start_lean_node_plugin_with(a.path(), "bench-b", &["--kubelet-dir", kubelet_flag]).await;
     let (baseline, _) = node_plugin(b.path(), &kubelet, "bench-c").await;
     let (ok, json) = bench(&[
         "--controller-endpoint".into(),
@@ -150,6 +155,11 @@ async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
             "{ratio}: {json}"
         );
     }
+    assert!(
+        json["ratios"]["node_rss"].as_f64() < Some(1.0),
+        "the lean binary stays smaller in memory than the full one: {}",
+        json["ratios"]
+    );
     assert!(mounts_under(a.path()).is_empty() && mounts_under(b.path()).is_empty());
 }
 

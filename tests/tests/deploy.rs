@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-use stowage_tests::process::stowage_bin;
+use stowage_tests::process::{stowage_bin, stowage_node_bin};
 
 fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -29,13 +29,19 @@ fn render(dir: &std::path::Path) -> Vec<Value> {
     serde_saphyr::from_multiple(&text).expect("rendered YAML")
 }
 
-/// The long flags `stowage <subcommand> --help` lists.
-fn accepted_flags(subcommand: &str) -> BTreeSet<String> {
-    let output = Command::new(stowage_bin())
-        .args([subcommand, "--help"])
+/// The long flags `<program> --help` lists, where program is `stowage <subcommand>`
+/// or `stowage-node`.
+fn accepted_flags(program: &[&str]) -> BTreeSet<String> {
+    let binary = match program[0] {
+        "stowage-node" => stowage_node_bin(),
+        _ => stowage_bin(),
+    };
+    let output = Command::new(binary)
+        .args(&program[1..])
+        .arg("--help")
         .output()
         .expect("run stowage");
-    assert!(output.status.success(), "stowage {subcommand} --help");
+    assert!(output.status.success(), "{program:?} --help");
     String::from_utf8_lossy(&output.stdout)
         .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
         .filter_map(|word| word.strip_prefix("--"))
@@ -47,6 +53,24 @@ fn accepted_flags(subcommand: &str) -> BTreeSet<String> {
         })
         .filter(|flag| !flag.is_empty())
         .collect()
+}
+
+/// What a container runs, split into the program (`stowage <subcommand>`, or the
+/// binary its `command` names) and the flags after it.
+fn invocation(container: &Value) -> (Vec<&str>, Vec<&str>) {
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    match container["command"][0].as_str() {
+        Some(command) => {
+            let binary = command.rsplit('/').next().unwrap_or(command);
+            (vec![binary], args)
+        }
+        None => (vec!["stowage", args[0]], args[1..].to_vec()),
+    }
 }
 
 /// Every container of every workload, with its workload's name.
@@ -79,39 +103,38 @@ fn every_stowage_container_passes_flags_its_subcommand_accepts() {
                 .is_some_and(|i| i.contains("stowage/stowage"))
         })
         .collect();
-    let subcommands: BTreeSet<&str> = ours
+    let programs: BTreeSet<String> = ours
         .iter()
-        .filter_map(|(_, c)| c["args"][0].as_str())
+        .map(|(_, c)| invocation(c).0.join(" "))
         .collect();
     assert_eq!(
-        subcommands,
-        BTreeSet::from(["controller", "node", "provisioner"]),
+        programs,
+        BTreeSet::from([
+            "stowage controller".to_string(),
+            "stowage provisioner".to_string(),
+            "stowage-node".to_string(),
+        ]),
         "the StatefulSet and the DaemonSet run these"
     );
     for (workload, container) in &ours {
         let what = format!("{workload}/{}", container["name"]);
-        let args: Vec<&str> = container["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        let accepted = accepted_flags(args[0]);
+        let (program, args) = invocation(container);
+        let accepted = accepted_flags(&program);
         let env: BTreeSet<&str> = container["env"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|e| e["name"].as_str())
             .collect();
-        for arg in &args[1..] {
+        for arg in &args {
             let flag = arg
                 .strip_prefix("--")
                 .unwrap_or_else(|| panic!("{what}: {arg:?} is not a --flag"));
             let name = flag.split('=').next().unwrap_or_default();
             assert!(
                 accepted.contains(name),
-                "{what}: stowage {} does not accept --{name} (accepts {accepted:?})",
-                args[0]
+                "{what}: {} does not accept --{name} (accepts {accepted:?})",
+                program.join(" ")
             );
             // $(VAR) expands only from the container's own env.
             if let Some(start) = arg.find("$(") {
