@@ -9,9 +9,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p stowage \
+RUN cargo build --release --locked -p stowage --bin stowage \
+    && cargo build --profile node --locked -p stowage --bin stowage-node \
     && install -D -m 0755 target/release/stowage /out/stowage \
-    && install -D -m 0755 target/release/stowage-node /out/stowage-node
+    && install -D -m 0755 target/node/stowage-node /out/stowage-node
 
 FROM debian:bookworm-slim
 # The node plugin's needs: mount helpers and NFS client tools for kernel NFS mounts,

@@ -1,6 +1,7 @@
 //! `/proc/self/mountinfo`, parsed: what is mounted is read from the kernel, never
 //! remembered, so a restarted node plugin knows its mounts.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One line of mountinfo.
@@ -30,9 +31,10 @@ pub struct MountTable {
 
 impl MountTable {
     pub fn read() -> std::io::Result<Self> {
-        Ok(Self::parse(&std::fs::read_to_string(
-            "/proc/self/mountinfo",
-        )?))
+        // /proc reports no size: without room up front the read grows from 32 bytes.
+        let mut text = String::with_capacity(32 * 1024);
+        std::fs::File::open("/proc/self/mountinfo")?.read_to_string(&mut text)?;
+        Ok(Self::parse(&text))
     }
 
     pub fn parse(text: &str) -> Self {

@@ -23,6 +23,7 @@ use crate::{NodeConfig, mounter, staging};
 #[derive(Debug, Clone)]
 pub struct NodeService {
     config: NodeConfig,
+    kubelet_real: Option<PathBuf>,
     inflight: InFlight,
 }
 
@@ -31,8 +32,10 @@ impl NodeService {
         let ephemeral = config.state_dir.join("ephemeral");
         fs::create_dir_all(&ephemeral)
             .map_err(|e| Error::io(format!("create {}", ephemeral.display()), e))?;
+        let kubelet_real = fs::canonicalize(&config.kubelet_dir).ok();
         Ok(Self {
             config,
+            kubelet_real,
             inflight: InFlight::default(),
         })
     }
@@ -42,6 +45,14 @@ impl NodeService {
         self.inflight
             .claim(volume_id, &format!("volume {volume_id}"))
             .map_err(Error::from)
+    }
+
+    /// The kubelet directory with symlinks resolved: resolved once at start when it
+    /// exists then (it does under a kubelet), else at each call.
+    fn kubelet_real(&self) -> PathBuf {
+        self.kubelet_real
+            .clone()
+            .unwrap_or_else(|| fs::canonicalize(&self.config.kubelet_dir).unwrap_or_default())
     }
 
     fn ephemeral_dir(&self, volume_id: &str) -> PathBuf {
@@ -78,7 +89,7 @@ impl NodeService {
         }
         if let Some(parent) = path.parent()
             && let Ok(real) = fs::canonicalize(parent)
-            && !real.starts_with(fs::canonicalize(&self.config.kubelet_dir).unwrap_or_default())
+            && !real.starts_with(self.kubelet_real())
         {
             return Err(outside());
         }

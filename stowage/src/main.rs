@@ -143,6 +143,11 @@ fn main() -> ExitCode {
     stowage::init_logging(&cli.log);
     let runtime = match &cli.command {
         Command::Node(_) => node_plugin::runtime(),
+        // The CSI benchmark's client keeps to one thread: its own wake-ups between
+        // threads would otherwise be counted as the driver's latency.
+        Command::Bench(BenchCommand::Csi(_)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),

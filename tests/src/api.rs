@@ -163,3 +163,17 @@ pub async fn wait_for_volume_gone(client: &Client, name: &str) {
     )
     .await;
 }
+
+/// Who holds the Lease `name` in `leases`' namespace; None while nobody does.
+pub async fn lease_holder(
+    leases: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: &str,
+) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}

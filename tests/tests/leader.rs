@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use provisioner::leader::LeaderConfig;
 use provisioner::{Config, Metrics, Scope};
 use serde_json::json;
-use stowage_tests::api::InProcessApi;
+use stowage_tests::api::{InProcessApi, lease_holder};
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -44,15 +44,6 @@ fn replica(
             .expect("provisioner");
     });
     (metrics, stop, task)
-}
-
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("stowage-provisioner")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
 }
 
 async fn bind_one(client: &Client, name: &str) {
@@ -99,7 +90,13 @@ async fn one_replica_acts_and_the_other_takes_over_when_it_dies() {
     wait_for(
         "first holds the lease",
         Duration::from_secs(10),
-        async || (holder(&leases).await.as_deref() == Some("first")).then_some(()),
+        async || {
+            (lease_holder(&leases, "stowage-provisioner")
+                .await
+                .as_deref()
+                == Some("first"))
+            .then_some(())
+        },
     )
     .await;
     let (second_metrics, second_stop, second) = replica(&api.client, "second");
@@ -107,7 +104,12 @@ async fn one_replica_acts_and_the_other_takes_over_when_it_dies() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(first_metrics.bindings.get(), 1, "the leader binds");
     assert_eq!(second_metrics.bindings.get(), 0, "the standby does nothing");
-    assert_eq!(holder(&leases).await.as_deref(), Some("first"));
+    assert_eq!(
+        lease_holder(&leases, "stowage-provisioner")
+            .await
+            .as_deref(),
+        Some("first")
+    );
 
     // The leader dies without releasing: the standby waits out the lease, then acts.
     first.abort();
@@ -115,7 +117,13 @@ async fn one_replica_acts_and_the_other_takes_over_when_it_dies() {
     wait_for(
         "second holds the lease",
         Duration::from_secs(10),
-        async || (holder(&leases).await.as_deref() == Some("second")).then_some(()),
+        async || {
+            (lease_holder(&leases, "stowage-provisioner")
+                .await
+                .as_deref()
+                == Some("second"))
+            .then_some(())
+        },
     )
     .await;
     let took = died.elapsed();
@@ -142,5 +150,5 @@ async fn one_replica_acts_and_the_other_takes_over_when_it_dies() {
     // A clean shutdown releases the lease.
     second_stop.send(()).expect("stop");
     second.await.expect("second exits cleanly");
-    assert_eq!(holder(&leases).await, None);
+    assert_eq!(lease_holder(&leases, "stowage-provisioner").await, None);
 }

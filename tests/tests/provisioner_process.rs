@@ -13,7 +13,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
+use stowage_tests::api::{InProcessApi, lease_holder, wait_for_event, wait_for_volume_gone};
 use stowage_tests::csi::Csi;
 use stowage_tests::nfs::MemNfs;
 use stowage_tests::process::{ProvisionerProcess, Stowage};
@@ -164,16 +164,6 @@ async fn a_provisioner_killed_between_create_volume_and_its_reply_neither_leaks_
     assert_eq!(all.items.len(), 1, "one PersistentVolume");
 }
 
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("stowage-provisioner")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
-}
-
 #[tokio::test]
 async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
     let setup = Setup::start().await;
@@ -195,7 +185,7 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
     ];
     let leases: Api<Lease> = Api::namespaced(setup.client(), "default");
     let holder_now = wait_for("a lease holder", Duration::from_secs(10), async || {
-        holder(&leases).await
+        lease_holder(&leases, "stowage-provisioner").await
     })
     .await;
     let leading = replicas
@@ -223,7 +213,9 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
     let killed = Instant::now();
     leader.kill_hard().await;
     let successor = wait_for("a new holder", Duration::from_secs(10), async || {
-        holder(&leases).await.filter(|h| *h != holder_now)
+        lease_holder(&leases, "stowage-provisioner")
+            .await
+            .filter(|h| *h != holder_now)
     })
     .await;
     let took = killed.elapsed();

@@ -265,6 +265,18 @@ fn check_exactly_one(field: &str, a: (&str, bool), b: (&str, bool), errors: &mut
     }
 }
 
+/// A snapshot's or content's source is fixed at creation.
+fn check_source_unchanged(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
+    if let Some(old) = old {
+        check_unchanged(
+            "spec.source",
+            &object["spec"]["source"],
+            &old["spec"]["source"],
+            errors,
+        );
+    }
+}
+
 fn validate_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
     let snapshot: VolumeSnapshot = typed(object)?;
     let mut errors = Vec::new();
@@ -289,14 +301,7 @@ fn validate_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErr
             "must not be the empty string when set",
         ));
     }
-    if let Some(old) = old {
-        check_unchanged(
-            "spec.source",
-            &object["spec"]["source"],
-            &old["spec"]["source"],
-            &mut errors,
-        );
-    }
+    check_source_unchanged(object, old, &mut errors);
     Ok(errors)
 }
 
@@ -332,14 +337,7 @@ fn validate_content(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErro
             ));
         }
     }
-    if let Some(old) = old {
-        check_unchanged(
-            "spec.source",
-            &object["spec"]["source"],
-            &old["spec"]["source"],
-            &mut errors,
-        );
-    }
+    check_source_unchanged(object, old, &mut errors);
     Ok(errors)
 }
 
