@@ -265,6 +265,19 @@ fn check_exactly_one(field: &str, a: (&str, bool), b: (&str, bool), errors: &mut
     }
 }
 
+/// A content's or class's driver (required) and deletion policy, at `prefix`.
+fn check_driver_and_policy(prefix: &str, driver: &str, policy: &str, errors: &mut Vec<FieldError>) {
+    if driver.is_empty() {
+        errors.push(FieldError::required(format!("{prefix}driver"), ""));
+    }
+    check_one_of(
+        &format!("{prefix}deletionPolicy"),
+        policy,
+        DELETION_POLICIES,
+        errors,
+    );
+}
+
 /// A snapshot's or content's source is fixed at creation.
 fn check_source_unchanged(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
     if let Some(old) = old {
@@ -310,15 +323,7 @@ fn validate_content(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErro
     let mut errors = Vec::new();
     check_subdomain("metadata.name", meta::name(object), &mut errors);
     let spec = &content.spec;
-    if spec.driver.is_empty() {
-        errors.push(FieldError::required("spec.driver", ""));
-    }
-    check_one_of(
-        "spec.deletionPolicy",
-        &spec.deletion_policy,
-        DELETION_POLICIES,
-        &mut errors,
-    );
+    check_driver_and_policy("spec.", &spec.driver, &spec.deletion_policy, &mut errors);
     check_exactly_one(
         "spec.source",
         ("volumeHandle", spec.source.volume_handle.is_some()),
@@ -345,15 +350,7 @@ fn validate_class(object: &Value, _: Option<&Value>) -> Result<Vec<FieldError>> 
     let class: VolumeSnapshotClass = typed(object)?;
     let mut errors = Vec::new();
     check_subdomain("metadata.name", meta::name(object), &mut errors);
-    if class.driver.is_empty() {
-        errors.push(FieldError::required("driver", ""));
-    }
-    check_one_of(
-        "deletionPolicy",
-        &class.deletion_policy,
-        DELETION_POLICIES,
-        &mut errors,
-    );
+    check_driver_and_policy("", &class.driver, &class.deletion_policy, &mut errors);
     Ok(errors)
 }
 
@@ -387,4 +384,51 @@ fn class_cells(object: &Value) -> Vec<Value> {
         json!(text(object, "/deletionPolicy")),
         table::age(object),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(errors: Result<Vec<FieldError>>) -> Vec<String> {
+        errors
+            .expect("decodes")
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn contents_and_classes_are_validated_as_the_crds_do() {
+        let content = json!({
+            "metadata": {"name": "c"},
+            "spec": {"driver": "csi.stowage.io", "deletionPolicy": "Delete",
+                     "source": {"snapshotHandle": "h"},
+                     "volumeSnapshotRef": {"name": "s", "namespace": "default"}},
+        });
+        assert!(fields(validate_content(&content, None)).is_empty());
+        let mut bad = content.clone();
+        bad["spec"]["driver"] = json!("");
+        bad["spec"]["deletionPolicy"] = json!("Keep");
+        bad["spec"]["source"]["volumeHandle"] = json!("v");
+        bad["spec"]["volumeSnapshotRef"] = json!({"name": "s"});
+        assert_eq!(
+            fields(validate_content(&bad, None)),
+            [
+                "spec.driver",
+                "spec.deletionPolicy",
+                "spec.source",
+                "spec.volumeSnapshotRef.namespace"
+            ]
+        );
+        let mut moved = content.clone();
+        moved["spec"]["source"] = json!({"snapshotHandle": "other"});
+        assert_eq!(
+            fields(validate_content(&moved, Some(&content))),
+            ["spec.source"]
+        );
+
+        let class = json!({"metadata": {"name": "k"}, "driver": "", "deletionPolicy": "Retain"});
+        assert_eq!(fields(validate_class(&class, None)), ["driver"]);
+    }
 }
