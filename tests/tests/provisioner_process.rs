@@ -224,8 +224,9 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
         "{successor}"
     );
     assert!(
-        took < Duration::from_secs(3),
-        "took over in {took:?}: the 2 s lease runs from the last renewal the standby saw, plus its next retry"
+        took < Duration::from_secs(4),
+        "took over in {took:?}: the 2 s lease runs from the last renewal the standby saw; \
+         allow its next retry and a loaded machine"
     );
     println!("the standby took over {took:?} after the leader was killed");
 
