@@ -1,7 +1,8 @@
 //! Events on claims and volumes, as core/v1 Events (what `kubectl describe` reads).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     Event, EventSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
@@ -14,18 +15,59 @@ use crate::binder::sync;
 
 const COMPONENT: &str = "stowage-provisioner";
 
+/// How long an identical event is held back, as client-go's event correlator does.
+const REPEAT_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+type EventKey = (String, &'static str, String);
+
+/// Which events were recorded recently: a pass repeats its decisions, the events
+/// should not repeat with them, but a condition that persists is reported again
+/// after the window. Old entries are dropped, so memory follows the recent events.
+struct RecentEvents {
+    window: Duration,
+    seen: HashMap<EventKey, Instant>,
+    /// Size at which expired entries are next swept (doubles with the live set).
+    sweep_at: usize,
+}
+
+impl RecentEvents {
+    const MIN_SWEEP: usize = 1024;
+
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            seen: HashMap::new(),
+            sweep_at: Self::MIN_SWEEP,
+        }
+    }
+
+    /// Whether `key` should be recorded at `now`; remembers it if so.
+    fn fresh(&mut self, key: EventKey, now: Instant) -> bool {
+        if self.seen.len() >= self.sweep_at {
+            let window = self.window;
+            self.seen.retain(|_, at| now.duration_since(*at) < window);
+            self.sweep_at = (self.seen.len() * 2).max(Self::MIN_SWEEP);
+        }
+        match self.seen.get(&key) {
+            Some(at) if now.duration_since(*at) < self.window => false,
+            _ => {
+                self.seen.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
 pub struct EventRecorder {
     client: Client,
-    /// (object uid, reason, message) already recorded by this process: a pass
-    /// repeats its decisions, the events should not repeat with them.
-    recorded: Mutex<HashSet<(String, &'static str, String)>>,
+    recent: Mutex<RecentEvents>,
 }
 
 impl EventRecorder {
     pub fn new(client: Client) -> Self {
         Self {
             client,
-            recorded: Mutex::default(),
+            recent: Mutex::new(RecentEvents::new(REPEAT_WINDOW)),
         }
     }
 
@@ -54,11 +96,7 @@ impl EventRecorder {
             reason,
             message.to_string(),
         );
-        let fresh = self
-            .recorded
-            .lock()
-            .map(|mut seen| seen.insert(key))
-            .unwrap_or(true);
+        let fresh = crate::lock(&self.recent).fresh(key, Instant::now());
         if !fresh {
             return;
         }
@@ -114,5 +152,36 @@ pub fn volume_reference(pv: &PersistentVolume) -> ObjectReference {
         uid: pv.metadata.uid.clone(),
         resource_version: pv.metadata.resource_version.clone(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(uid: &str) -> EventKey {
+        (uid.into(), "FailedBinding", "no volume".into())
+    }
+
+    #[test]
+    fn an_event_repeats_only_after_the_window() {
+        let start = Instant::now();
+        let mut recent = RecentEvents::new(Duration::from_secs(60));
+        assert!(recent.fresh(key("a"), start));
+        assert!(!recent.fresh(key("a"), start + Duration::from_secs(59)));
+        assert!(recent.fresh(key("b"), start), "another object");
+        assert!(recent.fresh(key("a"), start + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn expired_events_are_forgotten() {
+        let start = Instant::now();
+        let mut recent = RecentEvents::new(Duration::from_secs(60));
+        for i in 0..RecentEvents::MIN_SWEEP {
+            recent.fresh(key(&i.to_string()), start);
+        }
+        let later = start + Duration::from_secs(61);
+        assert!(recent.fresh(key("new"), later));
+        assert_eq!(recent.seen.len(), 1, "only the live entry is kept");
     }
 }
