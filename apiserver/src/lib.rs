@@ -8,6 +8,7 @@ pub mod error;
 mod http;
 mod kubeconfig;
 pub mod meta;
+pub mod metrics;
 pub mod objects;
 pub mod patch;
 pub mod registry;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use serde_json::json;
 
 pub use error::ApiError;
+pub use metrics::ApiMetrics;
 pub use store::Store;
 
 /// The namespaces every cluster starts with.
@@ -40,6 +42,8 @@ pub struct Config {
     pub watch_history: usize,
     pub bookmark_interval: Duration,
     pub max_body_bytes: usize,
+    /// Where request counts and latencies go (registered by the caller to export them).
+    pub metrics: ApiMetrics,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
             watch_history: 100_000,
             bookmark_interval: Duration::from_secs(30),
             max_body_bytes: 3 << 20,
+            metrics: ApiMetrics::default(),
         }
     }
 }
@@ -104,6 +109,7 @@ impl ApiServer {
             token,
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body_bytes,
+            metrics: config.metrics,
         });
         Ok(Self {
             listener,

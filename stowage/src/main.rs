@@ -76,6 +76,9 @@ struct ApiserverArgs {
     /// Recent changes kept in memory for watches; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 100_000)]
     watch_history: usize,
+    /// Serve /metrics, /healthz and /readyz on this address (plain HTTP); off when unset.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -211,9 +214,14 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
 async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     let mut config = apiserver::Config::new(args.listen, args.data);
     config.watch_history = args.watch_history;
+    let (_, health) = telemetry_endpoint::serve(args.metrics_address, |registry| {
+        config.metrics = apiserver::ApiMetrics::register(registry);
+    })
+    .await?;
     let server = apiserver::ApiServer::bind(config)
         .await
         .map_err(|e| format!("apiserver: {e}"))?;
+    health.set_ready(true);
     println!("kubeconfig: {}", server.kubeconfig().display());
     server
         .run(server::shutdown_signal())

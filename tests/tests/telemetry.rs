@@ -2,7 +2,7 @@
 //! counts its RPCs by method and code.
 
 use stowage_tests::csi::create_request;
-use stowage_tests::http::{free_port, get};
+use stowage_tests::http::{free_port, get, sample};
 use stowage_tests::process::Stowage;
 use tempfile::TempDir;
 
@@ -54,4 +54,39 @@ async fn the_controller_serves_health_and_counts_rpcs_by_code() {
         controller.terminate().await.success(),
         "SIGTERM is a clean exit"
     );
+}
+
+#[tokio::test]
+async fn the_api_server_counts_requests_by_verb_and_code() {
+    let dir = TempDir::new().expect("tempdir");
+    let address = free_port();
+    let (_server, client) = stowage_tests::api::ApiProcess::start(
+        dir.path(),
+        &["--metrics-address", &address.to_string()],
+    )
+    .await;
+    assert_eq!(get(address, "/readyz").await.0, 200);
+    let volumes: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> =
+        kube::Api::all(client.clone());
+    volumes.list(&Default::default()).await.expect("list");
+    assert!(volumes.get_opt("missing").await.expect("get").is_none());
+
+    let (status, body) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        sample(
+            &body,
+            r#"stowage_apiserver_requests_total{verb="GET",code="200"}"#
+        ) >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"stowage_apiserver_requests_total{verb="GET",code="404"}"#
+        ),
+        1.0,
+        "{body}"
+    );
+    assert!(body.contains("stowage_apiserver_request_duration_seconds_bucket"));
 }

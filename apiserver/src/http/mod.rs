@@ -7,7 +7,7 @@ mod route;
 mod watch;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::error::ApiError;
+use crate::metrics::{self, ApiMetrics};
 use crate::store::Store;
 
 /// What every handler shares.
@@ -27,6 +28,7 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// Bodies larger than this are refused with 413.
     pub max_body: usize,
+    pub metrics: ApiMetrics,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -45,11 +47,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi/v3/{*path}", get(openapi::document))
         .fallback(resources::handle)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
 }
 
 async fn healthy() -> &'static str {
     "ok"
+}
+
+/// Counts every answered request, refused ones included.
+async fn measure(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let verb = metrics::verb(request.method(), request.uri().query());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record(verb, response.status().as_u16(), started);
+    response
 }
 
 const UNAUTHENTICATED_PATHS: &[&str] = &["/healthz", "/readyz", "/livez"];
