@@ -634,3 +634,80 @@ async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
         .await
         .expect("unstage");
 }
+
+/// The node named by a local volume's handle, `local:<key>:<node>`.
+fn node_of(pv: &PersistentVolume) -> String {
+    let handle = pv
+        .spec
+        .clone()
+        .and_then(|s| s.csi)
+        .expect("csi")
+        .volume_handle;
+    handle.rsplit(':').next().expect("node").to_string()
+}
+
+#[tokio::test]
+async fn clones_and_restores_of_local_volumes_land_on_the_source_node() {
+    let dir = TempDir::new().expect("tempdir");
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let mut plugins = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let home = dir.path().join(node);
+        std::fs::create_dir_all(&home).expect("node dir");
+        let (plugin, csi) = start_node_plugin(&home, node).await;
+        cluster.run(Scope::Node(node.into()), &home.join("node.sock"));
+        plugins.push((node, home, plugin, csi));
+    }
+    cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
+    cluster
+        .add_class(class("local-now", "Immediate", json!({"type": "local"})))
+        .await;
+    let origin = cluster.bound(claim("origin", "local-now", json!({}))).await;
+    let home = |node: &str| dir.path().join(node).join("local");
+    let holder = node_of(&origin);
+    std::fs::write(data_dir(&home(&holder), &origin).join("note"), b"kept").expect("write");
+
+    // Both nodes race for Immediate claims; only the source's node may take these.
+    let source = json!({"kind": "PersistentVolumeClaim", "name": "origin"});
+    for i in 0..4 {
+        let mut copy = claim(&format!("copy-{i}"), "local-now", json!({}));
+        copy.spec.get_or_insert_default().data_source = Some(object(source.clone()));
+        let copied = cluster.bound(copy).await;
+        assert_eq!(
+            node_of(&copied),
+            holder,
+            "clone {i} is on the source's node"
+        );
+        assert_eq!(
+            std::fs::read(data_dir(&home(&holder), &copied).join("note")).expect("read"),
+            b"kept"
+        );
+    }
+    let handle = origin
+        .spec
+        .clone()
+        .and_then(|s| s.csi)
+        .expect("csi")
+        .volume_handle;
+    let (_, _, _, csi) = plugins
+        .iter()
+        .find(|(node, ..)| *node == holder)
+        .expect("holder");
+    let made = csi
+        .snapshot("snap-origin", &handle)
+        .await
+        .expect("snapshot");
+    record_snapshot(&cluster.client, "snap", &made).await;
+    let snapshot = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                          "name": "snap"});
+    for i in 0..4 {
+        let mut restored = claim(&format!("restored-{i}"), "local-now", json!({}));
+        restored.spec.get_or_insert_default().data_source = Some(object(snapshot.clone()));
+        let pv = cluster.bound(restored).await;
+        assert_eq!(
+            node_of(&pv),
+            holder,
+            "restore {i} is on the snapshot's node"
+        );
+    }
+}

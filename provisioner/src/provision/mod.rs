@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use csi_controller::ids::{Location, VolumeId};
+use csi_controller::ids::{Location, SnapshotId, VolumeId};
 use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{
@@ -170,7 +170,11 @@ impl Provisioner {
             let work = match (&self.config.scope, owner(pvc, class)) {
                 (Scope::Central, Owner::Central) => Work::Provision(None),
                 (Scope::Node(me), Owner::Node(node)) if *me == node => Work::Provision(Some(node)),
-                (Scope::Node(me), Owner::AnyNode) => Work::Take(me.clone()),
+                (Scope::Node(me), Owner::AnyNode)
+                    if self.clone_source_node(pvc).is_none_or(|node| node == *me) =>
+                {
+                    Work::Take(me.clone())
+                }
                 _ => return None,
             };
             return Some((uid, class.clone(), work));
@@ -225,8 +229,40 @@ impl Provisioner {
             })
     }
 
+    /// The node of a clone's local source volume: only that node can fill the clone.
+    fn clone_source_node(&self, pvc: &PersistentVolumeClaim) -> Option<String> {
+        let Some(DataSource::Claim(source)) = request::data_source(pvc) else {
+            return None;
+        };
+        let namespace = pvc.namespace().unwrap_or_default();
+        let handle = self.source_volume(&namespace, &source).ok()?;
+        match VolumeId::parse(&handle)?.location {
+            Location::Local { node } => Some(node),
+            Location::Nfs(_) => None,
+        }
+    }
+
     /// Claims an Immediate local claim for this node; the next pass provisions it.
+    /// A restore from a local snapshot is taken only by the snapshot's node.
     async fn take(&self, pvc: &PersistentVolumeClaim, node: &str) -> Result<()> {
+        if let Some(DataSource::Snapshot(name)) = request::data_source(pvc) {
+            let namespace = pvc.namespace().unwrap_or_default();
+            let requested = request::requested_bytes(pvc);
+            let handle = match snapshot::resolve(&self.client, &namespace, &name, requested).await {
+                Ok(handle) => handle,
+                Err(why) => return self.retry(pvc, &why).await,
+            };
+            if let Some(SnapshotId {
+                location: Location::Local { node: holder },
+                ..
+            }) = SnapshotId::parse(&handle)
+                && holder != node
+            {
+                // Not ours: look again only after a backoff, until its node takes it.
+                lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
+                return Ok(());
+            }
+        }
         let mut pvc = pvc.clone();
         pvc.annotations_mut()
             .insert(annotations::SELECTED_NODE.into(), node.into());
