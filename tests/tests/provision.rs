@@ -115,6 +115,22 @@ impl Cluster {
         wait_for_volume_gone(&self.client, volume).await;
     }
 
+    /// Sets the claim's storage request; the API server's answer.
+    async fn resize(&self, name: &str, size: &str) -> kube::Result<PersistentVolumeClaim> {
+        let mut claim = self.claims.get(name).await.expect("get");
+        claim
+            .spec
+            .get_or_insert_default()
+            .resources
+            .get_or_insert_default()
+            .requests
+            .get_or_insert_default()
+            .insert("storage".into(), Quantity(size.into()));
+        self.claims
+            .replace(name, &PostParams::default(), &claim)
+            .await
+    }
+
     async fn event(&self, claim: &str, reason: &str) -> Event {
         wait_for_event(&self.client, "PersistentVolumeClaim", claim, reason).await
     }
@@ -238,20 +254,7 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
     );
 
     // Expansion: a bigger request grows the volume.
-    let mut grow = cluster.claims.get("now").await.expect("get");
-    let requests = grow
-        .spec
-        .get_or_insert_default()
-        .resources
-        .get_or_insert_default()
-        .requests
-        .get_or_insert_default();
-    requests.insert("storage".into(), Quantity("128Mi".into()));
-    cluster
-        .claims
-        .replace("now", &PostParams::default(), &grow)
-        .await
-        .expect("grow");
+    cluster.resize("now", "128Mi").await.expect("grow");
     cluster.event("now", "VolumeResizeSuccessful").await;
     let grown = cluster.volumes.get(&now.name_any()).await.expect("pv");
     assert_eq!(
@@ -266,19 +269,9 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
         .status
         .expect("status");
     assert_eq!(status.capacity.expect("capacity")["storage"].0, "128Mi");
-    let mut shrink = cluster.claims.get("now").await.expect("get");
-    shrink
-        .spec
-        .get_or_insert_default()
-        .resources
-        .get_or_insert_default()
-        .requests
-        .get_or_insert_default()
-        .insert("storage".into(), Quantity("1Mi".into()));
     // The API refuses a shrink, as upstream's does (the provisioner would refuse it too).
     let refused = cluster
-        .claims
-        .replace("now", &PostParams::default(), &shrink)
+        .resize("now", "1Mi")
         .await
         .expect_err("shrinking is refused");
     assert!(matches!(refused, kube::Error::Api(s) if s.code == 422));
@@ -591,19 +584,7 @@ async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
         .await
         .expect("stage: a loop device now holds the image");
 
-    let mut grow = cluster.claims.get("grown").await.expect("get");
-    grow.spec
-        .get_or_insert_default()
-        .resources
-        .get_or_insert_default()
-        .requests
-        .get_or_insert_default()
-        .insert("storage".into(), Quantity("128Mi".into()));
-    cluster
-        .claims
-        .replace("grown", &PostParams::default(), &grow)
-        .await
-        .expect("grow");
+    cluster.resize("grown", "128Mi").await.expect("grow");
     cluster.event("grown", "FileSystemResizeRequired").await;
     let volume = cluster.volumes.get(&pv.name_any()).await.expect("pv");
     assert_eq!(
