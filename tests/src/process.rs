@@ -121,6 +121,17 @@ pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .expect("wait")
 }
 
+/// `stowage controller` (NFS volumes) with its socket `dir/controller.sock` and its state under `dir`.
+pub async fn start_controller(dir: &Path) -> (Stowage, Csi) {
+    let state = dir.join("state");
+    Stowage::start(
+        "controller",
+        &dir.join("controller.sock"),
+        &["--state-dir", state.to_str().expect("utf8")],
+    )
+    .await
+}
+
 /// `stowage node` for `node` with its socket, local root and state under `dir`.
 pub async fn start_node_plugin(dir: &Path, node: &str) -> (Stowage, Csi) {
     start_node_plugin_with(dir, node, &[]).await

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::mounts::MountedDir;
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{Stowage, start_node_plugin, start_node_plugin_with};
+use stowage_tests::process::{start_controller, start_node_plugin, start_node_plugin_with};
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 
@@ -136,14 +136,25 @@ impl Cluster {
     }
 }
 
-/// Where a local directory volume keeps its data: `volumes/<key>` for `local:<key>:<node>`.
-fn data_dir(local_root: &Path, pv: &PersistentVolume) -> std::path::PathBuf {
-    let handle = pv
-        .spec
+/// The CSI volume handle a PV records.
+fn handle(pv: &PersistentVolume) -> String {
+    pv.spec
         .clone()
         .and_then(|s| s.csi)
         .expect("csi")
-        .volume_handle;
+        .volume_handle
+}
+
+/// A claim filled from `source` (a claim or a VolumeSnapshot, as `dataSource` names it).
+fn claim_from(name: &str, class: &str, source: &Value) -> PersistentVolumeClaim {
+    let mut claim = claim(name, class, json!({}));
+    claim.spec.get_or_insert_default().data_source = Some(object(source.clone()));
+    claim
+}
+
+/// Where a local directory volume keeps its data: `volumes/<key>` for `local:<key>:<node>`.
+fn data_dir(local_root: &Path, pv: &PersistentVolume) -> std::path::PathBuf {
+    let handle = handle(pv);
     let key = handle.split(':').nth(1).expect("key");
     local_root.join("volumes").join(key)
 }
@@ -239,14 +250,7 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
 
     // Immediate: the node instance takes the claim and provisions it.
     let now = cluster.bound(claim("now", "local-now", json!({}))).await;
-    assert!(
-        now.spec
-            .clone()
-            .and_then(|s| s.csi)
-            .expect("csi")
-            .volume_handle
-            .ends_with(NODE)
-    );
+    assert!(handle(&now).ends_with(NODE));
     assert_eq!(
         volume_dirs(&local_root),
         4,
@@ -280,9 +284,9 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
     let original = data_dir(&local_root, &pv);
     std::fs::write(original.join("note"), b"cloned data").expect("write");
     let source = json!({"kind": "PersistentVolumeClaim", "name": "waiting"});
-    let mut copy = claim("copy", "local-now", json!({}));
-    copy.spec.get_or_insert_default().data_source = Some(object(source));
-    let copied = cluster.bound(copy).await;
+    let copied = cluster
+        .bound(claim_from("copy", "local-now", &source))
+        .await;
     assert_eq!(
         std::fs::read(data_dir(&local_root, &copied).join("note")).expect("read"),
         b"cloned data"
@@ -304,14 +308,8 @@ async fn nfs_claims_are_provisioned_by_the_central_instance() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
     let nfs = MemNfs::start().await;
-    let socket = dir.path().join("controller.sock");
-    let state = dir.path().join("state");
-    let (_controller, csi) = Stowage::start(
-        "controller",
-        &socket,
-        &["--state-dir", state.to_str().expect("utf8")],
-    )
-    .await;
+    let (controller, csi) = start_controller(dir.path()).await;
+    let socket = controller.socket.clone();
     cluster.run(Scope::Central, &socket);
     cluster
         .add_class(class(
@@ -321,12 +319,7 @@ async fn nfs_claims_are_provisioned_by_the_central_instance() {
         ))
         .await;
     let pv = cluster.bound(claim("shared", "nfs", json!({}))).await;
-    let handle = pv
-        .spec
-        .clone()
-        .and_then(|s| s.csi)
-        .expect("csi")
-        .volume_handle;
+    let handle = handle(&pv);
     assert!(handle.starts_with("nfs:"), "{handle}");
     let listed = csi.list_all(0).await.expect("ListVolumes");
     assert!(
@@ -490,12 +483,7 @@ async fn a_claim_restores_a_volume_snapshot_once_it_is_ready() {
         .await;
     let origin = cluster.bound(claim("origin", "local-now", json!({}))).await;
     std::fs::write(data_dir(&local_root, &origin).join("note"), b"before").expect("write");
-    let handle = origin
-        .spec
-        .clone()
-        .and_then(|s| s.csi)
-        .expect("csi")
-        .volume_handle;
+    let handle = handle(&origin);
     let made = csi
         .snapshot("snap-origin", &handle)
         .await
@@ -505,11 +493,12 @@ async fn a_claim_restores_a_volume_snapshot_once_it_is_ready() {
     // The claim comes first: it waits, saying why, until the snapshot is ready.
     let source = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
                         "name": "snap"});
-    let mut restored = claim("restored", "local-now", json!({}));
-    restored.spec.get_or_insert_default().data_source = Some(object(source));
     cluster
         .claims
-        .create(&PostParams::default(), &restored)
+        .create(
+            &PostParams::default(),
+            &claim_from("restored", "local-now", &source),
+        )
         .await
         .expect("claim");
     let failed = cluster.event("restored", "ProvisioningFailed").await;
@@ -618,13 +607,7 @@ async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
 
 /// The node named by a local volume's handle, `local:<key>:<node>`.
 fn node_of(pv: &PersistentVolume) -> String {
-    let handle = pv
-        .spec
-        .clone()
-        .and_then(|s| s.csi)
-        .expect("csi")
-        .volume_handle;
-    handle.rsplit(':').next().expect("node").to_string()
+    handle(pv).rsplit(':').next().expect("node").to_string()
 }
 
 #[tokio::test]
@@ -651,9 +634,9 @@ async fn clones_and_restores_of_local_volumes_land_on_the_source_node() {
     // Both nodes race for Immediate claims; only the source's node may take these.
     let source = json!({"kind": "PersistentVolumeClaim", "name": "origin"});
     for i in 0..4 {
-        let mut copy = claim(&format!("copy-{i}"), "local-now", json!({}));
-        copy.spec.get_or_insert_default().data_source = Some(object(source.clone()));
-        let copied = cluster.bound(copy).await;
+        let copied = cluster
+            .bound(claim_from(&format!("copy-{i}"), "local-now", &source))
+            .await;
         assert_eq!(
             node_of(&copied),
             holder,
@@ -664,12 +647,7 @@ async fn clones_and_restores_of_local_volumes_land_on_the_source_node() {
             b"kept"
         );
     }
-    let handle = origin
-        .spec
-        .clone()
-        .and_then(|s| s.csi)
-        .expect("csi")
-        .volume_handle;
+    let handle = handle(&origin);
     let (_, _, _, csi) = plugins
         .iter()
         .find(|(node, ..)| *node == holder)
@@ -682,9 +660,9 @@ async fn clones_and_restores_of_local_volumes_land_on_the_source_node() {
     let snapshot = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
                           "name": "snap"});
     for i in 0..4 {
-        let mut restored = claim(&format!("restored-{i}"), "local-now", json!({}));
-        restored.spec.get_or_insert_default().data_source = Some(object(snapshot.clone()));
-        let pv = cluster.bound(restored).await;
+        let pv = cluster
+            .bound(claim_from(&format!("restored-{i}"), "local-now", &snapshot))
+            .await;
         assert_eq!(
             node_of(&pv),
             holder,

@@ -16,7 +16,7 @@ use serde_json::json;
 use stowage_tests::api::{InProcessApi, lease_holder, wait_for_event, wait_for_volume_gone};
 use stowage_tests::csi::Csi;
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{ProvisionerProcess, Stowage};
+use stowage_tests::process::{ProvisionerProcess, Stowage, start_controller};
 use stowage_tests::relay::Relay;
 use stowage_tests::wait_for;
 use tempfile::TempDir;
@@ -26,7 +26,7 @@ const LEADER: &str = "stowage_provisioner_leader";
 
 /// The API server, an NFS export and the controller plugin serving it.
 struct Setup {
-    _dir: TempDir,
+    dir: TempDir,
     api: InProcessApi,
     nfs: MemNfs,
     _controller: Stowage,
@@ -39,16 +39,10 @@ impl Setup {
         let dir = TempDir::new().expect("tempdir");
         let api = InProcessApi::start(&dir.path().join("api")).await;
         let nfs = MemNfs::start().await;
-        let socket = dir.path().join("controller.sock");
-        let state = dir.path().join("state");
-        let (controller, csi) = Stowage::start(
-            "controller",
-            &socket,
-            &["--state-dir", state.to_str().expect("utf8")],
-        )
-        .await;
+        let (controller, csi) = start_controller(dir.path()).await;
+        let socket = controller.socket.clone();
         let setup = Self {
-            _dir: dir,
+            dir,
             api,
             nfs,
             _controller: controller,
@@ -77,7 +71,7 @@ impl Setup {
     }
 
     fn dir(&self) -> &Path {
-        self._dir.path()
+        self.dir.path()
     }
 
     fn client(&self) -> Client {
