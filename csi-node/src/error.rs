@@ -20,6 +20,21 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// A trusted root (kubelet directory, allow-listed prefix, local root) cannot be opened.
+    #[error("{root} cannot be opened: {source}")]
+    RootUnavailable {
+        root: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} does not exist")]
+    PathMissing { path: std::path::PathBuf },
+    /// Resolving the path would leave its root, or meet a symlink it may not follow.
+    #[error("{path} leads outside its allowed directory (a symlink or mount in the way)")]
+    PathEscapes { path: std::path::PathBuf },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: std::path::PathBuf },
+    #[error("{path} is not a regular file")]
+    NotARegularFile { path: std::path::PathBuf },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -66,6 +81,11 @@ impl Error {
             Self::Aborted(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Unimplemented(_) => Code::Unimplemented,
+            Self::PathMissing { .. } => Code::NotFound,
+            Self::PathEscapes { .. } => Code::PermissionDenied,
+            Self::RootUnavailable { .. }
+            | Self::NotADirectory { .. }
+            | Self::NotARegularFile { .. } => Code::FailedPrecondition,
             Self::Io { source, .. }
                 if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) =>
             {
@@ -124,6 +144,26 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (Error::io("x", std::io::Error::other("x")), Code::Internal),
+            (Error::PathMissing { path: "/x".into() }, Code::NotFound),
+            (
+                Error::PathEscapes { path: "/x".into() },
+                Code::PermissionDenied,
+            ),
+            (
+                Error::RootUnavailable {
+                    root: "/x".into(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::NotADirectory { path: "/x".into() },
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::NotARegularFile { path: "/x".into() },
+                Code::FailedPrecondition,
+            ),
             (Error::mount("x", nix::errno::Errno::EPERM), Code::Internal),
         ];
         for (error, code) in cases {

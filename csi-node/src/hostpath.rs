@@ -1,10 +1,10 @@
 //! Static hostPath volumes: Kubernetes' hostPath types, confined to allow-listed prefixes.
 
-use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use rustix::fs::FileType;
+
+use crate::beneath::{Handle, Links};
 use crate::error::{Error, Result};
 
 /// What Kubernetes' `hostPath.type` promises about the path.
@@ -43,17 +43,17 @@ impl HostPathType {
     }
 }
 
-/// A host path that passed the allow-list and type checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A host path that passed the allow-list and type checks, held open: it is mounted
+/// from this handle, so a swap after the check changes nothing.
+#[derive(Debug)]
 pub struct HostPath {
-    /// Fully resolved: no symlink left in it.
-    pub path: PathBuf,
+    pub handle: Handle,
     /// Mounted over a file rather than a directory.
     pub is_file: bool,
 }
 
-/// Checks `raw` against the allow-list (after resolving symlinks) and the type,
-/// creating it for the `OrCreate` types.
+/// Resolves `raw` beneath an allowed prefix (symlinks followed only while they stay
+/// beneath it) and checks its type, creating it for the `OrCreate` types.
 pub fn resolve(raw: &str, kind: HostPathType, allow: &[PathBuf]) -> Result<HostPath> {
     let lexical = Path::new(raw);
     if !lexical.is_absolute()
@@ -67,36 +67,66 @@ pub fn resolve(raw: &str, kind: HostPathType, allow: &[PathBuf]) -> Result<HostP
             format!("{raw:?} must be an absolute path without '..'"),
         ));
     }
-    let allowed = |p: &Path| allow.iter().any(|prefix| p.starts_with(prefix));
-    if !allowed(lexical) {
+    let mut prefixes: Vec<&PathBuf> = allow.iter().filter(|p| lexical.starts_with(p)).collect();
+    if prefixes.is_empty() {
         return Err(denied(raw));
     }
-    let exists = fs::symlink_metadata(lexical).is_ok();
-    if !exists {
-        create_if_asked(lexical, kind, &allowed)?;
+    // The longest prefix first; a shorter one may still hold a symlink that leaves the longer.
+    prefixes.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let mut escaped = None;
+    for prefix in prefixes {
+        let relative = lexical.strip_prefix(prefix).unwrap_or(Path::new(""));
+        let root = Handle::open_root(prefix)?;
+        // An allowed prefix may itself be the file (a device node, a socket).
+        if relative.as_os_str().is_empty() {
+            return checked(raw, root, kind);
+        }
+        match open_or_create(&root, relative, kind) {
+            Err(Error::PathEscapes { .. }) => escaped = Some(prefix),
+            Err(Error::PathMissing { .. }) => {
+                return Err(Error::NotFound(format!("host path {raw} does not exist")));
+            }
+            Err(e) => return Err(e),
+            Ok(handle) => return checked(raw, handle, kind),
+        }
     }
-    let path = fs::canonicalize(lexical).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => Error::NotFound(format!("host path {raw} does not exist")),
-        _ => Error::io(format!("resolve {raw}"), e),
-    })?;
-    if !allowed(&path) {
-        return Err(Error::PermissionDenied(format!(
-            "host path {raw} resolves to {} outside the allowed prefixes",
-            path.display()
-        )));
+    Err(Error::PermissionDenied(format!(
+        "host path {raw} resolves outside the allowed prefix {} (a symlink leads out)",
+        escaped.map(|p| p.display().to_string()).unwrap_or_default()
+    )))
+}
+
+fn open_or_create(root: &Handle, relative: &Path, kind: HostPathType) -> Result<Handle> {
+    match (root.resolve(relative, Links::Inside), kind) {
+        (Err(Error::PathMissing { .. }), HostPathType::DirectoryOrCreate) => {
+            root.create_dirs(relative, Links::Inside, 0o755)
+        }
+        (Err(Error::PathMissing { .. }), HostPathType::FileOrCreate) => {
+            let (Some(parent), Some(name)) = (relative.parent(), relative.file_name()) else {
+                return Err(Error::NotARegularFile {
+                    path: root.path().join(relative),
+                });
+            };
+            root.create_dirs(parent, Links::Inside, 0o755)?
+                .make_file(name)
+        }
+        (result, _) => result,
     }
-    let file_type = fs::metadata(&path)
-        .map_err(|e| Error::io(format!("stat {raw}"), e))?
-        .file_type();
+}
+
+fn checked(raw: &str, handle: Handle, kind: HostPathType) -> Result<HostPath> {
+    let file_type = handle.file_type()?;
     let (ok, expected) = match kind {
         HostPathType::Unset => (true, ""),
         HostPathType::Directory | HostPathType::DirectoryOrCreate => {
-            (file_type.is_dir(), "a directory")
+            (file_type == FileType::Directory, "a directory")
         }
-        HostPathType::File | HostPathType::FileOrCreate => (file_type.is_file(), "a regular file"),
-        HostPathType::Socket => (file_type.is_socket(), "a socket"),
-        HostPathType::CharDevice => (file_type.is_char_device(), "a character device"),
-        HostPathType::BlockDevice => (file_type.is_block_device(), "a block device"),
+        HostPathType::File | HostPathType::FileOrCreate => {
+            (file_type == FileType::RegularFile, "a regular file")
+        }
+        HostPathType::Socket => (file_type == FileType::Socket, "a socket"),
+        HostPathType::CharDevice => (file_type == FileType::CharacterDevice, "a character device"),
+        HostPathType::BlockDevice => (file_type == FileType::BlockDevice, "a block device"),
     };
     if !ok {
         return Err(Error::FailedPrecondition(format!(
@@ -104,8 +134,8 @@ pub fn resolve(raw: &str, kind: HostPathType, allow: &[PathBuf]) -> Result<HostP
         )));
     }
     Ok(HostPath {
-        path,
-        is_file: !file_type.is_dir(),
+        handle,
+        is_file: file_type != FileType::Directory,
     })
 }
 
@@ -115,46 +145,10 @@ fn denied(raw: &str) -> Error {
     ))
 }
 
-fn create_if_asked(path: &Path, kind: HostPathType, allowed: &dyn Fn(&Path) -> bool) -> Result<()> {
-    let create_dir = kind == HostPathType::DirectoryOrCreate;
-    if !create_dir && kind != HostPathType::FileOrCreate {
-        return Ok(());
-    }
-    // The nearest existing ancestor must itself resolve inside the allow-list, so a
-    // symlinked parent cannot steer the creation elsewhere.
-    let mut ancestor = path.parent();
-    while let Some(dir) = ancestor.filter(|d| fs::symlink_metadata(d).is_err()) {
-        ancestor = dir.parent();
-    }
-    let base = ancestor.ok_or_else(|| denied(&path.display().to_string()))?;
-    let real =
-        fs::canonicalize(base).map_err(|e| Error::io(format!("resolve {}", base.display()), e))?;
-    if !allowed(&real) {
-        return Err(Error::PermissionDenied(format!(
-            "{} resolves outside the allowed prefixes",
-            base.display()
-        )));
-    }
-    let result = if create_dir {
-        fs::create_dir_all(path)
-    } else {
-        let parent = path.parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(parent).and_then(|()| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(path)
-                .map(drop)
-        })
-    };
-    result.map_err(|e| Error::io(format!("create {}", path.display()), e))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -177,7 +171,7 @@ mod tests {
             &allow,
         )
         .expect("created");
-        assert!(made.path.is_dir() && !made.is_file);
+        assert!(sub.is_dir() && !made.is_file);
         let file = root.join("made/file");
         let made = resolve(
             file.to_str().expect("utf8"),

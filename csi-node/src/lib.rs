@@ -1,6 +1,7 @@
 //! The Stowage CSI node plugin: the Node service (ephemeral, hostPath and local
 //! volumes), plus, on the same socket, the controller for this node's local volumes.
 
+pub mod beneath;
 pub mod error;
 pub mod hostpath;
 mod kind;

@@ -1,58 +1,103 @@
-//! Mount effects through mount(2)/umount2(2): no `mount` binary, no table rescans.
+//! Mount effects through the kernel's mount API: no `mount` binary, no table rescans.
+//! Sources and targets are fds from [`beneath`](crate::beneath), never paths, so a
+//! path swapped after it was checked cannot redirect a mount.
 
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MntFlags, MsFlags, umount2};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, OpenTreeFlags,
+};
 
+use crate::beneath::Handle;
 use crate::error::{Error, Result};
 
-/// Bind-mounts `source` on `target`; read-only needs a second, remounting call.
-pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| {
+/// Bind-mounts `source` on `target`: a detached copy of the source's mount is taken
+/// from its fd and attached at the target's fd.
+pub fn bind(source: &Handle, target: &Handle, read_only: bool) -> Result<()> {
+    let failed = |what: &str, e: rustix::io::Errno| {
         Error::mount(
-            format!("bind {} on {}", source.display(), target.display()),
-            e,
+            format!(
+                "{what} {} on {}",
+                source.path().display(),
+                target.path().display()
+            ),
+            nix::errno::Errno::from_raw(e.raw_os_error()),
         )
-    })?;
+    };
+    let tree = rustix::mount::open_tree(
+        source.as_fd(),
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| failed("bind", e))?;
+    attach(&tree, target).map_err(|e| failed("bind", e))?;
     if read_only {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
-            let _ = unmount(target);
-            return Err(Error::mount(
-                format!("remount {} read-only", target.display()),
-                e,
-            ));
+        // A detached mount cannot be remounted; once attached, its fd still names
+        // exactly the new mount, whatever the target's path now leads to.
+        let attached = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tree));
+        let flags = MountFlags::BIND | MountFlags::RDONLY;
+        if let Err(e) = rustix::mount::mount_remount(attached.as_str(), flags, "") {
+            let _ = umount2(attached.as_str(), MntFlags::MNT_DETACH);
+            return Err(failed("remount read-only", e));
         }
     }
     Ok(())
 }
 
-/// Mounts a tmpfs limited to `size_bytes` (0: the kernel default of half the RAM).
-pub fn tmpfs(target: &Path, size_bytes: u64, read_only: bool) -> Result<()> {
-    let data = if size_bytes > 0 {
-        format!("size={size_bytes},mode=0777")
-    } else {
-        "mode=0777".to_string()
+/// Mounts a new tmpfs limited to `size_bytes` (0: the kernel default of half the RAM),
+/// read-only from its first moment when asked.
+pub fn tmpfs(target: &Handle, size_bytes: u64, read_only: bool) -> Result<()> {
+    let failed = |e: rustix::io::Errno| {
+        Error::mount(
+            format!("tmpfs on {}", target.path().display()),
+            nix::errno::Errno::from_raw(e.raw_os_error()),
+        )
     };
-    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
+    let fs = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed)?;
+    if size_bytes > 0 {
+        rustix::mount::fsconfig_set_string(&fs, "size", size_bytes.to_string().as_str())
+            .map_err(failed)?;
     }
-    mount(
-        Some("tmpfs"),
-        target,
-        Some("tmpfs"),
+    rustix::mount::fsconfig_set_string(&fs, "mode", "0777").map_err(failed)?;
+    rustix::mount::fsconfig_create(&fs).map_err(failed)?;
+    let mut attributes = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
+    if read_only {
+        attributes |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    let mount =
+        rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attributes).map_err(failed)?;
+    attach(&mount, target).map_err(failed)
+}
+
+/// Mounts a filesystem from a device (or an NFS export) at `target`'s directory; the
+/// target is named by its fd's `/proc` path, so it is the directory that was checked.
+pub fn filesystem(
+    source: &str,
+    target: &Handle,
+    fs_type: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> std::result::Result<(), nix::errno::Errno> {
+    nix::mount::mount(
+        Some(source),
+        &target.proc_path(),
+        Some(fs_type),
         flags,
-        Some(data.as_str()),
+        data,
     )
-    .map_err(|e| Error::mount(format!("tmpfs on {}", target.display()), e))
+}
+
+fn attach(mount: &std::os::fd::OwnedFd, target: &Handle) -> rustix::io::Result<()> {
+    rustix::mount::move_mount(
+        mount,
+        "",
+        target.as_fd(),
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
 }
 
 /// Unmounts `target`; not being mounted is fine.

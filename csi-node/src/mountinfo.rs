@@ -43,6 +43,10 @@ impl MountTable {
         }
     }
 
+    pub fn entries(&self) -> &[MountEntry] {
+        &self.entries
+    }
+
     /// The topmost mount at exactly `path`, if any.
     pub fn at(&self, path: &Path) -> Option<&MountEntry> {
         self.entries.iter().rev().find(|e| e.mount_point == path)

@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, PathBuf};
 
 use csi_controller::nfs::{DEFAULT_PORTMAP_PORT, Export};
-use nix::mount::{MsFlags, mount};
+use nix::mount::MsFlags;
+
+use crate::beneath::Handle;
+use crate::mounter;
 
 use crate::error::{Error, Result};
 
@@ -114,8 +117,8 @@ impl NfsVolume {
         data.join(",")
     }
 
-    /// Mounts the export at `staging`.
-    pub async fn mount(&self, staging: &Path, read_only: bool) -> Result<()> {
+    /// Mounts the export at the `staging` directory.
+    pub async fn mount(&self, staging: &Handle, read_only: bool) -> Result<()> {
         let addr = tokio::net::lookup_host((self.export.host.as_str(), 0))
             .await
             .ok()
@@ -130,31 +133,26 @@ impl NfsVolume {
         } else {
             MsFlags::empty()
         };
-        mount(
-            Some(self.source().as_str()),
-            staging,
-            Some("nfs"),
-            flags,
-            Some(data.as_str()),
+        mounter::filesystem(&self.source(), staging, "nfs", flags, Some(data.as_str())).map_err(
+            |e| match e {
+                nix::errno::Errno::ENODEV => Error::FailedPrecondition(
+                    "this node's kernel has no NFS client (mount: ENODEV)".into(),
+                ),
+                nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => Error::PermissionDenied(
+                    format!("the NFS server refused {}: {e}", self.source()),
+                ),
+                nix::errno::Errno::ETIMEDOUT
+                | nix::errno::Errno::ECONNREFUSED
+                | nix::errno::Errno::EHOSTUNREACH
+                | nix::errno::Errno::ENETUNREACH => {
+                    Error::Unavailable(format!("NFS server for {} unreachable: {e}", self.source()))
+                }
+                other => Error::mount(
+                    format!("mount {} on {}", self.source(), staging.path().display()),
+                    other,
+                ),
+            },
         )
-        .map_err(|e| match e {
-            nix::errno::Errno::ENODEV => Error::FailedPrecondition(
-                "this node's kernel has no NFS client (mount: ENODEV)".into(),
-            ),
-            nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
-                Error::PermissionDenied(format!("the NFS server refused {}: {e}", self.source()))
-            }
-            nix::errno::Errno::ETIMEDOUT
-            | nix::errno::Errno::ECONNREFUSED
-            | nix::errno::Errno::EHOSTUNREACH
-            | nix::errno::Errno::ENETUNREACH => {
-                Error::Unavailable(format!("NFS server for {} unreachable: {e}", self.source()))
-            }
-            other => Error::mount(
-                format!("mount {} on {}", self.source(), staging.display()),
-                other,
-            ),
-        })
     }
 }
 

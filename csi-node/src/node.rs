@@ -1,8 +1,8 @@
 //! The CSI Node service. Publish state is read from the mount table, not remembered.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs;
-use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +15,7 @@ use csi_proto::v1::node_service_capability::{Rpc, rpc::Type as Cap};
 use csi_proto::v1::{self as csi, NodeServiceCapability, Topology};
 use tonic::{Request, Response, Status};
 
+use crate::beneath::{self, Handle, Links};
 use crate::error::{Error, Result};
 use crate::kind::{Kind, classify};
 use crate::mountinfo::MountTable;
@@ -23,8 +24,17 @@ use crate::{NodeConfig, mounter, staging};
 #[derive(Debug, Clone)]
 pub struct NodeService {
     config: NodeConfig,
-    kubelet_real: Option<PathBuf>,
     inflight: InFlight,
+}
+
+/// What a publish mounts at its target.
+enum Source {
+    /// A new tmpfs (memory-backed ephemeral volumes).
+    Tmpfs { size_limit: u64 },
+    /// Ephemeral scratch data that this publish creates.
+    NewScratch,
+    /// An existing directory, file or device node, bind-mounted.
+    Bind(Handle),
 }
 
 impl NodeService {
@@ -32,10 +42,8 @@ impl NodeService {
         let ephemeral = config.state_dir.join("ephemeral");
         fs::create_dir_all(&ephemeral)
             .map_err(|e| Error::io(format!("create {}", ephemeral.display()), e))?;
-        let kubelet_real = fs::canonicalize(&config.kubelet_dir).ok();
         Ok(Self {
             config,
-            kubelet_real,
             inflight: InFlight::default(),
         })
     }
@@ -47,24 +55,15 @@ impl NodeService {
             .map_err(Error::from)
     }
 
-    /// The kubelet directory with symlinks resolved: resolved once at start when it
-    /// exists then (it does under a kubelet), else at each call.
-    fn kubelet_real(&self) -> PathBuf {
-        self.kubelet_real
-            .clone()
-            .unwrap_or_else(|| fs::canonicalize(&self.config.kubelet_dir).unwrap_or_default())
-    }
-
     fn ephemeral_dir(&self, volume_id: &str) -> PathBuf {
         self.config.state_dir.join("ephemeral").join(volume_id)
     }
 
-    /// A target or staging path: absolute, no `..`, under the kubelet directory even
-    /// after resolving symlinks in its parent.
-    fn checked_path(&self, field: &'static str, raw: &str) -> Result<PathBuf> {
-        if raw.is_empty() {
-            return Err(Error::invalid(field, "is required"));
-        }
+    /// A target or staging path as kubelet sends it: absolute, no `..`, lexically under
+    /// the kubelet directory. Returns the part below that directory, which is then
+    /// walked beneath the directory's fd with no symlinks followed.
+    fn kubelet_relative<'a>(&self, field: &'static str, raw: &'a str) -> Result<&'a Path> {
+        require(field, raw)?;
         let path = Path::new(raw);
         if !path.is_absolute()
             || path.components().any(|c| matches!(c, Component::ParentDir))
@@ -75,43 +74,106 @@ impl NodeService {
                 format!("{raw:?} must be an absolute path without '..'"),
             ));
         }
-        let outside = || {
-            Error::invalid(
-                field,
-                format!(
-                    "{raw:?} is outside the kubelet directory {}",
-                    self.config.kubelet_dir.display()
-                ),
-            )
-        };
-        if !path.starts_with(&self.config.kubelet_dir) {
-            return Err(outside());
-        }
-        if let Some(parent) = path.parent()
-            && let Ok(real) = fs::canonicalize(parent)
-            && !real.starts_with(self.kubelet_real())
-        {
-            return Err(outside());
-        }
-        Ok(path.to_path_buf())
+        path.strip_prefix(&self.config.kubelet_dir)
+            .ok()
+            .filter(|rest| rest.file_name().is_some())
+            .ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!(
+                        "{raw:?} is outside the kubelet directory {}",
+                        self.config.kubelet_dir.display()
+                    ),
+                )
+            })
+    }
+
+    fn kubelet_root(&self) -> Result<Handle> {
+        Handle::open_root(&self.config.kubelet_dir)
+    }
+
+    /// Opens a path below the kubelet directory; a walk that would leave it is an
+    /// invalid argument of the request field that named it.
+    fn beneath_kubelet(&self, field: &'static str, relative: &Path) -> Result<Handle> {
+        self.kubelet_root()?
+            .resolve(relative, Links::Refused)
+            .map_err(|e| outside_kubelet(field, e))
+    }
+
+    /// The parent directory of a target (created if missing, beneath the kubelet
+    /// directory) and the target's own name.
+    fn target_parent<'a>(&self, relative: &'a Path) -> Result<(Handle, &'a OsStr)> {
+        let name = relative
+            .file_name()
+            .ok_or_else(|| Error::invalid("target_path", "names no directory"))?;
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        let dir = self
+            .kubelet_root()?
+            .create_dirs(parent, Links::Refused, 0o750)
+            .map_err(|e| outside_kubelet("target_path", e))?;
+        Ok((dir, name))
     }
 
     /// The staging path of a publish request, which must hold the staged mount.
-    fn staged_path(&self, volume_id: &str, raw: &str) -> Result<PathBuf> {
-        let staging = self.checked_path("staging_target_path", raw)?;
-        let table = mount_table()?;
-        if table.at(&staging).is_none() {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {volume_id} is not staged at {}",
-                staging.display()
-            )));
+    fn staged(&self, volume_id: &str, raw: &str) -> Result<Handle> {
+        let relative = self.kubelet_relative("staging_target_path", raw)?;
+        let staging = self
+            .beneath_kubelet("staging_target_path", relative)
+            .map_err(|e| match e {
+                Error::PathMissing { .. } => not_staged(volume_id, raw),
+                other => other,
+            })?;
+        if !staging.is_mount_root()? {
+            return Err(not_staged(volume_id, raw));
         }
         Ok(staging)
     }
 
+    /// Where the data a publish mounts comes from, opened race-free.
+    fn source(&self, kind: Kind, req: &csi::NodePublishVolumeRequest) -> Result<Source> {
+        Ok(Source::Bind(match kind {
+            Kind::Ephemeral {
+                memory: true,
+                size_limit,
+            } => return Ok(Source::Tmpfs { size_limit }),
+            Kind::Ephemeral { .. } => {
+                let scratch = Handle::open_root(&self.config.state_dir.join("ephemeral"))?;
+                return match scratch.resolve(Path::new(&req.volume_id), Links::Refused) {
+                    Ok(data) => Ok(Source::Bind(data)),
+                    Err(Error::PathMissing { .. }) => Ok(Source::NewScratch),
+                    Err(e) => Err(e),
+                };
+            }
+            Kind::HostPath(host) => host.handle,
+            Kind::LocalDirectory(path) => {
+                let relative = path
+                    .strip_prefix(&self.config.local_root)
+                    .map_err(|_| Error::PathEscapes { path: path.clone() })?;
+                Handle::open_root(&self.config.local_root)?.resolve(relative, Links::Refused)?
+            }
+            Kind::LocalImage(_) => self.staged(&req.volume_id, &req.staging_target_path)?,
+            Kind::Nfs(volume) => self
+                .staged(&req.volume_id, &req.staging_target_path)?
+                .resolve(&volume.sub_dir, Links::Refused)
+                .map_err(|e| match e {
+                    Error::PathMissing { .. } => Error::NotFound(format!(
+                        "{} is not in the NFS export",
+                        volume.sub_dir.display()
+                    )),
+                    other => other,
+                })?,
+            Kind::LocalBlock(file) => {
+                let device = staging::loop_device_of(&file).ok_or_else(|| {
+                    Error::FailedPrecondition(format!("volume {} is not staged", req.volume_id))
+                })?;
+                beneath::open_trusted(&device)?
+            }
+        }))
+    }
+
     async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
-        let target = self.checked_path("target_path", &req.target_path)?;
+        let relative = self.kubelet_relative("target_path", &req.target_path)?;
         let capability = req
             .volume_capability
             .as_ref()
@@ -123,143 +185,107 @@ impl NodeService {
             &req.volume_context,
             capability,
         )?;
-        if let Some(mounted) = MountTable::read()
-            .map_err(|e| Error::io("read mountinfo", e))?
-            .at(&target)
-            .cloned()
+        let is_file =
+            matches!(&kind, Kind::HostPath(h) if h.is_file) || matches!(kind, Kind::LocalBlock(_));
+        let source = self.source(kind, &req)?;
+        let (parent, name) = self.target_parent(relative)?;
+        match parent.child(name, Links::Refused) {
+            Ok(existing) if existing.is_mount_root()? => {
+                return same_publish(&source, &existing, req.readonly);
+            }
+            Ok(_) | Err(Error::PathMissing { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if single_writer(capability)
+            && let Source::Bind(handle) = &source
+            && let Some(other) = self.published_elsewhere(handle, &req)?
         {
-            let staging = Path::new(&req.staging_target_path);
-            return self.check_same_publish(
-                (&req.volume_id, staging),
-                &kind,
-                &target,
-                (mounted.read_only(), &mounted.fs_type),
-                req.readonly,
-            );
+            // SINGLE_NODE_SINGLE_WRITER: one publication on the node, at one target path.
+            return Err(Error::FailedPrecondition(format!(
+                "volume {} is single-writer and already published at {}",
+                req.volume_id,
+                other.display()
+            )));
         }
-        match kind {
-            Kind::Ephemeral { memory, size_limit } => {
-                self.publish_ephemeral(&req.volume_id, &target, memory, size_limit, req.readonly)
-            }
-            Kind::HostPath(host) => {
-                make_target(&target, host.is_file)?;
-                mounter::bind(&host.path, &target, req.readonly)
-                    .inspect_err(|_| remove_target(&target))
-            }
-            Kind::LocalDirectory(source) => {
-                make_target(&target, false)?;
-                mounter::bind(&source, &target, req.readonly)
-                    .inspect_err(|_| remove_target(&target))
-            }
-            Kind::LocalImage(_) => {
-                let staging = self.staged_path(&req.volume_id, &req.staging_target_path)?;
-                make_target(&target, false)?;
-                mounter::bind(&staging, &target, req.readonly)
-                    .inspect_err(|_| remove_target(&target))
-            }
-            Kind::Nfs(volume) => {
-                let staging = self.staged_path(&req.volume_id, &req.staging_target_path)?;
-                let source = staging.join(&volume.sub_dir);
-                if !source.is_dir() {
-                    return Err(Error::NotFound(format!(
-                        "{} is not in the NFS export",
-                        volume.sub_dir.display()
-                    )));
-                }
-                make_target(&target, false)?;
-                mounter::bind(&source, &target, req.readonly)
-                    .inspect_err(|_| remove_target(&target))
-            }
-            Kind::LocalBlock(file) => {
-                let device = staging::loop_device_of(&file).ok_or_else(|| {
-                    Error::FailedPrecondition(format!("volume {} is not staged", req.volume_id))
-                })?;
-                make_target(&target, true)?;
-                mounter::bind(&device, &target, req.readonly)
-                    .inspect_err(|_| remove_target(&target))
-            }
-        }
-    }
-
-    /// Publishing again is fine when it would produce the same mount; otherwise AlreadyExists.
-    fn check_same_publish(
-        &self,
-        (volume_id, staging): (&str, &Path),
-        kind: &Kind,
-        target: &Path,
-        (read_only, fs_type): (bool, &str),
-        want_ro: bool,
-    ) -> Result<()> {
-        let same_source = match kind {
-            Kind::Ephemeral { memory: true, .. } => fs_type == "tmpfs",
-            Kind::Ephemeral { .. } => same_inode(target, &self.ephemeral_dir(volume_id)),
-            Kind::HostPath(host) => same_inode(target, &host.path),
-            Kind::LocalDirectory(source) => same_inode(target, source),
-            Kind::LocalImage(_) => same_inode(target, staging),
-            Kind::Nfs(volume) => same_inode(target, &staging.join(&volume.sub_dir)),
-            Kind::LocalBlock(file) => {
-                staging::loop_device_of(file).is_some_and(|dev| same_inode(target, &dev))
-            }
+        let target = if is_file {
+            parent.make_file(name)?
+        } else {
+            parent.make_dir(name, 0o750)?
         };
-        if same_source && read_only == want_ro {
-            return Ok(());
-        }
-        Err(Error::AlreadyExists(format!(
-            "{} is already published with other arguments",
-            target.display()
-        )))
+        let mounted = match &source {
+            Source::Tmpfs { size_limit } => mounter::tmpfs(&target, *size_limit, req.readonly),
+            Source::Bind(handle) => mounter::bind(handle, &target, req.readonly),
+            Source::NewScratch => self.publish_scratch(&req.volume_id, &target, req.readonly),
+        };
+        mounted.inspect_err(|_| {
+            // Nothing may leak from a publish that failed half-way.
+            let _ = parent.remove(name);
+        })
     }
 
-    fn publish_ephemeral(
-        &self,
-        volume_id: &str,
-        target: &Path,
-        memory: bool,
-        size_limit: u64,
-        read_only: bool,
-    ) -> Result<()> {
-        make_target(target, false)?;
-        if memory {
-            return mounter::tmpfs(target, size_limit, read_only)
-                .inspect_err(|_| remove_target(target));
-        }
+    /// Creates an ephemeral volume's scratch directory and binds it at the target.
+    fn publish_scratch(&self, volume_id: &str, target: &Handle, read_only: bool) -> Result<()> {
         let data = self.ephemeral_dir(volume_id);
         let result = fs::create_dir(&data)
-            .or_else(|e| {
-                if e.kind() == ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
             .and_then(|()| {
                 fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             })
             .map_err(|e| Error::io(format!("create {}", data.display()), e))
-            .and_then(|()| mounter::bind(&data, target, read_only));
+            .and_then(|()| {
+                let scratch = Handle::open_root(&self.config.state_dir.join("ephemeral"))?;
+                let handle = scratch.resolve(Path::new(volume_id), Links::Refused)?;
+                mounter::bind(&handle, target, read_only)
+            });
         if result.is_err() {
-            // Nothing may leak from a publish that failed half-way.
             let _ = fs::remove_dir_all(&data);
-            remove_target(target);
         }
         result
     }
 
+    /// Another mount of the same source under the kubelet directory, other than this
+    /// request's target and staging paths.
+    fn published_elsewhere(
+        &self,
+        source: &Handle,
+        req: &csi::NodePublishVolumeRequest,
+    ) -> Result<Option<PathBuf>> {
+        let identity = source.identity()?;
+        let (target, staging) = (
+            Path::new(&req.target_path),
+            Path::new(&req.staging_target_path),
+        );
+        Ok(mount_table()?
+            .entries()
+            .iter()
+            .map(|entry| &entry.mount_point)
+            .filter(|point| {
+                point.starts_with(&self.config.kubelet_dir)
+                    && point.as_path() != target
+                    && point.as_path() != staging
+            })
+            .find(|point| fs::metadata(point).is_ok_and(|m| (m.dev(), m.ino()) == identity))
+            .cloned())
+    }
+
     async fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
-        let target = self.checked_path("target_path", &req.target_path)?;
+        let relative = self.kubelet_relative("target_path", &req.target_path)?;
         let _guard = self.claim(&req.volume_id)?;
-        let table = mount_table()?;
-        for entry in table.under(&target) {
-            mounter::unmount(&entry.mount_point)?;
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        match self.beneath_kubelet("target_path", parent) {
+            Ok(dir) => {
+                let target = Path::new(&req.target_path);
+                for entry in mount_table()?.under(target) {
+                    mounter::unmount(&entry.mount_point)?;
+                }
+                if let Some(name) = relative.file_name() {
+                    dir.remove(name)?;
+                }
+            }
+            // Nothing was published there: unpublishing is done.
+            Err(Error::PathMissing { .. }) => {}
+            Err(e) => return Err(e),
         }
-        match fs::symlink_metadata(&target) {
-            Ok(meta) if meta.is_dir() => fs::remove_dir(&target),
-            Ok(_) => fs::remove_file(&target),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
-        .map_err(|e| Error::io(format!("remove {}", target.display()), e))?;
         if validate_name("volume_id", &req.volume_id).is_ok() {
             let data = self.ephemeral_dir(&req.volume_id);
             if data.exists() {
@@ -270,14 +296,34 @@ impl NodeService {
         Ok(())
     }
 
+    /// The staging directory kubelet made, opened beneath the kubelet directory.
+    fn staging_dir(&self, raw: &str) -> Result<Handle> {
+        let relative = self.kubelet_relative("staging_target_path", raw)?;
+        let dir = self
+            .beneath_kubelet("staging_target_path", relative)
+            .map_err(|e| match e {
+                Error::PathMissing { .. } => {
+                    Error::NotFound(format!("staging path {raw} does not exist"))
+                }
+                other => other,
+            })?;
+        if dir.file_type()? != rustix::fs::FileType::Directory {
+            return Err(Error::NotADirectory {
+                path: PathBuf::from(raw),
+            });
+        }
+        Ok(dir)
+    }
+
     async fn stage(&self, req: csi::NodeStageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
-        let staging = self.checked_path("staging_target_path", &req.staging_target_path)?;
+        self.kubelet_relative("staging_target_path", &req.staging_target_path)?;
         let capability = req
             .volume_capability
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
         let _guard = self.claim(&req.volume_id)?;
+        let staging = Path::new(&req.staging_target_path);
         match classify(
             &self.config,
             &req.volume_id,
@@ -286,26 +332,26 @@ impl NodeService {
         )? {
             // Directory volumes need no per-node preparation: publish binds the data directly.
             Kind::LocalDirectory(_) | Kind::HostPath(_) => {
-                existing_dir(&staging)?;
-                Ok(())
+                self.staging_dir(&req.staging_target_path).map(drop)
             }
             Kind::LocalImage(image) => {
-                existing_dir(&staging)?;
-                staging::stage_image(&image, &staging)
+                let dir = self.staging_dir(&req.staging_target_path)?;
+                staging::stage_image(&image, &dir)
             }
             Kind::LocalBlock(file) => staging::stage_block(&file).map(drop),
             Kind::Nfs(volume) => {
-                existing_dir(&staging)?;
-                let table = mount_table()?;
-                match table.at(&staging) {
+                let dir = self.staging_dir(&req.staging_target_path)?;
+                if !dir.is_mount_root()? {
+                    return volume.mount(&dir, false).await;
+                }
+                match mount_table()?.at(staging) {
                     Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => {
                         Ok(())
                     }
-                    Some(_) => Err(Error::AlreadyExists(format!(
+                    _ => Err(Error::AlreadyExists(format!(
                         "{} already holds another mount",
                         staging.display()
                     ))),
-                    None => volume.mount(&staging, false).await,
                 }
             }
             Kind::Ephemeral { .. } => Err(Error::invalid(
@@ -317,13 +363,19 @@ impl NodeService {
 
     async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
-        let staging = self.checked_path("staging_target_path", &req.staging_target_path)?;
+        let relative = self.kubelet_relative("staging_target_path", &req.staging_target_path)?;
         let _guard = self.claim(&req.volume_id)?;
+        // The path must not lead out of the kubelet directory; gone already is fine.
+        match self.beneath_kubelet("staging_target_path", relative) {
+            Ok(_) | Err(Error::PathMissing { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let staging = Path::new(&req.staging_target_path);
         // A block volume's loop device has no mount to take it away: detach it by its file.
         let block_file = VolumeId::parse(&req.volume_id)
             .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
             .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), &Layout::Block));
-        staging::unstage(&staging, block_file.as_deref())
+        staging::unstage(staging, block_file.as_deref())
     }
 
     async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
@@ -419,45 +471,47 @@ fn mount_table() -> Result<MountTable> {
     MountTable::read().map_err(|e| Error::io("read mountinfo", e))
 }
 
-/// The staging directory the CO created must be there.
-fn existing_dir(path: &Path) -> Result<()> {
-    if path.is_dir() {
+fn outside_kubelet(field: &'static str, e: Error) -> Error {
+    match e {
+        Error::PathEscapes { path } => Error::invalid(
+            field,
+            format!(
+                "{} leads outside the kubelet directory (a symlink in the way)",
+                path.display()
+            ),
+        ),
+        other => other,
+    }
+}
+
+fn not_staged(volume_id: &str, staging: &str) -> Error {
+    Error::FailedPrecondition(format!("volume {volume_id} is not staged at {staging}"))
+}
+
+fn single_writer(capability: &csi::VolumeCapability) -> bool {
+    capability.access_mode.as_ref().is_some_and(|m| {
+        m.mode == csi::volume_capability::access_mode::Mode::SingleNodeSingleWriter as i32
+    })
+}
+
+/// Publishing again is fine when it would produce the same mount; otherwise AlreadyExists.
+fn same_publish(source: &Source, existing: &Handle, want_read_only: bool) -> Result<()> {
+    let same_source = match source {
+        Source::Tmpfs { .. } => existing.fs_magic()? == TMPFS_MAGIC,
+        Source::NewScratch => false,
+        Source::Bind(handle) => handle.identity()? == existing.identity()?,
+    };
+    if same_source && existing.read_only_mount()? == want_read_only {
         return Ok(());
     }
-    Err(Error::NotFound(format!(
-        "staging path {} does not exist",
-        path.display()
+    Err(Error::AlreadyExists(format!(
+        "{} is already published with other arguments",
+        existing.path().display()
     )))
 }
 
-fn make_target(target: &Path, file: bool) -> Result<()> {
-    let result = if file {
-        let parent = target.parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(parent).and_then(|()| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(target)
-                .map(drop)
-        })
-    } else {
-        fs::create_dir_all(target)
-    };
-    result.map_err(|e| Error::io(format!("create {}", target.display()), e))
-}
-
-/// Best-effort clean-up of a target a failed publish created.
-fn remove_target(target: &Path) {
-    let _ = fs::remove_dir(target).or_else(|_| fs::remove_file(target));
-}
-
-fn same_inode(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
+/// `statfs.f_type` of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 fn node_capability(cap: Cap) -> NodeServiceCapability {
     NodeServiceCapability {

@@ -2,12 +2,14 @@
 //! mount at the staging path, and online growth.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use loopdev::{LoopControl, LoopDevice};
-use nix::mount::{MsFlags, mount};
+use nix::mount::MsFlags;
 
+use crate::beneath::Handle;
 use crate::error::{Error, Result};
 use crate::mounter;
 use crate::mountinfo::MountTable;
@@ -46,20 +48,24 @@ pub fn detach(device: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("detach {}", device.display()), e))
 }
 
-/// Mounts the ext4 image at `staging` through an autoclear loop device, then grows
-/// the filesystem to the file if the controller enlarged it meanwhile.
-pub fn stage_image(image: &Path, staging: &Path) -> Result<()> {
-    if let Some(entry) = MountTable::read()
-        .map_err(|e| Error::io("read mountinfo", e))?
-        .at(staging)
-    {
-        let ours = loop_device_of(image).is_some_and(|dev| Path::new(&entry.source) == dev);
+/// Mounts the ext4 image at the `staging` directory through an autoclear loop device,
+/// then grows the filesystem to the file if the controller enlarged it meanwhile.
+pub fn stage_image(image: &Path, staging: &Handle) -> Result<()> {
+    if staging.is_mount_root()? {
+        // The handle was opened through the mount: its device is the mounted filesystem's.
+        let ours = loop_device_of(image)
+            .and_then(|dev| fs::metadata(dev).ok())
+            .is_some_and(|dev| {
+                staging
+                    .identity()
+                    .is_ok_and(|(mounted, _)| mounted == dev.rdev())
+            });
         return if ours {
             Ok(())
         } else {
             Err(Error::AlreadyExists(format!(
                 "{} already holds another mount",
-                staging.display()
+                staging.path().display()
             )))
         };
     }
@@ -71,13 +77,14 @@ pub fn stage_image(image: &Path, staging: &Path) -> Result<()> {
         return Err(e);
     }
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let mounted = mount(Some(&device), staging, Some("ext4"), flags, None::<&str>);
+    let source = device.to_string_lossy();
+    let mounted = mounter::filesystem(&source, staging, "ext4", flags, None);
     // Closing our handle leaves the mount as the device's only user (or, if the mount
     // failed, no user at all: autoclear then detaches it).
     drop(handle);
     mounted.map_err(|e| {
         Error::mount(
-            format!("mount {} on {}", device.display(), staging.display()),
+            format!("mount {} on {}", device.display(), staging.path().display()),
             e,
         )
     })

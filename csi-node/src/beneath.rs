@@ -1,0 +1,314 @@
+//! Host paths resolved beneath a trusted directory, race-free: every walk starts at a
+//! directory fd of the allowed root and goes through `openat2(RESOLVE_BENEATH)`, and
+//! mounts are made from the fds it returns, so what was checked is what gets mounted
+//! even if someone swaps a directory for a symlink meanwhile (the class of kubelet's
+//! subPath escapes, CVE-2017-1002101 and CVE-2021-25741).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
+
+use crate::error::{Error, Result};
+
+/// How a walk may treat symlinks below the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Symlinks are followed while they stay beneath the root (hostPath volumes, as
+    /// Kubernetes follows them); absolute ones and `..` out of the root are refused.
+    Inside,
+    /// No symlink anywhere below the root (paths the node plugin or kubelet made).
+    Refused,
+}
+
+impl Links {
+    fn resolve_flags(self) -> ResolveFlags {
+        let flags = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        match self {
+            Self::Inside => flags,
+            Self::Refused => flags | ResolveFlags::NO_SYMLINKS,
+        }
+    }
+}
+
+/// A file or directory reached race-free: an `O_PATH` fd, plus the path it was reached
+/// by (for messages and the mount table only: the fd is what is used).
+#[derive(Debug)]
+pub struct Handle {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// `openat2` retries a walk that raced with a rename (EAGAIN); a few rounds are plenty.
+const RACE_RETRIES: usize = 16;
+
+impl Handle {
+    /// Opens a trusted root: `path` was configured by the administrator, so symlinks in
+    /// it are followed. A root that cannot be opened is an error, never an empty prefix.
+    pub fn open_root(path: &Path) -> Result<Self> {
+        rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .map(|fd| Self {
+                fd,
+                path: path.to_path_buf(),
+            })
+            .map_err(|e| Error::RootUnavailable {
+                root: path.to_path_buf(),
+                source: e.into(),
+            })
+    }
+
+    /// Opens `relative` beneath this directory. NotFound if it does not exist; PermissionDenied
+    /// if the walk would leave the root or meets a symlink `links` does not allow.
+    pub fn resolve(&self, relative: &Path, links: Links) -> Result<Handle> {
+        let shown = self.path.join(relative);
+        open_beneath(self.fd.as_fd(), relative, OFlags::empty(), links)
+            .map(|fd| Handle {
+                fd,
+                path: shown.clone(),
+            })
+            .map_err(|e| walk_error(&shown, e))
+    }
+
+    /// Resolves `relative`, creating the directories that are missing (mode `mode`).
+    /// Directories that exist are walked as `links` allows; the ones made here are
+    /// entered without following symlinks, so a swap after mkdir is refused.
+    pub fn create_dirs(&self, relative: &Path, links: Links, mode: u32) -> Result<Handle> {
+        let names = plain_components(relative).ok_or_else(|| Error::PathEscapes {
+            path: self.path.join(relative),
+        })?;
+        let (mut dir, existing) = self.longest_existing(&names, links)?;
+        for name in &names[existing..] {
+            match rustix::fs::mkdirat(dir.fd.as_fd(), *name, Mode::from_raw_mode(mode)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("create {}", dir.path.join(name).display()),
+                        e.into(),
+                    ));
+                }
+            }
+            dir = dir.child(name, Links::Refused)?;
+        }
+        Ok(dir)
+    }
+
+    /// The deepest existing directory along `names`, and how many names it consumed.
+    fn longest_existing(&self, names: &[&OsStr], links: Links) -> Result<(Handle, usize)> {
+        for depth in (0..=names.len()).rev() {
+            let prefix: PathBuf = names[..depth].iter().collect();
+            match self.resolve(&prefix, links) {
+                Ok(handle) => return Ok((handle, depth)),
+                Err(Error::PathMissing { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::RootUnavailable {
+            root: self.path.clone(),
+            source: io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The `/proc/self/fd` name of the fd: for syscalls that take only a path, it
+    /// resolves to exactly this file, whatever its path names now.
+    pub fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// A file or directory inside this directory, reached by one name.
+    pub fn child(&self, name: &OsStr, links: Links) -> Result<Handle> {
+        let shown = self.path.join(name);
+        if plain_components(Path::new(name)).is_none_or(|c| c.len() != 1) {
+            return Err(Error::PathEscapes { path: shown });
+        }
+        open_beneath(self.fd.as_fd(), Path::new(name), OFlags::empty(), links)
+            .map(|fd| Handle {
+                fd,
+                path: shown.clone(),
+            })
+            .map_err(|e| walk_error(&shown, e))
+    }
+
+    /// Creates (if missing) the directory `name` here and opens it; an existing
+    /// non-directory or symlink there is refused.
+    pub fn make_dir(&self, name: &OsStr, mode: u32) -> Result<Handle> {
+        match rustix::fs::mkdirat(self.fd.as_fd(), name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("create {}", self.path.join(name).display()),
+                    e.into(),
+                ));
+            }
+        }
+        let dir = self.child(name, Links::Refused)?;
+        if dir.file_type()? != FileType::Directory {
+            return Err(Error::NotADirectory { path: dir.path });
+        }
+        Ok(dir)
+    }
+
+    /// Creates (if missing) the regular file `name` here and opens it; anything else
+    /// already there is refused.
+    pub fn make_file(&self, name: &OsStr) -> Result<Handle> {
+        let create = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
+        match open_beneath(self.fd.as_fd(), Path::new(name), create, Links::Refused) {
+            // The write-only fd is closed: the handle is an O_PATH fd like every other.
+            Ok(_) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(walk_error(&self.path.join(name), e)),
+        }
+        let file = self.child(name, Links::Refused)?;
+        if file.file_type()? != FileType::RegularFile {
+            return Err(Error::NotARegularFile { path: file.path });
+        }
+        Ok(file)
+    }
+
+    /// Removes the entry `name` of this directory (an empty directory or a file).
+    pub fn remove(&self, name: &OsStr) -> Result<()> {
+        let result =
+            rustix::fs::unlinkat(self.fd.as_fd(), name, AtFlags::REMOVEDIR).or_else(|e| match e {
+                rustix::io::Errno::NOTDIR => {
+                    rustix::fs::unlinkat(self.fd.as_fd(), name, AtFlags::empty())
+                }
+                other => Err(other),
+            });
+        match result {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io(
+                format!("remove {}", self.path.join(name).display()),
+                e.into(),
+            )),
+        }
+    }
+
+    pub fn file_type(&self) -> Result<FileType> {
+        self.stat().map(|s| FileType::from_raw_mode(s.st_mode))
+    }
+
+    /// Device and inode: what a file is, whatever it is called.
+    pub fn identity(&self) -> Result<(u64, u64)> {
+        self.stat().map(|s| (s.st_dev, s.st_ino))
+    }
+
+    fn stat(&self) -> Result<rustix::fs::Stat> {
+        rustix::fs::fstat(self.fd.as_fd())
+            .map_err(|e| Error::io(format!("stat {}", self.path.display()), e.into()))
+    }
+
+    /// Whether this is the root of a mount: something is mounted at the path.
+    pub fn is_mount_root(&self) -> Result<bool> {
+        let stat = rustix::fs::statx(
+            self.fd.as_fd(),
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::BASIC_STATS,
+        )
+        .map_err(|e| Error::io(format!("statx {}", self.path.display()), e.into()))?;
+        Ok(stat.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+    }
+
+    /// Whether the mount this is on is read-only.
+    pub fn read_only_mount(&self) -> Result<bool> {
+        rustix::fs::fstatvfs(self.fd.as_fd())
+            .map(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+            .map_err(|e| Error::io(format!("statvfs {}", self.path.display()), e.into()))
+    }
+
+    /// The filesystem type's magic number (`statfs.f_type`).
+    pub fn fs_magic(&self) -> Result<i64> {
+        rustix::fs::fstatfs(self.fd.as_fd())
+            .map(|s| s.f_type)
+            .map_err(|e| Error::io(format!("statfs {}", self.path.display()), e.into()))
+    }
+}
+
+/// A trusted absolute path (a device node the kernel named), opened as a handle.
+pub fn open_trusted(path: &Path) -> Result<Handle> {
+    rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map(|fd| Handle {
+            fd,
+            path: path.to_path_buf(),
+        })
+        .map_err(|e| walk_error(path, e))
+}
+
+/// Splits an absolute `raw` path into the root it must lie under and the rest.
+/// `raw` must be absolute and free of `..`; `roots` are tried longest first.
+pub fn split_under<'a>(raw: &'a Path, roots: &'a [PathBuf]) -> Option<(&'a Path, &'a Path)> {
+    let mut candidates: Vec<&PathBuf> = roots.iter().filter(|r| raw.starts_with(r)).collect();
+    candidates.sort_by_key(|r| std::cmp::Reverse(r.components().count()));
+    candidates
+        .first()
+        .and_then(|root| Some((root.as_path(), raw.strip_prefix(root).ok()?)))
+}
+
+/// The path's components if they are all plain names (no `..`, `.`, root or prefix).
+fn plain_components(path: &Path) -> Option<Vec<&OsStr>> {
+    path.components()
+        .map(|c| match c {
+            Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+fn open_beneath(
+    dir: BorrowedFd<'_>,
+    relative: &Path,
+    extra: OFlags,
+    links: Links,
+) -> rustix::io::Result<OwnedFd> {
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    // openat2 refuses a mode without O_CREAT.
+    let (flags, mode) = if extra.contains(OFlags::CREATE) {
+        (
+            extra | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o644),
+        )
+    } else {
+        (OFlags::PATH | OFlags::CLOEXEC | extra, Mode::empty())
+    };
+    let mut attempt = 0;
+    loop {
+        match rustix::fs::openat2(dir, relative, flags, mode, links.resolve_flags()) {
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) if attempt < RACE_RETRIES => {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn walk_error(path: &Path, e: rustix::io::Errno) -> Error {
+    match e {
+        rustix::io::Errno::NOENT => Error::PathMissing {
+            path: path.to_path_buf(),
+        },
+        // EXDEV: the walk would leave the root; ELOOP: a symlink the walk may not follow.
+        rustix::io::Errno::XDEV | rustix::io::Errno::LOOP => Error::PathEscapes {
+            path: path.to_path_buf(),
+        },
+        rustix::io::Errno::NOTDIR => Error::NotADirectory {
+            path: path.to_path_buf(),
+        },
+        rustix::io::Errno::AGAIN => Error::Aborted(format!(
+            "{}: renamed while being resolved, retry",
+            path.display()
+        )),
+        other => Error::io(format!("open {}", path.display()), other.into()),
+    }
+}
