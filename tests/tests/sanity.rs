@@ -643,3 +643,66 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
     assert!(mounts_under(s.dir.path()).is_empty());
     assert!(!Path::new(&target).exists());
 }
+
+/// csi-sanity's "already mounted at a different target path": a single-writer volume is
+/// published at one target only (the second target, as csi-sanity picks it, lies inside
+/// the first); the other single-node modes may be published at many.
+#[tokio::test]
+async fn node_publish_at_a_second_target_follows_the_access_mode() {
+    use stowage_tests::csi::{AccessModeKind as Mode, capability};
+    let s = Sanity::start().await;
+    let rows = [
+        (
+            Mode::SingleNodeSingleWriter,
+            "first/other_target",
+            Some(Code::FailedPrecondition),
+        ),
+        (
+            Mode::SingleNodeSingleWriter,
+            "second",
+            Some(Code::FailedPrecondition),
+        ),
+        (Mode::SingleNodeWriter, "second", None),
+        (Mode::SingleNodeMultiWriter, "first/other_target", None),
+        (Mode::SingleNodeReaderOnly, "second", None),
+    ];
+    for (i, (mode, second, refused)) in rows.into_iter().enumerate() {
+        let row = format!("row {i} ({mode:?}, {second})");
+        let cap = capability(false, mode);
+        let mut create = create_request(&format!("sanity-second-{i}"), MIB, &[]);
+        create.volume_capabilities = vec![cap.clone()];
+        let volume = s.csi.create(create).await.expect("create");
+        let base = s.path(&format!("pods/second-{i}"));
+        let publish = |target: &Path| v1::NodePublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(cap.clone()),
+            volume_context: volume.volume_context.clone(),
+            readonly: mode == Mode::SingleNodeReaderOnly,
+            ..Default::default()
+        };
+        let (first, other) = (base.join("first"), base.join(second));
+        s.node()
+            .node_publish_volume(publish(&first))
+            .await
+            .unwrap_or_else(|e| panic!("{row}: first publish: {e}"));
+        let result = s.node().node_publish_volume(publish(&other)).await;
+        match refused {
+            Some(code) => {
+                assert_code(result, code, "already published");
+                assert!(!other.exists(), "{row}: the refused target was left behind");
+            }
+            None => {
+                result.unwrap_or_else(|e| panic!("{row}: second publish: {e}"));
+            }
+        }
+        for target in [&other, &first] {
+            s.csi
+                .node_unpublish(&volume.volume_id, target)
+                .await
+                .unwrap_or_else(|e| panic!("{row}: unpublish: {e}"));
+        }
+        assert!(mounts_under(&base).is_empty(), "{row}: mounts left");
+        s.csi.delete(&volume.volume_id).await.expect("delete");
+    }
+}
