@@ -886,6 +886,29 @@ async fn attach_bookkeeping_refuses_other_nodes() {
         .delete(&volume.volume_id)
         .await
         .expect("delete after unpublish");
+    // A volume or node the plugin cannot find counts as unpublished (csi-sanity's
+    // idempotent lifecycle unpublishes after the delete).
+    let unpublish = async |volume_id: &str, node: &str| {
+        s.csi
+            .controller
+            .clone()
+            .controller_unpublish_volume(v1::ControllerUnpublishVolumeRequest {
+                volume_id: volume_id.into(),
+                node_id: node.into(),
+                ..Default::default()
+            })
+            .await
+    };
+    for (volume_id, node) in [
+        (volume.volume_id.as_str(), NODE),
+        (volume.volume_id.as_str(), "no-such-node"),
+        ("local~no-such-node~no-such-volume", NODE),
+        ("not-a-stowage-id", NODE),
+    ] {
+        unpublish(volume_id, node)
+            .await
+            .unwrap_or_else(|e| panic!("unpublish {volume_id} from {node}: {e}"));
+    }
 }
 
 #[tokio::test]

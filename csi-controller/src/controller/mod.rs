@@ -386,11 +386,17 @@ impl ControllerService {
     ) -> Result<csi::ControllerUnpublishVolumeResponse> {
         let book = self.attachments()?;
         require_id("volume_id", &req.volume_id)?;
-        let handle = lookup_volume(&self.driver, &req.volume_id).await?;
+        // A volume this plugin cannot find is regarded as unpublished: 0 OK (spec,
+        // ControllerUnpublishVolume), and any stale entry of it goes too.
+        let key = match lookup_volume(&self.driver, &req.volume_id).await {
+            Ok(handle) => handle.id.key.as_str().to_string(),
+            Err(Error::NotFound(_)) => req.volume_id.clone(),
+            Err(e) => return Err(e),
+        };
         let _guard = self
             .driver
             .inflight
-            .claim(handle.id.key.as_str(), &format!("volume {}", req.volume_id))?;
+            .claim(&key, &format!("volume {}", req.volume_id))?;
         book.unpublish(&req.volume_id, &req.node_id)?;
         Ok(csi::ControllerUnpublishVolumeResponse {})
     }
