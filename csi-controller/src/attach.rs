@@ -23,10 +23,12 @@ pub struct Attachment {
 pub struct Attachments {
     path: PathBuf,
     book: Mutex<BTreeMap<String, Vec<Attachment>>>,
+    /// Volumes one node may have published at once; 0: no limit.
+    per_node_limit: usize,
 }
 
 impl Attachments {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path, per_node_limit: usize) -> Result<Self> {
         let book = match localfs::read_optional(path)? {
             Some(bytes) => record::decode(&path.display().to_string(), &bytes)?,
             None => BTreeMap::new(),
@@ -34,6 +36,7 @@ impl Attachments {
         Ok(Self {
             path: path.to_path_buf(),
             book: Mutex::new(book),
+            per_node_limit,
         })
     }
 
@@ -47,7 +50,7 @@ impl Attachments {
     /// Records a publish; OK when already published the same way.
     pub fn publish(&self, volume_id: &str, wanted: Attachment) -> Result<()> {
         let mut book = self.lock();
-        let list = book.entry(volume_id.to_string()).or_default();
+        let list = book.get(volume_id).map(Vec::as_slice).unwrap_or_default();
         if let Some(existing) = list.iter().find(|a| a.node == wanted.node) {
             if *existing == wanted {
                 return Ok(());
@@ -63,7 +66,18 @@ impl Attachments {
                 other.node
             )));
         }
-        list.push(wanted);
+        let on_node = book
+            .values()
+            .filter(|list| list.iter().any(|a| a.node == wanted.node))
+            .count();
+        if self.per_node_limit > 0 && on_node >= self.per_node_limit {
+            // The node's attach limit (max_volumes_per_node): ResourceExhausted (spec).
+            return Err(Error::ResourceExhausted(format!(
+                "node {} already has {on_node} volumes published, its limit",
+                wanted.node
+            )));
+        }
+        book.entry(volume_id.to_string()).or_default().push(wanted);
         self.persist(&book)
     }
 
@@ -115,10 +129,10 @@ mod tests {
     fn single_node_volume_is_refused_on_a_second_node_even_after_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.json");
-        let book = Attachments::open(&path).expect("open");
+        let book = Attachments::open(&path, 0).expect("open");
         book.publish("v", at("n1", true)).expect("first");
         book.publish("v", at("n1", true)).expect("idempotent");
-        let reopened = Attachments::open(&path).expect("reopen");
+        let reopened = Attachments::open(&path, 0).expect("reopen");
         assert!(matches!(
             reopened.publish("v", at("n2", true)),
             Err(Error::FailedPrecondition(_))
@@ -140,9 +154,29 @@ mod tests {
     #[test]
     fn multi_node_volume_publishes_to_many_nodes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let book = Attachments::open(&dir.path().join("a.json")).expect("open");
+        let book = Attachments::open(&dir.path().join("a.json"), 0).expect("open");
         book.publish("v", at("n1", false)).expect("n1");
         book.publish("v", at("n2", false)).expect("n2");
         assert_eq!(book.nodes("v"), vec!["n1".to_string(), "n2".to_string()]);
+    }
+
+    #[test]
+    fn a_node_takes_volumes_up_to_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = Attachments::open(&dir.path().join("a.json"), 2).expect("open");
+        book.publish("v1", at("n1", true)).expect("v1");
+        book.publish("v2", at("n1", true)).expect("v2");
+        book.publish("v2", at("n1", true))
+            .expect("v2 again is no new volume");
+        assert!(matches!(
+            book.publish("v3", at("n1", true)),
+            Err(Error::ResourceExhausted(_))
+        ));
+        book.publish("v3", at("n2", true))
+            .expect("another node has room");
+        book.unpublish("v1", "n1").expect("unpublish");
+        book.publish("v3", at("n1", false))
+            .expect_err("v3 is single-node on n2");
+        book.publish("v4", at("n1", true)).expect("room again");
     }
 }

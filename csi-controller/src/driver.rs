@@ -21,6 +21,9 @@ pub struct ControllerConfig {
     pub state_dir: PathBuf,
     /// Serve ControllerPublish/Unpublish with attach bookkeeping.
     pub enable_attach: bool,
+    /// With attach: at most this many volumes published to one node (0: no limit), the
+    /// figure the node plugins report as max_volumes_per_node.
+    pub max_volumes_per_node: usize,
 }
 
 /// Everything the Controller and Identity services act on.
@@ -56,7 +59,12 @@ impl Driver {
         };
         let attachments = config
             .enable_attach
-            .then(|| Attachments::open(&config.state_dir.join("attachments.json")))
+            .then(|| {
+                Attachments::open(
+                    &config.state_dir.join("attachments.json"),
+                    config.max_volumes_per_node,
+                )
+            })
             .transpose()?;
         Ok(Arc::new(Self {
             local,

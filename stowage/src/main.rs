@@ -136,6 +136,10 @@ struct ControllerArgs {
     /// Serve ControllerPublish/Unpublish and refuse a second node for single-node volumes.
     #[arg(long)]
     enable_attach: bool,
+    /// With --enable-attach: refuse to publish more volumes than this to one node
+    /// (ResourceExhausted); set it to the node plugins' --max-volumes. 0: no limit.
+    #[arg(long, default_value_t = 0)]
+    max_volumes_per_node: usize,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -194,6 +198,7 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
         local_root: args.local_root,
         state_dir: args.state_dir,
         enable_attach: args.enable_attach,
+        max_volumes_per_node: args.max_volumes_per_node,
     };
     let driver = Driver::open(&config).map_err(|e| format!("controller: {e}"))?;
     let path = server::socket_path(&args.endpoint)?;

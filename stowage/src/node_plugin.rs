@@ -53,6 +53,7 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         local_root: Some(args.local_root.clone()),
         state_dir: args.state_dir.join("controller"),
         enable_attach: false,
+        max_volumes_per_node: 0,
     })
     .map_err(|e| format!("controller: {e}"))?;
     let node = NodeService::new(NodeConfig {

@@ -924,3 +924,35 @@ async fn a_stale_socket_is_replaced_and_sigterm_exits_cleanly() {
     assert!(csi.probe().await.expect("probe"));
     assert!(second.terminate().await.success());
 }
+
+#[tokio::test]
+async fn attach_refuses_more_volumes_than_the_node_limit() {
+    let s = Setup::start(&["--enable-attach", "--max-volumes-per-node", "2"]).await;
+    let mut volumes = Vec::new();
+    for name in ["lim-1", "lim-2", "lim-3"] {
+        let volume = s
+            .csi
+            .create(create_request(name, MIB, &[]))
+            .await
+            .expect("create");
+        volumes.push(volume.volume_id);
+    }
+    let publish = async |volume_id: &str| {
+        s.csi
+            .controller
+            .clone()
+            .controller_publish_volume(v1::ControllerPublishVolumeRequest {
+                volume_id: volume_id.into(),
+                node_id: NODE.into(),
+                volume_capability: Some(mount_rwo()),
+                ..Default::default()
+            })
+            .await
+    };
+    publish(&volumes[0]).await.expect("first");
+    publish(&volumes[1]).await.expect("second");
+    publish(&volumes[1])
+        .await
+        .expect("second again is no new volume");
+    assert_code(publish(&volumes[2]).await, Code::ResourceExhausted, "limit");
+}

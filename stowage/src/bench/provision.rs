@@ -37,6 +37,7 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
         local_root: Some(dir.path().join("local")),
         state_dir: dir.path().join("state"),
         enable_attach: false,
+        max_volumes_per_node: 0,
     })
     .map_err(|e| format!("controller: {e}"))?;
     let listener = server::bind(&socket).map_err(|e| format!("bind: {e}"))?;
