@@ -63,6 +63,53 @@ pub enum VolumeParams {
     Nfs(NfsParams),
 }
 
+/// The parameters ControllerModifyVolume may change (a VolumeAttributesClass's), per
+/// backend: `onDelete` decides what DeleteVolume does with the data later.
+pub const MUTABLE_KEYS: &[&str] = &["onDelete"];
+
+/// Which backend a volume lives on, for the mutable parameters it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    Nfs,
+}
+
+/// Validates mutable parameters for a volume of `backend`; returns them sorted.
+pub fn parse_mutable(
+    params: &HashMap<String, String>,
+    backend: Backend,
+) -> Result<BTreeMap<String, String>> {
+    for (key, value) in params {
+        if !MUTABLE_KEYS.contains(&key.as_str()) {
+            return Err(Error::invalid(
+                "mutable_parameters",
+                format!("{key:?} is not a mutable parameter (one of {MUTABLE_KEYS:?})"),
+            ));
+        }
+        let allowed: &[&str] = match backend {
+            Backend::Local => &["delete", "retain"],
+            Backend::Nfs => &["delete", "retain", "archive"],
+        };
+        if !allowed.contains(&value.as_str()) {
+            return Err(Error::invalid(
+                "mutable_parameters",
+                format!("onDelete {value:?} is not one of {allowed:?} for this volume"),
+            ));
+        }
+    }
+    Ok(params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// The onDelete policy a volume's mutable parameters set, if they set one.
+pub fn mutable_on_delete(mutable: &BTreeMap<String, String>) -> Option<OnDelete> {
+    match mutable.get("onDelete").map(String::as_str) {
+        Some("delete") => Some(OnDelete::Delete),
+        Some("retain") => Some(OnDelete::Retain),
+        Some("archive") => Some(OnDelete::Archive),
+        _ => None,
+    }
+}
+
 impl VolumeParams {
     /// Parses CreateVolume parameters; `volume_name` fills the default subDir.
     pub fn parse(params: &HashMap<String, String>, volume_name: &str) -> Result<Self> {

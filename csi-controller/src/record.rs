@@ -100,6 +100,9 @@ pub struct VolumeRecord {
     pub volume_context: BTreeMap<String, String>,
     pub accessible_topology: Vec<BTreeMap<String, String>>,
     pub created_unix_secs: u64,
+    /// What ControllerModifyVolume (or CreateVolume's mutable_parameters) set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mutable_parameters: BTreeMap<String, String>,
 }
 
 impl VolumeRecord {

@@ -956,3 +956,48 @@ async fn attach_refuses_more_volumes_than_the_node_limit() {
         .expect("second again is no new volume");
     assert_code(publish(&volumes[2]).await, Code::ResourceExhausted, "limit");
 }
+
+/// ControllerModifyVolume's `onDelete` decides what a later DeleteVolume does with the
+/// data: set at CreateVolume (mutable_parameters) or changed afterwards, either way.
+#[tokio::test]
+async fn modified_on_delete_decides_what_delete_keeps() {
+    let s = Setup::start(&[]).await;
+    let modify = async |volume_id: &str, on_delete: &str| {
+        s.csi
+            .controller
+            .clone()
+            .controller_modify_volume(v1::ControllerModifyVolumeRequest {
+                volume_id: volume_id.into(),
+                mutable_parameters: [("onDelete".to_string(), on_delete.to_string())].into(),
+                ..Default::default()
+            })
+            .await
+    };
+    // (created with, modified to, data kept after delete)
+    let rows = [
+        (None, None, false),
+        (None, Some("retain"), true),
+        (Some("retain"), None, true),
+        (Some("retain"), Some("delete"), false),
+    ];
+    for (i, (created, modified, kept)) in rows.into_iter().enumerate() {
+        let mut request = create_request(&format!("mod-{i}"), MIB, &[]);
+        if let Some(value) = created {
+            request.mutable_parameters = [("onDelete".to_string(), value.to_string())].into();
+        }
+        let volume = s.csi.create(request).await.expect("create");
+        let data = s.data(&volume.volume_id, "");
+        std::fs::write(data.join("payload"), b"keep me?").expect("write");
+        if let Some(value) = modified {
+            modify(&volume.volume_id, value).await.expect("modify");
+            modify(&volume.volume_id, value)
+                .await
+                .expect("modify again");
+        }
+        s.csi.delete(&volume.volume_id).await.expect("delete");
+        let name = data.file_name().expect("key");
+        let retained = s.root().join("retained").join(name).join("payload");
+        assert_eq!(retained.exists(), kept, "row {i}: {retained:?}");
+        assert!(!data.exists(), "row {i}: the volume's data stayed in place");
+    }
+}

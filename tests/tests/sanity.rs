@@ -706,3 +706,78 @@ async fn node_publish_at_a_second_target_follows_the_access_mode() {
         s.csi.delete(&volume.volume_id).await.expect("delete");
     }
 }
+
+type ModifyRow<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<(Code, &'a str)>);
+
+/// csi-sanity's ModifyVolume specs, and the mutable parameters CreateVolume takes.
+#[tokio::test]
+async fn controller_modify_volume_checks() {
+    let s = Sanity::start().await;
+    let params = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let mut create = create_request("sanity-modify", MIB, &[]);
+    create.mutable_parameters = params(&[("onDelete", "retain")]);
+    let volume = s
+        .csi
+        .create(create)
+        .await
+        .expect("create with mutable parameters");
+    for (pairs, needle) in [
+        (
+            &[("XXX_FakeKey", "XXX_FakeValue")][..],
+            "not a mutable parameter",
+        ),
+        (&[("onDelete", "archive")][..], "onDelete"),
+    ] {
+        let mut create = create_request("sanity-modify-bad", MIB, &[]);
+        create.mutable_parameters = params(pairs);
+        assert_code(s.csi.create(create).await, Code::InvalidArgument, needle);
+    }
+    let modify = |volume_id: &str, pairs: &[(&str, &str)]| v1::ControllerModifyVolumeRequest {
+        volume_id: volume_id.into(),
+        mutable_parameters: params(pairs),
+        ..Default::default()
+    };
+    // (volume ID, mutable parameters, refusal)
+    let rows: [ModifyRow; 6] = [
+        (
+            "",
+            &[("onDelete", "delete")],
+            Some((Code::InvalidArgument, "volume_id")),
+        ),
+        (
+            "non-existing-volume-id",
+            &[("onDelete", "delete")],
+            Some((Code::NotFound, "does not exist")),
+        ),
+        (
+            &volume.volume_id,
+            &[("XXX_FakeKey", "XXX_FakeValue")],
+            Some((Code::InvalidArgument, "not a mutable parameter")),
+        ),
+        (
+            &volume.volume_id,
+            &[("onDelete", "burn")],
+            Some((Code::InvalidArgument, "onDelete")),
+        ),
+        (&volume.volume_id, &[("onDelete", "delete")], None),
+        (&volume.volume_id, &[], None),
+    ];
+    for (i, (volume_id, pairs, refused)) in rows.into_iter().enumerate() {
+        let result = s
+            .ctrl()
+            .controller_modify_volume(modify(volume_id, pairs))
+            .await;
+        match refused {
+            Some((code, needle)) => assert_code(result, code, needle),
+            None => {
+                result.unwrap_or_else(|e| panic!("row {i}: {e}"));
+            }
+        }
+    }
+    s.csi.delete(&volume.volume_id).await.expect("delete");
+}

@@ -229,6 +229,7 @@ impl Controller for ControllerService {
             Cap::GetSnapshot,
             Cap::CloneVolume,
             Cap::SingleNodeMultiWriter,
+            Cap::ModifyVolume,
         ];
         if self.driver.attachments.is_some() {
             caps.extend([
@@ -320,12 +321,16 @@ impl Controller for ControllerService {
 
     async fn controller_modify_volume(
         &self,
-        _: Request<csi::ControllerModifyVolumeRequest>,
+        request: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
-        Err(Error::Unimplemented(
-            "ControllerModifyVolume: Stowage volumes have no mutable parameters".into(),
-        )
-        .into())
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc("ControllerModifyVolume", &id, async {
+            volumes::modify(&self.driver, req)
+                .await
+                .map(|()| csi::ControllerModifyVolumeResponse {})
+        })
+        .await
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
 use crate::local::{Fill, MIN_IMAGE_BYTES};
 use crate::nfs::NfsFill;
-use crate::params::{LocalParams, NfsParams, VolumeParams};
+use crate::params::{Backend, LocalParams, NfsParams, VolumeParams, parse_mutable};
 use crate::record::{ContentSource, Layout, SnapshotRecord, VolumeRecord, now};
 use crate::request::{AccessType, CapabilityNeeds, Capacity, parse_capabilities};
 
@@ -27,6 +27,7 @@ struct NewVolume {
     parameters: BTreeMap<String, String>,
     source: Option<ContentSource>,
     topology: Option<csi::TopologyRequirement>,
+    mutable_parameters: BTreeMap<String, String>,
 }
 
 /// The volume a new one is filled from.
@@ -49,6 +50,11 @@ pub async fn create(driver: &Arc<Driver>, req: csi::CreateVolumeRequest) -> Resu
     let needs = parse_capabilities("volume_capabilities", &req.volume_capabilities)?;
     let capacity = Capacity::parse("capacity_range", req.capacity_range.as_ref())?;
     let params = VolumeParams::parse(&req.parameters, &req.name)?;
+    let backend = match &params {
+        VolumeParams::Local(_) => Backend::Local,
+        VolumeParams::Nfs(_) => Backend::Nfs,
+    };
+    let mutable_parameters = parse_mutable(&req.mutable_parameters, backend)?;
     let new = NewVolume {
         name: req.name.clone(),
         needs,
@@ -56,6 +62,7 @@ pub async fn create(driver: &Arc<Driver>, req: csi::CreateVolumeRequest) -> Resu
         parameters: VolumeParams::canonical(&req.parameters),
         source: ContentSource::from_csi(req.volume_content_source.as_ref())?,
         topology: req.accessibility_requirements,
+        mutable_parameters,
     };
     let key = Key::for_volume(&req.name);
     let _guard = driver
@@ -230,6 +237,7 @@ fn new_record(
         volume_context,
         accessible_topology,
         created_unix_secs: now().0,
+        mutable_parameters: new.mutable_parameters.clone(),
     }
 }
 
@@ -590,4 +598,35 @@ pub async fn expand(
         capacity_bytes: grown.capacity_bytes,
         node_expansion_required,
     })
+}
+
+/// ControllerModifyVolume: validates the mutable parameters for the volume's backend and
+/// records them; they take effect at the next operation that reads them (DeleteVolume).
+pub async fn modify(driver: &Arc<Driver>, req: csi::ControllerModifyVolumeRequest) -> Result<()> {
+    require_id("volume_id", &req.volume_id)?;
+    let handle = lookup_volume(driver, &req.volume_id).await?;
+    let _guard = driver
+        .inflight
+        .claim(handle.id.key.as_str(), &format!("volume {}", req.volume_id))?;
+    let backend = match &handle.id.location {
+        Location::Local { .. } => Backend::Local,
+        Location::Nfs(_) => Backend::Nfs,
+    };
+    let changes = parse_mutable(&req.mutable_parameters, backend)?;
+    let mut record = handle.record;
+    if changes
+        .iter()
+        .all(|(k, v)| record.mutable_parameters.get(k) == Some(v))
+    {
+        return Ok(());
+    }
+    record.mutable_parameters.extend(changes);
+    match &handle.id.location {
+        Location::Local { .. } => {
+            let local = driver.local_for(&handle.id.location)?.clone();
+            let key = handle.id.key.clone();
+            blocking(move || local.save(&key, &record)).await
+        }
+        Location::Nfs(export) => driver.nfs.save(export, &handle.id.key, &record).await,
+    }
 }

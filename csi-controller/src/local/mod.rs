@@ -14,10 +14,12 @@ use std::process::Command;
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
+use crate::params::OnDelete;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
 
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
+const RETAINED: &str = "retained";
 
 /// The smallest ext4 image worth making (mkfs needs room for its journal).
 pub const MIN_IMAGE_BYTES: i64 = 16 << 20;
@@ -144,13 +146,48 @@ impl LocalBackend {
     }
 
     /// Removes the data, then the record: a failed removal keeps the volume visible.
+    /// Removes a volume; its data too unless its mutable `onDelete` says retain, in
+    /// which case the data moves to `<root>/retained/` under the volume's name.
     pub fn delete(&self, key: &Key) -> Result<()> {
         let dir = self.volumes();
         if let Some(record) = self.get(key)? {
-            localfs::remove_any(&data_path(&dir, key.as_str(), &record.layout))?;
+            let data = data_path(&dir, key.as_str(), &record.layout);
+            match crate::params::mutable_on_delete(&record.mutable_parameters) {
+                Some(OnDelete::Retain | OnDelete::Archive) => self.retain(&data, key)?,
+                Some(OnDelete::Delete) | None => localfs::remove_any(&data)?,
+            }
         }
         localfs::remove_any(&dir.join(format!("{key}.json")))?;
         localfs::sync_dir(&dir)
+    }
+
+    /// Where retained data of deleted volumes goes.
+    pub fn retained_dir(&self) -> PathBuf {
+        self.root.join(RETAINED)
+    }
+
+    fn retain(&self, data: &Path, key: &Key) -> Result<()> {
+        let retained = self.retained_dir();
+        std::fs::create_dir_all(&retained)
+            .map_err(|e| Error::io(format!("create {}", retained.display()), e))?;
+        let name = data
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| key.as_str().into());
+        match std::fs::rename(data, retained.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("retain {}", data.display()), e))
+            }
+            _ => localfs::sync_dir(&retained),
+        }
+    }
+
+    /// Rewrites a volume's record (after ControllerModifyVolume).
+    pub fn save(&self, key: &Key, record: &VolumeRecord) -> Result<()> {
+        localfs::write_atomic(
+            &self.volumes().join(format!("{key}.json")),
+            &record::encode(record)?,
+        )
     }
 
     /// Grows a volume to `size`. An image's filesystem grows here too when no loop

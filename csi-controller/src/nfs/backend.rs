@@ -154,7 +154,8 @@ impl NfsBackend {
         else {
             return Err(Error::invalid("volume_id", "not an NFS volume"));
         };
-        let on_delete = *on_delete;
+        let on_delete =
+            crate::params::mutable_on_delete(&record.mutable_parameters).unwrap_or(*on_delete);
         in_session!(export, s => {
             let (parent_path, name) = sub_dir.split_at(sub_dir.len().saturating_sub(1));
             if let (Some(parent), Some(name)) = (s.resolve(parent_path).await?, name.first()) {
@@ -166,6 +167,16 @@ impl NfsBackend {
             }
             let dir = metadata_dir(s, VOLUMES).await?;
             s.remove_file(&dir, &format!("{key}.json")).await?;
+            Ok(())
+        })
+    }
+
+    /// Rewrites a volume's record (after ControllerModifyVolume).
+    pub async fn save(&self, export: &Export, key: &Key, record: &VolumeRecord) -> Result<()> {
+        let bytes = record::encode(record)?;
+        in_session!(export, s => {
+            let dir = metadata_dir(s, VOLUMES).await?;
+            s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
             Ok(())
         })
     }
@@ -182,12 +193,7 @@ impl NfsBackend {
             capacity_bytes: size,
             ..record.clone()
         };
-        let bytes = record::encode(&grown)?;
-        in_session!(export, s => {
-            let dir = metadata_dir(s, VOLUMES).await?;
-            s.write_file_atomic(&dir, &format!("{key}.json"), &bytes).await?;
-            Ok(())
-        })?;
+        self.save(export, key, &grown).await?;
         Ok(grown)
     }
 
