@@ -159,6 +159,19 @@ impl Race {
         published
     }
 
+    /// Stops the swapper and checks the race really ran, some publishes got through,
+    /// and nothing reached the outside directory. Returns the number of swaps.
+    fn settle(&self, swapper: Swapper, published: usize) -> u64 {
+        let swaps = swapper.finish();
+        assert!(
+            swaps > CALLS as u64,
+            "the swapper barely ran: {swaps} swaps"
+        );
+        assert!(published > 0, "no publish succeeded while racing");
+        self.assert_outside_untouched();
+        swaps
+    }
+
     fn assert_outside_untouched(&self) {
         let outside = self.path("outside");
         assert!(mounts_under(&outside).is_empty(), "a mount landed outside");
@@ -236,13 +249,7 @@ async fn a_swapped_host_path_never_mounts_what_lies_outside_its_prefix() {
             },
         )
         .await;
-    let swaps = swapper.finish();
-    assert!(
-        swaps > CALLS as u64,
-        "the swapper barely ran: {swaps} swaps"
-    );
-    assert!(published > 0, "no publish succeeded while racing");
-    race.assert_outside_untouched();
+    let swaps = race.settle(swapper, published);
     race.unpublish_all((0..CALLS).map(target)).await;
     eprintln!("{published} of {CALLS} publishes succeeded during {swaps} swaps; none escaped");
 }
@@ -266,13 +273,7 @@ async fn a_swapped_directory_under_the_kubelet_dir_never_leads_a_target_outside(
             |_| {},
         )
         .await;
-    let swaps = swapper.finish();
-    assert!(
-        swaps > CALLS as u64,
-        "the swapper barely ran: {swaps} swaps"
-    );
-    assert!(published > 0, "no publish succeeded while racing");
-    race.assert_outside_untouched();
+    let swaps = race.settle(swapper, published);
     // Every mount is below the real directory, whichever of the two names it has now.
     let mounts = mounts_under(&kubelet);
     assert_eq!(mounts.len(), published);
