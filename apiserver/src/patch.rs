@@ -4,6 +4,14 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, Result};
 
+/// Operations one JSON patch may hold, as kube-apiserver allows.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// What one JSON patch may copy in all, in bytes of JSON: kube-apiserver's bound (its
+/// request body limit). Without it each `copy` of the root doubles the object, so a
+/// patch of a few hundred bytes asks for gigabytes.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
     Merge,
@@ -26,13 +34,13 @@ impl PatchType {
     }
 }
 
-/// Applies `patch` to `target` in place.
+/// Applies `patch` to `target` in place; on an error `target` is left as it was.
 pub fn apply(kind: PatchType, target: &mut Value, patch: &[u8]) -> Result<()> {
     match kind {
         PatchType::Json => {
             let operations: json_patch::Patch = serde_json::from_slice(patch)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(target, &operations).map_err(|e| ApiError::PatchFailed(e.to_string()))
+            apply_json_patch(target, &operations)
         }
         PatchType::Merge => {
             let patch = parse_object(patch)?;
@@ -44,6 +52,53 @@ pub fn apply(kind: PatchType, target: &mut Value, patch: &[u8]) -> Result<()> {
             strategic_merge(target, &patch);
             Ok(())
         }
+    }
+}
+
+/// Applies the operations to a copy, counting what `copy` operations duplicate, and
+/// keeps the copy only when every operation applied. json-patch's own rollback is not
+/// used: it failed to restore a value after a failed `move`, and it panics when a
+/// rollback step fails.
+fn apply_json_patch(target: &mut Value, operations: &[json_patch::PatchOperation]) -> Result<()> {
+    if operations.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError::TooLarge);
+    }
+    let mut patched = target.clone();
+    let mut copied = 0usize;
+    for (index, operation) in operations.iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(copy) = operation {
+            let size = patched.pointer(copy.from.as_str()).map_or(0, json_size);
+            copied = copied.saturating_add(size);
+            if copied > MAX_JSON_PATCH_COPY_BYTES {
+                return Err(ApiError::PatchFailed(format!(
+                    "operation {index} would copy more than {MAX_JSON_PATCH_COPY_BYTES} bytes in all"
+                )));
+            }
+        }
+        json_patch::patch_unsafe(&mut patched, std::slice::from_ref(operation))
+            .map_err(|e| ApiError::PatchFailed(format!("operation {index}: {e}")))?;
+    }
+    *target = patched;
+    Ok(())
+}
+
+/// The length of `value` written as JSON, counted without writing it anywhere.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        // Writing to a counter cannot fail; were it to, count as too large.
+        Err(_) => usize::MAX,
     }
 }
 
@@ -253,6 +308,38 @@ mod tests {
             result,
             json!({"metadata": {"finalizers": ["b"]}, "spec": {"z": 3}})
         );
+    }
+
+    #[test]
+    fn json_patch_copies_are_bounded() {
+        // Each copy of the root into a new field doubles the object: 40 copies, 2^40 times it.
+        let doubling: Vec<Value> = (0..40)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/b{i}")}))
+            .collect();
+        let target = json!({"a": "x".repeat(1024)});
+        let result = patched(PatchType::Json, target, Value::Array(doubling));
+        let error = result["error"].as_str().unwrap_or_default();
+        assert!(error.contains("would copy more than"), "{result}");
+    }
+
+    #[test]
+    fn json_patch_operations_are_bounded() {
+        let many =
+            vec![json!({"op": "test", "path": "", "value": {}}); MAX_JSON_PATCH_OPERATIONS + 1];
+        let result = patched(PatchType::Json, json!({}), Value::Array(many));
+        assert_eq!(result["error"], json!("the request is too large"));
+    }
+
+    #[test]
+    fn a_failed_json_patch_leaves_the_object_as_it_was() {
+        // json-patch's rollback did not restore the moved label (a fuzzer found it).
+        let mut target = json!({"metadata": {"labels": {"app": "web"}}});
+        let before = target.clone();
+        let patch =
+            json!([{"op": "move", "from": "/metadata/labels/app", "path": "/missing/name"}]);
+        let body = serde_json::to_vec(&patch).unwrap_or_default();
+        assert!(apply(PatchType::Json, &mut target, &body).is_err());
+        assert_eq!(target, before);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::cmp::Ordering;
 use std::fmt;
 
 const NANOS_PER_UNIT: u128 = 1_000_000_000;
-/// More digits than this cannot be exact in 128 bits once scaled to nano-units.
-const MAX_DIGITS: usize = 29;
+/// More significant digits than this do not fit in 128 bits.
+const MAX_DIGITS: usize = 39;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
@@ -43,18 +43,23 @@ impl Quantity {
             return Err(QuantityError::Malformed);
         }
         let digits = format!("{whole}{fraction}");
-        let digits = digits.trim_start_matches('0');
-        if digits.len() > MAX_DIGITS {
+        let significant = digits.trim_start_matches('0');
+        // Trailing zeros only scale: `1` and 37 zeros, then `n`, fits.
+        let kept = significant.trim_end_matches('0');
+        if kept.len() > MAX_DIGITS {
             return Err(QuantityError::TooLarge);
         }
-        let mantissa: u128 = if digits.is_empty() {
+        let mantissa: u128 = if kept.is_empty() {
             0
         } else {
-            digits.parse().map_err(|_| QuantityError::Malformed)?
+            // Every byte is a digit, so the only failure left is overflow.
+            kept.parse().map_err(|_| QuantityError::TooLarge)?
         };
         let (pow10, pow2) = suffix_scale(suffix)?;
-        let pow10 = pow10 - i32::try_from(fraction.len()).map_err(|_| QuantityError::Malformed)?;
-        let nanos = scale(mantissa, pow10 + 9, pow2)?;
+        let shift = |n: usize| i64::try_from(n).map_err(|_| QuantityError::TooLarge);
+        let pow10 =
+            i64::from(pow10) + 9 - shift(fraction.len())? + shift(significant.len() - kept.len())?;
+        let nanos = scale(mantissa, pow10, pow2)?;
         Ok(Quantity {
             negative: negative && nanos != 0,
             nanos,
@@ -103,13 +108,18 @@ impl PartialOrd for Quantity {
     }
 }
 
-/// Renders whole units in the largest binary suffix that divides them, as `kubectl` shows capacities.
+/// Renders whole units in the largest binary suffix that divides them, as `kubectl` shows
+/// capacities, and a fraction exactly in `m`, `u` or `n`, as upstream's canonical form does;
+/// so the text parses back to the same quantity.
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.negative { "-" } else { "" };
         if !self.nanos.is_multiple_of(NANOS_PER_UNIT) {
-            let milli = self.nanos.div_ceil(1_000_000);
-            return write!(f, "{sign}{milli}m");
+            let (suffix, per) = [("m", 1_000_000), ("u", 1_000)]
+                .into_iter()
+                .find(|(_, per)| self.nanos.is_multiple_of(*per))
+                .unwrap_or(("n", 1));
+            return write!(f, "{sign}{}{suffix}", self.nanos / per);
         }
         let units = self.nanos / NANOS_PER_UNIT;
         for (suffix, shift) in [
@@ -182,20 +192,23 @@ fn suffix_scale(suffix: &str) -> Result<(i32, u32), QuantityError> {
 }
 
 /// `mantissa * 10^pow10 * 2^pow2`, rounded up to a whole number.
-fn scale(mantissa: u128, pow10: i32, pow2: u32) -> Result<u128, QuantityError> {
+fn scale(mantissa: u128, pow10: i64, pow2: u32) -> Result<u128, QuantityError> {
     let binary = mantissa
         .checked_mul(1u128 << pow2)
         .ok_or(QuantityError::TooLarge)?;
     if mantissa == 0 {
         return Ok(0);
     }
+    let power = |exponent: u64| {
+        u32::try_from(exponent)
+            .ok()
+            .and_then(|e| 10u128.checked_pow(e))
+    };
     if pow10 >= 0 {
-        let factor = 10u128
-            .checked_pow(pow10.unsigned_abs())
-            .ok_or(QuantityError::TooLarge)?;
+        let factor = power(pow10.unsigned_abs()).ok_or(QuantityError::TooLarge)?;
         return binary.checked_mul(factor).ok_or(QuantityError::TooLarge);
     }
-    match 10u128.checked_pow(pow10.unsigned_abs()) {
+    match power(pow10.unsigned_abs()) {
         Some(divisor) => Ok(binary.div_ceil(divisor)),
         None => Ok(1),
     }
@@ -203,7 +216,7 @@ fn scale(mantissa: u128, pow10: i32, pow2: u32) -> Result<u128, QuantityError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Quantity, parse_bytes};
+    use super::{Quantity, QuantityError, parse_bytes};
 
     fn q(text: &str) -> Quantity {
         Quantity::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -243,5 +256,46 @@ mod tests {
         assert_eq!(q("800Ei").to_string(), "800Ei");
         assert_eq!(q("1G").to_string(), "1000000000");
         assert_eq!(q("1500m").to_string(), "1500m");
+        assert_eq!(q("1.5").to_string(), "1500m");
+    }
+
+    #[test]
+    fn fractions_display_exactly_and_parse_back() {
+        // A fuzzer found "1n" shown as "1m", and fractions too long to parse back.
+        for (text, shown) in [
+            ("1n", "1n"),
+            ("250u", "250u"),
+            ("1.0000015", "1000001500n"),
+            ("-0.5u", "-500n"),
+            (
+                "1234567890123456789012345678.9",
+                "1234567890123456789012345678900m",
+            ),
+            (
+                "340282366920938463463374607431768211455n",
+                "340282366920938463463374607431768211455n",
+            ),
+        ] {
+            let quantity = q(text);
+            assert_eq!(quantity.to_string(), shown, "{text}");
+            assert_eq!(q(shown), quantity, "{text}");
+        }
+    }
+
+    #[test]
+    fn only_what_does_not_fit_is_too_large() {
+        assert_eq!(q(&format!("1{}n", "0".repeat(37))), q("1e28"));
+        assert_eq!(
+            Quantity::parse("340282366920938463463374607431768211456n"),
+            Err(QuantityError::TooLarge)
+        );
+        assert_eq!(
+            Quantity::parse("1234567890123456789012345678901234567890"),
+            Err(QuantityError::TooLarge)
+        );
+        assert_eq!(
+            parse_bytes("0.000000000000000000000000000000000000000001"),
+            Some(1)
+        );
     }
 }

@@ -89,6 +89,10 @@ fn format_id(
     }
 }
 
+/// The longer kind prefix, `-snap`: a volume ID leaves room for it, so every volume
+/// the driver creates can be snapshotted within the length limit.
+const SNAPSHOT_SUFFIX: &str = "-snap";
+
 fn parse_id(s: &str, suffix: &str) -> Option<(Key, Location)> {
     if s.len() > MAX_ID_LEN {
         return None;
@@ -107,20 +111,26 @@ fn parse_id(s: &str, suffix: &str) -> Option<(Key, Location)> {
 }
 
 impl VolumeId {
-    /// Parses an ID this driver issued; `None` for anything else.
+    /// Parses an ID this driver issued; `None` for anything else, a different spelling of
+    /// an issued ID included (`host:111/share/` for `host/share`), so that one volume has
+    /// one ID (the in-flight guards key on it).
     pub fn parse(s: &str) -> Option<Self> {
-        parse_id(s, "").map(|(key, location)| Self { key, location })
+        parse_id(s, "")
+            .map(|(key, location)| Self { key, location })
+            .filter(|id| id.to_string() == s)
     }
 
-    /// Builds the ID for a new volume, refusing locations too long to fit.
+    /// Builds the ID for a new volume, refusing locations too long to fit, with room
+    /// for the longer prefix of its snapshots' IDs.
     pub fn new(key: Key, location: Location) -> Result<Self> {
         let id = Self { key, location };
         let len = id.to_string().len();
-        if len > MAX_ID_LEN {
+        if len + SNAPSHOT_SUFFIX.len() > MAX_ID_LEN {
             return Err(Error::invalid(
                 "parameters",
                 format!(
-                    "server and share are too long: the volume ID would be {len} bytes, the limit is {MAX_ID_LEN}"
+                    "server and share are too long: the volume ID would be {len} bytes, the limit is {}",
+                    MAX_ID_LEN - SNAPSHOT_SUFFIX.len()
                 ),
             ));
         }
@@ -129,12 +139,27 @@ impl VolumeId {
 }
 
 impl SnapshotId {
+    /// Parses an ID this driver issued, as [`VolumeId::parse`] does.
     pub fn parse(s: &str) -> Option<Self> {
-        parse_id(s, "-snap").map(|(key, location)| Self { key, location })
+        parse_id(s, SNAPSHOT_SUFFIX)
+            .map(|(key, location)| Self { key, location })
+            .filter(|id| id.to_string() == s)
     }
 
-    pub fn new(key: Key, location: Location) -> Self {
-        Self { key, location }
+    /// Builds the ID for a new snapshot; a volume created before volume IDs left room
+    /// for the prefix may be too long to snapshot.
+    pub fn new(key: Key, location: Location) -> Result<Self> {
+        let id = Self { key, location };
+        let len = id.to_string().len();
+        if len > MAX_ID_LEN {
+            return Err(Error::invalid(
+                "source_volume_id",
+                format!(
+                    "is too long to snapshot: the snapshot ID would be {len} bytes, the limit is {MAX_ID_LEN}"
+                ),
+            ));
+        }
+        Ok(id)
     }
 }
 
@@ -155,9 +180,12 @@ pub fn key_of(id: &str) -> &str {
     id.split(':').nth(1).unwrap_or_default()
 }
 
-/// Node IDs are Kubernetes node names: DNS subdomains, short enough that an ID fits.
+/// Node IDs are Kubernetes node names: DNS subdomains, short enough that an ID fits;
+/// never `.` or `..`, which as a path component would name another directory.
 pub fn valid_node_id(node: &str) -> bool {
     !node.is_empty()
+        && node != "."
+        && node != ".."
         && node.len() <= MAX_ID_LEN - "local-snap:".len() - 33
         && node
             .bytes()
@@ -175,8 +203,13 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
             format!("is {} bytes, the limit is {MAX_ID_LEN}", name.len()),
         ));
     }
-    if name.contains('/') || name.contains("..") {
-        return Err(Error::invalid(field, "must not contain '/' or '..'"));
+    // The node plugin names an ephemeral volume's directory after its ID: `.` would be
+    // the directory of them all.
+    if name == "." || name.contains('/') || name.contains("..") {
+        return Err(Error::invalid(
+            field,
+            "must not be '.' or contain '/' or '..'",
+        ));
     }
     // The spec bans C0 controls other than common whitespace, DEL and C1 controls.
     if name.chars().any(|c| {
@@ -226,7 +259,8 @@ mod tests {
 
     #[test]
     fn volume_and_snapshot_ids_do_not_mix() {
-        let snap = SnapshotId::new(Key::for_snapshot("s"), Location::Local { node: "n".into() });
+        let snap = SnapshotId::new(Key::for_snapshot("s"), Location::Local { node: "n".into() })
+            .expect("fits");
         assert!(VolumeId::parse(&snap.to_string()).is_none());
         assert!(SnapshotId::parse(&snap.to_string()).is_some());
     }
@@ -240,6 +274,10 @@ mod tests {
             "local:0123:node",
             "other:00000000000000000000000000000000:n",
             "local:00000000000000000000000000000000:bad/node",
+            "local:00000000000000000000000000000000:..",
+            // Other spellings of issued IDs (a fuzzer found they formatted differently).
+            "nfs:00000000000000000000000000000000:h:111/share",
+            "nfs:00000000000000000000000000000000:h/share/",
         ] {
             assert!(VolumeId::parse(id).is_none(), "{id}");
         }
@@ -252,9 +290,24 @@ mod tests {
     }
 
     #[test]
+    fn every_volume_created_can_be_snapshotted() {
+        // A fuzzer found volume IDs of 124 to 128 bytes, whose snapshot IDs were too long
+        // to parse (DeleteSnapshot then took them for foreign and left the copy behind).
+        for len in 1..=120 {
+            let export = Export::parse("h", &format!("/{}", "x".repeat(len))).expect("valid");
+            let location = Location::Nfs(export);
+            if VolumeId::new(Key::for_volume("a"), location.clone()).is_ok() {
+                let snapshot = SnapshotId::new(Key::for_snapshot("s"), location).expect("fits");
+                assert_eq!(SnapshotId::parse(&snapshot.to_string()), Some(snapshot));
+            }
+        }
+    }
+
+    #[test]
     fn names_are_validated() {
         assert!(validate_name("name", "pvc-0a1b").is_ok());
-        for bad in ["", "a/b", "..", "a\0b", &"x".repeat(129)] {
+        // "." was the ephemeral volumes' own directory (a fuzzer found it).
+        for bad in ["", ".", "a/b", "..", "a\0b", &"x".repeat(129)] {
             assert!(validate_name("name", bad).is_err(), "{bad:?}");
         }
     }

@@ -212,6 +212,14 @@ fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsP
             "mountOptions must be a single line",
         ));
     }
+    // Refused here what the node plugin would refuse at stage, so a class that cannot
+    // be mounted never gets volumes (a fuzzer found `addr=` accepted here).
+    if let Some(option) = mount_option_list(&mount_options).find(|o| !mount_option_allowed(o)) {
+        return Err(Error::invalid(
+            "parameters",
+            format!("mountOptions {option:?} is not allowed"),
+        ));
+    }
     Ok(NfsParams {
         export,
         sub_dir,
@@ -220,6 +228,22 @@ fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsP
         mount_permissions,
     })
 }
+
+/// The options of a comma-separated `mountOptions` string, trimmed, empty ones skipped.
+pub fn mount_option_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|o| !o.is_empty())
+}
+
+/// Whether the node plugin passes this option to the kernel: `addr=` is the plugin's to
+/// set (it resolves the server itself), and the option string is one line.
+pub fn mount_option_allowed(option: &str) -> bool {
+    !option.contains(['\0', '\n']) && !option.starts_with("addr=")
+}
+
+/// The longest subDir a template may expand to: Linux's PATH_MAX. Each variable may
+/// expand to a whole parameter, so without a bound the result grows with the square of
+/// the parameters' size.
+pub const MAX_SUB_DIR_LEN: usize = 4096;
 
 /// Expands `${pvc.metadata.name}`, `${pvc.metadata.namespace}` and `${pv.metadata.name}`.
 /// Without the provisioner's values (e.g. a bare CSI client) the PV name is the CO's volume name.
@@ -261,8 +285,17 @@ fn expand_sub_dir(
         })?;
         out.push_str(value);
         rest = &rest[start + end + 1..];
+        if out.len() > MAX_SUB_DIR_LEN {
+            break;
+        }
     }
     out.push_str(rest);
+    if out.len() > MAX_SUB_DIR_LEN {
+        return Err(Error::invalid(
+            "parameters",
+            format!("subDir {template:?} expands to more than {MAX_SUB_DIR_LEN} bytes"),
+        ));
+    }
     Ok(out)
 }
 
@@ -369,6 +402,32 @@ mod tests {
             (PV_NAME, ".."),
         ]);
         assert!(VolumeParams::parse(&p, "v").is_err());
+    }
+
+    #[test]
+    fn nfs_sub_dir_expansion_is_bounded() {
+        let template = "${pv.metadata.name}/".repeat(1000);
+        let p = params(&[
+            ("type", "nfs"),
+            ("server", "h"),
+            ("share", "/e"),
+            ("subDir", &template),
+            (PV_NAME, &"x".repeat(200)),
+        ]);
+        let err = VolumeParams::parse(&p, "v").expect_err("refused");
+        assert!(err.to_string().contains("expands to more than"), "{err}");
+    }
+
+    #[test]
+    fn mount_options_the_node_refuses_are_refused() {
+        let p = params(&[
+            ("type", "nfs"),
+            ("server", "h"),
+            ("share", "/e"),
+            ("mountOptions", "vers=3, addr=10.0.0.9"),
+        ]);
+        let err = VolumeParams::parse(&p, "v").expect_err("refused");
+        assert!(err.to_string().contains("addr=10.0.0.9"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl MountTable {
         }
     }
 
+    /// Every mount, in the kernel's order (parents before the mounts on top of them).
     pub fn entries(&self) -> &[MountEntry] {
         &self.entries
     }
@@ -82,7 +83,8 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     })
 }
 
-/// The kernel escapes space, tab, newline and backslash as `\ooo`.
+/// The kernel escapes space, tab, newline and backslash as `\ooo`; a backslash not
+/// followed by an octal byte value (`\000` to `\377`) is taken as it is.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -90,10 +92,14 @@ fn unescape(field: &str) -> String {
     while i < bytes.len() {
         let octal = bytes
             .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                let value = d.iter().fold(0u16, |v, c| v * 8 + u16::from(c - b'0'));
+                u8::try_from(value).ok()
+            });
         match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            Some(byte) => {
+                out.push(byte);
                 i += 4;
             }
             None => {
@@ -145,6 +151,13 @@ mod tests {
                 Path::new("/var/lib/kubelet/pods/p/volumes/v/mount")
             ]
         );
+    }
+
+    #[test]
+    fn an_escape_beyond_a_byte_is_taken_as_it_is() {
+        // `\777` overflowed a byte (a panic in debug builds); a fuzzer found it.
+        let table = MountTable::parse("36 25 0:32 / /a\\777\\101 rw - tmpfs tmpfs rw\n");
+        assert!(table.at(Path::new("/a\\777A")).is_some());
     }
 
     #[test]

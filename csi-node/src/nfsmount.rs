@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::{Component, PathBuf};
 
 use csi_controller::nfs::{DEFAULT_PORTMAP_PORT, Export};
+use csi_controller::params::{mount_option_allowed, mount_option_list};
 use nix::mount::MsFlags;
 
 use crate::beneath::Handle;
@@ -50,15 +51,10 @@ impl NfsVolume {
             .get("mountOptions")
             .map(String::as_str)
             .unwrap_or("");
-        for option in listed
-            .split(',')
-            .chain(mount_flags.iter().flat_map(|f| f.split(',')))
+        for option in
+            mount_option_list(listed).chain(mount_flags.iter().flat_map(|f| mount_option_list(f)))
         {
-            let option = option.trim();
-            if option.is_empty() {
-                continue;
-            }
-            if option.contains(['\0', '\n']) || option.starts_with("addr=") {
+            if !mount_option_allowed(option) {
                 return Err(Error::invalid(
                     "mount options",
                     format!("{option:?} is not allowed"),

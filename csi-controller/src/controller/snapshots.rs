@@ -21,7 +21,7 @@ pub async fn create(
         .inflight
         .claim(key.as_str(), &format!("snapshot {}", req.name))?;
     let source = lookup_volume(driver, &req.source_volume_id).await?;
-    let id = SnapshotId::new(key.clone(), source.id.location.clone());
+    let id = SnapshotId::new(key.clone(), source.id.location.clone())?;
     if let Some(existing) = get_record(driver, &id).await? {
         if existing.source_volume_id != req.source_volume_id {
             return Err(Error::AlreadyExists(format!(

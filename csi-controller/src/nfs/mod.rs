@@ -88,18 +88,16 @@ impl Export {
 
     /// Parses the `server/share` form that [`fmt::Display`] writes.
     pub fn parse_compact(s: &str) -> Result<Self, String> {
-        let slash = s
-            .find('/')
-            .ok_or_else(|| format!("{s:?} has no share path"))?;
-        let bracket_end = s.find(']').unwrap_or(0);
-        let slash = if bracket_end > slash {
-            s[bracket_end..]
-                .find('/')
-                .map(|i| i + bracket_end)
-                .ok_or("no share path")?
+        // The share starts at the first `/` after the host, which an IPv6 host brackets.
+        let host_end = if s.starts_with('[') {
+            s.find(']').unwrap_or(0)
         } else {
-            slash
+            0
         };
+        let slash = s[host_end..]
+            .find('/')
+            .map(|i| i + host_end)
+            .ok_or_else(|| format!("{s:?} has no share path"))?;
         Self::parse(&s[..slash], &s[slash..])
     }
 }
@@ -133,7 +131,9 @@ fn split_host_port(server: &str) -> Result<(String, u16), String> {
         None => DEFAULT_PORTMAP_PORT,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
     };
-    if host.is_empty() {
+    // No host name or address holds a bracket; one left inside (`[[x]`) would be read
+    // back from an ID as the start of an IPv6 host (a fuzzer found it).
+    if host.is_empty() || host.contains(['[', ']']) {
         return Err(bad());
     }
     Ok((host.to_string(), port))
@@ -150,6 +150,9 @@ mod tests {
             ("nfs.local:2049", "/a/b"),
             ("[::1]:111", "/"),
             ("[fd00::2]:4000", "/x"),
+            // A `]` in the share was taken for the end of an IPv6 host (a fuzzer found it).
+            ("server", "/share/with]bracket"),
+            ("[::1]", "/a]b/c"),
         ] {
             let export = Export::parse(server, share).expect("valid");
             assert_eq!(Export::parse_compact(&export.to_string()), Ok(export));
@@ -165,6 +168,8 @@ mod tests {
             ("h", "rel"),
             ("h", "/a/../b"),
             ("h/x", "/x"),
+            ("[[::1]", "/x"),
+            ("[a]]:1", "/x"),
         ] {
             assert!(Export::parse(server, share).is_err(), "{server} {share}");
         }
