@@ -1,5 +1,6 @@
 //! The HTTP face: authentication, routing, and one handler per verb family.
 
+mod body;
 mod discovery;
 mod openapi;
 mod resources;
@@ -47,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi/v3/{*path}", get(openapi::document))
         .fallback(resources::handle)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(body::read_to_end))
         .layer(middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
 }
