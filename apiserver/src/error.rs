@@ -43,8 +43,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("the request is too large")]
-    TooLarge,
+    #[error("Request entity too large: limit is {limit}")]
+    TooLarge { limit: usize },
     #[error("the server could not find the requested resource")]
     NoSuchResource,
     #[error("storage failure: {0}")]
@@ -89,7 +89,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => {
                 ("UnsupportedMediaType", StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
-            Self::TooLarge => ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE),
+            Self::TooLarge { .. } => ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE),
             Self::Storage(_) => ("InternalError", StatusCode::INTERNAL_SERVER_ERROR),
             Self::ShuttingDown => ("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE),
         }

@@ -1,4 +1,5 @@
-//! The bearer token and the kubeconfig that carries it, both readable by root only.
+//! Kubeconfigs for the server's identities, and the private-file writer they share
+//! with the token file and the CA key.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -6,31 +7,25 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-const TOKEN_FILE: &str = "token";
 const KUBECONFIG_FILE: &str = "kubeconfig";
 
-/// The server's token: kept across restarts so issued kubeconfigs stay valid.
-pub fn token(dir: &Path) -> io::Result<String> {
-    let path = dir.join(TOKEN_FILE);
-    match fs::read_to_string(&path) {
-        Ok(token) if token.trim().len() >= 32 => return Ok(token.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let token = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write_private(&path, token.as_bytes())?;
-    Ok(token)
+/// `DIR/kubeconfig`, for the admin identity.
+pub(crate) fn write_admin(
+    dir: &Path,
+    address: SocketAddr,
+    token: &str,
+    ca_pem: &str,
+) -> io::Result<PathBuf> {
+    let path = dir.join(KUBECONFIG_FILE);
+    write(&path, address, token, ca_pem)?;
+    Ok(path)
 }
 
-pub fn write(dir: &Path, address: SocketAddr, token: &str, ca_pem: &str) -> io::Result<PathBuf> {
+/// A kubeconfig at `path` that reaches the server at `address` (trusting `ca_pem`)
+/// with `token`; 0600, written through a temporary file.
+pub fn write(path: &Path, address: SocketAddr, token: &str, ca_pem: &str) -> io::Result<()> {
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let path = dir.join(KUBECONFIG_FILE);
     let config = format!(
         "apiVersion: v1
 kind: Config
@@ -52,13 +47,17 @@ users:
     token: {token}
 "
     );
-    write_private(&path, config.as_bytes())?;
-    Ok(path)
+    write_private(path, config.as_bytes())
+}
+
+/// The CA certificate (PEM) a server with data directory `dir` serves under.
+pub fn ca_certificate(dir: &Path) -> io::Result<String> {
+    fs::read_to_string(dir.join(crate::tls::CA_CERT))
 }
 
 /// Writes through a temporary file created 0600, then renames: never a moment
 /// where the secret sits in a file others can read, nor a half-written file.
-pub(crate) fn write_private(path: &Path, content: &[u8]) -> io::Result<()> {
+pub fn write_private(path: &Path, content: &[u8]) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
     let _ = fs::remove_file(&temporary);
     let mut file = OpenOptions::new()

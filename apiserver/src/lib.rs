@@ -4,9 +4,10 @@
 //! StorageClass, CSIDriver, Event, Node, Namespace, Pod, Lease) with upstream REST
 //! semantics on a redb file, so kube-rs clients and kubectl use it unchanged.
 
+pub mod auth;
 pub mod error;
 mod http;
-mod kubeconfig;
+pub mod kubeconfig;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
@@ -31,6 +32,9 @@ pub use error::ApiError;
 pub use metrics::ApiMetrics;
 pub use store::Store;
 
+/// The token file's name under the data directory, unless given elsewhere.
+pub const TOKEN_FILE: &str = "tokens.csv";
+
 /// The namespaces every cluster starts with.
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -42,6 +46,9 @@ pub struct Config {
     pub watch_history: usize,
     pub bookmark_interval: Duration,
     pub max_body_bytes: usize,
+    /// The identities and their tokens (`token,user,uid,"groups"` lines); `DIR/tokens.csv`
+    /// when unset. An admin in `system:masters` is added when the file has none.
+    pub token_file: Option<PathBuf>,
     /// Where request counts and latencies go (registered by the caller to export them).
     pub metrics: ApiMetrics,
 }
@@ -54,6 +61,7 @@ impl Config {
             watch_history: 100_000,
             bookmark_interval: Duration::from_secs(30),
             max_body_bytes: 3 << 20,
+            token_file: None,
             metrics: ApiMetrics::default(),
         }
     }
@@ -68,6 +76,8 @@ pub enum StartError {
     },
     #[error("opening the store: {0}")]
     Store(#[from] ApiError),
+    #[error("the token file: {0}")]
+    Tokens(#[from] auth::authn::TokenFileError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -87,7 +97,7 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Opens the store under the data directory, seeds the system namespaces,
-    /// binds the listener and writes `kubeconfig` with a fresh view of the token.
+    /// binds the listener, reads the token file and writes the admin's `kubeconfig`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
@@ -99,14 +109,19 @@ impl ApiServer {
         let address = listener
             .local_addr()
             .map_err(io("reading the bound address"))?;
-        let token =
-            kubeconfig::token(&config.data_dir).map_err(io("reading or creating the token"))?;
+        let token_file = config
+            .token_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(TOKEN_FILE));
+        let tokens = auth::authn::load_with_admin(&token_file, &config.data_dir.join("token"))?;
+        let admin_token = tokens.admin().map(|e| e.token.clone()).unwrap_or_default();
         let tls = tls::load_or_create(&config.data_dir, address).map_err(io("setting up TLS"))?;
-        let kubeconfig = kubeconfig::write(&config.data_dir, address, &token, &tls.ca_pem)
-            .map_err(io("writing the kubeconfig"))?;
+        let kubeconfig =
+            kubeconfig::write_admin(&config.data_dir, address, &admin_token, &tls.ca_pem)
+                .map_err(io("writing the kubeconfig"))?;
         let state = Arc::new(http::AppState {
             store: store.clone(),
-            token,
+            authenticator: auth::authn::Authenticator::new(&tokens),
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body_bytes,
             metrics: config.metrics,

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::kubeconfig::write_private;
 
-const CA_CERT: &str = "ca.crt";
+pub(crate) const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 
 /// The server's TLS configuration and the CA certificate clients should trust.

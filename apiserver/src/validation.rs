@@ -146,6 +146,34 @@ pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Upstream's `path.IsValidPathSegmentName`: the name rule of RBAC objects, which
+/// allows `system:` names.
+pub fn check_path_segment_name(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errors.push(FieldError::required(
+            field,
+            "name or generateName is required",
+        ));
+        return;
+    }
+    if name == "." || name == ".." {
+        errors.push(FieldError::invalid(
+            field,
+            name,
+            format!("may not be '{name}'"),
+        ));
+    }
+    for forbidden in ["/", "%"] {
+        if name.contains(forbidden) {
+            errors.push(FieldError::invalid(
+                field,
+                name,
+                format!("may not contain '{forbidden}'"),
+            ));
+        }
+    }
+}
+
 /// A DNS-1123 label: the name rule for namespaces.
 pub fn check_label_name(field: &str, name: &str, errors: &mut Vec<FieldError>) {
     check_subdomain(field, name, errors);

@@ -70,9 +70,14 @@ struct ApiserverArgs {
     /// Address to listen on; loopback unless you mean to expose it.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: std::net::SocketAddr,
-    /// Directory for the database, the token and the generated kubeconfig.
+    /// Directory for the database, the CA, the token file and the admin's kubeconfig.
     #[arg(long, default_value = "/var/lib/stowage/api")]
     data: PathBuf,
+    /// Identities and their bearer tokens, one `token,user,uid,"group1,group2"` line
+    /// each (kube-apiserver's --token-auth-file format); DATA/tokens.csv by default.
+    /// An `admin` in system:masters is added when no line is in that group.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Recent changes kept in memory for watches; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 100_000)]
     watch_history: usize,
@@ -219,6 +224,7 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
 async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     let mut config = apiserver::Config::new(args.listen, args.data);
     config.watch_history = args.watch_history;
+    config.token_file = args.token_file;
     let (_, health) = telemetry_endpoint::serve(args.metrics_address, |registry| {
         config.metrics = apiserver::ApiMetrics::register(registry);
     })

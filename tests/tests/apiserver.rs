@@ -603,11 +603,13 @@ async fn bad_requests_get_statuses_not_crashes() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("\"reason\":\"BadRequest\""), "{body}");
     let big = vec![b' '; 4 << 20];
-    assert_eq!(
-        http.request("POST", "/api/v1/persistentvolumes", Some(big), true)
-            .await
-            .0,
-        413
+    let (code, body) = http
+        .request("POST", "/api/v1/persistentvolumes", Some(big), true)
+        .await;
+    assert_eq!(code, 413, "{body}");
+    assert!(
+        body.contains("Request entity too large: limit is 3145728"),
+        "{body}"
     );
     let (code, _) = http
         .request(
@@ -626,6 +628,100 @@ async fn bad_requests_get_statuses_not_crashes() {
     // The server still serves after all of that.
     let pvs: Api<PersistentVolume> = Api::all(api.client.clone());
     assert!(pvs.list(&ListParams::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_its_413_over_http2_too() {
+    let (dir, api) = started().await;
+    let data = dir.path().join("big");
+    std::fs::write(&data, vec![b'x'; 4 << 20]).expect("write");
+    // kubectl speaks HTTP/2, where a body dropped half-read resets the stream.
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&api.kubeconfig)
+        .args(["create", "secret", "generic", "big"])
+        .arg(format!("--from-file=data={}", data.display()))
+        .output()
+        .await
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Request entity too large: limit is 3145728"),
+        "the client got the answer, not a reset: {stderr}"
+    );
+
+    // A body of unknown length trips the limit half-way; the rest is read and dropped
+    // so the answer arrives.
+    let (code, body) = curl_http2_stream(dir.path(), &api, &vec![b' '; 5 << 20]).await;
+    assert_eq!(code, "413", "{body}");
+    assert!(
+        body.contains("\"reason\":\"RequestEntityTooLarge\""),
+        "{body}"
+    );
+    let pvs: Api<PersistentVolume> = Api::all(api.client.clone());
+    assert!(pvs.list(&ListParams::default()).await.is_ok());
+}
+
+/// POSTs `body` to /api/v1/persistentvolumes with curl over HTTP/2, streamed from
+/// stdin with no declared length; returns the status code and the answer.
+async fn curl_http2_stream(
+    data: &std::path::Path,
+    api: &InProcessApi,
+    body: &[u8],
+) -> (String, String) {
+    use tokio::io::AsyncWriteExt;
+    let url = format!("https://{}/api/v1/persistentvolumes", api.address);
+    let mut child = tokio::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--http2",
+            "-X",
+            "POST",
+            "-T",
+            "-",
+        ])
+        .args([
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg("-H")
+        .arg(format!(
+            "Authorization: Bearer {}",
+            admin_token(&api.kubeconfig)
+        ))
+        .arg("--cacert")
+        .arg(data.join("ca.crt"))
+        .arg(url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        // The server may stop reading once it has answered; that is not a failure here.
+        let _ = stdin.write_all(&body).await;
+    });
+    let output = child.wait_with_output().await.expect("curl output");
+    writer.await.expect("writer");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (answer, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (code.to_string(), format!("{answer}{stderr}"))
+}
+
+/// The bearer token of the kubeconfig's first user.
+fn admin_token(kubeconfig: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("token: "))
+        .expect("a token in the kubeconfig")
+        .to_string()
 }
 
 /// Raw HTTP requests through kube's client, with or without the bearer token.

@@ -1,5 +1,6 @@
 //! The HTTP face: authentication, routing, and one handler per verb family.
 
+mod body;
 mod discovery;
 mod openapi;
 mod resources;
@@ -16,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::auth::authn::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::{self, ApiMetrics};
 use crate::store::Store;
@@ -23,7 +25,7 @@ use crate::store::Store;
 /// What every handler shares.
 pub struct AppState {
     pub store: Store,
-    pub token: String,
+    pub authenticator: Authenticator,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
     /// Bodies larger than this are refused with 413.
@@ -47,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi/v3/{*path}", get(openapi::document))
         .fallback(resources::handle)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(body::read_to_end))
         .layer(middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
 }
@@ -68,10 +71,11 @@ async fn measure(State(state): State<Arc<AppState>>, request: Request, next: Nex
 
 const UNAUTHENTICATED_PATHS: &[&str] = &["/healthz", "/readyz", "/livez"];
 
-/// Every request but the health probes must carry the bearer token.
+/// Every request but the health probes must carry a known bearer token; the
+/// handlers see who it stands for as an `Arc<Identity>` extension.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if UNAUTHENTICATED_PATHS.contains(&request.uri().path()) {
@@ -83,10 +87,12 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
+    match state.authenticator.authenticate(presented.trim()) {
+        Some(identity) => {
+            request.extensions_mut().insert(identity);
+            next.run(request).await
+        }
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 
@@ -119,8 +125,3 @@ pub async fn serve_connection(
 
 /// A client that does not finish its handshake in this long is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Compares without an early exit, so response time says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}

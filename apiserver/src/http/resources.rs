@@ -12,9 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::route::{self, Target};
 use super::watch;
+use super::{AppState, body};
 use crate::error::{ApiError, Result};
 use crate::meta;
 use crate::objects::{self, DeleteOptions, FieldValidation, Location};
@@ -76,9 +76,7 @@ async fn serve(
     let params: Params = Query::try_from_uri(uri)
         .map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-    let body = axum::body::to_bytes(body, app.max_body)
-        .await
-        .map_err(|_| ApiError::TooLarge)?;
+    let body = body::read_limited(headers, body, app.max_body).await?;
     let accept = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())

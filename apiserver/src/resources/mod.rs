@@ -2,6 +2,7 @@
 
 pub mod coordination;
 pub mod core;
+pub mod rbac;
 pub mod secret;
 pub mod snapshot;
 pub mod storage;
@@ -28,6 +29,10 @@ pub static ALL: &[Resource] = &[
     storage::STORAGE_CLASS,
     storage::CSI_DRIVER,
     coordination::LEASE,
+    rbac::ROLE,
+    rbac::CLUSTER_ROLE,
+    rbac::ROLE_BINDING,
+    rbac::CLUSTER_ROLE_BINDING,
     snapshot::VOLUME_SNAPSHOT,
     snapshot::VOLUME_SNAPSHOT_CONTENT,
     snapshot::VOLUME_SNAPSHOT_CLASS,

@@ -1,0 +1,3 @@
+//! Who may do what: authentication by bearer token (`authn`).
+
+pub mod authn;
