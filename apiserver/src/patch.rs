@@ -61,7 +61,9 @@ pub fn apply(kind: PatchType, target: &mut Value, patch: &[u8]) -> Result<()> {
 /// rollback step fails.
 fn apply_json_patch(target: &mut Value, operations: &[json_patch::PatchOperation]) -> Result<()> {
     if operations.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(ApiError::TooLarge);
+        return Err(ApiError::TooLarge {
+            limit: MAX_JSON_PATCH_OPERATIONS,
+        });
     }
     let mut patched = target.clone();
     let mut copied = 0usize;
@@ -327,7 +329,12 @@ mod tests {
         let many =
             vec![json!({"op": "test", "path": "", "value": {}}); MAX_JSON_PATCH_OPERATIONS + 1];
         let result = patched(PatchType::Json, json!({}), Value::Array(many));
-        assert_eq!(result["error"], json!("the request is too large"));
+        assert_eq!(
+            result["error"],
+            json!(format!(
+                "Request entity too large: limit is {MAX_JSON_PATCH_OPERATIONS}"
+            ))
+        );
     }
 
     #[test]
