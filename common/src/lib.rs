@@ -1,3 +1,5 @@
-//! Small types that the API server, the provisioner and the node plugin all need.
+//! Small types that the API server, the provisioner, the controller and the node plugin
+//! need: Kubernetes quantities, and the kernel's mount table.
 
+pub mod mountinfo;
 pub mod quantity;

@@ -58,6 +58,7 @@ impl Identity for IdentityService {
         ];
         if self.controller.is_some() {
             capabilities.insert(0, service_capability(service::Type::ControllerService));
+            capabilities.insert(1, service_capability(service::Type::GroupControllerService));
         }
         Ok(Response::new(csi::GetPluginCapabilitiesResponse {
             capabilities,

@@ -16,6 +16,7 @@ pub const MAX_ID_LEN: usize = 128;
 
 const VOLUME_NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_9e3e_8f2d_4c71_9a6b_3d1e_7c40_a001);
 const SNAPSHOT_NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_9e3e_8f2d_4c71_9a6b_3d1e_7c40_a002);
+const GROUP_NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_9e3e_8f2d_4c71_9a6b_3d1e_7c40_a003);
 
 /// 32 hex digits naming one volume or snapshot within its location.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +26,14 @@ impl Key {
     pub fn for_volume(name: &str) -> Self {
         Self(
             Uuid::new_v5(&VOLUME_NAMESPACE, name.as_bytes())
+                .simple()
+                .to_string(),
+        )
+    }
+
+    pub fn for_group_snapshot(name: &str) -> Self {
+        Self(
+            Uuid::new_v5(&GROUP_NAMESPACE, name.as_bytes())
                 .simple()
                 .to_string(),
         )
@@ -172,6 +181,32 @@ impl fmt::Display for VolumeId {
 impl fmt::Display for SnapshotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         format_id(f, "-snap", &self.key, &self.location)
+    }
+}
+
+/// A volume group snapshot: `local-grp:<key>:<node>` or `nfs-grp:<key>:<export>`. Its
+/// members are snapshots at the same location whose records name this ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshotId {
+    pub key: Key,
+    pub location: Location,
+}
+
+/// Not longer than `-snap`, so a group ID fits wherever its members' IDs do.
+const GROUP_SUFFIX: &str = "-grp";
+
+impl GroupSnapshotId {
+    /// Parses an ID this driver issued, as [`VolumeId::parse`] does.
+    pub fn parse(s: &str) -> Option<Self> {
+        parse_id(s, GROUP_SUFFIX)
+            .map(|(key, location)| Self { key, location })
+            .filter(|id| id.to_string() == s)
+    }
+}
+
+impl fmt::Display for GroupSnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        format_id(f, GROUP_SUFFIX, &self.key, &self.location)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod controller;
 pub mod driver;
 pub mod error;
+pub mod freeze;
 pub mod identity;
 pub mod ids;
 pub mod inflight;
@@ -19,18 +20,24 @@ pub mod server;
 use std::sync::Arc;
 
 use csi_proto::v1::controller_server::ControllerServer;
+use csi_proto::v1::group_controller_server::GroupControllerServer;
 use csi_proto::v1::identity_server::IdentityServer;
 use tonic::service::Routes;
 
-pub use controller::ControllerService;
+pub use controller::{ControllerService, GroupControllerService};
 pub use driver::{ControllerConfig, Driver};
 pub use error::{Error, Result};
 pub use identity::IdentityService;
 
-/// The Identity and Controller services for `driver`, ready to serve.
+/// The Identity, Controller and GroupController services for `driver`, ready to serve.
 pub fn controller_routes(driver: Arc<Driver>) -> Routes {
     Routes::new(IdentityServer::new(IdentityService::new(Some(
         driver.clone(),
     ))))
-    .add_service(ControllerServer::new(ControllerService::new(driver)))
+    .add_service(ControllerServer::new(ControllerService::new(
+        driver.clone(),
+    )))
+    .add_service(GroupControllerServer::new(GroupControllerService::new(
+        driver,
+    )))
 }

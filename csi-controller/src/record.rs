@@ -134,6 +134,9 @@ pub struct SnapshotRecord {
     pub layout: Layout,
     pub created_unix_secs: u64,
     pub created_nanos: u32,
+    /// The group snapshot this snapshot was taken in, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group_snapshot_id: String,
 }
 
 impl SnapshotRecord {
@@ -147,7 +150,7 @@ impl SnapshotRecord {
                 nanos: i32::try_from(self.created_nanos).unwrap_or(0),
             }),
             ready_to_use: true,
-            group_snapshot_id: String::new(),
+            group_snapshot_id: self.group_snapshot_id.clone(),
         }
     }
 }

@@ -6,7 +6,7 @@ pub mod error;
 pub mod hostpath;
 mod kind;
 pub mod mounter;
-pub mod mountinfo;
+pub use stowage_common::mountinfo;
 pub mod nfsmount;
 pub mod node;
 pub mod staging;
@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use csi_controller::Driver;
 use csi_proto::v1::controller_server::ControllerServer;
+use csi_proto::v1::group_controller_server::GroupControllerServer;
 use csi_proto::v1::identity_server::IdentityServer;
 use csi_proto::v1::node_server::NodeServer;
 use tonic::service::Routes;
@@ -37,13 +38,17 @@ pub struct NodeConfig {
     pub max_volumes: i64,
 }
 
-/// Identity, Node and (for local volumes) Controller services on one endpoint.
+/// Identity, Node and (for local volumes) Controller and GroupController services on
+/// one endpoint.
 pub fn node_routes(node: NodeService, controller: Arc<Driver>) -> Routes {
     Routes::new(IdentityServer::new(csi_controller::IdentityService::new(
         Some(controller.clone()),
     )))
     .add_service(NodeServer::new(node))
     .add_service(ControllerServer::new(
-        csi_controller::ControllerService::new(controller),
+        csi_controller::ControllerService::new(controller.clone()),
+    ))
+    .add_service(GroupControllerServer::new(
+        csi_controller::GroupControllerService::new(controller),
     ))
 }

@@ -17,11 +17,7 @@ use crate::mountinfo::MountTable;
 /// The loop device backed by `file`, if one is attached (read from sysfs, so it
 /// survives a restart of the plugin).
 pub fn loop_device_of(file: &Path) -> Option<PathBuf> {
-    let devices = fs::read_dir("/sys/block").ok()?;
-    devices.filter_map(|d| d.ok()).find_map(|d| {
-        let backing = fs::read_to_string(d.path().join("loop/backing_file")).ok()?;
-        (Path::new(backing.trim_end()) == file).then(|| PathBuf::from("/dev").join(d.file_name()))
-    })
+    csi_controller::localfs::loop_device_of(file)
 }
 
 /// Attaches `file` to a free loop device. With `autoclear`, the kernel detaches it when

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use csi_proto::v1::controller_client::ControllerClient;
+use csi_proto::v1::group_controller_client::GroupControllerClient;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::volume_capability::{
@@ -19,6 +20,7 @@ pub use csi_proto::v1::volume_capability::access_mode::Mode as AccessModeKind;
 pub struct Csi {
     pub identity: IdentityClient<Channel>,
     pub controller: ControllerClient<Channel>,
+    pub group: GroupControllerClient<Channel>,
     pub node: NodeClient<Channel>,
 }
 
@@ -28,8 +30,31 @@ impl Csi {
         Ok(Self {
             identity: IdentityClient::new(channel.clone()),
             controller: ControllerClient::new(channel.clone()),
+            group: GroupControllerClient::new(channel.clone()),
             node: NodeClient::new(channel),
         })
+    }
+
+    /// Takes the group snapshot `name` of `volumes`.
+    pub async fn group_snapshot(
+        &self,
+        name: &str,
+        volumes: &[&str],
+    ) -> Result<v1::VolumeGroupSnapshot, tonic::Status> {
+        let request = v1::CreateVolumeGroupSnapshotRequest {
+            name: name.into(),
+            source_volume_ids: volumes.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        };
+        let response = self
+            .group
+            .clone()
+            .create_volume_group_snapshot(request)
+            .await?;
+        response
+            .into_inner()
+            .group_snapshot
+            .ok_or_else(|| tonic::Status::internal("no group snapshot in the response"))
     }
 
     pub async fn probe(&self) -> Result<bool, tonic::Status> {

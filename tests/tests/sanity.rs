@@ -781,3 +781,140 @@ async fn controller_modify_volume_checks() {
     }
     s.csi.delete(&volume.volume_id).await.expect("delete");
 }
+
+/// csi-sanity's GroupController specs, and the rules they imply: members live and die
+/// with their group.
+#[tokio::test]
+async fn group_controller_checks() {
+    let s = Sanity::start().await;
+    let group = || s.csi.group.clone();
+    let caps = group()
+        .group_controller_get_capabilities(v1::GroupControllerGetCapabilitiesRequest {})
+        .await
+        .expect("capabilities")
+        .into_inner();
+    assert_eq!(caps.capabilities.len(), 1);
+    let mut volumes = Vec::new();
+    for name in ["sanity-group-a", "sanity-group-b"] {
+        let volume = s
+            .csi
+            .create(create_request(name, MIB, &[]))
+            .await
+            .expect("create");
+        volumes.push(volume.volume_id);
+    }
+    let ids: Vec<&str> = volumes.iter().map(String::as_str).collect();
+    let refusals: [(&str, Vec<&str>, Code, &str); 4] = [
+        ("", ids.clone(), Code::InvalidArgument, "name"),
+        ("g", vec![], Code::InvalidArgument, "source_volume_ids"),
+        (
+            "g",
+            vec![ids[0], ids[0]],
+            Code::InvalidArgument,
+            "more than once",
+        ),
+        (
+            "g",
+            vec![ids[0], "local:00000000000000000000000000000000:sanity-node"],
+            Code::NotFound,
+            "does not exist",
+        ),
+    ];
+    for (name, sources, code, needle) in refusals {
+        assert_code(s.csi.group_snapshot(name, &sources).await, code, needle);
+    }
+    let taken = s
+        .csi
+        .group_snapshot("sanity-group", &ids)
+        .await
+        .expect("group snapshot");
+    assert_eq!(taken.snapshots.len(), 2);
+    assert!(taken.ready_to_use);
+    assert!(
+        taken
+            .snapshots
+            .iter()
+            .all(|m| m.group_snapshot_id == taken.group_snapshot_id)
+    );
+    let again = s
+        .csi
+        .group_snapshot("sanity-group", &[ids[1], ids[0]])
+        .await
+        .expect("again");
+    assert_eq!(again, taken, "a retried create finds the same group");
+    assert_code(
+        s.csi.group_snapshot("sanity-group", &ids[..1]).await,
+        Code::AlreadyExists,
+        "other source volumes",
+    );
+    let member = taken.snapshots[0].snapshot_id.clone();
+    assert_code(
+        s.ctrl()
+            .delete_snapshot(v1::DeleteSnapshotRequest {
+                snapshot_id: member.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        "delete the group",
+    );
+    let get = |id: &str, members: Vec<String>| v1::GetVolumeGroupSnapshotRequest {
+        group_snapshot_id: id.into(),
+        snapshot_ids: members,
+        ..Default::default()
+    };
+    let got = group()
+        .get_volume_group_snapshot(get(&taken.group_snapshot_id, vec![]))
+        .await
+        .expect("get")
+        .into_inner()
+        .group_snapshot;
+    assert_eq!(got.as_ref(), Some(&taken));
+    for (id, members, code) in [
+        ("", vec![], Code::InvalidArgument),
+        ("not-a-group", vec![], Code::NotFound),
+        (
+            taken.group_snapshot_id.as_str(),
+            vec![member.clone()],
+            Code::InvalidArgument,
+        ),
+    ] {
+        let status = group()
+            .get_volume_group_snapshot(get(id, members))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "get {id:?}: {}", status.message());
+    }
+    let delete = |id: &str| v1::DeleteVolumeGroupSnapshotRequest {
+        group_snapshot_id: id.into(),
+        ..Default::default()
+    };
+    let status = group()
+        .delete_volume_group_snapshot(delete(""))
+        .await
+        .expect_err("no id");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    group()
+        .delete_volume_group_snapshot(delete("not-a-group"))
+        .await
+        .expect("unknown is gone");
+    for _ in 0..2 {
+        group()
+            .delete_volume_group_snapshot(delete(&taken.group_snapshot_id))
+            .await
+            .expect("delete, twice");
+    }
+    let listed = s
+        .ctrl()
+        .list_snapshots(v1::ListSnapshotsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        listed.entries.is_empty(),
+        "members outlived their group: {listed:?}"
+    );
+    for id in &volumes {
+        s.csi.delete(id).await.expect("delete volume");
+    }
+}

@@ -1,8 +1,11 @@
 //! The CSI Controller service: a thin gRPC layer over the volume, snapshot and
 //! attach operations, which return the crate's [`Error`].
 
+mod groups;
 mod snapshots;
 mod volumes;
+
+pub use groups::GroupControllerService;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use csi_proto::v1::{self as csi, list_snapshots_response};
 
-use super::{blocking, lookup_volume, page};
+use super::{VolumeHandle, blocking, lookup_volume, page};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
@@ -21,29 +21,44 @@ pub async fn create(
         .inflight
         .claim(key.as_str(), &format!("snapshot {}", req.name))?;
     let source = lookup_volume(driver, &req.source_volume_id).await?;
+    take(driver, &req.name, &source, "")
+        .await
+        .map(|r| r.to_csi())
+}
+
+/// Takes (or finds again) the snapshot `name` of `source`; `group` is the group
+/// snapshot it belongs to, or empty. The caller holds the snapshot's in-flight claim.
+pub(super) async fn take(
+    driver: &Arc<Driver>,
+    name: &str,
+    source: &VolumeHandle,
+    group: &str,
+) -> Result<SnapshotRecord> {
+    let key = Key::for_snapshot(name);
     let id = SnapshotId::new(key.clone(), source.id.location.clone())?;
+    let source_id = source.id.to_string();
     if let Some(existing) = get_record(driver, &id).await? {
-        if existing.source_volume_id != req.source_volume_id {
+        if existing.source_volume_id != source_id || existing.group_snapshot_id != group {
             return Err(Error::AlreadyExists(format!(
-                "snapshot {} exists for another source volume {}",
-                req.name, existing.source_volume_id
+                "snapshot {name} exists for another source volume {} or group",
+                existing.source_volume_id
             )));
         }
-        return Ok(existing.to_csi());
+        return Ok(existing);
     }
-    let _source_guard = driver.inflight.claim(
-        source.id.key.as_str(),
-        &format!("volume {}", req.source_volume_id),
-    )?;
+    let _source_guard = driver
+        .inflight
+        .claim(source.id.key.as_str(), &format!("volume {source_id}"))?;
     let (secs, nanos) = now();
     let record = SnapshotRecord {
-        name: req.name.clone(),
+        name: name.to_string(),
         snapshot_id: id.to_string(),
-        source_volume_id: req.source_volume_id.clone(),
+        source_volume_id: source_id,
         size_bytes: source.record.capacity_bytes,
         layout: source.record.layout.clone(),
         created_unix_secs: secs,
         created_nanos: nanos,
+        group_snapshot_id: group.to_string(),
     };
     match &id.location {
         Location::Local { .. } => {
@@ -58,7 +73,7 @@ pub async fn create(
                 .await?
         }
     }
-    Ok(record.to_csi())
+    Ok(record)
 }
 
 pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteSnapshotRequest) -> Result<()> {
@@ -69,10 +84,25 @@ pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteSnapshotRequest) -> Re
     let _guard = driver
         .inflight
         .claim(id.key.as_str(), &format!("snapshot {raw}"))?;
+    if let Some(record) = get_record(driver, &id).await?
+        && !record.group_snapshot_id.is_empty()
+    {
+        // A member goes with its group (DeleteVolumeGroupSnapshot), not on its own.
+        return Err(Error::FailedPrecondition(format!(
+            "snapshot {raw} belongs to group snapshot {}: delete the group",
+            record.group_snapshot_id
+        )));
+    }
+    remove(driver, &id).await
+}
+
+/// Removes a snapshot's data and record, whatever group it is in.
+pub(super) async fn remove(driver: &Arc<Driver>, id: &SnapshotId) -> Result<()> {
     match &id.location {
         Location::Local { .. } => {
             let local = driver.local_for(&id.location)?.clone();
-            blocking(move || local.delete_snapshot(&id.key)).await
+            let key = id.key.clone();
+            blocking(move || local.delete_snapshot(&key)).await
         }
         Location::Nfs(export) => driver.nfs.delete_snapshot(export, &id.key).await,
     }
@@ -90,7 +120,10 @@ pub async fn get_record(driver: &Arc<Driver>, id: &SnapshotId) -> Result<Option<
     }
 }
 
-async fn records_at(driver: &Arc<Driver>, location: &Location) -> Result<Vec<SnapshotRecord>> {
+pub(super) async fn records_at(
+    driver: &Arc<Driver>,
+    location: &Location,
+) -> Result<Vec<SnapshotRecord>> {
     match location {
         Location::Local { .. } => match driver.local_for(location) {
             Ok(local) => {

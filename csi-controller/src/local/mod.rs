@@ -352,11 +352,5 @@ fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
 
 /// Is a loop device backed by this file (i.e. is the image staged on this node)?
 fn attached_to_loop(path: &Path) -> bool {
-    let Ok(devices) = fs::read_dir("/sys/block") else {
-        return false;
-    };
-    devices.filter_map(|d| d.ok()).any(|d| {
-        fs::read_to_string(d.path().join("loop/backing_file"))
-            .is_ok_and(|backing| Path::new(backing.trim_end()) == path)
-    })
+    localfs::loop_device_of(path).is_some()
 }
