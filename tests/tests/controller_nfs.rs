@@ -474,3 +474,86 @@ async fn a_server_that_never_answered_does_not_make_probe_fail() {
     );
     assert!(s.csi.list_all(0).await.expect("list").is_empty());
 }
+
+/// Group snapshots over the wire: both members restore their volume as it was; a
+/// volume on another export cannot join the group; ModifyVolume's onDelete reaches a
+/// later DeleteVolume.
+#[tokio::test]
+async fn nfs_group_snapshots_and_modified_on_delete() {
+    let s = Setup::start(&[]).await;
+    let mut volumes = Vec::new();
+    for name in ["ga", "gb"] {
+        let volume = s
+            .csi
+            .create(s.request(name, MIB, &[]))
+            .await
+            .expect("create");
+        s.write(name, "data.txt", name.as_bytes()).await;
+        volumes.push(volume.volume_id);
+    }
+    let ids: Vec<&str> = volumes.iter().map(String::as_str).collect();
+    let group = s
+        .csi
+        .group_snapshot("nfs-group", &ids)
+        .await
+        .expect("group");
+    assert!(group.group_snapshot_id.starts_with("nfs-grp:"));
+    for name in ["ga", "gb"] {
+        s.write(name, "data.txt", b"changed").await;
+    }
+    for member in &group.snapshots {
+        let original = if member.source_volume_id == volumes[0] {
+            "ga"
+        } else {
+            "gb"
+        };
+        let restored_name = format!("restored-{original}");
+        let mut restore = s.request(&restored_name, 0, &[]);
+        restore.volume_content_source = from_snapshot(&member.snapshot_id);
+        s.csi.create(restore).await.expect("restore member");
+        assert_eq!(
+            s.read(&restored_name, "data.txt").await.as_deref(),
+            Some(original.as_bytes())
+        );
+    }
+    assert_code(
+        s.csi
+            .group_snapshot(
+                "mixed",
+                &[ids[0], "local:00000000000000000000000000000000:n"],
+            )
+            .await,
+        Code::FailedPrecondition,
+        "serves no local volumes",
+    );
+    s.csi
+        .controller
+        .clone()
+        .controller_modify_volume(v1::ControllerModifyVolumeRequest {
+            volume_id: volumes[0].clone(),
+            mutable_parameters: [("onDelete".to_string(), "retain".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("modify");
+    s.csi
+        .group
+        .clone()
+        .delete_volume_group_snapshot(v1::DeleteVolumeGroupSnapshotRequest {
+            group_snapshot_id: group.group_snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete group");
+    for id in &volumes {
+        s.csi.delete(id).await.expect("delete");
+    }
+    assert!(
+        s.stat("ga").await.is_some(),
+        "onDelete: retain was modified in"
+    );
+    assert!(
+        s.stat("gb").await.is_none(),
+        "the class's onDelete: delete holds"
+    );
+}
