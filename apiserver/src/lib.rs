@@ -103,6 +103,8 @@ impl ApiServer {
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
         let store = Store::open(&config.data_dir.join("store.redb"), config.watch_history)?;
         seed_namespaces(&store).await?;
+        auth::bootstrap::seed(&store).await?;
+        let authorizer = auth::Authorizer::open(store.clone()).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
@@ -122,6 +124,7 @@ impl ApiServer {
         let state = Arc::new(http::AppState {
             store: store.clone(),
             authenticator: auth::authn::Authenticator::new(&tokens),
+            authorizer,
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body_bytes,
             metrics: config.metrics,

@@ -84,6 +84,12 @@ async fn serve(
     let wants_table = table::wanted(accept);
     let dry_run = params.dry_run.as_deref() == Some("All");
     let validation = FieldValidation::parse(params.field_validation.as_deref())?;
+    // The authorizer took a `/watch/` path for a watch, whatever the method.
+    if target.watch && method != Method::GET {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        )));
+    }
     match (method.clone(), &target.name) {
         (Method::GET, _) if target.watch || flag(&params.watch) => {
             watch::serve(app, &target, &params).await
