@@ -3,13 +3,14 @@
 //! upstream's 403s, and the bound on one identity's watches.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, PostParams, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -35,10 +36,25 @@ async fn started() -> (TempDir, InProcessApi) {
 
 /// A client that presents `token`, through a kubeconfig the server's own writer made.
 async fn client_with(dir: &Path, api: &InProcessApi, token: &str) -> Client {
+    client_from(&kubeconfig_for(dir, api, token)).await
+}
+
+fn kubeconfig_for(dir: &Path, api: &InProcessApi, token: &str) -> PathBuf {
     let path = dir.join(format!("{}.kubeconfig", &token[..5]));
     let ca = apiserver::kubeconfig::ca_certificate(dir).expect("CA");
     apiserver::kubeconfig::write(&path, api.address, token, &ca).expect("kubeconfig");
-    client_from(&path).await
+    path
+}
+
+/// [`client_with`], without kube-rs's own retries of 429s, to see the first answer.
+async fn unretried_client_with(dir: &Path, api: &InProcessApi, token: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_for(dir, api, token)).expect("read");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("config");
+    config.default_retry = false;
+    Client::try_from(config).expect("client")
 }
 
 fn object<T: DeserializeOwned>(value: Value) -> T {
@@ -244,4 +260,77 @@ async fn resource_names_narrow_a_rule_to_the_named_objects() {
         .expect("delete the named class");
     forbidden(robot.delete("slow", &DeleteParams::default()).await);
     assert!(classes.get_opt("slow").await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn one_identity_holds_a_bounded_number_of_watches() {
+    let dir = TempDir::new().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tokens.csv"),
+        format!("{ALICE},alice,u-alice\n"),
+    )
+    .expect("token file");
+    let api = InProcessApi::start_with(dir.path(), |config| config.max_watches_per_user = 2).await;
+    create(
+        &Api::<ClusterRole>::all(api.client.clone()),
+        json!({"metadata": {"name": "watch-pvs"}, "rules": [
+            {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["watch"]}
+        ]}),
+    )
+    .await;
+    create(
+        &Api::<ClusterRoleBinding>::all(api.client.clone()),
+        json!({"metadata": {"name": "watch-pvs"},
+        "roleRef": {"kind": "ClusterRole", "name": "watch-pvs"},
+        "subjects": [{"kind": "User", "name": "alice"}]}),
+    )
+    .await;
+    let alice = client_with(dir.path(), &api, ALICE).await;
+    let pvs = Api::<PersistentVolume>::all(alice.clone());
+    let first = pvs
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("first watch");
+    let _second = pvs
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("second watch");
+
+    let request = http::Request::get("/api/v1/persistentvolumes?watch=true&resourceVersion=0")
+        .body(Vec::<u8>::new().into())
+        .expect("request");
+    let unretried = unretried_client_with(dir.path(), &api, ALICE).await;
+    let response = unretried.send(request).await.expect("an answer");
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = response.into_body().collect_bytes().await.expect("body");
+    let status: Value = serde_json::from_slice(&body).expect("a Status");
+    assert_eq!(
+        (&status["kind"], &status["reason"], &status["code"]),
+        (&json!("Status"), &json!("TooManyRequests"), &json!(429)),
+        "{status}"
+    );
+    assert_eq!(status["details"]["retryAfterSeconds"], 1, "{status}");
+
+    let _admins = Api::<PersistentVolume>::all(api.client.clone())
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("another identity has its own count");
+    // kube-rs waits as told and asks again; the place frees when a watch ends.
+    let retried =
+        tokio::spawn(async move { pvs.watch(&WatchParams::default(), "0").await.map(drop) });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!retried.is_finished(), "no place yet");
+    drop(first);
+    tokio::time::timeout(std::time::Duration::from_secs(30), retried)
+        .await
+        .expect("the retried watch gets the freed place")
+        .expect("task")
+        .expect("watch");
 }

@@ -6,6 +6,9 @@ mod openapi;
 mod resources;
 mod route;
 mod watch;
+mod watchers;
+
+pub use watchers::Watchers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ pub struct AppState {
     pub store: Store,
     pub authenticator: Authenticator,
     pub authorizer: Authorizer,
+    /// Open watches per identity, bounded.
+    pub watchers: Arc<Watchers>,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
     /// Bodies larger than this are refused with 413.
