@@ -1,4 +1,5 @@
-//! The HTTP face: authentication, routing, and one handler per verb family.
+//! The HTTP face: admission (who is asking, and whether RBAC lets them), request bodies,
+//! routing, and one handler per verb family.
 
 mod body;
 mod discovery;
