@@ -37,6 +37,17 @@ pub enum ApiError {
     PatchFailed(String),
     #[error("Unauthorized")]
     Unauthorized,
+    /// RBAC refused the request; `message` is upstream's wording (`auth::forbidden`).
+    #[error("{message}")]
+    Forbidden {
+        group: String,
+        resource: String,
+        name: String,
+        message: String,
+    },
+    /// More of something at once than one identity may have (watches).
+    #[error("Too many requests, please try again later.")]
+    TooManyRequests { retry_after_seconds: u64 },
     #[error("{0}")]
     Expired(String),
     #[error("{0}")]
@@ -84,6 +95,8 @@ impl ApiError {
             }
             Self::BadRequest(_) => ("BadRequest", StatusCode::BAD_REQUEST),
             Self::Unauthorized => ("Unauthorized", StatusCode::UNAUTHORIZED),
+            Self::Forbidden { .. } => ("Forbidden", StatusCode::FORBIDDEN),
+            Self::TooManyRequests { .. } => ("TooManyRequests", StatusCode::TOO_MANY_REQUESTS),
             Self::Expired(_) => ("Expired", StatusCode::GONE),
             Self::MethodNotAllowed(_) => ("MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
             Self::UnsupportedMediaType(_) => {
@@ -127,6 +140,23 @@ impl ApiError {
                 let causes: Vec<Value> = causes.iter().map(FieldError::cause).collect();
                 return Some(json!({"name": name, "kind": kind, "causes": causes}));
             }
+            Self::Forbidden {
+                group,
+                resource,
+                name,
+                ..
+            } => {
+                let mut details = json!({});
+                for (field, value) in [("name", name), ("group", group), ("kind", resource)] {
+                    if !value.is_empty() {
+                        details[field] = json!(value);
+                    }
+                }
+                return Some(details);
+            }
+            Self::TooManyRequests {
+                retry_after_seconds,
+            } => return Some(json!({"retryAfterSeconds": retry_after_seconds})),
             _ => return None,
         };
         let (resource, group) = group_resource
@@ -145,7 +175,16 @@ impl IntoResponse for ApiError {
         if let Self::Storage(message) = &self {
             tracing::error!(%message, "storage failure");
         }
-        (self.code(), axum::Json(self.status())).into_response()
+        let mut response = (self.code(), axum::Json(self.status())).into_response();
+        if let Self::TooManyRequests {
+            retry_after_seconds,
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_seconds.into());
+        }
+        response
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Config {
     /// The identities and their tokens (`token,user,uid,"groups"` lines); `DIR/tokens.csv`
     /// when unset. An admin in `system:masters` is added when the file has none.
     pub token_file: Option<PathBuf>,
+    /// Watches one identity may hold at once; one more gets 429.
+    pub max_watches_per_user: usize,
     /// Where request counts and latencies go (registered by the caller to export them).
     pub metrics: ApiMetrics,
 }
@@ -62,6 +64,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(30),
             max_body_bytes: 3 << 20,
             token_file: None,
+            max_watches_per_user: 100,
             metrics: ApiMetrics::default(),
         }
     }
@@ -103,6 +106,8 @@ impl ApiServer {
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
         let store = Store::open(&config.data_dir.join("store.redb"), config.watch_history)?;
         seed_namespaces(&store).await?;
+        auth::bootstrap::seed(&store).await?;
+        let authorizer = auth::Authorizer::open(store.clone()).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
@@ -122,6 +127,8 @@ impl ApiServer {
         let state = Arc::new(http::AppState {
             store: store.clone(),
             authenticator: auth::authn::Authenticator::new(&tokens),
+            authorizer,
+            watchers: http::Watchers::new(config.max_watches_per_user),
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body_bytes,
             metrics: config.metrics,

@@ -113,6 +113,17 @@ pub struct FieldSelector(Vec<(String, String, bool)>);
 impl FieldSelector {
     /// Parses and checks every label is one the resource supports, as upstream does.
     pub fn parse(text: &str, resource: &Resource) -> Result<Self> {
+        let terms = Self::terms(text)?;
+        if let Some((label, _, _)) = terms.iter().find(|(l, _, _)| !resource.supports_field(l)) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {label}"
+            )));
+        }
+        Ok(Self(terms))
+    }
+
+    /// The terms as (label, value, equal), for any resource.
+    fn terms(text: &str) -> Result<Vec<(String, String, bool)>> {
         let mut terms = Vec::new();
         for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (label, value, equal) = if let Some((l, v)) = term.split_once("!=") {
@@ -126,14 +137,19 @@ impl FieldSelector {
                     "invalid selector: '{text}'; can't understand '{term}'"
                 )));
             };
-            if !resource.supports_field(label) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {label}"
-                )));
-            }
             terms.push((label.to_string(), value.to_string(), equal));
         }
-        Ok(Self(terms))
+        Ok(terms)
+    }
+
+    /// The name `text` pins with `metadata.name=`, read as [`parse`](Self::parse)
+    /// reads it, so the authorizer and the list agree on which object is asked for.
+    pub fn pinned_name(text: &str) -> Option<String> {
+        Self::terms(text)
+            .ok()?
+            .into_iter()
+            .find(|(label, _, equal)| label == "metadata.name" && *equal)
+            .map(|(_, value, _)| value)
     }
 
     pub fn matches(&self, resource: &Resource, object: &Value) -> bool {

@@ -21,9 +21,19 @@ impl Layout {
         &self.data
     }
 
-    /// Written by the embedded API server, which keeps its store beside it.
+    /// The admin's, written by the embedded API server, which keeps its store beside it.
     pub fn kubeconfig(&self) -> PathBuf {
         self.data.join("kubeconfig")
+    }
+
+    /// The API server's identities and their tokens.
+    pub fn tokens(&self) -> PathBuf {
+        self.data.join(apiserver::TOKEN_FILE)
+    }
+
+    /// The kubeconfig of one component's identity (a service account name).
+    pub fn component_kubeconfig(&self, account: &str) -> PathBuf {
+        self.data.join("kubeconfigs").join(account)
     }
 
     pub fn controller_socket(&self) -> PathBuf {

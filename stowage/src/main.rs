@@ -78,6 +78,9 @@ struct ApiserverArgs {
     /// An `admin` in system:masters is added when no line is in that group.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Watches one identity may hold at once; one more is refused with 429 and Retry-After.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_watches_per_user: u32,
     /// Recent changes kept in memory for watches; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 100_000)]
     watch_history: usize,
@@ -225,6 +228,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     let mut config = apiserver::Config::new(args.listen, args.data);
     config.watch_history = args.watch_history;
     config.token_file = args.token_file;
+    config.max_watches_per_user = args.max_watches_per_user as usize;
     let (_, health) = telemetry_endpoint::serve(args.metrics_address, |registry| {
         config.metrics = apiserver::ApiMetrics::register(registry);
     })

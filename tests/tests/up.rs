@@ -63,10 +63,19 @@ async fn stowage(args: &[&str], data: &Path) -> Output {
 }
 
 fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_with(&data.join("kubeconfig"), args, stdin)
+}
+
+/// kubectl as one component's service account, with the kubeconfig `up` wrote for it.
+fn kubectl_as(data: &Path, account: &str, args: &[&str]) -> Output {
+    kubectl_with(&data.join("kubeconfigs").join(account), args, None)
+}
+
+fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut child = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(data.join("kubeconfig"))
+        .arg(kubeconfig)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -397,4 +406,173 @@ async fn mount_pre_binds_the_smallest_static_volume_this_node_can_reach() {
     assert!(unmounted.status.success(), "{}", text(&unmounted));
     assert!(mounts_under(dir.path()).is_empty());
     stop(running).await;
+}
+
+const NODE_ACCOUNT: &str = "system:serviceaccount:stowage-system:stowage-node";
+
+#[tokio::test]
+async fn each_component_has_its_own_account_with_only_the_deployments_rbac() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let running = up(&data, free_port());
+    wait_until_up(&data).await;
+
+    let tokens = std::fs::read_to_string(data.join("tokens.csv")).expect("token file");
+    for user in [
+        "system:serviceaccount:stowage-system:stowage-controller",
+        NODE_ACCOUNT,
+    ] {
+        assert!(tokens.contains(&format!(",{user},")), "{user} in {tokens}");
+    }
+    for file in [
+        "tokens.csv",
+        "kubeconfigs/stowage-node",
+        "kubeconfigs/stowage-controller",
+    ] {
+        let mode = std::fs::metadata(data.join(file))
+            .expect("stat")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "{file}"
+        );
+    }
+
+    let classes = kubectl_as(
+        &data,
+        "stowage-node",
+        &["get", "storageclass", "-o", "name"],
+    );
+    assert!(classes.status.success(), "{}", text(&classes));
+    let deleted = kubectl_as(
+        &data,
+        "stowage-node",
+        &["delete", "storageclass", "stowage-local"],
+    );
+    assert!(!deleted.status.success());
+    assert!(
+        text(&deleted).contains(&format!(
+            "Error from server (Forbidden): storageclasses.storage.k8s.io \"stowage-local\" is forbidden: User \"{NODE_ACCOUNT}\" cannot delete resource \"storageclasses\" in API group \"storage.k8s.io\" at the cluster scope"
+        )),
+        "{}",
+        text(&deleted)
+    );
+    let kept = kubectl(
+        &data,
+        &["get", "storageclass", "stowage-local", "-o", "name"],
+        None,
+    );
+    assert!(kept.status.success(), "{}", text(&kept));
+
+    // Leases: a Role of stowage-system, bound there only.
+    let own = kubectl_as(
+        &data,
+        "stowage-controller",
+        &["get", "leases", "-n", "stowage-system"],
+    );
+    assert!(own.status.success(), "{}", text(&own));
+    let elsewhere = kubectl_as(
+        &data,
+        "stowage-controller",
+        &["get", "leases", "-n", "default"],
+    );
+    assert!(
+        text(&elsewhere).contains(
+            "cannot list resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"default\""
+        ),
+        "{}",
+        text(&elsewhere)
+    );
+    let applied = kubectl(
+        &data,
+        &["get", "clusterrolebinding", "stowage-node", "-o", "name"],
+        None,
+    );
+    assert!(applied.status.success(), "{}", text(&applied));
+    stop(running).await;
+}
+
+/// deploy/rbac.yaml with `create` taken from the node account's PersistentVolume rule.
+fn rbac_without_node_pv_create() -> String {
+    let deployed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml"))
+            .expect("deploy/rbac.yaml");
+    let node_role = deployed
+        .find("kind: ClusterRole\nmetadata:\n  name: stowage-node")
+        .expect("the node ClusterRole");
+    let (before, after) = deployed.split_at(node_role);
+    let rule = r#"resources: ["persistentvolumes"]
+    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]"#;
+    assert!(after.contains(rule), "the rule as written: {after}");
+    let narrowed = after.replacen(rule, &rule.replace(r#""create", "#, ""), 1);
+    format!("{before}{narrowed}")
+}
+
+#[tokio::test]
+async fn a_permission_dropped_from_the_rbac_file_fails_provisioning_with_a_403() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(&rbac, rbac_without_node_pv_create()).expect("write rbac");
+    let port = free_port();
+    let narrowed = up_with(&data, port, &["--rbac", rbac.to_str().expect("utf8")]);
+    wait_until_up(&data).await;
+    let claim = CLAIM.replace(
+        "accessModes",
+        "storageClassName: stowage-local-immediate\n  accessModes",
+    );
+    let applied = kubectl(&data, &["apply", "-f", "-"], Some(&claim));
+    assert!(applied.status.success(), "{}", text(&applied));
+
+    let refusal = format!(
+        "persistentvolumes is forbidden: User \"{NODE_ACCOUNT}\" cannot create resource \"persistentvolumes\" in API group \"\" at the cluster scope"
+    );
+    let event = wait_for(
+        "the refusal in a ProvisioningFailed event",
+        Duration::from_secs(60),
+        async || {
+            let events = kubectl(
+                &data,
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=data,reason=ProvisioningFailed",
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ],
+                None,
+            );
+            let messages = text(&events);
+            messages.contains(&refusal).then_some(messages)
+        },
+    )
+    .await;
+    assert!(event.contains("creating PersistentVolume pvc-"), "{event}");
+    let phase = text(&kubectl(
+        &data,
+        &["get", "pvc", "data", "-o", "jsonpath={.status.phase}"],
+        None,
+    ));
+    assert_eq!(phase, "Pending");
+    stop(narrowed).await;
+
+    // The deployed file again: the rule is back, and the claim gets its volume.
+    let deployed = up(&data, port);
+    wait_until_up(&data).await;
+    wait_for(
+        "the claim to be bound",
+        Duration::from_secs(60),
+        async || {
+            let out = kubectl(
+                &data,
+                &["get", "pvc", "data", "-o", "jsonpath={.status.phase}"],
+                None,
+            );
+            (text(&out) == "Bound").then_some(())
+        },
+    )
+    .await;
+    stop(deployed).await;
 }

@@ -1,4 +1,5 @@
-//! The HTTP face: authentication, routing, and one handler per verb family.
+//! The HTTP face: admission (who is asking, and whether RBAC lets them), request bodies,
+//! routing, and one handler per verb family.
 
 mod body;
 mod discovery;
@@ -6,17 +7,22 @@ mod openapi;
 mod resources;
 mod route;
 mod watch;
+mod watchers;
+
+pub use watchers::Watchers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::auth::Authorizer;
+use crate::auth::attributes::Attributes;
 use crate::auth::authn::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::{self, ApiMetrics};
@@ -26,6 +32,9 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub authenticator: Authenticator,
+    pub authorizer: Authorizer,
+    /// Open watches per identity, bounded.
+    pub watchers: Arc<Watchers>,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
     /// Bodies larger than this are refused with 413.
@@ -48,7 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::document))
         .fallback(resources::handle)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(middleware::from_fn(body::read_to_end))
         .layer(middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
@@ -71,13 +80,9 @@ async fn measure(State(state): State<Arc<AppState>>, request: Request, next: Nex
 
 const UNAUTHENTICATED_PATHS: &[&str] = &["/healthz", "/readyz", "/livez"];
 
-/// Every request but the health probes must carry a known bearer token; the
-/// handlers see who it stands for as an `Arc<Identity>` extension.
-async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Every request but the health probes must carry a known bearer token and be
+/// allowed by RBAC; the handlers see who it comes from as an `Arc<Identity>` extension.
+async fn admit(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     if UNAUTHENTICATED_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
@@ -87,13 +92,29 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    match state.authenticator.authenticate(presented.trim()) {
-        Some(identity) => {
-            request.extensions_mut().insert(identity);
-            next.run(request).await
-        }
-        None => ApiError::Unauthorized.into_response(),
+    let Some(identity) = state.authenticator.authenticate(presented.trim()) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let attributes = attributes(&request);
+    if let Err(error) = state.authorizer.authorize(&identity, &attributes).await {
+        tracing::debug!(user = %identity.user, verb = %attributes.verb, path = request.uri().path(), "refused");
+        return error.into_response();
     }
+    request.extensions_mut().insert(identity);
+    next.run(request).await
+}
+
+/// What the request asks, reading its query as the handlers will.
+fn attributes(request: &Request) -> Attributes {
+    let params: resources::Params = Query::try_from_uri(request.uri())
+        .map(|Query(p)| p)
+        .unwrap_or_default();
+    Attributes::of(
+        request.method(),
+        request.uri().path(),
+        resources::flag(&params.watch),
+        params.field_selector.as_deref(),
+    )
 }
 
 /// Completes the TLS handshake and serves HTTP/1.1 or HTTP/2 on one connection.

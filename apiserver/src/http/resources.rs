@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 use super::route::{self, Target};
 use super::watch;
 use super::{AppState, body};
+use crate::auth::authn::Identity;
 use crate::error::{ApiError, Result};
 use crate::meta;
 use crate::objects::{self, DeleteOptions, FieldValidation, Location};
@@ -50,6 +52,7 @@ pub fn flag(value: &Option<String>) -> bool {
 
 pub async fn handle(
     State(app): State<Arc<AppState>>,
+    identity: Option<Extension<Arc<Identity>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -57,7 +60,10 @@ pub async fn handle(
 ) -> Response {
     let started = std::time::Instant::now();
     tracing::trace!(%method, path = uri.path(), "request begins");
-    let response = match serve(&app, &method, &uri, &headers, body).await {
+    let user = identity
+        .map(|Extension(i)| i.user.clone())
+        .unwrap_or_default();
+    let response = match serve(&app, &user, &method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -67,6 +73,7 @@ pub async fn handle(
 
 async fn serve(
     app: &Arc<AppState>,
+    user: &str,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -84,9 +91,15 @@ async fn serve(
     let wants_table = table::wanted(accept);
     let dry_run = params.dry_run.as_deref() == Some("All");
     let validation = FieldValidation::parse(params.field_validation.as_deref())?;
+    // The authorizer took a `/watch/` path for a watch, whatever the method.
+    if target.watch && method != Method::GET {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        )));
+    }
     match (method.clone(), &target.name) {
         (Method::GET, _) if target.watch || flag(&params.watch) => {
-            watch::serve(app, &target, &params).await
+            watch::serve(app, user, &target, &params).await
         }
         (Method::GET, Some(name)) => get(app, &target, name, wants_table).await,
         (Method::GET, None) => list(app, &target, &params, wants_table).await,

@@ -58,7 +58,13 @@ impl Filter {
     }
 }
 
-pub async fn serve(app: &Arc<AppState>, target: &Target, params: &Params) -> Result<Response> {
+/// Streams `target`'s changes to `user`, within the number of watches a user may hold.
+pub async fn serve(
+    app: &Arc<AppState>,
+    user: &str,
+    target: &Target,
+    params: &Params,
+) -> Result<Response> {
     let resource = target.resource;
     let mut filter = Filter {
         resource,
@@ -87,10 +93,12 @@ pub async fn serve(app: &Arc<AppState>, target: &Target, params: &Params) -> Res
         bookmark_interval: app.bookmark_interval,
         initial_events_end: send_initial,
     };
+    let held = app.watchers.admit(user)?;
     let (lines, stream) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(64);
     let app = app.clone();
     tokio::spawn(async move {
         let _ = stream_events(&app, filter, start, options, &lines).await;
+        drop(held);
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -103,6 +103,25 @@ impl EventLog {
         Ok(window.changes.range(start..).take(max).cloned().collect())
     }
 
+    /// Whether any change after `revision` satisfies `wanted`, and the revision of the
+    /// last change looked at (`revision` itself when there is none).
+    pub fn any_since(
+        &self,
+        revision: u64,
+        wanted: impl Fn(&Change) -> bool,
+    ) -> Result<(bool, u64), TooOld> {
+        let window = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if revision < window.complete_after {
+            return Err(TooOld {
+                oldest: window.complete_after + 1,
+            });
+        }
+        let start = window.changes.partition_point(|c| c.revision <= revision);
+        let later = window.changes.range(start..);
+        let latest = later.clone().last().map_or(revision, |c| c.revision);
+        Ok((later.into_iter().any(|c| wanted(c)), latest))
+    }
+
     /// The change made at exactly `revision`, while the log holds it.
     pub fn at(&self, revision: u64) -> Option<Arc<Change>> {
         let window = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -159,6 +178,17 @@ mod tests {
         assert_eq!(revisions, vec![7, 8, 9]);
         assert!(log.since(3, 100).is_err(), "before the log began");
         assert!(log.since(4, 100).is_ok());
+    }
+
+    #[test]
+    fn any_since_looks_only_after_the_revision() {
+        let log = EventLog::new(10, 4);
+        log.append((5..=9).map(change).collect());
+        let is_seven = |c: &Change| c.revision == 7;
+        assert_eq!(log.any_since(6, is_seven).ok(), Some((true, 9)));
+        assert_eq!(log.any_since(7, is_seven).ok(), Some((false, 9)));
+        assert_eq!(log.any_since(9, is_seven).ok(), Some((false, 9)));
+        assert!(log.any_since(3, is_seven).is_err());
     }
 
     #[test]

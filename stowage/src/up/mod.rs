@@ -2,6 +2,8 @@
 //! controller, the node plugin and both provisioner instances run as supervised
 //! child processes of this one, wired together under a data directory.
 
+mod credentials;
+mod rbac;
 mod seed;
 mod supervisor;
 
@@ -16,6 +18,7 @@ use kube::api::ListParams;
 
 use crate::kubeconfig;
 use crate::layout::{DEFAULT_DATA, Layout};
+use rbac::RbacFile;
 use seed::NfsExport;
 use supervisor::{Component, Supervisor};
 
@@ -39,6 +42,10 @@ pub struct UpArgs {
     /// A prefix hostPath volumes may use; repeat for more. None by default.
     #[arg(long = "host-path-allow")]
     host_path_allow: Vec<PathBuf>,
+    /// The RBAC the components run under, applied at every start; the built-in
+    /// deploy/rbac.yaml by default. Its roles and bindings replace those of earlier starts.
+    #[arg(long)]
+    rbac: Option<PathBuf>,
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -46,9 +53,11 @@ const STARTUP: Duration = Duration::from_secs(60);
 pub async fn run(args: UpArgs) -> Result<(), String> {
     let layout = Layout::new(&std::path::absolute(&args.data).map_err(|e| e.to_string())?);
     let node = args.node_name.clone().unwrap_or_else(host_name);
+    let rbac = read_rbac(args.rbac.as_deref())?;
     prepare(&layout, &node)?;
+    credentials::issue(&layout)?;
     let mut supervisor = Supervisor::default();
-    let started = start(&mut supervisor, &layout, &node, &args).await;
+    let started = start(&mut supervisor, &layout, &node, &args, rbac).await;
     if let Err(e) = started {
         supervisor.shutdown().await;
         return Err(e);
@@ -85,6 +94,7 @@ async fn start(
     layout: &Layout,
     node: &str,
     args: &UpArgs,
+    rbac: RbacFile,
 ) -> Result<(), String> {
     supervisor.start(component(
         "apiserver",
@@ -94,6 +104,8 @@ async fn start(
             args.listen.to_string().into(),
             "--data".into(),
             layout.data().into(),
+            "--token-file".into(),
+            layout.tokens().into(),
         ],
     ))?;
     let client = wait_for_api(&layout.kubeconfig()).await?;
@@ -105,6 +117,8 @@ async fn start(
         _ => None,
     };
     seed::seed(&client, node, nfs.as_ref()).await?;
+    rbac.apply(&client).await?;
+    credentials::write_kubeconfigs(layout, args.listen)?;
 
     supervisor.start(component(
         "controller",
@@ -135,13 +149,12 @@ async fn start(
         wait_for_socket(&socket).await?;
     }
 
-    let kubeconfig: OsString = layout.kubeconfig().into();
     supervisor.start(component(
         "provisioner",
         [
             "provisioner".into(),
             "--kubeconfig".into(),
-            kubeconfig.clone(),
+            layout.component_kubeconfig(credentials::CONTROLLER).into(),
             "--csi-endpoint".into(),
             endpoint(&layout.controller_socket()),
         ],
@@ -149,7 +162,7 @@ async fn start(
     let mut node_provisioner: Vec<OsString> = vec![
         "provisioner".into(),
         "--kubeconfig".into(),
-        kubeconfig,
+        layout.component_kubeconfig(credentials::NODE).into(),
         "--csi-endpoint".into(),
         endpoint(&layout.node_socket()),
         "--node".into(),
@@ -159,6 +172,18 @@ async fn start(
     allowed.push(layout.local_root());
     node_provisioner.extend(allow_args(&allowed));
     supervisor.start(component("node-provisioner", node_provisioner))
+}
+
+/// The RBAC file to apply, parsed before anything starts so a bad one stops `up` at once.
+fn read_rbac(path: Option<&Path>) -> Result<RbacFile, String> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--rbac {}: {e}", path.display()))?;
+            RbacFile::parse(&text, &path.display().to_string())
+        }
+        None => RbacFile::parse(rbac::DEPLOYED, "deploy/rbac.yaml"),
+    }
 }
 
 fn component(name: &'static str, args: impl IntoIterator<Item = OsString>) -> Component {
