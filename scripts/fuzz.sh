@@ -46,8 +46,8 @@ echo "fuzz: built ${#targets[@]} targets in $(($(date +%s) - start)) s"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-# The binaries are run directly: `cargo fuzz run` adds fuzz/corpus/<target> as the first
-# corpus directory, the one libFuzzer writes new inputs to, and the seeds would grow.
+# libFuzzer adds new inputs to the first corpus directory: a scratch one, so the
+# committed seeds never grow. The binaries run directly, as `cargo fuzz run` would run them.
 bin_dir="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 if [[ "$sanitizer" == address ]]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}"
