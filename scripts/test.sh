@@ -27,3 +27,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binary: build it first.
 cargo build --workspace --locked
 cargo nextest run --workspace --locked --no-fail-fast
+bash scripts/fuzz.sh

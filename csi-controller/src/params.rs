@@ -256,10 +256,21 @@ fn expand_sub_dir(
         .get(PV_NAME)
         .map(String::as_str)
         .unwrap_or(volume_name);
+    // Checked before each piece is added, so the result never outgrows the bound.
+    let push = |out: &mut String, piece: &str| {
+        if out.len() + piece.len() > MAX_SUB_DIR_LEN {
+            return Err(Error::invalid(
+                "parameters",
+                format!("subDir {template:?} expands to more than {MAX_SUB_DIR_LEN} bytes"),
+            ));
+        }
+        out.push_str(piece);
+        Ok(())
+    };
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
+        push(&mut out, &rest[..start])?;
         let end = rest[start..].find('}').ok_or_else(|| {
             Error::invalid(
                 "parameters",
@@ -283,19 +294,10 @@ fn expand_sub_dir(
                 format!("subDir {template:?} needs PVC metadata the request does not carry"),
             )
         })?;
-        out.push_str(value);
+        push(&mut out, value)?;
         rest = &rest[start + end + 1..];
-        if out.len() > MAX_SUB_DIR_LEN {
-            break;
-        }
     }
-    out.push_str(rest);
-    if out.len() > MAX_SUB_DIR_LEN {
-        return Err(Error::invalid(
-            "parameters",
-            format!("subDir {template:?} expands to more than {MAX_SUB_DIR_LEN} bytes"),
-        ));
-    }
+    push(&mut out, rest)?;
     Ok(out)
 }
 
