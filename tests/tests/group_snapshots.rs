@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use csi_proto::v1;
 use stowage_tests::csi::{Csi, create_request, from_snapshot, mount_rwo};
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::process::Stowage;
+use stowage_tests::process::{Stowage, start_node_plugin_with};
 
 const IMAGE: i64 = 32 << 20;
 
@@ -23,19 +23,11 @@ struct Node {
 impl Node {
     async fn start() -> Self {
         let dir = MountedDir::new();
-        let path = |p: &str| dir.path().join(p).display().to_string();
-        std::fs::create_dir_all(dir.path().join("kubelet")).expect("kubelet dir");
-        let args = [
-            "--node-id",
-            "group-node",
-            "--local-root",
-            &path("local"),
-            "--state-dir",
-            &path("state"),
-            "--kubelet-dir",
-            &path("kubelet"),
-        ];
-        let (plugin, csi) = Stowage::start("node", &dir.path().join("csi.sock"), &args).await;
+        let kubelet = dir.path().join("kubelet");
+        std::fs::create_dir_all(&kubelet).expect("kubelet dir");
+        let kubelet = kubelet.display().to_string();
+        let (plugin, csi) =
+            start_node_plugin_with(dir.path(), "group-node", &["--kubelet-dir", &kubelet]).await;
         Self {
             dir,
             csi,

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use stowage_tests::csi::{Csi, mount_rwo};
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::Stowage;
+use stowage_tests::process::{Stowage, start_node_plugin_with};
 use tonic::Code;
 
 const CALLS: usize = 1_000;
@@ -81,19 +81,13 @@ impl Race {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
         let path = |sub: &str| dir.path().join(sub).display().to_string();
-        let args = [
-            "--node-id",
-            "node-a",
-            "--local-root",
-            &path("local"),
-            "--state-dir",
-            &path("state"),
+        let extra = [
             "--kubelet-dir",
             &path("kubelet"),
             "--host-path-allow",
             &path("allowed"),
         ];
-        let (node, csi) = Stowage::start("node", &dir.path().join("csi.sock"), &args).await;
+        let (node, csi) = start_node_plugin_with(dir.path(), "node-a", &extra).await;
         Self {
             dir,
             csi,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use csi_proto::v1::{self as v1, CapacityRange};
 use stowage_tests::csi::{Csi, assert_code, create_request, mount_rwo};
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::Stowage;
+use stowage_tests::process::{Stowage, start_node_plugin_with};
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
@@ -22,20 +22,11 @@ struct Sanity {
 impl Sanity {
     async fn start() -> Self {
         let dir = MountedDir::new();
-        let path = |p: &str| dir.path().join(p).display().to_string();
-        let (root, state, kubelet) = (path("local"), path("state"), path("kubelet"));
-        std::fs::create_dir_all(dir.path().join("kubelet")).expect("kubelet dir");
-        let args = [
-            "--node-id",
-            "sanity-node",
-            "--local-root",
-            &root,
-            "--state-dir",
-            &state,
-            "--kubelet-dir",
-            &kubelet,
-        ];
-        let (plugin, csi) = Stowage::start("node", &dir.path().join("csi.sock"), &args).await;
+        let kubelet = dir.path().join("kubelet");
+        std::fs::create_dir_all(&kubelet).expect("kubelet dir");
+        let kubelet = kubelet.display().to_string();
+        let (plugin, csi) =
+            start_node_plugin_with(dir.path(), "sanity-node", &["--kubelet-dir", &kubelet]).await;
         Self {
             dir,
             csi,
