@@ -79,6 +79,10 @@ pub fn parse_mutable(
     params: &HashMap<String, String>,
     backend: Backend,
 ) -> Result<BTreeMap<String, String>> {
+    let allowed: &[&str] = match backend {
+        Backend::Local => &["delete", "retain"],
+        Backend::Nfs => &["delete", "retain", "archive"],
+    };
     for (key, value) in params {
         if !MUTABLE_KEYS.contains(&key.as_str()) {
             return Err(Error::invalid(
@@ -86,10 +90,6 @@ pub fn parse_mutable(
                 format!("{key:?} is not a mutable parameter (one of {MUTABLE_KEYS:?})"),
             ));
         }
-        let allowed: &[&str] = match backend {
-            Backend::Local => &["delete", "retain"],
-            Backend::Nfs => &["delete", "retain", "archive"],
-        };
         if !allowed.contains(&value.as_str()) {
             return Err(Error::invalid(
                 "mutable_parameters",

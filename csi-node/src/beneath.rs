@@ -80,16 +80,7 @@ impl Handle {
         })?;
         let (mut dir, existing) = self.longest_existing(&names, links)?;
         for name in &names[existing..] {
-            match rustix::fs::mkdirat(dir.fd.as_fd(), *name, Mode::from_raw_mode(mode)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("create {}", dir.path.join(name).display()),
-                        e.into(),
-                    ));
-                }
-            }
-            dir = dir.child(name, Links::Refused)?;
+            dir = dir.make_dir(name, mode)?;
         }
         Ok(dir)
     }
@@ -126,16 +117,12 @@ impl Handle {
 
     /// A file or directory inside this directory, reached by one name.
     pub fn child(&self, name: &OsStr, links: Links) -> Result<Handle> {
-        let shown = self.path.join(name);
         if plain_components(Path::new(name)).is_none_or(|c| c.len() != 1) {
-            return Err(Error::PathEscapes { path: shown });
+            return Err(Error::PathEscapes {
+                path: self.path.join(name),
+            });
         }
-        open_beneath(self.fd.as_fd(), Path::new(name), OFlags::empty(), links)
-            .map(|fd| Handle {
-                fd,
-                path: shown.clone(),
-            })
-            .map_err(|e| walk_error(&shown, e))
+        self.resolve(Path::new(name), links)
     }
 
     /// Creates (if missing) the directory `name` here and opens it; an existing
@@ -240,16 +227,6 @@ pub fn open_trusted(path: &Path) -> Result<Handle> {
             path: path.to_path_buf(),
         })
         .map_err(|e| walk_error(path, e))
-}
-
-/// Splits an absolute `raw` path into the root it must lie under and the rest.
-/// `raw` must be absolute and free of `..`; `roots` are tried longest first.
-pub fn split_under<'a>(raw: &'a Path, roots: &'a [PathBuf]) -> Option<(&'a Path, &'a Path)> {
-    let mut candidates: Vec<&PathBuf> = roots.iter().filter(|r| raw.starts_with(r)).collect();
-    candidates.sort_by_key(|r| std::cmp::Reverse(r.components().count()));
-    candidates
-        .first()
-        .and_then(|root| Some((root.as_path(), raw.strip_prefix(root).ok()?)))
 }
 
 /// The path's components if they are all plain names (no `..`, `.`, root or prefix).

@@ -102,26 +102,26 @@ impl NodeService {
 
     /// The parent directory of a target (created if missing, beneath the kubelet
     /// directory) and the target's own name.
-    fn target_parent<'a>(&self, relative: &'a Path) -> Result<(Handle, &'a OsStr)> {
+    fn target_parent<'a>(kubelet: &Handle, relative: &'a Path) -> Result<(Handle, &'a OsStr)> {
         let name = relative
             .file_name()
             .ok_or_else(|| Error::invalid("target_path", "names no directory"))?;
         let parent = relative.parent().unwrap_or(Path::new(""));
-        let dir = self
-            .kubelet_root()?
+        let dir = kubelet
             .create_dirs(parent, Links::Refused, 0o750)
             .map_err(|e| outside_kubelet("target_path", e))?;
         Ok((dir, name))
     }
 
     /// The staging path of a publish request, which must hold the staged mount.
-    fn staged(&self, volume_id: &str, raw: &str) -> Result<Handle> {
+    fn staged(&self, kubelet: &Handle, volume_id: &str, raw: &str) -> Result<Handle> {
         let relative = self.kubelet_relative("staging_target_path", raw)?;
-        let staging = self
-            .beneath_kubelet("staging_target_path", relative)
-            .map_err(|e| match e {
-                Error::PathMissing { .. } => not_staged(volume_id, raw),
-                other => other,
+        let staging =
+            kubelet.resolve(relative, Links::Refused).map_err(|e| {
+                match outside_kubelet("staging_target_path", e) {
+                    Error::PathMissing { .. } => not_staged(volume_id, raw),
+                    other => other,
+                }
             })?;
         if !staging.is_mount_root()? {
             return Err(not_staged(volume_id, raw));
@@ -130,7 +130,12 @@ impl NodeService {
     }
 
     /// Where the data a publish mounts comes from, opened race-free.
-    fn source(&self, kind: Kind, req: &csi::NodePublishVolumeRequest) -> Result<Source> {
+    fn source(
+        &self,
+        kubelet: &Handle,
+        kind: Kind,
+        req: &csi::NodePublishVolumeRequest,
+    ) -> Result<Source> {
         Ok(Source::Bind(match kind {
             Kind::Ephemeral {
                 memory: true,
@@ -151,9 +156,11 @@ impl NodeService {
                     .map_err(|_| Error::PathEscapes { path: path.clone() })?;
                 Handle::open_root(&self.config.local_root)?.resolve(relative, Links::Refused)?
             }
-            Kind::LocalImage(_) => self.staged(&req.volume_id, &req.staging_target_path)?,
+            Kind::LocalImage(_) => {
+                self.staged(kubelet, &req.volume_id, &req.staging_target_path)?
+            }
             Kind::Nfs(volume) => self
-                .staged(&req.volume_id, &req.staging_target_path)?
+                .staged(kubelet, &req.volume_id, &req.staging_target_path)?
                 .resolve(&volume.sub_dir, Links::Refused)
                 .map_err(|e| match e {
                     Error::PathMissing { .. } => Error::NotFound(format!(
@@ -187,8 +194,9 @@ impl NodeService {
         )?;
         let is_file =
             matches!(&kind, Kind::HostPath(h) if h.is_file) || matches!(kind, Kind::LocalBlock(_));
-        let source = self.source(kind, &req)?;
-        let (parent, name) = self.target_parent(relative)?;
+        let kubelet = self.kubelet_root()?;
+        let source = self.source(&kubelet, kind, &req)?;
+        let (parent, name) = Self::target_parent(&kubelet, relative)?;
         match parent.child(name, Links::Refused) {
             Ok(existing) if existing.is_mount_root()? => {
                 return same_publish(&source, &existing, req.readonly);

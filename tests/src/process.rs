@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::csi::Csi;
+use crate::mounts::MountedDir;
 use crate::wait_for;
 
 /// The binary under test: `$STOWAGE_BIN`, or `target/<profile>/stowage` beside this test.
@@ -149,6 +150,40 @@ pub async fn start_lean_node_plugin_with(dir: &Path, node: &str, extra: &[&str])
     let args = node_plugin_args(dir, node, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Stowage::start_lean_node(&dir.join("node.sock"), &args).await
+}
+
+/// `stowage node` with its kubelet directory (`kubelet/`), local root and state below
+/// one [`MountedDir`], as the node-side conformance tests want it.
+pub struct KubeletNode {
+    pub dir: MountedDir,
+    pub csi: Csi,
+    _plugin: Stowage,
+}
+
+impl KubeletNode {
+    pub async fn start(node: &str) -> Self {
+        Self::start_in(MountedDir::new(), node, &[]).await
+    }
+
+    /// Starts it in `dir`, which the caller may have prepared, with more flags.
+    pub async fn start_in(dir: MountedDir, node: &str, extra: &[&str]) -> Self {
+        let kubelet = dir.path().join("kubelet");
+        std::fs::create_dir_all(&kubelet).expect("kubelet dir");
+        let kubelet = kubelet.display().to_string();
+        let mut args = vec!["--kubelet-dir", kubelet.as_str()];
+        args.extend_from_slice(extra);
+        let (plugin, csi) = start_node_plugin_with(dir.path(), node, &args).await;
+        Self {
+            dir,
+            csi,
+            _plugin: plugin,
+        }
+    }
+
+    /// A path below the kubelet directory.
+    pub fn kubelet(&self, sub: &str) -> PathBuf {
+        self.dir.path().join("kubelet").join(sub)
+    }
 }
 
 fn node_plugin_args(dir: &Path, node: &str, extra: &[&str]) -> Vec<String> {

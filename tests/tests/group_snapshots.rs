@@ -8,35 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csi_proto::v1;
-use stowage_tests::csi::{Csi, create_request, from_snapshot, mount_rwo};
-use stowage_tests::mounts::MountedDir;
-use stowage_tests::process::{Stowage, start_node_plugin_with};
+use stowage_tests::csi::{create_request, from_snapshot, mount_rwo};
+use stowage_tests::process::KubeletNode;
 
 const IMAGE: i64 = 32 << 20;
 
-struct Node {
-    dir: MountedDir,
-    csi: Csi,
-    _plugin: Stowage,
+struct Node(KubeletNode);
+
+impl std::ops::Deref for Node {
+    type Target = KubeletNode;
+    fn deref(&self) -> &KubeletNode {
+        &self.0
+    }
 }
 
 impl Node {
     async fn start() -> Self {
-        let dir = MountedDir::new();
-        let kubelet = dir.path().join("kubelet");
-        std::fs::create_dir_all(&kubelet).expect("kubelet dir");
-        let kubelet = kubelet.display().to_string();
-        let (plugin, csi) =
-            start_node_plugin_with(dir.path(), "group-node", &["--kubelet-dir", &kubelet]).await;
-        Self {
-            dir,
-            csi,
-            _plugin: plugin,
-        }
-    }
-
-    fn kubelet(&self, sub: &str) -> PathBuf {
-        self.dir.path().join("kubelet").join(sub)
+        Self(KubeletNode::start("group-node").await)
     }
 
     async fn image_volume(&self, name: &str, source: Option<&str>) -> v1::Volume {

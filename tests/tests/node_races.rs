@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use csi_proto::v1;
 use futures_util::StreamExt;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-use stowage_tests::csi::{Csi, mount_rwo};
+use stowage_tests::csi::mount_rwo;
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::{Stowage, start_node_plugin_with};
+use stowage_tests::process::KubeletNode;
 use tonic::Code;
 
 const CALLS: usize = 1_000;
@@ -68,31 +68,23 @@ impl Drop for Swapper {
     }
 }
 
-struct Race {
-    dir: MountedDir,
-    csi: Csi,
-    _node: Stowage,
+struct Race(KubeletNode);
+
+impl std::ops::Deref for Race {
+    type Target = KubeletNode;
+    fn deref(&self) -> &KubeletNode {
+        &self.0
+    }
 }
 
 impl Race {
     async fn start() -> Self {
         let dir = MountedDir::new();
-        for sub in ["kubelet/pods", "allowed", "outside", "state", "local"] {
+        for sub in ["kubelet/pods", "allowed", "outside"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        let path = |sub: &str| dir.path().join(sub).display().to_string();
-        let extra = [
-            "--kubelet-dir",
-            &path("kubelet"),
-            "--host-path-allow",
-            &path("allowed"),
-        ];
-        let (node, csi) = start_node_plugin_with(dir.path(), "node-a", &extra).await;
-        Self {
-            dir,
-            csi,
-            _node: node,
-        }
+        let allowed = dir.path().join("allowed").display().to_string();
+        Self(KubeletNode::start_in(dir, "node-a", &["--host-path-allow", &allowed]).await)
     }
 
     fn path(&self, sub: &str) -> PathBuf {

@@ -3,48 +3,21 @@
 //! DaemonSet serves them). csi-sanity itself is a Go program that cannot be fetched on
 //! this machine; these checks follow its controller, node and identity specs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use csi_proto::v1::{self as v1, CapacityRange};
-use stowage_tests::csi::{Csi, assert_code, create_request, mount_rwo};
-use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::{Stowage, start_node_plugin_with};
+use stowage_tests::csi::{assert_code, create_request, mount_rwo};
+use stowage_tests::mounts::mounts_under;
+use stowage_tests::process::KubeletNode;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
 
-struct Sanity {
-    dir: MountedDir,
-    csi: Csi,
-    _plugin: Stowage,
-}
+/// The node plugin's one socket serves both endpoints, as the DaemonSet's does.
+type Sanity = KubeletNode;
 
-impl Sanity {
-    async fn start() -> Self {
-        let dir = MountedDir::new();
-        let kubelet = dir.path().join("kubelet");
-        std::fs::create_dir_all(&kubelet).expect("kubelet dir");
-        let kubelet = kubelet.display().to_string();
-        let (plugin, csi) =
-            start_node_plugin_with(dir.path(), "sanity-node", &["--kubelet-dir", &kubelet]).await;
-        Self {
-            dir,
-            csi,
-            _plugin: plugin,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join("kubelet").join(name)
-    }
-
-    fn ctrl(&self) -> v1::controller_client::ControllerClient<tonic::transport::Channel> {
-        self.csi.controller.clone()
-    }
-
-    fn node(&self) -> v1::node_client::NodeClient<tonic::transport::Channel> {
-        self.csi.node.clone()
-    }
+async fn start() -> Sanity {
+    KubeletNode::start("sanity-node").await
 }
 
 fn snapshot_request(name: &str, source: &str) -> v1::CreateSnapshotRequest {
@@ -57,7 +30,7 @@ fn snapshot_request(name: &str, source: &str) -> v1::CreateSnapshotRequest {
 
 #[tokio::test]
 async fn identity_plugin_info_capabilities_and_probe() {
-    let s = Sanity::start().await;
+    let s = start().await;
     let info = s
         .csi
         .identity
@@ -86,7 +59,7 @@ async fn identity_plugin_info_capabilities_and_probe() {
 
 #[tokio::test]
 async fn controller_create_volume_checks() {
-    let s = Sanity::start().await;
+    let s = start().await;
     assert_code(
         s.csi.create(create_request("", MIB, &[])).await,
         Code::InvalidArgument,
@@ -142,7 +115,7 @@ async fn controller_create_volume_checks() {
 
 #[tokio::test]
 async fn controller_delete_validate_get_and_expand_checks() {
-    let s = Sanity::start().await;
+    let s = start().await;
     assert_code(s.csi.delete("").await, Code::InvalidArgument, "volume_id");
     s.csi
         .delete("reallyfakevolumeid")
@@ -161,28 +134,36 @@ async fn controller_delete_validate_get_and_expand_checks() {
             ..Default::default()
         };
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .validate_volume_capabilities(validate("", vec![mount_rwo()]))
             .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .validate_volume_capabilities(validate(&volume.volume_id, vec![]))
             .await,
         Code::InvalidArgument,
         "volume_capabilities",
     );
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .validate_volume_capabilities(validate("some-vol-id", vec![mount_rwo()]))
             .await,
         Code::NotFound,
         "",
     );
     let confirmed = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .validate_volume_capabilities(validate(&volume.volume_id, vec![mount_rwo()]))
         .await
         .expect("validate")
@@ -190,7 +171,9 @@ async fn controller_delete_validate_get_and_expand_checks() {
     assert!(confirmed.confirmed.is_some());
 
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .controller_get_volume(v1::ControllerGetVolumeRequest {
                 volume_id: String::new(),
             })
@@ -199,7 +182,9 @@ async fn controller_delete_validate_get_and_expand_checks() {
         "volume_id",
     );
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .controller_get_volume(v1::ControllerGetVolumeRequest {
                 volume_id: "some-vol-id".into(),
             })
@@ -208,7 +193,9 @@ async fn controller_delete_validate_get_and_expand_checks() {
         "",
     );
     let got = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .controller_get_volume(v1::ControllerGetVolumeRequest {
             volume_id: volume.volume_id.clone(),
         })
@@ -227,26 +214,36 @@ async fn controller_delete_validate_get_and_expand_checks() {
         limit_bytes: 0,
     });
     assert_code(
-        s.ctrl().controller_expand_volume(expand("", range)).await,
+        s.csi
+            .controller
+            .clone()
+            .controller_expand_volume(expand("", range))
+            .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .controller_expand_volume(expand(&volume.volume_id, None))
             .await,
         Code::InvalidArgument,
         "capacity_range",
     );
     let grown = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .controller_expand_volume(expand(&volume.volume_id, range))
         .await
         .expect("expand")
         .into_inner();
     assert!(grown.capacity_bytes >= 2 * MIB);
     assert!(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .get_capacity(v1::GetCapacityRequest::default())
             .await
             .expect("capacity")
@@ -259,9 +256,11 @@ async fn controller_delete_validate_get_and_expand_checks() {
 
 #[tokio::test]
 async fn controller_list_volumes_pages_through_changes() {
-    let s = Sanity::start().await;
+    let s = start().await;
     let bad = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .list_volumes(v1::ListVolumesRequest {
             max_entries: 0,
             starting_token: "invalid-token".into(),
@@ -279,7 +278,9 @@ async fn controller_list_volumes_pages_through_changes() {
         );
     }
     let first = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .list_volumes(v1::ListVolumesRequest {
             max_entries: 2,
             starting_token: String::new(),
@@ -295,7 +296,9 @@ async fn controller_list_volumes_pages_through_changes() {
         .await
         .expect("create");
     let rest = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .list_volumes(v1::ListVolumesRequest {
             max_entries: 0,
             starting_token: first.next_token,
@@ -309,21 +312,27 @@ async fn controller_list_volumes_pages_through_changes() {
 
 #[tokio::test]
 async fn controller_snapshot_checks() {
-    let s = Sanity::start().await;
+    let s = start().await;
     let volume = s
         .csi
         .create(create_request("sanity-snap-src", MIB, &[]))
         .await
         .expect("create");
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .create_snapshot(snapshot_request("", &volume.volume_id))
             .await,
         Code::InvalidArgument,
         "name",
     );
     assert_code(
-        s.ctrl().create_snapshot(snapshot_request("snap", "")).await,
+        s.csi
+            .controller
+            .clone()
+            .create_snapshot(snapshot_request("snap", ""))
+            .await,
         Code::InvalidArgument,
         "source_volume_id",
     );
@@ -347,7 +356,9 @@ async fn controller_snapshot_checks() {
         .await
         .expect("create");
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .create_snapshot(snapshot_request("sanity-snap", &other.volume_id))
             .await,
         Code::AlreadyExists,
@@ -359,7 +370,7 @@ async fn controller_snapshot_checks() {
         .expect("128-byte snapshot name");
 
     let list = |req: v1::ListSnapshotsRequest| {
-        let mut c = s.ctrl();
+        let mut c = s.csi.controller.clone();
         async move { c.list_snapshots(req).await }
     };
     assert_eq!(
@@ -421,7 +432,7 @@ async fn controller_snapshot_checks() {
     );
 
     let delete = |id: &str| {
-        let (mut c, id) = (s.ctrl(), id.to_string());
+        let (mut c, id) = (s.csi.controller.clone(), id.to_string());
         async move {
             c.delete_snapshot(v1::DeleteSnapshotRequest {
                 snapshot_id: id,
@@ -439,9 +450,9 @@ async fn controller_snapshot_checks() {
 
 #[tokio::test]
 async fn node_argument_checks() {
-    let s = Sanity::start().await;
-    let target = s.path("target").display().to_string();
-    let staging = s.path("staging").display().to_string();
+    let s = start().await;
+    let target = s.kubelet("target").display().to_string();
+    let staging = s.kubelet("staging").display().to_string();
     let publish =
         |id: &str, target: &str, cap: Option<v1::VolumeCapability>| v1::NodePublishVolumeRequest {
             volume_id: id.into(),
@@ -450,21 +461,27 @@ async fn node_argument_checks() {
             ..Default::default()
         };
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_publish_volume(publish("", &target, Some(mount_rwo())))
             .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_publish_volume(publish("id", "", Some(mount_rwo())))
             .await,
         Code::InvalidArgument,
         "target_path",
     );
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_publish_volume(publish("id", &target, None))
             .await,
         Code::InvalidArgument,
@@ -475,12 +492,20 @@ async fn node_argument_checks() {
         target_path: target.into(),
     };
     assert_code(
-        s.node().node_unpublish_volume(unpublish("", &target)).await,
+        s.csi
+            .node
+            .clone()
+            .node_unpublish_volume(unpublish("", &target))
+            .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.node().node_unpublish_volume(unpublish("id", "")).await,
+        s.csi
+            .node
+            .clone()
+            .node_unpublish_volume(unpublish("id", ""))
+            .await,
         Code::InvalidArgument,
         "target_path",
     );
@@ -492,21 +517,27 @@ async fn node_argument_checks() {
             ..Default::default()
         };
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_stage_volume(stage("", &staging, Some(mount_rwo())))
             .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_stage_volume(stage("id", "", Some(mount_rwo())))
             .await,
         Code::InvalidArgument,
         "staging_target_path",
     );
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_stage_volume(stage("id", &staging, None))
             .await,
         Code::InvalidArgument,
@@ -517,12 +548,20 @@ async fn node_argument_checks() {
         staging_target_path: staging.into(),
     };
     assert_code(
-        s.node().node_unstage_volume(unstage("", &staging)).await,
+        s.csi
+            .node
+            .clone()
+            .node_unstage_volume(unstage("", &staging))
+            .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.node().node_unstage_volume(unstage("id", "")).await,
+        s.csi
+            .node
+            .clone()
+            .node_unstage_volume(unstage("id", ""))
+            .await,
         Code::InvalidArgument,
         "staging_target_path",
     );
@@ -532,35 +571,49 @@ async fn node_argument_checks() {
         ..Default::default()
     };
     assert_code(
-        s.node().node_get_volume_stats(stats("", &target)).await,
+        s.csi
+            .node
+            .clone()
+            .node_get_volume_stats(stats("", &target))
+            .await,
         Code::InvalidArgument,
         "volume_id",
     );
     assert_code(
-        s.node().node_get_volume_stats(stats("id", "")).await,
+        s.csi
+            .node
+            .clone()
+            .node_get_volume_stats(stats("id", ""))
+            .await,
         Code::InvalidArgument,
         "volume_path",
     );
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_get_volume_stats(stats("id", "/no/such/path"))
             .await,
         Code::NotFound,
         "",
     );
-    std::fs::create_dir_all(s.path("exists")).expect("mkdir");
+    std::fs::create_dir_all(s.kubelet("exists")).expect("mkdir");
     assert_code(
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_get_volume_stats(stats(
                 "some-vol-id",
-                &s.path("exists").display().to_string(),
+                &s.kubelet("exists").display().to_string(),
             ))
             .await,
         Code::NotFound,
         "some-vol-id",
     );
     let info = s
-        .node()
+        .csi
+        .node
+        .clone()
         .node_get_info(v1::NodeGetInfoRequest {})
         .await
         .expect("info")
@@ -570,15 +623,15 @@ async fn node_argument_checks() {
 
 #[tokio::test]
 async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
-    let s = Sanity::start().await;
+    let s = start().await;
     let volume = s
         .csi
         .create(create_request("sanity-life", MIB, &[]))
         .await
         .expect("create");
-    let staging = s.path("plugins/staging/life");
+    let staging = s.kubelet("plugins/staging/life");
     std::fs::create_dir_all(&staging).expect("staging");
-    let target = s.path("pods/life/mount");
+    let target = s.kubelet("pods/life/mount");
     s.csi
         .node_stage(&volume, &staging, mount_rwo())
         .await
@@ -595,16 +648,22 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
         volume_context: volume.volume_context.clone(),
         ..Default::default()
     };
-    s.node()
+    s.csi
+        .node
+        .clone()
         .node_publish_volume(publish.clone())
         .await
         .expect("publish");
-    s.node()
+    s.csi
+        .node
+        .clone()
         .node_publish_volume(publish)
         .await
         .expect("publish twice");
     let stats = s
-        .node()
+        .csi
+        .node
+        .clone()
         .node_get_volume_stats(v1::NodeGetVolumeStatsRequest {
             volume_id: volume.volume_id.clone(),
             volume_path: target.display().to_string(),
@@ -641,7 +700,7 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
 #[tokio::test]
 async fn node_publish_at_a_second_target_follows_the_access_mode() {
     use stowage_tests::csi::{AccessModeKind as Mode, capability};
-    let s = Sanity::start().await;
+    let s = start().await;
     let rows = [
         (
             Mode::SingleNodeSingleWriter,
@@ -663,7 +722,7 @@ async fn node_publish_at_a_second_target_follows_the_access_mode() {
         let mut create = create_request(&format!("sanity-second-{i}"), MIB, &[]);
         create.volume_capabilities = vec![cap.clone()];
         let volume = s.csi.create(create).await.expect("create");
-        let base = s.path(&format!("pods/second-{i}"));
+        let base = s.kubelet(&format!("pods/second-{i}"));
         let publish = |target: &Path| v1::NodePublishVolumeRequest {
             volume_id: volume.volume_id.clone(),
             target_path: target.display().to_string(),
@@ -673,11 +732,18 @@ async fn node_publish_at_a_second_target_follows_the_access_mode() {
             ..Default::default()
         };
         let (first, other) = (base.join("first"), base.join(second));
-        s.node()
+        s.csi
+            .node
+            .clone()
             .node_publish_volume(publish(&first))
             .await
             .unwrap_or_else(|e| panic!("{row}: first publish: {e}"));
-        let result = s.node().node_publish_volume(publish(&other)).await;
+        let result = s
+            .csi
+            .node
+            .clone()
+            .node_publish_volume(publish(&other))
+            .await;
         match refused {
             Some(code) => {
                 assert_code(result, code, "already published");
@@ -703,7 +769,7 @@ type ModifyRow<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<(Code, &'a str)>
 /// csi-sanity's ModifyVolume specs, and the mutable parameters CreateVolume takes.
 #[tokio::test]
 async fn controller_modify_volume_checks() {
-    let s = Sanity::start().await;
+    let s = start().await;
     let params = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
@@ -760,7 +826,9 @@ async fn controller_modify_volume_checks() {
     ];
     for (i, (volume_id, pairs, refused)) in rows.into_iter().enumerate() {
         let result = s
-            .ctrl()
+            .csi
+            .controller
+            .clone()
             .controller_modify_volume(modify(volume_id, pairs))
             .await;
         match refused {
@@ -777,7 +845,7 @@ async fn controller_modify_volume_checks() {
 /// with their group.
 #[tokio::test]
 async fn group_controller_checks() {
-    let s = Sanity::start().await;
+    let s = start().await;
     let group = || s.csi.group.clone();
     let caps = group()
         .group_controller_get_capabilities(v1::GroupControllerGetCapabilitiesRequest {})
@@ -840,7 +908,9 @@ async fn group_controller_checks() {
     );
     let member = taken.snapshots[0].snapshot_id.clone();
     assert_code(
-        s.ctrl()
+        s.csi
+            .controller
+            .clone()
             .delete_snapshot(v1::DeleteSnapshotRequest {
                 snapshot_id: member.clone(),
                 ..Default::default()
@@ -896,7 +966,9 @@ async fn group_controller_checks() {
             .expect("delete, twice");
     }
     let listed = s
-        .ctrl()
+        .csi
+        .controller
+        .clone()
         .list_snapshots(v1::ListSnapshotsRequest::default())
         .await
         .expect("list")

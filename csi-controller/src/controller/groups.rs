@@ -95,13 +95,14 @@ async fn take_members(
     let mut records = Vec::with_capacity(volumes.len());
     for volume in volumes {
         let member = member_name(name, &volume.id.to_string());
-        let result = match driver.inflight.claim(
-            Key::for_snapshot(&member).as_str(),
-            &format!("snapshot {member}"),
-        ) {
-            Ok(_member_guard) => take(driver, &member, volume, &group_id).await,
-            Err(e) => Err(e),
-        };
+        let result = async {
+            let _member = driver.inflight.claim(
+                Key::for_snapshot(&member).as_str(),
+                &format!("snapshot {member}"),
+            )?;
+            take(driver, &member, volume, &group_id).await
+        }
+        .await;
         match result {
             Ok(record) => records.push(record),
             Err(e) => {
