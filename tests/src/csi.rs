@@ -35,6 +35,19 @@ impl Csi {
         })
     }
 
+    /// Creates a local volume of `bytes` for each name; returns their IDs.
+    pub async fn create_volumes(&self, names: &[&str], bytes: i64) -> Vec<String> {
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            let volume = self
+                .create(create_request(name, bytes, &[]))
+                .await
+                .unwrap_or_else(|e| panic!("create {name}: {e}"));
+            ids.push(volume.volume_id);
+        }
+        ids
+    }
+
     /// Takes the group snapshot `name` of `volumes`.
     pub async fn group_snapshot(
         &self,

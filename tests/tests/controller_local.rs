@@ -928,15 +928,10 @@ async fn a_stale_socket_is_replaced_and_sigterm_exits_cleanly() {
 #[tokio::test]
 async fn attach_refuses_more_volumes_than_the_node_limit() {
     let s = Setup::start(&["--enable-attach", "--max-volumes-per-node", "2"]).await;
-    let mut volumes = Vec::new();
-    for name in ["lim-1", "lim-2", "lim-3"] {
-        let volume = s
-            .csi
-            .create(create_request(name, MIB, &[]))
-            .await
-            .expect("create");
-        volumes.push(volume.volume_id);
-    }
+    let volumes = s
+        .csi
+        .create_volumes(&["lim-1", "lim-2", "lim-3"], MIB)
+        .await;
     let publish = async |volume_id: &str| {
         s.csi
             .controller

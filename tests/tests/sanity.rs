@@ -853,15 +853,10 @@ async fn group_controller_checks() {
         .expect("capabilities")
         .into_inner();
     assert_eq!(caps.capabilities.len(), 1);
-    let mut volumes = Vec::new();
-    for name in ["sanity-group-a", "sanity-group-b"] {
-        let volume = s
-            .csi
-            .create(create_request(name, MIB, &[]))
-            .await
-            .expect("create");
-        volumes.push(volume.volume_id);
-    }
+    let volumes = s
+        .csi
+        .create_volumes(&["sanity-group-a", "sanity-group-b"], MIB)
+        .await;
     let ids: Vec<&str> = volumes.iter().map(String::as_str).collect();
     let refusals: [(&str, Vec<&str>, Code, &str); 4] = [
         ("", ids.clone(), Code::InvalidArgument, "name"),
