@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use csi_proto::v1;
 use futures_util::StreamExt;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-use stowage_tests::csi::mount_rwo;
+use stowage_tests::csi::{assert_code, mount_rwo};
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::KubeletNode;
+use stowage_tests::process::{KubeletNode, start_node_plugin_with};
 use tonic::Code;
 
 const CALLS: usize = 1_000;
@@ -274,4 +274,46 @@ async fn a_swapped_directory_under_the_kubelet_dir_never_leads_a_target_outside(
         .collect();
     race.unpublish_all(targets.into_iter()).await;
     eprintln!("{published} of {CALLS} publishes succeeded during {swaps} swaps; none escaped");
+}
+
+/// A root that cannot be opened refuses the request: it never becomes an empty prefix
+/// that everything lies under (a missing kubelet directory used to let any target in).
+#[tokio::test]
+async fn an_unopenable_root_refuses_rather_than_allowing_everything() {
+    let dir = MountedDir::new();
+    let (kubelet, prefix) = (dir.path().join("kubelet"), dir.path().join("allowed"));
+    let flags = [
+        "--kubelet-dir",
+        kubelet.to_str().expect("utf8"),
+        "--host-path-allow",
+        prefix.to_str().expect("utf8"),
+    ];
+    let (_node, csi) = start_node_plugin_with(dir.path(), "node-a", &flags).await;
+    let target = kubelet.join("pods/p/mount");
+    let ephemeral = request(
+        "v-e".into(),
+        &target,
+        &[("csi.storage.k8s.io/ephemeral", "true")],
+    );
+    assert_code(
+        csi.node_publish(ephemeral).await,
+        Code::FailedPrecondition,
+        "cannot be opened",
+    );
+    assert!(!kubelet.exists(), "the missing kubelet directory was made");
+
+    std::fs::create_dir(&kubelet).expect("kubelet dir");
+    let host_path = prefix.join("data").display().to_string();
+    let host = request(
+        "v-h".into(),
+        &target,
+        &[("path", &host_path), ("hostPathType", "DirectoryOrCreate")],
+    );
+    assert_code(
+        csi.node_publish(host).await,
+        Code::FailedPrecondition,
+        "cannot be opened",
+    );
+    assert!(!prefix.exists(), "the missing allowed prefix was made");
+    assert!(mounts_under(dir.path()).is_empty());
 }
