@@ -9,6 +9,7 @@ use nfs3_server::memfs::{MemFs, MemFsConfig};
 use nfs3_server::tcp::{NFSTcp, NFSTcpListener};
 use tokio::task::JoinHandle;
 
+use crate::vm::Place;
 use crate::wait_for;
 
 /// An in-memory NFSv3 server on 127.0.0.1; its portmapper answers on the same port.
@@ -51,34 +52,64 @@ impl MemNfs {
 }
 
 /// nfs-ganesha serving one directory over NFSv3, registered with rpcbind on port 111.
-/// One at a time per machine: the tests that use it run in a serial nextest group.
+/// On the host, one at a time per machine: the tests that use it run in a serial
+/// nextest group. In a [`Sandbox`](crate::vm::Sandbox) it has a network and rpcbind
+/// of its own.
 pub struct Ganesha {
     child: Option<tokio::process::Child>,
-    dir: tempfile::TempDir,
+    rpcbind: Option<tokio::process::Child>,
+    dir: PathBuf,
+    place: Place,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Ganesha {
-    /// Starts ganesha exporting a fresh directory at `/<dir>/export`.
+    /// Starts ganesha on the host exporting a fresh directory at `/<dir>/export`.
     pub async fn start() -> Self {
-        for tool in ["ganesha.nfsd", "rpcbind", "rpcinfo"] {
-            assert!(
-                which(tool),
-                "{tool} is missing: install Debian's nfs-ganesha nfs-ganesha-vfs rpcbind (the test script does)"
-            );
-        }
+        require_tools();
         ensure_rpcbind().await;
-        let dir = tempfile::Builder::new()
+        let temp = tempfile::Builder::new()
             .prefix("stowage-ganesha")
             .tempdir()
             .expect("tempdir");
-        std::fs::create_dir(dir.path().join("export")).expect("mkdir export");
-        let mut this = Self { child: None, dir };
+        let dir = temp.path().to_path_buf();
+        Self::launch_in(Place::host(), dir, None, Some(temp)).await
+    }
+
+    /// Starts ganesha and its own rpcbind in a sandbox, exporting `<dir>/export`
+    /// (made here), with its configuration and log in `dir`.
+    pub async fn start_in(place: Place, dir: &std::path::Path) -> Self {
+        require_tools();
+        let rpcbind = place
+            .command("rpcbind")
+            .args(["-w", "-f"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn rpcbind in the sandbox");
+        Self::launch_in(place, dir.to_path_buf(), Some(rpcbind), None).await
+    }
+
+    async fn launch_in(
+        place: Place,
+        dir: PathBuf,
+        rpcbind: Option<tokio::process::Child>,
+        temp: Option<tempfile::TempDir>,
+    ) -> Self {
+        std::fs::create_dir_all(dir.join("export")).expect("mkdir export");
+        let mut this = Self {
+            child: None,
+            rpcbind,
+            dir,
+            place,
+            _temp: temp,
+        };
         this.launch().await;
         this
     }
 
     pub fn export_dir(&self) -> PathBuf {
-        self.dir.path().join("export")
+        self.dir.join("export")
     }
 
     pub fn share(&self) -> String {
@@ -86,26 +117,37 @@ impl Ganesha {
     }
 
     async fn launch(&mut self) {
-        let conf = self.dir.path().join("ganesha.conf");
-        std::fs::write(&conf, config(&self.export_dir())).expect("write ganesha.conf");
-        let child = tokio::process::Command::new("ganesha.nfsd")
+        let conf = self.dir.join("ganesha.conf");
+        // In a sandbox, loopback is its only interface: getaddrinfo (with AI_ADDRCONFIG)
+        // cannot resolve 127.0.0.1 there, and there is nothing else to bind to anyway.
+        let bind = if self.rpcbind.is_some() {
+            ""
+        } else {
+            "Bind_addr = 127.0.0.1;"
+        };
+        std::fs::write(&conf, config(&self.export_dir(), bind)).expect("write ganesha.conf");
+        let child = self
+            .place
+            .command("ganesha.nfsd")
             .args(["-F", "-N", "NIV_EVENT", "-f"])
             .arg(&conf)
             .arg("-L")
-            .arg(self.dir.path().join("ganesha.log"))
+            .arg(self.dir.join("ganesha.log"))
             .arg("-p")
-            .arg(self.dir.path().join("ganesha.pid"))
+            .arg(self.dir.join("ganesha.pid"))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn ganesha.nfsd");
         self.child = Some(child);
-        let log = self.dir.path().join("ganesha.log");
+        let log = self.dir.join("ganesha.log");
+        let place = self.place;
         wait_for(
             "ganesha to register MOUNT with rpcbind",
             Duration::from_secs(60),
             async || {
-                let out = tokio::process::Command::new("rpcinfo")
+                let out = place
+                    .command("rpcinfo")
                     .args(["-p", "127.0.0.1"])
                     .output()
                     .await
@@ -135,7 +177,7 @@ impl Ganesha {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
-        unregister().await;
+        unregister(self.place).await;
     }
 
     pub async fn restart(&mut self) {
@@ -149,6 +191,11 @@ impl Drop for Ganesha {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
         }
+        if let Some(rpcbind) = &mut self.rpcbind {
+            // Its registrations go with it.
+            let _ = rpcbind.start_kill();
+            return;
+        }
         let _ = std::process::Command::new("rpcinfo")
             .args(["-d", "100005", "3"])
             .output();
@@ -161,7 +208,7 @@ impl Drop for Ganesha {
 const NFS_PORT: u16 = 20490;
 const MNT_PORT: u16 = 20491;
 
-fn config(export: &Path) -> String {
+fn config(export: &Path, bind: &str) -> String {
     format!(
         r#"NFS_CORE_PARAM {{
     Protocols = 3;
@@ -169,7 +216,7 @@ fn config(export: &Path) -> String {
     MNT_Port = {MNT_PORT};
     NLM_Port = 20492;
     Rquota_Port = 20493;
-    Bind_addr = 127.0.0.1;
+    {bind}
     Enable_NLM = false;
     Enable_RQUOTA = false;
 }}
@@ -184,6 +231,15 @@ EXPORT {{
 "#,
         path = export.display()
     )
+}
+
+fn require_tools() {
+    for tool in ["ganesha.nfsd", "rpcbind", "rpcinfo"] {
+        assert!(
+            which(tool),
+            "{tool} is missing: install Debian's nfs-ganesha nfs-ganesha-vfs rpcbind (the test script does)"
+        );
+    }
 }
 
 fn which(tool: &str) -> bool {
@@ -207,13 +263,14 @@ async fn ensure_rpcbind() {
             .expect("run rpcbind");
         assert!(status.success(), "rpcbind failed to start");
     }
-    unregister().await;
+    unregister(Place::host()).await;
 }
 
 /// Drops stale MOUNT/NFS registrations a killed ganesha left in rpcbind.
-async fn unregister() {
+async fn unregister(place: Place) {
     for (prog, vers) in [("100005", "1"), ("100005", "3"), ("100003", "3")] {
-        let _ = tokio::process::Command::new("rpcinfo")
+        let _ = place
+            .command("rpcinfo")
             .args(["-d", prog, vers])
             .output()
             .await;

@@ -1,0 +1,246 @@
+//! What needs a kernel this machine's lacks (an NFS client, online growth of a mounted
+//! filesystem, a second node), in small VMs (`stowage_tests::vm`): each test's host
+//! half sets up servers in a sandbox and boots guests that run its guest half.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csi_proto::v1;
+use stowage_tests::csi::{Csi, create_request, mount_rwo};
+use stowage_tests::mounts::mounts_under;
+use stowage_tests::nfs::Ganesha;
+use stowage_tests::process::Stowage;
+use stowage_tests::vm::{self, Guest, HOST_FROM_GUEST, Sandbox};
+
+const BOOT_AND_RUN: Duration = Duration::from_secs(600);
+
+/// A node plugin in the guest, with its directories in the guest's memory.
+struct GuestNode {
+    dir: tempfile::TempDir,
+    csi: Csi,
+    _node: Stowage,
+}
+
+impl GuestNode {
+    async fn start(node_id: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |sub: &str| dir.path().join(sub).display().to_string();
+        let args = [
+            "--node-id",
+            node_id,
+            "--local-root",
+            &path("local"),
+            "--state-dir",
+            &path("state"),
+            "--kubelet-dir",
+            &path("kubelet"),
+        ];
+        std::fs::create_dir_all(dir.path().join("kubelet")).expect("mkdir kubelet");
+        let (node, csi) = Stowage::start("node", &dir.path().join("csi.sock"), &args).await;
+        Self {
+            dir,
+            csi,
+            _node: node,
+        }
+    }
+
+    fn kubelet(&self) -> PathBuf {
+        self.dir.path().join("kubelet")
+    }
+
+    fn staging(&self, name: &str) -> PathBuf {
+        self.kubelet().join("plugins/staging").join(name)
+    }
+
+    fn target(&self, pod: &str) -> PathBuf {
+        self.kubelet().join("pods").join(pod).join("mount")
+    }
+
+    async fn stage(&self, volume: &v1::Volume, staging: &Path) {
+        std::fs::create_dir_all(staging).expect("mkdir staging");
+        self.csi
+            .node_stage(volume, staging, mount_rwo())
+            .await
+            .unwrap_or_else(|e| panic!("stage {}: {e}", volume.volume_id));
+    }
+
+    async fn publish(&self, volume: &v1::Volume, staging: &Path, target: &Path) {
+        self.csi
+            .node_publish(v1::NodePublishVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(mount_rwo()),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("publish {}: {e}", volume.volume_id));
+    }
+}
+
+/// Mounts of type `fs_type` at or below `dir`.
+fn mounts_of_type(dir: &Path, fs_type: &str) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = PathBuf::from(left.split(' ').nth(4)?);
+            let kind = right.split(' ').next()?;
+            (kind == fs_type && point.starts_with(dir)).then_some(point)
+        })
+        .collect()
+}
+
+/// Runs `sh -c script` as uid/gid 1000 (a pod's non-root user) in `volume`: the
+/// container sees the volume at its own mount point, not through the kubelet's
+/// directories (0750).
+fn as_pod_user(volume: &Path, script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .current_dir(volume)
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .expect("setpriv")
+}
+
+#[test]
+fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
+    vm::two_halves(
+        async || {
+            let work = tempfile::tempdir().expect("tempdir");
+            let sandbox = Sandbox::new();
+            let ganesha = Ganesha::start_in(sandbox.place(), work.path()).await;
+            std::fs::create_dir(ganesha.export_dir().join("static")).expect("mkdir static");
+            Guest::new(
+                "node-a",
+                "nfs_volumes_stage_once_per_node_and_bind_per_pod",
+                work.path(),
+            )
+            .param("SHARE", ganesha.share())
+            .boot(&sandbox)
+            .passed(BOOT_AND_RUN)
+            .await;
+            let export = ganesha.export_dir();
+            assert_eq!(
+                std::fs::read(export.join("static/from-pod-1")).expect("the static volume's file"),
+                b"pod 1",
+                "written in the guest through the kernel's NFS client, on the server"
+            );
+        },
+        async || {
+            let share = vm::guest_param("SHARE");
+            let node = GuestNode::start("node-a").await;
+            let server = HOST_FROM_GUEST;
+
+            // A dynamic volume: its own subdirectory, created through the userspace client.
+            let writable = node
+                .csi
+                .create(create_request(
+                    "pvc-open",
+                    1 << 20,
+                    &[("type", "nfs"), ("server", server), ("share", &share)],
+                ))
+                .await
+                .expect("create an NFS volume");
+            let closed = node
+                .csi
+                .create(create_request(
+                    "pvc-closed",
+                    1 << 20,
+                    &[
+                        ("type", "nfs"),
+                        ("server", server),
+                        ("share", &share),
+                        ("mountPermissions", "0755"),
+                    ],
+                ))
+                .await
+                .expect("create an NFS volume with mountPermissions 0755");
+            // A static volume: server and share only, as an administrator writes it.
+            let static_volume = v1::Volume {
+                volume_id: "static-nfs".into(),
+                volume_context: [
+                    ("type".to_string(), "nfs".to_string()),
+                    ("server".to_string(), server.to_string()),
+                    ("share".to_string(), format!("{share}/static")),
+                ]
+                .into(),
+                ..Default::default()
+            };
+
+            for (name, volume) in [
+                ("static", &static_volume),
+                ("open", &writable),
+                ("closed", &closed),
+            ] {
+                let staging = node.staging(name);
+                node.stage(volume, &staging).await;
+                node.stage(volume, &staging).await;
+                let (one, two) = (
+                    node.target(&format!("{name}-1")),
+                    node.target(&format!("{name}-2")),
+                );
+                node.publish(volume, &staging, &one).await;
+                node.publish(volume, &staging, &two).await;
+                assert_eq!(
+                    mounts_of_type(node.dir.path(), "nfs").len(),
+                    3,
+                    "{name}: one kernel NFS mount at stage, one bind per pod: {:?}",
+                    mounts_under(node.dir.path())
+                );
+                std::fs::write(one.join("from-pod-1"), "pod 1").expect("write through pod 1");
+                assert_eq!(
+                    std::fs::read(two.join("from-pod-1")).expect("read through pod 2"),
+                    b"pod 1",
+                    "{name}: both pods see one volume"
+                );
+                let user = as_pod_user(&one, "echo user > by-user");
+                match name {
+                    "open" => assert!(
+                        user.status.success(),
+                        "mountPermissions 0777 (the default): a non-root pod user writes: {}",
+                        String::from_utf8_lossy(&user.stderr)
+                    ),
+                    "closed" => assert!(
+                        !user.status.success(),
+                        "mountPermissions 0755: a non-root pod user cannot write"
+                    ),
+                    _ => {}
+                }
+                for target in [&one, &two] {
+                    node.csi
+                        .node_unpublish(&volume.volume_id, target)
+                        .await
+                        .expect("unpublish");
+                }
+                node.csi
+                    .node_unstage(&volume.volume_id, &staging)
+                    .await
+                    .expect("unstage");
+                node.csi
+                    .node_unstage(&volume.volume_id, &staging)
+                    .await
+                    .expect("unstage twice");
+                assert!(
+                    mounts_under(node.dir.path()).is_empty(),
+                    "{name}: nothing left mounted: {:?}",
+                    mounts_under(node.dir.path())
+                );
+            }
+            let subdir = |v: &v1::Volume| {
+                Path::new(&share).join(v.volume_context.get("subDir").expect("subDir"))
+            };
+            assert!(subdir(&writable).join("by-user").exists());
+            assert!(!subdir(&closed).join("by-user").exists());
+        },
+    );
+}
