@@ -52,6 +52,29 @@ impl Stowage {
         Self::launch(command, &format!("stowage {subcommand}"), socket, args).await
     }
 
+    /// Starts `stowage <subcommand>` under a wrapper command (`wrapper[0] wrapper[1..]
+    /// stowage ...`), e.g. `setpriv` to run it with fewer capabilities.
+    pub async fn start_wrapped(
+        wrapper: &[&str],
+        subcommand: &str,
+        socket: &Path,
+        args: &[&str],
+    ) -> (Self, Csi) {
+        let (program, wrapper_args) = wrapper.split_first().expect("a wrapper command");
+        let mut command = Command::new(program);
+        command
+            .args(wrapper_args)
+            .arg(stowage_bin())
+            .arg(subcommand);
+        Self::launch(
+            command,
+            &format!("{program} stowage {subcommand}"),
+            socket,
+            args,
+        )
+        .await
+    }
+
     /// Starts the lean `stowage-node` binary, as [`start`](Self::start) does `stowage node`.
     pub async fn start_lean_node(socket: &Path, args: &[&str]) -> (Self, Csi) {
         let command = Command::new(stowage_node_bin());

@@ -244,3 +244,116 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
         },
     );
 }
+
+/// Bytes `df` reports as the size of the filesystem at `path`.
+fn df_size(path: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=size", "-B1"])
+        .arg(path)
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df said {text:?}"))
+}
+
+#[test]
+fn image_volume_grows_online_while_in_use() {
+    vm::two_halves(
+        async || {
+            let work = tempfile::tempdir().expect("tempdir");
+            let sandbox = Sandbox::new();
+            Guest::new(
+                "node-a",
+                "image_volume_grows_online_while_in_use",
+                work.path(),
+            )
+            .boot(&sandbox)
+            .passed(BOOT_AND_RUN)
+            .await;
+        },
+        async || {
+            use std::io::Write;
+            let node = GuestNode::start("node-a").await;
+            let volume = node
+                .csi
+                .create(create_request(
+                    "pvc-img",
+                    32 << 20,
+                    &[("capacityEnforcement", "image")],
+                ))
+                .await
+                .expect("create an image volume");
+            let staging = node.staging("img");
+            let target = node.target("img");
+            node.stage(&volume, &staging).await;
+            node.publish(&volume, &staging, &target).await;
+            let before = df_size(&target);
+            assert!(before < 32 << 20, "df shows the claim's size: {before}");
+            let mut open = std::fs::File::create(target.join("in-use")).expect("open a file");
+            open.write_all(b"before").expect("write");
+            let past = std::fs::write(target.join("big"), vec![7u8; 40 << 20]);
+            assert_eq!(
+                past.expect_err("writing past the capacity").raw_os_error(),
+                Some(nix::libc::ENOSPC)
+            );
+            std::fs::remove_file(target.join("big")).expect("rm");
+
+            let range = Some(v1::CapacityRange {
+                required_bytes: 96 << 20,
+                limit_bytes: 0,
+            });
+            let expanded = node
+                .csi
+                .controller
+                .clone()
+                .controller_expand_volume(v1::ControllerExpandVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                    capacity_range: range,
+                    ..Default::default()
+                })
+                .await
+                .expect("controller expand")
+                .into_inner();
+            assert!(expanded.node_expansion_required);
+            let grown = node
+                .csi
+                .node
+                .clone()
+                .node_expand_volume(v1::NodeExpandVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                    volume_path: target.display().to_string(),
+                    capacity_range: range,
+                    ..Default::default()
+                })
+                .await
+                .expect("node expand, online")
+                .into_inner();
+            assert_eq!(grown.capacity_bytes, 96 << 20);
+            let after = df_size(&target);
+            assert!(
+                after > before + (48 << 20),
+                "df shows the new size while the volume is mounted: {before} -> {after}"
+            );
+            open.write_all(b" and after")
+                .expect("the open file still works");
+            drop(open);
+            assert_eq!(
+                std::fs::read(target.join("in-use")).expect("read"),
+                b"before and after"
+            );
+            std::fs::write(target.join("big"), vec![7u8; 40 << 20]).expect("now it fits");
+            node.csi
+                .node_unpublish(&volume.volume_id, &target)
+                .await
+                .expect("unpublish");
+            node.csi
+                .node_unstage(&volume.volume_id, &staging)
+                .await
+                .expect("unstage");
+            assert!(mounts_under(node.dir.path()).is_empty());
+        },
+    );
+}
