@@ -357,3 +357,161 @@ fn image_volume_grows_online_while_in_use() {
         },
     );
 }
+
+const NFS_CLAIM: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: shared}
+spec:
+  storageClassName: stowage-nfs
+  accessModes: [ReadWriteMany]
+  resources: {requests: {storage: 64Mi}}
+"#;
+
+/// A user's commands against a `stowage up` whose state is in `data`.
+struct UpUser<'a> {
+    data: &'a Path,
+}
+
+impl UpUser<'_> {
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.data.join("kubeconfig"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).expect("kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    fn stowage(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(stowage_tests::process::stowage_bin())
+            .args(args)
+            .arg("--data")
+            .arg(self.data)
+            .output()
+            .expect("stowage")
+    }
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn up_serves_an_nfs_claim_from_the_export_and_deletes_its_subdirectory() {
+    const TEST: &str = "up_serves_an_nfs_claim_from_the_export_and_deletes_its_subdirectory";
+    vm::two_halves(
+        async || {
+            let work = tempfile::tempdir().expect("tempdir");
+            let sandbox = Sandbox::new();
+            let ganesha = Ganesha::start_in(sandbox.place(), work.path()).await;
+            Guest::new("node-a", TEST, work.path())
+                .param("SHARE", ganesha.share())
+                .memory_mib(1536)
+                .boot(&sandbox)
+                .passed(BOOT_AND_RUN)
+                .await;
+            let left: Vec<_> = std::fs::read_dir(ganesha.export_dir())
+                .expect("read the export")
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .filter(|n| n != ".stowage")
+                .collect();
+            assert!(
+                left.is_empty(),
+                "the claim's subdirectory is gone: {left:?}"
+            );
+        },
+        async || {
+            let share = vm::guest_param("SHARE");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let data = dir.path().join("data");
+            let user = UpUser { data: &data };
+            let mut up = tokio::process::Command::new(stowage_tests::process::stowage_bin())
+                .args(["up", "--node-name", "node-a", "--listen", "127.0.0.1:6443"])
+                .args(["--nfs-server", HOST_FROM_GUEST, "--nfs-share", &share])
+                .arg("--data")
+                .arg(&data)
+                .env("STOWAGE_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn stowage up");
+            stowage_tests::wait_for("up to serve", Duration::from_secs(180), async || {
+                let classes = user.kubectl(&["get", "storageclass", "-o", "name"], None);
+                let ready = String::from_utf8_lossy(&classes.stdout).contains("stowage-nfs")
+                    && user.stowage(&["status"]).status.success();
+                ready.then_some(())
+            })
+            .await;
+            let applied = user.kubectl(&["apply", "-f", "-"], Some(NFS_CLAIM));
+            assert!(applied.status.success(), "{}", output_text(&applied));
+            let target = dir.path().join("mnt");
+            let target_arg = target.display().to_string();
+            let mounted = user.stowage(&[
+                "mount",
+                "shared",
+                "--namespace",
+                "default",
+                "--target",
+                &target_arg,
+                "--timeout-seconds",
+                "180",
+            ]);
+            assert!(mounted.status.success(), "{}", output_text(&mounted));
+            assert_eq!(
+                mounts_of_type(dir.path(), "nfs").len(),
+                3,
+                "staged by the kernel's NFS client, published, bound at the target: {:?}",
+                mounts_under(dir.path())
+            );
+            std::fs::write(target.join("hello.txt"), "over NFS").expect("write into the claim");
+            let on_export = Path::new(&share).join("default-shared/hello.txt");
+            assert_eq!(
+                std::fs::read_to_string(&on_export).expect("the file on the export"),
+                "over NFS"
+            );
+
+            let unmounted = user.stowage(&["unmount", "--target", &target_arg]);
+            assert!(unmounted.status.success(), "{}", output_text(&unmounted));
+            assert!(
+                mounts_under(dir.path()).is_empty(),
+                "nothing left mounted: {:?}",
+                mounts_under(dir.path())
+            );
+            let deleted = user.kubectl(&["delete", "pvc", "shared"], None);
+            assert!(deleted.status.success(), "{}", output_text(&deleted));
+            stowage_tests::wait_for(
+                "the volume and its subdirectory to go (onDelete: delete)",
+                Duration::from_secs(120),
+                async || {
+                    let pvs = user.kubectl(&["get", "pv", "-o", "name"], None);
+                    let gone = !String::from_utf8_lossy(&pvs.stdout).contains("persistentvolume/")
+                        && !on_export.parent().is_some_and(Path::exists);
+                    gone.then_some(())
+                },
+            )
+            .await;
+            let pid =
+                nix::unistd::Pid::from_raw(i32::try_from(up.id().expect("running")).expect("pid"));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+            let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
+                .await
+                .expect("up stops")
+                .expect("wait");
+            assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+        },
+    );
+}

@@ -65,6 +65,12 @@ impl Guest {
         self
     }
 
+    /// The guest's memory (768 MiB unless set).
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
     /// Boots the guest inside `sandbox`.
     pub fn boot(self, sandbox: &Sandbox) -> RunningGuest {
         let assets = Assets::get();
