@@ -8,6 +8,7 @@ mod kind;
 pub mod mounter;
 pub use stowage_common::mountinfo;
 pub mod nfsmount;
+pub mod nfsrecover;
 pub mod node;
 pub mod staging;
 

@@ -19,7 +19,7 @@ use crate::beneath::{self, Handle, Links};
 use crate::error::{Error, Result};
 use crate::kind::{Kind, classify};
 use crate::mountinfo::MountTable;
-use crate::{NodeConfig, mounter, staging};
+use crate::{NodeConfig, mounter, nfsrecover, staging};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -419,6 +419,13 @@ impl NodeService {
                 req.volume_id
             )));
         }
+        // VOLUME_CONDITION: a stale NFS handle is abnormal; the node mounts the
+        // volume again in place, so the pod's next open works without an unstage.
+        let recovered = if nfsrecover::is_stale(path) {
+            Some(self.recover_stale_nfs(&req, path)?)
+        } else {
+            None
+        };
         let stat = nix::sys::statvfs::statvfs(path)
             .map_err(|e| Error::io(format!("statvfs {}", path.display()), e.into()))?;
         let fragment = stat.fragment_size() as u128;
@@ -440,18 +447,44 @@ impl NodeService {
                 unit: csi::volume_usage::Unit::Inodes as i32,
             },
         ];
-        let volume_condition = Some(csi::VolumeCondition {
-            abnormal: !mounted,
-            message: if mounted {
-                "mounted".into()
-            } else {
-                format!("{} is no longer a mount point", path.display())
+        let volume_condition = Some(match recovered {
+            Some(done) => csi::VolumeCondition {
+                abnormal: true,
+                message: format!("stale NFS file handle at {}: {done}", path.display()),
+            },
+            None => csi::VolumeCondition {
+                abnormal: !mounted,
+                message: if mounted {
+                    "mounted".into()
+                } else {
+                    format!("{} is no longer a mount point", path.display())
+                },
             },
         });
         Ok(csi::NodeGetVolumeStatsResponse {
             usage,
             volume_condition,
         })
+    }
+}
+
+impl NodeService {
+    /// Mounts a stale NFS volume at `path` again, beneath the kubelet directory.
+    fn recover_stale_nfs(
+        &self,
+        req: &csi::NodeGetVolumeStatsRequest,
+        path: &Path,
+    ) -> Result<String> {
+        self.kubelet_relative("volume_path", &req.volume_path)?;
+        let staging = match req.staging_target_path.as_str() {
+            "" => None,
+            raw => {
+                self.kubelet_relative("staging_target_path", raw)?;
+                Some(Path::new(raw))
+            }
+        };
+        let kubelet = self.kubelet_root()?;
+        nfsrecover::remount_stale((&self.config.kubelet_dir, &kubelet), path, staging)
     }
 }
 

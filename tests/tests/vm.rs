@@ -515,3 +515,145 @@ fn up_serves_an_nfs_claim_from_the_export_and_deletes_its_subdirectory() {
         },
     );
 }
+
+async fn stats(
+    node: &GuestNode,
+    volume_id: &str,
+    target: &Path,
+    staging: &Path,
+) -> v1::VolumeCondition {
+    node.csi
+        .node
+        .clone()
+        .node_get_volume_stats(v1::NodeGetVolumeStatsRequest {
+            volume_id: volume_id.into(),
+            volume_path: target.display().to_string(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .expect("NodeGetVolumeStats")
+        .into_inner()
+        .volume_condition
+        .expect("a volume condition (VOLUME_CONDITION)")
+}
+
+#[test]
+fn a_replaced_export_directory_is_reported_and_mounted_again() {
+    const TEST: &str = "a_replaced_export_directory_is_reported_and_mounted_again";
+    vm::two_halves(
+        async || {
+            let work = tempfile::tempdir().expect("tempdir");
+            let sandbox = Sandbox::new();
+            let mut ganesha = Ganesha::start_in(sandbox.place(), work.path()).await;
+            std::fs::create_dir(ganesha.export_dir().join("static")).expect("mkdir static");
+            let mut replaced = Vec::new();
+            let mut guest = Guest::new("node-a", TEST, work.path())
+                .param("SHARE", ganesha.share())
+                .boot(&sandbox);
+            // The server forgets its cached handles, as after a restart or eviction:
+            // only then does a replaced directory's old handle answer STALE.
+            for step in ["replace-dynamic", "replace-static"] {
+                let Some(dir) = guest.asked(step).await else {
+                    break;
+                };
+                std::fs::remove_dir_all(&dir).expect("remove on the server");
+                std::fs::create_dir(&dir).expect("recreate on the server");
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .expect("chmod");
+                ganesha.restart().await;
+                vm::host_did(guest.dir(), step);
+                replaced.push(PathBuf::from(dir));
+            }
+            guest.passed(BOOT_AND_RUN).await;
+            assert_eq!(replaced.len(), 2);
+            for dir in replaced {
+                assert_eq!(
+                    std::fs::read_to_string(dir.join("after")).expect("written after recovery"),
+                    "new",
+                    "the pod's write after recovery reached the new directory {}",
+                    dir.display()
+                );
+            }
+        },
+        async || {
+            let share = PathBuf::from(vm::guest_param("SHARE"));
+            let node = GuestNode::start("node-a").await;
+            let server = HOST_FROM_GUEST;
+            let share_arg = share.display().to_string();
+            let dynamic = node
+                .csi
+                .create(create_request(
+                    "pvc-replaced",
+                    1 << 20,
+                    &[("type", "nfs"), ("server", server), ("share", &share_arg)],
+                ))
+                .await
+                .expect("create");
+            let static_volume = v1::Volume {
+                volume_id: "static-nfs".into(),
+                volume_context: [
+                    ("type".to_string(), "nfs".to_string()),
+                    ("server".to_string(), server.to_string()),
+                    (
+                        "share".to_string(),
+                        share.join("static").display().to_string(),
+                    ),
+                ]
+                .into(),
+                ..Default::default()
+            };
+            let dynamic_dir = share.join(dynamic.volume_context.get("subDir").expect("subDir"));
+            // The dynamic volume's own subdirectory goes stale under a healthy export
+            // mount; the static volume's share itself goes stale.
+            for (name, volume, on_server) in [
+                ("dynamic", &dynamic, dynamic_dir),
+                ("static", &static_volume, share.join("static")),
+            ] {
+                let staging = node.staging(name);
+                let target = node.target(name);
+                node.stage(volume, &staging).await;
+                node.publish(volume, &staging, &target).await;
+                std::fs::write(target.join("before"), "old").expect("write");
+                let healthy = stats(&node, &volume.volume_id, &target, &staging).await;
+                assert!(!healthy.abnormal, "{name}: {}", healthy.message);
+
+                // An administrator replaces the directory on the server.
+                vm::ask_host_with(&format!("replace-{name}"), &on_server.display().to_string())
+                    .await;
+                let stale = std::fs::write(target.join("after"), "new");
+                // The kernel says ESTALE, or ENOENT once it has seen the directory go.
+                let errno = stale.expect_err("the old handle is stale").raw_os_error();
+                assert!(
+                    matches!(errno, Some(nix::libc::ESTALE | nix::libc::ENOENT)),
+                    "{name}: {errno:?}"
+                );
+
+                let reported = stats(&node, &volume.volume_id, &target, &staging).await;
+                assert!(reported.abnormal, "{name}: reported abnormal");
+                assert!(
+                    reported.message.contains("stale NFS file handle"),
+                    "{name}: {}",
+                    reported.message
+                );
+                std::fs::write(target.join("after"), "new")
+                    .unwrap_or_else(|e| panic!("{name}: the pod's next open works: {e}"));
+                let again = stats(&node, &volume.volume_id, &target, &staging).await;
+                assert!(!again.abnormal, "{name}: healthy again: {}", again.message);
+
+                node.csi
+                    .node_unpublish(&volume.volume_id, &target)
+                    .await
+                    .expect("unpublish");
+                node.csi
+                    .node_unstage(&volume.volume_id, &staging)
+                    .await
+                    .expect("unstage");
+                assert!(
+                    mounts_under(node.dir.path()).is_empty(),
+                    "{name}: nothing left mounted: {:?}",
+                    mounts_under(node.dir.path())
+                );
+            }
+        },
+    );
+}

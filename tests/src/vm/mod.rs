@@ -189,6 +189,22 @@ impl RunningGuest {
         &self.dir
     }
 
+    /// The host half's side of a rendezvous: waits for the guest to ask for `step` (a
+    /// file it writes in its directory, holding a detail of the request) and returns
+    /// that detail; `None` once the guest has powered off without asking.
+    pub async fn asked(&mut self, step: &str) -> Option<String> {
+        let asked = self.dir.join(format!("ask-{step}"));
+        loop {
+            if let Ok(detail) = std::fs::read_to_string(&asked) {
+                return Some(detail);
+            }
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits for the guest to power off and panics, with its output and console, unless
     /// its guest half passed.
     pub async fn passed(mut self, timeout: Duration) {
@@ -254,4 +270,23 @@ where
         Some(_) => runtime.block_on(guest()),
         None => runtime.block_on(host()),
     }
+}
+
+/// Tells the guest that the host did `step`.
+pub fn host_did(guest_dir: &Path, step: &str) {
+    std::fs::write(guest_dir.join(format!("done-{step}")), b"").expect("write the host's answer");
+}
+
+/// The guest half's side: asks the host to do `step` (with `detail`, which the host
+/// reads from the request file) and waits until it has.
+pub async fn ask_host_with(step: &str, detail: &str) {
+    let dir = std::env::current_dir().expect("the guest's directory");
+    std::fs::write(dir.join(format!("ask-{step}")), detail).expect("ask the host");
+    let done = dir.join(format!("done-{step}"));
+    crate::wait_for(
+        &format!("the host to {step}"),
+        Duration::from_secs(120),
+        async || done.exists().then_some(()),
+    )
+    .await;
 }
