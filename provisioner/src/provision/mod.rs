@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use self::request::{DataSource, Unprovisionable, create_request, persistent_volume, volume_name};
 use self::secrets::SecretRefs;
 use crate::backoff::Backoff;
-use crate::binder::model::annotations;
+use crate::binder::model::{annotations, claim_class};
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
 use crate::watch::Changes;
@@ -159,7 +159,7 @@ impl Provisioner {
         classes: &HashMap<String, Arc<StorageClass>>,
     ) -> Option<(String, Arc<StorageClass>, Work)> {
         let uid = pvc.uid().unwrap_or_default();
-        if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(name)) {
+        if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(&name)) {
             let exists = self
                 .volumes
                 .get(&ObjectRef::new(&volume_name(pvc)))
@@ -179,7 +179,7 @@ impl Provisioner {
             };
             return Some((uid, class.clone(), work));
         }
-        let class = classes.get(pvc.spec.as_ref()?.storage_class_name.as_deref()?)?;
+        let class = classes.get(&claim_class(pvc)?)?;
         if class.allow_volume_expansion != Some(true) {
             return None;
         }
@@ -588,7 +588,7 @@ impl Provisioner {
 }
 
 /// The class name of a claim that needs a volume made: unbound, not being deleted.
-fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<&str> {
+fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<String> {
     let spec = pvc.spec.as_ref()?;
     let unbound = spec.volume_name.as_deref().is_none_or(str::is_empty);
     let pending = pvc
@@ -597,7 +597,7 @@ fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<&str> {
         .and_then(|s| s.phase.as_deref())
         .is_none_or(|p| p == "Pending");
     (unbound && pending && pvc.metadata.deletion_timestamp.is_none())
-        .then_some(spec.storage_class_name.as_deref()?)
+        .then(|| claim_class(pvc))?
         .filter(|name| !name.is_empty())
 }
 
@@ -632,8 +632,5 @@ fn is_final(code: tonic::Code) -> bool {
 }
 
 fn class_of(pvc: &PersistentVolumeClaim) -> String {
-    pvc.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-        .unwrap_or_default()
+    claim_class(pvc).unwrap_or_default()
 }
