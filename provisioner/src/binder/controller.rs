@@ -22,6 +22,7 @@ use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
 use super::status::{bound_status, unbound_status};
 use super::sync::{ClaimAction, Classes, VolumeAction, sync_claim, sync_volume};
 use crate::events::{EventRecorder, claim_reference};
+use crate::leader::LeaseObserver;
 use crate::{Metrics, Result, volumes};
 
 /// A pass runs at least this often, to retry what failed without a new change.
@@ -30,6 +31,9 @@ const RESYNC: Duration = Duration::from_secs(15);
 const COALESCE: Duration = Duration::from_millis(20);
 /// Writes of one pass in flight at once: the API server commits them in groups.
 const WRITES_IN_FLIGHT: usize = 32;
+/// While standing down, how often the other controller's Lease is read again
+/// (kube-controller-manager's own retry period).
+const STANDBY_POLL: Duration = Duration::from_secs(2);
 
 pub struct Binder {
     client: Client,
@@ -38,6 +42,8 @@ pub struct Binder {
     classes: Store<StorageClass>,
     events: EventRecorder,
     metrics: Metrics,
+    /// The Lease of another binder (kube-controller-manager) to stand down for.
+    deferral: Option<LeaseObserver>,
 }
 
 /// One decision of a pass, applied independently of the others.
@@ -66,25 +72,62 @@ impl Binder {
             claims,
             classes,
             metrics,
+            deferral: None,
         }
     }
 
-    /// Runs passes until `shutdown` completes.
+    /// Stands down while the Lease `deferral` watches is held.
+    pub fn defer_to(mut self, deferral: Option<LeaseObserver>) -> Self {
+        self.deferral = deferral;
+        self
+    }
+
+    /// Runs passes until `shutdown` completes; none while another binder leads.
     pub async fn run(
-        self,
+        mut self,
         mut changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         tokio::pin!(shutdown);
+        let mut standing_down = false;
         loop {
             changes.mark_unchanged();
-            self.pass().await;
+            let wait = if self.other_leads(&mut standing_down).await {
+                STANDBY_POLL
+            } else {
+                self.pass().await;
+                RESYNC
+            };
             tokio::select! {
                 _ = changes.changed() => tokio::time::sleep(COALESCE).await,
-                () = tokio::time::sleep(RESYNC) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = &mut shutdown => return Ok(()),
             }
         }
+    }
+
+    /// Whether another binder holds its Lease now; says so when that changes. A
+    /// Lease that cannot be read does not stop binding: two binders converge.
+    async fn other_leads(&mut self, standing_down: &mut bool) -> bool {
+        let Some(deferral) = self.deferral.as_mut() else {
+            return false;
+        };
+        let leads = deferral.held().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the Lease the binder defers to; binding");
+            false
+        });
+        if leads != *standing_down {
+            if leads {
+                tracing::info!(
+                    "another controller holds the binding Lease: the binder stands down"
+                );
+            } else {
+                tracing::info!("nobody holds the binding Lease: the binder binds");
+            }
+            *standing_down = leads;
+        }
+        self.metrics.binder_standing_down.set(i64::from(leads));
+        leads
     }
 
     /// One level-triggered pass over every claim and volume.

@@ -38,7 +38,7 @@ use crate::binder::model::{annotations, claim_class};
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
 use crate::watch::Changes;
-use crate::{Config, Result, Scope};
+use crate::{Config, Controller, Result, Scope};
 
 const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
 
@@ -160,6 +160,9 @@ impl Provisioner {
     ) -> Option<(String, Arc<StorageClass>, Work)> {
         let uid = pvc.uid().unwrap_or_default();
         if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(&name)) {
+            if !self.config.controllers.enabled(Controller::Provisioner) {
+                return None;
+            }
             let exists = self
                 .volumes
                 .get(&ObjectRef::new(&volume_name(pvc)))
@@ -180,7 +183,9 @@ impl Provisioner {
             return Some((uid, class.clone(), work));
         }
         let class = classes.get(&claim_class(pvc)?)?;
-        if class.allow_volume_expansion != Some(true) {
+        if class.allow_volume_expansion != Some(true)
+            || !self.config.controllers.enabled(Controller::Resizer)
+        {
             return None;
         }
         let volume_name = pvc.spec.as_ref()?.volume_name.clone()?;

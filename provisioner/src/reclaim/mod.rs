@@ -55,7 +55,8 @@ pub struct Reclaimer {
     in_flight: Mutex<HashSet<String>>,
     backoff: Mutex<Backoff>,
     /// The cluster's nodes as last asked, and when; asked only when a volume's
-    /// owner depends on them (a hostPath volume without node affinity).
+    /// owner depends on them (a hostPath volume without node affinity), at most
+    /// once per `NODES_TTL` while one does.
     nodes: Mutex<(Nodes, Option<Instant>)>,
     asking_nodes: Mutex<bool>,
     /// Poked when an operation ends, so the next pass sees its effect.
@@ -101,8 +102,12 @@ impl Reclaimer {
     pub fn pass(self: &Arc<Self>) {
         let now = Instant::now();
         let state = self.volumes.state();
-        let (nodes, asked) = crate::lock(&self.nodes).clone();
-        let mut ask_nodes = asked.is_some_and(|at| now.duration_since(at) > NODES_TTL);
+        // A stale answer is no answer: the volumes that depend on it ask again.
+        let nodes = match crate::lock(&self.nodes).clone() {
+            (nodes, Some(at)) if now.duration_since(at) <= NODES_TTL => nodes,
+            _ => Nodes::Unknown,
+        };
+        let mut ask_nodes = false;
         self.backoff()
             .retain(|name| state.iter().any(|pv| pv.name_any() == name));
         for pv in state {
