@@ -8,6 +8,7 @@ pub mod scrub;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -58,7 +59,7 @@ pub struct Reclaimer {
     /// owner depends on them (a hostPath volume without node affinity), at most
     /// once per `NODES_TTL` while one does.
     nodes: Mutex<(Nodes, Option<Instant>)>,
-    asking_nodes: Mutex<bool>,
+    asking_nodes: AtomicBool,
     /// Poked when an operation ends, so the next pass sees its effect.
     finished: Changes,
 }
@@ -76,7 +77,7 @@ impl Reclaimer {
             in_flight: Mutex::default(),
             backoff: Mutex::default(),
             nodes: Mutex::new((Nodes::Unknown, None)),
-            asking_nodes: Mutex::new(false),
+            asking_nodes: AtomicBool::new(false),
             finished: Changes::default(),
         })
     }
@@ -155,12 +156,8 @@ impl Reclaimer {
     /// Counts the nodes (two are enough to know there is not one) in the
     /// background; the pass after the answer uses it.
     fn ask_nodes(self: &Arc<Self>) {
-        {
-            let mut asking = crate::lock(&self.asking_nodes);
-            if *asking {
-                return;
-            }
-            *asking = true;
+        if self.asking_nodes.swap(true, Ordering::AcqRel) {
+            return;
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -177,7 +174,7 @@ impl Reclaimer {
                 }
                 Err(error) => tracing::warn!(%error, "could not count the nodes"),
             }
-            *crate::lock(&this.asking_nodes) = false;
+            this.asking_nodes.store(false, Ordering::Release);
             this.finished.poke();
         });
     }
