@@ -189,9 +189,189 @@ impl Elector {
     }
 }
 
+/// A Lease by namespace and name: `NAMESPACE/NAME` on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for LeaseRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Self {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }
+            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Watches whether someone else leads through a Lease this instance never takes
+/// (kube-controller-manager's): held while a holder is named and the record has
+/// changed within its lease duration. As the elector, it judges by its own clock
+/// from when it saw the record change; at first sight, by the record's renewTime.
+pub struct LeaseObserver {
+    api: Api<Lease>,
+    name: String,
+    /// The last record seen (resourceVersion) and when it last changed.
+    observed: Option<(String, Instant)>,
+}
+
+impl LeaseObserver {
+    pub fn new(client: Client, lease: &LeaseRef) -> Self {
+        Self {
+            api: Api::namespaced(client, &lease.namespace),
+            name: lease.name.clone(),
+            observed: None,
+        }
+    }
+
+    /// Whether the lease is held now; no lease is not held.
+    pub async fn held(&mut self) -> Result<bool> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            self.observed = None;
+            return Ok(false);
+        };
+        let spec = lease.spec.unwrap_or_default();
+        let version = lease.metadata.resource_version.unwrap_or_default();
+        let changed_at = match &self.observed {
+            Some((seen, at)) if *seen == version => *at,
+            _ => {
+                let age = record_age(&spec, jiff::Timestamp::now());
+                let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                self.observed = Some((version, at));
+                at
+            }
+        };
+        Ok(lease_held(&spec, changed_at.elapsed()))
+    }
+}
+
+/// How old a record first seen is: since its renewTime (never negative).
+fn record_age(spec: &LeaseSpec, now: jiff::Timestamp) -> Duration {
+    spec.renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .and_then(|t| now.duration_since(t.0).try_into().ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// A holder is named and the record changed less than its duration ago.
+pub fn lease_held(spec: &LeaseSpec, unchanged_for: Duration) -> bool {
+    let holder = spec
+        .holder_identity
+        .as_deref()
+        .is_some_and(|h| !h.is_empty());
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    holder && unchanged_for < duration
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_is_held_while_named_and_fresh() {
+        let spec = |holder: Option<&str>, seconds: i32| LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            lease_duration_seconds: Some(seconds),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "named, changed 1 s ago, 15 s lease",
+                spec(Some("kcm"), 15),
+                1,
+                true,
+            ),
+            (
+                "named, unchanged for 15 s",
+                spec(Some("kcm"), 15),
+                15,
+                false,
+            ),
+            (
+                "named, unchanged for 20 s",
+                spec(Some("kcm"), 15),
+                20,
+                false,
+            ),
+            ("released: no holder", spec(None, 15), 0, false),
+            ("released: an empty holder", spec(Some(""), 15), 0, false),
+            ("no duration", spec(Some("kcm"), 0), 0, false),
+        ];
+        for (what, spec, unchanged, held) in cases {
+            assert_eq!(
+                lease_held(&spec, Duration::from_secs(unchanged)),
+                held,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_first_seen_is_as_old_as_its_renewal() {
+        let now: jiff::Timestamp = "2026-01-01T00:01:00Z".parse().expect("time");
+        let at = |t: &str| Some(MicroTime(t.parse().expect("time")));
+        let cases = [
+            ("renewed 20 s ago", at("2026-01-01T00:00:40Z"), None, 20),
+            (
+                "only acquired, 60 s ago",
+                None,
+                at("2026-01-01T00:00:00Z"),
+                60,
+            ),
+            (
+                "renewed in the future (skew)",
+                at("2026-01-01T00:02:00Z"),
+                None,
+                0,
+            ),
+            ("never renewed", None, None, 0),
+        ];
+        for (what, renew_time, acquire_time, seconds) in cases {
+            let spec = LeaseSpec {
+                renew_time,
+                acquire_time,
+                ..Default::default()
+            };
+            assert_eq!(
+                record_age(&spec, now),
+                Duration::from_secs(seconds),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn lease_references_are_namespace_slash_name() {
+        let parsed: Result<LeaseRef, String> = "kube-system/kube-controller-manager".parse();
+        assert_eq!(
+            parsed,
+            Ok(LeaseRef {
+                namespace: "kube-system".into(),
+                name: "kube-controller-manager".into()
+            })
+        );
+        for bad in ["kube-controller-manager", "/name", "ns/", "a/b/c", ""] {
+            assert!(bad.parse::<LeaseRef>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn timings_must_nest_as_client_go_requires() {

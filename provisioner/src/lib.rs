@@ -4,6 +4,7 @@
 
 mod backoff;
 pub mod binder;
+pub mod controllers;
 pub mod error;
 pub mod events;
 pub mod leader;
@@ -20,6 +21,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
+pub use controllers::{Controller, Controllers};
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use reclaim::plan::Scope;
@@ -37,6 +39,11 @@ pub struct Config {
     pub health: telemetry::Health,
     /// Act only while holding this lease; `None`: always act (one instance).
     pub leader: Option<leader::LeaderConfig>,
+    /// The controllers this instance runs (`--controllers`).
+    pub controllers: Controllers,
+    /// The binder stands down while this Lease is held (kube-controller-manager's,
+    /// whose PV controller then binds) and binds when it is not; `None`: it binds.
+    pub defer_binding_to: Option<leader::LeaseRef>,
 }
 
 impl Config {
@@ -49,13 +56,16 @@ impl Config {
             metrics: Metrics::default(),
             health: telemetry::Health::default(),
             leader: None,
+            controllers: Controllers::default(),
+            defer_binding_to: None,
         }
     }
 }
 
-/// Runs the controllers of `config.scope` until `shutdown` completes: centrally the
-/// binder, the provisioner (NFS) and the reclaimer; on a node, the provisioner and
-/// reclaimer for that node's volumes.
+/// Runs the controllers of `config.scope` that `config.controllers` enables until
+/// `shutdown` completes: centrally the binder, the provisioner and resizer (NFS)
+/// and the reclaimer; on a node, the provisioner, resizer and reclaimer for that
+/// node's volumes.
 pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let changes = watch::Changes::default();
     let stores = Stores {
@@ -123,16 +133,10 @@ async fn act(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let reclaimer = reclaim::Reclaimer::new(client.clone(), volumes.clone(), config.clone());
-    let provisioner = provision::Provisioner::new(
-        client.clone(),
-        (claims.clone(), classes.clone(), volumes.clone()),
-        config.clone(),
-    );
-    let binding = async {
-        if config.scope == Scope::Central {
-            let stores = (volumes, claims, classes);
-            binder::Binder::new(client.clone(), stores, config.metrics.clone())
+    let enabled = |controller| config.controllers.enabled(controller);
+    let reclaiming = async {
+        if enabled(Controller::Reclaimer) {
+            reclaim::Reclaimer::new(client.clone(), volumes.clone(), config.clone())
                 .run(changes.subscribe(), stopped_signal())
                 .await
         } else {
@@ -140,14 +144,34 @@ async fn act(
             Ok(())
         }
     };
-    let work = async {
-        tokio::try_join!(
-            reclaimer.run(changes.subscribe(), stopped_signal()),
-            provisioner.run(changes.subscribe(), stopped_signal()),
-            binding,
-        )
-        .map(drop)
+    let provisioning = async {
+        if enabled(Controller::Provisioner) || enabled(Controller::Resizer) {
+            let stores = (claims.clone(), classes.clone(), volumes.clone());
+            provision::Provisioner::new(client.clone(), stores, config.clone())
+                .run(changes.subscribe(), stopped_signal())
+                .await
+        } else {
+            stopped_signal().await;
+            Ok(())
+        }
     };
+    let binding = async {
+        if config.scope == Scope::Central && enabled(Controller::Binder) {
+            let stores = (volumes.clone(), claims.clone(), classes.clone());
+            let deferral = config
+                .defer_binding_to
+                .as_ref()
+                .map(|lease| leader::LeaseObserver::new(client.clone(), lease));
+            binder::Binder::new(client.clone(), stores, config.metrics.clone())
+                .defer_to(deferral)
+                .run(changes.subscribe(), stopped_signal())
+                .await
+        } else {
+            stopped_signal().await;
+            Ok(())
+        }
+    };
+    let work = async { tokio::try_join!(reclaiming, provisioning, binding).map(drop) };
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => return result,

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub provision_seconds: Histogram,
     /// 1 while this instance acts: it holds the lease, or runs without election.
     pub leader: Gauge,
+    /// 1 while the binder stands down for another controller's Lease.
+    pub binder_standing_down: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +48,7 @@ impl Default for Metrics {
             provisions: Family::default(),
             provision_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
             leader: Gauge::default(),
+            binder_standing_down: Gauge::default(),
         }
     }
 }
@@ -93,6 +96,11 @@ impl Metrics {
             "leader",
             "1 while this instance acts (holds the lease, or runs without leader election)",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "binder_standing_down",
+            "1 while the binder leaves binding to the holder of --defer-binding-to's Lease",
+            metrics.binder_standing_down.clone(),
         );
         metrics
     }

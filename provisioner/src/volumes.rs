@@ -8,23 +8,28 @@ use crate::Result;
 use crate::binder::VolumePhase;
 use crate::binder::model::annotations;
 
-/// Sets the phase, with a reason and message (Failed) or without.
+/// Sets the phase, with a message (Failed) or without. As upstream's
+/// updateVolumePhase, no `status.reason`: the reason goes with the event.
 pub async fn set_phase(
     api: &Api<PersistentVolume>,
     pv: &PersistentVolume,
     phase: VolumePhase,
-    reason: Option<(&str, &str)>,
+    message: Option<&str>,
 ) -> Result<PersistentVolume> {
     let mut pv = pv.clone();
-    pv.status = Some(PersistentVolumeStatus {
-        phase: Some(phase_name(phase).into()),
-        reason: reason.map(|(r, _)| r.to_string()),
-        message: reason.map(|(_, m)| m.to_string()),
-        ..Default::default()
-    });
+    pv.status = Some(phase_status(phase, message));
     Ok(api
         .replace_status(&pv.name_any(), &PostParams::default(), &pv)
         .await?)
+}
+
+/// The status a phase change writes.
+pub fn phase_status(phase: VolumePhase, message: Option<&str>) -> PersistentVolumeStatus {
+    PersistentVolumeStatus {
+        phase: Some(phase_name(phase).into()),
+        message: message.map(str::to_string),
+        ..Default::default()
+    }
 }
 
 /// Upstream's unbindVolume, then Available: a binding the controller made is
@@ -58,5 +63,30 @@ pub fn phase_name(phase: VolumePhase) -> &'static str {
         VolumePhase::Bound => "Bound",
         VolumePhase::Released => "Released",
         VolumePhase::Failed => "Failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_carries_a_message_and_never_a_reason() {
+        let cases = [
+            (
+                VolumePhase::Failed,
+                Some("no deleter"),
+                "Failed",
+                Some("no deleter"),
+            ),
+            (VolumePhase::Available, None, "Available", None),
+            (VolumePhase::Released, None, "Released", None),
+        ];
+        for (phase, message, name, expected) in cases {
+            let status = phase_status(phase, message);
+            assert_eq!(status.phase.as_deref(), Some(name));
+            assert_eq!(status.message.as_deref(), expected, "{name}");
+            assert_eq!(status.reason, None, "{name}: upstream writes no reason");
+        }
     }
 }

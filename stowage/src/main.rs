@@ -122,6 +122,19 @@ struct ProvisionerArgs {
     /// Between attempts to acquire or renew.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_election_retry_period: Duration,
+    /// Controllers to run, as kube-controller-manager's list: `*` all, `name` one,
+    /// `-name` not that one (binder, provisioner, reclaimer, resizer).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "*",
+        allow_hyphen_values = true
+    )]
+    controllers: Vec<String>,
+    /// `NAMESPACE/NAME` of another binder's Lease (kube-system/kube-controller-manager):
+    /// the binder stands down while it is held and binds when it lapses.
+    #[arg(long)]
+    defer_binding_to: Option<provisioner::leader::LeaseRef>,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -245,6 +258,8 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
 }
 
 async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
+    let controllers =
+        provisioner::Controllers::parse(&args.controllers).map_err(|e| e.to_string())?;
     let client = match &args.kubeconfig {
         Some(path) => kubeconfig::client(path).await?,
         None => {
@@ -292,6 +307,8 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
     tracing::info!(
         ?scope,
         leader_election = leader.is_some(),
+        controllers = %args.controllers.join(","),
+        defer_binding_to = ?args.defer_binding_to.as_ref().map(ToString::to_string),
         "provisioner running"
     );
     let config = provisioner::Config {
@@ -301,6 +318,8 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         metrics: metrics.unwrap_or_default(),
         health,
         leader,
+        controllers,
+        defer_binding_to: args.defer_binding_to,
     };
     provisioner::run(client, config, server::shutdown_signal())
         .await

@@ -55,11 +55,14 @@ fn volume(name: &str, policy: &str, source: Value) -> PersistentVolume {
     object(json!({"metadata": {"name": name}, "spec": spec}))
 }
 
-fn phase(pv: &PersistentVolume) -> (String, String) {
+/// The phase, and whether the status carries a message (a Failed one does). As
+/// upstream, the status has no reason: that goes with the event.
+fn phase(pv: &PersistentVolume) -> (String, bool) {
     let status = pv.status.clone().unwrap_or_default();
+    assert_eq!(status.reason, None, "no status.reason, as upstream");
     (
         status.phase.unwrap_or_default(),
-        status.reason.unwrap_or_default(),
+        status.message.is_some_and(|m| !m.is_empty()),
     )
 }
 
@@ -116,13 +119,20 @@ impl Cluster {
             .expect("delete claim");
     }
 
+    /// Waits for the phase; a failure `reason` must come with a message in the
+    /// status and a Warning event of that reason.
     async fn phase_of(&self, name: &str, wanted: &str, reason: &str) -> PersistentVolume {
         let what = format!("{name} {wanted} {reason}");
-        wait_for(&what, Duration::from_secs(30), async || {
+        let pv = wait_for(&what, Duration::from_secs(30), async || {
             let pv = self.volumes.get(name).await.ok()?;
-            (phase(&pv) == (wanted.to_string(), reason.to_string())).then_some(pv)
+            (phase(&pv) == (wanted.to_string(), !reason.is_empty())).then_some(pv)
         })
-        .await
+        .await;
+        if !reason.is_empty() {
+            let event = self.event(name, reason).await;
+            assert_eq!(event.type_.as_deref(), Some("Warning"), "{what}");
+        }
+        pv
     }
 
     async fn gone(&self, name: &str) {
@@ -342,7 +352,7 @@ async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume()
     cluster.gone("pvc-1").await;
     assert_eq!(entries(&local_root.join("volumes")), 0, "DeleteVolume ran");
 
-    // A static hostPath volume has no deleter: Failed, as upstream.
+    // A hostPath volume outside /tmp: upstream's testing deleter refuses it.
     let static_pv = volume(
         "static",
         "Delete",
@@ -358,7 +368,7 @@ async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume()
             .status
             .and_then(|s| s.message)
             .unwrap_or_default()
-            .contains("no deletable volume plugin matched")
+            .contains("host_path deleter only supports /tmp/.+ but received provided /srv/static")
     );
 }
 

@@ -270,13 +270,25 @@ fn prepare_pv(object: &mut Value, _: &dyn Reader) -> Result<()> {
     Ok(())
 }
 
-/// Upstream's PVC strategy, defaults and the DefaultStorageClass admission plugin.
+/// The class annotation from before `storageClassName`; upstream still honours it.
+const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// The beta class annotation of an object, if it has one.
+fn beta_class(object: &Value) -> Option<&Value> {
+    object
+        .pointer("/metadata/annotations")?
+        .get(BETA_STORAGE_CLASS)
+}
+
+/// Upstream's PVC strategy, defaults and the DefaultStorageClass admission plugin,
+/// which leaves a claim alone when it names a class in the field or the annotation.
 fn prepare_pvc(object: &mut Value, reader: &dyn Reader) -> Result<()> {
     object["status"] = json!({"phase": "Pending"});
     default_at(object, &["spec", "volumeMode"], json!("Filesystem"));
     if object
         .pointer("/spec/storageClassName")
         .is_none_or(Value::is_null)
+        && beta_class(object).is_none()
         && let Some(class) = default_class(reader)?
     {
         default_at(object, &["spec", "storageClassName"], json!(class));
@@ -298,9 +310,10 @@ fn default_class(reader: &dyn Reader) -> Result<Option<String>> {
             if is_default {
                 let created = meta::string(&class, "creationTimestamp").to_string();
                 let name = meta::name(&class).to_string();
+                // Equal timestamps: the first name, as upstream's GetDefaultClass sorts.
                 if best
                     .as_ref()
-                    .is_none_or(|(c, n)| (&created, &name) > (c, n))
+                    .is_none_or(|(c, n)| created > *c || (created == *c && name < *n))
                 {
                     best = Some((created, name));
                 }
@@ -501,14 +514,19 @@ fn validate_pvc(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> 
     Ok(errors)
 }
 
-/// A claim's spec is immutable except its storage request once bound (growing only)
-/// and a volumeName set for the first time, as upstream.
+/// A claim's spec is immutable except its storage request once bound (growing only),
+/// a volumeName set for the first time, and a storageClassName set for the first
+/// time (a retroactive default class, or the beta annotation's class moved into
+/// the field), as upstream.
 fn check_pvc_update(new: &Value, old: &Value, errors: &mut Vec<FieldError>) {
     let mut comparable = new.get("spec").cloned().unwrap_or(Value::Null);
     let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
     let unset = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
     if unset(old_spec.get("volumeName")) && comparable.is_object() {
         comparable["volumeName"] = old_spec.get("volumeName").cloned().unwrap_or(Value::Null);
+    }
+    if class_set_first_time(new, old, errors) && comparable.is_object() {
+        comparable["storageClassName"] = Value::Null;
     }
     let bound = old.pointer("/status/phase").and_then(Value::as_str) == Some("Bound");
     if bound && comparable.is_object() {
@@ -539,6 +557,37 @@ fn check_pvc_update(new: &Value, old: &Value, errors: &mut Vec<FieldError>) {
             "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
     }
+}
+
+/// Upstream's two allowed changes of a claim's class: from the beta annotation to
+/// the same class in the field, and from nothing at all to a class. Otherwise the
+/// annotation is immutable.
+fn class_set_first_time(new: &Value, old: &Value, errors: &mut Vec<FieldError>) -> bool {
+    let field = |object: &Value| {
+        object
+            .pointer("/spec/storageClassName")
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    let (old_class, new_class) = (field(old), field(new));
+    let (old_beta, new_beta) = (beta_class(old), beta_class(new));
+    if let Some(old_beta) = old_beta
+        && new_beta.is_none_or(|b| b == old_beta)
+        && old_class.is_none()
+        && new_class.as_ref() == Some(old_beta)
+    {
+        return true;
+    }
+    if old_beta != new_beta {
+        errors.push(FieldError::invalid(
+            format!("metadata.annotations.{BETA_STORAGE_CLASS}"),
+            new_beta.cloned().unwrap_or(Value::Null),
+            "field is immutable",
+        ));
+    }
+    old_beta.is_none()
+        && old_class.is_none()
+        && new_class.is_some_and(|c| c.as_str().is_some_and(|c| !c.is_empty()))
 }
 
 fn strip_nulls(value: &mut Value) {

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{
-    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeStatus,
-};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeStatus};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
 use kube::runtime::reflector::Store;
@@ -21,8 +19,10 @@ use tokio::sync::watch;
 
 use super::VolumeIndex;
 use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
-use super::sync::{ClaimAction, ClassInfo, VolumeAction, sync_claim, sync_volume};
+use super::status::{bound_status, unbound_status};
+use super::sync::{ClaimAction, Classes, VolumeAction, sync_claim, sync_volume};
 use crate::events::{EventRecorder, claim_reference};
+use crate::leader::LeaseObserver;
 use crate::{Metrics, Result, volumes};
 
 /// A pass runs at least this often, to retry what failed without a new change.
@@ -31,6 +31,9 @@ const RESYNC: Duration = Duration::from_secs(15);
 const COALESCE: Duration = Duration::from_millis(20);
 /// Writes of one pass in flight at once: the API server commits them in groups.
 const WRITES_IN_FLIGHT: usize = 32;
+/// While standing down, how often the other controller's Lease is read again
+/// (kube-controller-manager's own retry period).
+const STANDBY_POLL: Duration = Duration::from_secs(2);
 
 pub struct Binder {
     client: Client,
@@ -39,6 +42,8 @@ pub struct Binder {
     classes: Store<StorageClass>,
     events: EventRecorder,
     metrics: Metrics,
+    /// The Lease of another binder (kube-controller-manager) to stand down for.
+    deferral: Option<LeaseObserver>,
 }
 
 /// One decision of a pass, applied independently of the others.
@@ -67,25 +72,62 @@ impl Binder {
             claims,
             classes,
             metrics,
+            deferral: None,
         }
     }
 
-    /// Runs passes until `shutdown` completes.
+    /// Stands down while the Lease `deferral` watches is held.
+    pub fn defer_to(mut self, deferral: Option<LeaseObserver>) -> Self {
+        self.deferral = deferral;
+        self
+    }
+
+    /// Runs passes until `shutdown` completes; none while another binder leads.
     pub async fn run(
-        self,
+        mut self,
         mut changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         tokio::pin!(shutdown);
+        let mut standing_down = false;
         loop {
             changes.mark_unchanged();
-            self.pass().await;
+            let wait = if self.other_leads(&mut standing_down).await {
+                STANDBY_POLL
+            } else {
+                self.pass().await;
+                RESYNC
+            };
             tokio::select! {
                 _ = changes.changed() => tokio::time::sleep(COALESCE).await,
-                () = tokio::time::sleep(RESYNC) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = &mut shutdown => return Ok(()),
             }
         }
+    }
+
+    /// Whether another binder holds its Lease now; says so when that changes. A
+    /// Lease that cannot be read does not stop binding: two binders converge.
+    async fn other_leads(&mut self, standing_down: &mut bool) -> bool {
+        let Some(deferral) = self.deferral.as_mut() else {
+            return false;
+        };
+        let leads = deferral.held().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the Lease the binder defers to; binding");
+            false
+        });
+        if leads != *standing_down {
+            if leads {
+                tracing::info!(
+                    "another controller holds the binding Lease: the binder stands down"
+                );
+            } else {
+                tracing::info!("nobody holds the binding Lease: the binder binds");
+            }
+            *standing_down = leads;
+        }
+        self.metrics.binder_standing_down.set(i64::from(leads));
+        leads
     }
 
     /// One level-triggered pass over every claim and volume.
@@ -97,7 +139,12 @@ impl Binder {
             .filter(|s| {
                 matches!(
                     s,
-                    Step::Claim(_, ClaimAction::Pending(_) | ClaimAction::Provision)
+                    Step::Claim(
+                        _,
+                        ClaimAction::Pending(_)
+                            | ClaimAction::Provision
+                            | ClaimAction::AssignClass(_)
+                    )
                 )
             })
             .count();
@@ -124,7 +171,7 @@ impl Binder {
         for pv in volumes.values() {
             index.upsert(Volume::from_api(pv));
         }
-        let classes = self.class_infos();
+        let classes = Classes::from_api(self.classes.state().iter().map(AsRef::as_ref));
         let mut claims = self.claims.state();
         // Oldest first, as upstream's queue roughly does, and deterministic.
         claims.sort_by_key(|c| {
@@ -138,7 +185,7 @@ impl Binder {
         let mut touched = HashSet::new();
         for pvc in &claims {
             let claim = Claim::from_api(pvc);
-            let action = sync_claim(&claim, classes.get(&claim.class), &index);
+            let action = sync_claim(&claim, &classes, &index);
             tracing::trace!(claim = %claim.name, ?action, "claim decided");
             match &action {
                 ClaimAction::Bind { volume } => {
@@ -194,21 +241,6 @@ impl Binder {
         if let Err(error) = result {
             tracing::debug!(object = %what, %error, "update deferred to the next pass");
         }
-    }
-
-    fn class_infos(&self) -> HashMap<String, ClassInfo> {
-        self.classes
-            .state()
-            .iter()
-            .map(|class| {
-                let info = ClassInfo {
-                    wait_for_first_consumer: class.volume_binding_mode.as_deref()
-                        == Some("WaitForFirstConsumer"),
-                    provisioner: class.provisioner.clone(),
-                };
-                (class.name_any(), info)
-            })
-            .collect()
     }
 
     fn volumes_api(&self) -> Api<PersistentVolume> {
@@ -283,22 +315,13 @@ impl Binder {
                 .replace(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
         }
-        let volume_spec = pv.spec.clone().unwrap_or_default();
-        let wanted = PersistentVolumeClaimStatus {
-            phase: Some("Bound".into()),
-            access_modes: volume_spec.access_modes.clone(),
-            capacity: volume_spec.capacity.clone(),
-            ..Default::default()
-        };
-        // Once Bound, the status capacity is the resizer's to change (as upstream).
-        let current = pvc.status.clone().unwrap_or_default();
-        if current.phase.as_deref() != Some("Bound") {
-            let status = pvc.status.get_or_insert_default();
-            status.phase = wanted.phase;
-            status.access_modes = wanted.access_modes;
-            status.capacity = wanted.capacity;
+        let becoming_bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
+        if let Some(status) = bound_status(&pvc, pv) {
+            pvc.status = Some(status);
             api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
+        }
+        if becoming_bound {
             self.metrics.bindings.inc();
             self.events
                 .normal(
@@ -311,24 +334,37 @@ impl Binder {
         Ok(())
     }
 
-    /// A claim that is not being bound: Pending or Lost, with its event.
+    /// A claim that is not being bound: Pending or Lost, with its event; or one
+    /// given the default class.
     async fn settle_claim(&self, pvc: &PersistentVolumeClaim, action: &ClaimAction) -> Result<()> {
         let (phase, event) = match action {
             ClaimAction::Pending(event) => ("Pending", event.as_ref()),
             ClaimAction::Lost(event) => ("Lost", Some(event)),
+            ClaimAction::AssignClass(class) => return self.assign_class(pvc, class).await,
             ClaimAction::Provision | ClaimAction::Bind { .. } => return Ok(()),
         };
         if let Some(event) = event {
             self.events.record(&claim_reference(pvc), event).await;
         }
-        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase) {
-            return Ok(());
-        }
-        let mut pvc = pvc.clone();
-        pvc.status.get_or_insert_default().phase = Some(phase.into());
         let api = self.claims_api(&pvc.namespace().unwrap_or_default());
-        api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
+        if let Some(status) = unbound_status(pvc, phase) {
+            let mut pvc = pvc.clone();
+            pvc.status = Some(status);
+            api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Upstream's retroactive default class: a claim made while no class was the
+    /// default gets the one that is now; its next sync binds or provisions it.
+    async fn assign_class(&self, pvc: &PersistentVolumeClaim, class: &str) -> Result<()> {
+        let mut pvc = pvc.clone();
+        pvc.spec.get_or_insert_default().storage_class_name = Some(class.to_string());
+        let api = self.claims_api(&pvc.namespace().unwrap_or_default());
+        api.replace(&pvc.name_any(), &PostParams::default(), &pvc)
             .await?;
+        tracing::info!(claim = %pvc.name_any(), class, "assigned the default class");
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod index;
 pub mod model;
+pub mod status;
 pub mod sync;
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub mod annotations {
     pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
     pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
     pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+    /// The class before `storageClassName` existed; upstream's class helpers still
+    /// read it first, on volumes and on claims.
+    pub const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 }
 
 /// The access modes of a volume or claim as a set of bits.
@@ -249,6 +252,31 @@ fn has_annotation(
         .is_some_and(|a| a.contains_key(key))
 }
 
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a String> {
+    meta.annotations.as_ref().and_then(|a| a.get(key))
+}
+
+/// A volume's class as upstream's `GetPersistentVolumeClass` reads it: the beta
+/// annotation first, then `spec.storageClassName`.
+pub fn volume_class(pv: &PersistentVolume) -> String {
+    annotation(&pv.metadata, annotations::BETA_STORAGE_CLASS)
+        .cloned()
+        .or_else(|| pv.spec.as_ref()?.storage_class_name.clone())
+        .unwrap_or_default()
+}
+
+/// A claim's class as upstream's `GetPersistentVolumeClaimClass` reads it: the beta
+/// annotation first, then `spec.storageClassName`; `None` when neither is set
+/// (which is not the same as `""`, a claim that asks for no class).
+pub fn claim_class(pvc: &PersistentVolumeClaim) -> Option<String> {
+    annotation(&pvc.metadata, annotations::BETA_STORAGE_CLASS)
+        .cloned()
+        .or_else(|| pvc.spec.as_ref()?.storage_class_name.clone())
+}
+
 impl Volume {
     pub fn from_api(pv: &PersistentVolume) -> Self {
         let spec = pv.spec.clone().unwrap_or_default();
@@ -264,7 +292,7 @@ impl Volume {
         });
         Self {
             name: pv.metadata.name.clone().unwrap_or_default(),
-            class: spec.storage_class_name.clone().unwrap_or_default(),
+            class: volume_class(pv),
             mode: VolumeMode::parse(spec.volume_mode.as_deref()),
             access: AccessModes::parse(spec.access_modes.iter().flatten().map(String::as_str)),
             capacity,
@@ -294,7 +322,10 @@ pub struct Claim {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The class it asks for; empty both for "no class" and for no class set.
     pub class: String,
+    /// A class is set (possibly `""`): a default class is never written over it.
+    pub has_class: bool,
     pub mode: VolumeMode,
     pub access: AccessModes,
     /// None when the request is missing or malformed: such a claim matches nothing.
@@ -317,11 +348,13 @@ impl Claim {
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage"))
             .and_then(|q| Quantity::parse(&q.0).ok());
+        let class = claim_class(pvc);
         Self {
             namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
             name: pvc.metadata.name.clone().unwrap_or_default(),
             uid: pvc.metadata.uid.clone().unwrap_or_default(),
-            class: spec.storage_class_name.clone().unwrap_or_default(),
+            class: class.clone().unwrap_or_default(),
+            has_class: class.is_some(),
             mode: VolumeMode::parse(spec.volume_mode.as_deref()),
             access: AccessModes::parse(spec.access_modes.iter().flatten().map(String::as_str)),
             request,
@@ -329,12 +362,7 @@ impl Claim {
             volume_name: spec.volume_name.clone().unwrap_or_default(),
             phase: ClaimPhase::parse(pvc.status.as_ref().and_then(|s| s.phase.as_deref())),
             bind_completed: has_annotation(&pvc.metadata, annotations::BIND_COMPLETED),
-            selected_node: pvc
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(annotations::SELECTED_NODE))
-                .cloned(),
+            selected_node: annotation(&pvc.metadata, annotations::SELECTED_NODE).cloned(),
         }
     }
 

@@ -1,6 +1,10 @@
 //! What to do about one claim or one volume, decided from current state alone
 //! (level-triggered), following upstream's `syncClaim` and `syncVolume`.
 
+use std::collections::HashMap;
+
+use k8s_openapi::api::storage::v1::StorageClass;
+
 use super::index::VolumeIndex;
 use super::model::{Claim, ClaimPhase, ReclaimPolicy, Volume, VolumePhase};
 
@@ -9,6 +13,60 @@ use super::model::{Claim, ClaimPhase, ReclaimPolicy, Volume, VolumePhase};
 pub struct ClassInfo {
     pub wait_for_first_consumer: bool,
     pub provisioner: String,
+}
+
+/// The annotations that make a StorageClass the default, as upstream reads them.
+const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
+
+/// The StorageClasses that exist, and which one is the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classes {
+    pub by_name: HashMap<String, ClassInfo>,
+    /// The class a claim without one is given (upstream's `GetDefaultClass`).
+    pub default: Option<String>,
+}
+
+impl Classes {
+    pub fn from_api<'a>(classes: impl IntoIterator<Item = &'a StorageClass>) -> Self {
+        let mut book = Self::default();
+        // Upstream: the newest default wins; equal timestamps, the first name.
+        let mut best: Option<(Option<jiff::Timestamp>, String)> = None;
+        for class in classes {
+            let name = class.metadata.name.clone().unwrap_or_default();
+            let is_default = DEFAULT_CLASS_ANNOTATIONS.iter().any(|key| {
+                class
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(*key))
+                    .is_some_and(|v| v == "true")
+            });
+            if is_default {
+                let created = class.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let newer = best.as_ref().is_none_or(|(time, best_name)| {
+                    created > *time || (created == *time && name < *best_name)
+                });
+                if newer {
+                    best = Some((created, name.clone()));
+                }
+            }
+            let info = ClassInfo {
+                wait_for_first_consumer: class.volume_binding_mode.as_deref()
+                    == Some("WaitForFirstConsumer"),
+                provisioner: class.provisioner.clone(),
+            };
+            book.by_name.insert(name, info);
+        }
+        book.default = best.map(|(_, name)| name);
+        book
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ClassInfo> {
+        self.by_name.get(name)
+    }
 }
 
 /// Upstream's provisioner name for "static volumes only".
@@ -50,30 +108,35 @@ pub enum ClaimAction {
     Provision,
     /// The claim's volume is gone or belongs to another claim.
     Lost(Event),
+    /// Nothing matched a claim created without a class while no default existed:
+    /// write the default class that exists now (upstream's retroactive default).
+    AssignClass(String),
 }
 
-/// Decides for one claim; `class` is its StorageClass if that exists.
-pub fn sync_claim(claim: &Claim, class: Option<&ClassInfo>, volumes: &VolumeIndex) -> ClaimAction {
+/// Decides for one claim, given the classes that exist.
+pub fn sync_claim(claim: &Claim, classes: &Classes, volumes: &VolumeIndex) -> ClaimAction {
     if claim.bind_completed {
         sync_bound_claim(claim, volumes)
     } else {
-        sync_unbound_claim(claim, class, volumes)
+        sync_unbound_claim(claim, classes, volumes)
     }
 }
 
-fn sync_unbound_claim(
-    claim: &Claim,
-    class: Option<&ClassInfo>,
-    volumes: &VolumeIndex,
-) -> ClaimAction {
+fn sync_unbound_claim(claim: &Claim, classes: &Classes, volumes: &VolumeIndex) -> ClaimAction {
     if !claim.volume_name.is_empty() {
         return sync_prebound_claim(claim, volumes);
     }
+    let class = classes.get(&claim.class);
     let delay_binding = class.is_some_and(|c| c.wait_for_first_consumer);
     if let Some(volume) = volumes.find_match(claim, delay_binding) {
         return ClaimAction::Bind {
             volume: volume.name.clone(),
         };
+    }
+    if !claim.has_class
+        && let Some(default) = &classes.default
+    {
+        return ClaimAction::AssignClass(default.clone());
     }
     if delay_binding && claim.selected_node.is_none() {
         return ClaimAction::Pending(Some(Event::normal(
@@ -92,10 +155,11 @@ fn sync_unbound_claim(
             "ProvisioningFailed",
             format!("storageclass.storage.k8s.io \"{}\" not found", claim.class),
         ))),
+        // Upstream looks for an in-tree plugin of that name and finds none.
         Some(class) if class.provisioner == NO_PROVISIONER => {
-            ClaimAction::Pending(Some(Event::normal(
-                "FailedBinding",
-                "no persistent volumes available for this claim and no storage class is set",
+            ClaimAction::Pending(Some(Event::warning(
+                "ProvisioningFailed",
+                format!("no volume plugin matched name: {NO_PROVISIONER}"),
             )))
         }
         Some(_) => ClaimAction::Provision,
@@ -133,6 +197,12 @@ fn sync_prebound_claim(claim: &Claim, volumes: &VolumeIndex) -> ClaimAction {
 
 /// Why a volume named by a claim cannot serve it (upstream's checkVolumeSatisfyClaim).
 fn mismatch(volume: &Volume, claim: &Claim) -> Option<String> {
+    if volume.deleting {
+        return Some(format!(
+            "the volume is marked for deletion {:?}",
+            volume.name
+        ));
+    }
     let big_enough = matches!((volume.capacity, claim.request), (Some(c), Some(r)) if c >= r);
     if !big_enough {
         return Some("requested PV is too small".into());
@@ -145,9 +215,6 @@ fn mismatch(volume: &Volume, claim: &Claim) -> Option<String> {
     }
     if !volume.access.contains(claim.access) {
         return Some("incompatible accessMode".into());
-    }
-    if volume.deleting {
-        return Some("the volume is being deleted".into());
     }
     None
 }
@@ -226,6 +293,8 @@ pub fn claim_phase_after(action: &ClaimAction) -> ClaimPhase {
     match action {
         ClaimAction::Bind { .. } => ClaimPhase::Bound,
         ClaimAction::Lost(_) => ClaimPhase::Lost,
-        ClaimAction::Pending(_) | ClaimAction::Provision => ClaimPhase::Pending,
+        ClaimAction::Pending(_) | ClaimAction::Provision | ClaimAction::AssignClass(_) => {
+            ClaimPhase::Pending
+        }
     }
 }

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use serde_json::{Value, json};
 
-use super::sync::{ClaimAction, ClassInfo, VolumeAction, sync_claim, sync_volume};
+use super::sync::{ClaimAction, ClassInfo, Classes, VolumeAction, sync_claim, sync_volume};
 use super::{Claim, ReclaimPolicy, Volume, VolumeIndex, VolumePhase};
 
 fn volume(name: &str, size: &str, modes: &[&str], extra: Value) -> Volume {
@@ -382,11 +382,23 @@ fn reason(action: &ClaimAction) -> String {
         ClaimAction::Pending(None) => "pending".into(),
         ClaimAction::Provision => "provision".into(),
         ClaimAction::Lost(event) => format!("lost {}", event.reason),
+        ClaimAction::AssignClass(class) => format!("assign {class}"),
     }
 }
 
 /// Name, volumes, claim, its class, and the expected decision.
 type ClaimCase<'a> = (&'a str, Vec<Volume>, Claim, Option<&'a ClassInfo>, &'a str);
+
+/// The classes a case sees: the claim's own (if it exists) under its name.
+fn classes_for(claim: &Claim, class: Option<&ClassInfo>) -> Classes {
+    Classes {
+        by_name: class
+            .map(|info| (claim.class.clone(), info.clone()))
+            .into_iter()
+            .collect(),
+        default: None,
+    }
+}
 
 #[test]
 fn claims_are_bound_provisioned_or_left_pending_with_a_reason() {
@@ -451,7 +463,7 @@ fn claims_are_bound_provisioned_or_left_pending_with_a_reason() {
             vec![],
             fast_claim(none.clone()),
             Some(&static_only),
-            "pending FailedBinding",
+            "pending ProvisioningFailed",
         ),
         (
             "WaitForFirstConsumer waits",
@@ -544,8 +556,9 @@ fn claims_are_bound_provisioned_or_left_pending_with_a_reason() {
     ];
     for (name, volumes, wanted, class, expected) in cases {
         let index = index_of(volumes);
+        let classes = classes_for(&wanted, class);
         assert_eq!(
-            reason(&sync_claim(&wanted, class, &index)),
+            reason(&sync_claim(&wanted, &classes, &index)),
             expected,
             "{name}"
         );
@@ -630,5 +643,384 @@ fn volumes_follow_their_claims_through_the_phases() {
     ];
     for (name, subject, owner, expected) in cases {
         assert_eq!(sync_volume(&subject, owner.as_ref()), expected, "{name}");
+    }
+}
+
+fn pvc_of(extra: Value) -> PersistentVolumeClaim {
+    let mut object = json!({
+        "metadata": {"name": "claim", "namespace": "ns", "uid": "uid-1"},
+        "spec": {"accessModes": RWO, "resources": {"requests": {"storage": "1Gi"}}},
+    });
+    json_patch::merge(&mut object, &extra);
+    serde_json::from_value(object).unwrap_or_else(|e| panic!("claim: {e}"))
+}
+
+fn pv_of(extra: Value) -> PersistentVolume {
+    let mut object = json!({
+        "metadata": {"name": "v"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": RWO, "hostPath": {"path": "/x"}},
+    });
+    json_patch::merge(&mut object, &extra);
+    serde_json::from_value(object).unwrap_or_else(|e| panic!("volume: {e}"))
+}
+
+/// The status fields the binder owns, as JSON, for comparison.
+fn status_json(status: Option<k8s_openapi::api::core::v1::PersistentVolumeClaimStatus>) -> Value {
+    status.map_or(
+        Value::Null,
+        |s| json!({"phase": s.phase, "accessModes": s.access_modes, "capacity": s.capacity}),
+    )
+}
+
+#[test]
+fn a_bound_claims_access_modes_follow_its_volume_and_capacity_is_written_once() {
+    use super::status::bound_status;
+    let rwx = json!({"spec": {"accessModes": ["ReadWriteMany"]}});
+    let bound = |modes: Value, capacity: &str| json!({"status": {"phase": "Bound", "accessModes": modes, "capacity": {"storage": capacity}}});
+    let cases = [
+        (
+            "becoming Bound: modes and capacity from the volume",
+            pvc_of(json!({"status": {"phase": "Pending"}})),
+            pv_of(json!({"spec": {"capacity": {"storage": "2Gi"}}})),
+            json!({"phase": "Bound", "accessModes": RWO, "capacity": {"storage": "2Gi"}}),
+        ),
+        (
+            "already Bound, same modes: nothing to write",
+            pvc_of(bound(json!(RWO), "1Gi")),
+            pv_of(json!({})),
+            Value::Null,
+        ),
+        (
+            "the volume's modes changed: the claim's follow",
+            pvc_of(bound(json!(RWO), "1Gi")),
+            pv_of(rwx.clone()),
+            json!({"phase": "Bound", "accessModes": ["ReadWriteMany"], "capacity": {"storage": "1Gi"}}),
+        ),
+        (
+            "the modes follow but a Bound claim's capacity is the resizer's",
+            pvc_of(bound(json!(RWO), "1Gi")),
+            pv_of(
+                json!({"spec": {"accessModes": ["ReadWriteMany"], "capacity": {"storage": "5Gi"}}}),
+            ),
+            json!({"phase": "Bound", "accessModes": ["ReadWriteMany"], "capacity": {"storage": "1Gi"}}),
+        ),
+        (
+            "a different capacity alone is not rewritten",
+            pvc_of(bound(json!(RWO), "1Gi")),
+            pv_of(json!({"spec": {"capacity": {"storage": "5Gi"}}})),
+            Value::Null,
+        ),
+    ];
+    for (name, pvc, pv, expected) in cases {
+        assert_eq!(status_json(bound_status(&pvc, &pv)), expected, "{name}");
+    }
+}
+
+#[test]
+fn a_claim_that_is_not_bound_has_no_access_modes_or_capacity() {
+    use super::status::unbound_status;
+    let was_bound =
+        json!({"status": {"phase": "Bound", "accessModes": RWO, "capacity": {"storage": "1Gi"}}});
+    let cases = [
+        (
+            "Lost (volume gone or misbound): modes and capacity cleared",
+            pvc_of(was_bound.clone()),
+            "Lost",
+            json!({"phase": "Lost", "accessModes": null, "capacity": null}),
+        ),
+        (
+            "Lost already but with stale modes: cleared",
+            pvc_of(json!({"status": {"phase": "Lost", "accessModes": RWO}})),
+            "Lost",
+            json!({"phase": "Lost", "accessModes": null, "capacity": null}),
+        ),
+        (
+            "Lost and clean: nothing to write",
+            pvc_of(json!({"status": {"phase": "Lost"}})),
+            "Lost",
+            Value::Null,
+        ),
+        (
+            "Pending and clean: nothing to write",
+            pvc_of(json!({"status": {"phase": "Pending"}})),
+            "Pending",
+            Value::Null,
+        ),
+        (
+            "empty lists count as cleared",
+            pvc_of(json!({"status": {"phase": "Pending", "accessModes": [], "capacity": {}}})),
+            "Pending",
+            Value::Null,
+        ),
+    ];
+    for (name, pvc, phase, expected) in cases {
+        assert_eq!(status_json(unbound_status(&pvc, phase)), expected, "{name}");
+    }
+    let misbound = claim(
+        "1Gi",
+        RWO,
+        json!({"spec": {"volumeName": "v"}, "metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}}}),
+    );
+    let elsewhere = volume(
+        "v",
+        "1Gi",
+        RWO,
+        json!({"spec": {"claimRef": {"namespace": "ns", "name": "claim", "uid": "uid-0"}}}),
+    );
+    assert_eq!(
+        reason(&sync_claim(
+            &misbound,
+            &Classes::default(),
+            &index_of(vec![elsewhere])
+        )),
+        "lost ClaimMisbound",
+        "a claimRef naming another uid makes the claim Lost"
+    );
+}
+
+#[test]
+fn the_beta_class_annotation_is_read_before_the_field() {
+    let beta = |class: &str| json!({"metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": class}}});
+    let cases: Vec<(&str, Value, &str, bool)> = vec![
+        (
+            "field only",
+            json!({"spec": {"storageClassName": "fast"}}),
+            "fast",
+            true,
+        ),
+        ("annotation only", beta("slow"), "slow", true),
+        (
+            "annotation wins over the field",
+            {
+                let mut both = beta("slow");
+                json_patch::merge(&mut both, &json!({"spec": {"storageClassName": "fast"}}));
+                both
+            },
+            "slow",
+            true,
+        ),
+        (
+            "an empty field is a class: none",
+            json!({"spec": {"storageClassName": ""}}),
+            "",
+            true,
+        ),
+        ("neither: no class set", json!({}), "", false),
+    ];
+    for (name, extra, class, has_class) in cases {
+        let wanted = claim("1Gi", RWO, extra.clone());
+        assert_eq!(
+            (wanted.class.as_str(), wanted.has_class),
+            (class, has_class),
+            "claim: {name}"
+        );
+        let found = volume("v", "1Gi", RWO, extra);
+        assert_eq!(found.class, class, "volume: {name}");
+    }
+    let annotated = volume("beta", "1Gi", RWO, beta("slow"));
+    let index = index_of(vec![annotated, volume("plain", "1Gi", RWO, json!({}))]);
+    assert_eq!(
+        index
+            .find_match(&claim("1Gi", RWO, beta("slow")), false)
+            .map(|v| v.name.as_str()),
+        Some("beta"),
+        "claim and volume of the annotated class match"
+    );
+}
+
+fn storage_class(
+    name: &str,
+    created: &str,
+    default: Option<&str>,
+) -> k8s_openapi::api::storage::v1::StorageClass {
+    let mut object = json!({
+        "metadata": {"name": name, "creationTimestamp": created},
+        "provisioner": "csi.stowage.io",
+    });
+    if let Some(key) = default {
+        object["metadata"]["annotations"] = json!({key: "true"});
+    }
+    serde_json::from_value(object).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn the_default_class_is_the_newest_default_then_the_first_name() {
+    const GA: &str = "storageclass.kubernetes.io/is-default-class";
+    const BETA: &str = "storageclass.beta.kubernetes.io/is-default-class";
+    let cases = [
+        (
+            "no default",
+            vec![storage_class("a", "2026-01-01T00:00:00Z", None)],
+            None,
+        ),
+        (
+            "the one default",
+            vec![
+                storage_class("a", "2026-01-01T00:00:00Z", None),
+                storage_class("b", "2026-01-01T00:00:00Z", Some(GA)),
+            ],
+            Some("b"),
+        ),
+        (
+            "the beta annotation counts",
+            vec![storage_class("old", "2026-01-01T00:00:00Z", Some(BETA))],
+            Some("old"),
+        ),
+        (
+            "the newest default wins",
+            vec![
+                storage_class("new", "2026-02-01T00:00:00Z", Some(GA)),
+                storage_class("old", "2026-01-01T00:00:00Z", Some(GA)),
+            ],
+            Some("new"),
+        ),
+        (
+            "equal times: the first name",
+            vec![
+                storage_class("zeta", "2026-01-01T00:00:00Z", Some(GA)),
+                storage_class("alpha", "2026-01-01T00:00:00Z", Some(GA)),
+            ],
+            Some("alpha"),
+        ),
+    ];
+    for (name, classes, expected) in cases {
+        assert_eq!(
+            Classes::from_api(classes.iter()).default.as_deref(),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_claim_without_a_class_gets_the_default_once_nothing_matches() {
+    let with_default = Classes {
+        by_name: [(
+            "std".to_string(),
+            ClassInfo {
+                wait_for_first_consumer: false,
+                provisioner: "csi.stowage.io".into(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        default: Some("std".into()),
+    };
+    let no_default = Classes::default();
+    let cases: Vec<(&str, Vec<Volume>, Claim, &Classes, &str)> = vec![
+        (
+            "no class set, a default exists: assign it",
+            vec![],
+            claim("1Gi", RWO, json!({})),
+            &with_default,
+            "assign std",
+        ),
+        (
+            "a matching classless volume binds first, as upstream matches first",
+            vec![volume("classless", "1Gi", RWO, json!({}))],
+            claim("1Gi", RWO, json!({})),
+            &with_default,
+            "bind classless",
+        ),
+        (
+            "an empty class is a choice: never defaulted",
+            vec![],
+            claim("1Gi", RWO, json!({"spec": {"storageClassName": ""}})),
+            &with_default,
+            "pending FailedBinding",
+        ),
+        (
+            "a class in the beta annotation is a choice too",
+            vec![],
+            claim(
+                "1Gi",
+                RWO,
+                json!({"metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": "std"}}}),
+            ),
+            &with_default,
+            "provision",
+        ),
+        (
+            "no default: the claim waits saying no class is set",
+            vec![],
+            claim("1Gi", RWO, json!({})),
+            &no_default,
+            "pending FailedBinding",
+        ),
+        (
+            "once assigned, the class provisions",
+            vec![],
+            claim("1Gi", RWO, json!({"spec": {"storageClassName": "std"}})),
+            &with_default,
+            "provision",
+        ),
+    ];
+    for (name, volumes, wanted, classes, expected) in cases {
+        let index = index_of(volumes);
+        assert_eq!(
+            reason(&sync_claim(&wanted, classes, &index)),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn events_say_what_upstream_says() {
+    let static_only = Classes {
+        by_name: [(
+            "manual".to_string(),
+            ClassInfo {
+                wait_for_first_consumer: false,
+                provisioner: super::sync::NO_PROVISIONER.into(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        default: None,
+    };
+    let deleting = volume(
+        "going",
+        "5Gi",
+        RWO,
+        json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]}, "status": {"phase": "Available"}}),
+    );
+    let cases = [
+        (
+            "a static-only class that matches nothing",
+            claim("1Gi", RWO, json!({"spec": {"storageClassName": "manual"}})),
+            vec![],
+            (true, "ProvisioningFailed", "no volume plugin matched name: kubernetes.io/no-provisioner".to_string()),
+        ),
+        (
+            "pre-bound to a volume being deleted",
+            claim("1Gi", RWO, json!({"spec": {"volumeName": "going"}})),
+            vec![deleting.clone()],
+            (true, "VolumeMismatch", "Cannot bind to requested volume \"going\": the volume is marked for deletion \"going\"".to_string()),
+        ),
+        (
+            "deletion is checked before size",
+            claim("10Gi", RWO, json!({"spec": {"volumeName": "going"}})),
+            vec![deleting],
+            (true, "VolumeMismatch", "Cannot bind to requested volume \"going\": the volume is marked for deletion \"going\"".to_string()),
+        ),
+        (
+            "no class and nothing to bind",
+            claim("1Gi", RWO, json!({"spec": {"storageClassName": ""}})),
+            vec![],
+            (false, "FailedBinding", "no persistent volumes available for this claim and no storage class is set".to_string()),
+        ),
+    ];
+    for (name, wanted, volumes, (warning, why, message)) in cases {
+        let ClaimAction::Pending(Some(event)) =
+            sync_claim(&wanted, &static_only, &index_of(volumes))
+        else {
+            panic!("{name}: expected a Pending claim with an event");
+        };
+        assert_eq!(
+            (event.warning, event.reason, event.message),
+            (warning, why, message),
+            "{name}"
+        );
     }
 }

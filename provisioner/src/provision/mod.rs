@@ -34,11 +34,11 @@ use tokio::sync::watch;
 use self::request::{DataSource, Unprovisionable, create_request, persistent_volume, volume_name};
 use self::secrets::SecretRefs;
 use crate::backoff::Backoff;
-use crate::binder::model::annotations;
+use crate::binder::model::{annotations, claim_class};
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
 use crate::watch::Changes;
-use crate::{Config, Result, Scope};
+use crate::{Config, Controller, Result, Scope};
 
 const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
 
@@ -159,7 +159,10 @@ impl Provisioner {
         classes: &HashMap<String, Arc<StorageClass>>,
     ) -> Option<(String, Arc<StorageClass>, Work)> {
         let uid = pvc.uid().unwrap_or_default();
-        if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(name)) {
+        if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(&name)) {
+            if !self.config.controllers.enabled(Controller::Provisioner) {
+                return None;
+            }
             let exists = self
                 .volumes
                 .get(&ObjectRef::new(&volume_name(pvc)))
@@ -179,8 +182,10 @@ impl Provisioner {
             };
             return Some((uid, class.clone(), work));
         }
-        let class = classes.get(pvc.spec.as_ref()?.storage_class_name.as_deref()?)?;
-        if class.allow_volume_expansion != Some(true) {
+        let class = classes.get(&claim_class(pvc)?)?;
+        if class.allow_volume_expansion != Some(true)
+            || !self.config.controllers.enabled(Controller::Resizer)
+        {
             return None;
         }
         let volume_name = pvc.spec.as_ref()?.volume_name.clone()?;
@@ -588,7 +593,7 @@ impl Provisioner {
 }
 
 /// The class name of a claim that needs a volume made: unbound, not being deleted.
-fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<&str> {
+fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<String> {
     let spec = pvc.spec.as_ref()?;
     let unbound = spec.volume_name.as_deref().is_none_or(str::is_empty);
     let pending = pvc
@@ -597,7 +602,7 @@ fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<&str> {
         .and_then(|s| s.phase.as_deref())
         .is_none_or(|p| p == "Pending");
     (unbound && pending && pvc.metadata.deletion_timestamp.is_none())
-        .then_some(spec.storage_class_name.as_deref()?)
+        .then(|| claim_class(pvc))?
         .filter(|name| !name.is_empty())
 }
 
@@ -632,8 +637,5 @@ fn is_final(code: tonic::Code) -> bool {
 }
 
 fn class_of(pvc: &PersistentVolumeClaim) -> String {
-    pvc.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-        .unwrap_or_default()
+    claim_class(pvc).unwrap_or_default()
 }

@@ -8,19 +8,20 @@ pub mod scrub;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use csi_controller::nfs::{METADATA_DIR, NfsError, Session};
 use csi_proto::v1::DeleteVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
-use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Plan, plan};
+use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Nodes, Plan, plan};
 use crate::backoff::Backoff;
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
@@ -54,9 +55,17 @@ pub struct Reclaimer {
     events: EventRecorder,
     in_flight: Mutex<HashSet<String>>,
     backoff: Mutex<Backoff>,
+    /// The cluster's nodes as last asked, and when; asked only when a volume's
+    /// owner depends on them (a hostPath volume without node affinity), at most
+    /// once per `NODES_TTL` while one does.
+    nodes: Mutex<(Nodes, Option<Instant>)>,
+    asking_nodes: AtomicBool,
     /// Poked when an operation ends, so the next pass sees its effect.
     finished: Changes,
 }
+
+/// How long an answer about the nodes is used before it is asked again.
+const NODES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Reclaimer {
     pub fn new(client: Client, volumes: Store<PersistentVolume>, config: Config) -> Arc<Self> {
@@ -67,6 +76,8 @@ impl Reclaimer {
             config,
             in_flight: Mutex::default(),
             backoff: Mutex::default(),
+            nodes: Mutex::new((Nodes::Unknown, None)),
+            asking_nodes: AtomicBool::new(false),
             finished: Changes::default(),
         })
     }
@@ -92,6 +103,12 @@ impl Reclaimer {
     pub fn pass(self: &Arc<Self>) {
         let now = Instant::now();
         let state = self.volumes.state();
+        // A stale answer is no answer: the volumes that depend on it ask again.
+        let nodes = match crate::lock(&self.nodes).clone() {
+            (nodes, Some(at)) if now.duration_since(at) <= NODES_TTL => nodes,
+            _ => Nodes::Unknown,
+        };
+        let mut ask_nodes = false;
         self.backoff()
             .retain(|name| state.iter().any(|pv| pv.name_any() == name));
         for pv in state {
@@ -106,8 +123,12 @@ impl Reclaimer {
                     .as_ref()
                     .and_then(|s| s.persistent_volume_reclaim_policy.as_deref()),
             );
-            let plan = plan(&pv, policy, &self.config.scope);
+            let plan = plan(&pv, policy, &self.config.scope, &nodes);
             let name = pv.name_any();
+            if plan == Plan::AskNodes {
+                ask_nodes = true;
+                continue;
+            }
             if plan == Plan::NotOurs
                 || already_failed_so(&pv, &plan)
                 || !self.backoff().ready(&name, now)
@@ -127,6 +148,35 @@ impl Reclaimer {
                 this.finish(&name);
             });
         }
+        if ask_nodes {
+            self.ask_nodes();
+        }
+    }
+
+    /// Counts the nodes (two are enough to know there is not one) in the
+    /// background; the pass after the answer uses it.
+    fn ask_nodes(self: &Arc<Self>) {
+        if self.asking_nodes.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let api: Api<Node> = Api::all(this.client.clone());
+            match api.list_metadata(&ListParams::default().limit(2)).await {
+                Ok(list) => {
+                    let nodes = match list.items.as_slice() {
+                        [only] if list.metadata.continue_.as_deref().is_none_or(str::is_empty) => {
+                            Nodes::One(only.name_any())
+                        }
+                        _ => Nodes::NotOne,
+                    };
+                    *crate::lock(&this.nodes) = (nodes, Some(Instant::now()));
+                }
+                Err(error) => tracing::warn!(%error, "could not count the nodes"),
+            }
+            this.asking_nodes.store(false, Ordering::Release);
+            this.finished.poke();
+        });
     }
 
     fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
@@ -159,11 +209,21 @@ impl Reclaimer {
         }
         let name = pv.name_any();
         let (reason, outcome) = match plan {
-            Plan::NotOurs => return Ok(()),
+            Plan::NotOurs | Plan::AskNodes => return Ok(()),
             Plan::Impossible { reason, message } => {
                 return self.fail(&pv, reason, &message).await;
             }
             Plan::DeleteCsi { handle } => (FAILED_DELETE, self.delete_volume(&pv, &handle).await),
+            Plan::DeleteLocal { path } => {
+                tracing::info!(volume = %name, %path, "deleting: removing the hostPath directory");
+                let allow = self.config.host_path_allow.clone();
+                let removed = tokio::task::spawn_blocking(move || scrub::remove(&path, &allow))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ReclaimError::Refused(format!("remove task failed: {e}")))
+                    });
+                (FAILED_DELETE, removed)
+            }
             Plan::RecycleNfs { export, path } => {
                 tracing::info!(volume = %name, %export, "recycling: scrubbing the NFS directory");
                 (FAILED_RECYCLE, scrub_nfs(&export, &path).await)
@@ -255,14 +315,9 @@ impl Reclaimer {
         self.events
             .warning(&crate::events::volume_reference(pv), reason, message)
             .await;
-        volumes::set_phase(
-            &self.api(),
-            pv,
-            VolumePhase::Failed,
-            Some((reason, message)),
-        )
-        .await
-        .map(drop)
+        volumes::set_phase(&self.api(), pv, VolumePhase::Failed, Some(message))
+            .await
+            .map(drop)
     }
 }
 
@@ -272,13 +327,11 @@ fn has_our_finalizer(pv: &PersistentVolume) -> bool {
 
 /// An impossible reclaim already recorded needs no second write.
 fn already_failed_so(pv: &PersistentVolume, plan: &Plan) -> bool {
-    let Plan::Impossible { reason, message } = plan else {
+    let Plan::Impossible { message, .. } = plan else {
         return false;
     };
     pv.status.as_ref().is_some_and(|s| {
-        s.phase.as_deref() == Some("Failed")
-            && s.reason.as_deref() == Some(*reason)
-            && s.message.as_deref() == Some(message.as_str())
+        s.phase.as_deref() == Some("Failed") && s.message.as_deref() == Some(message.as_str())
     })
 }
 

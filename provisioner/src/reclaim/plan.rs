@@ -1,10 +1,18 @@
-//! Who reclaims a released volume and how, decided from the PersistentVolume alone.
+//! Who reclaims a released volume and how, decided from the PersistentVolume and,
+//! for a node-local volume with no node affinity, the number of nodes.
 //!
 //! As upstream: Delete of a volume we provisioned calls the driver's DeleteVolume
-//! first; a volume another provisioner made is left to it; anything else has no
-//! deleter. Recycle scrubs NFS exports (from the central instance, through the
-//! userspace client) and hostPath/local directories (from the instance of the node
-//! the volume is pinned to); anything else has no recycler.
+//! first; a volume another provisioner made is left to it; a hostPath volume is
+//! removed when its path is below `/tmp/` (upstream's testing deleter); anything
+//! else has no deleter. Recycle scrubs NFS exports (from the central instance,
+//! through the userspace client) and hostPath/local directories (from the instance
+//! of the node that holds them); anything else has no recycler.
+//!
+//! Which node holds a hostPath directory: the one its node affinity names; with no
+//! affinity, the cluster's only node when there is exactly one (`stowage up`, or any
+//! one-node cluster). With several nodes upstream's recycler pod scrubs wherever it
+//! lands, which may be a node that never held the data; here such a volume goes
+//! Failed asking for node affinity instead.
 
 use csi_controller::ids::{Location, VolumeId};
 use csi_controller::nfs::Export;
@@ -26,17 +34,33 @@ pub enum Scope {
     Node(String),
 }
 
+/// What an instance knows of the cluster's nodes, asked only when a volume's
+/// owner depends on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nodes {
+    /// Not asked yet, or asked too long ago.
+    Unknown,
+    /// Exactly one Node exists, named so.
+    One(String),
+    /// None, or more than one.
+    NotOne,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Not for this instance: another one, an external provisioner or an administrator.
     NotOurs,
-    /// Nobody can: the volume goes Failed with this reason and message.
+    /// Who acts depends on the number of nodes, which this instance must ask first.
+    AskNodes,
+    /// Nobody can: the volume goes Failed with this message (and an event with this reason).
     Impossible {
         reason: &'static str,
         message: String,
     },
     /// DeleteVolume through CSI, then remove the PersistentVolume.
     DeleteCsi { handle: String },
+    /// Remove a directory (or file) of this node, then the PersistentVolume.
+    DeleteLocal { path: String },
     /// Empty a directory of an NFS export; `path` is relative to the share.
     RecycleNfs { export: Export, path: Vec<String> },
     /// Empty a directory of this node.
@@ -46,17 +70,58 @@ pub enum Plan {
 pub const FAILED_DELETE: &str = "VolumeFailedDelete";
 pub const FAILED_RECYCLE: &str = "VolumeFailedRecycle";
 
+/// Who acts on a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Central,
+    Node(String),
+    /// The node holding a hostPath directory that no node affinity pins.
+    SoleNode,
+}
+
 /// What `scope` should do about `pv`, a Released or Failed volume with `policy`.
-pub fn plan(pv: &PersistentVolume, policy: ReclaimPolicy, scope: &Scope) -> Plan {
+pub fn plan(pv: &PersistentVolume, policy: ReclaimPolicy, scope: &Scope, nodes: &Nodes) -> Plan {
     let (owner, plan) = match policy {
         ReclaimPolicy::Retain => return Plan::NotOurs,
         ReclaimPolicy::Delete => delete_plan(pv),
         ReclaimPolicy::Recycle => recycle_plan(pv),
     };
+    let owner = match (owner, nodes) {
+        (Owner::Central, _) => Scope::Central,
+        (Owner::Node(node), _) => Scope::Node(node),
+        (Owner::SoleNode, Nodes::Unknown) => return Plan::AskNodes,
+        (Owner::SoleNode, Nodes::One(node)) => Scope::Node(node.clone()),
+        (Owner::SoleNode, Nodes::NotOne) => {
+            let reason = match policy {
+                ReclaimPolicy::Delete => FAILED_DELETE,
+                _ => FAILED_RECYCLE,
+            };
+            return if *scope == Scope::Central {
+                Plan::Impossible {
+                    reason,
+                    message: UNPINNED.into(),
+                }
+            } else {
+                Plan::NotOurs
+            };
+        }
+    };
     if owner == *scope { plan } else { Plan::NotOurs }
 }
 
-fn delete_plan(pv: &PersistentVolume) -> (Scope, Plan) {
+const UNPINNED: &str = "the volume has no node affinity naming one node and the cluster has more than one node, so no node instance knows it holds the data; give the volume a node affinity";
+
+fn impossible(reason: &'static str, message: impl Into<String>) -> (Owner, Plan) {
+    (
+        Owner::Central,
+        Plan::Impossible {
+            reason,
+            message: message.into(),
+        },
+    )
+}
+
+fn delete_plan(pv: &PersistentVolume) -> (Owner, Plan) {
     let spec = pv.spec.clone().unwrap_or_default();
     let provisioned_by = pv
         .metadata
@@ -68,8 +133,8 @@ fn delete_plan(pv: &PersistentVolume) -> (Scope, Plan) {
     match (spec.csi, provisioned_by) {
         (Some(csi), _) if ours && csi.driver == DRIVER_NAME => {
             let owner = match VolumeId::parse(&csi.volume_handle).map(|id| id.location) {
-                Some(Location::Local { node }) => Scope::Node(node),
-                _ => Scope::Central,
+                Some(Location::Local { node }) => Owner::Node(node),
+                _ => Owner::Central,
             };
             (
                 owner,
@@ -78,31 +143,38 @@ fn delete_plan(pv: &PersistentVolume) -> (Scope, Plan) {
                 },
             )
         }
-        (_, Some(other)) if other != DRIVER_NAME => (Scope::Central, Plan::NotOurs),
-        _ => (
-            Scope::Central,
-            Plan::Impossible {
-                reason: FAILED_DELETE,
-                message: format!(
+        (_, Some(other)) if other != DRIVER_NAME => (Owner::Central, Plan::NotOurs),
+        _ => match spec.host_path {
+            Some(host_path) => host_path_delete_plan(pv, host_path.path),
+            None => impossible(
+                FAILED_DELETE,
+                format!(
                     "error getting deleter volume plugin for volume {:?}: no deletable volume plugin matched",
                     pv.metadata.name.as_deref().unwrap_or_default()
                 ),
-            },
-        ),
+            ),
+        },
     }
 }
 
-fn recycle_plan(pv: &PersistentVolume) -> (Scope, Plan) {
+/// Upstream's hostPath deleter, meant for testing: only paths below `/tmp/`. Its
+/// pattern is unanchored (`/var/tmp/x` passes); here it must be the path's start.
+fn host_path_delete_plan(pv: &PersistentVolume, path: String) -> (Owner, Plan) {
+    let below_tmp = path
+        .strip_prefix("/tmp/")
+        .is_some_and(|rest| !rest.is_empty());
+    if !below_tmp {
+        return impossible(
+            FAILED_DELETE,
+            format!("host_path deleter only supports /tmp/.+ but received provided {path}"),
+        );
+    }
+    (local_owner(pv), Plan::DeleteLocal { path })
+}
+
+fn recycle_plan(pv: &PersistentVolume) -> (Owner, Plan) {
     let spec = pv.spec.clone().unwrap_or_default();
-    let no_recycler = |message: &str| {
-        (
-            Scope::Central,
-            Plan::Impossible {
-                reason: FAILED_RECYCLE,
-                message: message.to_string(),
-            },
-        )
-    };
+    let no_recycler = |message: &str| impossible(FAILED_RECYCLE, message);
     if let Some(nfs) = &spec.nfs {
         return nfs_plan(&nfs.server, &nfs.path, "").unwrap_or_else(|m| no_recycler(&m));
     }
@@ -126,15 +198,15 @@ fn recycle_plan(pv: &PersistentVolume) -> (Scope, Plan) {
         (None, None, Some(path)) => path,
         (None, None, None) => return no_recycler("No recycler plugin found for the volume!"),
     };
-    match pinned_node(pv) {
-        Some(node) => (Scope::Node(node), Plan::RecycleLocal { path }),
-        None => no_recycler(
-            "the volume has no node affinity naming one node, so no node instance can scrub it",
-        ),
-    }
+    (local_owner(pv), Plan::RecycleLocal { path })
 }
 
-fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Scope, Plan), String> {
+/// The node instance that holds a node-local path.
+fn local_owner(pv: &PersistentVolume) -> Owner {
+    pinned_node(pv).map_or(Owner::SoleNode, Owner::Node)
+}
+
+fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Owner, Plan), String> {
     let export = Export::parse(server, share)?;
     let path: Vec<String> = sub_dir
         .split('/')
@@ -144,7 +216,7 @@ fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Scope, Plan), S
     if path.iter().any(|c| c == "..") {
         return Err(format!("subDir {sub_dir:?} must not contain '..'"));
     }
-    Ok((Scope::Central, Plan::RecycleNfs { export, path }))
+    Ok((Owner::Central, Plan::RecycleNfs { export, path }))
 }
 
 /// The one node a volume's required node affinity admits, if it names exactly one.
@@ -232,7 +304,7 @@ mod tests {
                 },
             ),
             (
-                "a hostPath volume has no deleter; node instances leave it",
+                "a hostPath volume outside /tmp is for the central instance to fail",
                 json!({"spec": {"hostPath": {"path": "/srv/x"}}}),
                 node_a,
                 Plan::NotOurs,
@@ -240,7 +312,7 @@ mod tests {
         ];
         for (what, object, scope, wanted) in cases {
             assert_eq!(
-                plan(&pv(object), ReclaimPolicy::Delete, &scope),
+                plan(&pv(object), ReclaimPolicy::Delete, &scope, &Nodes::Unknown),
                 wanted,
                 "{what}"
             );
@@ -301,15 +373,6 @@ mod tests {
                 Plan::NotOurs,
             ),
             (
-                "an unpinned hostPath volume cannot be scrubbed",
-                json!({"spec": {"hostPath": {"path": "/srv/x"}}}),
-                Scope::Central,
-                Plan::Impossible {
-                    reason: FAILED_RECYCLE,
-                    message: "the volume has no node affinity naming one node, so no node instance can scrub it".into(),
-                },
-            ),
-            (
                 "a CSI volume has no recycler",
                 json!({"spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "local:0123456789abcdef0123456789abcdef:a"}}}),
                 Scope::Central,
@@ -321,7 +384,7 @@ mod tests {
         ];
         for (what, object, scope, wanted) in cases {
             assert_eq!(
-                plan(&pv(object), ReclaimPolicy::Recycle, &scope),
+                plan(&pv(object), ReclaimPolicy::Recycle, &scope, &Nodes::Unknown),
                 wanted,
                 "{what}"
             );
@@ -332,8 +395,147 @@ mod tests {
     fn retain_is_never_acted_on() {
         let object = pv(json!({"spec": {"nfs": {"server": "s", "path": "/e"}}}));
         assert_eq!(
-            plan(&object, ReclaimPolicy::Retain, &Scope::Central),
+            plan(
+                &object,
+                ReclaimPolicy::Retain,
+                &Scope::Central,
+                &Nodes::Unknown
+            ),
             Plan::NotOurs
         );
+    }
+
+    #[test]
+    fn node_local_paths_without_affinity_belong_to_the_only_node() {
+        let unpinned = |path: &str| json!({"spec": {"hostPath": {"path": path}}});
+        let one = Nodes::One("a".into());
+        let node_a = Scope::Node("a".into());
+        let node_b = Scope::Node("b".into());
+        let failed = |reason| Plan::Impossible {
+            reason,
+            message: UNPINNED.into(),
+        };
+        let recycle = ReclaimPolicy::Recycle;
+        let delete = ReclaimPolicy::Delete;
+        let cases = [
+            (
+                "recycle, one node: that node's instance scrubs",
+                unpinned("/srv/x"),
+                recycle,
+                node_a.clone(),
+                one.clone(),
+                Plan::RecycleLocal {
+                    path: "/srv/x".into(),
+                },
+            ),
+            (
+                "recycle, one node: not the central instance's",
+                unpinned("/srv/x"),
+                recycle,
+                Scope::Central,
+                one.clone(),
+                Plan::NotOurs,
+            ),
+            (
+                "recycle, one node: not another node's",
+                unpinned("/srv/x"),
+                recycle,
+                node_b.clone(),
+                one.clone(),
+                Plan::NotOurs,
+            ),
+            (
+                "recycle, several nodes: the central instance fails it",
+                unpinned("/srv/x"),
+                recycle,
+                Scope::Central,
+                Nodes::NotOne,
+                failed(FAILED_RECYCLE),
+            ),
+            (
+                "recycle, several nodes: no node instance acts",
+                unpinned("/srv/x"),
+                recycle,
+                node_a.clone(),
+                Nodes::NotOne,
+                Plan::NotOurs,
+            ),
+            (
+                "recycle, nodes not known yet: ask",
+                unpinned("/srv/x"),
+                recycle,
+                node_a.clone(),
+                Nodes::Unknown,
+                Plan::AskNodes,
+            ),
+            (
+                "delete below /tmp, one node: that node removes it",
+                unpinned("/tmp/vol"),
+                delete,
+                node_a.clone(),
+                one.clone(),
+                Plan::DeleteLocal {
+                    path: "/tmp/vol".into(),
+                },
+            ),
+            (
+                "delete below /tmp, pinned: its node, whatever the count",
+                json!({"spec": {"hostPath": {"path": "/tmp/vol"}, "nodeAffinity": pinned("b")}}),
+                delete,
+                node_b,
+                Nodes::Unknown,
+                Plan::DeleteLocal {
+                    path: "/tmp/vol".into(),
+                },
+            ),
+            (
+                "delete below /tmp, several nodes: the central instance fails it",
+                unpinned("/tmp/vol"),
+                delete,
+                Scope::Central,
+                Nodes::NotOne,
+                failed(FAILED_DELETE),
+            ),
+            (
+                "delete outside /tmp: upstream's refusal, at once",
+                unpinned("/srv/x"),
+                delete,
+                Scope::Central,
+                Nodes::Unknown,
+                Plan::Impossible {
+                    reason: FAILED_DELETE,
+                    message: "host_path deleter only supports /tmp/.+ but received provided /srv/x"
+                        .into(),
+                },
+            ),
+            (
+                "/tmp itself is not below /tmp",
+                unpinned("/tmp/"),
+                delete,
+                Scope::Central,
+                one.clone(),
+                Plan::Impossible {
+                    reason: FAILED_DELETE,
+                    message: "host_path deleter only supports /tmp/.+ but received provided /tmp/"
+                        .into(),
+                },
+            ),
+            (
+                "/var/tmp passes upstream's unanchored pattern, not here",
+                unpinned("/var/tmp/x"),
+                delete,
+                Scope::Central,
+                one,
+                Plan::Impossible {
+                    reason: FAILED_DELETE,
+                    message:
+                        "host_path deleter only supports /tmp/.+ but received provided /var/tmp/x"
+                            .into(),
+                },
+            ),
+        ];
+        for (what, object, policy, scope, nodes, wanted) in cases {
+            assert_eq!(plan(&pv(object), policy, &scope, &nodes), wanted, "{what}");
+        }
     }
 }

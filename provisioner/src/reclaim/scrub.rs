@@ -1,6 +1,6 @@
-//! Scrubbing a node-local directory for Recycle: everything inside goes, the
-//! directory stays. Confined to allow-listed prefixes, never follows a symlink and
-//! never crosses into another filesystem.
+//! Scrubbing a node-local directory for Recycle (everything inside goes, the
+//! directory stays) and removing one for Delete. Confined to allow-listed
+//! prefixes, never follows a symlink and never crosses into another filesystem.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,6 +30,72 @@ pub fn scrub(raw: &str, allow: &[PathBuf]) -> Result<(), ReclaimError> {
     empty(&root, &path, device, 0)
 }
 
+/// Removes `raw` (a directory with everything inside, or a file; a symlink itself,
+/// never its target), which must lie strictly below one of `allow`, as upstream's
+/// `os.RemoveAll`: a path that is already gone is fine.
+pub fn remove(raw: &str, allow: &[PathBuf]) -> Result<(), ReclaimError> {
+    let lexical = Path::new(raw);
+    let (Some(parent), Some(name)) = (lexical.parent(), lexical.file_name()) else {
+        return Err(ReclaimError::Refused(format!(
+            "{raw:?} names no entry to remove"
+        )));
+    };
+    let parent_raw = parent.to_str().unwrap_or_default();
+    if !lexical.is_absolute() || lexical.components().any(|c| c == Component::ParentDir) {
+        return Err(ReclaimError::Refused(format!(
+            "{raw:?} must be an absolute path without '..'"
+        )));
+    }
+    let parent_path = match std::fs::canonicalize(parent) {
+        Ok(path) => path,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ReclaimError::Io {
+                path: parent_raw.to_string(),
+                error: e.to_string(),
+            });
+        }
+    };
+    // The entry itself is not resolved: a symlink is removed, not followed.
+    let path = parent_path.join(name);
+    check_below(raw, &path, allow)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let dir = openat2(AT_FDCWD, &parent_path, how).map_err(|e| io(&parent_path, e))?;
+    let stat = match fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(io(&path, e)),
+    };
+    if is_dir(&stat) {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let sub = openat(&dir, name, flags, Mode::empty()).map_err(|e| io(&path, e))?;
+        empty(&sub, &path, stat.st_dev, 0)?;
+        unlinkat(&dir, name, UnlinkatFlags::RemoveDir)
+    } else {
+        unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir)
+    }
+    .or_else(|e| if e == Errno::ENOENT { Ok(()) } else { Err(e) })
+    .map_err(|e| io(&path, e))
+}
+
+/// Refuses a resolved `path` that is not strictly below an allowed prefix.
+fn check_below(raw: &str, path: &Path, allow: &[PathBuf]) -> Result<(), ReclaimError> {
+    let below = allow.iter().any(|prefix| {
+        let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| prefix.clone());
+        path != prefix && path.starts_with(&prefix)
+    });
+    if below {
+        Ok(())
+    } else {
+        Err(ReclaimError::Refused(format!(
+            "{raw:?} (resolved {}) is not strictly below a --host-path-allow prefix",
+            path.display()
+        )))
+    }
+}
+
 /// The resolved path of `raw` if it is a directory strictly below an allowed prefix.
 fn confine(raw: &str, allow: &[PathBuf]) -> Result<PathBuf, ReclaimError> {
     let lexical = Path::new(raw);
@@ -45,18 +111,8 @@ fn confine(raw: &str, allow: &[PathBuf]) -> Result<PathBuf, ReclaimError> {
         path: raw.to_string(),
         error: e.to_string(),
     })?;
-    let below = allow.iter().any(|prefix| {
-        let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| prefix.clone());
-        path != prefix && path.starts_with(&prefix)
-    });
-    if below {
-        Ok(path)
-    } else {
-        Err(ReclaimError::Refused(format!(
-            "{raw:?} (resolved {}) is not strictly below a --host-path-allow prefix",
-            path.display()
-        )))
-    }
+    check_below(raw, &path, allow)?;
+    Ok(path)
 }
 
 fn empty(dir: &OwnedFd, path: &Path, device: u64, depth: usize) -> Result<(), ReclaimError> {
@@ -203,5 +259,47 @@ mod tests {
             scrub(missing.to_str().expect("utf8"), &[allowed]),
             Err(ReclaimError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn remove_takes_the_directory_and_its_tree() {
+        let (_dir, allowed, volume) = fixture();
+        remove(
+            volume.to_str().expect("utf8"),
+            std::slice::from_ref(&allowed),
+        )
+        .expect("remove");
+        assert!(!volume.exists());
+        assert!(allowed.is_dir(), "the prefix stays");
+        remove(volume.to_str().expect("utf8"), &[allowed]).expect("removing it again is fine");
+    }
+
+    #[test]
+    fn remove_takes_a_symlink_not_its_target_and_stays_below_the_prefix() {
+        let (dir, allowed, volume) = fixture();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join("precious"), b"keep").expect("write");
+        symlink(&outside, allowed.join("link")).expect("symlink");
+        symlink(&outside, volume.join("inner-link")).expect("symlink");
+        let allow = [allowed.clone()];
+        remove(allowed.join("link").to_str().expect("utf8"), &allow).expect("remove link");
+        assert!(fs::symlink_metadata(allowed.join("link")).is_err());
+        remove(volume.to_str().expect("utf8"), &allow).expect("remove volume");
+        assert_eq!(fs::read(outside.join("precious")).expect("kept"), b"keep");
+        for raw in [
+            outside.to_str().expect("utf8").to_string(),
+            allowed.to_str().expect("utf8").to_string(),
+            format!("{}/../outside", allowed.display()),
+            "relative".to_string(),
+            "/".to_string(),
+        ] {
+            let result = remove(&raw, &allow);
+            assert!(
+                matches!(result, Err(ReclaimError::Refused(_))),
+                "{raw}: {result:?}"
+            );
+        }
+        assert!(outside.join("precious").exists());
     }
 }

@@ -71,6 +71,7 @@ pub fn run(args: BinderBench) -> Result<(), String> {
                 name: format!("claim-{i:07}"),
                 uid: format!("uid-{i}"),
                 class: class.to_string(),
+                has_class: true,
                 mode: VolumeMode::Filesystem,
                 access,
                 request: Some(request),

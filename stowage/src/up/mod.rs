@@ -149,6 +149,8 @@ async fn start(
         wait_for_socket(&socket).await?;
     }
 
+    // Every controller, and no --defer-binding-to: one machine has no
+    // kube-controller-manager, so this binder always binds.
     supervisor.start(component(
         "provisioner",
         [

@@ -1,0 +1,48 @@
+//! What a claim's status should say, as upstream's `updateClaimStatus` writes it.
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
+};
+
+/// The status of a claim bound to `pv`, if it differs from the current one: the
+/// access modes follow the volume's on every sync; the capacity is written only
+/// when the claim becomes Bound, after which it is the resizer's to change.
+pub fn bound_status(
+    pvc: &PersistentVolumeClaim,
+    pv: &PersistentVolume,
+) -> Option<PersistentVolumeClaimStatus> {
+    let volume = pv.spec.clone().unwrap_or_default();
+    let current = pvc.status.clone().unwrap_or_default();
+    let becoming_bound = current.phase.as_deref() != Some("Bound");
+    if !becoming_bound && current.access_modes == volume.access_modes {
+        return None;
+    }
+    Some(PersistentVolumeClaimStatus {
+        phase: Some("Bound".into()),
+        access_modes: volume.access_modes,
+        capacity: if becoming_bound {
+            volume.capacity
+        } else {
+            current.capacity.clone()
+        },
+        ..current
+    })
+}
+
+/// The status of a claim that is not bound (Pending or Lost), if it differs from
+/// the current one: with no volume, upstream clears the access modes and capacity.
+pub fn unbound_status(
+    pvc: &PersistentVolumeClaim,
+    phase: &str,
+) -> Option<PersistentVolumeClaimStatus> {
+    let current = pvc.status.clone().unwrap_or_default();
+    let stale = current.phase.as_deref() != Some(phase)
+        || current.access_modes.as_ref().is_some_and(|m| !m.is_empty())
+        || current.capacity.as_ref().is_some_and(|c| !c.is_empty());
+    stale.then(|| PersistentVolumeClaimStatus {
+        phase: Some(phase.into()),
+        access_modes: None,
+        capacity: None,
+        ..current
+    })
+}
