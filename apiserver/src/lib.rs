@@ -12,6 +12,7 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod resources;
 pub mod selectors;
