@@ -123,6 +123,19 @@ fn render(value: &Value) -> String {
 
 /// A DNS-1123 subdomain: the name rule for most objects.
 pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errors.push(FieldError::required(
+            field,
+            "name or generateName is required",
+        ));
+    } else if !is_subdomain(name) {
+        errors.push(FieldError::invalid(field, name, SUBDOMAIN_MESSAGE));
+    }
+}
+
+pub const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+fn is_subdomain(name: &str) -> bool {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -132,17 +145,57 @@ pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
+
+/// Upstream's `IsQualifiedName`: an optional DNS subdomain prefix and `/`, then a name
+/// of at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+pub fn check_qualified_name(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    let (prefix, name) = match value.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, value),
+    };
+    let mut problem = |detail: &str| errors.push(FieldError::invalid(field, value, detail));
+    if name.contains('/') {
+        problem(
+            "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+        );
+        return;
+    }
+    match prefix {
+        Some("") => problem("prefix part must be non-empty"),
+        Some(prefix) if !is_subdomain(prefix) => {
+            problem(&format!("prefix part {SUBDOMAIN_MESSAGE}"));
+        }
+        _ => {}
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     if name.is_empty() {
-        errors.push(FieldError::required(
+        problem("name part must be non-empty");
+    } else if name.len() > 63 {
+        problem("name part must be no more than 63 characters");
+    } else if !edge_ok(name.bytes().next())
+        || !edge_ok(name.bytes().last())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        problem(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+        );
+    }
+}
+
+/// A quantity that must parse and not be negative.
+pub fn check_nonnegative_quantity(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    match Quantity::parse(value) {
+        Err(e) => errors.push(FieldError::invalid(field, value, e.to_string())),
+        Ok(q) if q.is_negative() => errors.push(FieldError::invalid(
             field,
-            "name or generateName is required",
-        ));
-    } else if name.len() > 253 || !name.split('.').all(label_ok) {
-        errors.push(FieldError::invalid(
-            field,
-            name,
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-        ));
+            value,
+            "must be greater than or equal to 0",
+        )),
+        Ok(_) => {}
     }
 }
 
