@@ -518,3 +518,97 @@ async fn bodies_the_server_cannot_read_are_415_with_a_status() {
         .await;
     assert_eq!(garbage.code, 400, "{}", garbage.text());
 }
+
+#[tokio::test]
+async fn capacity_tracking_and_attach_status_in_protobuf() {
+    let (_dir, _api, proto) = started().await;
+    // What csi-provisioner's capacity tracking writes.
+    let capacity = storage::CSIStorageCapacity {
+        metadata: Some(meta::ObjectMeta {
+            generate_name: Some("csisc-".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }),
+        node_topology: Some(meta::LabelSelector {
+            match_labels: [("topology.stowage.io/node".to_string(), "node1".to_string())].into(),
+            match_expressions: vec![],
+        }),
+        storage_class_name: Some("fast".into()),
+        capacity: Some(quantity("100Gi")),
+        maximum_volume_size: None,
+    };
+    let created = proto
+        .send(
+            "POST",
+            "/apis/storage.k8s.io/v1/namespaces/default/csistoragecapacities",
+            envelope("storage.k8s.io/v1", "CSIStorageCapacity", &capacity),
+        )
+        .await;
+    assert_eq!(created.code, 201, "{}", created.text());
+    let created: storage::CSIStorageCapacity = created.object("CSIStorageCapacity");
+    let name = created.metadata.and_then(|m| m.name).unwrap_or_default();
+    assert!(name.starts_with("csisc-"), "{name}");
+    assert_eq!(
+        created.capacity.and_then(|q| q.string).as_deref(),
+        Some("100Gi")
+    );
+
+    // What csi-attacher writes: the status of a VolumeAttachment, through /status.
+    let attachment = storage::VolumeAttachment {
+        metadata: go_metadata("csi-1", ""),
+        spec: Some(storage::VolumeAttachmentSpec {
+            attacher: Some("csi.stowage.io".into()),
+            source: Some(storage::VolumeAttachmentSource {
+                persistent_volume_name: Some("pv1".into()),
+                inline_volume_spec: None,
+            }),
+            node_name: Some("node1".into()),
+        }),
+        status: Some(storage::VolumeAttachmentStatus {
+            attached: Some(false),
+            ..Default::default()
+        }),
+    };
+    let path = "/apis/storage.k8s.io/v1/volumeattachments";
+    let created = proto
+        .send(
+            "POST",
+            path,
+            envelope("storage.k8s.io/v1", "VolumeAttachment", &attachment),
+        )
+        .await;
+    assert_eq!(created.code, 201, "{}", created.text());
+    let mut attachment: storage::VolumeAttachment = created.object("VolumeAttachment");
+    attachment.status = Some(storage::VolumeAttachmentStatus {
+        attached: Some(true),
+        attachment_metadata: [("lun".to_string(), "0".to_string())].into(),
+        ..Default::default()
+    });
+    let updated = proto
+        .send(
+            "PUT",
+            &format!("{path}/csi-1/status"),
+            envelope("storage.k8s.io/v1", "VolumeAttachment", &attachment),
+        )
+        .await;
+    assert_eq!(updated.code, 200, "{}", updated.text());
+    let updated: storage::VolumeAttachment = updated.object("VolumeAttachment");
+    let status = updated.status.unwrap_or_default();
+    assert_eq!(status.attached, Some(true));
+    assert_eq!(
+        status.attachment_metadata.get("lun").map(String::as_str),
+        Some("0")
+    );
+
+    // A custom kind asked for in protobuf first is answered in JSON, as upstream does.
+    let snapshots = proto
+        .get("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots")
+        .await;
+    assert_eq!(snapshots.code, 200);
+    assert!(
+        snapshots.content_type.starts_with("application/json"),
+        "{}",
+        snapshots.content_type
+    );
+    assert_eq!(snapshots.json()["kind"], "VolumeSnapshotList");
+}
