@@ -323,8 +323,13 @@ fn each<'b>(bytes: &'b [u8], mut visit: impl FnMut(u32, Payload<'b>) -> Result<(
     Ok(())
 }
 
-/// metav1.Time and MicroTime; the zero time is JSON null, as Go marshals it.
+/// metav1.Time and MicroTime. Go writes the zero time as an empty message (JSON null);
+/// any other time, the Unix epoch included, has its fields. Time drops the nanoseconds on
+/// reading, as Go's does, so protobuf and JSON writers store the same second.
 fn time(field: &Field, bytes: &[u8], micro: bool) -> Result<Value> {
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
     let (mut seconds, mut nanos) = (0i64, 0i32);
     each(bytes, |tag, payload| {
         match (tag, payload) {
@@ -334,9 +339,6 @@ fn time(field: &Field, bytes: &[u8], micro: bool) -> Result<Value> {
         }
         Ok(())
     })?;
-    if seconds == 0 && nanos == 0 {
-        return Ok(Value::Null);
-    }
     let at = Timestamp::new(seconds, if micro { nanos } else { 0 })
         .map_err(|e| bad(field.json, format!("time out of range: {e}")))?;
     let format = if micro {
