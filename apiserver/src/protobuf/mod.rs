@@ -161,10 +161,11 @@ pub fn decode_object(resource: &Resource, body: &[u8]) -> Result<Value, ApiError
     Ok(Value::Object(object))
 }
 
-/// Reads a DeleteOptions body; client-go sends it in any group's version.
+/// Reads a DeleteOptions body; client-go sends it in any group's version (and an envelope
+/// without a kind means the kind the endpoint expects, as upstream's decoder defaults it).
 pub fn decode_delete_options(body: &[u8]) -> Result<Value, ApiError> {
     let envelope = open(body)?;
-    if envelope.kind != "DeleteOptions" {
+    if !envelope.kind.is_empty() && envelope.kind != "DeleteOptions" {
         return Err(ApiError::bad_request(format!(
             "expected DeleteOptions, got {:?}",
             envelope.kind

@@ -455,3 +455,42 @@ fn damaged_bodies_never_panic_and_decoding_is_stable() {
         variants.len()
     );
 }
+
+#[test]
+fn an_envelope_without_type_meta_takes_the_endpoints_kind() {
+    let claim = core::PersistentVolumeClaim {
+        metadata: go_metadata("data"),
+        ..Default::default()
+    };
+    let mut body = MAGIC.to_vec();
+    body.extend(
+        Unknown {
+            raw: Some(claim.encode_to_vec()),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    let decoded = decode_object(resource("persistentvolumeclaims"), &body).ok();
+    assert_eq!(
+        decoded,
+        Some(json!({"metadata": {"name": "data", "labels": {"app": "web"}}}))
+    );
+    let mut options = MAGIC.to_vec();
+    options.extend(
+        Unknown {
+            raw: Some(
+                meta::DeleteOptions {
+                    propagation_policy: Some("Background".into()),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    assert_eq!(
+        decode_delete_options(&options).ok(),
+        Some(json!({"propagationPolicy": "Background"}))
+    );
+}
