@@ -131,6 +131,12 @@ def main():
     resolved = {}
     inlined_into = {}
 
+    def embedded(target, parent_api):
+        """Whether every field of `target` is a field of the parent's JSON form."""
+        names = {norm(json) for json, _ in parent_api.values()}
+        _, _, fields = pb[key_of(target)]
+        return bool(fields) and all(norm(rust) in names for _, rust, _, _ in fields)
+
     def key_of(definition):
         package, name = definition.rsplit(".", 1)
         return (package, norm(name))
@@ -162,7 +168,7 @@ def main():
             inline = False
             if match:
                 _, json, required = match
-            elif api and target and target not in SPECIAL:
+            elif api and target and target not in SPECIAL and embedded(target, api):
                 # Go embeds the struct with `json:",inline"`: its fields sit in the parent.
                 json, required, inline = "", False, True
                 inlined_into[target] = api

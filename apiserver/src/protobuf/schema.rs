@@ -404,7 +404,7 @@ pub static MESSAGES: [Message; 229] = [
         Field { tag: 39, json: "resourceClaims", kind: Kind::Message(100), repeated: true, presence: Presence::OmitZero },
         Field { tag: 40, json: "resources", kind: Kind::Message(101), repeated: false, presence: Presence::Pointer },
         Field { tag: 41, json: "hostnameOverride", kind: Kind::String, repeated: false, presence: Presence::Pointer },
-        Field { tag: 42, json: "", kind: Kind::Message(102), repeated: false, presence: Presence::Inline },
+        Field { tag: 42, json: "workloadRef", kind: Kind::Message(102), repeated: false, presence: Presence::OmitZero },
     ] },
     // 52
     Message { name: "io.k8s.api.core.v1.PodStatus", fields: &[

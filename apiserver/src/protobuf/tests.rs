@@ -125,13 +125,29 @@ fn go_client_bodies_decode_to_the_json_a_json_client_sends() {
     let pod = core::Pod {
         metadata: go_metadata("web"),
         spec: Some(core::PodSpec {
-            volumes: vec![core::Volume {
-                name: Some("scratch".into()),
-                volume_source: Some(core::VolumeSource {
-                    empty_dir: Some(core::EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                }),
-            }],
+            volumes: vec![
+                core::Volume {
+                    name: Some("scratch".into()),
+                    volume_source: Some(core::VolumeSource {
+                        empty_dir: Some(core::EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }),
+                },
+                core::Volume {
+                    name: Some("settings".into()),
+                    volume_source: Some(core::VolumeSource {
+                        config_map: Some(core::ConfigMapVolumeSource {
+                            // Embedded inline in Go: its name is the configMap's own.
+                            local_object_reference: Some(core::LocalObjectReference {
+                                name: Some("app-config".into()),
+                            }),
+                            default_mode: Some(0o644),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                },
+            ],
             containers: vec![core::Container {
                 name: Some("app".into()),
                 image: Some("nginx".into()),
@@ -210,7 +226,10 @@ fn go_client_bodies_decode_to_the_json_a_json_client_sends() {
             "Pod",
             pod.encode_to_vec(),
             json!({"metadata": metadata("web"), "spec": {
-                "volumes": [{"name": "scratch", "emptyDir": {}}],
+                "volumes": [
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "settings", "configMap": {"name": "app-config", "defaultMode": 420}},
+                ],
                 "containers": [{"name": "app", "image": "nginx",
                     "livenessProbe": {"httpGet": {"port": "http"}}}],
             }}),
