@@ -4,6 +4,7 @@
 //! that carry whole objects.
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::storage::v1::{
     CSINode, CSIStorageCapacity, VolumeAttachment, VolumeAttributesClass,
 };
@@ -380,5 +381,90 @@ async fn kubectl_sorts_events_and_prints_the_csi_kinds() {
     assert!(
         listed[1].starts_with("csi-1 csi.stowage.io pv1 node1 false"),
         "{listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn rbac_grants_the_csi_kinds_and_their_status_as_upstream() {
+    const ATTACHER: &str = "attacher-token-0123456789abcdef0123456789abcdef";
+    let dir = TempDir::new().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tokens.csv"),
+        format!("{ATTACHER},system:serviceaccount:kube-system:csi-attacher,u-att\n"),
+    )
+    .expect("token file");
+    let api = InProcessApi::start(dir.path()).await;
+    // external-attacher's rules: attachments read and patched, their status patched.
+    let role: ClusterRole = typed(json!({
+        "metadata": {"name": "external-attacher-runner"},
+        "rules": [
+            {"apiGroups": ["storage.k8s.io"], "resources": ["volumeattachments"],
+             "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["storage.k8s.io"], "resources": ["volumeattachments/status"],
+             "verbs": ["patch"]},
+            {"apiGroups": ["storage.k8s.io"], "resources": ["csinodes"],
+             "verbs": ["get", "list", "watch"]}
+        ]
+    }));
+    Api::<ClusterRole>::all(api.client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    let binding: ClusterRoleBinding = typed(json!({
+        "metadata": {"name": "csi-attacher-role"},
+        "subjects": [{"kind": "ServiceAccount", "name": "csi-attacher", "namespace": "kube-system"}],
+        "roleRef": {"kind": "ClusterRole", "name": "external-attacher-runner",
+                    "apiGroup": "rbac.authorization.k8s.io"}
+    }));
+    Api::<ClusterRoleBinding>::all(api.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    Api::<VolumeAttachment>::all(api.client.clone())
+        .create(&PostParams::default(), &attachment("csi-1", "pv1"))
+        .await
+        .expect("attachment");
+
+    let kubeconfig = dir.path().join("attacher.kubeconfig");
+    let ca = apiserver::kubeconfig::ca_certificate(dir.path()).expect("CA");
+    apiserver::kubeconfig::write(&kubeconfig, api.address, ATTACHER, &ca).expect("kubeconfig");
+    let attacher = stowage_tests::api::client_from(&kubeconfig).await;
+    let attachments: Api<VolumeAttachment> = Api::all(attacher.clone());
+    let status = json!({"status": {"attached": true}});
+    attachments
+        .patch_status("csi-1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the attacher patches status");
+    attachments
+        .list(&Default::default())
+        .await
+        .expect("the attacher lists");
+    Api::<CSINode>::all(attacher.clone())
+        .list(&Default::default())
+        .await
+        .expect("the attacher lists CSINodes");
+    let capacity: CSIStorageCapacity = typed(json!({
+        "metadata": {"name": "cap-1"}, "storageClassName": "fast"
+    }));
+    let refused = Api::<CSIStorageCapacity>::namespaced(attacher.clone(), "default")
+        .create(&PostParams::default(), &capacity)
+        .await;
+    match refused {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403);
+            assert!(
+                status.message.contains(
+                    "cannot create resource \"csistoragecapacities\" in API group \"storage.k8s.io\" in the namespace \"default\""
+                ),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let deleted = attachments.delete("csi-1", &Default::default()).await;
+    assert!(
+        matches!(deleted, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{deleted:?}"
     );
 }
