@@ -612,3 +612,78 @@ async fn capacity_tracking_and_attach_status_in_protobuf() {
     );
     assert_eq!(snapshots.json()["kind"], "VolumeSnapshotList");
 }
+
+/// The frames of a protobuf watch stream: (event type, the object's envelope kind, bytes).
+fn watch_frames(body: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 4 {
+        let (length, tail) = rest.split_at(4);
+        let length = u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize;
+        let (frame, tail) = tail.split_at(length);
+        rest = tail;
+        let event = meta::WatchEvent::decode(frame).expect("WatchEvent");
+        let raw = event.object.and_then(|o| o.raw).unwrap_or_default();
+        let inner = raw.strip_prefix(b"k8s\0").expect("an enveloped object");
+        let unknown = Unknown::decode(inner).expect("runtime.Unknown");
+        let kind = unknown.type_meta.and_then(|t| t.kind).unwrap_or_default();
+        frames.push((
+            event.r#type.unwrap_or_default(),
+            kind,
+            unknown.raw.unwrap_or_default(),
+        ));
+    }
+    assert!(rest.is_empty(), "a partial frame is left: {rest:?}");
+    frames
+}
+
+#[tokio::test]
+async fn watches_asked_for_in_protobuf_are_length_delimited_watch_events() {
+    let (_dir, _api, proto) = started().await;
+    for name in ["pv1", "pv2"] {
+        let created = proto
+            .send(
+                "POST",
+                "/api/v1/persistentvolumes",
+                envelope("v1", "PersistentVolume", &provisioned_volume(name)),
+            )
+            .await;
+        assert_eq!(created.code, 201, "{}", created.text());
+    }
+    let watched = proto
+        .get("/api/v1/persistentvolumes?watch=true&resourceVersion=0&allowWatchBookmarks=true&sendInitialEvents=true&timeoutSeconds=1")
+        .await;
+    assert_eq!(watched.code, 200);
+    assert_eq!(
+        watched.content_type,
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    );
+    let frames = watch_frames(&watched.body);
+    let names: Vec<(String, String, Option<String>)> = frames
+        .iter()
+        .map(|(event, kind, raw)| {
+            let volume = core::PersistentVolume::decode(raw.as_slice()).expect("PV");
+            (
+                event.clone(),
+                kind.clone(),
+                volume.metadata.and_then(|m| m.name),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (
+                "ADDED".into(),
+                "PersistentVolume".into(),
+                Some("pv1".into())
+            ),
+            (
+                "ADDED".into(),
+                "PersistentVolume".into(),
+                Some("pv2".into())
+            ),
+            ("BOOKMARK".into(), "PersistentVolume".into(), None),
+        ]
+    );
+}

@@ -107,7 +107,7 @@ async fn serve(
     }
     match (method.clone(), &target.name) {
         (Method::GET, _) if target.watch || flag(&params.watch) => {
-            watch::serve(app, user, &target, &params).await
+            watch::serve(app, user, &target, &params, answer.protobuf).await
         }
         (Method::GET, Some(name)) => {
             get(app, &target, name, wants_table.then_some(include), answer).await

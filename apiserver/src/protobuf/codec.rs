@@ -559,3 +559,11 @@ pub fn encode_unknown(api_version: &str, kind: &str, raw: &[u8], out: &mut Vec<u
     put_bytes(out, 3, b"");
     put_bytes(out, 4, b"");
 }
+
+/// metav1.WatchEvent: type (1) and object (2), a RawExtension whose raw (1) is `object`.
+pub fn encode_watch_event(event: &str, object: &[u8], out: &mut Vec<u8>) {
+    put_bytes(out, 1, event.as_bytes());
+    let mut raw = Vec::new();
+    put_bytes(&mut raw, 1, object);
+    put_bytes(out, 2, &raw);
+}

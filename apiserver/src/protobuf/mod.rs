@@ -178,8 +178,8 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(protobuf_error)
 }
 
-/// Encodes an object (`kind` `FooList` for lists) as a protobuf body, or None when the
-/// kind has no protobuf form.
+/// Encodes an object (`kind` `FooList` for lists, or a `Status`) as a protobuf body, or
+/// None when the kind has no protobuf form.
 pub fn encode(value: &Value) -> Option<Result<Vec<u8>, ApiError>> {
     let object = value.as_object()?;
     let api_version = object.get("apiVersion")?.as_str()?;
@@ -188,8 +188,32 @@ pub fn encode(value: &Value) -> Option<Result<Vec<u8>, ApiError>> {
         Some((group, version)) => (group, version),
         None => ("", api_version),
     };
-    let index = definition(group, version, kind)?;
+    let index = match kind {
+        "Status" => meta_definition(STATUS)?,
+        _ => definition(group, version, kind)?,
+    };
     Some(wrap(index, api_version, kind, object))
+}
+
+const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
+
+/// The Content-Type of a protobuf watch stream.
+pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
+
+/// One frame of a protobuf watch stream, as apimachinery's stream serializer writes it:
+/// a 4-byte big-endian length, then a metav1.WatchEvent (type 1, object 2) written raw (no
+/// magic, no envelope), whose object is a RawExtension holding the object's own protobuf
+/// body (with magic and envelope).
+pub fn encode_watch_event(event: &str, object: &Value) -> Result<Vec<u8>, ApiError> {
+    let body = encode(object)
+        .ok_or_else(|| ApiError::storage("a watched object of a kind without a protobuf form"))??;
+    let mut message = Vec::new();
+    codec::encode_watch_event(event, &body, &mut message);
+    let length = u32::try_from(message.len())
+        .map_err(|_| ApiError::storage("a watch event larger than 4 GiB"))?;
+    let mut frame = length.to_be_bytes().to_vec();
+    frame.extend(message);
+    Ok(frame)
 }
 
 fn wrap(

@@ -513,3 +513,27 @@ fn an_envelope_without_type_meta_takes_the_endpoints_kind() {
         Some(json!({"propagationPolicy": "Background"}))
     );
 }
+
+#[test]
+fn a_watch_error_frame_carries_a_status() {
+    let status = ApiError::Expired("too old resource version: 5 (9)".into()).status();
+    let frame = encode_watch_event("ERROR", &status).unwrap_or_default();
+    let length = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    assert_eq!(length + 4, frame.len());
+    let event = meta::WatchEvent::decode(&frame[4..]).unwrap_or_default();
+    assert_eq!(event.r#type.as_deref(), Some("ERROR"));
+    let raw = event.object.and_then(|o| o.raw).unwrap_or_default();
+    let unknown = Unknown::decode(raw.get(4..).unwrap_or_default()).unwrap_or_default();
+    assert_eq!(
+        unknown.type_meta.and_then(|t| t.kind).as_deref(),
+        Some("Status")
+    );
+    let decoded =
+        meta::Status::decode(unknown.raw.unwrap_or_default().as_slice()).unwrap_or_default();
+    assert_eq!(decoded.code, Some(410));
+    assert_eq!(decoded.reason.as_deref(), Some("Expired"));
+    assert_eq!(
+        decoded.message.as_deref(),
+        Some("too old resource version: 5 (9)")
+    );
+}
