@@ -269,3 +269,45 @@ pub fn check_unchanged(field: &str, new: &Value, old: &Value, errors: &mut Vec<F
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualified_names_as_upstream_reads_them() {
+        let long = "n".repeat(64);
+        let long_prefix = format!("{}/name", "p".repeat(254));
+        for (value, valid) in [
+            ("topology.stowage.io/node", true),
+            ("MyName", true),
+            ("my.name", true),
+            ("123-abc", true),
+            ("example.com/My_Name-1", true),
+            ("csi.stowage.io", true),
+            ("", false),
+            ("-bad", false),
+            ("bad-", false),
+            ("has space", false),
+            ("a/b/c", false),
+            ("/name", false),
+            ("prefix/", false),
+            ("Upper.Case/name", false),
+            (long.as_str(), false),
+            (long_prefix.as_str(), false),
+        ] {
+            let mut errors = Vec::new();
+            check_qualified_name("key", value, &mut errors);
+            assert_eq!(errors.is_empty(), valid, "{value:?}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn nonnegative_quantities() {
+        for (value, valid) in [("0", true), ("10Gi", true), ("-1", false), ("x", false)] {
+            let mut errors = Vec::new();
+            check_nonnegative_quantity("capacity", value, &mut errors);
+            assert_eq!(errors.is_empty(), valid, "{value:?}");
+        }
+    }
+}
