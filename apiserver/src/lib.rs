@@ -1,8 +1,10 @@
 //! Embedded Kubernetes-compatible API server for Stowage's single-machine mode.
 //!
-//! It serves the kinds Stowage works with (PersistentVolume, PersistentVolumeClaim,
-//! StorageClass, CSIDriver, Event, Node, Namespace, Pod, Lease) with upstream REST
-//! semantics on a redb file, so kube-rs clients and kubectl use it unchanged.
+//! It serves the kinds Stowage and the CSI sidecars work with (PersistentVolume,
+//! PersistentVolumeClaim, StorageClass, CSIDriver, CSINode, VolumeAttachment,
+//! CSIStorageCapacity, VolumeAttributesClass, Event, Node, Namespace, Pod, Secret, Lease,
+//! RBAC, the snapshot CRDs) with upstream REST semantics on a redb file, in JSON and, for
+//! built-in kinds, protobuf, so kube-rs, client-go and kubectl use it unchanged.
 
 pub mod auth;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod resources;
 pub mod selectors;

@@ -1,6 +1,6 @@
 //! Reading and stamping object metadata.
 
-use jiff::{Timestamp, Unit};
+use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 pub fn metadata(object: &Value) -> Option<&Map<String, Value>> {
@@ -61,11 +61,13 @@ pub fn labels(object: &Value) -> Option<&Map<String, Value>> {
 
 /// Now, in the RFC 3339 form with whole seconds that Kubernetes uses.
 pub fn now() -> String {
-    Timestamp::now()
-        .round(Unit::Second)
-        .unwrap_or_else(|_| Timestamp::now())
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    whole_seconds(Timestamp::now())
+}
+
+/// A time truncated to its second, as Go's metav1.Time marshals it: never rounded up,
+/// so a creationTimestamp is never later than the moment of creation.
+pub fn whole_seconds(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 pub fn new_uid() -> String {
@@ -163,6 +165,19 @@ mod tests {
         let now = now();
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.ends_with('Z'));
+    }
+
+    #[test]
+    fn timestamps_are_truncated_never_rounded_up() {
+        for (at, expected) in [
+            ("2024-05-01T10:20:30Z", "2024-05-01T10:20:30Z"),
+            ("2024-05-01T10:20:30.499Z", "2024-05-01T10:20:30Z"),
+            ("2024-05-01T10:20:30.999999999Z", "2024-05-01T10:20:30Z"),
+            ("2024-12-31T23:59:59.9Z", "2024-12-31T23:59:59Z"),
+        ] {
+            let parsed: Timestamp = at.parse().expect("timestamp");
+            assert_eq!(whole_seconds(parsed), expected, "{at}");
+        }
     }
 
     #[test]

@@ -77,11 +77,111 @@ fn apply_json_patch(target: &mut Value, operations: &[json_patch::PatchOperation
                 )));
             }
         }
-        json_patch::patch_unsafe(&mut patched, std::slice::from_ref(operation))
+        let Some(operation) = as_kube_apiserver_applies(&patched, operation) else {
+            continue;
+        };
+        json_patch::patch_unsafe(&mut patched, std::slice::from_ref(&operation))
             .map_err(|e| ApiError::PatchFailed(format!("operation {index}: {e}")))?;
     }
     *target = patched;
     Ok(())
+}
+
+/// kube-apiserver applies JSON patches with evanphx/json-patch v4, which differs from
+/// RFC 6902 where clients rely on it (csi-snapshotter replaces `/status` of an object
+/// that has none yet). Rewritten here, against the document as it is at this step:
+/// - `replace` of a missing member of an existing object sets it (as `add` does);
+/// - `test` of a missing member against `null` passes (a missing member is null there);
+/// - a negative array index counts from the end (`-1` is the last element; for `add`,
+///   `-1` appends), in every segment of `path` and `from`.
+///
+/// None means the operation has nothing to do.
+fn as_kube_apiserver_applies(
+    document: &Value,
+    operation: &json_patch::PatchOperation,
+) -> Option<json_patch::PatchOperation> {
+    use json_patch::PatchOperation as Op;
+    let mut operation = operation.clone();
+    match &mut operation {
+        Op::Add(add) => add.path = count_from_end(document, &add.path, true),
+        Op::Remove(remove) => remove.path = count_from_end(document, &remove.path, false),
+        Op::Replace(replace) => {
+            replace.path = count_from_end(document, &replace.path, false);
+            if let Some((parent, key)) = parent_of(document, &replace.path)
+                && parent.as_object().is_some_and(|m| !m.contains_key(&key))
+            {
+                return Some(Op::Add(json_patch::AddOperation {
+                    path: replace.path.clone(),
+                    value: replace.value.clone(),
+                }));
+            }
+        }
+        Op::Move(moved) => {
+            moved.from = count_from_end(document, &moved.from, false);
+            moved.path = count_from_end(document, &moved.path, true);
+        }
+        Op::Copy(copy) => {
+            copy.from = count_from_end(document, &copy.from, false);
+            copy.path = count_from_end(document, &copy.path, true);
+        }
+        Op::Test(test) => {
+            test.path = count_from_end(document, &test.path, false);
+            if test.value.is_null()
+                && let Some((parent, key)) = parent_of(document, &test.path)
+                && parent.as_object().is_some_and(|m| !m.contains_key(&key))
+            {
+                return None;
+            }
+        }
+    }
+    Some(operation)
+}
+
+/// The container a pointer's last token is in, and that token; None for the root or a
+/// parent that does not exist.
+fn parent_of<'v>(
+    document: &'v Value,
+    path: &json_patch::jsonptr::Pointer,
+) -> Option<(&'v Value, String)> {
+    let (parent, last) = path.split_back()?;
+    let container = document.pointer(parent.as_str())?;
+    Some((container, last.decoded().into_owned()))
+}
+
+/// `path` with each negative index into an array turned into the index it counts from
+/// the end; an index that reaches before the start is left for the patch to refuse.
+fn count_from_end(
+    document: &Value,
+    path: &json_patch::jsonptr::Pointer,
+    adding: bool,
+) -> json_patch::jsonptr::PointerBuf {
+    let mut tokens: Vec<String> = path.tokens().map(|t| t.decoded().into_owned()).collect();
+    let count = tokens.len();
+    let mut at = Some(document);
+    for (i, token) in tokens.iter_mut().enumerate() {
+        let Some(here) = at else {
+            break;
+        };
+        if let (Value::Array(items), Ok(index)) = (here, token.parse::<i64>())
+            && index < 0
+        {
+            let last = i + 1 == count;
+            let size = items.len() as i64 + i64::from(last && adding);
+            if index >= -size {
+                *token = (index + size).to_string();
+            }
+        }
+        at = match here {
+            Value::Object(map) => map.get(token.as_str()),
+            Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+    }
+    json_patch::jsonptr::PointerBuf::from_tokens(
+        tokens
+            .iter()
+            .map(|t| json_patch::jsonptr::Token::new(t.as_str())),
+    )
 }
 
 /// The length of `value` written as JSON, counted without writing it anywhere.
@@ -310,6 +410,180 @@ mod tests {
             result,
             json!({"metadata": {"finalizers": ["b"]}, "spec": {"z": 3}})
         );
+    }
+
+    /// kube-apiserver's JSON patch library (evanphx/json-patch v4): cases from its own
+    /// tests (patch_test.go's Cases, BadCases and TestCases), and what the CSI sidecars
+    /// send. None: the patch is refused.
+    #[test]
+    fn json_patch_as_kube_apiserver_applies_it() {
+        let cases: Vec<(&str, Value, Value, Option<Value>)> = vec![
+            // What csi-snapshotter and snapshot-controller send to objects without the field.
+            (
+                "replace of a missing member adds it",
+                json!({"metadata": {"name": "s"}}),
+                json!([{"op": "replace", "path": "/metadata/annotations", "value": {"a": "b"}}]),
+                Some(json!({"metadata": {"name": "s", "annotations": {"a": "b"}}})),
+            ),
+            (
+                "replace of a missing status adds it",
+                json!({"spec": {}}),
+                json!([{"op": "replace", "path": "/status", "value": {"readyToUse": false}}]),
+                Some(json!({"spec": {}, "status": {"readyToUse": false}})),
+            ),
+            (
+                "replace under a missing parent is refused",
+                json!({"name": {"foo": "bat", "qux": "bum"}}),
+                json!([{"op": "replace", "path": "/foo/bar", "value": "baz"}]),
+                None,
+            ),
+            (
+                "replace past the end of a list is refused",
+                json!({"foo": ["bar", "baz"]}),
+                json!([{"op": "replace", "path": "/foo/2", "value": "bum"}]),
+                None,
+            ),
+            (
+                "replace of an existing member",
+                json!({"baz": "qux", "foo": "bar"}),
+                json!([{"op": "replace", "path": "/baz", "value": "boo"}]),
+                Some(json!({"baz": "boo", "foo": "bar"})),
+            ),
+            (
+                "replace in a nested list",
+                json!({"foo": ["bar", "qux", "baz"]}),
+                json!([{"op": "replace", "path": "/foo/1", "value": "bum"}]),
+                Some(json!({"foo": ["bar", "bum", "baz"]})),
+            ),
+            (
+                "add at -1 appends",
+                json!({"foo": ["bar", "baz"]}),
+                json!([{"op": "add", "path": "/foo/-1", "value": "qux"}]),
+                Some(json!({"foo": ["bar", "baz", "qux"]})),
+            ),
+            (
+                "add before the start is refused",
+                json!({"foo": ["bar", "baz"]}),
+                json!([{"op": "add", "path": "/foo/-4", "value": "bum"}]),
+                None,
+            ),
+            (
+                "remove of -1 takes the last",
+                json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
+                json!([{"op": "remove", "path": "/metadata/finalizers/-1"}]),
+                Some(json!({"metadata": {"finalizers": ["a", "b"]}})),
+            ),
+            (
+                "replace of -2 counts from the end",
+                json!({"foo": ["a", "b", "c"]}),
+                json!([{"op": "replace", "path": "/foo/-2", "value": "x"}]),
+                Some(json!({"foo": ["a", "x", "c"]})),
+            ),
+            (
+                "remove of -1 from an empty list is refused",
+                json!({"foo": []}),
+                json!([{"op": "remove", "path": "/foo/-1"}]),
+                None,
+            ),
+            (
+                "remove of -2 from one element is refused",
+                json!({"foo": ["bar"]}),
+                json!([{"op": "remove", "path": "/foo/-2"}]),
+                None,
+            ),
+            (
+                "remove of - is refused",
+                json!({"foo": []}),
+                json!([{"op": "remove", "path": "/foo/-"}]),
+                None,
+            ),
+            (
+                "remove of a missing member is refused",
+                json!({"a": {"b": {"d": 1}}}),
+                json!([{"op": "remove", "path": "/a/b/c"}]),
+                None,
+            ),
+            (
+                "add under a missing parent is refused",
+                json!({"foo": "bar"}),
+                json!([{"op": "add", "path": "/baz/bat", "value": "qux"}]),
+                None,
+            ),
+            (
+                "move of a missing member is refused",
+                json!({"a": {"b": {"d": 1}}}),
+                json!([{"op": "move", "from": "/a/b/c", "path": "/a/b/e"}]),
+                None,
+            ),
+            (
+                "move between objects",
+                json!({"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}}),
+                json!([{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}]),
+                Some(json!({"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}})),
+            ),
+            (
+                "copy within lists",
+                json!({"foo": ["bar", "qux", "baz"], "bar": ["qux", "baz"]}),
+                json!([{"op": "copy", "from": "/foo/0", "path": "/bar/0"}]),
+                Some(json!({"foo": ["bar", "qux", "baz"], "bar": ["bar", "qux", "baz"]})),
+            ),
+            (
+                "tests that hold let the patch apply",
+                json!({"baz": "qux", "foo": ["a", 2, "c"]}),
+                json!([
+                    {"op": "test", "path": "/baz", "value": "qux"},
+                    {"op": "test", "path": "/foo/1", "value": 2},
+                    {"op": "add", "path": "/ok", "value": true}
+                ]),
+                Some(json!({"baz": "qux", "foo": ["a", 2, "c"], "ok": true})),
+            ),
+            (
+                "a failed test refuses the patch",
+                json!({"baz": "qux", "foo": ["a", 2, "c"]}),
+                json!([{"op": "test", "path": "/foo/1", "value": "c"}]),
+                None,
+            ),
+            (
+                "a missing member tests as null",
+                json!({"baz": "qux"}),
+                json!([
+                    {"op": "test", "path": "/foo", "value": null},
+                    {"op": "add", "path": "/foo", "value": 1}
+                ]),
+                Some(json!({"baz": "qux", "foo": 1})),
+            ),
+            (
+                "a null member tests as null",
+                json!({"foo": null}),
+                json!([{"op": "test", "path": "/foo", "value": null}]),
+                Some(json!({"foo": null})),
+            ),
+            (
+                "an empty object is not null",
+                json!({"foo": {}}),
+                json!([{"op": "test", "path": "/foo", "value": null}]),
+                None,
+            ),
+            (
+                "a missing member is not 42",
+                json!({"baz": "qux"}),
+                json!([{"op": "test", "path": "/foo", "value": 42}]),
+                None,
+            ),
+            (
+                "escaped pointers",
+                json!({"baz/foo": "qux"}),
+                json!([{"op": "test", "path": "/baz~1foo", "value": "qux"}]),
+                Some(json!({"baz/foo": "qux"})),
+            ),
+        ];
+        for (what, target, patch, expected) in cases {
+            let result = patched(PatchType::Json, target, patch);
+            match expected {
+                Some(expected) => assert_eq!(result, expected, "{what}"),
+                None => assert!(result.get("error").is_some(), "{what}: {result}"),
+            }
+        }
     }
 
     #[test]

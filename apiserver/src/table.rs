@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::error::{ApiError, Result};
 use crate::meta;
 use crate::registry::Resource;
 
@@ -59,8 +60,49 @@ pub fn wanted(accept: &str) -> bool {
         .is_some_and(|first| first.contains("as=Table"))
 }
 
-/// A Table of `objects`, each row carrying the object's metadata as kubectl expects.
-pub fn build(resource: &Resource, objects: &[Value], list_meta: Value) -> Value {
+/// What each row of a Table carries (the `includeObject` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    None,
+    /// A PartialObjectMetadata: upstream's default.
+    #[default]
+    Metadata,
+    /// The whole object, which `kubectl get --sort-by` sorts by.
+    Object,
+}
+
+impl IncludeObject {
+    pub fn parse(value: Option<&str>) -> Result<Self> {
+        match value {
+            None | Some("") | Some("Metadata") => Ok(Self::Metadata),
+            Some("None") => Ok(Self::None),
+            Some("Object") => Ok(Self::Object),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "includeObject: Unsupported value: {other:?}: supported values: \"Metadata\", \"None\", \"Object\""
+            ))),
+        }
+    }
+
+    fn row_object(self, object: &Value) -> Value {
+        match self {
+            Self::None => Value::Null,
+            Self::Metadata => json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object.get("metadata").cloned().unwrap_or(Value::Null),
+            }),
+            Self::Object => object.clone(),
+        }
+    }
+}
+
+/// A Table of `objects`, each row carrying what `include` asks for.
+pub fn build(
+    resource: &Resource,
+    objects: &[Value],
+    list_meta: Value,
+    include: IncludeObject,
+) -> Value {
     let columns: Vec<Value> = resource
         .behaviour
         .columns
@@ -73,14 +115,12 @@ pub fn build(resource: &Resource, objects: &[Value], list_meta: Value) -> Value 
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            json!({
-                "cells": (resource.behaviour.cells)(object),
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": object.get("metadata").cloned().unwrap_or(Value::Null),
-                },
-            })
+            let mut row = json!({"cells": (resource.behaviour.cells)(object)});
+            let carried = include.row_object(object);
+            if !carried.is_null() {
+                row["object"] = carried;
+            }
+            row
         })
         .collect();
     json!({

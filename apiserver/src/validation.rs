@@ -123,6 +123,19 @@ fn render(value: &Value) -> String {
 
 /// A DNS-1123 subdomain: the name rule for most objects.
 pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errors.push(FieldError::required(
+            field,
+            "name or generateName is required",
+        ));
+    } else if !is_subdomain(name) {
+        errors.push(FieldError::invalid(field, name, SUBDOMAIN_MESSAGE));
+    }
+}
+
+pub const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+fn is_subdomain(name: &str) -> bool {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -132,17 +145,57 @@ pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
+
+/// Upstream's `IsQualifiedName`: an optional DNS subdomain prefix and `/`, then a name
+/// of at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+pub fn check_qualified_name(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    let (prefix, name) = match value.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, value),
+    };
+    let mut problem = |detail: &str| errors.push(FieldError::invalid(field, value, detail));
+    if name.contains('/') {
+        problem(
+            "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+        );
+        return;
+    }
+    match prefix {
+        Some("") => problem("prefix part must be non-empty"),
+        Some(prefix) if !is_subdomain(prefix) => {
+            problem(&format!("prefix part {SUBDOMAIN_MESSAGE}"));
+        }
+        _ => {}
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     if name.is_empty() {
-        errors.push(FieldError::required(
+        problem("name part must be non-empty");
+    } else if name.len() > 63 {
+        problem("name part must be no more than 63 characters");
+    } else if !edge_ok(name.bytes().next())
+        || !edge_ok(name.bytes().last())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        problem(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+        );
+    }
+}
+
+/// A quantity that must parse and not be negative.
+pub fn check_nonnegative_quantity(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    match Quantity::parse(value) {
+        Err(e) => errors.push(FieldError::invalid(field, value, e.to_string())),
+        Ok(q) if q.is_negative() => errors.push(FieldError::invalid(
             field,
-            "name or generateName is required",
-        ));
-    } else if name.len() > 253 || !name.split('.').all(label_ok) {
-        errors.push(FieldError::invalid(
-            field,
-            name,
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-        ));
+            value,
+            "must be greater than or equal to 0",
+        )),
+        Ok(_) => {}
     }
 }
 
@@ -214,5 +267,47 @@ pub fn check_unchanged(field: &str, new: &Value, old: &Value, errors: &mut Vec<F
             new.clone(),
             "field is immutable",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualified_names_as_upstream_reads_them() {
+        let long = "n".repeat(64);
+        let long_prefix = format!("{}/name", "p".repeat(254));
+        for (value, valid) in [
+            ("topology.stowage.io/node", true),
+            ("MyName", true),
+            ("my.name", true),
+            ("123-abc", true),
+            ("example.com/My_Name-1", true),
+            ("csi.stowage.io", true),
+            ("", false),
+            ("-bad", false),
+            ("bad-", false),
+            ("has space", false),
+            ("a/b/c", false),
+            ("/name", false),
+            ("prefix/", false),
+            ("Upper.Case/name", false),
+            (long.as_str(), false),
+            (long_prefix.as_str(), false),
+        ] {
+            let mut errors = Vec::new();
+            check_qualified_name("key", value, &mut errors);
+            assert_eq!(errors.is_empty(), valid, "{value:?}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn nonnegative_quantities() {
+        for (value, valid) in [("0", true), ("10Gi", true), ("-1", false), ("x", false)] {
+            let mut errors = Vec::new();
+            check_nonnegative_quantity("capacity", value, &mut errors);
+            assert_eq!(errors.is_empty(), valid, "{value:?}");
+        }
     }
 }

@@ -228,13 +228,15 @@ async fn the_three_patch_types_apply_as_upstream() {
         "finalizers merge as a set"
     );
 
+    // kube-apiserver's JSON patch (evanphx/json-patch v4) replaces a missing member of an
+    // existing object; under a missing parent the patch fails.
     let missing =
-        json_patch(json!([{"op": "replace", "path": "/spec/mountOptions", "value": ["soft"]}]));
+        json_patch(json!([{"op": "replace", "path": "/spec/nfs/server", "value": "example.com"}]));
     let (reason, code, _) = api_error(pvs.patch("pv1", &params, &Patch::Json::<()>(missing)).await);
     assert_eq!(
         (reason.as_str(), code),
         ("Invalid", 422),
-        "replace of a missing path fails"
+        "replace under a missing parent fails"
     );
 
     let add = json_patch(json!([{"op": "add", "path": "/spec/mountOptions", "value": ["hard"]}]));

@@ -21,6 +21,7 @@ use crate::error::{ApiError, Result};
 use crate::meta;
 use crate::objects::{self, DeleteOptions, FieldValidation, Location};
 use crate::patch::PatchType;
+use crate::protobuf;
 use crate::registry::Resource;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{Reader, WriteOp};
@@ -44,6 +45,7 @@ pub struct Params {
     pub dry_run: Option<String>,
     pub propagation_policy: Option<String>,
     pub field_validation: Option<String>,
+    pub include_object: Option<String>,
 }
 
 pub fn flag(value: &Option<String>) -> bool {
@@ -89,6 +91,12 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let wants_table = table::wanted(accept);
+    let include = table::IncludeObject::parse(params.include_object.as_deref())?;
+    let answer = Answer {
+        protobuf: protobuf::wants_protobuf(accept) && protobuf::supports(target.resource),
+    };
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let body_format = || protobuf::BodyFormat::from_content_type(content_type);
     let dry_run = params.dry_run.as_deref() == Some("All");
     let validation = FieldValidation::parse(params.field_validation.as_deref())?;
     // The authorizer took a `/watch/` path for a watch, whatever the method.
@@ -99,27 +107,38 @@ async fn serve(
     }
     match (method.clone(), &target.name) {
         (Method::GET, _) if target.watch || flag(&params.watch) => {
-            watch::serve(app, user, &target, &params).await
+            watch::serve(app, user, &target, &params, answer.protobuf).await
         }
-        (Method::GET, Some(name)) => get(app, &target, name, wants_table).await,
-        (Method::GET, None) => list(app, &target, &params, wants_table).await,
+        (Method::GET, Some(name)) => {
+            get(app, &target, name, wants_table.then_some(include), answer).await
+        }
+        (Method::GET, None) => {
+            list(
+                app,
+                &target,
+                &params,
+                wants_table.then_some(include),
+                answer,
+            )
+            .await
+        }
         (Method::POST, None) => {
             let namespace = namespaced_only(&target)?;
-            let object = parse_body(&body)?;
+            let object = read_object(body_format()?, target.resource, &body)?;
             let resource = target.resource;
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
                 objects::create(resource, &namespace, object, validation, reader)
             });
-            written(app, op, dry_run, StatusCode::CREATED).await
+            written(app, op, dry_run, StatusCode::CREATED, answer).await
         }
         (Method::PUT, Some(name)) => {
             let location = location(&target, name);
-            let object = parse_body(&body)?;
+            let object = read_object(body_format()?, target.resource, &body)?;
             let status = target.status;
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
                 objects::update(&location, object, status, validation, reader)
             });
-            written(app, op, dry_run, StatusCode::OK).await
+            written(app, op, dry_run, StatusCode::OK, answer).await
         }
         (Method::PATCH, Some(name)) => {
             let location = location(&target, name);
@@ -132,20 +151,17 @@ async fn serve(
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
                 objects::patch(&location, kind, &body, status, validation, reader)
             });
-            written(app, op, dry_run, StatusCode::OK).await
+            written(app, op, dry_run, StatusCode::OK, answer).await
         }
         (Method::DELETE, Some(name)) if !target.status => {
             let location = location(&target, name);
-            let options = delete_options(&params, &body)?;
+            let options = delete_options(&params, content_type, &body)?;
             let op: WriteOp =
                 Box::new(move |reader: &dyn Reader| objects::delete(&location, &options, reader));
             let object = run(app, op, dry_run).await?;
-            let code = if meta::finalizers(&object).is_empty() {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            };
-            Ok(json_response(code, &object))
+            // Upstream answers 200 with the object whether it went or only gained a
+            // deletionTimestamp (202 is for a delete left to a garbage collector).
+            answer.respond(StatusCode::OK, &object)
         }
         (method, _) => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource ({method})"
@@ -169,6 +185,33 @@ fn namespaced_only(target: &Target) -> Result<String> {
         (None, true) => Err(ApiError::MethodNotAllowed(
             "the server does not allow this method on the requested resource".into(),
         )),
+    }
+}
+
+/// How the response is encoded: protobuf when the client asked for it first and the
+/// kind has a protobuf form, JSON otherwise (errors and Tables are always JSON).
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    protobuf: bool,
+}
+
+impl Answer {
+    fn respond(self, code: StatusCode, value: &Value) -> Result<Response> {
+        if self.protobuf
+            && let Some(encoded) = protobuf::encode(value)
+        {
+            let body = encoded?;
+            return Ok((code, [(CONTENT_TYPE, protobuf::MEDIA_TYPE)], body).into_response());
+        }
+        Ok(json_response(code, value))
+    }
+}
+
+/// The object in a create or update body, in the encoding its Content-Type names.
+fn read_object(format: protobuf::BodyFormat, resource: &Resource, body: &[u8]) -> Result<Value> {
+    match format {
+        protobuf::BodyFormat::Json => parse_body(body),
+        protobuf::BodyFormat::Protobuf => protobuf::decode_object(resource, body),
     }
 }
 
@@ -197,21 +240,34 @@ async fn run(app: &AppState, op: WriteOp, dry_run: bool) -> Result<Value> {
         .ok_or_else(|| ApiError::storage("a write produced no object"))
 }
 
-async fn written(app: &AppState, op: WriteOp, dry_run: bool, code: StatusCode) -> Result<Response> {
+async fn written(
+    app: &AppState,
+    op: WriteOp,
+    dry_run: bool,
+    code: StatusCode,
+    answer: Answer,
+) -> Result<Response> {
     let object = run(app, op, dry_run).await?;
-    Ok(json_response(code, &object))
+    answer.respond(code, &object)
 }
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response {
     (code, axum::Json(value)).into_response()
 }
 
-fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions> {
+fn delete_options(
+    params: &Params,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<DeleteOptions> {
     let mut options = DeleteOptions::default();
     let mut policy = params.propagation_policy.clone();
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let body: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        let body: Value = match protobuf::BodyFormat::from_content_type(content_type)? {
+            protobuf::BodyFormat::Json => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?,
+            protobuf::BodyFormat::Protobuf => protobuf::decode_delete_options(body)?,
+        };
         options.precondition_uid = body
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
@@ -234,7 +290,13 @@ fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions> {
     }
 }
 
-async fn get(app: &AppState, target: &Target, name: &str, wants_table: bool) -> Result<Response> {
+async fn get(
+    app: &AppState,
+    target: &Target,
+    name: &str,
+    as_table: Option<table::IncludeObject>,
+    answer: Answer,
+) -> Result<Response> {
     let location = location(target, name);
     let key = location.key();
     let object = app
@@ -242,11 +304,16 @@ async fn get(app: &AppState, target: &Target, name: &str, wants_table: bool) -> 
         .read(move |reader| reader.get(&key))
         .await?
         .ok_or_else(|| target.resource.not_found(name))?;
-    if wants_table {
-        let body = table::build(target.resource, std::slice::from_ref(&object), json!({}));
+    if let Some(include) = as_table {
+        let body = table::build(
+            target.resource,
+            std::slice::from_ref(&object),
+            json!({}),
+            include,
+        );
         return Ok(json_response(StatusCode::OK, &body));
     }
-    Ok(json_response(StatusCode::OK, &object))
+    answer.respond(StatusCode::OK, &object)
 }
 
 /// Where a paged list resumes: the revision of its first page and the last key sent.
@@ -266,7 +333,8 @@ async fn list(
     app: &AppState,
     target: &Target,
     params: &Params,
-    wants_table: bool,
+    as_table: Option<table::IncludeObject>,
+    answer: Answer,
 ) -> Result<Response> {
     let resource = target.resource;
     let labels = LabelSelector::parse(params.label_selector.as_deref().unwrap_or(""))?;
@@ -297,10 +365,10 @@ async fn list(
     if let Some(next) = page.next {
         list_meta["continue"] = json!(next);
     }
-    if wants_table {
+    if let Some(include) = as_table {
         return Ok(json_response(
             StatusCode::OK,
-            &table::build(resource, &page.items, list_meta),
+            &table::build(resource, &page.items, list_meta, include),
         ));
     }
     let body = json!({
@@ -309,7 +377,7 @@ async fn list(
         "metadata": list_meta,
         "items": page.items,
     });
-    Ok(json_response(StatusCode::OK, &body))
+    answer.respond(StatusCode::OK, &body)
 }
 
 /// One page of matching objects. A continued list reports the revision of its

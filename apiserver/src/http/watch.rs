@@ -18,6 +18,7 @@ use super::resources::{Params, flag};
 use super::route::Target;
 use crate::error::{ApiError, Result};
 use crate::meta;
+use crate::protobuf;
 use crate::registry::Resource;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{Change, EventType, TooOld};
@@ -64,6 +65,7 @@ pub async fn serve(
     user: &str,
     target: &Target,
     params: &Params,
+    protobuf: bool,
 ) -> Result<Response> {
     let resource = target.resource;
     let mut filter = Filter {
@@ -92,6 +94,15 @@ pub async fn serve(
         bookmarks: flag(&params.allow_watch_bookmarks),
         bookmark_interval: app.bookmark_interval,
         initial_events_end: send_initial,
+        format: if protobuf {
+            Format::Protobuf
+        } else {
+            Format::Json
+        },
+    };
+    let content_type = match options.format {
+        Format::Json => "application/json",
+        Format::Protobuf => protobuf::WATCH_MEDIA_TYPE,
     };
     let held = app.watchers.admit(user)?;
     let (lines, stream) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(64);
@@ -102,7 +113,7 @@ pub async fn serve(
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, content_type)
         .body(Body::from_stream(ReceiverStream::new(stream)))
         .map_err(ApiError::storage)
 }
@@ -113,6 +124,14 @@ struct Options {
     bookmark_interval: Duration,
     /// Streaming list: mark the end of the initial events with a bookmark.
     initial_events_end: bool,
+    format: Format,
+}
+
+/// How events are written: JSON lines, or length-delimited protobuf WatchEvents.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Json,
+    Protobuf,
 }
 
 type Lines = mpsc::Sender<std::result::Result<Bytes, std::io::Error>>;
@@ -120,17 +139,38 @@ type Lines = mpsc::Sender<std::result::Result<Bytes, std::io::Error>>;
 /// The watcher went away; stop serving it.
 struct Gone;
 
-async fn send(lines: &Lines, event: &str, object: &Value) -> std::result::Result<(), Gone> {
+async fn send(
+    lines: &Lines,
+    format: Format,
+    event: &str,
+    object: &Value,
+) -> std::result::Result<(), Gone> {
     let mut line = Vec::new();
-    encode(&mut line, event, object)?;
+    encode(&mut line, format, event, object)?;
     lines.send(Ok(Bytes::from(line))).await.map_err(|_| Gone)
 }
 
-/// Appends one watch event as a JSON line.
-fn encode(buffer: &mut Vec<u8>, event: &str, object: &Value) -> std::result::Result<(), Gone> {
-    serde_json::to_writer(&mut *buffer, &json!({"type": event, "object": object}))
-        .map_err(|_| Gone)?;
-    buffer.push(b'\n');
+/// Appends one watch event: a JSON line, or a protobuf frame.
+fn encode(
+    buffer: &mut Vec<u8>,
+    format: Format,
+    event: &str,
+    object: &Value,
+) -> std::result::Result<(), Gone> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut *buffer, &json!({"type": event, "object": object}))
+                .map_err(|_| Gone)?;
+            buffer.push(b'\n');
+        }
+        Format::Protobuf => match protobuf::encode_watch_event(event, object) {
+            Ok(frame) => buffer.extend(frame),
+            Err(error) => {
+                tracing::error!(%error, "encoding a watch event");
+                return Err(Gone);
+            }
+        },
+    }
     Ok(())
 }
 
@@ -146,10 +186,11 @@ async fn stream_events(
     let deadline = Instant::now() + options.timeout;
     let mut cursor = match start {
         Some(revision) => revision,
-        None => send_current_state(app, &filter, lines).await?,
+        None => send_current_state(app, &filter, options.format, lines).await?,
     };
     if options.initial_events_end {
-        send(lines, "BOOKMARK", &bookmark(filter.resource, cursor, true)).await?;
+        let marker = bookmark(filter.resource, cursor, true);
+        send(lines, options.format, "BOOKMARK", &marker).await?;
     }
     let mut ticks = tokio::time::interval_at(
         Instant::now() + options.bookmark_interval,
@@ -163,7 +204,7 @@ async fn stream_events(
             Err(TooOld { oldest }) => {
                 let error =
                     ApiError::Expired(format!("too old resource version: {cursor} ({oldest})"));
-                return send(lines, "ERROR", &error.status()).await;
+                return send(lines, options.format, "ERROR", &error.status()).await;
             }
         };
         // One chunk per turn: a burst of changes costs one TLS record and one write.
@@ -171,7 +212,7 @@ async fn stream_events(
         for change in &changes {
             cursor = change.revision;
             if let Some(event) = filter.event_for(change) {
-                encode(&mut chunk, event.as_str(), &change.object)?;
+                encode(&mut chunk, options.format, event.as_str(), &change.object)?;
             }
         }
         if !chunk.is_empty() {
@@ -184,7 +225,8 @@ async fn stream_events(
             changed = wake.changed() => if changed.is_err() { return Ok(()) },
             _ = tokio::time::sleep_until(deadline) => return Ok(()),
             _ = ticks.tick(), if options.bookmarks => {
-                send(lines, "BOOKMARK", &bookmark(filter.resource, cursor, false)).await?;
+                let marker = bookmark(filter.resource, cursor, false);
+                send(lines, options.format, "BOOKMARK", &marker).await?;
             }
             _ = lines.closed() => return Err(Gone),
         }
@@ -195,6 +237,7 @@ async fn stream_events(
 async fn send_current_state(
     app: &AppState,
     filter: &Filter,
+    format: Format,
     lines: &Lines,
 ) -> std::result::Result<u64, Gone> {
     let prefix = filter.prefix.clone();
@@ -211,11 +254,11 @@ async fn send_current_state(
         .await;
     let Ok((objects, revision)) = snapshot else {
         let error = ApiError::storage("could not read the current state");
-        send(lines, "ERROR", &error.status()).await?;
+        send(lines, format, "ERROR", &error.status()).await?;
         return Err(Gone);
     };
     for object in objects.iter().filter(|o| filter.matches(o)) {
-        send(lines, "ADDED", object).await?;
+        send(lines, format, "ADDED", object).await?;
     }
     Ok(revision)
 }

@@ -616,7 +616,7 @@ pub fn check_access_modes(field: &str, modes: Option<&[String]>, errors: &mut Ve
     }
 }
 
-fn check_selector(field: &str, selector: &LabelSelector, errors: &mut Vec<FieldError>) {
+pub(crate) fn check_selector(field: &str, selector: &LabelSelector, errors: &mut Vec<FieldError>) {
     for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
         let at = format!("{field}.matchExpressions[{i}]");
         let values = requirement.values.as_deref().unwrap_or_default();

@@ -2,6 +2,7 @@
 
 pub mod coordination;
 pub mod core;
+pub mod csi;
 pub mod rbac;
 pub mod secret;
 pub mod snapshot;
@@ -28,6 +29,10 @@ pub static ALL: &[Resource] = &[
     secret::SECRET,
     storage::STORAGE_CLASS,
     storage::CSI_DRIVER,
+    csi::CSI_NODE,
+    csi::VOLUME_ATTACHMENT,
+    csi::CSI_STORAGE_CAPACITY,
+    csi::VOLUME_ATTRIBUTES_CLASS,
     coordination::LEASE,
     rbac::ROLE,
     rbac::CLUSTER_ROLE,
