@@ -657,3 +657,327 @@ fn a_replaced_export_directory_is_reported_and_mounted_again() {
         },
     );
 }
+
+mod two_nodes {
+    //! Two guests, each a node (its plugin and node-mode provisioner), against an API
+    //! server, an NFS controller and a central provisioner on the host side.
+
+    use super::*;
+    use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use kube::api::{Api, PostParams};
+
+    const TEST: &str = "two_nodes::share_an_nfs_claim_and_keep_their_local_volumes";
+    const API_PORT: u16 = 6443;
+
+    fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).expect("a valid object")
+    }
+
+    async fn create<T>(api: &Api<T>, value: serde_json::Value)
+    where
+        T: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+    {
+        api.create(&PostParams::default(), &object(value))
+            .await
+            .expect("create an object");
+    }
+
+    fn claim(name: &str, class: &str, mode: &str, node: Option<&str>) -> serde_json::Value {
+        let annotations = match node {
+            Some(node) => serde_json::json!({"volume.kubernetes.io/selected-node": node}),
+            None => serde_json::json!({}),
+        };
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {
+                "accessModes": [mode],
+                "storageClassName": class,
+                "resources": {"requests": {"storage": "64Mi"}},
+            }
+        })
+    }
+
+    #[test]
+    fn share_an_nfs_claim_and_keep_their_local_volumes() {
+        vm::two_halves(host, guest);
+    }
+
+    async fn host() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let sandbox = Sandbox::new();
+        // Servers here are reached at the address guests use for them.
+        sandbox.add_address(HOST_FROM_GUEST);
+        sandbox.enter_network();
+        let ganesha = Ganesha::start_in(sandbox.place(), work.path()).await;
+        let api_dir = work.path().join("api");
+        let mut api = tokio::process::Command::new(stowage_tests::process::stowage_bin())
+            .args([
+                "apiserver",
+                "--listen",
+                &format!("{HOST_FROM_GUEST}:{API_PORT}"),
+            ])
+            .arg("--data")
+            .arg(&api_dir)
+            .env("STOWAGE_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stowage apiserver");
+        let kubeconfig = api_dir.join("kubeconfig");
+        let client =
+            stowage_tests::wait_for("the API server", Duration::from_secs(30), async || {
+                if let Ok(Some(status)) = api.try_wait() {
+                    panic!("stowage apiserver exited: {status}");
+                }
+                if !kubeconfig.exists() {
+                    return None;
+                }
+                let client = stowage_tests::api::client_from(&kubeconfig).await;
+                client.apiserver_version().await.ok()?;
+                Some(client)
+            })
+            .await;
+        vm::forward_loopback(HOST_FROM_GUEST, API_PORT).await;
+        let (_controller, _) = stowage_tests::process::start_controller(work.path()).await;
+        let _central = tokio::process::Command::new(stowage_tests::process::stowage_bin())
+            .arg("provisioner")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--csi-endpoint")
+            .arg(format!(
+                "unix://{}",
+                work.path().join("controller.sock").display()
+            ))
+            .env("STOWAGE_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the central provisioner");
+
+        let nodes: Api<Node> = Api::all(client.clone());
+        for node in ["node-a", "node-b"] {
+            create(
+                &nodes,
+                serde_json::json!({"metadata": {"name": node, "labels": {
+                    "kubernetes.io/hostname": node,
+                    "topology.stowage.io/node": node,
+                }}}),
+            )
+            .await;
+        }
+        let classes: Api<StorageClass> = Api::all(client.clone());
+        create(
+            &classes,
+            serde_json::json!({
+                "metadata": {"name": "nfs"},
+                "provisioner": "csi.stowage.io",
+                "volumeBindingMode": "Immediate",
+                "reclaimPolicy": "Delete",
+                "parameters": {"type": "nfs", "server": HOST_FROM_GUEST, "share": ganesha.share()},
+            }),
+        )
+        .await;
+        create(
+            &classes,
+            serde_json::json!({
+                "metadata": {"name": "local"},
+                "provisioner": "csi.stowage.io",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Delete",
+                "parameters": {"type": "local"},
+            }),
+        )
+        .await;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+        create(&claims, claim("shared", "nfs", "ReadWriteMany", None)).await;
+        create(
+            &claims,
+            claim("on-node-a", "local", "ReadWriteOnce", Some("node-a")),
+        )
+        .await;
+        create(
+            &claims,
+            claim("on-node-b", "local", "ReadWriteOnce", Some("node-b")),
+        )
+        .await;
+
+        let guests: Vec<_> = ["node-a", "node-b"]
+            .into_iter()
+            .map(|name| {
+                Guest::new(name, TEST, work.path())
+                    .param("KUBECONFIG", kubeconfig.display().to_string())
+                    .boot(&sandbox)
+            })
+            .collect();
+        for guest in guests {
+            guest.passed(BOOT_AND_RUN).await;
+        }
+        let written: Vec<_> = walk(&ganesha.export_dir())
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("from-"))
+            .collect();
+        assert!(
+            written.contains(&"from-node-a".to_string())
+                && written.contains(&"from-node-b".to_string()),
+            "both nodes wrote to the one export: {written:?}"
+        );
+        drop(api);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    /// The PV bound to claim `name`, once it is Bound.
+    async fn bound_volume(client: &kube::Client, name: &str) -> PersistentVolume {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        let volume_name = stowage_tests::wait_for(
+            &format!("claim {name} to be bound"),
+            Duration::from_secs(180),
+            async || {
+                let claim = claims.get(name).await.ok()?;
+                let bound = claim.status.as_ref()?.phase.as_deref() == Some("Bound");
+                bound.then(|| claim.spec.as_ref()?.volume_name.clone())?
+            },
+        )
+        .await;
+        volumes.get(&volume_name).await.expect("the bound volume")
+    }
+
+    /// The CSI volume a PV names, as kubelet hands it to the node plugin.
+    fn csi_volume(volume: &PersistentVolume) -> v1::Volume {
+        let csi = volume
+            .spec
+            .as_ref()
+            .and_then(|s| s.csi.as_ref())
+            .expect("a CSI volume");
+        v1::Volume {
+            volume_id: csi.volume_handle.clone(),
+            volume_context: csi
+                .volume_attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn pinned_node(volume: &PersistentVolume) -> Option<String> {
+        let affinity = serde_json::to_value(volume.spec.as_ref()?.node_affinity.as_ref()?).ok()?;
+        affinity
+            .pointer("/required/nodeSelectorTerms/0/matchExpressions/0/values/0")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+
+    async fn guest() {
+        let name = vm::guest_name().expect("a guest");
+        let other = if name == "node-a" { "node-b" } else { "node-a" };
+        let kubeconfig = PathBuf::from(vm::guest_param("KUBECONFIG"));
+        let node = GuestNode::start(&name).await;
+        let _provisioner = tokio::process::Command::new(stowage_tests::process::stowage_bin())
+            .arg("provisioner")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--csi-endpoint")
+            .arg(format!(
+                "unix://{}",
+                node.dir.path().join("csi.sock").display()
+            ))
+            .args(["--node", &name])
+            .env("STOWAGE_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the node provisioner");
+        let client = stowage_tests::api::client_from(&kubeconfig).await;
+
+        // ReadWriteMany over NFS: mounted on both nodes, each sees the other's write.
+        let shared = csi_volume(&bound_volume(&client, "shared").await);
+        let (staging, target) = (node.staging("shared"), node.target("shared"));
+        node.stage(&shared, &staging).await;
+        node.publish(&shared, &staging, &target).await;
+        std::fs::write(target.join(format!("from-{name}")), &name)
+            .expect("write to the shared claim");
+        let theirs = target.join(format!("from-{other}"));
+        stowage_tests::wait_for(
+            &format!("{other}'s write through NFS"),
+            Duration::from_secs(180),
+            async || std::fs::read_to_string(&theirs).ok().filter(|t| t == other),
+        )
+        .await;
+
+        // WaitForFirstConsumer: the claim selected for this node is made here.
+        let own_pv = bound_volume(&client, &format!("on-{name}")).await;
+        assert_eq!(pinned_node(&own_pv).as_deref(), Some(name.as_str()));
+        let own = csi_volume(&own_pv);
+        let (own_staging, own_target) = (node.staging("own"), node.target("own"));
+        node.stage(&own, &own_staging).await;
+        node.publish(&own, &own_staging, &own_target).await;
+        std::fs::write(own_target.join("local"), "here").expect("write the local volume");
+        let in_local_root = walk(&node.dir.path().join("local")).into_iter().any(|p| {
+            p.ends_with("local") && std::fs::read_to_string(&p).is_ok_and(|t| t == "here")
+        });
+        assert!(in_local_root, "the data is in this node's local root");
+
+        // The other node's local volume cannot be used here.
+        let theirs_pv = bound_volume(&client, &format!("on-{other}")).await;
+        let refused = node
+            .csi
+            .node_publish(v1::NodePublishVolumeRequest {
+                volume_id: csi_volume(&theirs_pv).volume_id,
+                target_path: node.target("theirs").display().to_string(),
+                volume_capability: Some(mount_rwo()),
+                volume_context: csi_volume(&theirs_pv).volume_context,
+                ..Default::default()
+            })
+            .await
+            .expect_err("another node's local volume");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::NotFound,
+            "{}",
+            refused.message()
+        );
+        assert!(
+            refused
+                .message()
+                .contains(&format!("does not live on node {name}")),
+            "{}",
+            refused.message()
+        );
+
+        for (volume, staging, target) in [
+            (&shared, &staging, &target),
+            (&own, &own_staging, &own_target),
+        ] {
+            node.csi
+                .node_unpublish(&volume.volume_id, target)
+                .await
+                .expect("unpublish");
+            node.csi
+                .node_unstage(&volume.volume_id, staging)
+                .await
+                .expect("unstage");
+        }
+        assert!(
+            mounts_under(node.dir.path()).is_empty(),
+            "nothing left mounted: {:?}",
+            mounts_under(node.dir.path())
+        );
+    }
+}

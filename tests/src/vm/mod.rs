@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 pub use assets::Assets;
-pub use sandbox::{Place, Sandbox};
+pub use sandbox::{Place, Sandbox, forward_loopback};
 
 /// The address at which a guest reaches the sandbox's loopback.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";

@@ -55,6 +55,21 @@ impl Sandbox {
         }
     }
 
+    /// Gives the namespace's loopback one more address, e.g. [`HOST_FROM_GUEST`]
+    /// (crate::vm::HOST_FROM_GUEST), so that servers here and guests name a server
+    /// the same way.
+    pub fn add_address(&self, address: &str) {
+        let status = std::process::Command::new("nsenter")
+            .arg("--target")
+            .arg(self.holder.id().to_string())
+            .args(["--net", "--", "ip", "addr", "add"])
+            .arg(format!("{address}/32"))
+            .args(["dev", "lo"])
+            .status()
+            .expect("run ip addr add");
+        assert!(status.success(), "ip addr add {address} failed");
+    }
+
     /// Moves the calling thread into the namespace's network, so that its own
     /// connections (a kube client, gRPC over TCP) reach what listens there.
     pub fn enter_network(&self) {
@@ -103,4 +118,26 @@ impl Place {
             }
         }
     }
+}
+
+/// Forwards the sandbox's `127.0.0.1:port` to `address:port`, for a server that
+/// listens on [`HOST_FROM_GUEST`](crate::vm::HOST_FROM_GUEST) only: qemu's user
+/// network delivers a guest's connections to that address at the host's loopback.
+/// Call it on a thread that [entered](Sandbox::enter_network) the sandbox's network;
+/// it forwards until the runtime stops.
+pub async fn forward_loopback(address: &str, port: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the loopback forward");
+    let upstream = format!("{address}:{port}");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
 }
