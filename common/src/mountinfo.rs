@@ -1,5 +1,6 @@
-//! `/proc/self/mountinfo`, parsed: what is mounted is read from the kernel, never
-//! remembered, so a restarted node plugin knows its mounts.
+//! `/proc/self/mountinfo`, parsed. The node plugin reads it once at start (to learn
+//! what an earlier run of it mounted) and when an unmount finds mounts below its
+//! path; no per-call path reads it, as its size follows the node's mount count.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,8 @@ use std::path::{Path, PathBuf};
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The filesystem's device (`st_dev` of its files), as `major:minor`.
+    pub device: (u32, u32),
     /// The path inside the source filesystem that is mounted (bind mounts show a subtree).
     pub root: PathBuf,
     pub mount_point: PathBuf,
@@ -73,7 +76,9 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     if fields.len() < 6 || tail.len() < 3 {
         return None;
     }
+    let (major, minor) = fields[2].split_once(':')?;
     Some(MountEntry {
+        device: (major.parse().ok()?, minor.parse().ok()?),
         root: PathBuf::from(unescape(fields[3])),
         mount_point: PathBuf::from(unescape(fields[4])),
         options: fields[5].split(',').map(str::to_string).collect(),
@@ -132,6 +137,7 @@ mod tests {
             .at(Path::new("/var/lib/kubelet/pods/p/volumes/v/mount"))
             .expect("bind");
         assert_eq!(bind.root, Path::new("/srv/data"));
+        assert_eq!(bind.device, (8, 1));
         assert!(bind.read_only());
         assert!(table.at(Path::new("/nowhere")).is_none());
     }
@@ -162,10 +168,15 @@ mod tests {
 
     #[test]
     fn garbage_lines_are_skipped() {
-        assert!(
-            MountTable::parse("not a mount line\n\n")
-                .at(Path::new("/"))
-                .is_none()
-        );
+        for text in [
+            "not a mount line\n\n",
+            "22 1 8-1 / / rw - ext4 /dev/vda1 rw\n",
+            "22 1 8:x / / rw - ext4 /dev/vda1 rw\n",
+        ] {
+            assert!(
+                MountTable::parse(text).at(Path::new("/")).is_none(),
+                "{text}"
+            );
+        }
     }
 }

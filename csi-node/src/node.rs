@@ -1,10 +1,14 @@
-//! The CSI Node service. Publish state is read from the mount table, not remembered.
+//! The CSI Node service. Whether a path is mounted is asked of the kernel with one
+//! `statx` of the path's fd; which other targets hold a volume is kept in memory
+//! ([`MountIndex`]). Every call runs on the blocking pool: mounts, unmounts, loop
+//! devices and filesystem tools block, and the runtime's two workers must stay free for
+//! the other calls.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use csi_controller::ids::{Location, VolumeId, validate_name};
 use csi_controller::inflight::InFlight;
@@ -19,13 +23,18 @@ use crate::beneath::{self, Handle, Links};
 use crate::error::{Error, Result};
 use crate::kind::{Kind, classify};
 use crate::mountinfo::MountTable;
+use crate::mounts::{Filesystem, MountIndex};
 use crate::{NodeConfig, mounter, staging};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
-    config: NodeConfig,
+    config: Arc<NodeConfig>,
     inflight: InFlight,
+    mounts: Arc<MountIndex>,
 }
+
+/// More mounts stacked at one path than this is someone mounting as fast as we unmount.
+const MAX_STACKED_MOUNTS: usize = 64;
 
 /// What a publish mounts at its target.
 enum Source {
@@ -42,10 +51,25 @@ impl NodeService {
         let ephemeral = config.state_dir.join("ephemeral");
         fs::create_dir_all(&ephemeral)
             .map_err(|e| Error::io(format!("create {}", ephemeral.display()), e))?;
+        // The one read of the mount table: what an earlier run of the plugin mounted.
+        let mounts = MountIndex::load(&config)?;
+        tracing::info!(volume_mounts = mounts.len(), "mounts found at start");
         Ok(Self {
-            config,
+            config: Arc::new(config),
             inflight: InFlight::default(),
+            mounts: Arc::new(mounts),
         })
+    }
+
+    /// Runs one call on the blocking pool, off the runtime's workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Self) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || call(&node))
+            .await
+            .map_err(|e| Error::io("node call", std::io::Error::other(e.to_string())))?
     }
 
     /// Serialises calls per volume: a concurrent second call is Aborted.
@@ -178,7 +202,7 @@ impl NodeService {
         }))
     }
 
-    async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
+    fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let relative = self.kubelet_relative("target_path", &req.target_path)?;
         let capability = req
@@ -199,7 +223,8 @@ impl NodeService {
         let (parent, name) = Self::target_parent(&kubelet, relative)?;
         match parent.child(name, Links::Refused) {
             Ok(existing) if existing.is_mount_root()? => {
-                return same_publish(&source, &existing, req.readonly);
+                same_publish(&source, &existing, req.readonly)?;
+                return self.mounts.record(&existing, None);
             }
             Ok(_) | Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
@@ -228,7 +253,9 @@ impl NodeService {
         mounted.inspect_err(|_| {
             // Nothing may leak from a publish that failed half-way.
             let _ = parent.remove(name);
-        })
+        })?;
+        self.mounts
+            .record(&parent.child(name, Links::Refused)?, None)
     }
 
     /// Creates an ephemeral volume's scratch directory and binds it at the target.
@@ -257,36 +284,68 @@ impl NodeService {
         source: &Handle,
         req: &csi::NodePublishVolumeRequest,
     ) -> Result<Option<PathBuf>> {
-        let identity = source.identity()?;
-        let (target, staging) = (
+        let identity = source.mount_facts()?.identity;
+        let except = [
             Path::new(&req.target_path),
             Path::new(&req.staging_target_path),
-        );
-        Ok(mount_table()?
-            .entries()
-            .iter()
-            .map(|entry| &entry.mount_point)
-            .filter(|point| {
-                point.starts_with(&self.config.kubelet_dir)
-                    && point.as_path() != target
-                    && point.as_path() != staging
-            })
-            .find(|point| fs::metadata(point).is_ok_and(|m| (m.dev(), m.ino()) == identity))
-            .cloned())
+        ];
+        Ok(self.mounts.mounted_elsewhere(identity, &except))
     }
 
-    async fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<()> {
+    /// Unmounts whatever is mounted at `name` in `dir`, stacked mounts included. Each
+    /// round is one `statx` of the path's fd and one umount2; the mount table is read
+    /// only when an unmount fails because of mounts below (a pod mounted inside its
+    /// volume), to find and unmount those first.
+    fn unmount_all(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        let path = dir.path().join(name);
+        let mut cleared_below = false;
+        for _ in 0..MAX_STACKED_MOUNTS {
+            match dir.child(name, Links::Refused) {
+                Ok(handle) if handle.is_mount_root()? => {}
+                // Missing, not a mount, or a symlink (never a mount this plugin made).
+                Ok(_) | Err(Error::PathMissing { .. } | Error::PathEscapes { .. }) => {
+                    self.mounts.forget(&path);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            match mounter::unmount(&path) {
+                Err(Error::Mount {
+                    source: nix::errno::Errno::EBUSY,
+                    ..
+                }) if !cleared_below => {
+                    cleared_below = true;
+                    self.unmount_below(&path)?;
+                }
+                other => other?,
+            }
+        }
+        Err(Error::FailedPrecondition(format!(
+            "{} still holds a mount after {MAX_STACKED_MOUNTS} unmounts",
+            path.display()
+        )))
+    }
+
+    /// Unmounts the mounts below `path` (not the one at it), deepest first.
+    fn unmount_below(&self, path: &Path) -> Result<()> {
+        for entry in mount_table()?.under(path) {
+            if entry.mount_point != path {
+                mounter::unmount(&entry.mount_point)?;
+            }
+        }
+        self.mounts.forget_below(path);
+        Ok(())
+    }
+
+    fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let relative = self.kubelet_relative("target_path", &req.target_path)?;
         let _guard = self.claim(&req.volume_id)?;
         let parent = relative.parent().unwrap_or(Path::new(""));
         match self.beneath_kubelet("target_path", parent) {
             Ok(dir) => {
-                let target = Path::new(&req.target_path);
-                for entry in mount_table()?.under(target) {
-                    mounter::unmount(&entry.mount_point)?;
-                }
                 if let Some(name) = relative.file_name() {
+                    self.unmount_all(&dir, name)?;
                     dir.remove(name)?;
                 }
             }
@@ -323,7 +382,7 @@ impl NodeService {
         Ok(dir)
     }
 
-    async fn stage(&self, req: csi::NodeStageVolumeRequest) -> Result<()> {
+    fn stage(&self, req: csi::NodeStageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         self.kubelet_relative("staging_target_path", &req.staging_target_path)?;
         let capability = req
@@ -331,7 +390,6 @@ impl NodeService {
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
         let _guard = self.claim(&req.volume_id)?;
-        let staging = Path::new(&req.staging_target_path);
         match classify(
             &self.config,
             &req.volume_id,
@@ -350,15 +408,21 @@ impl NodeService {
             Kind::Nfs(volume) => {
                 let dir = self.staging_dir(&req.staging_target_path)?;
                 if !dir.is_mount_root()? {
-                    return volume.mount(&dir, false).await;
+                    volume.mount(&dir, false)?;
+                    let filesystem = Filesystem {
+                        fs_type: "nfs".into(),
+                        source: volume.source(),
+                    };
+                    let mounted = self.staging_dir(&req.staging_target_path)?;
+                    return self.mounts.record(&mounted, Some(filesystem));
                 }
-                match mount_table()?.at(staging) {
+                match self.mounts.filesystem_at(&dir)? {
                     Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => {
                         Ok(())
                     }
                     _ => Err(Error::AlreadyExists(format!(
                         "{} already holds another mount",
-                        staging.display()
+                        dir.path().display()
                     ))),
                 }
             }
@@ -369,7 +433,7 @@ impl NodeService {
         }
     }
 
-    async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
+    fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let relative = self.kubelet_relative("staging_target_path", &req.staging_target_path)?;
         let _guard = self.claim(&req.volume_id)?;
@@ -378,35 +442,42 @@ impl NodeService {
             Ok(_) | Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
         }
-        let staging = Path::new(&req.staging_target_path);
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        match (
+            self.beneath_kubelet("staging_target_path", parent),
+            relative.file_name(),
+        ) {
+            (Ok(dir), Some(name)) => self.unmount_all(&dir, name)?,
+            (Ok(_), None) | (Err(Error::PathMissing { .. }), _) => {}
+            (Err(e), _) => return Err(e),
+        }
         // A block volume's loop device has no mount to take it away: detach it by its file.
         let block_file = VolumeId::parse(&req.volume_id)
             .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
             .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), &Layout::Block));
-        staging::unstage(staging, block_file.as_deref())
+        staging::detach_block(block_file.as_deref())
     }
 
-    async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
+    fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
         let _guard = self.claim(&req.volume_id)?;
-        let table = mount_table()?;
-        match table.at(path) {
-            Some(entry) if entry.fs_type == "ext4" && entry.source.starts_with("/dev/loop") => {
-                staging::expand_mounted(path)
-            }
+        match staging::mounted_loop_device(path)? {
+            Some(device) => staging::expand_mounted(&device),
             // Directories and tmpfs have nothing to grow; their size is bookkeeping.
-            _ => Ok(req.capacity_range.map(|r| r.required_bytes).unwrap_or(0)),
+            None => Ok(req.capacity_range.map(|r| r.required_bytes).unwrap_or(0)),
         }
     }
 
-    async fn stats(
+    fn stats(
         &self,
         req: csi::NodeGetVolumeStatsRequest,
     ) -> Result<csi::NodeGetVolumeStatsResponse> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
-        let mounted = mount_table()?.at(path).is_some();
+        let mounted = beneath::mount_facts_at(path)
+            .map_err(|e| Error::io(format!("statx {}", path.display()), e))?
+            .mount_root;
         // A volume this node knows: a Stowage ID, an ephemeral volume with data here, or
         // whatever is mounted at the path. Anything else is NotFound, as the spec asks.
         let known = VolumeId::parse(&req.volume_id).is_some()
@@ -544,7 +615,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         respond(
             "NodeStageVolume",
-            self.stage(request.into_inner())
+            self.blocking(move |node| node.stage(request.into_inner()))
                 .await
                 .map(|()| csi::NodeStageVolumeResponse {}),
         )
@@ -556,7 +627,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         respond(
             "NodeUnstageVolume",
-            self.unstage(request.into_inner())
+            self.blocking(move |node| node.unstage(request.into_inner()))
                 .await
                 .map(|()| csi::NodeUnstageVolumeResponse {}),
         )
@@ -568,7 +639,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         respond(
             "NodePublishVolume",
-            self.publish(request.into_inner())
+            self.blocking(move |node| node.publish(request.into_inner()))
                 .await
                 .map(|()| csi::NodePublishVolumeResponse {}),
         )
@@ -580,7 +651,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
         respond(
             "NodeUnpublishVolume",
-            self.unpublish(request.into_inner())
+            self.blocking(move |node| node.unpublish(request.into_inner()))
                 .await
                 .map(|()| csi::NodeUnpublishVolumeResponse {}),
         )
@@ -590,14 +661,19 @@ impl Node for NodeService {
         &self,
         request: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        respond("NodeGetVolumeStats", self.stats(request.into_inner()).await)
+        let request = request.into_inner();
+        respond(
+            "NodeGetVolumeStats",
+            self.blocking(move |node| node.stats(request)).await,
+        )
     }
 
     async fn node_expand_volume(
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        let result = self.expand(request.into_inner()).await;
+        let request = request.into_inner();
+        let result = self.blocking(move |node| node.expand(request)).await;
         respond(
             "NodeExpandVolume",
             result.map(|capacity_bytes| csi::NodeExpandVolumeResponse { capacity_bytes }),

@@ -1,0 +1,323 @@
+//! The mounts of Stowage volumes below the kubelet directory, kept in memory so that no
+//! call reads the mount table: a node carries thousands of unrelated mounts (every
+//! pod's secrets and tokens), and reading `/proc/self/mountinfo` costs time and memory
+//! in proportion to them.
+//!
+//! The index is learnt once at start from mountinfo (so a restarted plugin knows what
+//! an earlier run mounted) and then kept current by this plugin's own mounts and
+//! unmounts. Each entry carries the mount's unique id, so an entry that someone else
+//! unmounted meanwhile is recognised (one `statx` of its path) and dropped, never
+//! trusted. Mounts made by others after start are not in it; the only questions asked
+//! of it (a single-writer volume's other publications, the NFS export at a staging
+//! path) are about mounts only this plugin makes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::NodeConfig;
+use crate::beneath::{Handle, MountFacts, mount_facts_at};
+use crate::error::{Error, Result};
+use crate::mountinfo::{MountEntry, MountTable};
+
+/// The block major of loop devices: image volumes are ext4 on a loop device.
+const LOOP_MAJOR: u32 = 7;
+
+/// What a mounted filesystem is, for mounts whose source matters (NFS staging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filesystem {
+    pub fs_type: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+struct Mounted {
+    mount_id: u64,
+    identity: (u64, u64),
+    filesystem: Option<Filesystem>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    by_point: HashMap<PathBuf, Mounted>,
+    /// Mount points by the identity of what is mounted there (device, inode of the root).
+    by_identity: HashMap<(u64, u64), BTreeSet<PathBuf>>,
+}
+
+impl Known {
+    fn insert(&mut self, point: PathBuf, mounted: Mounted) {
+        self.remove(&point);
+        self.by_identity
+            .entry(mounted.identity)
+            .or_default()
+            .insert(point.clone());
+        self.by_point.insert(point, mounted);
+    }
+
+    fn remove(&mut self, point: &Path) {
+        let Some(old) = self.by_point.remove(point) else {
+            return;
+        };
+        if let Some(points) = self.by_identity.get_mut(&old.identity) {
+            points.remove(point);
+            if points.is_empty() {
+                self.by_identity.remove(&old.identity);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MountIndex {
+    known: Mutex<Known>,
+}
+
+impl MountIndex {
+    /// Reads the mount table once and keeps the mounts below the kubelet directory that
+    /// can hold a Stowage volume (see [`Sources`]).
+    pub fn load(config: &NodeConfig) -> Result<Self> {
+        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+        let sources = Sources::of(config, &table);
+        // mountinfo names real paths; requests name paths under the configured directory.
+        let kubelet = std::fs::canonicalize(&config.kubelet_dir)
+            .unwrap_or_else(|_| config.kubelet_dir.clone());
+        let mut known = Known::default();
+        for entry in table.entries() {
+            let Ok(below) = entry.mount_point.strip_prefix(&kubelet) else {
+                continue;
+            };
+            if !sources.may_hold(entry) {
+                continue;
+            }
+            let point = config.kubelet_dir.join(below);
+            match mount_facts_at(&point) {
+                // The topmost mount at the path is the one statx sees; it is the one kept.
+                Ok(facts) if facts.mount_root => {
+                    let filesystem = entry.fs_type.starts_with("nfs").then(|| Filesystem {
+                        fs_type: entry.fs_type.clone(),
+                        source: entry.source.clone(),
+                    });
+                    known.insert(point, mounted(facts, filesystem));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    mount_point = %point.display(),
+                    error = %e,
+                    "a mount found at start cannot be examined; it is not indexed"
+                ),
+            }
+        }
+        Ok(Self {
+            known: Mutex::new(known),
+        })
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn len(&self) -> usize {
+        self.known().by_point.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records the mount now at `handle` (opened after mounting), by `handle`'s path.
+    pub fn record(&self, handle: &Handle, filesystem: Option<Filesystem>) -> Result<()> {
+        let facts = handle.mount_facts()?;
+        self.known()
+            .insert(handle.path().to_path_buf(), mounted(facts, filesystem));
+        Ok(())
+    }
+
+    /// Forgets the mount at `point`.
+    pub fn forget(&self, point: &Path) {
+        self.known().remove(point);
+    }
+
+    /// Forgets every mount below `point` (not the one at it).
+    pub fn forget_below(&self, point: &Path) {
+        let mut known = self.known();
+        let below: Vec<PathBuf> = known
+            .by_point
+            .keys()
+            .filter(|p| p.starts_with(point) && p.as_path() != point)
+            .cloned()
+            .collect();
+        for path in below {
+            known.remove(&path);
+        }
+    }
+
+    /// Another mount point where the file with `identity` is mounted, none of `except`.
+    /// Entries that are no longer mounted as recorded are dropped on the way.
+    pub fn mounted_elsewhere(&self, identity: (u64, u64), except: &[&Path]) -> Option<PathBuf> {
+        let candidates: Vec<(PathBuf, u64)> = {
+            let known = self.known();
+            known
+                .by_identity
+                .get(&identity)
+                .into_iter()
+                .flatten()
+                .filter(|p| !except.contains(&p.as_path()))
+                .filter_map(|p| known.by_point.get(p).map(|m| (p.clone(), m.mount_id)))
+                .collect()
+        };
+        for (point, mount_id) in candidates {
+            if still_mounted(&point, mount_id) {
+                return Some(point);
+            }
+            self.known().remove(&point);
+        }
+        None
+    }
+
+    /// The filesystem recorded for the mount at `handle`, if that mount is the one
+    /// recorded at its path.
+    pub fn filesystem_at(&self, handle: &Handle) -> Result<Option<Filesystem>> {
+        let facts = handle.mount_facts()?;
+        let known = self.known();
+        Ok(known
+            .by_point
+            .get(handle.path())
+            .filter(|m| facts.mount_root && m.mount_id == facts.mount_id)
+            .and_then(|m| m.filesystem.clone()))
+    }
+}
+
+fn mounted(facts: MountFacts, filesystem: Option<Filesystem>) -> Mounted {
+    Mounted {
+        mount_id: facts.mount_id,
+        identity: facts.identity,
+        filesystem,
+    }
+}
+
+/// Whether the mount recorded as `mount_id` is still the one at `point`.
+fn still_mounted(point: &Path, mount_id: u64) -> bool {
+    mount_facts_at(point).is_ok_and(|f| f.mount_root && f.mount_id == mount_id)
+}
+
+/// Where the data of Stowage volumes lives, as mountinfo names places: a device and a
+/// path inside that device's filesystem. A mount below the kubelet directory can hold a
+/// volume only if it shows one of these (or is an NFS export or a loop device's
+/// filesystem), so the unrelated mounts of a busy node cost nothing after start.
+#[derive(Debug, Default)]
+struct Sources {
+    places: Vec<((u32, u32), PathBuf)>,
+}
+
+impl Sources {
+    fn of(config: &NodeConfig, table: &MountTable) -> Self {
+        let roots = [
+            config.local_root.clone(),
+            config.state_dir.join("ephemeral"),
+            // Block volumes are published as their loop device's node.
+            PathBuf::from("/dev"),
+        ];
+        let mut places = Vec::new();
+        for root in roots.iter().chain(&config.host_path_allow) {
+            // A root that does not resolve holds no volume yet; it cannot have been published.
+            let Ok(root) = std::fs::canonicalize(root) else {
+                continue;
+            };
+            places.extend(place_of(&root, table));
+            // Filesystems mounted below the root (a hostPath prefix spans them).
+            places.extend(
+                table
+                    .entries()
+                    .iter()
+                    .filter(|e| e.mount_point.starts_with(&root) && e.mount_point != root)
+                    .map(|e| (e.device, e.root.clone())),
+            );
+        }
+        Self { places }
+    }
+
+    fn may_hold(&self, entry: &MountEntry) -> bool {
+        entry.fs_type.starts_with("nfs")
+            || entry.device.0 == LOOP_MAJOR
+            || self
+                .places
+                .iter()
+                .any(|(device, path)| entry.device == *device && entry.root.starts_with(path))
+    }
+}
+
+/// The device and in-filesystem path of `path`: the topmost mount containing it.
+fn place_of(path: &Path, table: &MountTable) -> Option<((u32, u32), PathBuf)> {
+    let holder = table
+        .entries()
+        .iter()
+        .filter(|e| path.starts_with(&e.mount_point))
+        .max_by_key(|e| e.mount_point.components().count())?;
+    let inside = path.strip_prefix(&holder.mount_point).ok()?;
+    Some((holder.device, holder.root.join(inside)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+22 1 8:1 / / rw - ext4 /dev/vda1 rw
+23 22 0:5 / /dev rw - devtmpfs devtmpfs rw
+24 22 0:30 / /srv rw - xfs /dev/vdb rw
+25 22 8:1 /var/lib/kubelet /var/lib/kubelet rw - ext4 /dev/vda1 rw
+";
+
+    fn entry(device: (u32, u32), root: &str, fs_type: &str) -> MountEntry {
+        MountEntry {
+            device,
+            root: PathBuf::from(root),
+            mount_point: PathBuf::from("/var/lib/kubelet/pods/p/volumes/v/mount"),
+            options: vec![],
+            fs_type: fs_type.into(),
+            source: "src".into(),
+            super_options: vec![],
+        }
+    }
+
+    #[test]
+    fn a_root_is_placed_on_the_topmost_mount_holding_it() {
+        let table = MountTable::parse(TABLE);
+        let rows = [
+            ("/srv/local", Some(((0, 30), "/local"))),
+            (
+                "/var/lib/stowage/local",
+                Some(((8, 1), "/var/lib/stowage/local")),
+            ),
+            ("/dev", Some(((0, 5), "/"))),
+            ("/var/lib/kubelet/x", Some(((8, 1), "/var/lib/kubelet/x"))),
+        ];
+        for (path, want) in rows {
+            let want = want.map(|(d, p)| (d, PathBuf::from(p)));
+            assert_eq!(place_of(Path::new(path), &table), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn only_mounts_that_can_hold_a_volume_are_kept() {
+        let sources = Sources {
+            places: vec![
+                ((0, 30), PathBuf::from("/local")),
+                ((0, 5), PathBuf::from("/")),
+            ],
+        };
+        let rows = [
+            (entry((0, 30), "/local/volumes/k", "xfs"), true),
+            (entry((0, 30), "/elsewhere", "xfs"), false),
+            (entry((8, 1), "/local/volumes/k", "ext4"), false),
+            (entry((0, 88), "/", "tmpfs"), false),
+            (entry((7, 3), "/", "ext4"), true),
+            (entry((0, 91), "/exports/a", "nfs"), true),
+            (entry((0, 92), "/", "nfs4"), true),
+            (entry((0, 5), "/loop3", "devtmpfs"), true),
+        ];
+        for (i, (entry, want)) in rows.iter().enumerate() {
+            assert_eq!(sources.may_hold(entry), *want, "row {i}: {entry:?}");
+        }
+    }
+}
