@@ -73,22 +73,28 @@ pub struct MountIndex {
 }
 
 impl MountIndex {
-    /// Reads the mount table once and keeps the mounts below the kubelet directory that
-    /// can hold a Stowage volume (see [`Sources`]).
+    /// Reads the mount table (twice, a line at a time: where volume data lives, then
+    /// the mounts below the kubelet directory) and keeps the mounts that can hold a
+    /// Stowage volume (see [`Sources`]).
     pub fn load(config: &NodeConfig) -> Result<Self> {
-        let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
-        let sources = Sources::of(config, &table);
+        let read_error = |e| Error::io("read mountinfo", e);
+        let mut sources = Sources::of(config);
+        MountTable::scan(|entry| sources.see(&entry)).map_err(read_error)?;
         // mountinfo names real paths; requests name paths under the configured directory.
         let kubelet = std::fs::canonicalize(&config.kubelet_dir)
             .unwrap_or_else(|_| config.kubelet_dir.clone());
+        let mut kept = Vec::new();
+        MountTable::scan(|entry| {
+            if entry.mount_point.starts_with(&kubelet) && sources.may_hold(&entry) {
+                kept.push(entry);
+            }
+        })
+        .map_err(read_error)?;
         let mut known = Known::default();
-        for entry in table.entries() {
+        for entry in kept {
             let Ok(below) = entry.mount_point.strip_prefix(&kubelet) else {
                 continue;
             };
-            if !sources.may_hold(entry) {
-                continue;
-            }
             let point = config.kubelet_dir.join(below);
             match mount_facts_at(&point) {
                 // The topmost mount at the path is the one statx sees; it is the one kept.
@@ -206,55 +212,72 @@ fn still_mounted(point: &Path, mount_id: u64) -> bool {
 /// filesystem), so the unrelated mounts of a busy node cost nothing after start.
 #[derive(Debug, Default)]
 struct Sources {
-    places: Vec<((u32, u32), PathBuf)>,
+    roots: Vec<Root>,
+    /// Filesystems mounted below a root (a hostPath prefix spans them).
+    below: Vec<Place>,
+}
+
+/// A device and a path inside its filesystem.
+type Place = ((u32, u32), PathBuf);
+
+#[derive(Debug)]
+struct Root {
+    path: PathBuf,
+    /// The deepest mount seen so far that contains the root (its depth, and the
+    /// root's place on it).
+    holder: Option<(usize, Place)>,
 }
 
 impl Sources {
-    fn of(config: &NodeConfig, table: &MountTable) -> Self {
+    fn of(config: &NodeConfig) -> Self {
         let roots = [
             config.local_root.clone(),
             config.state_dir.join("ephemeral"),
             // Block volumes are published as their loop device's node.
             PathBuf::from("/dev"),
         ];
-        let mut places = Vec::new();
-        for root in roots.iter().chain(&config.host_path_allow) {
-            // A root that does not resolve holds no volume yet; it cannot have been published.
-            let Ok(root) = std::fs::canonicalize(root) else {
-                continue;
-            };
-            places.extend(place_of(&root, table));
-            // Filesystems mounted below the root (a hostPath prefix spans them).
-            places.extend(
-                table
-                    .entries()
-                    .iter()
-                    .filter(|e| e.mount_point.starts_with(&root) && e.mount_point != root)
-                    .map(|e| (e.device, e.root.clone())),
-            );
+        let roots = roots
+            .iter()
+            .chain(&config.host_path_allow)
+            // A root that does not resolve holds no volume yet: nothing was published from it.
+            .filter_map(|root| std::fs::canonicalize(root).ok())
+            .map(|path| Root { path, holder: None })
+            .collect();
+        Self {
+            roots,
+            below: Vec::new(),
         }
-        Self { places }
+    }
+
+    /// Takes in one mount, in the kernel's order (a mount comes after the one it is on).
+    fn see(&mut self, entry: &MountEntry) {
+        for root in &mut self.roots {
+            if let Ok(inside) = root.path.strip_prefix(&entry.mount_point) {
+                // Deeper, or the same path mounted over: this mount is what the root is on.
+                let depth = entry.mount_point.components().count();
+                if root.holder.as_ref().is_none_or(|(held, _)| depth >= *held) {
+                    root.holder = Some((depth, (entry.device, entry.root.join(inside))));
+                }
+            } else if entry.mount_point.starts_with(&root.path) {
+                self.below.push((entry.device, entry.root.clone()));
+            }
+        }
+    }
+
+    fn places(&self) -> impl Iterator<Item = &Place> {
+        self.roots
+            .iter()
+            .filter_map(|root| root.holder.as_ref().map(|(_, place)| place))
+            .chain(&self.below)
     }
 
     fn may_hold(&self, entry: &MountEntry) -> bool {
         entry.fs_type.starts_with("nfs")
             || entry.device.0 == LOOP_MAJOR
             || self
-                .places
-                .iter()
+                .places()
                 .any(|(device, path)| entry.device == *device && entry.root.starts_with(path))
     }
-}
-
-/// The device and in-filesystem path of `path`: the topmost mount containing it.
-fn place_of(path: &Path, table: &MountTable) -> Option<((u32, u32), PathBuf)> {
-    let holder = table
-        .entries()
-        .iter()
-        .filter(|e| path.starts_with(&e.mount_point))
-        .max_by_key(|e| e.mount_point.components().count())?;
-    let inside = path.strip_prefix(&holder.mount_point).ok()?;
-    Some((holder.device, holder.root.join(inside)))
 }
 
 #[cfg(test)]
@@ -266,6 +289,9 @@ mod tests {
 23 22 0:5 / /dev rw - devtmpfs devtmpfs rw
 24 22 0:30 / /srv rw - xfs /dev/vdb rw
 25 22 8:1 /var/lib/kubelet /var/lib/kubelet rw - ext4 /dev/vda1 rw
+26 24 0:31 / /srv/scratch rw - tmpfs tmpfs rw
+27 22 0:40 / /data rw - tmpfs tmpfs rw
+28 27 0:41 / /data rw - tmpfs tmpfs rw
 ";
 
     fn entry(device: (u32, u32), root: &str, fs_type: &str) -> MountEntry {
@@ -280,28 +306,52 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_root_is_placed_on_the_topmost_mount_holding_it() {
-        let table = MountTable::parse(TABLE);
-        let rows = [
-            ("/srv/local", Some(((0, 30), "/local"))),
-            (
-                "/var/lib/stowage/local",
-                Some(((8, 1), "/var/lib/stowage/local")),
-            ),
-            ("/dev", Some(((0, 5), "/"))),
-            ("/var/lib/kubelet/x", Some(((8, 1), "/var/lib/kubelet/x"))),
-        ];
-        for (path, want) in rows {
-            let want = want.map(|(d, p)| (d, PathBuf::from(p)));
-            assert_eq!(place_of(Path::new(path), &table), want, "{path}");
+    fn sources(roots: &[&str]) -> Sources {
+        let mut sources = Sources {
+            roots: roots
+                .iter()
+                .map(|r| Root {
+                    path: PathBuf::from(r),
+                    holder: None,
+                })
+                .collect(),
+            below: Vec::new(),
+        };
+        for entry in MountTable::parse(TABLE).entries() {
+            sources.see(entry);
         }
+        sources
+    }
+
+    #[test]
+    fn a_root_is_placed_on_the_deepest_mount_holding_it() {
+        let rows = [
+            ("/srv/local", ((0, 30), "/local")),
+            ("/var/lib/stowage/local", ((8, 1), "/var/lib/stowage/local")),
+            ("/dev", ((0, 5), "/")),
+            ("/var/lib/kubelet/x", ((8, 1), "/var/lib/kubelet/x")),
+            ("/data", ((0, 41), "/")),
+        ];
+        for (root, (device, path)) in rows {
+            let found: Vec<Place> = sources(&[root]).places().cloned().collect();
+            assert_eq!(found, vec![(device, PathBuf::from(path))], "{root}");
+        }
+    }
+
+    #[test]
+    fn filesystems_below_a_root_are_places_too() {
+        let found: Vec<Place> = sources(&["/srv"]).places().cloned().collect();
+        assert_eq!(
+            found,
+            vec![((0, 30), PathBuf::from("/")), ((0, 31), PathBuf::from("/"))]
+        );
     }
 
     #[test]
     fn only_mounts_that_can_hold_a_volume_are_kept() {
         let sources = Sources {
-            places: vec![
+            roots: vec![],
+            below: vec![
                 ((0, 30), PathBuf::from("/local")),
                 ((0, 5), PathBuf::from("/")),
             ],
