@@ -101,6 +101,29 @@ impl Handle {
         })
     }
 
+    /// A copy of the mount this directory is on, detached (in no mount namespace, so
+    /// not in any mount table) and rooted at this directory, with no mounts below it.
+    /// Binding from it is cheaper on a busy node: before copying a mount for a bind
+    /// the kernel walks that mount's child mounts (`has_locked_children`), and where the
+    /// data shares a mount with the kubelet directory, as on most nodes, those are
+    /// every pod's mounts (about a millisecond per bind at 10,000).
+    pub fn detached_copy(&self) -> Result<Handle> {
+        let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH;
+        rustix::mount::open_tree(self.fd.as_fd(), "", flags)
+            .map(|fd| Handle {
+                fd,
+                path: self.path.clone(),
+            })
+            .map_err(|e| {
+                Error::io(
+                    format!("copy the mount of {}", self.path.display()),
+                    e.into(),
+                )
+            })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -31,6 +31,9 @@ pub struct NodeService {
     config: Arc<NodeConfig>,
     inflight: InFlight,
     mounts: Arc<MountIndex>,
+    /// Where local volumes' and ephemeral volumes' data is bound from (see [`data_root`]).
+    local_root: Arc<Handle>,
+    ephemeral_root: Arc<Handle>,
 }
 
 /// More mounts stacked at one path than this is someone mounting as fast as we unmount.
@@ -55,6 +58,8 @@ impl NodeService {
         let mounts = MountIndex::load(&config)?;
         tracing::info!(volume_mounts = mounts.len(), "mounts found at start");
         Ok(Self {
+            local_root: Arc::new(data_root(&config.local_root)?),
+            ephemeral_root: Arc::new(data_root(&ephemeral)?),
             config: Arc::new(config),
             inflight: InFlight::default(),
             mounts: Arc::new(mounts),
@@ -166,8 +171,10 @@ impl NodeService {
                 size_limit,
             } => return Ok(Source::Tmpfs { size_limit }),
             Kind::Ephemeral { .. } => {
-                let scratch = Handle::open_root(&self.config.state_dir.join("ephemeral"))?;
-                return match scratch.resolve(Path::new(&req.volume_id), Links::Refused) {
+                return match self
+                    .ephemeral_root
+                    .resolve(Path::new(&req.volume_id), Links::Refused)
+                {
                     Ok(data) => Ok(Source::Bind(data)),
                     Err(Error::PathMissing { .. }) => Ok(Source::NewScratch),
                     Err(e) => Err(e),
@@ -178,7 +185,7 @@ impl NodeService {
                 let relative = path
                     .strip_prefix(&self.config.local_root)
                     .map_err(|_| Error::PathEscapes { path: path.clone() })?;
-                Handle::open_root(&self.config.local_root)?.resolve(relative, Links::Refused)?
+                self.local_root.resolve(relative, Links::Refused)?
             }
             Kind::LocalImage(_) => {
                 self.staged(kubelet, &req.volume_id, &req.staging_target_path)?
@@ -267,8 +274,9 @@ impl NodeService {
             })
             .map_err(|e| Error::io(format!("create {}", data.display()), e))
             .and_then(|()| {
-                let scratch = Handle::open_root(&self.config.state_dir.join("ephemeral"))?;
-                let handle = scratch.resolve(Path::new(volume_id), Links::Refused)?;
+                let handle = self
+                    .ephemeral_root
+                    .resolve(Path::new(volume_id), Links::Refused)?;
                 mounter::bind(&handle, target, read_only)
             });
         if result.is_err() {
@@ -524,6 +532,16 @@ impl NodeService {
             volume_condition,
         })
     }
+}
+
+/// A root that volume data is bound from, opened once: a detached copy of its mount
+/// ([`Handle::detached_copy`]), or where the kernel cannot copy one, the root itself.
+fn data_root(path: &Path) -> Result<Handle> {
+    let root = Handle::open_root(path)?;
+    Ok(root.detached_copy().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "binds come from the root's own mount");
+        root
+    }))
 }
 
 fn require(field: &'static str, value: &str) -> Result<()> {
