@@ -23,14 +23,22 @@ pub fn loop_device_of(file: &Path) -> Option<PathBuf> {
 /// its last user goes away, so the returned handle must stay open until a mount holds it.
 pub fn attach(file: &Path, autoclear: bool) -> Result<(LoopDevice, PathBuf)> {
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} for {}", file.display()), e);
-    let device = LoopControl::open()
-        .and_then(|c| c.next_free())
-        .map_err(|e| io("find a free loop device", e))?;
-    device
-        .with()
-        .autoclear(autoclear)
-        .attach(file)
-        .map_err(|e| io("attach loop device", e))?;
+    let control = LoopControl::open().map_err(|e| io("open loop-control", e))?;
+    let mut attempt = 0;
+    let device = loop {
+        let device = control
+            .next_free()
+            .map_err(|e| io("find a free loop device", e))?;
+        match device.with().autoclear(autoclear).attach(file) {
+            Ok(()) => break device,
+            // Another attach (concurrent stages run in parallel) took the free device
+            // between the lookup and ours: look again.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && attempt < LOOP_RACE_RETRIES => {
+                attempt += 1;
+            }
+            Err(e) => return Err(io("attach loop device", e)),
+        }
+    };
     let path = device
         .path()
         .ok_or_else(|| io("name the loop device", std::io::ErrorKind::NotFound.into()))?;
@@ -119,6 +127,9 @@ pub fn stage_block(file: &Path) -> Result<PathBuf> {
         None => attach(file, false).map(|(_, device)| device),
     }
 }
+
+/// Free-device lookups lost to concurrent attaches before giving up.
+const LOOP_RACE_RETRIES: usize = 32;
 
 /// Detaches a block volume's loop device, found by its file (the end of unstaging a
 /// block volume; an image volume's autoclear device goes with its mount).

@@ -191,3 +191,50 @@ async fn a_blocked_call_does_not_stall_the_others() {
         .collect();
     assert!(left.is_empty(), "mounts left: {left:?}");
 }
+
+/// Stages run side by side now: image volumes staged at once each get a loop device of
+/// their own, though they race for the same free one.
+#[tokio::test]
+async fn image_volumes_staged_at_once_each_get_a_loop_device() {
+    const VOLUMES: usize = 12;
+    let dir = MountedDir::new();
+    let kubelet = dir.path().join("kubelet");
+    let (_plugin, csi) = start_node_plugin_with(
+        dir.path(),
+        NODE,
+        &["--kubelet-dir", kubelet.to_str().expect("utf8")],
+    )
+    .await;
+    let mut volumes = Vec::new();
+    for i in 0..VOLUMES {
+        let request = create_request(
+            &format!("race-{i}"),
+            8 << 20,
+            &[("capacityEnforcement", "image")],
+        );
+        volumes.push(csi.create(request).await.expect("create"));
+    }
+    let staging = |i: usize| kubelet.join(format!("staging/{i}"));
+    let stages: Vec<_> = volumes
+        .iter()
+        .enumerate()
+        .map(|(i, volume)| {
+            std::fs::create_dir_all(staging(i)).expect("staging dir");
+            let (csi, volume, path) = (csi.clone(), volume.clone(), staging(i));
+            tokio::spawn(async move { csi.node_stage(&volume, &path, mount_rwo()).await })
+        })
+        .collect();
+    for (i, stage) in stages.into_iter().enumerate() {
+        stage
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("stage {i}: {e}"));
+    }
+    assert_eq!(mounts_under(&kubelet).len(), VOLUMES);
+    for (i, volume) in volumes.iter().enumerate() {
+        csi.node_unstage(&volume.volume_id, &staging(i))
+            .await
+            .expect("unstage");
+    }
+    assert!(mounts_under(&kubelet).is_empty());
+}
