@@ -220,6 +220,26 @@ impl Handle {
         self.mount_facts().map(|facts| facts.mount_root)
     }
 
+    /// The mount facts of the entry `name` here, `None` if there is none, without
+    /// opening it: an fd through a mount, copied into the child of a fork that another
+    /// thread makes at that moment (mkfs, e2fsck), keeps the mount busy until the child
+    /// execs, and an unmount meanwhile fails. A symlink is described, not followed.
+    pub fn child_mount_facts(&self, name: &OsStr) -> Result<Option<MountFacts>> {
+        if plain_components(Path::new(name)).is_none_or(|c| c.len() != 1) {
+            return Err(Error::PathEscapes {
+                path: self.path.join(name),
+            });
+        }
+        match mount_facts(self.fd.as_fd(), Path::new(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(facts) => Ok(Some(facts)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io(
+                format!("statx {}", self.path.join(name).display()),
+                e.into(),
+            )),
+        }
+    }
+
     /// Where this file sits among the mounts, from one `statx` of the fd.
     pub fn mount_facts(&self) -> Result<MountFacts> {
         mount_facts(self.fd.as_fd(), Path::new(""), AtFlags::EMPTY_PATH)

@@ -141,6 +141,19 @@ impl MountIndex {
         Ok(())
     }
 
+    /// Records the mount now at `name` in `dir`, without opening it (see
+    /// [`Handle::child_mount_facts`]).
+    pub fn record_child(&self, dir: &Handle, name: &std::ffi::OsStr) -> Result<()> {
+        let point = dir.path().join(name);
+        match dir.child_mount_facts(name)? {
+            Some(facts) if facts.mount_root => {
+                self.known().insert(point, mounted(facts, None));
+            }
+            _ => self.known().remove(&point),
+        }
+        Ok(())
+    }
+
     /// Forgets the mount at `point`.
     pub fn forget(&self, point: &Path) {
         self.known().remove(point);

@@ -38,6 +38,10 @@ pub struct NodeService {
 
 /// More mounts stacked at one path than this is someone mounting as fast as we unmount.
 const MAX_STACKED_MOUNTS: usize = 64;
+/// Busy unmounts retried, the first after unmounting what is below, the others after a
+/// pause (10, 20, 40, 80 ms): a fork elsewhere in the process (mkfs, e2fsck) holds a
+/// copy of every open fd until its child execs, an fd on the mount among them.
+const BUSY_RETRIES: u32 = 5;
 
 /// What a publish mounts at its target.
 enum Source {
@@ -261,8 +265,7 @@ impl NodeService {
             // Nothing may leak from a publish that failed half-way.
             let _ = parent.remove(name);
         })?;
-        self.mounts
-            .record(&parent.child(name, Links::Refused)?, None)
+        self.mounts.record_child(&parent, name)
     }
 
     /// Creates an ephemeral volume's scratch directory and binds it at the target.
@@ -306,24 +309,24 @@ impl NodeService {
     /// volume), to find and unmount those first.
     fn unmount_all(&self, dir: &Handle, name: &OsStr) -> Result<()> {
         let path = dir.path().join(name);
-        let mut cleared_below = false;
+        let mut busy = 0;
         for _ in 0..MAX_STACKED_MOUNTS {
-            match dir.child(name, Links::Refused) {
-                Ok(handle) if handle.is_mount_root()? => {}
-                // Missing, not a mount, or a symlink (never a mount this plugin made).
-                Ok(_) | Err(Error::PathMissing { .. } | Error::PathEscapes { .. }) => {
-                    self.mounts.forget(&path);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+            // Missing, not a mount, or a symlink (never a mount this plugin made): done.
+            if !dir.child_mount_facts(name)?.is_some_and(|f| f.mount_root) {
+                self.mounts.forget(&path);
+                return Ok(());
             }
             match mounter::unmount(&path) {
                 Err(Error::Mount {
                     source: nix::errno::Errno::EBUSY,
                     ..
-                }) if !cleared_below => {
-                    cleared_below = true;
-                    self.unmount_below(&path)?;
+                }) if busy < BUSY_RETRIES => {
+                    if busy == 0 {
+                        self.unmount_below(&path)?;
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(5 << busy));
+                    }
+                    busy += 1;
                 }
                 other => other?,
             }
