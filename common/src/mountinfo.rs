@@ -1,12 +1,15 @@
-//! `/proc/self/mountinfo`, parsed: what is mounted is read from the kernel, never
-//! remembered, so a restarted node plugin knows its mounts.
+//! `/proc/self/mountinfo`, parsed. The node plugin reads it once at start (to learn
+//! what an earlier run of it mounted) and when an unmount finds mounts below its
+//! path; no per-call path reads it, as its size follows the node's mount count.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The filesystem's device (`st_dev` of its files), as `major:minor`.
+    pub device: (u32, u32),
     /// The path inside the source filesystem that is mounted (bind mounts show a subtree).
     pub root: PathBuf,
     pub mount_point: PathBuf,
@@ -35,6 +38,31 @@ impl MountTable {
         let mut text = String::with_capacity(32 * 1024);
         std::fs::File::open("/proc/self/mountinfo")?.read_to_string(&mut text)?;
         Ok(Self::parse(&text))
+    }
+
+    /// Hands each mount to `visit` as it is read, holding one line at a time: a node's
+    /// table can be megabytes, and a process that stays up should not keep a heap that
+    /// size after reading it once. Lines that are not UTF-8 are read lossily.
+    pub fn scan(visit: impl FnMut(MountEntry)) -> std::io::Result<()> {
+        let file = std::fs::File::open("/proc/self/mountinfo")?;
+        Self::scan_from(std::io::BufReader::with_capacity(16 * 1024, file), visit)
+    }
+
+    /// [`scan`](Self::scan) of any reader.
+    pub fn scan_from(
+        mut reader: impl BufRead,
+        mut visit: impl FnMut(MountEntry),
+    ) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            if let Some(entry) = parse_line(String::from_utf8_lossy(&line).trim_end_matches('\n')) {
+                visit(entry);
+            }
+        }
     }
 
     pub fn parse(text: &str) -> Self {
@@ -73,7 +101,9 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     if fields.len() < 6 || tail.len() < 3 {
         return None;
     }
+    let (major, minor) = fields[2].split_once(':')?;
     Some(MountEntry {
+        device: (major.parse().ok()?, minor.parse().ok()?),
         root: PathBuf::from(unescape(fields[3])),
         mount_point: PathBuf::from(unescape(fields[4])),
         options: fields[5].split(',').map(str::to_string).collect(),
@@ -132,8 +162,24 @@ mod tests {
             .at(Path::new("/var/lib/kubelet/pods/p/volumes/v/mount"))
             .expect("bind");
         assert_eq!(bind.root, Path::new("/srv/data"));
+        assert_eq!(bind.device, (8, 1));
         assert!(bind.read_only());
         assert!(table.at(Path::new("/nowhere")).is_none());
+    }
+
+    #[test]
+    fn scanning_line_by_line_reads_what_parsing_reads() {
+        let mut text = SAMPLE.as_bytes().to_vec();
+        text.extend_from_slice(b"40 22 0:50 / /bad\xff rw - tmpfs tmpfs rw\n");
+        let mut scanned = Vec::new();
+        MountTable::scan_from(&text[..], |entry| scanned.push(entry)).expect("scan");
+        let parsed = MountTable::parse(SAMPLE);
+        assert_eq!(&scanned[..4], parsed.entries());
+        assert_eq!(
+            scanned[4].mount_point,
+            Path::new("/bad\u{fffd}"),
+            "a line that is not UTF-8 is read lossily, not dropped"
+        );
     }
 
     #[test]
@@ -162,10 +208,15 @@ mod tests {
 
     #[test]
     fn garbage_lines_are_skipped() {
-        assert!(
-            MountTable::parse("not a mount line\n\n")
-                .at(Path::new("/"))
-                .is_none()
-        );
+        for text in [
+            "not a mount line\n\n",
+            "22 1 8-1 / / rw - ext4 /dev/vda1 rw\n",
+            "22 1 8:x / / rw - ext4 /dev/vda1 rw\n",
+        ] {
+            assert!(
+                MountTable::parse(text).at(Path::new("/")).is_none(),
+                "{text}"
+            );
+        }
     }
 }

@@ -101,6 +101,29 @@ impl Handle {
         })
     }
 
+    /// A copy of the mount this directory is on, detached (in no mount namespace, so
+    /// not in any mount table) and rooted at this directory, with no mounts below it.
+    /// Binding from it is cheaper on a busy node: before copying a mount for a bind
+    /// the kernel walks that mount's child mounts (`has_locked_children`), and where the
+    /// data shares a mount with the kubelet directory, as on most nodes, those are
+    /// every pod's mounts (about a millisecond per bind at 10,000).
+    pub fn detached_copy(&self) -> Result<Handle> {
+        let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH;
+        rustix::mount::open_tree(self.fd.as_fd(), "", flags)
+            .map(|fd| Handle {
+                fd,
+                path: self.path.clone(),
+            })
+            .map_err(|e| {
+                Error::io(
+                    format!("copy the mount of {}", self.path.display()),
+                    e.into(),
+                )
+            })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -194,14 +217,33 @@ impl Handle {
 
     /// Whether this is the root of a mount: something is mounted at the path.
     pub fn is_mount_root(&self) -> Result<bool> {
-        let stat = rustix::fs::statx(
-            self.fd.as_fd(),
-            "",
-            AtFlags::EMPTY_PATH,
-            StatxFlags::BASIC_STATS,
-        )
-        .map_err(|e| Error::io(format!("statx {}", self.path.display()), e.into()))?;
-        Ok(stat.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        self.mount_facts().map(|facts| facts.mount_root)
+    }
+
+    /// The mount facts of the entry `name` here, `None` if there is none, without
+    /// opening it: an fd through a mount, copied into the child of a fork that another
+    /// thread makes at that moment (mkfs, e2fsck), keeps the mount busy until the child
+    /// execs, and an unmount meanwhile fails. A symlink is described, not followed.
+    pub fn child_mount_facts(&self, name: &OsStr) -> Result<Option<MountFacts>> {
+        if plain_components(Path::new(name)).is_none_or(|c| c.len() != 1) {
+            return Err(Error::PathEscapes {
+                path: self.path.join(name),
+            });
+        }
+        match mount_facts(self.fd.as_fd(), Path::new(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(facts) => Ok(Some(facts)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io(
+                format!("statx {}", self.path.join(name).display()),
+                e.into(),
+            )),
+        }
+    }
+
+    /// Where this file sits among the mounts, from one `statx` of the fd.
+    pub fn mount_facts(&self) -> Result<MountFacts> {
+        mount_facts(self.fd.as_fd(), Path::new(""), AtFlags::EMPTY_PATH)
+            .map_err(|e| Error::io(format!("statx {}", self.path.display()), e.into()))
     }
 
     /// Whether the mount this is on is read-only.
@@ -217,6 +259,51 @@ impl Handle {
             .map(|s| s.f_type)
             .map_err(|e| Error::io(format!("statfs {}", self.path.display()), e.into()))
     }
+}
+
+/// What one `statx` tells about a file's place among the mounts: enough to check a
+/// mount without reading the mount table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountFacts {
+    /// Something is mounted exactly here (`STATX_ATTR_MOUNT_ROOT`).
+    pub mount_root: bool,
+    /// The mount the file is on: the kernel's 64-bit id, never reused while the kernel
+    /// runs (`STATX_MNT_ID_UNIQUE`, Linux 6.8); on older kernels the reusable one.
+    pub mount_id: u64,
+    /// Device and inode: what the file is, whatever it is called.
+    pub identity: (u64, u64),
+}
+
+/// `STATX_MNT_ID_UNIQUE` from linux/stat.h; rustix names only the older `STATX_MNT_ID`.
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// The mount facts of an absolute path, its last component not followed. Cached
+/// attributes are enough (`AT_STATX_DONT_SYNC`): a mount point of an unreachable NFS
+/// server then answers from the client's cache instead of hanging.
+pub fn mount_facts_at(path: &Path) -> std::io::Result<MountFacts> {
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC;
+    mount_facts(rustix::fs::CWD, path, flags).map_err(Into::into)
+}
+
+fn mount_facts(dir: BorrowedFd<'_>, path: &Path, flags: AtFlags) -> rustix::io::Result<MountFacts> {
+    let unique = StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
+    let mut stat = rustix::fs::statx(dir, path, flags, StatxFlags::BASIC_STATS | unique)?;
+    if stat.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
+        stat = rustix::fs::statx(
+            dir,
+            path,
+            flags,
+            StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+        )?;
+    }
+    Ok(MountFacts {
+        mount_root: stat.stx_attributes.contains(StatxAttributes::MOUNT_ROOT),
+        mount_id: stat.stx_mnt_id,
+        identity: (
+            rustix::fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
+            stat.stx_ino,
+        ),
+    })
 }
 
 /// A trusted absolute path (a device node the kernel named), opened as a handle.

@@ -6,6 +6,7 @@ pub mod error;
 pub mod hostpath;
 mod kind;
 pub mod mounter;
+pub mod mounts;
 pub use stowage_common::mountinfo;
 pub mod nfsmount;
 pub mod nfsrecover;

@@ -113,10 +113,9 @@ impl NfsVolume {
         data.join(",")
     }
 
-    /// Mounts the export at the `staging` directory.
-    pub async fn mount(&self, staging: &Handle, read_only: bool) -> Result<()> {
-        let addr = tokio::net::lookup_host((self.export.host.as_str(), 0))
-            .await
+    /// Mounts the export at the `staging` directory (blocking: name lookup and mount).
+    pub fn mount(&self, staging: &Handle, read_only: bool) -> Result<()> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(self.export.host.as_str(), 0))
             .ok()
             .and_then(|mut addrs| addrs.next())
             .map(|a| a.ip())

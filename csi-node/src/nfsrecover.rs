@@ -15,6 +15,7 @@ use crate::beneath::{Handle, Links};
 use crate::error::{Error, Result};
 use crate::mounter;
 use crate::mountinfo::{MountEntry, MountTable};
+use crate::mounts::{Filesystem, MountIndex};
 
 /// Is `path` an NFS volume whose handle the server no longer knows?
 pub fn is_stale(path: &Path) -> bool {
@@ -27,6 +28,7 @@ pub fn is_stale(path: &Path) -> bool {
 /// point is opened beneath it after the stale mount on it is gone.
 pub fn remount_stale(
     kubelet: (&Path, &Handle),
+    index: &MountIndex,
     target: &Path,
     staging: Option<&Path>,
 ) -> Result<String> {
@@ -48,9 +50,15 @@ pub fn remount_stale(
     };
     if is_stale(&staged.mount_point) {
         remount_export(&staged, open)?;
+        let filesystem = Filesystem {
+            fs_type: staged.fs_type.clone(),
+            source: staged.source.clone(),
+        };
+        index.record(&open(&staged.mount_point)?, Some(filesystem))?;
         done.push(format!("remounted {}", staged.mount_point.display()));
     }
     rebind(&published, &staged, open)?;
+    index.record(&open(target)?, None)?;
     done.push(format!("bound {} again", target.display()));
     Ok(done.join(", "))
 }

@@ -1,10 +1,14 @@
-//! The CSI Node service. Publish state is read from the mount table, not remembered.
+//! The CSI Node service. Whether a path is mounted is asked of the kernel with one
+//! `statx` of the path's fd; which other targets hold a volume is kept in memory
+//! ([`MountIndex`]). Every call runs on the blocking pool: mounts, unmounts, loop
+//! devices and filesystem tools block, and the runtime's two workers must stay free for
+//! the other calls.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use csi_controller::ids::{Location, VolumeId, validate_name};
 use csi_controller::inflight::InFlight;
@@ -19,13 +23,25 @@ use crate::beneath::{self, Handle, Links};
 use crate::error::{Error, Result};
 use crate::kind::{Kind, classify};
 use crate::mountinfo::MountTable;
+use crate::mounts::{Filesystem, MountIndex};
 use crate::{NodeConfig, mounter, nfsrecover, staging};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
-    config: NodeConfig,
+    config: Arc<NodeConfig>,
     inflight: InFlight,
+    mounts: Arc<MountIndex>,
+    /// Where local volumes' and ephemeral volumes' data is bound from (see [`data_root`]).
+    local_root: Arc<Handle>,
+    ephemeral_root: Arc<Handle>,
 }
+
+/// More mounts stacked at one path than this is someone mounting as fast as we unmount.
+const MAX_STACKED_MOUNTS: usize = 64;
+/// Busy unmounts retried, the first after unmounting what is below, the others after a
+/// pause (10, 20, 40, 80 ms): a fork elsewhere in the process (mkfs, e2fsck) holds a
+/// copy of every open fd until its child execs, an fd on the mount among them.
+const BUSY_RETRIES: u32 = 5;
 
 /// What a publish mounts at its target.
 enum Source {
@@ -42,10 +58,27 @@ impl NodeService {
         let ephemeral = config.state_dir.join("ephemeral");
         fs::create_dir_all(&ephemeral)
             .map_err(|e| Error::io(format!("create {}", ephemeral.display()), e))?;
+        // The one read of the mount table: what an earlier run of the plugin mounted.
+        let mounts = MountIndex::load(&config)?;
+        tracing::info!(volume_mounts = mounts.len(), "mounts found at start");
         Ok(Self {
-            config,
+            local_root: Arc::new(data_root(&config.local_root)?),
+            ephemeral_root: Arc::new(data_root(&ephemeral)?),
+            config: Arc::new(config),
             inflight: InFlight::default(),
+            mounts: Arc::new(mounts),
         })
+    }
+
+    /// Runs one call on the blocking pool, off the runtime's workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Self) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || call(&node))
+            .await
+            .map_err(|e| Error::io("node call", std::io::Error::other(e.to_string())))?
     }
 
     /// Serialises calls per volume: a concurrent second call is Aborted.
@@ -142,8 +175,10 @@ impl NodeService {
                 size_limit,
             } => return Ok(Source::Tmpfs { size_limit }),
             Kind::Ephemeral { .. } => {
-                let scratch = Handle::open_root(&self.config.state_dir.join("ephemeral"))?;
-                return match scratch.resolve(Path::new(&req.volume_id), Links::Refused) {
+                return match self
+                    .ephemeral_root
+                    .resolve(Path::new(&req.volume_id), Links::Refused)
+                {
                     Ok(data) => Ok(Source::Bind(data)),
                     Err(Error::PathMissing { .. }) => Ok(Source::NewScratch),
                     Err(e) => Err(e),
@@ -154,7 +189,7 @@ impl NodeService {
                 let relative = path
                     .strip_prefix(&self.config.local_root)
                     .map_err(|_| Error::PathEscapes { path: path.clone() })?;
-                Handle::open_root(&self.config.local_root)?.resolve(relative, Links::Refused)?
+                self.local_root.resolve(relative, Links::Refused)?
             }
             Kind::LocalImage(_) => {
                 self.staged(kubelet, &req.volume_id, &req.staging_target_path)?
@@ -178,7 +213,7 @@ impl NodeService {
         }))
     }
 
-    async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
+    fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let relative = self.kubelet_relative("target_path", &req.target_path)?;
         let capability = req
@@ -199,7 +234,8 @@ impl NodeService {
         let (parent, name) = Self::target_parent(&kubelet, relative)?;
         match parent.child(name, Links::Refused) {
             Ok(existing) if existing.is_mount_root()? => {
-                return same_publish(&source, &existing, req.readonly);
+                same_publish(&source, &existing, req.readonly)?;
+                return self.mounts.record(&existing, None);
             }
             Ok(_) | Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
@@ -228,7 +264,8 @@ impl NodeService {
         mounted.inspect_err(|_| {
             // Nothing may leak from a publish that failed half-way.
             let _ = parent.remove(name);
-        })
+        })?;
+        self.mounts.record_child(&parent, name)
     }
 
     /// Creates an ephemeral volume's scratch directory and binds it at the target.
@@ -240,8 +277,9 @@ impl NodeService {
             })
             .map_err(|e| Error::io(format!("create {}", data.display()), e))
             .and_then(|()| {
-                let scratch = Handle::open_root(&self.config.state_dir.join("ephemeral"))?;
-                let handle = scratch.resolve(Path::new(volume_id), Links::Refused)?;
+                let handle = self
+                    .ephemeral_root
+                    .resolve(Path::new(volume_id), Links::Refused)?;
                 mounter::bind(&handle, target, read_only)
             });
         if result.is_err() {
@@ -257,36 +295,68 @@ impl NodeService {
         source: &Handle,
         req: &csi::NodePublishVolumeRequest,
     ) -> Result<Option<PathBuf>> {
-        let identity = source.identity()?;
-        let (target, staging) = (
+        let identity = source.mount_facts()?.identity;
+        let except = [
             Path::new(&req.target_path),
             Path::new(&req.staging_target_path),
-        );
-        Ok(mount_table()?
-            .entries()
-            .iter()
-            .map(|entry| &entry.mount_point)
-            .filter(|point| {
-                point.starts_with(&self.config.kubelet_dir)
-                    && point.as_path() != target
-                    && point.as_path() != staging
-            })
-            .find(|point| fs::metadata(point).is_ok_and(|m| (m.dev(), m.ino()) == identity))
-            .cloned())
+        ];
+        Ok(self.mounts.mounted_elsewhere(identity, &except))
     }
 
-    async fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<()> {
+    /// Unmounts whatever is mounted at `name` in `dir`, stacked mounts included. Each
+    /// round is one `statx` of the path's fd and one umount2; the mount table is read
+    /// only when an unmount fails because of mounts below (a pod mounted inside its
+    /// volume), to find and unmount those first.
+    fn unmount_all(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        let path = dir.path().join(name);
+        let mut busy = 0;
+        for _ in 0..MAX_STACKED_MOUNTS {
+            // Missing, not a mount, or a symlink (never a mount this plugin made): done.
+            if !dir.child_mount_facts(name)?.is_some_and(|f| f.mount_root) {
+                self.mounts.forget(&path);
+                return Ok(());
+            }
+            match mounter::unmount(&path) {
+                Err(Error::Mount {
+                    source: nix::errno::Errno::EBUSY,
+                    ..
+                }) if busy < BUSY_RETRIES => {
+                    if busy == 0 {
+                        self.unmount_below(&path)?;
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(5 << busy));
+                    }
+                    busy += 1;
+                }
+                other => other?,
+            }
+        }
+        Err(Error::FailedPrecondition(format!(
+            "{} still holds a mount after {MAX_STACKED_MOUNTS} unmounts",
+            path.display()
+        )))
+    }
+
+    /// Unmounts the mounts below `path` (not the one at it), deepest first.
+    fn unmount_below(&self, path: &Path) -> Result<()> {
+        for entry in mount_table()?.under(path) {
+            if entry.mount_point != path {
+                mounter::unmount(&entry.mount_point)?;
+            }
+        }
+        self.mounts.forget_below(path);
+        Ok(())
+    }
+
+    fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let relative = self.kubelet_relative("target_path", &req.target_path)?;
         let _guard = self.claim(&req.volume_id)?;
         let parent = relative.parent().unwrap_or(Path::new(""));
         match self.beneath_kubelet("target_path", parent) {
             Ok(dir) => {
-                let target = Path::new(&req.target_path);
-                for entry in mount_table()?.under(target) {
-                    mounter::unmount(&entry.mount_point)?;
-                }
                 if let Some(name) = relative.file_name() {
+                    self.unmount_all(&dir, name)?;
                     dir.remove(name)?;
                 }
             }
@@ -323,7 +393,7 @@ impl NodeService {
         Ok(dir)
     }
 
-    async fn stage(&self, req: csi::NodeStageVolumeRequest) -> Result<()> {
+    fn stage(&self, req: csi::NodeStageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         self.kubelet_relative("staging_target_path", &req.staging_target_path)?;
         let capability = req
@@ -331,7 +401,6 @@ impl NodeService {
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
         let _guard = self.claim(&req.volume_id)?;
-        let staging = Path::new(&req.staging_target_path);
         match classify(
             &self.config,
             &req.volume_id,
@@ -350,15 +419,21 @@ impl NodeService {
             Kind::Nfs(volume) => {
                 let dir = self.staging_dir(&req.staging_target_path)?;
                 if !dir.is_mount_root()? {
-                    return volume.mount(&dir, false).await;
+                    volume.mount(&dir, false)?;
+                    let filesystem = Filesystem {
+                        fs_type: "nfs".into(),
+                        source: volume.source(),
+                    };
+                    let mounted = self.staging_dir(&req.staging_target_path)?;
+                    return self.mounts.record(&mounted, Some(filesystem));
                 }
-                match mount_table()?.at(staging) {
+                match self.mounts.filesystem_at(&dir)? {
                     Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => {
                         Ok(())
                     }
                     _ => Err(Error::AlreadyExists(format!(
                         "{} already holds another mount",
-                        staging.display()
+                        dir.path().display()
                     ))),
                 }
             }
@@ -369,7 +444,7 @@ impl NodeService {
         }
     }
 
-    async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
+    fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<()> {
         require("volume_id", &req.volume_id)?;
         let relative = self.kubelet_relative("staging_target_path", &req.staging_target_path)?;
         let _guard = self.claim(&req.volume_id)?;
@@ -378,35 +453,42 @@ impl NodeService {
             Ok(_) | Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
         }
-        let staging = Path::new(&req.staging_target_path);
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        match (
+            self.beneath_kubelet("staging_target_path", parent),
+            relative.file_name(),
+        ) {
+            (Ok(dir), Some(name)) => self.unmount_all(&dir, name)?,
+            (Ok(_), None) | (Err(Error::PathMissing { .. }), _) => {}
+            (Err(e), _) => return Err(e),
+        }
         // A block volume's loop device has no mount to take it away: detach it by its file.
         let block_file = VolumeId::parse(&req.volume_id)
             .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
             .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), &Layout::Block));
-        staging::unstage(staging, block_file.as_deref())
+        staging::detach_block(block_file.as_deref())
     }
 
-    async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
+    fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
         let _guard = self.claim(&req.volume_id)?;
-        let table = mount_table()?;
-        match table.at(path) {
-            Some(entry) if entry.fs_type == "ext4" && entry.source.starts_with("/dev/loop") => {
-                staging::expand_mounted(path)
-            }
+        match staging::mounted_loop_device(path)? {
+            Some(device) => staging::expand_mounted(&device),
             // Directories and tmpfs have nothing to grow; their size is bookkeeping.
-            _ => Ok(req.capacity_range.map(|r| r.required_bytes).unwrap_or(0)),
+            None => Ok(req.capacity_range.map(|r| r.required_bytes).unwrap_or(0)),
         }
     }
 
-    async fn stats(
+    fn stats(
         &self,
         req: csi::NodeGetVolumeStatsRequest,
     ) -> Result<csi::NodeGetVolumeStatsResponse> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
-        let mounted = mount_table()?.at(path).is_some();
+        let mounted = beneath::mount_facts_at(path)
+            .map_err(|e| Error::io(format!("statx {}", path.display()), e))?
+            .mount_root;
         // A volume this node knows: a Stowage ID, an ephemeral volume with data here, or
         // whatever is mounted at the path. Anything else is NotFound, as the spec asks.
         let known = VolumeId::parse(&req.volume_id).is_some()
@@ -484,8 +566,23 @@ impl NodeService {
             }
         };
         let kubelet = self.kubelet_root()?;
-        nfsrecover::remount_stale((&self.config.kubelet_dir, &kubelet), path, staging)
+        nfsrecover::remount_stale(
+            (&self.config.kubelet_dir, &kubelet),
+            &self.mounts,
+            path,
+            staging,
+        )
     }
+}
+
+/// A root that volume data is bound from, opened once: a detached copy of its mount
+/// ([`Handle::detached_copy`]), or where the kernel cannot copy one, the root itself.
+fn data_root(path: &Path) -> Result<Handle> {
+    let root = Handle::open_root(path)?;
+    Ok(root.detached_copy().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "binds come from the root's own mount");
+        root
+    }))
 }
 
 fn require(field: &'static str, value: &str) -> Result<()> {
@@ -577,7 +674,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         respond(
             "NodeStageVolume",
-            self.stage(request.into_inner())
+            self.blocking(move |node| node.stage(request.into_inner()))
                 .await
                 .map(|()| csi::NodeStageVolumeResponse {}),
         )
@@ -589,7 +686,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         respond(
             "NodeUnstageVolume",
-            self.unstage(request.into_inner())
+            self.blocking(move |node| node.unstage(request.into_inner()))
                 .await
                 .map(|()| csi::NodeUnstageVolumeResponse {}),
         )
@@ -601,7 +698,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         respond(
             "NodePublishVolume",
-            self.publish(request.into_inner())
+            self.blocking(move |node| node.publish(request.into_inner()))
                 .await
                 .map(|()| csi::NodePublishVolumeResponse {}),
         )
@@ -613,7 +710,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
         respond(
             "NodeUnpublishVolume",
-            self.unpublish(request.into_inner())
+            self.blocking(move |node| node.unpublish(request.into_inner()))
                 .await
                 .map(|()| csi::NodeUnpublishVolumeResponse {}),
         )
@@ -623,14 +720,19 @@ impl Node for NodeService {
         &self,
         request: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        respond("NodeGetVolumeStats", self.stats(request.into_inner()).await)
+        let request = request.into_inner();
+        respond(
+            "NodeGetVolumeStats",
+            self.blocking(move |node| node.stats(request)).await,
+        )
     }
 
     async fn node_expand_volume(
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        let result = self.expand(request.into_inner()).await;
+        let request = request.into_inner();
+        let result = self.blocking(move |node| node.expand(request)).await;
         respond(
             "NodeExpandVolume",
             result.map(|capacity_bytes| csi::NodeExpandVolumeResponse { capacity_bytes }),

@@ -9,10 +9,9 @@ use std::process::Command;
 use loopdev::{LoopControl, LoopDevice};
 use nix::mount::MsFlags;
 
-use crate::beneath::Handle;
+use crate::beneath::{self, Handle};
 use crate::error::{Error, Result};
 use crate::mounter;
-use crate::mountinfo::MountTable;
 
 /// The loop device backed by `file`, if one is attached (read from sysfs, so it
 /// survives a restart of the plugin).
@@ -24,14 +23,22 @@ pub fn loop_device_of(file: &Path) -> Option<PathBuf> {
 /// its last user goes away, so the returned handle must stay open until a mount holds it.
 pub fn attach(file: &Path, autoclear: bool) -> Result<(LoopDevice, PathBuf)> {
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} for {}", file.display()), e);
-    let device = LoopControl::open()
-        .and_then(|c| c.next_free())
-        .map_err(|e| io("find a free loop device", e))?;
-    device
-        .with()
-        .autoclear(autoclear)
-        .attach(file)
-        .map_err(|e| io("attach loop device", e))?;
+    let control = LoopControl::open().map_err(|e| io("open loop-control", e))?;
+    let mut attempt = 0;
+    let device = loop {
+        let device = control
+            .next_free()
+            .map_err(|e| io("find a free loop device", e))?;
+        match device.with().autoclear(autoclear).attach(file) {
+            Ok(()) => break device,
+            // Another attach (concurrent stages run in parallel) took the free device
+            // between the lookup and ours: look again.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && attempt < LOOP_RACE_RETRIES => {
+                attempt += 1;
+            }
+            Err(e) => return Err(io("attach loop device", e)),
+        }
+    };
     let path = device
         .path()
         .ok_or_else(|| io("name the loop device", std::io::ErrorKind::NotFound.into()))?;
@@ -121,38 +128,53 @@ pub fn stage_block(file: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Undoes staging: unmounts what is at `staging` (an autoclear loop device follows),
-/// and detaches a block volume's loop device.
-pub fn unstage(staging: &Path, block_file: Option<&Path>) -> Result<()> {
-    let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
-    for entry in table.under(staging) {
-        mounter::unmount(&entry.mount_point)?;
-    }
+/// Free-device lookups lost to concurrent attaches before giving up.
+const LOOP_RACE_RETRIES: usize = 32;
+
+/// Detaches a block volume's loop device, found by its file (the end of unstaging a
+/// block volume; an image volume's autoclear device goes with its mount).
+pub fn detach_block(block_file: Option<&Path>) -> Result<()> {
     if let Some(device) = block_file.and_then(loop_device_of) {
         detach(&device)?;
     }
     Ok(())
 }
 
-/// Grows the loop device to its file and the filesystem mounted from it; returns the
-/// device size in bytes.
-pub fn expand_mounted(volume_path: &Path) -> Result<i64> {
-    let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
-    let entry = table.at(volume_path).ok_or_else(|| {
-        Error::NotFound(format!("{} is not a mounted volume", volume_path.display()))
-    })?;
-    let device = PathBuf::from(&entry.source);
-    if entry.fs_type != "ext4" || !entry.source.starts_with("/dev/loop") {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not an image volume",
-            volume_path.display()
-        )));
+/// The loop device whose ext4 is mounted at `path`, if that is what is there: the
+/// mount's device from one `statx`, its name from sysfs, no mount table.
+pub fn mounted_loop_device(path: &Path) -> Result<Option<PathBuf>> {
+    let facts = beneath::mount_facts_at(path)
+        .map_err(|e| Error::io(format!("statx {}", path.display()), e))?;
+    let (major, minor) = (
+        rustix::fs::major(facts.identity.0),
+        rustix::fs::minor(facts.identity.0),
+    );
+    if !facts.mount_root || major != LOOP_MAJOR {
+        return Ok(None);
     }
-    LoopDevice::open(&device)
+    let magic = rustix::fs::statfs(path)
+        .map_err(|e| Error::io(format!("statfs {}", path.display()), e.into()))?
+        .f_type;
+    if magic != EXT4_MAGIC {
+        return Ok(None);
+    }
+    let link = format!("/sys/dev/block/{major}:{minor}");
+    let target = fs::read_link(&link).map_err(|e| Error::io(format!("read {link}"), e))?;
+    Ok(target.file_name().map(|name| Path::new("/dev").join(name)))
+}
+
+const LOOP_MAJOR: u32 = 7;
+/// `statfs.f_type` of ext2/3/4.
+const EXT4_MAGIC: i64 = 0xEF53;
+
+/// Grows the loop `device` to its file and the filesystem mounted from it; returns the
+/// device size in bytes.
+pub fn expand_mounted(device: &Path) -> Result<i64> {
+    LoopDevice::open(device)
         .and_then(|d| d.set_capacity())
         .map_err(|e| Error::io(format!("refresh capacity of {}", device.display()), e))?;
-    resize2fs(&device)?;
-    device_size(&device)
+    resize2fs(device)?;
+    device_size(device)
 }
 
 fn device_size(device: &Path) -> Result<i64> {

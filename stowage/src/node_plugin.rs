@@ -35,13 +35,15 @@ pub struct NodeArgs {
     pub metrics_address: Option<std::net::SocketAddr>,
 }
 
-/// The node plugin runs on every node for as long as the node lives, and its work is
-/// short syscalls: a couple of workers and a small blocking pool whose threads do not
-/// linger keep its footprint the same on a 4-core node and a 128-core one.
+/// The node plugin runs on every node for as long as the node lives: a couple of
+/// workers keep its footprint the same on a 4-core node and a 128-core one. Every node
+/// call runs on the blocking pool (a mount, mkfs or copy may block for long); the pool
+/// is wide enough that a few calls stuck on a dead NFS server or a frozen filesystem
+/// leave room for the rest, and its threads exit after 2 s idle.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(8)
+        .max_blocking_threads(32)
         .thread_keep_alive(Duration::from_secs(2))
         .enable_all()
         .build()

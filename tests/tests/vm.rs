@@ -639,6 +639,9 @@ fn a_replaced_export_directory_is_reported_and_mounted_again() {
                     .unwrap_or_else(|e| panic!("{name}: the pod's next open works: {e}"));
                 let again = stats(&node, &volume.volume_id, &target, &staging).await;
                 assert!(!again.abnormal, "{name}: healthy again: {}", again.message);
+                // The node knows the new mounts: a repeated stage and publish are no-ops.
+                node.stage(volume, &staging).await;
+                node.publish(volume, &staging, &target).await;
 
                 node.csi
                     .node_unpublish(&volume.volume_id, &target)

@@ -1,0 +1,389 @@
+//! The mounts of Stowage volumes below the kubelet directory, kept in memory so that no
+//! call reads the mount table: a node carries thousands of unrelated mounts (every
+//! pod's secrets and tokens), and reading `/proc/self/mountinfo` costs time and memory
+//! in proportion to them.
+//!
+//! The index is learnt once at start from mountinfo (so a restarted plugin knows what
+//! an earlier run mounted) and then kept current by this plugin's own mounts and
+//! unmounts. Each entry carries the mount's unique id, so an entry that someone else
+//! unmounted meanwhile is recognised (one `statx` of its path) and dropped, never
+//! trusted. Mounts made by others after start are not in it; the only questions asked
+//! of it (a single-writer volume's other publications, the NFS export at a staging
+//! path) are about mounts only this plugin makes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::NodeConfig;
+use crate::beneath::{Handle, MountFacts, mount_facts_at};
+use crate::error::{Error, Result};
+use crate::mountinfo::{MountEntry, MountTable};
+
+/// The block major of loop devices: image volumes are ext4 on a loop device.
+const LOOP_MAJOR: u32 = 7;
+
+/// What a mounted filesystem is, for mounts whose source matters (NFS staging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filesystem {
+    pub fs_type: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+struct Mounted {
+    mount_id: u64,
+    identity: (u64, u64),
+    filesystem: Option<Filesystem>,
+}
+
+/// Both maps share one allocation of each path: at 10,000 publications the paths are
+/// most of the index's memory.
+#[derive(Debug, Default)]
+struct Known {
+    by_point: HashMap<Arc<Path>, Mounted>,
+    /// Mount points by the identity of what is mounted there (device, inode of the root).
+    by_identity: HashMap<(u64, u64), Vec<Arc<Path>>>,
+}
+
+impl Known {
+    fn insert(&mut self, point: PathBuf, mounted: Mounted) {
+        self.remove(&point);
+        let point: Arc<Path> = point.into();
+        self.by_identity
+            .entry(mounted.identity)
+            .or_default()
+            .push(point.clone());
+        self.by_point.insert(point, mounted);
+    }
+
+    fn remove(&mut self, point: &Path) {
+        let Some(old) = self.by_point.remove(point) else {
+            return;
+        };
+        if let Some(points) = self.by_identity.get_mut(&old.identity) {
+            points.retain(|p| **p != *point);
+            if points.is_empty() {
+                self.by_identity.remove(&old.identity);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MountIndex {
+    known: Mutex<Known>,
+}
+
+impl MountIndex {
+    /// Reads the mount table (twice, a line at a time: where volume data lives, then
+    /// the mounts below the kubelet directory) and keeps the mounts that can hold a
+    /// Stowage volume (see [`Sources`]).
+    pub fn load(config: &NodeConfig) -> Result<Self> {
+        let read_error = |e| Error::io("read mountinfo", e);
+        let mut sources = Sources::of(config);
+        MountTable::scan(|entry| sources.see(&entry)).map_err(read_error)?;
+        // mountinfo names real paths; requests name paths under the configured directory.
+        let kubelet = std::fs::canonicalize(&config.kubelet_dir)
+            .unwrap_or_else(|_| config.kubelet_dir.clone());
+        let mut kept = Vec::new();
+        MountTable::scan(|entry| {
+            if entry.mount_point.starts_with(&kubelet) && sources.may_hold(&entry) {
+                kept.push(entry);
+            }
+        })
+        .map_err(read_error)?;
+        let mut known = Known::default();
+        for entry in kept {
+            let Ok(below) = entry.mount_point.strip_prefix(&kubelet) else {
+                continue;
+            };
+            let point = config.kubelet_dir.join(below);
+            match mount_facts_at(&point) {
+                // The topmost mount at the path is the one statx sees; it is the one kept.
+                Ok(facts) if facts.mount_root => {
+                    let filesystem = entry.fs_type.starts_with("nfs").then(|| Filesystem {
+                        fs_type: entry.fs_type.clone(),
+                        source: entry.source.clone(),
+                    });
+                    known.insert(point, mounted(facts, filesystem));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    mount_point = %point.display(),
+                    error = %e,
+                    "a mount found at start cannot be examined; it is not indexed"
+                ),
+            }
+        }
+        Ok(Self {
+            known: Mutex::new(known),
+        })
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn len(&self) -> usize {
+        self.known().by_point.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records the mount now at `handle` (opened after mounting), by `handle`'s path.
+    pub fn record(&self, handle: &Handle, filesystem: Option<Filesystem>) -> Result<()> {
+        let facts = handle.mount_facts()?;
+        self.known()
+            .insert(handle.path().to_path_buf(), mounted(facts, filesystem));
+        Ok(())
+    }
+
+    /// Records the mount now at `name` in `dir`, without opening it (see
+    /// [`Handle::child_mount_facts`]).
+    pub fn record_child(&self, dir: &Handle, name: &std::ffi::OsStr) -> Result<()> {
+        let point = dir.path().join(name);
+        match dir.child_mount_facts(name)? {
+            Some(facts) if facts.mount_root => {
+                self.known().insert(point, mounted(facts, None));
+            }
+            _ => self.known().remove(&point),
+        }
+        Ok(())
+    }
+
+    /// Forgets the mount at `point`.
+    pub fn forget(&self, point: &Path) {
+        self.known().remove(point);
+    }
+
+    /// Forgets every mount below `point` (not the one at it).
+    pub fn forget_below(&self, point: &Path) {
+        let mut known = self.known();
+        let below: Vec<Arc<Path>> = known
+            .by_point
+            .keys()
+            .filter(|p| p.starts_with(point) && ***p != *point)
+            .cloned()
+            .collect();
+        for path in below {
+            known.remove(&path);
+        }
+    }
+
+    /// Another mount point where the file with `identity` is mounted, none of `except`.
+    /// Entries that are no longer mounted as recorded are dropped on the way.
+    pub fn mounted_elsewhere(&self, identity: (u64, u64), except: &[&Path]) -> Option<PathBuf> {
+        let candidates: Vec<(Arc<Path>, u64)> = {
+            let known = self.known();
+            known
+                .by_identity
+                .get(&identity)
+                .into_iter()
+                .flatten()
+                .filter(|p| !except.contains(&&***p))
+                .filter_map(|p| known.by_point.get(p).map(|m| (p.clone(), m.mount_id)))
+                .collect()
+        };
+        for (point, mount_id) in candidates {
+            if still_mounted(&point, mount_id) {
+                return Some(point.to_path_buf());
+            }
+            self.known().remove(&point);
+        }
+        None
+    }
+
+    /// The filesystem recorded for the mount at `handle`, if that mount is the one
+    /// recorded at its path.
+    pub fn filesystem_at(&self, handle: &Handle) -> Result<Option<Filesystem>> {
+        let facts = handle.mount_facts()?;
+        let known = self.known();
+        Ok(known
+            .by_point
+            .get(handle.path())
+            .filter(|m| facts.mount_root && m.mount_id == facts.mount_id)
+            .and_then(|m| m.filesystem.clone()))
+    }
+}
+
+fn mounted(facts: MountFacts, filesystem: Option<Filesystem>) -> Mounted {
+    Mounted {
+        mount_id: facts.mount_id,
+        identity: facts.identity,
+        filesystem,
+    }
+}
+
+/// Whether the mount recorded as `mount_id` is still the one at `point`.
+fn still_mounted(point: &Path, mount_id: u64) -> bool {
+    mount_facts_at(point).is_ok_and(|f| f.mount_root && f.mount_id == mount_id)
+}
+
+/// Where the data of Stowage volumes lives, as mountinfo names places: a device and a
+/// path inside that device's filesystem. A mount below the kubelet directory can hold a
+/// volume only if it shows one of these (or is an NFS export or a loop device's
+/// filesystem), so the unrelated mounts of a busy node cost nothing after start.
+#[derive(Debug, Default)]
+struct Sources {
+    roots: Vec<Root>,
+    /// Filesystems mounted below a root (a hostPath prefix spans them).
+    below: Vec<Place>,
+}
+
+/// A device and a path inside its filesystem.
+type Place = ((u32, u32), PathBuf);
+
+#[derive(Debug)]
+struct Root {
+    path: PathBuf,
+    /// The deepest mount seen so far that contains the root (its depth, and the
+    /// root's place on it).
+    holder: Option<(usize, Place)>,
+}
+
+impl Sources {
+    fn of(config: &NodeConfig) -> Self {
+        let roots = [
+            config.local_root.clone(),
+            config.state_dir.join("ephemeral"),
+            // Block volumes are published as their loop device's node.
+            PathBuf::from("/dev"),
+        ];
+        let roots = roots
+            .iter()
+            .chain(&config.host_path_allow)
+            // A root that does not resolve holds no volume yet: nothing was published from it.
+            .filter_map(|root| std::fs::canonicalize(root).ok())
+            .map(|path| Root { path, holder: None })
+            .collect();
+        Self {
+            roots,
+            below: Vec::new(),
+        }
+    }
+
+    /// Takes in one mount, in the kernel's order (a mount comes after the one it is on).
+    fn see(&mut self, entry: &MountEntry) {
+        for root in &mut self.roots {
+            if let Ok(inside) = root.path.strip_prefix(&entry.mount_point) {
+                // Deeper, or the same path mounted over: this mount is what the root is on.
+                let depth = entry.mount_point.components().count();
+                if root.holder.as_ref().is_none_or(|(held, _)| depth >= *held) {
+                    root.holder = Some((depth, (entry.device, entry.root.join(inside))));
+                }
+            } else if entry.mount_point.starts_with(&root.path) {
+                self.below.push((entry.device, entry.root.clone()));
+            }
+        }
+    }
+
+    fn places(&self) -> impl Iterator<Item = &Place> {
+        self.roots
+            .iter()
+            .filter_map(|root| root.holder.as_ref().map(|(_, place)| place))
+            .chain(&self.below)
+    }
+
+    fn may_hold(&self, entry: &MountEntry) -> bool {
+        entry.fs_type.starts_with("nfs")
+            || entry.device.0 == LOOP_MAJOR
+            || self
+                .places()
+                .any(|(device, path)| entry.device == *device && entry.root.starts_with(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+22 1 8:1 / / rw - ext4 /dev/vda1 rw
+23 22 0:5 / /dev rw - devtmpfs devtmpfs rw
+24 22 0:30 / /srv rw - xfs /dev/vdb rw
+25 22 8:1 /var/lib/kubelet /var/lib/kubelet rw - ext4 /dev/vda1 rw
+26 24 0:31 / /srv/scratch rw - tmpfs tmpfs rw
+27 22 0:40 / /data rw - tmpfs tmpfs rw
+28 27 0:41 / /data rw - tmpfs tmpfs rw
+";
+
+    fn entry(device: (u32, u32), root: &str, fs_type: &str) -> MountEntry {
+        MountEntry {
+            device,
+            root: PathBuf::from(root),
+            mount_point: PathBuf::from("/var/lib/kubelet/pods/p/volumes/v/mount"),
+            options: vec![],
+            fs_type: fs_type.into(),
+            source: "src".into(),
+            super_options: vec![],
+        }
+    }
+
+    fn sources(roots: &[&str]) -> Sources {
+        let mut sources = Sources {
+            roots: roots
+                .iter()
+                .map(|r| Root {
+                    path: PathBuf::from(r),
+                    holder: None,
+                })
+                .collect(),
+            below: Vec::new(),
+        };
+        for entry in MountTable::parse(TABLE).entries() {
+            sources.see(entry);
+        }
+        sources
+    }
+
+    #[test]
+    fn a_root_is_placed_on_the_deepest_mount_holding_it() {
+        let rows = [
+            ("/srv/local", ((0, 30), "/local")),
+            ("/var/lib/stowage/local", ((8, 1), "/var/lib/stowage/local")),
+            ("/dev", ((0, 5), "/")),
+            ("/var/lib/kubelet/x", ((8, 1), "/var/lib/kubelet/x")),
+            ("/data", ((0, 41), "/")),
+        ];
+        for (root, (device, path)) in rows {
+            let found: Vec<Place> = sources(&[root]).places().cloned().collect();
+            assert_eq!(found, vec![(device, PathBuf::from(path))], "{root}");
+        }
+    }
+
+    #[test]
+    fn filesystems_below_a_root_are_places_too() {
+        let found: Vec<Place> = sources(&["/srv"]).places().cloned().collect();
+        assert_eq!(
+            found,
+            vec![((0, 30), PathBuf::from("/")), ((0, 31), PathBuf::from("/"))]
+        );
+    }
+
+    #[test]
+    fn only_mounts_that_can_hold_a_volume_are_kept() {
+        let sources = Sources {
+            roots: vec![],
+            below: vec![
+                ((0, 30), PathBuf::from("/local")),
+                ((0, 5), PathBuf::from("/")),
+            ],
+        };
+        let rows = [
+            (entry((0, 30), "/local/volumes/k", "xfs"), true),
+            (entry((0, 30), "/elsewhere", "xfs"), false),
+            (entry((8, 1), "/local/volumes/k", "ext4"), false),
+            (entry((0, 88), "/", "tmpfs"), false),
+            (entry((7, 3), "/", "ext4"), true),
+            (entry((0, 91), "/exports/a", "nfs"), true),
+            (entry((0, 92), "/", "nfs4"), true),
+            (entry((0, 5), "/loop3", "devtmpfs"), true),
+        ];
+        for (i, (entry, want)) in rows.iter().enumerate() {
+            assert_eq!(sources.may_hold(entry), *want, "row {i}: {entry:?}");
+        }
+    }
+}
