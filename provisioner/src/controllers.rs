@@ -21,15 +21,19 @@ pub enum Controller {
     /// Takes and deletes VolumeSnapshots of the driver's classes (snapshot-controller
     /// and csi-snapshotter).
     Snapshotter,
+    /// Applies a claim's VolumeAttributesClass to its volume (external-resizer's
+    /// ControllerModifyVolume part).
+    Modifier,
 }
 
 impl Controller {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Binder,
         Self::Provisioner,
         Self::Reclaimer,
         Self::Resizer,
         Self::Snapshotter,
+        Self::Modifier,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Controller {
             Self::Reclaimer => "reclaimer",
             Self::Resizer => "resizer",
             Self::Snapshotter => "snapshotter",
+            Self::Modifier => "modifier",
         }
     }
 
@@ -121,22 +126,29 @@ mod tests {
 
     #[test]
     fn lists_enable_as_kube_controller_manager_does() {
-        use Controller::{Binder, Provisioner, Reclaimer, Resizer, Snapshotter};
+        use Controller::{Binder, Modifier, Provisioner, Reclaimer, Resizer, Snapshotter};
         let cases: [(&str, &[&str], &[Controller]); 7] = [
             (
                 "the default",
                 &["*"],
-                &[Binder, Provisioner, Reclaimer, Resizer, Snapshotter],
+                &[
+                    Binder,
+                    Provisioner,
+                    Reclaimer,
+                    Resizer,
+                    Snapshotter,
+                    Modifier,
+                ],
             ),
             (
                 "all but the binder",
                 &["*", "-binder"],
-                &[Provisioner, Reclaimer, Resizer, Snapshotter],
+                &[Provisioner, Reclaimer, Resizer, Snapshotter, Modifier],
             ),
             (
                 "the minus may come first",
                 &["-binder", "*"],
-                &[Provisioner, Reclaimer, Resizer, Snapshotter],
+                &[Provisioner, Reclaimer, Resizer, Snapshotter, Modifier],
             ),
             (
                 "only those named",
@@ -169,7 +181,7 @@ mod tests {
             assert_eq!(
                 error.to_string(),
                 format!(
-                    "--controllers: {entry:?} is not \"*\", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter)"
+                    "--controllers: {entry:?} is not \"*\", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier)"
                 )
             );
         }
