@@ -200,6 +200,13 @@ async fn a_class_change_reaches_the_volume_and_the_claims_status() {
         },
     )
     .await;
+    let version = field(&data, &["pvc", "data"], ".metadata.resourceVersion");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(&data, &["pvc", "data"], ".metadata.resourceVersion"),
+        version,
+        "Pending is written once, not again on every pass"
+    );
 
     let patched = kubectl(
         &data,

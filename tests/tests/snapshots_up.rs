@@ -327,6 +327,22 @@ async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snap
     })
     .await;
 
+    let version = field(
+        &data,
+        &["volumesnapshot", "early"],
+        ".metadata.resourceVersion",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(
+            &data,
+            &["volumesnapshot", "early"],
+            ".metadata.resourceVersion"
+        ),
+        version,
+        "an error is written once, not again on every pass"
+    );
+
     apply(
         &data,
         &snapshot("retained", "source", Some("stowage-retain")),

@@ -52,7 +52,12 @@ pub fn modify_step(
     if !ours {
         return ModifyStep::Nothing;
     }
+    let pending = status.modify_volume_status.as_ref().is_some_and(|m| {
+        m.status == "Pending" && m.target_volume_attributes_class_name.as_deref() == Some(&target)
+    });
     match class {
+        // Already said: writing it again would only wake the next pass.
+        None if pending => ModifyStep::Nothing,
         None => ModifyStep::Pending(target),
         Some(class) if class.driver_name != DRIVER_NAME => ModifyStep::Nothing,
         Some(class) => ModifyStep::Modify {

@@ -49,7 +49,7 @@ fn a_claim_is_modified_as_external_resizer_does() {
         PersistentVolume,
         Option<&VolumeAttributesClass>,
         ModifyStep,
-    ); 9] = [
+    ); 11] = [
         (
             "a new class asked for",
             claim(json!({})),
@@ -110,6 +110,22 @@ fn a_claim_is_modified_as_external_resizer_does() {
         (
             "a class that does not exist is pending",
             claim(json!({})),
+            volume("csi.stowage.io"),
+            None,
+            ModifyStep::Pending("fast".into()),
+        ),
+        (
+            "pending already said: no write",
+            claim(json!({"status": {"modifyVolumeStatus": {
+                "status": "Pending", "targetVolumeAttributesClassName": "fast"}}})),
+            volume("csi.stowage.io"),
+            None,
+            ModifyStep::Nothing,
+        ),
+        (
+            "pending for another class: said again",
+            claim(json!({"status": {"modifyVolumeStatus": {
+                "status": "Pending", "targetVolumeAttributesClassName": "slow"}}})),
             volume("csi.stowage.io"),
             None,
             ModifyStep::Pending("fast".into()),

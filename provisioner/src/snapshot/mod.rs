@@ -300,20 +300,13 @@ impl Snapshotter {
                     .await?;
             }
             SnapshotStep::Error(message) => {
-                let current = snapshot
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.error.as_ref())
-                    .and_then(|e| e.message.as_deref());
-                if current != Some(message.as_str()) {
-                    let patch = json!({"status": {
-                        "readyToUse": false,
-                        "error": {"message": message, "time": now()},
-                    }});
-                    snapshots
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                        .await?;
-                }
+                let patch = json!({"status": {
+                    "readyToUse": false,
+                    "error": {"message": message, "time": now()},
+                }});
+                snapshots
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await?;
             }
         }
         Ok(())

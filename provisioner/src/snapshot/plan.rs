@@ -97,6 +97,27 @@ pub fn snapshot_step(
     class: Result<&Class, String>,
     source: &Source,
 ) -> SnapshotStep {
+    match next_snapshot_step(snapshot, content, class, source) {
+        // Already reported: writing it again would only wake the next pass.
+        SnapshotStep::Error(message) if reported(snapshot, &message) => SnapshotStep::Nothing,
+        step => step,
+    }
+}
+
+/// Whether the snapshot's status already says `message` (and not ready).
+fn reported(snapshot: &Snapshot, message: &str) -> bool {
+    snapshot.status.as_ref().is_some_and(|status| {
+        status.ready_to_use != Some(true)
+            && status.error.as_ref().and_then(|e| e.message.as_deref()) == Some(message)
+    })
+}
+
+fn next_snapshot_step(
+    snapshot: &Snapshot,
+    content: Option<&Content>,
+    class: Result<&Class, String>,
+    source: &Source,
+) -> SnapshotStep {
     let meta = &snapshot.metadata;
     let uid = meta.uid.clone().unwrap_or_default();
     let bound_to_us = content.filter(|c| refers_to(c, snapshot));
