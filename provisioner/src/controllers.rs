@@ -18,14 +18,22 @@ pub enum Controller {
     Reclaimer,
     /// Grows volumes whose claims ask for more (external-resizer's part).
     Resizer,
+    /// Takes and deletes VolumeSnapshots of the driver's classes (snapshot-controller
+    /// and csi-snapshotter).
+    Snapshotter,
+    /// Applies a claim's VolumeAttributesClass to its volume (external-resizer's
+    /// ControllerModifyVolume part).
+    Modifier,
 }
 
 impl Controller {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::Binder,
         Self::Provisioner,
         Self::Reclaimer,
         Self::Resizer,
+        Self::Snapshotter,
+        Self::Modifier,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +42,8 @@ impl Controller {
             Self::Provisioner => "provisioner",
             Self::Reclaimer => "reclaimer",
             Self::Resizer => "resizer",
+            Self::Snapshotter => "snapshotter",
+            Self::Modifier => "modifier",
         }
     }
 
@@ -116,22 +126,29 @@ mod tests {
 
     #[test]
     fn lists_enable_as_kube_controller_manager_does() {
-        use Controller::{Binder, Provisioner, Reclaimer, Resizer};
+        use Controller::{Binder, Modifier, Provisioner, Reclaimer, Resizer, Snapshotter};
         let cases: [(&str, &[&str], &[Controller]); 7] = [
             (
                 "the default",
                 &["*"],
-                &[Binder, Provisioner, Reclaimer, Resizer],
+                &[
+                    Binder,
+                    Provisioner,
+                    Reclaimer,
+                    Resizer,
+                    Snapshotter,
+                    Modifier,
+                ],
             ),
             (
                 "all but the binder",
                 &["*", "-binder"],
-                &[Provisioner, Reclaimer, Resizer],
+                &[Provisioner, Reclaimer, Resizer, Snapshotter, Modifier],
             ),
             (
                 "the minus may come first",
                 &["-binder", "*"],
-                &[Provisioner, Reclaimer, Resizer],
+                &[Provisioner, Reclaimer, Resizer, Snapshotter, Modifier],
             ),
             (
                 "only those named",
@@ -159,12 +176,12 @@ mod tests {
 
     #[test]
     fn an_unknown_name_is_refused_naming_the_known_ones() {
-        for entry in ["snapshotter", "-attacher", "**", "Binder"] {
+        for entry in ["snapshots", "-attacher", "**", "Binder"] {
             let error = Controllers::parse(&["*", entry]).expect_err(entry);
             assert_eq!(
                 error.to_string(),
                 format!(
-                    "--controllers: {entry:?} is not \"*\", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer)"
+                    "--controllers: {entry:?} is not \"*\", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier)"
                 )
             );
         }

@@ -9,8 +9,10 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod modify;
 pub mod provision;
 pub mod reclaim;
+pub mod snapshot;
 pub mod volumes;
 pub mod watch;
 
@@ -171,7 +173,31 @@ async fn act(
             Ok(())
         }
     };
-    let work = async { tokio::try_join!(reclaiming, provisioning, binding).map(drop) };
+    let snapshotting = async {
+        if enabled(Controller::Snapshotter) {
+            let stores = (claims.clone(), volumes.clone());
+            snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone())
+                .run(changes.subscribe(), stopped_signal())
+                .await
+        } else {
+            stopped_signal().await;
+            Ok(())
+        }
+    };
+    let modifying = async {
+        if enabled(Controller::Modifier) {
+            let stores = (claims.clone(), volumes.clone());
+            modify::Modifier::new(client.clone(), stores, changes, config.clone())
+                .run(changes.subscribe(), stopped_signal())
+                .await
+        } else {
+            stopped_signal().await;
+            Ok(())
+        }
+    };
+    let work = async {
+        tokio::try_join!(reclaiming, provisioning, binding, snapshotting, modifying).map(drop)
+    };
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => return result,

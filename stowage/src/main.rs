@@ -123,7 +123,7 @@ struct ProvisionerArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_election_retry_period: Duration,
     /// Controllers to run, as kube-controller-manager's list: `*` all, `name` one,
-    /// `-name` not that one (binder, provisioner, reclaimer, resizer).
+    /// `-name` not that one (binder, provisioner, reclaimer, resizer, snapshotter, modifier).
     #[arg(
         long,
         value_delimiter = ',',

@@ -201,14 +201,14 @@ async fn controllers_minus_binder_leaves_claims_unbound() {
 #[tokio::test]
 async fn an_unknown_controller_name_stops_the_provisioner_with_the_known_ones() {
     let output = tokio::process::Command::new(stowage_bin())
-        .args(["provisioner", "--controllers=*,-snapshotter"])
+        .args(["provisioner", "--controllers=*,-attacher"])
         .output()
         .await
         .expect("run stowage provisioner");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(r#""-snapshotter" is not "*", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer)"#),
+        stderr.contains(r#""-attacher" is not "*", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier)"#),
         "{stderr}"
     );
 }

@@ -547,6 +547,14 @@ fn check_pvc_update(new: &Value, old: &Value, errors: &mut Vec<FieldError>) {
             ));
         }
         comparable["resources"] = old_spec.get("resources").cloned().unwrap_or(Value::Null);
+        // As upstream: a bound claim may name another VolumeAttributesClass (not
+        // drop its class), which the modifier then applies to the volume.
+        if !unset(new.pointer("/spec/volumeAttributesClassName")) {
+            comparable["volumeAttributesClassName"] = old_spec
+                .get("volumeAttributesClassName")
+                .cloned()
+                .unwrap_or(Value::Null);
+        }
     }
     strip_nulls(&mut comparable);
     let mut old_spec = old_spec;

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::VolumeIndex;
 use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
-use super::status::{bound_status, unbound_status};
+use super::status::{bound_status, provisioner_annotations, unbound_status};
 use super::sync::{ClaimAction, Classes, VolumeAction, sync_claim, sync_volume};
 use crate::events::{EventRecorder, claim_reference};
 use crate::leader::LeaseObserver;
@@ -341,7 +341,8 @@ impl Binder {
             ClaimAction::Pending(event) => ("Pending", event.as_ref()),
             ClaimAction::Lost(event) => ("Lost", Some(event)),
             ClaimAction::AssignClass(class) => return self.assign_class(pvc, class).await,
-            ClaimAction::Provision | ClaimAction::Bind { .. } => return Ok(()),
+            ClaimAction::Provision => return self.name_provisioner(pvc).await,
+            ClaimAction::Bind { .. } => return Ok(()),
         };
         if let Some(event) = event {
             self.events.record(&claim_reference(pvc), event).await;
@@ -353,6 +354,26 @@ impl Binder {
             api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Says which provisioner is to make the claim's volume (the external
+    /// provisioner of that name waits for this), as kube-controller-manager does.
+    async fn name_provisioner(&self, pvc: &PersistentVolumeClaim) -> Result<()> {
+        let Some(class) = super::model::claim_class(pvc).and_then(|name| {
+            self.classes
+                .get(&kube::runtime::reflector::ObjectRef::new(&name))
+        }) else {
+            return Ok(());
+        };
+        let Some(annotations) = provisioner_annotations(pvc, &class.provisioner) else {
+            return Ok(());
+        };
+        let mut pvc = pvc.clone();
+        pvc.metadata.annotations = Some(annotations);
+        let api = self.claims_api(&pvc.namespace().unwrap_or_default());
+        api.replace(&pvc.name_any(), &PostParams::default(), &pvc)
+            .await?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod annotations {
     pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
     pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
     pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+    pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
     /// The class before `storageClassName` existed; upstream's class helpers still
     /// read it first, on volumes and on claims.
     pub const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";

@@ -46,3 +46,26 @@ pub fn unbound_status(
         ..current
     })
 }
+
+/// The claim's annotations naming `provisioner` as the one to make its volume, as
+/// kube-controller-manager's `setClaimProvisioner` writes them (the GA key and the
+/// beta one the older sidecars read), if they do not say so yet.
+pub fn provisioner_annotations(
+    pvc: &PersistentVolumeClaim,
+    provisioner: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut annotations = pvc.metadata.annotations.clone().unwrap_or_default();
+    let keys = [
+        super::model::annotations::STORAGE_PROVISIONER,
+        super::model::annotations::BETA_STORAGE_PROVISIONER,
+    ];
+    let stale = keys
+        .iter()
+        .any(|key| annotations.get(*key).map(String::as_str) != Some(provisioner));
+    stale.then(|| {
+        for key in keys {
+            annotations.insert(key.to_string(), provisioner.to_string());
+        }
+        annotations
+    })
+}

@@ -1024,3 +1024,43 @@ fn events_say_what_upstream_says() {
         );
     }
 }
+
+#[test]
+fn a_claim_to_provision_names_its_provisioner_as_kube_controller_manager_does() {
+    use super::status::provisioner_annotations;
+    const GA: &str = "volume.kubernetes.io/storage-provisioner";
+    const BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
+    let cases: [(&str, Value, Option<Value>); 4] = [
+        (
+            "both keys are written",
+            json!({"team": "blue"}),
+            Some(json!({"team": "blue", GA: "csi.stowage.io", BETA: "csi.stowage.io"})),
+        ),
+        (
+            "already named: no write",
+            json!({GA: "csi.stowage.io", BETA: "csi.stowage.io"}),
+            None,
+        ),
+        (
+            "only the beta key: the GA one is added",
+            json!({BETA: "csi.stowage.io"}),
+            Some(json!({GA: "csi.stowage.io", BETA: "csi.stowage.io"})),
+        ),
+        (
+            "another provisioner named before (the class changed): replaced",
+            json!({GA: "other.csi.io", BETA: "other.csi.io"}),
+            Some(json!({GA: "csi.stowage.io", BETA: "csi.stowage.io"})),
+        ),
+    ];
+    for (name, annotations, expected) in cases {
+        let object = json!({
+            "metadata": {"name": "claim", "namespace": "ns", "annotations": annotations},
+            "spec": {},
+        });
+        let pvc: PersistentVolumeClaim =
+            serde_json::from_value(object).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let written = provisioner_annotations(&pvc, "csi.stowage.io")
+            .map(|a| serde_json::to_value(a).unwrap_or_default());
+        assert_eq!(written, expected, "{name}");
+    }
+}

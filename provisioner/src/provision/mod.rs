@@ -40,8 +40,6 @@ use crate::lock;
 use crate::watch::Changes;
 use crate::{Config, Controller, Result, Scope};
 
-const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
-
 /// Where a claim's volume is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
@@ -540,7 +538,10 @@ impl Provisioner {
         let mut pvc = pvc.clone();
         let map = pvc.annotations_mut();
         map.insert(annotations::STORAGE_PROVISIONER.into(), DRIVER_NAME.into());
-        map.insert(BETA_STORAGE_PROVISIONER.into(), DRIVER_NAME.into());
+        map.insert(
+            annotations::BETA_STORAGE_PROVISIONER.into(),
+            DRIVER_NAME.into(),
+        );
         Ok(self
             .claims_api(&pvc)
             .replace(&pvc.name_any(), &PostParams::default(), &pvc)

@@ -141,10 +141,14 @@ pub async fn fetch(
         .collect()
 }
 
-/// The deletion secret recorded on a PV at provisioning, if any.
+/// The deletion secret recorded on a PV at provisioning, if any. csi-provisioner
+/// writes both annotations empty for "no secret", so an empty name means none.
 pub fn deletion_reference(annotations: &BTreeMap<String, String>) -> Option<SecretReference> {
+    let name = annotations
+        .get(DELETION_SECRET_NAME)
+        .filter(|n| !n.is_empty())?;
     Some(SecretReference {
-        name: Some(annotations.get(DELETION_SECRET_NAME)?.clone()),
+        name: Some(name.clone()),
         namespace: Some(annotations.get(DELETION_SECRET_NAMESPACE)?.clone()),
     })
 }
@@ -237,5 +241,14 @@ mod tests {
         ]);
         assert_eq!(deletion_reference(&annotations), named("creds", "apps"));
         assert_eq!(deletion_reference(&BTreeMap::new()), None);
+        let upstream_none = BTreeMap::from([
+            (DELETION_SECRET_NAME.to_string(), String::new()),
+            (DELETION_SECRET_NAMESPACE.to_string(), String::new()),
+        ]);
+        assert_eq!(
+            deletion_reference(&upstream_none),
+            None,
+            "csi-provisioner's empty annotations mean no secret"
+        );
     }
 }

@@ -1,0 +1,217 @@
+//! The modifier: plays external-resizer's VolumeAttributesClass part. When a bound
+//! claim's `spec.volumeAttributesClassName` differs from its
+//! `status.currentVolumeAttributesClassName`, it marks the claim's
+//! `modifyVolumeStatus` InProgress, calls ControllerModifyVolume with the class's
+//! parameters, then records the class on the volume (`spec.volumeAttributesClassName`)
+//! and on the claim (current class, modify status cleared). The instance where the
+//! volume lives does it (a local volume's node, central for NFS). Every write is
+//! idempotent and the call is too, so a restart between them converges.
+
+pub mod plan;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use csi_controller::ids::{Location, VolumeId};
+use csi_proto::v1::ControllerModifyVolumeRequest;
+use csi_proto::v1::controller_client::ControllerClient;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::VolumeAttributesClass;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use self::plan::{ModifyStep, failure_status, modify_step};
+use crate::backoff::Backoff;
+use crate::watch::Changes;
+use crate::{Config, Result, Scope, lock};
+
+/// Why one modification failed; the claim is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ModifyError {
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("no CSI endpoint configured")]
+    NoCsi,
+    #[error("ControllerModifyVolume failed: {0}")]
+    Csi(tonic::Status),
+}
+
+pub struct Modifier {
+    client: Client,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    classes: Store<VolumeAttributesClass>,
+    config: Config,
+    in_flight: Mutex<HashSet<String>>,
+    backoff: Mutex<Backoff>,
+    finished: Changes,
+}
+
+impl Modifier {
+    pub fn new(
+        client: Client,
+        stores: (Store<PersistentVolumeClaim>, Store<PersistentVolume>),
+        changes: &Changes,
+        config: Config,
+    ) -> Arc<Self> {
+        let (claims, volumes) = stores;
+        Arc::new(Self {
+            classes: crate::watch::reflect(Api::all(client.clone()), changes),
+            client,
+            claims,
+            volumes,
+            config,
+            in_flight: Mutex::default(),
+            backoff: Mutex::default(),
+            finished: Changes::default(),
+        })
+    }
+
+    pub async fn run(
+        self: Arc<Self>,
+        changes: watch::Receiver<u64>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        crate::watch::run_passes(
+            changes,
+            &self.finished,
+            || lock(&self.backoff).next_due(),
+            || self.pass(),
+            shutdown,
+        )
+        .await;
+        Ok(())
+    }
+
+    fn pass(self: &Arc<Self>) {
+        let now = Instant::now();
+        for pvc in self.claims.state() {
+            let Some(pv) = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .and_then(|name| self.volumes.get(&ObjectRef::new(name)))
+            else {
+                continue;
+            };
+            let Some(handle) = self.mine(&pv) else {
+                continue;
+            };
+            let class = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_attributes_class_name.as_deref())
+                .and_then(|name| self.classes.get(&ObjectRef::new(name)));
+            let step = modify_step(&pvc, &pv, class.as_deref());
+            tracing::debug!(claim = %pvc.name_any(), ?step, "modify");
+            if step == ModifyStep::Nothing {
+                continue;
+            }
+            let key = pvc.uid().unwrap_or_default();
+            if !lock(&self.backoff).ready(&key, now) || !lock(&self.in_flight).insert(key.clone()) {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.apply(&pvc, &pv, &handle, step).await {
+                    Ok(()) => lock(&this.backoff).succeeded(&key),
+                    Err(error) => {
+                        tracing::warn!(claim = %pvc.name_any(), %error, "modify failed; retrying");
+                        lock(&this.backoff).failed(&key, Instant::now());
+                    }
+                }
+                lock(&this.in_flight).remove(&key);
+                this.finished.poke();
+            });
+        }
+    }
+
+    /// The volume's handle, if this instance is where it lives.
+    fn mine(&self, pv: &PersistentVolume) -> Option<String> {
+        let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.clone();
+        let mine = match (
+            VolumeId::parse(&handle).map(|id| id.location),
+            &self.config.scope,
+        ) {
+            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
+            (Some(Location::Nfs(_)), Scope::Central) => true,
+            _ => false,
+        };
+        mine.then_some(handle)
+    }
+
+    async fn apply(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        pv: &PersistentVolume,
+        handle: &str,
+        step: ModifyStep,
+    ) -> Result<(), ModifyError> {
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &pvc.namespace().unwrap_or_default());
+        let name = pvc.name_any();
+        let (target, parameters) = match step {
+            ModifyStep::Nothing => return Ok(()),
+            ModifyStep::Pending(target) => {
+                return self.mark(&claims, &name, &target, "Pending").await;
+            }
+            ModifyStep::Modify { target, parameters } => (target, parameters),
+        };
+        self.mark(&claims, &name, &target, "InProgress").await?;
+        let channel = self.config.csi.clone().ok_or(ModifyError::NoCsi)?;
+        let request = ControllerModifyVolumeRequest {
+            volume_id: handle.to_string(),
+            mutable_parameters: parameters.into_iter().collect(),
+            ..Default::default()
+        };
+        if let Err(status) = ControllerClient::new(channel)
+            .controller_modify_volume(request)
+            .await
+        {
+            self.mark(&claims, &name, &target, failure_status(status.code()))
+                .await?;
+            return Err(ModifyError::Csi(status));
+        }
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let patch = json!({"spec": {"volumeAttributesClassName": target}});
+        volumes
+            .patch(
+                &pv.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        let patch = json!({"status": {
+            "currentVolumeAttributesClassName": target,
+            "modifyVolumeStatus": null,
+        }});
+        claims
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        tracing::info!(claim = %name, class = %target, "modified");
+        Ok(())
+    }
+
+    /// Writes the claim's modifyVolumeStatus, as external-resizer does.
+    async fn mark(
+        &self,
+        claims: &Api<PersistentVolumeClaim>,
+        name: &str,
+        target: &str,
+        status: &str,
+    ) -> Result<(), ModifyError> {
+        let patch = json!({"status": {"modifyVolumeStatus": {
+            "status": status,
+            "targetVolumeAttributesClassName": target,
+        }}});
+        claims
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,413 @@
+//! Snapshots under `stowage up`, driven by kubectl as a user would: the provisioner's
+//! snapshotter plays snapshot-controller and csi-snapshotter. A snapshot of a bound
+//! claim becomes ready, a claim restored from it has the data of that instant, and
+//! deleting it (policy Delete) removes its data; with Retain the content and data
+//! stay, and a pre-provisioned content of that handle binds a new snapshot.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use stowage_tests::mounts::MountedDir;
+use stowage_tests::process::stowage_bin;
+use stowage_tests::wait_for;
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn up(data: &Path, port: u16) -> Child {
+    Command::new(stowage_bin())
+        .args(["up", "--node-name", "machine", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(data)
+        .env("STOWAGE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn stowage up")
+}
+
+async fn stowage(args: &[&str], data: &Path) -> Output {
+    Command::new(stowage_bin())
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .await
+        .expect("run stowage")
+}
+
+fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(data.join("kubeconfig"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn apply(data: &Path, manifest: &str) {
+    let applied = kubectl(data, &["apply", "-f", "-"], Some(manifest));
+    assert!(applied.status.success(), "{}", text(&applied));
+}
+
+/// One field of an object, empty when the object or the field is missing.
+fn field(data: &Path, object: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(object);
+    let jsonpath = format!("-o=jsonpath={{{path}}}");
+    args.push(&jsonpath);
+    String::from_utf8_lossy(&kubectl(data, &args, None).stdout).to_string()
+}
+
+async fn start(dir: &MountedDir) -> (Child, std::path::PathBuf) {
+    let data = dir.path().join("data");
+    let child = up(&data, free_port());
+    wait_for("stowage up to serve", Duration::from_secs(60), async || {
+        let out = kubectl(&data, &["get", "storageclass", "-o", "name"], None);
+        let names = String::from_utf8_lossy(&out.stdout).to_string();
+        (names.contains("stowage-local-immediate") && data.join("node.sock").exists()).then_some(())
+    })
+    .await;
+    wait_for("the provisioners", Duration::from_secs(30), async || {
+        stowage(&["status"], &data)
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    (child, data)
+}
+
+async fn stop(mut child: Child) {
+    let pid = i32::try_from(child.id().expect("running")).expect("pid");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("up stops within 30 s")
+        .expect("wait");
+    assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+}
+
+fn snapshot_class(name: &str, policy: &str, default: bool) -> String {
+    format!(
+        r#"
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata:
+  name: {name}
+  annotations: {{snapshot.storage.kubernetes.io/is-default-class: "{default}"}}
+driver: csi.stowage.io
+deletionPolicy: {policy}
+"#
+    )
+}
+
+fn claim(name: &str, snapshot: Option<&str>) -> String {
+    let source = snapshot.map_or_else(String::new, |s| {
+        format!(
+            "  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {s}}}\n"
+        )
+    });
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
+{source}"#
+    )
+}
+
+fn snapshot(name: &str, claim: &str, class: Option<&str>) -> String {
+    let class = class.map_or_else(String::new, |c| format!("  volumeSnapshotClassName: {c}\n"));
+    format!(
+        r#"
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {{name: {name}}}
+spec:
+{class}  source: {{persistentVolumeClaimName: {claim}}}
+"#
+    )
+}
+
+/// Mounts claim `name` at `<dir>/<name>` with `stowage mount` (which binds and
+/// provisions it) and returns the target.
+async fn mount(dir: &MountedDir, data: &Path, name: &str) -> std::path::PathBuf {
+    let target = dir.path().join(name);
+    let target_text = target.to_str().expect("utf8").to_string();
+    let mounted = stowage(
+        &[
+            "mount",
+            name,
+            "--namespace",
+            "default",
+            "--target",
+            &target_text,
+        ],
+        data,
+    )
+    .await;
+    assert!(mounted.status.success(), "{}", text(&mounted));
+    target
+}
+
+async fn unmount(data: &Path, target: &Path) {
+    let out = stowage(
+        &["unmount", "--target", target.to_str().expect("utf8")],
+        data,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+async fn wait_ready(data: &Path, name: &str) {
+    wait_for(
+        &format!("snapshot {name} to be ready"),
+        Duration::from_secs(60),
+        async || {
+            (field(data, &["volumesnapshot", name], ".status.readyToUse") == "true").then_some(())
+        },
+    )
+    .await;
+}
+
+/// The snapshots the driver keeps on this machine (data and record files).
+fn stored_snapshots(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("local/snapshots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+async fn gone(data: &Path, object: &[&str]) {
+    wait_for(
+        &format!("{object:?} to be gone"),
+        Duration::from_secs(60),
+        async || {
+            let mut args = vec!["get"];
+            args.extend_from_slice(object);
+            let out = kubectl(data, &args, None);
+            text(&out).contains("NotFound").then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_snapshot_becomes_ready_restores_its_instant_and_delete_removes_its_data() {
+    let dir = MountedDir::new();
+    let (up, data) = start(&dir).await;
+    apply(&data, &snapshot_class("stowage-delete", "Delete", true));
+    apply(&data, &claim("source", None));
+    let source = mount(&dir, &data, "source").await;
+    std::fs::write(source.join("data.txt"), "at the snapshot").expect("write");
+
+    apply(&data, &snapshot("snap", "source", None));
+    wait_ready(&data, "snap").await;
+    let uid = field(&data, &["volumesnapshot", "snap"], ".metadata.uid");
+    let content = field(
+        &data,
+        &["volumesnapshot", "snap"],
+        ".status.boundVolumeSnapshotContentName",
+    );
+    assert_eq!(content, format!("snapcontent-{uid}"), "named as upstream");
+    assert_eq!(
+        field(
+            &data,
+            &["volumesnapshotcontent", &content],
+            ".spec.volumeSnapshotRef.uid"
+        ),
+        uid,
+        "the content points back at the snapshot"
+    );
+    assert_eq!(
+        field(
+            &data,
+            &["volumesnapshotcontent", &content],
+            ".spec.deletionPolicy"
+        ),
+        "Delete",
+        "the default class's policy"
+    );
+    let handle = field(
+        &data,
+        &["volumesnapshotcontent", &content],
+        ".status.snapshotHandle",
+    );
+    assert!(handle.starts_with("local-snap:"), "{handle}");
+    assert!(
+        !field(&data, &["volumesnapshot", "snap"], ".status.restoreSize").is_empty(),
+        "restore size reported"
+    );
+    assert!(
+        !field(&data, &["volumesnapshot", "snap"], ".status.creationTime").is_empty(),
+        "creation time reported"
+    );
+    let finalizers = field(&data, &["volumesnapshot", "snap"], ".metadata.finalizers");
+    assert!(
+        finalizers.contains("volumesnapshot-bound-protection"),
+        "{finalizers}"
+    );
+
+    // Written after the snapshot: the restore must not see it.
+    std::fs::write(source.join("data.txt"), "after the snapshot").expect("write");
+    apply(&data, &claim("restored", Some("snap")));
+    let restored = mount(&dir, &data, "restored").await;
+    assert_eq!(
+        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
+        "at the snapshot"
+    );
+    unmount(&data, &restored).await;
+    unmount(&data, &source).await;
+
+    assert!(
+        !stored_snapshots(&data).is_empty(),
+        "the snapshot's data is on disk"
+    );
+    let deleted = kubectl(&data, &["delete", "volumesnapshot", "snap"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(&data, &["volumesnapshot", "snap"]).await;
+    gone(&data, &["volumesnapshotcontent", &content]).await;
+    wait_for(
+        "the snapshot's data to be removed",
+        Duration::from_secs(30),
+        async || stored_snapshots(&data).is_empty().then_some(()),
+    )
+    .await;
+    stop(up).await;
+}
+
+#[tokio::test]
+async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snapshot() {
+    let dir = MountedDir::new();
+    let (up, data) = start(&dir).await;
+    apply(&data, &snapshot_class("stowage-retain", "Retain", false));
+    apply(&data, &claim("source", None));
+    let source = mount(&dir, &data, "source").await;
+    std::fs::write(source.join("data.txt"), "kept").expect("write");
+    unmount(&data, &source).await;
+
+    // A snapshot naming a class that does not exist says so and waits.
+    apply(&data, &snapshot("early", "source", Some("missing")));
+    wait_for("the error in status", Duration::from_secs(30), async || {
+        let message = field(&data, &["volumesnapshot", "early"], ".status.error.message");
+        message
+            .contains("VolumeSnapshotClass missing does not exist")
+            .then_some(())
+    })
+    .await;
+
+    let version = field(
+        &data,
+        &["volumesnapshot", "early"],
+        ".metadata.resourceVersion",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(
+            &data,
+            &["volumesnapshot", "early"],
+            ".metadata.resourceVersion"
+        ),
+        version,
+        "an error is written once, not again on every pass"
+    );
+
+    apply(
+        &data,
+        &snapshot("retained", "source", Some("stowage-retain")),
+    );
+    wait_ready(&data, "retained").await;
+    let content = field(
+        &data,
+        &["volumesnapshot", "retained"],
+        ".status.boundVolumeSnapshotContentName",
+    );
+    let handle = field(
+        &data,
+        &["volumesnapshotcontent", &content],
+        ".status.snapshotHandle",
+    );
+    let deleted = kubectl(&data, &["delete", "volumesnapshot", "retained"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(&data, &["volumesnapshot", "retained"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(
+            &data,
+            &["volumesnapshotcontent", &content],
+            ".status.snapshotHandle"
+        ),
+        handle,
+        "Retain keeps the content"
+    );
+    assert!(!stored_snapshots(&data).is_empty(), "and the data");
+
+    let imported = format!(
+        r#"
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotContent
+metadata: {{name: imported-content}}
+spec:
+  deletionPolicy: Delete
+  driver: csi.stowage.io
+  source: {{snapshotHandle: "{handle}"}}
+  volumeSnapshotRef: {{name: imported, namespace: default}}
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {{name: imported}}
+spec:
+  source: {{volumeSnapshotContentName: imported-content}}
+"#
+    );
+    apply(&data, &imported);
+    wait_ready(&data, "imported").await;
+    assert_eq!(
+        field(
+            &data,
+            &["volumesnapshotcontent", "imported-content"],
+            ".spec.volumeSnapshotRef.uid"
+        ),
+        field(&data, &["volumesnapshot", "imported"], ".metadata.uid"),
+        "the pre-provisioned content is bound to the snapshot"
+    );
+    apply(&data, &claim("restored", Some("imported")));
+    let restored = mount(&dir, &data, "restored").await;
+    assert_eq!(
+        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
+        "kept"
+    );
+    unmount(&data, &restored).await;
+    stop(up).await;
+}
