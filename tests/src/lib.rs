@@ -8,6 +8,7 @@ pub mod mounts;
 pub mod nfs;
 pub mod process;
 pub mod relay;
+pub mod up;
 pub mod vm;
 
 use std::time::{Duration, Instant};

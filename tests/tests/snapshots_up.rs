@@ -5,113 +5,11 @@
 //! stay, and a pre-provisioned content of that handle binds a new snapshot.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::process::stowage_bin;
+use stowage_tests::up::{apply, field, kubectl, start, stop, stowage, text};
 use stowage_tests::wait_for;
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn up(data: &Path, port: u16) -> Child {
-    Command::new(stowage_bin())
-        .args(["up", "--node-name", "machine", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data")
-        .arg(data)
-        .env("STOWAGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn stowage up")
-}
-
-async fn stowage(args: &[&str], data: &Path) -> Output {
-    Command::new(stowage_bin())
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .await
-        .expect("run stowage")
-}
-
-fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(data.join("kubeconfig"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    child.wait_with_output().expect("kubectl output")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn apply(data: &Path, manifest: &str) {
-    let applied = kubectl(data, &["apply", "-f", "-"], Some(manifest));
-    assert!(applied.status.success(), "{}", text(&applied));
-}
-
-/// One field of an object, empty when the object or the field is missing.
-fn field(data: &Path, object: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(object);
-    let jsonpath = format!("-o=jsonpath={{{path}}}");
-    args.push(&jsonpath);
-    String::from_utf8_lossy(&kubectl(data, &args, None).stdout).to_string()
-}
-
-async fn start(dir: &MountedDir) -> (Child, std::path::PathBuf) {
-    let data = dir.path().join("data");
-    let child = up(&data, free_port());
-    wait_for("stowage up to serve", Duration::from_secs(60), async || {
-        let out = kubectl(&data, &["get", "storageclass", "-o", "name"], None);
-        let names = String::from_utf8_lossy(&out.stdout).to_string();
-        (names.contains("stowage-local-immediate") && data.join("node.sock").exists()).then_some(())
-    })
-    .await;
-    wait_for("the provisioners", Duration::from_secs(30), async || {
-        stowage(&["status"], &data)
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
-    (child, data)
-}
-
-async fn stop(mut child: Child) {
-    let pid = i32::try_from(child.id().expect("running")).expect("pid");
-    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("up stops within 30 s")
-        .expect("wait");
-    assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
-}
 
 fn snapshot_class(name: &str, policy: &str, default: bool) -> String {
     format!(
