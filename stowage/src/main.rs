@@ -16,6 +16,9 @@ use csi_controller::{ControllerConfig, Driver, controller_routes, server};
 use stowage::node_plugin::{self, NodeArgs};
 use stowage::telemetry_endpoint;
 
+/// The flag `stowage up` gives its children; see [`up::parent`].
+const EXIT_WITH_STDIN: &str = "--exit-with-stdin";
+
 #[derive(Parser)]
 #[command(
     name = "stowage",
@@ -26,6 +29,10 @@ struct Cli {
     /// Log filter, e.g. `info` or `csi_controller=debug`.
     #[arg(long, env = "STOWAGE_LOG", default_value = "info", global = true)]
     log: String,
+    /// Stop when stdin reaches end of file: set by `stowage up` on its children,
+    /// whose stdin is a pipe from it, so they end when it does.
+    #[arg(long, global = true, hide = true)]
+    exit_with_stdin: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,6 +176,9 @@ struct ControllerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     stowage::init_logging(&cli.log);
+    if cli.exit_with_stdin {
+        up::parent::exit_with_stdin();
+    }
     let runtime = match &cli.command {
         Command::Node(_) => node_plugin::runtime(),
         // The CSI benchmark's client keeps to one thread: its own wake-ups between

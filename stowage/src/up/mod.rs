@@ -2,7 +2,9 @@
 //! controller, the node plugin and both provisioner instances run as supervised
 //! child processes of this one, wired together under a data directory.
 
+mod claim;
 mod credentials;
+pub mod parent;
 mod rbac;
 mod seed;
 mod supervisor;
@@ -54,6 +56,12 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let layout = Layout::new(&std::path::absolute(&args.data).map_err(|e| e.to_string())?);
     let node = args.node_name.clone().unwrap_or_else(host_name);
     let rbac = read_rbac(args.rbac.as_deref())?;
+    // Held until `up` ends; checked before anything is written or started, so a
+    // second `up` or a busy port ends this one at once with the flag to change.
+    let data = layout.data();
+    std::fs::create_dir_all(data).map_err(|e| format!("create {}: {e}", data.display()))?;
+    let _lock = claim::lock_data(data).map_err(|e| e.to_string())?;
+    claim::check_listen(args.listen).map_err(|e| e.to_string())?;
     prepare(&layout, &node)?;
     credentials::issue(&layout)?;
     let mut supervisor = Supervisor::default();
