@@ -111,6 +111,16 @@ struct ProvisionerArgs {
     /// A prefix below which hostPath/local volumes may be scrubbed; repeat for more. None by default.
     #[arg(long = "host-path-allow")]
     host_path_allow: Vec<PathBuf>,
+    /// Publish CSIStorageCapacity objects for this node (needs --node and
+    /// --csi-endpoint): one per local class of the driver, from GetCapacity.
+    #[arg(long, requires_all = ["node", "csi_endpoint"])]
+    enable_capacity: bool,
+    /// Namespace of the CSIStorageCapacity objects (the pod's own in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
+    capacity_namespace: String,
+    /// How often the driver's capacity is asked for and the objects brought up to date.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    capacity_poll_interval: Duration,
     /// Act only while holding a coordination.k8s.io Lease (for several replicas).
     #[arg(long)]
     leader_election: bool,
@@ -283,6 +293,18 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         Some(endpoint) => Some(csi_proto::channel::lazy(&server::socket_path(endpoint)?)),
         None => None,
     };
+    let publisher = match (&csi, &args.node) {
+        (Some(csi), Some(node)) if args.enable_capacity => {
+            Some(provisioner::capacity::Publisher::new(
+                client.clone(),
+                csi.clone(),
+                node.clone(),
+                args.capacity_namespace.clone(),
+                args.capacity_poll_interval,
+            ))
+        }
+        _ => None,
+    };
     let scope = match args.node {
         Some(node) => provisioner::Scope::Node(node),
         None => provisioner::Scope::Central,
@@ -331,9 +353,16 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         controllers,
         defer_binding_to: args.defer_binding_to,
     };
-    provisioner::run(client, config, server::shutdown_signal())
-        .await
-        .map_err(|e| format!("provisioner: {e}"))
+    let publishing = async {
+        if let Some(publisher) = publisher {
+            publisher.run(server::shutdown_signal()).await;
+        }
+    };
+    let (result, ()) = tokio::join!(
+        provisioner::run(client, config, server::shutdown_signal()),
+        publishing
+    );
+    result.map_err(|e| format!("provisioner: {e}"))
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.

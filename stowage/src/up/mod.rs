@@ -51,6 +51,9 @@ pub struct UpArgs {
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
+/// One machine's figures are cheap to ask for: often enough that `stowage mount`
+/// sees the space a volume just took.
+const CAPACITY_POLL: &str = "5s";
 
 pub async fn run(args: UpArgs) -> Result<(), String> {
     let layout = Layout::new(&std::path::absolute(&args.data).map_err(|e| e.to_string())?);
@@ -177,6 +180,9 @@ async fn start(
         endpoint(&layout.node_socket()),
         "--node".into(),
         node.into(),
+        "--enable-capacity".into(),
+        "--capacity-poll-interval".into(),
+        CAPACITY_POLL.into(),
     ];
     let mut allowed = args.host_path_allow.clone();
     allowed.push(layout.local_root());
