@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod controllers;
 pub mod error;
 pub mod events;
+pub mod gone_nodes;
 pub mod leader;
 pub mod metrics;
 pub mod provision;

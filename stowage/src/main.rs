@@ -121,6 +121,14 @@ struct ProvisionerArgs {
     /// How often the driver's capacity is asked for and the objects brought up to date.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     capacity_poll_interval: Duration,
+    /// How long a Node must stay deleted before the central instance fails the
+    /// Released local volumes pinned to it (a node that re-registers meanwhile is not gone).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gone_node_grace: Duration,
+    /// What becomes of those volumes' PV objects: `keep` (Failed, for an
+    /// administrator) or `remove-volumes` (deleted; opt-in: their data is lost with the node).
+    #[arg(long, default_value = "keep")]
+    gone_node_policy: provisioner::gone_nodes::GonePolicy,
     /// Act only while holding a coordination.k8s.io Lease (for several replicas).
     #[arg(long)]
     leader_election: bool,
@@ -305,6 +313,16 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         }
         _ => None,
     };
+    let gone_nodes = args.node.is_none().then(|| {
+        let interval =
+            (args.gone_node_grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        provisioner::gone_nodes::GoneNodes::new(
+            client.clone(),
+            args.gone_node_grace,
+            args.gone_node_policy,
+            interval,
+        )
+    });
     let scope = match args.node {
         Some(node) => provisioner::Scope::Node(node),
         None => provisioner::Scope::Central,
@@ -358,16 +376,22 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
             publisher.run(server::shutdown_signal()).await;
         }
     };
-    let (result, ()) = tokio::join!(
+    let watching_nodes = async {
+        if let Some(gone_nodes) = gone_nodes {
+            gone_nodes.run(server::shutdown_signal()).await;
+        }
+    };
+    let (result, (), ()) = tokio::join!(
         provisioner::run(client, config, server::shutdown_signal()),
-        publishing
+        publishing,
+        watching_nodes
     );
     result.map_err(|e| format!("provisioner: {e}"))
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.
 /// A Go-style duration as the upstream sidecars take it: `15s`, `1500ms`, `1.5s`, `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());

@@ -48,6 +48,14 @@ pub struct UpArgs {
     /// deploy/rbac.yaml by default. Its roles and bindings replace those of earlier starts.
     #[arg(long)]
     rbac: Option<PathBuf>,
+    /// How long a deleted Node stays gone before the Released local volumes pinned
+    /// to it go Failed (the provisioner's --gone-node-grace).
+    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
+    gone_node_grace: Duration,
+    /// `keep` or `remove-volumes`: whether those volumes' PV objects are then deleted
+    /// (the provisioner's --gone-node-policy).
+    #[arg(long, default_value = "keep", value_parser = ["keep", "remove-volumes"])]
+    gone_node_policy: String,
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -170,6 +178,10 @@ async fn start(
             layout.component_kubeconfig(credentials::CONTROLLER).into(),
             "--csi-endpoint".into(),
             endpoint(&layout.controller_socket()),
+            "--gone-node-grace".into(),
+            format!("{}ms", args.gone_node_grace.as_millis()).into(),
+            "--gone-node-policy".into(),
+            args.gone_node_policy.clone().into(),
         ],
     ))?;
     let mut node_provisioner: Vec<OsString> = vec![
