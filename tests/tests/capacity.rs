@@ -224,6 +224,41 @@ async fn capacity_is_published_per_class_and_a_node_without_room_is_refused() {
         "no node selected: {selected}"
     );
 
+    // A scheduler that selected the node anyway: the node instance refuses before CreateVolume.
+    let annotate = kubectl(
+        &data,
+        &[
+            "annotate",
+            "pvc",
+            "huge",
+            "volume.kubernetes.io/selected-node=machine",
+        ],
+        None,
+    );
+    assert!(annotate.status.success());
+    let failed = wait_for(
+        "ProvisioningFailed on huge",
+        Duration::from_secs(30),
+        async || {
+            let out = kubectl(
+                &data,
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=huge,reason=ProvisioningFailed",
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ],
+                None,
+            );
+            let text = stdout(&out);
+            (!text.is_empty()).then_some(text)
+        },
+    )
+    .await;
+    assert!(failed.contains("node machine has room for"), "{failed}");
+
     // The provisioner: an Immediate claim too big for the node is not taken.
     let immediate = claim("huge-now", "stowage-local-immediate", "100Pi");
     assert!(
