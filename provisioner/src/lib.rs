@@ -4,9 +4,11 @@
 
 mod backoff;
 pub mod binder;
+pub mod capacity;
 pub mod controllers;
 pub mod error;
 pub mod events;
+pub mod gone_nodes;
 pub mod leader;
 pub mod metrics;
 pub mod modify;

@@ -16,6 +16,9 @@ use csi_controller::{ControllerConfig, Driver, controller_routes, server};
 use stowage::node_plugin::{self, NodeArgs};
 use stowage::telemetry_endpoint;
 
+/// The flag `stowage up` gives its children; see [`up::parent`].
+const EXIT_WITH_STDIN: &str = "--exit-with-stdin";
+
 #[derive(Parser)]
 #[command(
     name = "stowage",
@@ -26,6 +29,10 @@ struct Cli {
     /// Log filter, e.g. `info` or `csi_controller=debug`.
     #[arg(long, env = "STOWAGE_LOG", default_value = "info", global = true)]
     log: String,
+    /// Stop when stdin reaches end of file: set by `stowage up` on its children,
+    /// whose stdin is a pipe from it, so they end when it does.
+    #[arg(long, global = true, hide = true)]
+    exit_with_stdin: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,6 +111,24 @@ struct ProvisionerArgs {
     /// A prefix below which hostPath/local volumes may be scrubbed; repeat for more. None by default.
     #[arg(long = "host-path-allow")]
     host_path_allow: Vec<PathBuf>,
+    /// Publish CSIStorageCapacity objects for this node (needs --node and
+    /// --csi-endpoint): one per local class of the driver, from GetCapacity.
+    #[arg(long, requires_all = ["node", "csi_endpoint"])]
+    enable_capacity: bool,
+    /// Namespace of the CSIStorageCapacity objects (the pod's own in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
+    capacity_namespace: String,
+    /// How often the driver's capacity is asked for and the objects brought up to date.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    capacity_poll_interval: Duration,
+    /// How long a Node must stay deleted before the central instance fails the
+    /// Released local volumes pinned to it (a node that re-registers meanwhile is not gone).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gone_node_grace: Duration,
+    /// What becomes of those volumes' PV objects: `keep` (Failed, for an
+    /// administrator) or `remove-volumes` (deleted; opt-in: their data is lost with the node).
+    #[arg(long, default_value = "keep")]
+    gone_node_policy: provisioner::gone_nodes::GonePolicy,
     /// Act only while holding a coordination.k8s.io Lease (for several replicas).
     #[arg(long)]
     leader_election: bool,
@@ -169,6 +194,9 @@ struct ControllerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     stowage::init_logging(&cli.log);
+    if cli.exit_with_stdin {
+        up::parent::exit_with_stdin();
+    }
     let runtime = match &cli.command {
         Command::Node(_) => node_plugin::runtime(),
         // The CSI benchmark's client keeps to one thread: its own wake-ups between
@@ -273,6 +301,28 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         Some(endpoint) => Some(csi_proto::channel::lazy(&server::socket_path(endpoint)?)),
         None => None,
     };
+    let publisher = match (&csi, &args.node) {
+        (Some(csi), Some(node)) if args.enable_capacity => {
+            Some(provisioner::capacity::Publisher::new(
+                client.clone(),
+                csi.clone(),
+                node.clone(),
+                args.capacity_namespace.clone(),
+                args.capacity_poll_interval,
+            ))
+        }
+        _ => None,
+    };
+    let gone_nodes = args.node.is_none().then(|| {
+        let interval =
+            (args.gone_node_grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        provisioner::gone_nodes::GoneNodes::new(
+            client.clone(),
+            args.gone_node_grace,
+            args.gone_node_policy,
+            interval,
+        )
+    });
     let scope = match args.node {
         Some(node) => provisioner::Scope::Node(node),
         None => provisioner::Scope::Central,
@@ -321,14 +371,27 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         controllers,
         defer_binding_to: args.defer_binding_to,
     };
-    provisioner::run(client, config, server::shutdown_signal())
-        .await
-        .map_err(|e| format!("provisioner: {e}"))
+    let publishing = async {
+        if let Some(publisher) = publisher {
+            publisher.run(server::shutdown_signal()).await;
+        }
+    };
+    let watching_nodes = async {
+        if let Some(gone_nodes) = gone_nodes {
+            gone_nodes.run(server::shutdown_signal()).await;
+        }
+    };
+    let (result, (), ()) = tokio::join!(
+        provisioner::run(client, config, server::shutdown_signal()),
+        publishing,
+        watching_nodes
+    );
+    result.map_err(|e| format!("provisioner: {e}"))
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.
 /// A Go-style duration as the upstream sidecars take it: `15s`, `1500ms`, `1.5s`, `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());

@@ -35,6 +35,7 @@ use self::request::{DataSource, Unprovisionable, create_request, persistent_volu
 use self::secrets::SecretRefs;
 use crate::backoff::Backoff;
 use crate::binder::model::{annotations, claim_class};
+use crate::capacity;
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
 use crate::watch::Changes;
@@ -248,6 +249,15 @@ impl Provisioner {
     /// Claims an Immediate local claim for this node; the next pass provisions it.
     /// A restore from a local snapshot is taken only by the snapshot's node.
     async fn take(&self, pvc: &PersistentVolumeClaim, node: &str) -> Result<()> {
+        if let Some(why) = capacity::refusal_for(&self.client, pvc, &class_of(pvc), node).await {
+            // Left for a node with room; this one looks again after a backoff.
+            lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
+            let reference = claim_reference(pvc);
+            self.events
+                .warning(&reference, capacity::room::NOT_ENOUGH_CAPACITY, &why)
+                .await;
+            return Ok(());
+        }
         if let Some(DataSource::Snapshot(name)) = request::data_source(pvc) {
             let namespace = pvc.namespace().unwrap_or_default();
             let requested = request::requested_bytes(pvc);
@@ -290,6 +300,12 @@ impl Provisioner {
             Ok(source) => source,
             Err(why) => return self.retry(&pvc, &why).await,
         };
+        if let Some(node) = node
+            && let Some(why) =
+                capacity::refusal_for(&self.client, &pvc, &class.name_any(), node).await
+        {
+            return self.retry(&pvc, &why).await;
+        }
         let parameters = class.parameters.clone().unwrap_or_default();
         let prepared = create_request(&pvc, class, node, source)
             .and_then(|request| Ok((request, SecretRefs::resolve(&parameters, &pvc, &name)?)));

@@ -220,7 +220,7 @@ fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Owner, Plan), S
 }
 
 /// The one node a volume's required node affinity admits, if it names exactly one.
-fn pinned_node(pv: &PersistentVolume) -> Option<String> {
+pub(crate) fn pinned_node(pv: &PersistentVolume) -> Option<String> {
     let terms = pv
         .spec
         .as_ref()?

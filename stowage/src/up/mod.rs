@@ -2,7 +2,9 @@
 //! controller, the node plugin and both provisioner instances run as supervised
 //! child processes of this one, wired together under a data directory.
 
+mod claim;
 mod credentials;
+pub mod parent;
 mod rbac;
 mod seed;
 mod supervisor;
@@ -46,14 +48,31 @@ pub struct UpArgs {
     /// deploy/rbac.yaml by default. Its roles and bindings replace those of earlier starts.
     #[arg(long)]
     rbac: Option<PathBuf>,
+    /// How long a deleted Node stays gone before the Released local volumes pinned
+    /// to it go Failed (the provisioner's --gone-node-grace).
+    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
+    gone_node_grace: Duration,
+    /// `keep` or `remove-volumes`: whether those volumes' PV objects are then deleted
+    /// (the provisioner's --gone-node-policy).
+    #[arg(long, default_value = "keep", value_parser = ["keep", "remove-volumes"])]
+    gone_node_policy: String,
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
+/// One machine's figures are cheap to ask for: often enough that `stowage mount`
+/// sees the space a volume just took.
+const CAPACITY_POLL: &str = "5s";
 
 pub async fn run(args: UpArgs) -> Result<(), String> {
     let layout = Layout::new(&std::path::absolute(&args.data).map_err(|e| e.to_string())?);
     let node = args.node_name.clone().unwrap_or_else(host_name);
     let rbac = read_rbac(args.rbac.as_deref())?;
+    // Held until `up` ends; checked before anything is written or started, so a
+    // second `up` or a busy port ends this one at once with the flag to change.
+    let data = layout.data();
+    std::fs::create_dir_all(data).map_err(|e| format!("create {}: {e}", data.display()))?;
+    let _lock = claim::lock_data(data).map_err(|e| e.to_string())?;
+    claim::check_listen(args.listen).map_err(|e| e.to_string())?;
     prepare(&layout, &node)?;
     credentials::issue(&layout)?;
     let mut supervisor = Supervisor::default();
@@ -159,6 +178,10 @@ async fn start(
             layout.component_kubeconfig(credentials::CONTROLLER).into(),
             "--csi-endpoint".into(),
             endpoint(&layout.controller_socket()),
+            "--gone-node-grace".into(),
+            format!("{}ms", args.gone_node_grace.as_millis()).into(),
+            "--gone-node-policy".into(),
+            args.gone_node_policy.clone().into(),
         ],
     ))?;
     let mut node_provisioner: Vec<OsString> = vec![
@@ -169,6 +192,9 @@ async fn start(
         endpoint(&layout.node_socket()),
         "--node".into(),
         node.into(),
+        "--enable-capacity".into(),
+        "--capacity-poll-interval".into(),
+        CAPACITY_POLL.into(),
     ];
     let mut allowed = args.host_path_allow.clone();
     allowed.push(layout.local_root());

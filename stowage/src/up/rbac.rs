@@ -215,7 +215,7 @@ mod tests {
             (file.cluster_roles.len(), file.cluster_bindings.len()),
             (2, 2)
         );
-        assert_eq!((file.roles.len(), file.bindings.len()), (1, 1));
+        assert_eq!((file.roles.len(), file.bindings.len()), (3, 3));
     }
 
     #[test]

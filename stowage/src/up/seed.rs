@@ -1,17 +1,18 @@
-//! The objects a fresh single machine needs: this node, and the StorageClasses of
+//! The objects a fresh single machine needs: this node, the CSIDriver and the StorageClasses of
 //! deploy/ (the NFS class only when an NFS export is configured). Existing objects
 //! are left as they are, so a user's edits survive a restart.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 const CLASSES: &str = include_str!("../../../deploy/storageclasses.yaml");
+const DRIVER: &str = include_str!("../../../deploy/csidriver.yaml");
 const NFS_CLASS: &str = "stowage-nfs";
 
 /// Where NFS volumes go, when the machine has an export for them.
@@ -22,6 +23,9 @@ pub struct NfsExport {
 
 pub async fn seed(client: &Client, node: &str, nfs: Option<&NfsExport>) -> Result<(), String> {
     create_if_absent(&Api::<Node>::all(client.clone()), this_node(node)).await?;
+    let driver: CSIDriver =
+        serde_saphyr::from_str(DRIVER).map_err(|e| format!("deploy/csidriver: {e}"))?;
+    create_if_absent(&Api::<CSIDriver>::all(client.clone()), driver).await?;
     let classes: Vec<StorageClass> =
         serde_saphyr::from_multiple(CLASSES).map_err(|e| format!("deploy/storageclasses: {e}"))?;
     let api = Api::<StorageClass>::all(client.clone());

@@ -1,5 +1,11 @@
 //! Runs each component as a child process of this binary, restarts one that dies
 //! (with backoff), and stops them in the reverse order of their start.
+//!
+//! Each child's stdin is a pipe whose only writer is this process, and each child
+//! runs with `--exit-with-stdin`: when this process ends however it ends (SIGKILL
+//! included) the kernel closes the pipe, the child reads end of file and stops.
+//! Unlike PR_SET_PDEATHSIG, which fires when the spawning *thread* exits, this
+//! follows the process, and it has no window between fork and the child's setup.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -62,8 +68,9 @@ async fn keep_running(
     loop {
         let started = Instant::now();
         let mut child = match Command::new(&exe)
+            .arg(crate::EXIT_WITH_STDIN)
             .args(&component.args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
         {
@@ -73,6 +80,9 @@ async fn keep_running(
                 return;
             }
         };
+        // Held apart from the child: `Child::wait` closes the stdin it holds, and
+        // closing this end is what tells the child its parent is gone.
+        let _parent_alive = child.stdin.take();
         tokio::select! {
             status = child.wait() => {
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, PersistentVolume, PersistentVolumeClaim,
 };
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use provisioner::binder::{Claim, Volume, VolumeIndex};
+use provisioner::capacity;
+use provisioner::events::{EventRecorder, claim_reference};
 use serde_json::json;
+use stowage_common::quantity::parse_bytes;
 
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
@@ -67,6 +70,7 @@ pub async fn place(
             csi_proto::DRIVER_NAME
         ));
     }
+    check_room(client, claim, &class_name, node).await?;
     let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
     Api::<PersistentVolumeClaim>::namespaced(
         client.clone(),
@@ -80,6 +84,39 @@ pub async fn place(
     .await
     .map_err(|e| format!("select node for the claim: {e}"))?;
     Ok(Placement::SelectedNode)
+}
+
+/// Refuses a node whose published capacity for the class is smaller than the
+/// claim, as the scheduler does, with a Warning event on the claim that says so,
+/// rather than letting CreateVolume fail there.
+async fn check_room(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+    class: &str,
+    node: &str,
+) -> Result<(), String> {
+    let capacities = Api::<CSIStorageCapacity>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("list CSIStorageCapacity: {e}"))?;
+    let request = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+        .and_then(|q| parse_bytes(&q.0))
+        .unwrap_or(0);
+    let room = capacity::room::room(&capacities.items, class, node);
+    let Some(message) = capacity::room::refusal(class, node, room, request) else {
+        return Ok(());
+    };
+    EventRecorder::new(client.clone())
+        .warning(
+            &claim_reference(claim),
+            capacity::room::NOT_ENOUGH_CAPACITY,
+            &message,
+        )
+        .await;
+    Err(message)
 }
 
 /// This node's labels, or its host-name label when the Node object is missing.

@@ -1,0 +1,206 @@
+//! Volumes of a node that is gone, under `stowage up` with kubectl: while the Node
+//! exists its Released local volume stays Released; once it is deleted for longer
+//! than `--gone-node-grace` the volume goes Failed naming the node, a Bound one's
+//! claim gets a Warning event, and with `--gone-node-policy remove-volumes` the
+//! Failed volume's PV object is deleted.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use stowage_tests::mounts::MountedDir;
+use stowage_tests::process::stowage_bin;
+use stowage_tests::wait_for;
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn up(data: &Path, policy: &str) -> Child {
+    Command::new(stowage_bin())
+        .args(["up", "--node-name", "machine", "--gone-node-grace", "2s"])
+        .args(["--gone-node-policy", policy, "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data")
+        .arg(data)
+        .env("STOWAGE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn stowage up")
+}
+
+fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(data.join("kubeconfig"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn get(data: &Path, args: &[&str]) -> String {
+    String::from_utf8_lossy(&kubectl(data, args, None).stdout).into_owned()
+}
+
+fn apply(data: &Path, yaml: &str) {
+    let out = kubectl(data, &["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn wait_until_up(data: &Path) {
+    wait_for("stowage up to serve", Duration::from_secs(60), async || {
+        get(data, &["get", "storageclass", "-o", "name"])
+            .contains("stowage-local")
+            .then_some(())
+    })
+    .await;
+}
+
+fn phase(data: &Path, pv: &str) -> String {
+    get(
+        data,
+        &[
+            "get",
+            "pv",
+            pv,
+            "-o",
+            "jsonpath={.status.phase}|{.status.message}",
+        ],
+    )
+}
+
+async fn wait_for_phase(data: &Path, pv: &str, wanted: &str) -> String {
+    wait_for(
+        &format!("{pv} {wanted}"),
+        Duration::from_secs(30),
+        async || {
+            let now = phase(data, pv);
+            now.starts_with(&format!("{wanted}|")).then_some(now)
+        },
+    )
+    .await
+}
+
+const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gone-node\n  \
+                    labels: {kubernetes.io/hostname: gone-node}\n";
+
+/// A Retain local volume on gone-node, bound (or once bound) to `claim`.
+fn volume(name: &str, claim: &str, uid: Option<&str>) -> String {
+    let uid = uid.map(|u| format!(", uid: {u}")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {name}}}\nspec:\n  \
+         capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  \
+         persistentVolumeReclaimPolicy: Retain\n  storageClassName: ''\n  \
+         local: {{path: /srv/{name}}}\n  \
+         claimRef: {{namespace: default, name: {claim}{uid}}}\n  \
+         nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        \
+         - {{key: kubernetes.io/hostname, operator: In, values: [gone-node]}}\n"
+    )
+}
+
+fn claim(name: &str, volume: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  \
+         storageClassName: ''\n  volumeName: {volume}\n  accessModes: [ReadWriteOnce]\n  \
+         resources: {{requests: {{storage: 1Gi}}}}\n"
+    )
+}
+
+async fn stop(mut child: Child) {
+    let pid = i32::try_from(child.id().expect("running")).expect("pid");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+}
+
+#[tokio::test]
+async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let running = up(&data, "keep");
+    wait_until_up(&data).await;
+    apply(&data, NODE);
+    apply(&data, &volume("released-pv", "vanished", Some("0000-gone")));
+    apply(&data, &volume("bound-pv", "kept", None));
+    apply(&data, &claim("kept", "bound-pv"));
+    wait_for_phase(&data, "released-pv", "Released").await;
+    wait_for_phase(&data, "bound-pv", "Bound").await;
+
+    // The node is there: longer than the grace period changes nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(phase(&data, "released-pv").starts_with("Released|"));
+
+    assert!(
+        kubectl(&data, &["delete", "node", "gone-node"], None)
+            .status
+            .success()
+    );
+    let failed = wait_for_phase(&data, "released-pv", "Failed").await;
+    assert!(failed.contains("node gone-node is gone"), "{failed}");
+    let event = wait_for(
+        "a Warning on the bound claim",
+        Duration::from_secs(30),
+        async || {
+            let text = get(
+                &data,
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=kept,reason=VolumeNodeGone",
+                    "-o",
+                    "jsonpath={.items[*].type}|{.items[*].message}",
+                ],
+            );
+            text.starts_with("Warning").then_some(text)
+        },
+    )
+    .await;
+    assert!(event.contains("node gone-node is gone"), "{event}");
+    // Bound stays Bound (the claim is the user's to act on); keep leaves the Failed PV.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(phase(&data, "bound-pv").starts_with("Bound|"));
+    assert!(phase(&data, "released-pv").starts_with("Failed|"));
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn the_opt_in_policy_removes_the_failed_volumes_of_a_deleted_node() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let running = up(&data, "remove-volumes");
+    wait_until_up(&data).await;
+    apply(&data, NODE);
+    apply(&data, &volume("released-pv", "vanished", Some("0000-gone")));
+    wait_for_phase(&data, "released-pv", "Released").await;
+    assert!(
+        kubectl(&data, &["delete", "node", "gone-node"], None)
+            .status
+            .success()
+    );
+    wait_for("the PV removed", Duration::from_secs(30), async || {
+        let out = kubectl(&data, &["get", "pv", "released-pv"], None);
+        String::from_utf8_lossy(&out.stderr)
+            .contains("NotFound")
+            .then_some(())
+    })
+    .await;
+    stop(running).await;
+}
