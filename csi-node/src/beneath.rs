@@ -111,17 +111,20 @@ impl Handle {
         let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
             | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
             | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH;
-        rustix::mount::open_tree(self.fd.as_fd(), "", flags)
-            .map(|fd| Handle {
-                fd,
-                path: self.path.clone(),
-            })
-            .map_err(|e| {
-                Error::io(
-                    format!("copy the mount of {}", self.path.display()),
-                    e.into(),
-                )
-            })
+        let failed = |e: rustix::io::Errno| {
+            Error::io(
+                format!("copy the mount of {}", self.path.display()),
+                e.into(),
+            )
+        };
+        let copy = rustix::mount::open_tree(self.fd.as_fd(), "", flags).map_err(failed)?;
+        // Kernels before 6.15 refuse to copy a mount that is in no namespace (EINVAL),
+        // so binds from this copy would all fail there: find out now, once.
+        rustix::mount::open_tree(copy.as_fd(), "", flags).map_err(failed)?;
+        Ok(Handle {
+            fd: copy,
+            path: self.path.clone(),
+        })
     }
 
     pub fn path(&self) -> &Path {

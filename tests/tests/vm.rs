@@ -815,9 +815,7 @@ mod two_nodes {
                     .boot(&sandbox)
             })
             .collect();
-        for guest in guests {
-            guest.passed(BOOT_AND_RUN).await;
-        }
+        vm::all_passed(guests, BOOT_AND_RUN).await;
         let written: Vec<_> = walk(&ganesha.export_dir())
             .into_iter()
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -850,7 +848,7 @@ mod two_nodes {
         let volumes: Api<PersistentVolume> = Api::all(client.clone());
         let volume_name = stowage_tests::wait_for(
             &format!("claim {name} to be bound"),
-            Duration::from_secs(180),
+            Duration::from_secs(400),
             async || {
                 let claim = claims.get(name).await.ok()?;
                 let bound = claim.status.as_ref()?.phase.as_deref() == Some("Bound");
@@ -919,7 +917,7 @@ mod two_nodes {
         let theirs = target.join(format!("from-{other}"));
         stowage_tests::wait_for(
             &format!("{other}'s write through NFS"),
-            Duration::from_secs(180),
+            Duration::from_secs(400),
             async || std::fs::read_to_string(&theirs).ok().filter(|t| t == other),
         )
         .await;

@@ -207,29 +207,46 @@ impl RunningGuest {
 
     /// Waits for the guest to power off and panics, with its output and console, unless
     /// its guest half passed.
-    pub async fn passed(mut self, timeout: Duration) {
+    pub async fn passed(self, timeout: Duration) {
+        if let Err(failure) = self.outcome(timeout).await {
+            panic!("{failure}");
+        }
+    }
+
+    /// Waits for the guest to power off: Ok if its guest half passed, else what it
+    /// printed, qemu's errors and its console.
+    pub async fn outcome(mut self, timeout: Duration) -> Result<(), String> {
         let status = tokio::time::timeout(timeout, self.child.wait()).await;
         let exit = std::fs::read_to_string(self.dir.join("exit-code")).ok();
         let ok = matches!(&status, Ok(Ok(s)) if s.success())
             && exit.as_deref().map(str::trim) == Some("0");
-        if !ok {
-            let _ = self.child.start_kill();
-            let mut qemu_err = String::new();
-            if let Some(mut stderr) = self.child.stderr.take() {
-                use tokio::io::AsyncReadExt;
-                let _ = stderr.read_to_string(&mut qemu_err).await;
-            }
-            let log = std::fs::read_to_string(self.dir.join("guest.log")).unwrap_or_default();
-            let console = std::fs::read_to_string(&self.console).unwrap_or_default();
-            let kept = keep_console(&self.name, &self.console);
-            panic!(
-                "guest {} failed (qemu: {status:?}, guest.sh exit code: {exit:?})\n\
-                 --- guest output ---\n{log}\n--- qemu ---\n{qemu_err}\n\
-                 --- console (kept at {kept}) ---\n{console}",
-                self.name
-            );
+        if ok {
+            return Ok(());
         }
+        let _ = self.child.start_kill();
+        let mut qemu_err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = stderr.read_to_string(&mut qemu_err).await;
+        }
+        let log = std::fs::read_to_string(self.dir.join("guest.log")).unwrap_or_default();
+        let console = std::fs::read_to_string(&self.console).unwrap_or_default();
+        let kept = keep_console(&self.name, &self.console);
+        Err(format!(
+            "guest {} failed (qemu: {status:?}, guest.sh exit code: {exit:?})\n\
+             --- guest output ---\n{log}\n--- qemu ---\n{qemu_err}\n\
+             --- console (kept at {kept}) ---\n{console}",
+            self.name
+        ))
     }
+}
+
+/// Waits for every guest and panics with the story of each that failed.
+pub async fn all_passed(guests: Vec<RunningGuest>, timeout: Duration) {
+    let outcomes =
+        futures_util::future::join_all(guests.into_iter().map(|g| g.outcome(timeout))).await;
+    let failures: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 /// Copies a failing guest's console log to `target/vm-logs`, which outlives the
