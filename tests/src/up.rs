@@ -18,9 +18,17 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// `stowage up` on node `machine` at `127.0.0.1:port` with its state in `data`.
 pub fn up(data: &Path, port: u16) -> Child {
+    up_with(data, port, &[])
+}
+
+/// [`up`] with more flags.
+pub fn up_with(data: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(stowage_bin())
-        .args(["up", "--node-name", "machine", "--listen"])
+        .args(["up", "--node-name", "machine"])
+        .args(extra)
+        .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data")
         .arg(data)

@@ -5,51 +5,21 @@
 //! Failed volume's PV object is deleted.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::process::stowage_bin;
+use stowage_tests::up::{free_port, kubectl, up_with};
 use stowage_tests::wait_for;
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
+use tokio::process::Child;
 
 fn up(data: &Path, policy: &str) -> Child {
-    Command::new(stowage_bin())
-        .args(["up", "--node-name", "machine", "--gone-node-grace", "2s"])
-        .args(["--gone-node-policy", policy, "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--data")
-        .arg(data)
-        .env("STOWAGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn stowage up")
-}
-
-fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(data.join("kubeconfig"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    child.wait_with_output().expect("kubectl output")
+    up_with(
+        data,
+        free_port(),
+        &["--gone-node-grace", "2s", "--gone-node-policy", policy],
+    )
 }
 
 fn get(data: &Path, args: &[&str]) -> String {
