@@ -375,20 +375,7 @@ struct UpUser<'a> {
 
 impl UpUser<'_> {
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        use std::io::Write;
-        let mut child = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.data.join("kubeconfig"))
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).expect("kubectl stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
+        stowage_tests::up::kubectl(self.data, args, stdin)
     }
 
     fn stowage(&self, args: &[&str]) -> std::process::Output {
@@ -399,14 +386,6 @@ impl UpUser<'_> {
             .output()
             .expect("stowage")
     }
-}
-
-fn output_text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -457,7 +436,11 @@ fn up_serves_an_nfs_claim_from_the_export_and_deletes_its_subdirectory() {
             })
             .await;
             let applied = user.kubectl(&["apply", "-f", "-"], Some(NFS_CLAIM));
-            assert!(applied.status.success(), "{}", output_text(&applied));
+            assert!(
+                applied.status.success(),
+                "{}",
+                stowage_tests::up::text(&applied)
+            );
             let target = dir.path().join("mnt");
             let target_arg = target.display().to_string();
             let mounted = user.stowage(&[
@@ -470,7 +453,11 @@ fn up_serves_an_nfs_claim_from_the_export_and_deletes_its_subdirectory() {
                 "--timeout-seconds",
                 "180",
             ]);
-            assert!(mounted.status.success(), "{}", output_text(&mounted));
+            assert!(
+                mounted.status.success(),
+                "{}",
+                stowage_tests::up::text(&mounted)
+            );
             assert_eq!(
                 mounts_of_type(dir.path(), "nfs").len(),
                 3,
@@ -485,14 +472,22 @@ fn up_serves_an_nfs_claim_from_the_export_and_deletes_its_subdirectory() {
             );
 
             let unmounted = user.stowage(&["unmount", "--target", &target_arg]);
-            assert!(unmounted.status.success(), "{}", output_text(&unmounted));
+            assert!(
+                unmounted.status.success(),
+                "{}",
+                stowage_tests::up::text(&unmounted)
+            );
             assert!(
                 mounts_under(dir.path()).is_empty(),
                 "nothing left mounted: {:?}",
                 mounts_under(dir.path())
             );
             let deleted = user.kubectl(&["delete", "pvc", "shared"], None);
-            assert!(deleted.status.success(), "{}", output_text(&deleted));
+            assert!(
+                deleted.status.success(),
+                "{}",
+                stowage_tests::up::text(&deleted)
+            );
             stowage_tests::wait_for(
                 "the volume and its subdirectory to go (onDelete: delete)",
                 Duration::from_secs(120),
