@@ -7,6 +7,8 @@ use provisioner::binder::{
 };
 use stowage_common::quantity::Quantity;
 
+use super::plot::{self, Chart, Series};
+
 #[derive(clap::Args)]
 pub struct BinderBench {
     /// Available PersistentVolumes.
@@ -15,6 +17,9 @@ pub struct BinderBench {
     /// Pending claims to bind.
     #[arg(long, default_value_t = 100_000)]
     claims: usize,
+    /// Also time ten sizes up to the given ones and draw the curve as a PNG here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
 }
 
 const CLASSES: [&str; 4] = ["", "fast", "slow", "archive"];
@@ -38,8 +43,8 @@ fn gibibytes(gib: u128) -> Quantity {
     Quantity::from_bytes(gib << 30).unwrap_or_default()
 }
 
-pub fn run(args: BinderBench) -> Result<(), String> {
-    let volumes: Vec<Volume> = (0..args.volumes)
+fn volumes(count: usize) -> Vec<Volume> {
+    (0..count)
         .map(|i| {
             let (class, access, capacity) = shape(i);
             Volume {
@@ -57,8 +62,11 @@ pub fn run(args: BinderBench) -> Result<(), String> {
                 dynamically_provisioned: false,
             }
         })
-        .collect();
-    let claims: Vec<Claim> = (0..args.claims)
+        .collect()
+}
+
+fn claims(count: usize) -> Vec<Claim> {
+    (0..count)
         .map(|i| {
             let (class, access, request) = shape(i.wrapping_mul(7) + 3);
             let access = if access.contains(AccessModes::RWO) {
@@ -82,8 +90,18 @@ pub fn run(args: BinderBench) -> Result<(), String> {
                 selected_node: None,
             }
         })
-        .collect();
+        .collect()
+}
 
+struct Timing {
+    indexed: std::time::Duration,
+    binding: std::time::Duration,
+    bound: usize,
+}
+
+fn measure(volume_count: usize, claim_count: usize) -> Timing {
+    let volumes = volumes(volume_count);
+    let claims = claims(claim_count);
     let started = Instant::now();
     let mut index = VolumeIndex::new();
     for volume in volumes {
@@ -106,16 +124,57 @@ pub fn run(args: BinderBench) -> Result<(), String> {
             ..volume
         });
     }
-    let total = started.elapsed();
+    Timing {
+        indexed,
+        binding: started.elapsed() - indexed,
+        bound,
+    }
+}
+
+pub fn run(args: BinderBench) -> Result<(), String> {
+    let Timing {
+        indexed,
+        binding,
+        bound,
+    } = measure(args.volumes, args.claims);
+    let total = indexed + binding;
     println!("binder: {} volumes, {} claims", args.volumes, args.claims);
     println!("  index built in {:.1} ms", indexed.as_secs_f64() * 1000.0);
     println!(
         "  binding computed in {:.1} ms ({} claims bound, {} left pending), {:.2} µs per claim",
-        (total - indexed).as_secs_f64() * 1000.0,
+        binding.as_secs_f64() * 1000.0,
         bound,
-        claims.len() - bound,
-        (total - indexed).as_secs_f64() * 1e6 / claims.len().max(1) as f64
+        args.claims - bound,
+        binding.as_secs_f64() * 1e6 / args.claims.max(1) as f64
     );
     println!("  total {:.1} ms", total.as_secs_f64() * 1000.0);
+    match args.plot {
+        Some(path) => plot_curve(&path, args.volumes, args.claims),
+        None => Ok(()),
+    }
+}
+
+/// Index build and binding time at a tenth, two tenths ... of the given sizes.
+fn plot_curve(path: &std::path::Path, volumes: usize, claims: usize) -> Result<(), String> {
+    let mut index_points = Vec::new();
+    let mut binding_points = Vec::new();
+    for tenth in 1..=10 {
+        let timing = measure(volumes * tenth / 10, claims * tenth / 10);
+        let x = (volumes * tenth / 10) as f64;
+        index_points.push((x, super::millis(timing.indexed)));
+        binding_points.push((x, super::millis(timing.binding)));
+    }
+    let series = [
+        Series::new("index build", index_points),
+        Series::new("binding (claims = volumes)", binding_points),
+    ];
+    let chart = Chart {
+        title: "binder: time against volumes and claims",
+        x_label: "volumes (and as many claims)",
+        y_label: "ms",
+        series: &series,
+    };
+    plot::draw(path, &chart).map_err(|e| e.to_string())?;
+    println!("  curve drawn to {}", path.display());
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod apiserver;
 mod binder;
 mod csi;
+mod plot;
 mod provision;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
