@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libclang-dev: loopdev-3 generates its ioctl bindings with bindgen; curl: the HTTP/2 body tests.
-packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs util-linux libclang-dev curl kmod xz-utils iproute2)
+packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs util-linux libclang-dev curl kmod xz-utils iproute2 fonts-dejavu-core)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
