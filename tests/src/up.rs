@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::mounts::MountedDir;
@@ -50,11 +51,22 @@ pub async fn stowage(args: &[&str], data: &Path) -> Output {
         .expect("run stowage")
 }
 
+/// kubectl with the admin's kubeconfig that `up` wrote into `data`.
 pub fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_with(&data.join("kubeconfig"), args, stdin)
+}
+
+/// kubectl as one component's service account, with the kubeconfig `up` wrote for it.
+pub fn kubectl_as(data: &Path, account: &str, args: &[&str]) -> Output {
+    kubectl_with(&data.join("kubeconfigs").join(account), args, None)
+}
+
+/// kubectl with any kubeconfig, `stdin` written to it when given.
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut child = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(data.join("kubeconfig"))
+        .arg(kubeconfig)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -93,21 +105,28 @@ pub fn field(data: &Path, object: &[&str], path: &str) -> String {
 pub async fn start(dir: &MountedDir) -> (Child, PathBuf) {
     let data = dir.path().join("data");
     let child = up(&data, free_port());
+    wait_until_up(&data).await;
+    (child, data)
+}
+
+/// Waits until the `up` keeping its state in `data` serves the API, the node socket
+/// and its provisioners.
+pub async fn wait_until_up(data: &Path) {
     wait_for("stowage up to serve", Duration::from_secs(60), async || {
-        let out = kubectl(&data, &["get", "storageclass", "-o", "name"], None);
+        let out = kubectl(data, &["get", "storageclass", "-o", "name"], None);
         let names = String::from_utf8_lossy(&out.stdout).to_string();
         (names.contains("stowage-local-immediate") && data.join("node.sock").exists()).then_some(())
     })
     .await;
+    // The provisioners start last; status answering means the API is there for them too.
     wait_for("the provisioners", Duration::from_secs(30), async || {
-        stowage(&["status"], &data)
+        stowage(&["status"], data)
             .await
             .status
             .success()
             .then_some(())
     })
     .await;
-    (child, data)
 }
 
 /// Ctrl-C, and a clean exit within 30 s.
@@ -119,4 +138,116 @@ pub async fn stop(mut child: Child) {
         .expect("up stops within 30 s")
         .expect("wait");
     assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+}
+
+/// A running `stowage up` on a data directory of its own, stopped on drop.
+pub struct Up {
+    dir: MountedDir,
+    child: Option<Child>,
+}
+
+impl Up {
+    /// `up` with `extra` flags, once it serves.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = MountedDir::new();
+        let child = up_with(&dir.path().join("data"), free_port(), extra);
+        let up = Self {
+            dir,
+            child: Some(child),
+        };
+        wait_until_up(&up.data()).await;
+        up
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A directory of this test's own (below /tmp: the hostPath deleter's domain).
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("mkdir");
+        path
+    }
+
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        kubectl(&self.data(), args, stdin)
+    }
+
+    /// kubectl that must succeed; its output.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        text(&out)
+    }
+
+    pub fn apply(&self, manifest: &str) {
+        self.run(&["apply", "-f", "-"], Some(manifest));
+    }
+
+    /// The object as JSON, if it exists.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", kind, name, "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("json"))
+    }
+
+    /// Waits until `kind/name` satisfies `check`, which `what` describes.
+    pub async fn until(
+        &self,
+        what: &str,
+        kind: &str,
+        name: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(what, Duration::from_secs(60), async || {
+            self.get(kind, name).filter(|object| check(object))
+        })
+        .await
+    }
+
+    /// The first event about `name` with `reason`, as JSON.
+    pub async fn event(&self, name: &str, reason: &str) -> Value {
+        let selector = format!("involvedObject.name={name},reason={reason}");
+        let args = [
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &selector,
+            "-o",
+            "json",
+        ];
+        wait_for(
+            &format!("a {reason} event on {name}"),
+            Duration::from_secs(30),
+            async || {
+                let list: Value = serde_json::from_slice(&self.kubectl(&args, None).stdout).ok()?;
+                list["items"].as_array()?.first().cloned()
+            },
+        )
+        .await
+    }
+
+    /// Ctrl-C, and `up` stops its components before it exits.
+    pub async fn stop(mut self) {
+        if let Some(child) = self.child.take() {
+            stop(child).await;
+        }
+    }
+}
+
+impl Drop for Up {
+    /// A test that failed half-way still stops `up` and its components.
+    fn drop(&mut self) {
+        if let Some(pid) = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .and_then(|id| i32::try_from(id).ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+        }
+    }
 }

@@ -7,41 +7,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{free_port, kubectl, up_with};
+use stowage_tests::up::{Up, kubectl};
 use stowage_tests::wait_for;
-use tokio::process::Child;
 
-fn up(data: &Path, policy: &str) -> Child {
-    up_with(
-        data,
-        free_port(),
-        &["--gone-node-grace", "2s", "--gone-node-policy", policy],
-    )
+async fn up(policy: &str) -> Up {
+    Up::start(&["--gone-node-grace", "2s", "--gone-node-policy", policy]).await
 }
 
 fn get(data: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&kubectl(data, args, None).stdout).into_owned()
-}
-
-fn apply(data: &Path, yaml: &str) {
-    let out = kubectl(data, &["apply", "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn wait_until_up(data: &Path) {
-    wait_for("stowage up to serve", Duration::from_secs(60), async || {
-        get(data, &["get", "storageclass", "-o", "name"])
-            .contains("stowage-local")
-            .then_some(())
-    })
-    .await;
 }
 
 fn phase(data: &Path, pv: &str) -> String {
@@ -94,22 +68,14 @@ fn claim(name: &str, volume: &str) -> String {
     )
 }
 
-async fn stop(mut child: Child) {
-    let pid = i32::try_from(child.id().expect("running")).expect("pid");
-    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-}
-
 #[tokio::test]
 async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
-    let dir = MountedDir::new();
-    let data = dir.path().join("data");
-    let running = up(&data, "keep");
-    wait_until_up(&data).await;
-    apply(&data, NODE);
-    apply(&data, &volume("released-pv", "vanished", Some("0000-gone")));
-    apply(&data, &volume("bound-pv", "kept", None));
-    apply(&data, &claim("kept", "bound-pv"));
+    let running = up("keep").await;
+    let data = running.data();
+    running.apply(NODE);
+    running.apply(&volume("released-pv", "vanished", Some("0000-gone")));
+    running.apply(&volume("bound-pv", "kept", None));
+    running.apply(&claim("kept", "bound-pv"));
     wait_for_phase(&data, "released-pv", "Released").await;
     wait_for_phase(&data, "bound-pv", "Bound").await;
 
@@ -148,17 +114,15 @@ async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(phase(&data, "bound-pv").starts_with("Bound|"));
     assert!(phase(&data, "released-pv").starts_with("Failed|"));
-    stop(running).await;
+    running.stop().await;
 }
 
 #[tokio::test]
 async fn the_opt_in_policy_removes_the_failed_volumes_of_a_deleted_node() {
-    let dir = MountedDir::new();
-    let data = dir.path().join("data");
-    let running = up(&data, "remove-volumes");
-    wait_until_up(&data).await;
-    apply(&data, NODE);
-    apply(&data, &volume("released-pv", "vanished", Some("0000-gone")));
+    let running = up("remove-volumes").await;
+    let data = running.data();
+    running.apply(NODE);
+    running.apply(&volume("released-pv", "vanished", Some("0000-gone")));
     wait_for_phase(&data, "released-pv", "Released").await;
     assert!(
         kubectl(&data, &["delete", "node", "gone-node"], None)
@@ -172,5 +136,5 @@ async fn the_opt_in_policy_removes_the_failed_volumes_of_a_deleted_node() {
             .then_some(())
     })
     .await;
-    stop(running).await;
+    running.stop().await;
 }

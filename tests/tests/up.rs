@@ -4,16 +4,14 @@
 //! and a second `up` on the same directory finds every object kept.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use stowage_tests::csi::Csi;
 use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::stowage_bin;
+use stowage_tests::up::{
+    free_port, kubectl, kubectl_as, stop, stowage, text, up, up_with, wait_until_up,
+};
 use stowage_tests::wait_for;
-use tokio::process::{Child, Command};
 
 const CLAIM: &str = r#"
 apiVersion: v1
@@ -26,103 +24,6 @@ spec:
     requests:
       storage: 64Mi
 "#;
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn up(data: &Path, port: u16) -> Child {
-    up_with(data, port, &[])
-}
-
-fn up_with(data: &Path, port: u16, extra: &[&str]) -> Child {
-    Command::new(stowage_bin())
-        .args(["up", "--node-name", "machine"])
-        .args(extra)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data")
-        .arg(data)
-        .env("STOWAGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn stowage up")
-}
-
-async fn stowage(args: &[&str], data: &Path) -> Output {
-    Command::new(stowage_bin())
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .await
-        .expect("run stowage")
-}
-
-fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    kubectl_with(&data.join("kubeconfig"), args, stdin)
-}
-
-/// kubectl as one component's service account, with the kubeconfig `up` wrote for it.
-fn kubectl_as(data: &Path, account: &str, args: &[&str]) -> Output {
-    kubectl_with(&data.join("kubeconfigs").join(account), args, None)
-}
-
-fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    child.wait_with_output().expect("kubectl output")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-async fn wait_until_up(data: &Path) {
-    wait_for("stowage up to serve", Duration::from_secs(60), async || {
-        let out = kubectl(data, &["get", "storageclass", "-o", "name"], None);
-        let names = String::from_utf8_lossy(&out.stdout).to_string();
-        (names.contains("stowage-local-immediate") && data.join("node.sock").exists()).then_some(())
-    })
-    .await;
-    // The provisioners start last; status answering means the API is there for them too.
-    wait_for("the provisioners", Duration::from_secs(30), async || {
-        stowage(&["status"], data)
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
-}
-
-async fn stop(mut child: Child) {
-    let pid = i32::try_from(child.id().expect("running")).expect("pid");
-    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("up stops within 30 s")
-        .expect("wait");
-    assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
-}
 
 #[tokio::test]
 async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_restart() {

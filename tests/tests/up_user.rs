@@ -10,13 +10,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use stowage_tests::mounts::MountedDir;
 use stowage_tests::process::stowage_bin;
+use stowage_tests::up::{free_port, wait_until_up};
 use stowage_tests::wait_for;
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 fn up_command(data: &Path, port: u16) -> Command {
     let mut command = Command::new(stowage_bin());
@@ -53,23 +49,6 @@ fn running_up(data: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn stowage up")
-}
-
-/// Waits until `up`'s API answers and its node plugin's socket exists: every
-/// child but the provisioners has started by then.
-async fn wait_until_serving(data: &Path) {
-    wait_for("stowage up to serve", Duration::from_secs(60), async || {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(data.join("kubeconfig"))
-            .args(["get", "storageclass", "-o", "name"])
-            .output()
-            .ok()?;
-        (String::from_utf8_lossy(&out.stdout).contains("stowage-local")
-            && data.join("node.sock").exists())
-        .then_some(())
-    })
-    .await;
 }
 
 /// Live (not zombie) processes whose parent is `parent`, from /proc.
@@ -131,7 +110,7 @@ async fn a_data_directory_of_a_running_up_ends_a_second_up_naming_data() {
     let data = dir.path().join("data");
     let first = running_up(&data, free_port());
     let first_pid = first.id().expect("running");
-    wait_until_serving(&data).await;
+    wait_until_up(&data).await;
     let (success, stderr) = up_that_ends(&data, free_port()).await;
     assert!(!success, "the second up fails: {stderr}");
     assert!(
@@ -144,7 +123,7 @@ async fn a_data_directory_of_a_running_up_ends_a_second_up_naming_data() {
     interrupt(first).await;
     // Once the first is gone the directory is free again.
     let again = running_up(&data, free_port());
-    wait_until_serving(&data).await;
+    wait_until_up(&data).await;
     interrupt(again).await;
 }
 
@@ -154,7 +133,7 @@ async fn killing_up_outright_leaves_no_child_alive() {
     let data = dir.path().join("data");
     let mut up = running_up(&data, free_port());
     let pid = up.id().expect("running");
-    wait_until_serving(&data).await;
+    wait_until_up(&data).await;
     let children = wait_for("all five components", Duration::from_secs(30), async || {
         let children = children_of(pid);
         (children.len() == 5).then_some(children)
@@ -170,6 +149,6 @@ async fn killing_up_outright_leaves_no_child_alive() {
     .await;
     // The API port and the data directory are free for the next `up`.
     let next = running_up(&data, free_port());
-    wait_until_serving(&data).await;
+    wait_until_up(&data).await;
     interrupt(next).await;
 }
