@@ -4,16 +4,22 @@
 //! Failed with a message naming the node, and with the opt-in `RemoveVolumes`
 //! policy its PV object is deleted (its finalizers dropped: DeleteVolume has no
 //! node to run on); a Bound one is reported with a Warning event on its claim.
+//! The node's CSIStorageCapacity objects are deleted after the same grace period:
+//! its own provisioner, which would garbage-collect them, is gone with it, and the
+//! scheduler would otherwise keep counting room on a node that does not exist.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::binder::VolumePhase;
+use crate::capacity::DRIVER_LABEL;
 use crate::events::{EventRecorder, claim_reference, volume_reference};
 use crate::reclaim::plan::pinned_node;
 use crate::volumes::set_phase;
@@ -86,6 +92,18 @@ pub fn decide(
     }
 }
 
+/// The node whose room a capacity object of this driver describes.
+pub fn capacity_node(capacity: &CSIStorageCapacity) -> Option<&str> {
+    let ours = capacity.labels().get(DRIVER_LABEL).map(String::as_str) == Some(DRIVER_NAME);
+    let node = capacity
+        .node_topology
+        .as_ref()?
+        .match_labels
+        .as_ref()?
+        .get(TOPOLOGY_NODE_KEY)?;
+    ours.then_some(node.as_str())
+}
+
 fn gone_message(node: &str) -> String {
     format!("node {node} is gone (its Node object was deleted): the volume cannot be reclaimed")
 }
@@ -140,17 +158,17 @@ impl GoneNodes {
             .list(&ListParams::default())
             .await?
             .items;
-        let now = Instant::now();
         let pinned: Vec<(PersistentVolume, String)> = volumes
             .into_iter()
             .filter_map(|pv| pinned_node(&pv).map(|node| (pv, node)))
             .collect();
-        self.absent_since.retain(|node, _| !nodes.contains(node));
-        for (_, node) in &pinned {
-            if !nodes.contains(node) {
-                self.absent_since.entry(node.clone()).or_insert(now);
-            }
-        }
+        let capacities = self.capacities().await;
+        let referenced = pinned
+            .iter()
+            .map(|(_, node)| node.as_str())
+            .chain(capacities.iter().filter_map(capacity_node));
+        let now = Instant::now();
+        self.note_absent(&nodes, referenced, now);
         for (pv, node) in &pinned {
             let gone_for = self.absent_since.get(node).map(|since| now - *since);
             let status = pv.status.as_ref();
@@ -166,7 +184,58 @@ impl GoneNodes {
                 tracing::warn!(volume = %pv.name_any(), %error, "volume of a gone node");
             }
         }
+        for capacity in &capacities {
+            let gone_for = capacity_node(capacity)
+                .and_then(|node| self.absent_since.get(node))
+                .map(|since| now - *since);
+            if gone_for.is_some_and(|gone_for| gone_for >= self.grace) {
+                self.remove_capacity(capacity).await;
+            }
+        }
         Ok(())
+    }
+
+    /// Starts the clock of every referenced node that is absent; forgets those back.
+    fn note_absent<'a>(
+        &mut self,
+        nodes: &HashSet<String>,
+        referenced: impl Iterator<Item = &'a str>,
+        now: Instant,
+    ) {
+        self.absent_since.retain(|node, _| !nodes.contains(node));
+        for node in referenced {
+            if !nodes.contains(node) {
+                self.absent_since.entry(node.to_string()).or_insert(now);
+            }
+        }
+    }
+
+    /// This driver's capacity objects in every namespace; none when they cannot be
+    /// listed (the volumes are still looked after).
+    async fn capacities(&self) -> Vec<CSIStorageCapacity> {
+        let selector = format!("{DRIVER_LABEL}={DRIVER_NAME}");
+        match Api::<CSIStorageCapacity>::all(self.client.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "capacity objects of gone nodes not checked");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn remove_capacity(&self, capacity: &CSIStorageCapacity) {
+        let (name, namespace) = (
+            capacity.name_any(),
+            capacity.namespace().unwrap_or_default(),
+        );
+        let api = Api::<CSIStorageCapacity>::namespaced(self.client.clone(), &namespace);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(capacity = %name, %namespace, "removed: its node is gone"),
+            Err(error) => tracing::warn!(capacity = %name, %error, "capacity of a gone node"),
+        }
     }
 
     async fn act(&mut self, pv: &PersistentVolume, decision: Decision) -> crate::Result<()> {
@@ -296,5 +365,53 @@ mod tests {
             decide("Bound", None, "n1", after, grace, Keep),
             Decision::WarnClaim(m) if m.contains("node n1 is gone")
         ));
+    }
+
+    #[test]
+    fn a_capacity_object_names_its_node_only_when_it_is_this_drivers() {
+        let capacity = |driver: Option<&str>, topology: Option<(&str, &str)>| {
+            let labels = driver.map(|d| [(DRIVER_LABEL.to_string(), d.to_string())].into());
+            let node_topology = topology.map(|(key, node)| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some([(key.to_string(), node.to_string())].into()),
+                    ..Default::default()
+                }
+            });
+            CSIStorageCapacity {
+                metadata: kube::api::ObjectMeta {
+                    labels,
+                    ..Default::default()
+                },
+                node_topology,
+                storage_class_name: "local".into(),
+                ..Default::default()
+            }
+        };
+        let cases = [
+            (
+                "ours, with a node",
+                capacity(Some(DRIVER_NAME), Some((TOPOLOGY_NODE_KEY, "n1"))),
+                Some("n1"),
+            ),
+            (
+                "another driver's",
+                capacity(Some("other.csi.io"), Some((TOPOLOGY_NODE_KEY, "n1"))),
+                None,
+            ),
+            (
+                "unlabelled",
+                capacity(None, Some((TOPOLOGY_NODE_KEY, "n1"))),
+                None,
+            ),
+            (
+                "another topology key",
+                capacity(Some(DRIVER_NAME), Some(("zone", "z1"))),
+                None,
+            ),
+            ("no topology", capacity(Some(DRIVER_NAME), None), None),
+        ];
+        for (case, object, expected) in cases {
+            assert_eq!(capacity_node(&object), expected, "{case}");
+        }
     }
 }

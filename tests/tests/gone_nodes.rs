@@ -2,7 +2,8 @@
 //! exists its Released local volume stays Released; once it is deleted for longer
 //! than `--gone-node-grace` the volume goes Failed naming the node, a Bound one's
 //! claim gets a Warning event, and with `--gone-node-policy remove-volumes` the
-//! Failed volume's PV object is deleted.
+//! Failed volume's PV object is deleted; the gone node's CSIStorageCapacity objects
+//! are deleted either way, a present node's stay.
 
 use std::path::Path;
 use std::time::Duration;
@@ -60,6 +61,27 @@ fn volume(name: &str, claim: &str, uid: Option<&str>) -> String {
     )
 }
 
+/// A capacity object as gone-node's own provisioner would have published it.
+const GONE_NODE_CAPACITY: &str = "apiVersion: storage.k8s.io/v1\nkind: CSIStorageCapacity\n\
+    metadata:\n  name: gone-node-local\n  namespace: stowage-system\n  \
+    labels: {csi.storage.k8s.io/drivername: csi.stowage.io, \
+    csi.storage.k8s.io/managed-by: stowage-gone-node}\n\
+    storageClassName: stowage-local\ncapacity: 10Gi\n\
+    nodeTopology:\n  matchLabels: {topology.stowage.io/node: gone-node}\n";
+
+fn capacity_nodes(data: &Path) -> String {
+    get(
+        data,
+        &[
+            "get",
+            "csistoragecapacities",
+            "-A",
+            "-o",
+            "jsonpath={.items[*].nodeTopology.matchLabels.topology\\.stowage\\.io/node}",
+        ],
+    )
+}
+
 fn claim(name: &str, volume: &str) -> String {
     format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  \
@@ -73,6 +95,7 @@ async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
     let running = up("keep").await;
     let data = running.data();
     running.apply(NODE);
+    running.apply(GONE_NODE_CAPACITY);
     running.apply(&volume("released-pv", "vanished", Some("0000-gone")));
     running.apply(&volume("bound-pv", "kept", None));
     running.apply(&claim("kept", "bound-pv"));
@@ -82,6 +105,16 @@ async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
     // The node is there: longer than the grace period changes nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(phase(&data, "released-pv").starts_with("Released|"));
+    let published = wait_for(
+        "this node's capacity",
+        Duration::from_secs(30),
+        async || {
+            let nodes = capacity_nodes(&data);
+            nodes.contains("machine").then_some(nodes)
+        },
+    )
+    .await;
+    assert!(published.contains("gone-node"), "{published}");
 
     assert!(
         kubectl(&data, &["delete", "node", "gone-node"], None)
@@ -110,6 +143,19 @@ async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
     )
     .await;
     assert!(event.contains("node gone-node is gone"), "{event}");
+    let left = wait_for(
+        "the gone node's capacity removed",
+        Duration::from_secs(30),
+        async || {
+            let nodes = capacity_nodes(&data);
+            (!nodes.contains("gone-node")).then_some(nodes)
+        },
+    )
+    .await;
+    assert!(
+        left.contains("machine"),
+        "a present node's capacity stays: {left}"
+    );
     // Bound stays Bound (the claim is the user's to act on); keep leaves the Failed PV.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(phase(&data, "bound-pv").starts_with("Bound|"));
