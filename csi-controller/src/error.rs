@@ -2,7 +2,7 @@
 
 use tonic::{Code, Status};
 
-use crate::nfs::NfsError;
+use nfs_session::{NfsError, nfsstat3};
 
 /// Everything a controller call can fail with. Each variant says whether the
 /// caller can fix the request (InvalidArgument...), must wait (Aborted,
@@ -81,8 +81,32 @@ impl Error {
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Io { source, .. } => io_code(source),
             Self::CorruptMetadata { .. } | Self::Tool(_) => Code::Internal,
-            Self::Nfs(e) => e.code(),
+            Self::Nfs(e) => nfs_code(e),
         }
+    }
+}
+
+fn nfs_code(e: &NfsError) -> Code {
+    use nfsstat3::*;
+    let status = match e {
+        NfsError::Unreachable(_) => return Code::Unavailable,
+        NfsError::Status { status, .. } => status,
+    };
+    match status {
+        NFS3ERR_NOSPC | NFS3ERR_DQUOT => Code::ResourceExhausted,
+        NFS3ERR_ACCES | NFS3ERR_PERM | NFS3ERR_ROFS => Code::PermissionDenied,
+        // The server is busy, or restarted under a handle: a retry resolves again.
+        NFS3ERR_JUKEBOX | NFS3ERR_STALE => Code::Unavailable,
+        // The export holds something the driver did not lay out there (a file where
+        // its directory should be, a name it never writes ...), or the server failed:
+        // nothing the caller can change.
+        NFS3ERR_NOENT | NFS3ERR_EXIST | NFS3ERR_NOTDIR | NFS3ERR_ISDIR | NFS3ERR_NOTEMPTY
+        | NFS3ERR_MLINK | NFS3ERR_NAMETOOLONG | NFS3ERR_XDEV | NFS3ERR_BADTYPE
+        | NFS3ERR_BADHANDLE | NFS3ERR_NOT_SYNC | NFS3ERR_BAD_COOKIE | NFS3ERR_TOOSMALL
+        | NFS3ERR_INVAL | NFS3ERR_FBIG | NFS3ERR_IO | NFS3ERR_NXIO | NFS3ERR_NODEV
+        | NFS3ERR_REMOTE | NFS3ERR_NOTSUPP | NFS3ERR_SERVERFAULT => Code::Internal,
+        // A call that succeeded is never made an error; one that was is a bug here.
+        NFS3_OK => Code::Internal,
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::nfs::Export;
+use nfs_session::Export;
 
 /// CSI's limit for string fields, IDs included.
 pub const MAX_ID_LEN: usize = 128;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Component, PathBuf};
 
-use csi_controller::nfs::{DEFAULT_PORTMAP_PORT, Export};
 use csi_controller::params::{mount_option_allowed, mount_option_list};
+use nfs_session::{DEFAULT_PORTMAP_PORT, Export};
 use nix::mount::MsFlags;
 
 use crate::beneath::Handle;

@@ -1,8 +1,8 @@
 //! The controller binary against the in-process NFSv3 server (`nfs3_server`):
 //! subdirectories, templates, onDelete policies, snapshots and an outage.
 
-use csi_controller::nfs::{Export, Session};
 use csi_proto::v1::{self as v1, CapacityRange};
+use nfs_session::{Export, Session};
 use stowage_tests::csi::{
     AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume,
     mount_rwo,

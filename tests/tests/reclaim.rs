@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use csi_controller::nfs::{Export, Session};
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use nfs_session::{Export, Session};
 use provisioner::{Config, Scope};
 use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use nfs3_types::nfs3::nfs_fh3;
+use nfs_session::nfs_fh3;
 
-use super::session::Session;
+use nfs_session::Session;
 
 /// Runs `$body` with `$s` bound to a fresh session on `$export`, and always releases the mount.
 macro_rules! in_session {
@@ -20,12 +20,12 @@ macro_rules! in_session {
         result
     }};
 }
-use super::{Export, NfsError, SpaceStats};
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::OnDelete;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord, now};
+use nfs_session::{Export, NfsError, SpaceStats};
 
 /// The driver's metadata directory at the top of every share it manages.
 pub const METADATA_DIR: &str = ".stowage";

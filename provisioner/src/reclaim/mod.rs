@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use csi_controller::nfs::{METADATA_DIR, NfsError, Session};
+use csi_controller::nfs::METADATA_DIR;
 use csi_proto::v1::DeleteVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
+use nfs_session::{NfsError, Session};
 use tokio::sync::watch;
 
 use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Nodes, Plan, plan};
@@ -337,10 +338,7 @@ fn already_failed_so(pv: &PersistentVolume, plan: &Plan) -> bool {
 
 /// Empties a directory of an export through the userspace client. A directory
 /// holding Stowage's own metadata is the root of dynamic volumes: refused.
-async fn scrub_nfs(
-    export: &csi_controller::nfs::Export,
-    path: &[String],
-) -> Result<(), ReclaimError> {
+async fn scrub_nfs(export: &nfs_session::Export, path: &[String]) -> Result<(), ReclaimError> {
     let mut session = Session::connect(export).await?;
     let result = async {
         let dir = session

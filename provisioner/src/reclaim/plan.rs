@@ -15,9 +15,9 @@
 //! Failed asking for node affinity instead.
 
 use csi_controller::ids::{Location, VolumeId};
-use csi_controller::nfs::Export;
 use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::PersistentVolume;
+use nfs_session::Export;
 
 use crate::binder::ReclaimPolicy;
 use crate::binder::model::annotations;

@@ -12,7 +12,7 @@ use nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_types::xdr_codec::Opaque;
 use tokio::net::TcpStream;
 
-use super::{Export, NfsError};
+use crate::{Export, NfsError};
 
 type Connection = nfs3_client::Nfs3Connection<TokioIo<TcpStream>>;
 
