@@ -337,6 +337,11 @@ async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume()
             "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": "",
             "csi": {"driver": "csi.stowage.io", "volumeHandle": handle},
+            // As the provisioner writes CreateVolume's accessible topology: the node
+            // whose instance reclaims the volume comes from here, not from the handle.
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.stowage.io/node", "operator": "In", "values": [NODE]}
+            ]}]}},
         }
     }));
     cluster.bound(pv, "claim").await;

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use csi_controller::ids::{Location, SnapshotId, VolumeId};
+use csi_controller::ids::{Location, SnapshotId};
 use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{
@@ -38,6 +38,7 @@ use crate::binder::model::{annotations, claim_class};
 use crate::capacity;
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
+use crate::reclaim::plan::pinned_node;
 use crate::watch::Changes;
 use crate::{Config, Controller, Result, Scope};
 
@@ -189,13 +190,11 @@ impl Provisioner {
         }
         let volume_name = pvc.spec.as_ref()?.volume_name.clone()?;
         let pv = self.volumes.get(&ObjectRef::new(&volume_name))?;
-        let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.clone();
-        let mine = match (
-            VolumeId::parse(&handle).map(|id| id.location),
-            &self.config.scope,
-        ) {
-            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
-            (Some(Location::Nfs(_)), Scope::Central) => true,
+        pv.spec.as_ref()?.csi.as_ref()?;
+        // A local volume's PV names its node; one that names none is the central instance's.
+        let mine = match (pinned_node(&pv), &self.config.scope) {
+            (Some(node), Scope::Node(me)) => node == *me,
+            (None, Scope::Central) => true,
             _ => false,
         };
         if !mine {
@@ -239,11 +238,13 @@ impl Provisioner {
             return None;
         };
         let namespace = pvc.namespace().unwrap_or_default();
-        let handle = self.source_volume(&namespace, &source).ok()?;
-        match VolumeId::parse(&handle)?.location {
-            Location::Local { node } => Some(node),
-            Location::Nfs(_) => None,
-        }
+        let origin = self
+            .claims
+            .get(&ObjectRef::new(&source).within(&namespace))?;
+        let volume = origin.spec.as_ref()?.volume_name.as_deref()?;
+        let pv = self.volumes.get(&ObjectRef::new(volume))?;
+        let ours = pv.spec.as_ref()?.csi.as_ref()?.driver == DRIVER_NAME;
+        ours.then(|| pinned_node(&pv)).flatten()
     }
 
     /// Claims an Immediate local claim for this node; the next pass provisions it.

@@ -14,7 +14,6 @@
 //! lands, which may be a node that never held the data; here such a volume goes
 //! Failed asking for node affinity instead.
 
-use csi_controller::ids::{Location, VolumeId};
 use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use nfs_session::Export;
@@ -132,10 +131,9 @@ fn delete_plan(pv: &PersistentVolume) -> (Owner, Plan) {
     let ours = provisioned_by == Some(DRIVER_NAME);
     match (spec.csi, provisioned_by) {
         (Some(csi), _) if ours && csi.driver == DRIVER_NAME => {
-            let owner = match VolumeId::parse(&csi.volume_handle).map(|id| id.location) {
-                Some(Location::Local { node }) => Owner::Node(node),
-                _ => Owner::Central,
-            };
+            // A local volume's PV names its node (CreateVolume's accessible topology);
+            // the handle stays opaque here.
+            let owner = pinned_node(pv).map_or(Owner::Central, Owner::Node);
             (
                 owner,
                 Plan::DeleteCsi {
@@ -261,6 +259,13 @@ mod tests {
         ]}]}})
     }
 
+    /// The affinity CreateVolume's accessible topology gives a local volume.
+    fn topology_pinned(node: &str) -> serde_json::Value {
+        json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.stowage.io/node", "operator": "In", "values": [node]}
+        ]}]}})
+    }
+
     #[test]
     fn delete_plans() {
         let node_a = Scope::Node("a".into());
@@ -276,16 +281,24 @@ mod tests {
             ),
             (
                 "our local volume: not for the central instance",
-                json!({"metadata": {"annotations": ours}, "spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "local:0123456789abcdef0123456789abcdef:a"}}}),
+                json!({"metadata": {"annotations": ours}, "spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "local:0123456789abcdef0123456789abcdef:a"}, "nodeAffinity": topology_pinned("a")}}),
                 Scope::Central,
                 Plan::NotOurs,
             ),
             (
                 "our local volume: its node's instance",
-                json!({"metadata": {"annotations": ours}, "spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "local:0123456789abcdef0123456789abcdef:a"}}}),
+                json!({"metadata": {"annotations": ours}, "spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "local:0123456789abcdef0123456789abcdef:a"}, "nodeAffinity": topology_pinned("a")}}),
                 node_a.clone(),
                 Plan::DeleteCsi {
                     handle: "local:0123456789abcdef0123456789abcdef:a".into(),
+                },
+            ),
+            (
+                "the node is the PV's, whatever the opaque handle holds",
+                json!({"metadata": {"annotations": ours}, "spec": {"csi": {"driver": "csi.stowage.io", "volumeHandle": "made-by-another-version"}, "nodeAffinity": topology_pinned("a")}}),
+                node_a.clone(),
+                Plan::DeleteCsi {
+                    handle: "made-by-another-version".into(),
                 },
             ),
             (
