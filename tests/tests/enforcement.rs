@@ -1,7 +1,8 @@
 //! Capacity enforcement on a root without project quotas (this machine's kernel has
 //! none; the quota kind is tested in a VM, tests/tests/vm.rs): `auto` makes an ext4
 //! image that holds the claim's size, `quota` is refused, the default class of
-//! `stowage up` enforces, and GetCapacity counts what enforced volumes may still write.
+//! `stowage up` enforces (and `stowage mount --fs-group` gives the volume to a group),
+//! and GetCapacity counts what enforced volumes may still write.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -169,8 +170,25 @@ async fn the_default_class_of_up_holds_a_claim_to_its_size() {
     apply(&data, CLAIM);
     let target = dir.path().join("mnt");
     let target_arg = target.to_str().expect("utf8");
-    let mounted = stowage(&["mount", "sized", "--target", target_arg], &data).await;
+    let mounted = stowage(
+        &[
+            "mount",
+            "sized",
+            "--target",
+            target_arg,
+            "--fs-group",
+            "4242",
+        ],
+        &data,
+    )
+    .await;
     assert!(mounted.status.success(), "{}", text(&mounted));
+    let root = std::fs::metadata(&target).expect("stat");
+    assert_eq!(
+        (root.gid(), root.mode() & 0o2070),
+        (4242, 0o2070),
+        "--fs-group gives the volume's root to the group, setgid"
+    );
     let size = df_size(&target);
     assert!(
         size <= 64 * MIB && size > 48 * MIB,
