@@ -404,6 +404,21 @@ fn image_volume_grows_online_while_in_use() {
     );
 }
 
+/// What GetCapacity answers for a local volume on this node.
+async fn local_capacity(node: &GuestNode) -> i64 {
+    node.csi
+        .controller
+        .clone()
+        .get_capacity(v1::GetCapacityRequest {
+            volume_capabilities: vec![mount_rwo()],
+            ..Default::default()
+        })
+        .await
+        .expect("GetCapacity")
+        .into_inner()
+        .available_capacity
+}
+
 /// Runs a program in the guest and insists that it succeeds.
 fn run(program: &str, args: &[&std::ffi::OsStr]) {
     let out = std::process::Command::new(program)
@@ -450,6 +465,7 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
                 ],
             );
             let node = GuestNode::start_on("node-a", Some(&root)).await;
+            let before = local_capacity(&node).await;
             let volume = node
                 .csi
                 .create(create_request(
@@ -459,6 +475,11 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
                 ))
                 .await
                 .expect("create an auto volume");
+            let promised = before - local_capacity(&node).await;
+            assert!(
+                (promised - (64 << 20)).abs() < 1 << 20,
+                "GetCapacity counts the empty quota volume's 64 MiB as taken: {promised}"
+            );
             assert_eq!(
                 volume.volume_context.get("layout").map(String::as_str),
                 Some("quota"),

@@ -106,11 +106,6 @@ impl LocalBackend {
         })
     }
 
-    /// Whether the root holds quota volumes, as found at start.
-    pub fn quota_support(&self) -> &QuotaSupport {
-        &self.quota
-    }
-
     /// The layout a new volume of `key` gets for the class's enforcement: `auto` is
     /// `quota` where the root supports it, else `image`. A quota layout comes with its
     /// project id, leased until the caller has written the record.

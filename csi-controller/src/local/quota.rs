@@ -90,18 +90,14 @@ pub struct ToolFailure {
     pub stderr: String,
 }
 
+impl std::error::Error for ToolFailure {}
+
 impl fmt::Display for ToolFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.status {
             Some(code) => write!(f, "{} exited {code}: {}", self.program, self.stderr),
             None => write!(f, "{} was killed: {}", self.program, self.stderr),
         }
-    }
-}
-
-impl From<ToolFailure> for Error {
-    fn from(failure: ToolFailure) -> Self {
-        Error::Tool(failure.to_string())
     }
 }
 
