@@ -541,6 +541,32 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
             );
             std::fs::write(target.join("big"), vec![7u8; 80 << 20]).expect("now it fits");
 
+            // A second pod with fsGroup 4242: the quota directory goes to the group,
+            // what its members create gets it, what was there keeps its owner.
+            let grouped = node.target("quota-fsgroup");
+            node.publish_for(&volume, &staging, &grouped, "4242").await;
+            let member = as_pod_user_in(&grouped, "4242", "echo member > by-member");
+            assert!(
+                member.status.success(),
+                "{}",
+                String::from_utf8_lossy(&member.stderr)
+            );
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                std::fs::metadata(grouped.join("by-member"))
+                    .expect("stat")
+                    .gid(),
+                4242
+            );
+            assert_eq!(
+                std::fs::metadata(grouped.join("big")).expect("stat").gid(),
+                0
+            );
+            node.csi
+                .node_unpublish(&volume.volume_id, &grouped)
+                .await
+                .expect("unpublish the second pod");
+
             // The project id, from the volume's record, before the volume goes.
             let key = volume
                 .volume_id
