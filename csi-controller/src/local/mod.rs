@@ -116,38 +116,21 @@ impl LocalBackend {
         access: AccessType,
         fs_type: &str,
     ) -> Result<(Layout, Option<ProjectLease>)> {
-        let quota_ready = matches!(self.quota, QuotaSupport::Ready(_));
-        // An ext4 asked for explicitly is an image's; a quota volume is the root's XFS.
-        let wants_ext4 = fs_type == "ext4";
-        match (access, enforcement) {
-            (AccessType::Block, _) => Ok((Layout::Block, None)),
-            (AccessType::Mount, Enforcement::None) => Ok((Layout::Directory, None)),
-            (AccessType::Mount, Enforcement::Image) => Ok((Layout::Image, None)),
-            (AccessType::Mount, Enforcement::Auto) if !quota_ready || wants_ext4 => {
-                Ok((Layout::Image, None))
-            }
-            (AccessType::Mount, Enforcement::Quota | Enforcement::Auto) => {
-                if let QuotaSupport::Unavailable(why) = &self.quota {
-                    return Err(Error::invalid(
-                        "parameters",
-                        format!(
-                            "capacityEnforcement quota needs project quotas on node {}: {why}; use auto or image",
-                            self.node
-                        ),
-                    ));
+        let unavailable = match &self.quota {
+            QuotaSupport::Ready(_) => None,
+            QuotaSupport::Unavailable(why) => Some(why),
+        };
+        Ok(
+            match choose_kind(enforcement, access, fs_type, unavailable, &self.node)? {
+                Made::Directory => (Layout::Directory, None),
+                Made::Image => (Layout::Image, None),
+                Made::Block => (Layout::Block, None),
+                Made::Quota => {
+                    let lease = self.lease_project(key)?;
+                    (Layout::Quota { project: lease.id }, Some(lease))
                 }
-                if !matches!(fs_type, "" | "xfs") {
-                    return Err(Error::invalid(
-                        "volume_capabilities",
-                        format!(
-                            "fs_type {fs_type:?} is not supported; quota volumes are the root's XFS"
-                        ),
-                    ));
-                }
-                let lease = self.lease_project(key)?;
-                Ok((Layout::Quota { project: lease.id }, Some(lease)))
-            }
-        }
+            },
+        )
     }
 
     /// A project id no volume record and no creation in progress holds.
@@ -430,6 +413,55 @@ impl LocalBackend {
     }
 }
 
+/// What a new local volume is made as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Directory,
+    Image,
+    Block,
+    Quota,
+}
+
+/// The kind a class's enforcement asks for, given the capability and whether the root
+/// has project quotas (`unavailable` says why not).
+fn choose_kind(
+    enforcement: Enforcement,
+    access: AccessType,
+    fs_type: &str,
+    unavailable: Option<&quota::NoQuota>,
+    node: &str,
+) -> Result<Made> {
+    // An ext4 asked for explicitly is an image's; a quota volume is the root's XFS.
+    let wants_ext4 = fs_type == "ext4";
+    match (access, enforcement) {
+        (AccessType::Block, _) => Ok(Made::Block),
+        (AccessType::Mount, Enforcement::None) => Ok(Made::Directory),
+        (AccessType::Mount, Enforcement::Image) => Ok(Made::Image),
+        (AccessType::Mount, Enforcement::Auto) if unavailable.is_some() || wants_ext4 => {
+            Ok(Made::Image)
+        }
+        (AccessType::Mount, Enforcement::Quota | Enforcement::Auto) => {
+            if let Some(why) = unavailable {
+                return Err(Error::invalid(
+                    "parameters",
+                    format!(
+                        "capacityEnforcement quota needs project quotas on node {node}: {why}; use auto or image"
+                    ),
+                ));
+            }
+            if !matches!(fs_type, "" | "xfs") {
+                return Err(Error::invalid(
+                    "volume_capabilities",
+                    format!(
+                        "fs_type {fs_type:?} is not supported; quota volumes are the root's XFS"
+                    ),
+                ));
+            }
+            Ok(Made::Quota)
+        }
+    }
+}
+
 fn read_record<T: for<'de> serde::Deserialize<'de>>(dir: &Path, key: &str) -> Result<Option<T>> {
     let path = dir.join(format!("{key}.json"));
     localfs::read_optional(&path)?
@@ -524,4 +556,57 @@ fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
 /// Is a loop device backed by this file (i.e. is the image staged on this node)?
 fn attached_to_loop(path: &Path) -> bool {
     localfs::loop_device_of(path).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_follows_enforcement_capability_and_the_roots_quota_support() {
+        use AccessType::{Block, Mount};
+        use Enforcement::{Auto, Image, None as Plain, Quota};
+        let not_xfs = quota::NoQuota::NotXfs { fs_type: 0xEF53 };
+        let no_quota = Some(&not_xfs);
+        // (enforcement, access, fs_type, why the root has no quotas, what is made)
+        type Case<'a> = (
+            Enforcement,
+            AccessType,
+            &'a str,
+            Option<&'a quota::NoQuota>,
+            Option<Made>,
+        );
+        let cases: &[Case] = &[
+            (Plain, Mount, "", None, Some(Made::Directory)),
+            (Image, Mount, "", None, Some(Made::Image)),
+            (Quota, Mount, "", None, Some(Made::Quota)),
+            (Quota, Mount, "xfs", None, Some(Made::Quota)),
+            (Quota, Mount, "ext4", None, Option::None),
+            (Quota, Mount, "", no_quota, Option::None),
+            (Auto, Mount, "", None, Some(Made::Quota)),
+            (Auto, Mount, "", no_quota, Some(Made::Image)),
+            (Auto, Mount, "ext4", None, Some(Made::Image)),
+            (Auto, Block, "", None, Some(Made::Block)),
+            (Quota, Block, "", no_quota, Some(Made::Block)),
+        ];
+        for (enforcement, access, fs_type, unavailable, want) in cases {
+            let got = choose_kind(*enforcement, *access, fs_type, *unavailable, "n").ok();
+            assert_eq!(
+                got, *want,
+                "{enforcement:?} {access:?} fs_type {fs_type:?} quota unavailable {unavailable:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn quota_on_a_root_without_it_says_why() {
+        let why = quota::NoQuota::NotEnforced {
+            mount_point: "/var/lib".into(),
+            options: vec!["rw".into(), "attr2".into()],
+        };
+        let err = choose_kind(Enforcement::Quota, AccessType::Mount, "", Some(&why), "n")
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("without prjquota"), "{err}");
+    }
 }
