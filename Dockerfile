@@ -16,10 +16,11 @@ RUN cargo build --release --locked -p stowage --bin stowage \
 
 FROM debian:bookworm-slim
 # The node plugin's needs: mount helpers and NFS client tools for kernel NFS mounts,
-# e2fsprogs for image volumes (mkfs.ext4, e2fsck, resize2fs), util-linux for losetup and
+# e2fsprogs for image volumes (mkfs.ext4, e2fsck, resize2fs), xfsprogs for quota volumes
+# (xfs_quota: project ids and limits), util-linux for losetup and
 # fsfreeze (group snapshots of mounted image volumes).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nfs-common e2fsprogs util-linux ca-certificates \
+    && apt-get install -y --no-install-recommends nfs-common e2fsprogs xfsprogs util-linux ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/stowage /out/stowage-node /usr/local/bin/
 # Non-root by default (controller, central provisioner); the node DaemonSet runs as root.

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# xfsprogs: xfs_quota for quota volumes (and mkfs.xfs for their VM test).
 # libclang-dev: loopdev-3 generates its ioctl bindings with bindgen; curl: the HTTP/2 body tests.
-packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs util-linux libclang-dev curl kmod xz-utils iproute2 fonts-dejavu-core)
+packages=(nfs-ganesha nfs-ganesha-vfs rpcbind e2fsprogs xfsprogs util-linux libclang-dev curl kmod xz-utils iproute2 fonts-dejavu-core)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use crate::local::quota::ToolFailure;
 use nfs_session::{NfsError, nfsstat3};
 
 /// Everything a controller call can fail with. Each variant says whether the
@@ -45,6 +46,9 @@ pub enum Error {
     /// A helper program (mkfs, resize2fs) failed.
     #[error("{0}")]
     Tool(String),
+    /// `xfs_quota` failed: its exit status and stderr, kept apart.
+    #[error(transparent)]
+    QuotaTool(#[from] ToolFailure),
     /// The NFS server failed or could not be reached.
     #[error(transparent)]
     Nfs(#[from] NfsError),
@@ -80,7 +84,7 @@ impl Error {
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Io { source, .. } => io_code(source),
-            Self::CorruptMetadata { .. } | Self::Tool(_) => Code::Internal,
+            Self::CorruptMetadata { .. } | Self::Tool(_) | Self::QuotaTool(_) => Code::Internal,
             Self::Nfs(e) => nfs_code(e),
         }
     }
@@ -166,6 +170,14 @@ mod tests {
                 Code::Internal,
             ),
             (Error::Tool("mkfs".into()), Code::Internal),
+            (
+                Error::QuotaTool(ToolFailure {
+                    program: "xfs_quota",
+                    status: Some(1),
+                    stderr: "no such project".into(),
+                }),
+                Code::Internal,
+            ),
             (
                 Error::Nfs(NfsError::Unreachable("down".into())),
                 Code::Unavailable,

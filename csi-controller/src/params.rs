@@ -31,6 +31,11 @@ pub enum Enforcement {
     None,
     /// A sparse file with its own filesystem, mounted through a loop device.
     Image,
+    /// A directory with its own XFS project and a hard limit of the capacity; only
+    /// where the local root is on XFS mounted with `prjquota`.
+    Quota,
+    /// `quota` where the local root supports it, else `image`.
+    Auto,
 }
 
 /// What happens to an NFS subdirectory when its volume is deleted.
@@ -157,13 +162,11 @@ fn parse_enforcement(params: &HashMap<String, String>) -> Result<Enforcement> {
     match params.get("capacityEnforcement").map(String::as_str) {
         None | Some("none") => Ok(Enforcement::None),
         Some("image") => Ok(Enforcement::Image),
-        Some("quota") => Err(Error::invalid(
-            "parameters",
-            "capacityEnforcement quota is not supported on this node's filesystem; use image or none",
-        )),
+        Some("quota") => Ok(Enforcement::Quota),
+        Some("auto") => Ok(Enforcement::Auto),
         Some(other) => Err(Error::invalid(
             "parameters",
-            format!("capacityEnforcement {other:?} is not one of none, image"),
+            format!("capacityEnforcement {other:?} is not one of none, image, quota, auto"),
         )),
     }
 }
@@ -430,6 +433,30 @@ mod tests {
         ]);
         let err = VolumeParams::parse(&p, "v").expect_err("refused");
         assert!(err.to_string().contains("addr=10.0.0.9"), "{err}");
+    }
+
+    #[test]
+    fn capacity_enforcement_values() {
+        let cases = [
+            (None, Enforcement::None),
+            (Some("none"), Enforcement::None),
+            (Some("image"), Enforcement::Image),
+            (Some("quota"), Enforcement::Quota),
+            (Some("auto"), Enforcement::Auto),
+        ];
+        for (value, want) in cases {
+            let p = params(
+                &value
+                    .map(|v| ("capacityEnforcement", v))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            );
+            assert_eq!(
+                VolumeParams::parse(&p, "v").expect("parses"),
+                VolumeParams::Local(LocalParams { enforcement: want }),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

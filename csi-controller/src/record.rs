@@ -8,7 +8,7 @@ use csi_proto::v1::{Topology, Volume, VolumeContentSource};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::params::{Enforcement, OnDelete};
+use crate::params::OnDelete;
 use crate::request::AccessType;
 
 /// Where a new volume's content came from.
@@ -59,6 +59,8 @@ pub enum Layout {
     Image,
     /// A sparse file used as a raw block device.
     Block,
+    /// A directory in its own XFS project, whose hard limit is the capacity.
+    Quota { project: u32 },
     /// A subdirectory of an NFS share.
     Nfs {
         sub_dir: Vec<String>,
@@ -68,21 +70,19 @@ pub enum Layout {
 }
 
 impl Layout {
-    pub fn for_local(enforcement: Enforcement, access: AccessType) -> Self {
-        match (access, enforcement) {
-            (AccessType::Block, _) => Self::Block,
-            (AccessType::Mount, Enforcement::Image) => Self::Image,
-            (AccessType::Mount, Enforcement::None) => Self::Directory,
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             Self::Directory => "directory",
             Self::Image => "image",
             Self::Block => "block",
+            Self::Quota { .. } => "quota",
             Self::Nfs { .. } => "nfs",
         }
+    }
+
+    /// Data kept as a directory tree (copied file by file for snapshots and clones).
+    pub fn is_tree(&self) -> bool {
+        matches!(self, Self::Directory | Self::Quota { .. })
     }
 }
 

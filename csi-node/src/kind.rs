@@ -155,7 +155,10 @@ fn local_kind(
     }
     let (layout, kind): (Layout, fn(PathBuf) -> Kind) =
         match (context.get("layout").map(String::as_str), block) {
-            (None | Some("directory"), false) => (Layout::Directory, Kind::LocalDirectory),
+            // A quota volume is a directory; its limit is the controller's business.
+            (None | Some("directory" | "quota"), false) => {
+                (Layout::Directory, Kind::LocalDirectory)
+            }
             (Some("image"), false) => (Layout::Image, Kind::LocalImage),
             (Some("block"), true) => (Layout::Block, Kind::LocalBlock),
             (Some("block"), false) => {

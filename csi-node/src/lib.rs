@@ -3,6 +3,7 @@
 
 pub mod beneath;
 pub mod error;
+mod group;
 pub mod hostpath;
 mod kind;
 pub mod mounter;

@@ -49,7 +49,7 @@ pub fn bind(source: &Handle, target: &Handle, read_only: bool) -> Result<()> {
 
 /// Mounts a new tmpfs limited to `size_bytes` (0: the kernel default of half the RAM),
 /// read-only from its first moment when asked.
-pub fn tmpfs(target: &Handle, size_bytes: u64, read_only: bool) -> Result<()> {
+pub fn tmpfs(target: &Handle, size_bytes: u64, read_only: bool, group: Option<u32>) -> Result<()> {
     let failed = |e: rustix::io::Errno| {
         Error::mount(
             format!("tmpfs on {}", target.path().display()),
@@ -61,7 +61,14 @@ pub fn tmpfs(target: &Handle, size_bytes: u64, read_only: bool) -> Result<()> {
         rustix::mount::fsconfig_set_string(&fs, "size", size_bytes.to_string().as_str())
             .map_err(failed)?;
     }
-    rustix::mount::fsconfig_set_string(&fs, "mode", "0777").map_err(failed)?;
+    // A pod's fsGroup (volume_mount_group) owns the root, setgid so new entries keep it.
+    let mode = if let Some(gid) = group {
+        rustix::mount::fsconfig_set_string(&fs, "gid", gid.to_string().as_str()).map_err(failed)?;
+        "2777"
+    } else {
+        "0777"
+    };
+    rustix::mount::fsconfig_set_string(&fs, "mode", mode).map_err(failed)?;
     rustix::mount::fsconfig_create(&fs).map_err(failed)?;
     let mut attributes = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
     if read_only {

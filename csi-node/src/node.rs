@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::kind::{Kind, classify};
 use crate::mountinfo::MountTable;
 use crate::mounts::{Filesystem, MountIndex};
-use crate::{NodeConfig, mounter, nfsrecover, staging};
+use crate::{NodeConfig, group, mounter, nfsrecover, staging};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -220,6 +220,7 @@ impl NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
+        let requested_group = group::requested(capability)?;
         let _guard = self.claim(&req.volume_id)?;
         let kind = classify(
             &self.config,
@@ -229,12 +230,28 @@ impl NodeService {
         )?;
         let is_file =
             matches!(&kind, Kind::HostPath(h) if h.is_file) || matches!(kind, Kind::LocalBlock(_));
+        // hostPath data is the administrator's (kubelet's own hostPath volumes leave its
+        // ownership alone too); a read-only publish cannot be relabelled and, as
+        // kubelet's fsGroup, is left as it is.
+        let group = requested_group
+            .filter(|_| !req.readonly && !matches!(kind, Kind::HostPath(_) | Kind::LocalBlock(_)));
         let kubelet = self.kubelet_root()?;
         let source = self.source(&kubelet, kind, &req)?;
         let (parent, name) = Self::target_parent(&kubelet, relative)?;
         match parent.child(name, Links::Refused) {
             Ok(existing) if existing.is_mount_root()? => {
                 same_publish(&source, &existing, req.readonly)?;
+                // CSI NodePublishVolume: a volume "already published at the specified
+                // target_path but is incompatible with the specified volume_capability"
+                // is ALREADY_EXISTS; another volume_mount_group is such a capability.
+                if let Some(gid) = group
+                    && !group::holds(&existing, gid)?
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} is already published for another volume_mount_group than {gid}",
+                        existing.path().display()
+                    )));
+                }
                 return self.mounts.record(&existing, None);
             }
             Ok(_) | Err(Error::PathMissing { .. }) => {}
@@ -251,15 +268,26 @@ impl NodeService {
                 other.display()
             )));
         }
+        // Another target of the same volume (a second pod) with another group: the
+        // spec's MUST ("SP MUST ensure that the volume_mount_group parameter is passed
+        // as the group identifier") holds for the publish being made, so the root goes
+        // to the newest group, as kubelet's own fsGroup change does for each pod.
+        if let (Some(gid), Source::Bind(handle)) = (group, &source) {
+            group::apply(handle, gid)?;
+        }
         let target = if is_file {
             parent.make_file(name)?
         } else {
             parent.make_dir(name, 0o750)?
         };
         let mounted = match &source {
-            Source::Tmpfs { size_limit } => mounter::tmpfs(&target, *size_limit, req.readonly),
+            Source::Tmpfs { size_limit } => {
+                mounter::tmpfs(&target, *size_limit, req.readonly, group)
+            }
             Source::Bind(handle) => mounter::bind(handle, &target, req.readonly),
-            Source::NewScratch => self.publish_scratch(&req.volume_id, &target, req.readonly),
+            Source::NewScratch => {
+                self.publish_scratch(&req.volume_id, &target, req.readonly, group)
+            }
         };
         mounted.inspect_err(|_| {
             // Nothing may leak from a publish that failed half-way.
@@ -269,7 +297,13 @@ impl NodeService {
     }
 
     /// Creates an ephemeral volume's scratch directory and binds it at the target.
-    fn publish_scratch(&self, volume_id: &str, target: &Handle, read_only: bool) -> Result<()> {
+    fn publish_scratch(
+        &self,
+        volume_id: &str,
+        target: &Handle,
+        read_only: bool,
+        group: Option<u32>,
+    ) -> Result<()> {
         let data = self.ephemeral_dir(volume_id);
         let result = fs::create_dir(&data)
             .and_then(|()| {
@@ -280,6 +314,9 @@ impl NodeService {
                 let handle = self
                     .ephemeral_root
                     .resolve(Path::new(volume_id), Links::Refused)?;
+                if let Some(gid) = group {
+                    group::apply(&handle, gid)?;
+                }
                 mounter::bind(&handle, target, read_only)
             });
         if result.is_err() {
@@ -749,6 +786,8 @@ impl Node for NodeService {
             Cap::ExpandVolume,
             Cap::VolumeCondition,
             Cap::SingleNodeMultiWriter,
+            // fsGroup is applied here (group::apply), not by kubelet's recursive chown.
+            Cap::VolumeMountGroup,
         ]
         .into_iter()
         .map(node_capability)

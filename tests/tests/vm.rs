@@ -23,13 +23,19 @@ struct GuestNode {
 
 impl GuestNode {
     async fn start(node_id: &str) -> Self {
+        Self::start_on(node_id, None).await
+    }
+
+    /// A node plugin whose local root is `local_root` (default: a directory of its own).
+    async fn start_on(node_id: &str, local_root: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = |sub: &str| dir.path().join(sub).display().to_string();
+        let root = local_root.map_or_else(|| path("local"), |p| p.display().to_string());
         let args = [
             "--node-id",
             node_id,
             "--local-root",
-            &path("local"),
+            &root,
             "--state-dir",
             &path("state"),
             "--kubelet-dir",
@@ -65,12 +71,21 @@ impl GuestNode {
     }
 
     async fn publish(&self, volume: &v1::Volume, staging: &Path, target: &Path) {
+        self.publish_for(volume, staging, target, "").await;
+    }
+
+    /// Publishes for a pod whose fsGroup is `group` (none when empty).
+    async fn publish_for(&self, volume: &v1::Volume, staging: &Path, target: &Path, group: &str) {
+        let mut capability = mount_rwo();
+        if let Some(v1::volume_capability::AccessType::Mount(mount)) = &mut capability.access_type {
+            mount.volume_mount_group = group.into();
+        }
         self.csi
             .node_publish(v1::NodePublishVolumeRequest {
                 volume_id: volume.volume_id.clone(),
                 staging_target_path: staging.display().to_string(),
                 target_path: target.display().to_string(),
-                volume_capability: Some(mount_rwo()),
+                volume_capability: Some(capability),
                 volume_context: volume.volume_context.clone(),
                 ..Default::default()
             })
@@ -96,13 +111,18 @@ fn mounts_of_type(dir: &Path, fs_type: &str) -> Vec<PathBuf> {
 /// container sees the volume at its own mount point, not through the kubelet's
 /// directories (0750).
 fn as_pod_user(volume: &Path, script: &str) -> std::process::Output {
+    as_pod_user_in(volume, "1000", script)
+}
+
+/// [`as_pod_user`] with `group` as the user's group (a pod's fsGroup).
+fn as_pod_user_in(volume: &Path, group: &str, script: &str) -> std::process::Output {
     std::process::Command::new("setpriv")
         .current_dir(volume)
         .args([
             "--reuid",
             "1000",
             "--regid",
-            "1000",
+            group,
             "--clear-groups",
             "sh",
             "-c",
@@ -216,7 +236,33 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
                     ),
                     _ => {}
                 }
-                for target in [&one, &two] {
+                let grouped = node.target(&format!("{name}-fsgroup"));
+                if name == "closed" {
+                    // A pod with fsGroup 4242: the subdirectory's root goes to the group
+                    // (g+rwxs) over the kernel's NFS client; the root's file keeps its owner.
+                    node.publish_for(volume, &staging, &grouped, "4242").await;
+                    let member = as_pod_user_in(&grouped, "4242", "echo member > by-member");
+                    assert!(
+                        member.status.success(),
+                        "a member of the volume_mount_group writes: {}",
+                        String::from_utf8_lossy(&member.stderr)
+                    );
+                    use std::os::unix::fs::MetadataExt;
+                    let made = std::fs::metadata(grouped.join("by-member")).expect("stat");
+                    assert_eq!(made.gid(), 4242, "setgid: new files get the group");
+                    let kept = std::fs::metadata(grouped.join("from-pod-1")).expect("stat");
+                    assert_eq!(
+                        (kept.uid(), kept.gid()),
+                        (0, 0),
+                        "existing files keep owners"
+                    );
+                    let outsider = as_pod_user(&grouped, "echo outsider > by-outsider");
+                    assert!(
+                        !outsider.status.success(),
+                        "without the group the user still cannot write"
+                    );
+                }
+                for target in [&one, &two, &grouped] {
                     node.csi
                         .node_unpublish(&volume.volume_id, target)
                         .await
@@ -354,6 +400,214 @@ fn image_volume_grows_online_while_in_use() {
                 .await
                 .expect("unstage");
             assert!(mounts_under(node.dir.path()).is_empty());
+        },
+    );
+}
+
+/// What GetCapacity answers for a local volume on this node.
+async fn local_capacity(node: &GuestNode) -> i64 {
+    node.csi
+        .controller
+        .clone()
+        .get_capacity(v1::GetCapacityRequest {
+            volume_capabilities: vec![mount_rwo()],
+            ..Default::default()
+        })
+        .await
+        .expect("GetCapacity")
+        .into_inner()
+        .available_capacity
+}
+
+/// Runs a program in the guest and insists that it succeeds.
+fn run(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
+    const TEST: &str = "quota_volumes_hold_their_size_grow_online_and_release_their_limit";
+    vm::two_halves(
+        async || {
+            let work = tempfile::tempdir().expect("tempdir");
+            let sandbox = Sandbox::new();
+            Guest::new("node-a", TEST, work.path())
+                .memory_mib(1536)
+                .boot(&sandbox)
+                .passed(BOOT_AND_RUN)
+                .await;
+        },
+        async || {
+            // The local root: an XFS of 512 MiB mounted with project quotas enforced.
+            let scratch = tempfile::tempdir().expect("tempdir");
+            let image = scratch.path().join("xfs.img");
+            std::fs::File::create(&image)
+                .and_then(|f| f.set_len(512 << 20))
+                .expect("image file");
+            run("mkfs.xfs", &["-q".as_ref(), image.as_os_str()]);
+            let root = scratch.path().join("xfs");
+            std::fs::create_dir(&root).expect("mkdir");
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop,prjquota".as_ref(),
+                    image.as_os_str(),
+                    root.as_os_str(),
+                ],
+            );
+            let node = GuestNode::start_on("node-a", Some(&root)).await;
+            let before = local_capacity(&node).await;
+            let volume = node
+                .csi
+                .create(create_request(
+                    "pvc-quota",
+                    64 << 20,
+                    &[("capacityEnforcement", "auto")],
+                ))
+                .await
+                .expect("create an auto volume");
+            let promised = before - local_capacity(&node).await;
+            assert!(
+                (promised - (64 << 20)).abs() < 1 << 20,
+                "GetCapacity counts the empty quota volume's 64 MiB as taken: {promised}"
+            );
+            assert_eq!(
+                volume.volume_context.get("layout").map(String::as_str),
+                Some("quota"),
+                "auto picks quota on an XFS root with prjquota"
+            );
+            let staging = node.staging("quota");
+            let target = node.target("quota");
+            node.stage(&volume, &staging).await;
+            node.publish(&volume, &staging, &target).await;
+            assert_eq!(
+                df_size(&target),
+                64 << 20,
+                "df in the volume shows the claim"
+            );
+            let past = std::fs::write(target.join("big"), vec![7u8; 80 << 20]);
+            let errno = past.expect_err("writing past the limit").raw_os_error();
+            assert!(
+                [Some(nix::libc::EDQUOT), Some(nix::libc::ENOSPC)].contains(&errno),
+                "EDQUOT or ENOSPC, got {errno:?}"
+            );
+            std::fs::remove_file(target.join("big")).expect("rm");
+
+            let range = Some(v1::CapacityRange {
+                required_bytes: 128 << 20,
+                limit_bytes: 0,
+            });
+            let expanded = node
+                .csi
+                .controller
+                .clone()
+                .controller_expand_volume(v1::ControllerExpandVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                    capacity_range: range,
+                    ..Default::default()
+                })
+                .await
+                .expect("controller expand")
+                .into_inner();
+            assert_eq!(expanded.capacity_bytes, 128 << 20);
+            assert!(
+                !expanded.node_expansion_required,
+                "the limit rises online, in the controller"
+            );
+            node.csi
+                .node
+                .clone()
+                .node_expand_volume(v1::NodeExpandVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                    volume_path: target.display().to_string(),
+                    capacity_range: range,
+                    ..Default::default()
+                })
+                .await
+                .expect("node expand is a no-op that succeeds");
+            assert_eq!(
+                df_size(&target),
+                128 << 20,
+                "df shows the new size, mounted"
+            );
+            std::fs::write(target.join("big"), vec![7u8; 80 << 20]).expect("now it fits");
+
+            // A second pod with fsGroup 4242: the quota directory goes to the group,
+            // what its members create gets it, what was there keeps its owner.
+            let grouped = node.target("quota-fsgroup");
+            node.publish_for(&volume, &staging, &grouped, "4242").await;
+            let member = as_pod_user_in(&grouped, "4242", "echo member > by-member");
+            assert!(
+                member.status.success(),
+                "{}",
+                String::from_utf8_lossy(&member.stderr)
+            );
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                std::fs::metadata(grouped.join("by-member"))
+                    .expect("stat")
+                    .gid(),
+                4242
+            );
+            assert_eq!(
+                std::fs::metadata(grouped.join("big")).expect("stat").gid(),
+                0
+            );
+            node.csi
+                .node_unpublish(&volume.volume_id, &grouped)
+                .await
+                .expect("unpublish the second pod");
+
+            // The project id, from the volume's record, before the volume goes.
+            let key = volume
+                .volume_id
+                .split(':')
+                .nth(1)
+                .expect("local:<key>:<node>");
+            let record: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(root.join("volumes").join(format!("{key}.json"))).expect("record"),
+            )
+            .expect("record json");
+            let project = record["layout"]["project"].as_u64().expect("project id");
+            node.csi
+                .node_unpublish(&volume.volume_id, &target)
+                .await
+                .expect("unpublish");
+            node.csi
+                .node_unstage(&volume.volume_id, &staging)
+                .await
+                .expect("unstage");
+            node.csi.delete(&volume.volume_id).await.expect("delete");
+            assert!(!root.join("volumes").join(key).exists(), "the data is gone");
+            // The limit is gone: a directory given the same project reports the whole
+            // filesystem, not 128 MiB.
+            let probe = root.join("probe");
+            std::fs::create_dir(&probe).expect("mkdir");
+            run(
+                "xfs_io",
+                &[
+                    "-c".as_ref(),
+                    format!("chproj {project}").as_ref(),
+                    "-c".as_ref(),
+                    "chattr +P".as_ref(),
+                    probe.as_os_str(),
+                ],
+            );
+            let whole = df_size(&probe);
+            assert!(
+                whole > 256 << 20,
+                "project {project} has no limit after delete: df says {whole}"
+            );
+            run("umount", &["-l".as_ref(), root.as_os_str()]);
         },
     );
 }

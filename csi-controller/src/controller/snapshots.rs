@@ -7,8 +7,10 @@ use csi_proto::v1::{self as csi, list_snapshots_response};
 use super::{VolumeHandle, blocking, lookup_volume, page};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::freeze::Frozen;
 use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
-use crate::record::{SnapshotRecord, now};
+use crate::local::volume_data_path;
+use crate::record::{Layout, SnapshotRecord, now};
 
 pub async fn create(
     driver: &Arc<Driver>,
@@ -64,7 +66,19 @@ pub(super) async fn take(
         Location::Local { .. } => {
             let local = driver.local_for(&id.location)?.clone();
             let (volume, snapshot) = (source.record.clone(), record.clone());
-            blocking(move || local.create_snapshot(&key, &volume, &snapshot)).await?;
+            // A lone snapshot of a staged image volume: its ext4 is frozen, and so
+            // flushed, for the copy; else what the pod wrote and the page cache still
+            // holds would be missing from the copy. A group froze its members already.
+            let image = (group.is_empty() && volume.layout == Layout::Image)
+                .then(|| volume_data_path(local.root(), source.id.key.as_str(), &Layout::Image));
+            blocking(move || {
+                let _frozen = match image {
+                    Some(image) => Frozen::images(&[image])?,
+                    None => Frozen::default(),
+                };
+                local.create_snapshot(&key, &volume, &snapshot)
+            })
+            .await?;
         }
         Location::Nfs(export) => {
             driver

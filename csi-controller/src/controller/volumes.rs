@@ -93,16 +93,6 @@ async fn create_local(
             "a local volume is reachable from one node only",
         ));
     }
-    let layout = Layout::for_local(params.enforcement, new.needs.access_type);
-    if layout == Layout::Image && !matches!(new.needs.fs_type.as_str(), "" | "ext4") {
-        return Err(Error::invalid(
-            "volume_capabilities",
-            format!(
-                "fs_type {:?} is not supported; image volumes are ext4",
-                new.needs.fs_type
-            ),
-        ));
-    }
     check_topology(new.topology.as_ref(), local.node())?;
     let location = Location::Local {
         node: local.node().to_string(),
@@ -114,10 +104,31 @@ async fn create_local(
     if let Some(existing) = blocking(move || backend.get(&lookup_key)).await? {
         return compatible(existing, &new);
     }
+    let backend = local.clone();
+    let (layout_key, access, fs_type) = (
+        key.clone(),
+        new.needs.access_type,
+        new.needs.fs_type.clone(),
+    );
+    // The lease keeps the project id of a quota volume from a concurrent creation
+    // until the record holds it.
+    let (layout, _lease) =
+        blocking(move || backend.layout_for(&layout_key, params.enforcement, access, &fs_type))
+            .await?;
+    if layout == Layout::Image && !matches!(new.needs.fs_type.as_str(), "" | "ext4") {
+        return Err(Error::invalid(
+            "volume_capabilities",
+            format!(
+                "fs_type {:?} is not supported; image volumes are ext4",
+                new.needs.fs_type
+            ),
+        ));
+    }
     let source = resolve_source(driver, new.source.as_ref(), &location).await?;
+    // Quota limits are counted in the filesystem's blocks.
     let (minimum, granule) = match layout {
         Layout::Image => (MIN_IMAGE_BYTES, 4096),
-        Layout::Block => (4096, 4096),
+        Layout::Block | Layout::Quota { .. } => (4096, 4096),
         _ => (1, 1),
     };
     let size = choose_size(&new.capacity, source.as_ref(), minimum, granule)?;
@@ -484,7 +495,11 @@ pub async fn capacity(
             if elsewhere || needs.is_some_and(|n| n.multi_node) {
                 return Ok(zero);
             }
-            let available = local.available_bytes()?;
+            // Image and quota volumes may fill up to their capacity: what they have not
+            // written yet is promised, not free.
+            let backend = local.clone();
+            let reserved = blocking(move || backend.reserved_bytes()).await?;
+            let available = (local.available_bytes()? - reserved).max(0);
             Ok(csi::GetCapacityResponse {
                 available_capacity: available,
                 maximum_volume_size: Some(available),

@@ -5,17 +5,27 @@
 //! record `volumes/<key>.json`; `snapshots/` likewise. A volume exists once its
 //! record is written; data is built under a `.<key>.tmp` name and renamed into
 //! place first, so a crash never leaves a half-filled volume behind a record.
+//!
+//! Quota volumes (`quota.rs`) are directories in their own XFS project; whether the
+//! root can hold them is decided once, when the backend opens.
 
+pub mod quota;
+
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
-use crate::params::OnDelete;
+use crate::params::{Enforcement, OnDelete};
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
+use crate::request::AccessType;
+use quota::{QuotaRoot, QuotaSupport};
 
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
@@ -28,7 +38,7 @@ pub const MIN_IMAGE_BYTES: i64 = 16 << 20;
 pub fn data_path(dir: &Path, key: &str, layout: &Layout) -> PathBuf {
     match layout {
         Layout::Image | Layout::Block => dir.join(format!("{key}.img")),
-        Layout::Directory | Layout::Nfs { .. } => dir.join(key),
+        Layout::Directory | Layout::Quota { .. } | Layout::Nfs { .. } => dir.join(key),
     }
 }
 
@@ -48,22 +58,135 @@ pub enum Fill<'a> {
 pub struct LocalBackend {
     root: PathBuf,
     node: String,
+    quota: QuotaSupport,
+    /// Project ids handed to volumes whose records are not written yet.
+    leased: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+/// A project id held for a volume being created, released when dropped (by then the
+/// volume's record holds it, or the volume was not made).
+#[derive(Debug)]
+pub struct ProjectLease {
+    leased: Arc<Mutex<BTreeSet<u32>>>,
+    id: u32,
+}
+
+impl Drop for ProjectLease {
+    fn drop(&mut self) {
+        self.leased
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl LocalBackend {
     /// Opens (creating) the root and removes what crashed calls left half-made.
     pub fn open(root: &Path, node: &str) -> Result<Self> {
-        let backend = Self {
-            root: root.to_path_buf(),
-            node: node.to_string(),
-        };
         for dir in [VOLUMES, SNAPSHOTS] {
             let path = root.join(dir);
             fs::create_dir_all(&path)
                 .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
             sweep(&path)?;
         }
-        Ok(backend)
+        let quota = quota::detect(root);
+        match &quota {
+            QuotaSupport::Ready(_) => {
+                tracing::info!(root = %root.display(), "project quotas available: capacityEnforcement quota and auto make quota volumes")
+            }
+            QuotaSupport::Unavailable(why) => {
+                tracing::info!(root = %root.display(), reason = %why, "no project quotas: capacityEnforcement auto makes image volumes, quota is refused")
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            node: node.to_string(),
+            quota,
+            leased: Arc::default(),
+        })
+    }
+
+    /// The layout a new volume of `key` gets for the class's enforcement: `auto` is
+    /// `quota` where the root supports it, else `image`. A quota layout comes with its
+    /// project id, leased until the caller has written the record.
+    pub fn layout_for(
+        &self,
+        key: &Key,
+        enforcement: Enforcement,
+        access: AccessType,
+        fs_type: &str,
+    ) -> Result<(Layout, Option<ProjectLease>)> {
+        let unavailable = match &self.quota {
+            QuotaSupport::Ready(_) => None,
+            QuotaSupport::Unavailable(why) => Some(why),
+        };
+        Ok(
+            match choose_kind(enforcement, access, fs_type, unavailable, &self.node)? {
+                Made::Directory => (Layout::Directory, None),
+                Made::Image => (Layout::Image, None),
+                Made::Block => (Layout::Block, None),
+                Made::Quota => {
+                    let lease = self.lease_project(key)?;
+                    (Layout::Quota { project: lease.id }, Some(lease))
+                }
+            },
+        )
+    }
+
+    /// A project id no volume record and no creation in progress holds.
+    fn lease_project(&self, key: &Key) -> Result<ProjectLease> {
+        let used: BTreeSet<u32> = self
+            .list()?
+            .iter()
+            .filter_map(|r| match r.layout {
+                Layout::Quota { project } => Some(project),
+                _ => None,
+            })
+            .collect();
+        let mut leased = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = quota::free_project(quota::first_candidate(key.as_str()), |id| {
+            used.contains(&id) || leased.contains(&id)
+        })
+        .ok_or_else(|| Error::ResourceExhausted("every XFS project id is in use".into()))?;
+        leased.insert(id);
+        Ok(ProjectLease {
+            leased: self.leased.clone(),
+            id,
+        })
+    }
+
+    fn quota_root(&self) -> Result<&QuotaRoot> {
+        match &self.quota {
+            QuotaSupport::Ready(root) => Ok(root),
+            QuotaSupport::Unavailable(why) => Err(Error::FailedPrecondition(format!(
+                "quota volume on node {} without project quotas: {why}",
+                self.node
+            ))),
+        }
+    }
+
+    /// Bytes that enforced volumes (image, block and quota) may still write: each
+    /// one's capacity less what it has allocated. Free space on the root that is
+    /// promised to them.
+    pub fn reserved_bytes(&self) -> Result<i64> {
+        let dir = self.volumes();
+        let mut reserved: i64 = 0;
+        for record in self.list()? {
+            let key = key_of(&record.volume_id);
+            let data = data_path(&dir, key, &record.layout);
+            let allocated = match record.layout {
+                Layout::Image | Layout::Block => match fs::metadata(&data) {
+                    Ok(meta) => meta.blocks().saturating_mul(512),
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(format!("stat {}", data.display()), e)),
+                },
+                Layout::Quota { .. } => quota::used_bytes(&data)?,
+                Layout::Directory | Layout::Nfs { .. } => continue,
+            };
+            let allocated = i64::try_from(allocated).unwrap_or(i64::MAX);
+            reserved = reserved.saturating_add((record.capacity_bytes - allocated).max(0));
+        }
+        Ok(reserved)
     }
 
     pub fn node(&self) -> &str {
@@ -123,7 +246,17 @@ impl LocalBackend {
         };
         match (&record.layout, source) {
             (Layout::Directory, None) => make_dir(path),
-            (Layout::Directory, Some((src, Layout::Directory))) => localfs::copy_tree(&src, path),
+            (Layout::Directory, Some((src, from))) if from.is_tree() => {
+                localfs::copy_tree(&src, path)
+            }
+            (Layout::Quota { project }, None) => {
+                make_dir(path)?;
+                self.quota_root()?.assign(path, *project, size)
+            }
+            (Layout::Quota { project }, Some((src, from))) if from.is_tree() => {
+                localfs::copy_tree(&src, path)?;
+                self.quota_root()?.assign(path, *project, size)
+            }
             (Layout::Image | Layout::Block, Some((src, Layout::Image | Layout::Block))) => {
                 localfs::copy_sparse(&src, path)?;
                 grow_file(path, size)
@@ -152,9 +285,25 @@ impl LocalBackend {
         let dir = self.volumes();
         if let Some(record) = self.get(key)? {
             let data = data_path(&dir, key.as_str(), &record.layout);
+            let project = match record.layout {
+                Layout::Quota { project } => Some(project),
+                _ => None,
+            };
             match crate::params::mutable_on_delete(&record.mutable_parameters) {
-                Some(OnDelete::Retain | OnDelete::Archive) => self.retain(&data, key)?,
+                Some(OnDelete::Retain | OnDelete::Archive) => {
+                    if let Some(project) = project
+                        && data.exists()
+                    {
+                        self.quota_root()?.clear_project(&data, project)?;
+                    }
+                    self.retain(&data, key)?
+                }
                 Some(OnDelete::Delete) | None => localfs::remove_any(&data)?,
+            }
+            // The limit outlives the project's files; it goes before the record, so a
+            // retried delete clears it again.
+            if let Some(project) = project {
+                self.quota_root()?.clear_limit(project)?;
             }
         }
         localfs::remove_any(&dir.join(format!("{key}.json")))?;
@@ -204,6 +353,11 @@ impl LocalBackend {
         if matches!(record.layout, Layout::Image | Layout::Block) {
             grow_file(&data, u64::try_from(size).unwrap_or(0))?;
         }
+        // A project's limit rises online: the pod sees the new size at its next statfs.
+        if let Layout::Quota { project } = record.layout {
+            self.quota_root()?
+                .set_limit(&data, project, u64::try_from(size).unwrap_or(0))?;
+        }
         let node_work = record.layout == Layout::Image
             && (attached_to_loop(&data) || grow_ext4_offline(&data).is_err());
         let grown = VolumeRecord {
@@ -240,7 +394,7 @@ impl LocalBackend {
         localfs::remove_any(&staging)?;
         let src = data_path(&self.volumes(), key_of(&source.volume_id), &source.layout);
         match source.layout {
-            Layout::Directory => localfs::copy_tree(&src, &staging)?,
+            Layout::Directory | Layout::Quota { .. } => localfs::copy_tree(&src, &staging)?,
             _ => localfs::copy_sparse(&src, &staging)?,
         }
         fs::rename(&staging, &final_path)
@@ -256,6 +410,55 @@ impl LocalBackend {
         }
         localfs::remove_any(&dir.join(format!("{key}.json")))?;
         localfs::sync_dir(&dir)
+    }
+}
+
+/// What a new local volume is made as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Directory,
+    Image,
+    Block,
+    Quota,
+}
+
+/// The kind a class's enforcement asks for, given the capability and whether the root
+/// has project quotas (`unavailable` says why not).
+fn choose_kind(
+    enforcement: Enforcement,
+    access: AccessType,
+    fs_type: &str,
+    unavailable: Option<&quota::NoQuota>,
+    node: &str,
+) -> Result<Made> {
+    // An ext4 asked for explicitly is an image's; a quota volume is the root's XFS.
+    let wants_ext4 = fs_type == "ext4";
+    match (access, enforcement) {
+        (AccessType::Block, _) => Ok(Made::Block),
+        (AccessType::Mount, Enforcement::None) => Ok(Made::Directory),
+        (AccessType::Mount, Enforcement::Image) => Ok(Made::Image),
+        (AccessType::Mount, Enforcement::Auto) if unavailable.is_some() || wants_ext4 => {
+            Ok(Made::Image)
+        }
+        (AccessType::Mount, Enforcement::Quota | Enforcement::Auto) => {
+            if let Some(why) = unavailable {
+                return Err(Error::invalid(
+                    "parameters",
+                    format!(
+                        "capacityEnforcement quota needs project quotas on node {node}: {why}; use auto or image"
+                    ),
+                ));
+            }
+            if !matches!(fs_type, "" | "xfs") {
+                return Err(Error::invalid(
+                    "volume_capabilities",
+                    format!(
+                        "fs_type {fs_type:?} is not supported; quota volumes are the root's XFS"
+                    ),
+                ));
+            }
+            Ok(Made::Quota)
+        }
     }
 }
 
@@ -353,4 +556,57 @@ fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
 /// Is a loop device backed by this file (i.e. is the image staged on this node)?
 fn attached_to_loop(path: &Path) -> bool {
     localfs::loop_device_of(path).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_follows_enforcement_capability_and_the_roots_quota_support() {
+        use AccessType::{Block, Mount};
+        use Enforcement::{Auto, Image, None as Plain, Quota};
+        let not_xfs = quota::NoQuota::NotXfs { fs_type: 0xEF53 };
+        let no_quota = Some(&not_xfs);
+        // (enforcement, access, fs_type, why the root has no quotas, what is made)
+        type Case<'a> = (
+            Enforcement,
+            AccessType,
+            &'a str,
+            Option<&'a quota::NoQuota>,
+            Option<Made>,
+        );
+        let cases: &[Case] = &[
+            (Plain, Mount, "", None, Some(Made::Directory)),
+            (Image, Mount, "", None, Some(Made::Image)),
+            (Quota, Mount, "", None, Some(Made::Quota)),
+            (Quota, Mount, "xfs", None, Some(Made::Quota)),
+            (Quota, Mount, "ext4", None, Option::None),
+            (Quota, Mount, "", no_quota, Option::None),
+            (Auto, Mount, "", None, Some(Made::Quota)),
+            (Auto, Mount, "", no_quota, Some(Made::Image)),
+            (Auto, Mount, "ext4", None, Some(Made::Image)),
+            (Auto, Block, "", None, Some(Made::Block)),
+            (Quota, Block, "", no_quota, Some(Made::Block)),
+        ];
+        for (enforcement, access, fs_type, unavailable, want) in cases {
+            let got = choose_kind(*enforcement, *access, fs_type, *unavailable, "n").ok();
+            assert_eq!(
+                got, *want,
+                "{enforcement:?} {access:?} fs_type {fs_type:?} quota unavailable {unavailable:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn quota_on_a_root_without_it_says_why() {
+        let why = quota::NoQuota::NotEnforced {
+            mount_point: "/var/lib".into(),
+            options: vec!["rw".into(), "attr2".into()],
+        };
+        let err = choose_kind(Enforcement::Quota, AccessType::Mount, "", Some(&why), "n")
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("without prjquota"), "{err}");
+    }
 }

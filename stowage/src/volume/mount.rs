@@ -36,6 +36,10 @@ pub struct MountArgs {
     /// How long to wait for the claim to be bound.
     #[arg(long, default_value_t = 300)]
     timeout_seconds: u64,
+    /// The group that owns the volume's root (setgid), as a pod's fsGroup: members
+    /// write there; existing files keep their owners.
+    #[arg(long)]
+    fs_group: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -81,7 +85,7 @@ pub async fn mount(args: MountArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("volume {volume_name}: {e}"))?;
     check_reachable(&client, &volume, &node).await?;
-    let record = publish(&layout, &claim, &volume, target).await?;
+    let record = publish(&layout, &claim, &volume, target, args.fs_group).await?;
     record::save(&layout.mounts(), &record)?;
     println!(
         "mounted {}/{} (volume {}) at {}",
@@ -196,6 +200,7 @@ async fn publish(
     claim: &PersistentVolumeClaim,
     volume: &PersistentVolume,
     target: PathBuf,
+    fs_group: Option<u32>,
 ) -> Result<MountRecord, String> {
     let spec = volume.spec.as_ref().ok_or("the volume has no spec")?;
     if spec.volume_mode.as_deref() == Some("Block") {
@@ -212,7 +217,11 @@ async fn publish(
                 csi_proto::DRIVER_NAME
             )
         })?;
-    let capability = capability(spec.access_modes.as_deref().unwrap_or_default(), spec);
+    let capability = capability(
+        spec.access_modes.as_deref().unwrap_or_default(),
+        spec,
+        fs_group,
+    );
     let context: HashMap<String, String> = source
         .volume_attributes
         .clone()
@@ -319,6 +328,7 @@ async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Resu
 fn capability(
     modes: &[String],
     spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec,
+    fs_group: Option<u32>,
 ) -> VolumeCapability {
     let mode = if modes.iter().any(|m| m == "ReadWriteMany") {
         Mode::MultiNodeMultiWriter
@@ -337,7 +347,7 @@ fn capability(
                 .and_then(|c| c.fs_type.clone())
                 .unwrap_or_default(),
             mount_flags: spec.mount_options.clone().unwrap_or_default(),
-            volume_mount_group: String::new(),
+            volume_mount_group: fs_group.map(|g| g.to_string()).unwrap_or_default(),
         })),
         access_mode: Some(AccessMode { mode: mode as i32 }),
     }

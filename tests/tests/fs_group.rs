@@ -1,0 +1,219 @@
+//! fsGroup delegated to the driver (VOLUME_MOUNT_GROUP): the node plugin over its
+//! socket gives a published volume's root to the pod's group with g+rwxs, and a
+//! non-root user in that group writes there while one outside it does not; existing
+//! files keep their owners. NFS subdirectories are checked in a VM (tests/tests/vm.rs).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use csi_proto::v1;
+use csi_proto::v1::node_service_capability::{Type as CapType, rpc::Type as Rpc};
+use csi_proto::v1::volume_capability::AccessType;
+use stowage_tests::csi::{assert_code, create_request, mount_rwo};
+use stowage_tests::process::KubeletNode;
+use tonic::Code;
+
+const GROUP: &str = "4242";
+
+/// A mount capability carrying `group` as volume_mount_group (none when empty).
+fn for_group(group: &str) -> v1::VolumeCapability {
+    let mut capability = mount_rwo();
+    if let Some(AccessType::Mount(mount)) = &mut capability.access_type {
+        mount.volume_mount_group = group.into();
+    }
+    capability
+}
+
+async fn publish(
+    node: &KubeletNode,
+    volume: &v1::Volume,
+    staging: &str,
+    target: &Path,
+    group: &str,
+) -> Result<(), tonic::Status> {
+    node.csi
+        .node_publish(v1::NodePublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.into(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(for_group(group)),
+            volume_context: volume.volume_context.clone(),
+            ..Default::default()
+        })
+        .await
+}
+
+/// `sh -c script` as uid 1000 with only the group `gid`, started in `volume` (as a
+/// container sees its volume, not through the kubelet's 0750 directories).
+fn as_user(volume: &Path, gid: &str, script: &str) -> Output {
+    std::process::Command::new("setpriv")
+        .current_dir(volume)
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            gid,
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .expect("setpriv")
+}
+
+fn target(node: &KubeletNode, pod: &str) -> PathBuf {
+    node.kubelet(&format!("pods/{pod}/volumes/v"))
+}
+
+#[tokio::test]
+async fn the_node_advertises_volume_mount_group() {
+    let node = KubeletNode::start("node-a").await;
+    let capabilities = node
+        .csi
+        .node
+        .clone()
+        .node_get_capabilities(v1::NodeGetCapabilitiesRequest {})
+        .await
+        .expect("NodeGetCapabilities")
+        .into_inner()
+        .capabilities;
+    assert!(capabilities.iter().any(|c| matches!(
+        c.r#type,
+        Some(CapType::Rpc(ref r)) if r.r#type == Rpc::VolumeMountGroup as i32
+    )));
+}
+
+#[tokio::test]
+async fn an_image_volume_is_writable_by_the_mount_group_only() {
+    let node = KubeletNode::start("node-a").await;
+    let volume = node
+        .csi
+        .create(create_request(
+            "img",
+            32 << 20,
+            &[("capacityEnforcement", "image")],
+        ))
+        .await
+        .expect("create");
+    let staging = node.kubelet("plugins/staging/img");
+    std::fs::create_dir_all(&staging).expect("mkdir staging");
+    node.csi
+        .node_stage(&volume, &staging, for_group(GROUP))
+        .await
+        .expect("stage");
+    let staging = staging.display().to_string();
+
+    // Without a group the ext4 root is root's 0755: the pod user cannot write.
+    let plain = target(&node, "plain");
+    publish(&node, &volume, &staging, &plain, "")
+        .await
+        .expect("publish without a group");
+    std::fs::write(plain.join("existing"), "root's").expect("write as root");
+    let refused = as_user(&plain, "1000", "echo x > mine");
+    assert!(!refused.status.success(), "no group, no write");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
+        "EACCES: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    node.csi
+        .node_unpublish(&volume.volume_id, &plain)
+        .await
+        .expect("unpublish");
+
+    let grouped = target(&node, "grouped");
+    publish(&node, &volume, &staging, &grouped, GROUP)
+        .await
+        .expect("publish with volume_mount_group");
+    let member = as_user(
+        &grouped,
+        GROUP,
+        "echo x > mine && mkdir sub && echo y > sub/f",
+    );
+    assert!(
+        member.status.success(),
+        "a member writes: {}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    for made in ["mine", "sub", "sub/f"] {
+        let meta = std::fs::metadata(grouped.join(made)).expect("stat");
+        assert_eq!(meta.gid(), 4242, "{made} inherits the group (setgid)");
+    }
+    let existing = std::fs::metadata(grouped.join("existing")).expect("stat");
+    assert_eq!(
+        (existing.uid(), existing.gid()),
+        (0, 0),
+        "existing files keep their owner: nothing is walked"
+    );
+    let root = std::fs::metadata(&grouped).expect("stat");
+    assert_eq!((root.gid(), root.mode() & 0o2070), (4242, 0o2070));
+    let outsider = as_user(&grouped, "1000", "echo x > theirs");
+    assert!(!outsider.status.success(), "outside the group, no write");
+
+    // The same publish again is fine; another group at the same target is not.
+    publish(&node, &volume, &staging, &grouped, GROUP)
+        .await
+        .expect("idempotent");
+    assert_code(
+        publish(&node, &volume, &staging, &grouped, "5151").await,
+        Code::AlreadyExists,
+        "volume_mount_group",
+    );
+    node.csi
+        .node_unpublish(&volume.volume_id, &grouped)
+        .await
+        .expect("unpublish");
+    node.csi
+        .node_unstage(&volume.volume_id, Path::new(&staging))
+        .await
+        .expect("unstage");
+}
+
+#[tokio::test]
+async fn a_directory_volume_gives_new_entries_the_mount_group() {
+    let node = KubeletNode::start("node-a").await;
+    let volume = node
+        .csi
+        .create(create_request("dir", 1 << 20, &[]))
+        .await
+        .expect("create");
+    let staging = node.kubelet("plugins/staging/dir");
+    std::fs::create_dir_all(&staging).expect("mkdir staging");
+    node.csi
+        .node_stage(&volume, &staging, for_group(GROUP))
+        .await
+        .expect("stage");
+    let staging = staging.display().to_string();
+    let plain = target(&node, "plain");
+    publish(&node, &volume, &staging, &plain, "")
+        .await
+        .expect("publish without a group");
+    std::fs::write(plain.join("existing"), "root's").expect("write as root");
+    node.csi
+        .node_unpublish(&volume.volume_id, &plain)
+        .await
+        .expect("unpublish");
+
+    let grouped = target(&node, "grouped");
+    publish(&node, &volume, &staging, &grouped, GROUP)
+        .await
+        .expect("publish with volume_mount_group");
+    let member = as_user(&grouped, GROUP, "echo x > mine");
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(grouped.join("mine")).expect("stat").gid(),
+        4242
+    );
+    let existing = std::fs::metadata(grouped.join("existing")).expect("stat");
+    assert_eq!((existing.uid(), existing.gid()), (0, 0));
+    node.csi
+        .node_unpublish(&volume.volume_id, &grouped)
+        .await
+        .expect("unpublish");
+}
