@@ -298,3 +298,121 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
     .await;
     stop(up).await;
 }
+
+#[tokio::test]
+async fn retain_keeps_the_group_and_a_pre_provisioned_content_binds_a_new_group_snapshot() {
+    let dir = MountedDir::new();
+    let (up, data) = start(&dir).await;
+    apply(
+        &data,
+        &CLASS
+            .replace("stowage-group", "stowage-group-retain")
+            .replace("Delete", "Retain"),
+    );
+    apply(&data, &claim("alpha", "app: db", None));
+    let target = mount(&dir, &data, "alpha").await;
+    std::fs::write(target.join("data.txt"), "kept").expect("write");
+    unmount(&data, &target).await;
+
+    apply(&data, &group_snapshot("kept", "stowage-group-retain"));
+    wait_for(
+        "the group snapshot to be ready",
+        Duration::from_secs(90),
+        async || {
+            (field(
+                &data,
+                &["volumegroupsnapshot", "kept"],
+                ".status.readyToUse",
+            ) == "true")
+                .then_some(())
+        },
+    )
+    .await;
+    let content = field(
+        &data,
+        &["volumegroupsnapshot", "kept"],
+        ".status.boundVolumeGroupSnapshotContentName",
+    );
+    let group_content = ["volumegroupsnapshotcontent", content.as_str()];
+    let group_handle = field(&data, &group_content, ".status.volumeGroupSnapshotHandle");
+    let member_handle = field(
+        &data,
+        &group_content,
+        ".status.volumeSnapshotInfoList[0].snapshotHandle",
+    );
+    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "kept"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(&data, &["volumegroupsnapshot", "kept"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(&data, &group_content, ".status.volumeGroupSnapshotHandle"),
+        group_handle,
+        "Retain keeps the group's content"
+    );
+    assert!(!stored_snapshots(&data).is_empty(), "and its data");
+
+    let imported = format!(
+        r#"
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshotContent
+metadata: {{name: imported-group}}
+spec:
+  deletionPolicy: Delete
+  driver: csi.stowage.io
+  source:
+    groupSnapshotHandles:
+      volumeGroupSnapshotHandle: "{group_handle}"
+      volumeSnapshotHandles: ["{member_handle}"]
+  volumeGroupSnapshotRef: {{name: imported, namespace: default}}
+---
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshot
+metadata: {{name: imported}}
+spec:
+  source: {{volumeGroupSnapshotContentName: imported-group}}
+"#
+    );
+    apply(&data, &imported);
+    wait_for(
+        "the imported group to be ready",
+        Duration::from_secs(90),
+        async || {
+            (field(
+                &data,
+                &["volumegroupsnapshot", "imported"],
+                ".status.readyToUse",
+            ) == "true")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        field(
+            &data,
+            &["volumegroupsnapshotcontent", "imported-group"],
+            ".spec.volumeGroupSnapshotRef.uid"
+        ),
+        field(&data, &["volumegroupsnapshot", "imported"], ".metadata.uid"),
+        "the pre-provisioned content is bound to the group snapshot"
+    );
+    let uid = field(&data, &["volumegroupsnapshot", "imported"], ".metadata.uid");
+    let member = lines(&field(
+        &data,
+        &["volumesnapshots"],
+        &format!(
+            r#"range .items[?(@.metadata.ownerReferences[0].uid=="{uid}")]}}{{.metadata.name}}{{"\n"}}{{end"#
+        ),
+    ));
+    assert_eq!(member.len(), 1, "{member:?}");
+    apply(
+        &data,
+        &claim("restored", "restored: \"yes\"", Some(&member[0])),
+    );
+    let restored = mount(&dir, &data, "restored").await;
+    assert_eq!(
+        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
+        "kept"
+    );
+    unmount(&data, &restored).await;
+    stop(up).await;
+}
