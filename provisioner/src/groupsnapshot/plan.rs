@@ -192,6 +192,13 @@ fn next_group_step(
         return GroupStep::BindContent(content_name);
     }
     let status = content.status.clone().unwrap_or_default();
+    // The driver's refusal, as csi-snapshotter recorded it on the content: the group
+    // snapshot says it too, as snapshot-controller copies it.
+    if status.ready_to_use != Some(true)
+        && let Some(message) = status.error.as_ref().and_then(|e| e.message.clone())
+    {
+        return GroupStep::Error(message);
+    }
     let missing = missing_members(&uid, &status, members);
     if !missing.is_empty() {
         return GroupStep::CreateMembers(missing);

@@ -248,6 +248,16 @@ fn group_snapshots_step_as_snapshot_controller_does() {
             }),
         ),
         (
+            "the driver's refusal on the content is the group snapshot's error",
+            group(json!({})),
+            Some(content(json!({"status": {"readyToUse": false,
+                "error": {"message": "CreateVolumeGroupSnapshot failed: volumes on two nodes"}}}))),
+            Ok(&ours),
+            volumes(),
+            vec![],
+            GroupStep::Error("CreateVolumeGroupSnapshot failed: volumes on two nodes".into()),
+        ),
+        (
             "each member the driver took gets a snapshot and a content",
             group(json!({})),
             Some(content(taken())),
