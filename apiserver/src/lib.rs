@@ -6,6 +6,7 @@
 //! RBAC, the snapshot CRDs) with upstream REST semantics on a redb file, in JSON and, for
 //! built-in kinds, protobuf, so kube-rs, client-go and kubectl use it unchanged.
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 mod http;
@@ -56,6 +57,11 @@ pub struct Config {
     pub max_watches_per_user: usize,
     /// Where request counts and latencies go (registered by the caller to export them).
     pub metrics: ApiMetrics,
+    /// The StorageObjectInUseProtection admission: `kubernetes.io/pvc-protection` on new
+    /// claims, `kubernetes.io/pv-protection` on new volumes. Off unless asked for, since a
+    /// deleted claim or volume then waits for the protection controllers
+    /// (`stowage provisioner`'s `pvc-protection` and `pv-protection`).
+    pub storage_object_in_use_protection: bool,
 }
 
 impl Config {
@@ -69,6 +75,7 @@ impl Config {
             token_file: None,
             max_watches_per_user: 100,
             metrics: ApiMetrics::default(),
+            storage_object_in_use_protection: false,
         }
     }
 }
@@ -135,6 +142,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body_bytes,
             metrics: config.metrics,
+            storage_object_in_use_protection: config.storage_object_in_use_protection,
         });
         Ok(Self {
             listener,

@@ -135,10 +135,11 @@ pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
 
 pub const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 
+/// Upstream's `IsDNS1123Subdomain`: at most 253 characters, and no length limit per
+/// label (snapshot-controller names a group member `snapcontent-` and 64 hex digits).
 fn is_subdomain(name: &str) -> bool {
     let label_ok = |label: &str| {
         !label.is_empty()
-            && label.len() <= 63
             && label
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -273,6 +274,23 @@ pub fn check_unchanged(field: &str, new: &Value, old: &Value, errors: &mut Vec<F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subdomains_as_upstream_reads_them() {
+        let member = format!("snapcontent-{}", "0123456789abcdef".repeat(4));
+        let too_long = "n".repeat(254);
+        for (name, valid) in [
+            (member.as_str(), true),
+            ("a.b-c.d", true),
+            (too_long.as_str(), false),
+            ("a..b", false),
+            ("Name", false),
+            ("-a", false),
+            ("a.-b", false),
+        ] {
+            assert_eq!(is_subdomain(name), valid, "{name}");
+        }
+    }
 
     #[test]
     fn qualified_names_as_upstream_reads_them() {

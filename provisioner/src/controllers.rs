@@ -24,16 +24,28 @@ pub enum Controller {
     /// Applies a claim's VolumeAttributesClass to its volume (external-resizer's
     /// ControllerModifyVolume part).
     Modifier,
+    /// Takes and deletes VolumeGroupSnapshots (snapshot-controller's and
+    /// csi-snapshotter's group parts, which upstream enables on their own).
+    GroupSnapshotter,
+    /// Removes `kubernetes.io/pvc-protection` from a deleted claim no Pod uses
+    /// (kube-controller-manager's pvc-protection controller).
+    PvcProtection,
+    /// Removes `kubernetes.io/pv-protection` from a deleted volume that is not Bound
+    /// (kube-controller-manager's pv-protection controller).
+    PvProtection,
 }
 
 impl Controller {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Binder,
         Self::Provisioner,
         Self::Reclaimer,
         Self::Resizer,
         Self::Snapshotter,
         Self::Modifier,
+        Self::GroupSnapshotter,
+        Self::PvcProtection,
+        Self::PvProtection,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +56,9 @@ impl Controller {
             Self::Resizer => "resizer",
             Self::Snapshotter => "snapshotter",
             Self::Modifier => "modifier",
+            Self::GroupSnapshotter => "groupsnapshotter",
+            Self::PvcProtection => "pvc-protection",
+            Self::PvProtection => "pv-protection",
         }
     }
 
@@ -126,7 +141,10 @@ mod tests {
 
     #[test]
     fn lists_enable_as_kube_controller_manager_does() {
-        use Controller::{Binder, Modifier, Provisioner, Reclaimer, Resizer, Snapshotter};
+        use Controller::{
+            Binder, GroupSnapshotter, Modifier, Provisioner, PvProtection, PvcProtection,
+            Reclaimer, Resizer, Snapshotter,
+        };
         let cases: [(&str, &[&str], &[Controller]); 7] = [
             (
                 "the default",
@@ -138,17 +156,38 @@ mod tests {
                     Resizer,
                     Snapshotter,
                     Modifier,
+                    GroupSnapshotter,
+                    PvcProtection,
+                    PvProtection,
                 ],
             ),
             (
                 "all but the binder",
                 &["*", "-binder"],
-                &[Provisioner, Reclaimer, Resizer, Snapshotter, Modifier],
+                &[
+                    Provisioner,
+                    Reclaimer,
+                    Resizer,
+                    Snapshotter,
+                    Modifier,
+                    GroupSnapshotter,
+                    PvcProtection,
+                    PvProtection,
+                ],
             ),
             (
                 "the minus may come first",
                 &["-binder", "*"],
-                &[Provisioner, Reclaimer, Resizer, Snapshotter, Modifier],
+                &[
+                    Provisioner,
+                    Reclaimer,
+                    Resizer,
+                    Snapshotter,
+                    Modifier,
+                    GroupSnapshotter,
+                    PvcProtection,
+                    PvProtection,
+                ],
             ),
             (
                 "only those named",
@@ -181,7 +220,7 @@ mod tests {
             assert_eq!(
                 error.to_string(),
                 format!(
-                    "--controllers: {entry:?} is not \"*\", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier)"
+                    "--controllers: {entry:?} is not \"*\", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier, groupsnapshotter, pvc-protection, pv-protection)"
                 )
             );
         }

@@ -9,9 +9,11 @@ pub mod controllers;
 pub mod error;
 pub mod events;
 pub mod gone_nodes;
+pub mod groupsnapshot;
 pub mod leader;
 pub mod metrics;
 pub mod modify;
+pub mod protection;
 pub mod provision;
 pub mod reclaim;
 pub mod snapshot;
@@ -197,8 +199,44 @@ async fn act(
             Ok(())
         }
     };
+    let group_snapshotting = async {
+        if enabled(Controller::GroupSnapshotter) {
+            let stores = (claims.clone(), volumes.clone());
+            groupsnapshot::GroupSnapshotter::new(client.clone(), stores, changes, config.clone())
+                .run(changes.subscribe(), stopped_signal())
+                .await
+        } else {
+            stopped_signal().await;
+            Ok(())
+        }
+    };
+    let protecting = async {
+        let protections = protection::Protections {
+            claims: enabled(Controller::PvcProtection),
+            volumes: enabled(Controller::PvProtection),
+        };
+        // As kube-controller-manager's, one instance for the cluster: the central one.
+        if config.scope == Scope::Central && (protections.claims || protections.volumes) {
+            let stores = (claims.clone(), volumes.clone());
+            protection::Protector::new(client.clone(), stores, changes, protections)
+                .run(changes.subscribe(), stopped_signal())
+                .await
+        } else {
+            stopped_signal().await;
+            Ok(())
+        }
+    };
     let work = async {
-        tokio::try_join!(reclaiming, provisioning, binding, snapshotting, modifying).map(drop)
+        tokio::try_join!(
+            protecting,
+            reclaiming,
+            provisioning,
+            binding,
+            snapshotting,
+            modifying,
+            group_snapshotting
+        )
+        .map(drop)
     };
     tokio::pin!(work);
     tokio::select! {

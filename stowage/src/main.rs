@@ -94,6 +94,12 @@ struct ApiserverArgs {
     /// Serve /metrics, /healthz and /readyz on this address (plain HTTP); off when unset.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
+    /// The StorageObjectInUseProtection admission: new claims get the
+    /// kubernetes.io/pvc-protection finalizer and new volumes kubernetes.io/pv-protection,
+    /// so a deleted one stays until `stowage provisioner`'s pvc-protection and
+    /// pv-protection controllers (or kube-controller-manager's) let it go. `up` sets it.
+    #[arg(long)]
+    storage_object_in_use_protection: bool,
 }
 
 #[derive(clap::Args)]
@@ -148,7 +154,8 @@ struct ProvisionerArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_election_retry_period: Duration,
     /// Controllers to run, as kube-controller-manager's list: `*` all, `name` one,
-    /// `-name` not that one (binder, provisioner, reclaimer, resizer, snapshotter, modifier).
+    /// `-name` not that one (binder, provisioner, reclaimer, resizer, snapshotter, modifier,
+    /// groupsnapshotter, pvc-protection, pv-protection).
     #[arg(
         long,
         value_delimiter = ',',
@@ -270,6 +277,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     config.watch_history = args.watch_history;
     config.token_file = args.token_file;
     config.max_watches_per_user = args.max_watches_per_user as usize;
+    config.storage_object_in_use_protection = args.storage_object_in_use_protection;
     let (_, health) = telemetry_endpoint::serve(args.metrics_address, |registry| {
         config.metrics = apiserver::ApiMetrics::register(registry);
     })

@@ -139,8 +139,22 @@ async fn a_bound_claims_status_follows_its_volume_and_a_lost_claims_is_cleared()
     assert_eq!(lost["status"].get("capacity"), None, "{lost}");
     up.event("misbound", "ClaimMisbound").await;
 
-    // The volume is gone: ClaimLost, Lost, cleared.
-    up.run(&["delete", "pv", "vanishing"], None);
+    // The volume is gone: ClaimLost, Lost, cleared. pv-protection holds a Bound volume
+    // that is deleted, as in a cluster; only a volume whose finalizer is taken off by
+    // hand (or lost with its store) vanishes under its claim.
+    up.run(&["delete", "pv", "vanishing", "--wait=false"], None);
+    up.run(
+        &[
+            "patch",
+            "pv",
+            "vanishing",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    );
     let lost = up
         .until(
             "the claim of a deleted volume Lost",

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Bodies larger than this are refused with 413.
     pub max_body: usize,
     pub metrics: ApiMetrics,
+    /// Whether new claims and volumes get their protection finalizers.
+    pub storage_object_in_use_protection: bool,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

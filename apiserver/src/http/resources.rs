@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::route::{self, Target};
 use super::watch;
 use super::{AppState, body};
+use crate::admission;
 use crate::auth::authn::Identity;
 use crate::error::{ApiError, Result};
 use crate::meta;
@@ -124,8 +125,11 @@ async fn serve(
         }
         (Method::POST, None) => {
             let namespace = namespaced_only(&target)?;
-            let object = read_object(body_format()?, target.resource, &body)?;
+            let mut object = read_object(body_format()?, target.resource, &body)?;
             let resource = target.resource;
+            if app.storage_object_in_use_protection {
+                admission::protect_storage_object(resource, &mut object);
+            }
             let op: WriteOp = Box::new(move |reader: &dyn Reader| {
                 objects::create(resource, &namespace, object, validation, reader)
             });

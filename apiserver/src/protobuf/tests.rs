@@ -344,6 +344,17 @@ fn unreadable_bodies_are_refused_with_the_reason() {
             )),
         ),
         (
+            "nor have the group snapshot ones",
+            code(decode_object(
+                resource("volumegroupsnapshots"),
+                &envelope(
+                    "groupsnapshot.storage.k8s.io/v1",
+                    "VolumeGroupSnapshot",
+                    vec![],
+                ),
+            )),
+        ),
+        (
             "a content encoding",
             code(decode_object(claims, &{
                 let mut body = MAGIC.to_vec();
@@ -364,6 +375,7 @@ fn unreadable_bodies_are_refused_with_the_reason() {
             ("no magic", Some(400)),
             ("truncated", Some(400)),
             ("custom kinds have no protobuf form", Some(415)),
+            ("nor have the group snapshot ones", Some(415)),
             ("a content encoding", Some(415)),
         ]
     );

@@ -3,6 +3,7 @@
 pub mod coordination;
 pub mod core;
 pub mod csi;
+pub mod groupsnapshot;
 pub mod rbac;
 pub mod secret;
 pub mod snapshot;
@@ -41,6 +42,9 @@ pub static ALL: &[Resource] = &[
     snapshot::VOLUME_SNAPSHOT,
     snapshot::VOLUME_SNAPSHOT_CONTENT,
     snapshot::VOLUME_SNAPSHOT_CLASS,
+    groupsnapshot::VOLUME_GROUP_SNAPSHOT,
+    groupsnapshot::VOLUME_GROUP_SNAPSHOT_CONTENT,
+    groupsnapshot::VOLUME_GROUP_SNAPSHOT_CLASS,
 ];
 
 /// Decodes into the upstream type, so a wrongly typed field is a 400 as upstream.

@@ -124,6 +124,9 @@ struct ContentStatus {
     snapshot_handle: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<SnapshotError>,
+    /// Set on a member of a VolumeGroupSnapshot: its snapshot goes with the group's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_group_snapshot_handle: Option<String>,
 }
 
 #[derive(Deserialize, Serialize)]

@@ -63,7 +63,11 @@ pub struct Snapshotter {
 }
 
 /// Starts a reflector over an untyped kind whose events poke `changes`.
-fn reflect(client: &Client, resource: &ApiResource, changes: &Changes) -> Store<DynamicObject> {
+pub(crate) fn reflect(
+    client: &Client,
+    resource: &ApiResource,
+    changes: &Changes,
+) -> Store<DynamicObject> {
     let writer = reflector::store::Writer::new(resource.clone());
     let reader = writer.as_reader();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
@@ -424,7 +428,7 @@ impl Snapshotter {
     }
 }
 
-fn parse_all<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>) -> Vec<T> {
+pub(crate) fn parse_all<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>) -> Vec<T> {
     store
         .state()
         .iter()
@@ -433,20 +437,20 @@ fn parse_all<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>) -> Ve
 }
 
 /// A merge patch of a status that clears an earlier error.
-fn with_null_error(mut patch: serde_json::Value) -> serde_json::Value {
+pub(crate) fn with_null_error(mut patch: serde_json::Value) -> serde_json::Value {
     if let Some(status) = patch.get_mut("status").and_then(|s| s.as_object_mut()) {
         status.insert("error".into(), serde_json::Value::Null);
     }
     patch
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
-fn ignore_missing<T>(result: kube::Result<T>) -> kube::Result<()> {
+pub(crate) fn ignore_missing<T>(result: kube::Result<T>) -> kube::Result<()> {
     match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -455,7 +459,7 @@ fn ignore_missing<T>(result: kube::Result<T>) -> kube::Result<()> {
 }
 
 /// Adds or removes `finalizer`, guarded by the resourceVersion the decision saw.
-async fn set_finalizer(
+pub(crate) async fn set_finalizer(
     api: &Api<DynamicObject>,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     finalizer: &str,

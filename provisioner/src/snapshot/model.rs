@@ -13,6 +13,9 @@ pub const SNAPSHOT_FINALIZER: &str =
 /// On a content until its snapshot is deleted from the driver (or kept, Retain).
 pub const CONTENT_FINALIZER: &str =
     "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+/// On the VolumeSnapshotContent of a VolumeGroupSnapshot's member: the group's handle
+/// (csi-snapshotter's name). Such a snapshot goes with its group, never on its own.
+pub const GROUP_HANDLE_ANNOTATION: &str = "groupsnapshot.storage.k8s.io/volumeGroupSnapshotHandle";
 /// A VolumeSnapshotClass used when a snapshot names none.
 pub const DEFAULT_CLASS: &str = "snapshot.storage.kubernetes.io/is-default-class";
 
@@ -140,6 +143,9 @@ pub struct ContentStatus {
     pub snapshot_handle: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StatusError>,
+    /// A group member's group, as csi-snapshotter records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_group_snapshot_handle: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -154,6 +160,21 @@ impl Content {
     /// Whether the driver's snapshot goes when the content does.
     pub fn deletes(&self) -> bool {
         self.spec.deletion_policy == "Delete"
+    }
+
+    /// Whether this is a VolumeGroupSnapshot's member: its snapshot is deleted by
+    /// DeleteVolumeGroupSnapshot (the driver refuses a member's DeleteSnapshot).
+    pub fn group_member(&self) -> bool {
+        let annotated = self
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(GROUP_HANDLE_ANNOTATION));
+        let recorded = self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.volume_group_snapshot_handle.is_some());
+        annotated || recorded
     }
 
     pub fn handle(&self) -> Option<&str> {

@@ -254,7 +254,10 @@ pub fn content_step(content: &Content, snapshot_uid: Option<&str>) -> ContentSte
         if !has_finalizer(meta, CONTENT_FINALIZER) {
             return ContentStep::Nothing;
         }
-        let handle = content.handle().filter(|_| content.deletes());
+        // As csi-snapshotter: a group member's snapshot goes with its group.
+        let handle = content
+            .handle()
+            .filter(|_| content.deletes() && !content.group_member());
         return ContentStep::Release(handle.map(str::to_string));
     }
     let reference = &content.spec.volume_snapshot_ref;
@@ -306,6 +309,7 @@ pub fn content_status(
         restore_size: Some(size_bytes),
         snapshot_handle: Some(handle.to_string()),
         error: None,
+        volume_group_snapshot_handle: None,
     }
 }
 

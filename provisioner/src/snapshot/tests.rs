@@ -325,6 +325,15 @@ fn contents_step_as_csi_snapshotter_does() {
             ContentStep::Release(Some(HANDLE.into())),
         ),
         (
+            "deleting a group member leaves its snapshot to the group",
+            content(json!({"metadata": {
+                "deletionTimestamp": deleting["metadata"]["deletionTimestamp"],
+                "annotations": {"groupsnapshot.storage.k8s.io/volumeGroupSnapshotHandle": "local-grp:g:machine"},
+            }, "status": ready()["status"]})),
+            Some("u1"),
+            ContentStep::Release(None),
+        ),
+        (
             "deleting before any snapshot was taken just lets go",
             content(deleting.clone()),
             Some("u1"),

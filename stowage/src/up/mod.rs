@@ -125,6 +125,9 @@ async fn start(
             layout.data().into(),
             "--token-file".into(),
             layout.tokens().into(),
+            // The provisioner's pvc-protection and pv-protection controllers run
+            // here, so claims and volumes get their finalizers as in a cluster.
+            "--storage-object-in-use-protection".into(),
         ],
     ))?;
     let client = wait_for_api(&layout.kubeconfig()).await?;

@@ -1,0 +1,170 @@
+//! kube-controller-manager's `pvc-protection` and `pv-protection` controllers: the
+//! StorageObjectInUseProtection admission (`stowage apiserver
+//! --storage-object-in-use-protection`) puts `kubernetes.io/pvc-protection` on every new
+//! claim and `kubernetes.io/pv-protection` on every new volume; these let a deleted one
+//! go once nothing uses it (a claim: no unfinished Pod names it; a volume: not Bound).
+//! Decisions are in [`plan`]; a claim is let go only after a live list of its
+//! namespace's Pods agrees with the cache, as upstream checks before removing.
+
+pub mod plan;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::watch;
+
+use self::plan::{PV_FINALIZER, PVC_FINALIZER};
+use crate::backoff::Backoff;
+use crate::watch::Changes;
+use crate::{Result, lock};
+
+/// Which of the two controllers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Protections {
+    pub claims: bool,
+    pub volumes: bool,
+}
+
+pub struct Protector {
+    client: Client,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    pods: Store<Pod>,
+    protections: Protections,
+    in_flight: Mutex<HashSet<String>>,
+    backoff: Mutex<Backoff>,
+    finished: Changes,
+}
+
+impl Protector {
+    pub fn new(
+        client: Client,
+        stores: (Store<PersistentVolumeClaim>, Store<PersistentVolume>),
+        changes: &Changes,
+        protections: Protections,
+    ) -> Arc<Self> {
+        let (claims, volumes) = stores;
+        Arc::new(Self {
+            pods: crate::watch::reflect(Api::all(client.clone()), changes),
+            client,
+            claims,
+            volumes,
+            protections,
+            in_flight: Mutex::default(),
+            backoff: Mutex::default(),
+            finished: Changes::default(),
+        })
+    }
+
+    pub async fn run(
+        self: Arc<Self>,
+        changes: watch::Receiver<u64>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        crate::watch::run_passes(
+            changes,
+            &self.finished,
+            || lock(&self.backoff).next_due(),
+            || self.pass(),
+            shutdown,
+        )
+        .await;
+        Ok(())
+    }
+
+    fn pass(self: &Arc<Self>) {
+        if self.protections.claims {
+            let pods: Vec<Pod> = self.pods.state().iter().map(|p| (**p).clone()).collect();
+            for claim in self.claims.state() {
+                if plan::claim_releasable(&claim, &pods) {
+                    let key = format!("pvc/{}", claim.metadata.uid.as_deref().unwrap_or(""));
+                    let this = self.clone();
+                    self.start(key, async move { this.release_claim(&claim).await });
+                }
+            }
+        }
+        if self.protections.volumes {
+            for volume in self.volumes.state() {
+                if plan::volume_releasable(&volume) {
+                    let key = format!("pv/{}", volume.metadata.uid.as_deref().unwrap_or(""));
+                    let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                    self.start(key, async move {
+                        remove_finalizer(&api, &volume.metadata, PV_FINALIZER).await
+                    });
+                }
+            }
+        }
+    }
+
+    /// Lets a claim go if a live list of its namespace's Pods finds no user either
+    /// (the cache may not have seen a Pod created just now).
+    async fn release_claim(&self, claim: &PersistentVolumeClaim) -> kube::Result<()> {
+        let namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let live = pods.list(&ListParams::default()).await?.items;
+        if !plan::claim_releasable(claim, &live) {
+            return Ok(());
+        }
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        remove_finalizer(&api, &claim.metadata, PVC_FINALIZER).await
+    }
+
+    /// Runs one step for `key` unless one is running or backing off.
+    fn start(
+        self: &Arc<Self>,
+        key: String,
+        step: impl Future<Output = kube::Result<()>> + Send + 'static,
+    ) {
+        if !lock(&self.backoff).ready(&key, Instant::now())
+            || !lock(&self.in_flight).insert(key.clone())
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match step.await {
+                Ok(()) => lock(&this.backoff).succeeded(&key),
+                Err(error) => {
+                    tracing::warn!(object = %key, %error, "releasing a protection finalizer failed; retrying");
+                    lock(&this.backoff).failed(&key, Instant::now());
+                }
+            }
+            lock(&this.in_flight).remove(&key);
+            this.finished.poke();
+        });
+    }
+}
+
+/// Removes `finalizer`, guarded by the resourceVersion the decision saw.
+async fn remove_finalizer<K>(api: &Api<K>, meta: &ObjectMeta, finalizer: &str) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers: Vec<&String> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .collect();
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": meta.resource_version,
+    }});
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

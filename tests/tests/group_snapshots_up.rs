@@ -1,0 +1,418 @@
+//! Volume group snapshots under `stowage up`, driven by kubectl as a user would: the
+//! provisioner's group snapshotter plays snapshot-controller's and csi-snapshotter's
+//! group parts. A VolumeGroupSnapshot selecting two labelled claims becomes ready with
+//! one member VolumeSnapshot per claim, each member restores its claim's data of that
+//! instant, and deleting the group (policy Delete) removes the members and their data.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stowage_tests::mounts::MountedDir;
+use stowage_tests::up::{apply, field, kubectl, start, stop, stowage, text};
+use stowage_tests::wait_for;
+
+const CLASS: &str = r#"
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshotClass
+metadata: {name: stowage-group}
+driver: csi.stowage.io
+deletionPolicy: Delete
+"#;
+
+fn claim(name: &str, labels: &str, snapshot: Option<&str>) -> String {
+    let source = snapshot.map_or_else(String::new, |s| {
+        format!(
+            "  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {s}}}\n"
+        )
+    });
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, labels: {{{labels}}}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
+{source}"#
+    )
+}
+
+fn group_snapshot(name: &str, class: &str) -> String {
+    format!(
+        r#"
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshot
+metadata: {{name: {name}}}
+spec:
+  volumeGroupSnapshotClassName: {class}
+  source:
+    selector: {{matchLabels: {{app: db}}}}
+"#
+    )
+}
+
+/// Mounts claim `name` at `<dir>/<name>` with `stowage mount` and returns the target.
+async fn mount(dir: &MountedDir, data: &Path, name: &str) -> PathBuf {
+    let target = dir.path().join(name);
+    let target_text = target.to_str().expect("utf8").to_string();
+    let mounted = stowage(
+        &[
+            "mount",
+            name,
+            "--namespace",
+            "default",
+            "--target",
+            &target_text,
+        ],
+        data,
+    )
+    .await;
+    assert!(mounted.status.success(), "{}", text(&mounted));
+    target
+}
+
+async fn unmount(data: &Path, target: &Path) {
+    let out = stowage(
+        &["unmount", "--target", target.to_str().expect("utf8")],
+        data,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The snapshots the driver keeps on this machine (data and record files).
+fn stored_snapshots(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("local/snapshots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+async fn gone(data: &Path, object: &[&str]) {
+    wait_for(
+        &format!("{object:?} to be gone"),
+        Duration::from_secs(60),
+        async || {
+            let mut args = vec!["get"];
+            args.extend_from_slice(object);
+            text(&kubectl(data, &args, None))
+                .contains("NotFound")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn lines(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_removes_them() {
+    let dir = MountedDir::new();
+    let (up, data) = start(&dir).await;
+
+    // A class that does not exist: said in status.error and in an event, and the
+    // group snapshot still deletes.
+    apply(&data, &group_snapshot("early", "missing"));
+    wait_for("the error in status", Duration::from_secs(30), async || {
+        field(
+            &data,
+            &["volumegroupsnapshot", "early"],
+            ".status.error.message",
+        )
+        .contains("VolumeGroupSnapshotClass missing does not exist")
+        .then_some(())
+    })
+    .await;
+    wait_for("a warning event", Duration::from_secs(30), async || {
+        let events = field(&data, &["events"], ".items[*].reason");
+        events.contains("GroupSnapshotPending").then_some(())
+    })
+    .await;
+    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "early"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(&data, &["volumegroupsnapshot", "early"]).await;
+
+    apply(&data, CLASS);
+    let mut targets = BTreeMap::new();
+    for name in ["alpha", "beta"] {
+        apply(&data, &claim(name, "app: db", None));
+        let target = mount(&dir, &data, name).await;
+        std::fs::write(target.join("data.txt"), format!("{name} at the snapshot")).expect("write");
+        targets.insert(name, target);
+    }
+    // Not selected: must not be in the group.
+    apply(&data, &claim("other", "app: web", None));
+
+    apply(&data, &group_snapshot("group", "stowage-group"));
+    wait_for(
+        "the group snapshot to be ready",
+        Duration::from_secs(90),
+        async || {
+            (field(
+                &data,
+                &["volumegroupsnapshot", "group"],
+                ".status.readyToUse",
+            ) == "true")
+                .then_some(())
+        },
+    )
+    .await;
+    let listed = text(&kubectl(&data, &["get", "volumegroupsnapshots"], None));
+    assert!(
+        listed.contains("group") && listed.contains("true") && listed.contains("stowage-group"),
+        "{listed}"
+    );
+    let uid = field(&data, &["volumegroupsnapshot", "group"], ".metadata.uid");
+    let content = field(
+        &data,
+        &["volumegroupsnapshot", "group"],
+        ".status.boundVolumeGroupSnapshotContentName",
+    );
+    assert_eq!(
+        content,
+        format!("groupsnapcontent-{uid}"),
+        "named as upstream"
+    );
+    let group_content = ["volumegroupsnapshotcontent", content.as_str()];
+    assert_eq!(
+        field(&data, &group_content, ".spec.volumeGroupSnapshotRef.uid"),
+        uid,
+        "the content points back at the group snapshot"
+    );
+    let group_handle = field(&data, &group_content, ".status.volumeGroupSnapshotHandle");
+    assert!(group_handle.starts_with("local-grp:"), "{group_handle}");
+    assert!(
+        !field(
+            &data,
+            &["volumegroupsnapshot", "group"],
+            ".status.creationTime"
+        )
+        .is_empty(),
+        "creation time reported"
+    );
+
+    // volume handle -> member snapshot handle, from the content's status.
+    let taken: BTreeMap<String, String> = lines(&field(
+        &data,
+        &group_content,
+        r#"range .status.volumeSnapshotInfoList[*]}{.volumeHandle}={.snapshotHandle}{"\n"}{end"#,
+    ))
+    .into_iter()
+    .filter_map(|l| {
+        l.split_once('=')
+            .map(|(v, s)| (v.to_string(), s.to_string()))
+    })
+    .collect();
+    assert_eq!(taken.len(), 2, "two members: {taken:?}");
+
+    // Each member VolumeSnapshot: owned by the group, bound to a content holding its
+    // handle; found by the claim whose volume it was taken from.
+    let members = lines(&field(
+        &data,
+        &["volumesnapshots"],
+        r#"range .items[?(@.metadata.ownerReferences[0].kind=="VolumeGroupSnapshot")]}{.metadata.name}{"\n"}{end"#,
+    ));
+    assert_eq!(members.len(), 2, "{members:?}");
+    let mut member_of = BTreeMap::new();
+    for member in &members {
+        assert!(
+            member.starts_with("snapshot-"),
+            "named as upstream: {member}"
+        );
+        let snapshot = ["volumesnapshot", member.as_str()];
+        assert_eq!(
+            field(&data, &snapshot, ".metadata.ownerReferences[0].uid"),
+            uid
+        );
+        wait_for(
+            "the member to be ready",
+            Duration::from_secs(30),
+            async || (field(&data, &snapshot, ".status.readyToUse") == "true").then_some(()),
+        )
+        .await;
+        let member_content = field(&data, &snapshot, ".status.boundVolumeSnapshotContentName");
+        let handle = field(
+            &data,
+            &["volumesnapshotcontent", &member_content],
+            ".status.snapshotHandle",
+        );
+        let volume = taken
+            .iter()
+            .find(|(_, s)| **s == handle)
+            .map(|(v, _)| v.clone())
+            .unwrap_or_else(|| panic!("{handle} is not in {taken:?}"));
+        member_of.insert(volume, member.clone());
+    }
+
+    // Written after the group snapshot: the restores must not see it.
+    for target in targets.values() {
+        std::fs::write(target.join("data.txt"), "after the snapshot").expect("write");
+    }
+    for name in ["alpha", "beta"] {
+        let volume_name = field(&data, &["pvc", name], ".spec.volumeName");
+        let volume = field(&data, &["pv", &volume_name], ".spec.csi.volumeHandle");
+        let member = member_of
+            .get(&volume)
+            .unwrap_or_else(|| panic!("no member of {name} ({volume}) in {member_of:?}"));
+        let restored_name = format!("{name}-restored");
+        apply(
+            &data,
+            &claim(&restored_name, "restored: \"yes\"", Some(member)),
+        );
+        let restored = mount(&dir, &data, &restored_name).await;
+        assert_eq!(
+            std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
+            format!("{name} at the snapshot")
+        );
+        unmount(&data, &restored).await;
+    }
+    for target in targets.values() {
+        unmount(&data, target).await;
+    }
+
+    assert!(
+        !stored_snapshots(&data).is_empty(),
+        "the members' data is on disk"
+    );
+    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "group"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(&data, &["volumegroupsnapshot", "group"]).await;
+    gone(&data, &group_content).await;
+    for member in &members {
+        gone(&data, &["volumesnapshot", member]).await;
+    }
+    wait_for(
+        "the members' data to be removed",
+        Duration::from_secs(30),
+        async || stored_snapshots(&data).is_empty().then_some(()),
+    )
+    .await;
+    stop(up).await;
+}
+
+#[tokio::test]
+async fn retain_keeps_the_group_and_a_pre_provisioned_content_binds_a_new_group_snapshot() {
+    let dir = MountedDir::new();
+    let (up, data) = start(&dir).await;
+    apply(
+        &data,
+        &CLASS
+            .replace("stowage-group", "stowage-group-retain")
+            .replace("Delete", "Retain"),
+    );
+    apply(&data, &claim("alpha", "app: db", None));
+    let target = mount(&dir, &data, "alpha").await;
+    std::fs::write(target.join("data.txt"), "kept").expect("write");
+    unmount(&data, &target).await;
+
+    apply(&data, &group_snapshot("kept", "stowage-group-retain"));
+    wait_for(
+        "the group snapshot to be ready",
+        Duration::from_secs(90),
+        async || {
+            (field(
+                &data,
+                &["volumegroupsnapshot", "kept"],
+                ".status.readyToUse",
+            ) == "true")
+                .then_some(())
+        },
+    )
+    .await;
+    let content = field(
+        &data,
+        &["volumegroupsnapshot", "kept"],
+        ".status.boundVolumeGroupSnapshotContentName",
+    );
+    let group_content = ["volumegroupsnapshotcontent", content.as_str()];
+    let group_handle = field(&data, &group_content, ".status.volumeGroupSnapshotHandle");
+    let member_handle = field(
+        &data,
+        &group_content,
+        ".status.volumeSnapshotInfoList[0].snapshotHandle",
+    );
+    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "kept"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(&data, &["volumegroupsnapshot", "kept"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(&data, &group_content, ".status.volumeGroupSnapshotHandle"),
+        group_handle,
+        "Retain keeps the group's content"
+    );
+    assert!(!stored_snapshots(&data).is_empty(), "and its data");
+
+    let imported = format!(
+        r#"
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshotContent
+metadata: {{name: imported-group}}
+spec:
+  deletionPolicy: Delete
+  driver: csi.stowage.io
+  source:
+    groupSnapshotHandles:
+      volumeGroupSnapshotHandle: "{group_handle}"
+      volumeSnapshotHandles: ["{member_handle}"]
+  volumeGroupSnapshotRef: {{name: imported, namespace: default}}
+---
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshot
+metadata: {{name: imported}}
+spec:
+  source: {{volumeGroupSnapshotContentName: imported-group}}
+"#
+    );
+    apply(&data, &imported);
+    wait_for(
+        "the imported group to be ready",
+        Duration::from_secs(90),
+        async || {
+            (field(
+                &data,
+                &["volumegroupsnapshot", "imported"],
+                ".status.readyToUse",
+            ) == "true")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        field(
+            &data,
+            &["volumegroupsnapshotcontent", "imported-group"],
+            ".spec.volumeGroupSnapshotRef.uid"
+        ),
+        field(&data, &["volumegroupsnapshot", "imported"], ".metadata.uid"),
+        "the pre-provisioned content is bound to the group snapshot"
+    );
+    let uid = field(&data, &["volumegroupsnapshot", "imported"], ".metadata.uid");
+    let member = lines(&field(
+        &data,
+        &["volumesnapshots"],
+        &format!(
+            r#"range .items[?(@.metadata.ownerReferences[0].uid=="{uid}")]}}{{.metadata.name}}{{"\n"}}{{end"#
+        ),
+    ));
+    assert_eq!(member.len(), 1, "{member:?}");
+    apply(
+        &data,
+        &claim("restored", "restored: \"yes\"", Some(&member[0])),
+    );
+    let restored = mount(&dir, &data, "restored").await;
+    assert_eq!(
+        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
+        "kept"
+    );
+    unmount(&data, &restored).await;
+    stop(up).await;
+}
