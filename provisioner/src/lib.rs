@@ -17,6 +17,7 @@ pub mod protection;
 pub mod provision;
 pub mod reclaim;
 pub mod snapshot;
+mod steps;
 pub mod volumes;
 pub mod watch;
 

@@ -13,8 +13,7 @@ pub mod plan;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use csi_controller::ids::{GroupSnapshotId, Location, VolumeId};
 use csi_proto::DRIVER_NAME;
@@ -35,15 +34,15 @@ use self::model::{
     IN_GROUP_FINALIZER,
 };
 use self::plan::{GroupContentStep, GroupStep, Member, Sources};
-use crate::backoff::Backoff;
 use crate::binder::model::Selector;
 use crate::events::EventRecorder;
 use crate::snapshot::model::{self as snapshot_model, GROUP_HANDLE_ANNOTATION, Snapshot};
 use crate::snapshot::{
     StepError, ignore_missing, now, parse_all, reflect, set_finalizer, with_null_error,
 };
+use crate::steps::Steps;
 use crate::watch::Changes;
-use crate::{Config, Result, Scope, lock};
+use crate::{Config, Result, Scope};
 
 pub struct GroupSnapshotter {
     client: Client,
@@ -55,9 +54,7 @@ pub struct GroupSnapshotter {
     snapshots: Store<DynamicObject>,
     config: Config,
     events: EventRecorder,
-    in_flight: Mutex<HashSet<String>>,
-    backoff: Mutex<Backoff>,
-    finished: Changes,
+    steps: Arc<Steps>,
 }
 
 impl GroupSnapshotter {
@@ -78,9 +75,7 @@ impl GroupSnapshotter {
             claims,
             volumes,
             config,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
-            finished: Changes::default(),
+            steps: Arc::new(Steps::new("group snapshot step")),
         })
     }
 
@@ -89,14 +84,7 @@ impl GroupSnapshotter {
         changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || lock(&self.backoff).next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
+        self.steps.run(changes, || self.pass(), shutdown).await;
         Ok(())
     }
 
@@ -127,7 +115,8 @@ impl GroupSnapshotter {
                     content.metadata.name.as_deref().unwrap_or("")
                 );
                 let (this, content) = (self.clone(), content.clone());
-                self.start(key, async move { this.do_content(&content, step).await });
+                self.steps
+                    .start(key, async move { this.do_content(&content, step).await });
             }
         }
     }
@@ -156,7 +145,8 @@ impl GroupSnapshotter {
             if step != GroupStep::Nothing {
                 let key = format!("group/{uid}");
                 let (this, group) = (self.clone(), group.clone());
-                self.start(key, async move { this.do_group(&group, step).await });
+                self.steps
+                    .start(key, async move { this.do_group(&group, step).await });
             }
         }
         for member in &snapshots {
@@ -166,41 +156,16 @@ impl GroupSnapshotter {
             if plan::releases_member(member, alive.contains(owner)) {
                 let key = format!("member/{}", member.metadata.uid.as_deref().unwrap_or(""));
                 let (this, member) = (self.clone(), member.clone());
-                self.start(key, async move {
+                self.steps.start(key, async move {
                     let api = this.api(
                         &snapshot_model::snapshots(),
                         member.metadata.namespace.as_deref(),
                     );
                     set_finalizer(&api, &member.metadata, IN_GROUP_FINALIZER, false).await?;
-                    Ok(())
+                    Ok::<(), StepError>(())
                 });
             }
         }
-    }
-
-    /// Runs one step for `key` unless one is running or backing off.
-    fn start(
-        self: &Arc<Self>,
-        key: String,
-        step: impl Future<Output = Result<(), StepError>> + Send + 'static,
-    ) {
-        if !lock(&self.backoff).ready(&key, Instant::now())
-            || !lock(&self.in_flight).insert(key.clone())
-        {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            match step.await {
-                Ok(()) => lock(&this.backoff).succeeded(&key),
-                Err(error) => {
-                    tracing::warn!(object = %key, %error, "group snapshot step failed; retrying");
-                    lock(&this.backoff).failed(&key, Instant::now());
-                }
-            }
-            lock(&this.in_flight).remove(&key);
-            this.finished.poke();
-        });
     }
 
     fn group_step(

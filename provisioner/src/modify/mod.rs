@@ -9,10 +9,8 @@
 
 pub mod plan;
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use csi_controller::ids::{Location, VolumeId};
 use csi_proto::v1::ControllerModifyVolumeRequest;
@@ -26,9 +24,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use self::plan::{ModifyStep, failure_status, modify_step};
-use crate::backoff::Backoff;
+use crate::steps::Steps;
 use crate::watch::Changes;
-use crate::{Config, Result, Scope, lock};
+use crate::{Config, Result, Scope};
 
 /// Why one modification failed; the claim is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +45,7 @@ pub struct Modifier {
     volumes: Store<PersistentVolume>,
     classes: Store<VolumeAttributesClass>,
     config: Config,
-    in_flight: Mutex<HashSet<String>>,
-    backoff: Mutex<Backoff>,
-    finished: Changes,
+    steps: Arc<Steps>,
 }
 
 impl Modifier {
@@ -66,9 +62,7 @@ impl Modifier {
             claims,
             volumes,
             config,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
-            finished: Changes::default(),
+            steps: Arc::new(Steps::new("modify")),
         })
     }
 
@@ -77,19 +71,11 @@ impl Modifier {
         changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || lock(&self.backoff).next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
+        self.steps.run(changes, || self.pass(), shutdown).await;
         Ok(())
     }
 
     fn pass(self: &Arc<Self>) {
-        let now = Instant::now();
         for pvc in self.claims.state() {
             let Some(pv) = pvc
                 .spec
@@ -113,20 +99,11 @@ impl Modifier {
                 continue;
             }
             let key = pvc.uid().unwrap_or_default();
-            if !lock(&self.backoff).ready(&key, now) || !lock(&self.in_flight).insert(key.clone()) {
-                continue;
-            }
             let this = self.clone();
-            tokio::spawn(async move {
-                match this.apply(&pvc, &pv, &handle, step).await {
-                    Ok(()) => lock(&this.backoff).succeeded(&key),
-                    Err(error) => {
-                        tracing::warn!(claim = %pvc.name_any(), %error, "modify failed; retrying");
-                        lock(&this.backoff).failed(&key, Instant::now());
-                    }
-                }
-                lock(&this.in_flight).remove(&key);
-                this.finished.poke();
+            self.steps.start(key, async move {
+                this.apply(&pvc, &pv, &handle, step)
+                    .await
+                    .map_err(|error| format!("claim {}: {error}", pvc.name_any()))
             });
         }
     }

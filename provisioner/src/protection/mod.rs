@@ -8,10 +8,8 @@
 
 pub mod plan;
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,9 +20,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use self::plan::{PV_FINALIZER, PVC_FINALIZER};
-use crate::backoff::Backoff;
+use crate::Result;
+use crate::steps::Steps;
 use crate::watch::Changes;
-use crate::{Result, lock};
 
 /// Which of the two controllers run.
 #[derive(Debug, Clone, Copy)]
@@ -39,9 +37,7 @@ pub struct Protector {
     volumes: Store<PersistentVolume>,
     pods: Store<Pod>,
     protections: Protections,
-    in_flight: Mutex<HashSet<String>>,
-    backoff: Mutex<Backoff>,
-    finished: Changes,
+    steps: Arc<Steps>,
 }
 
 impl Protector {
@@ -58,9 +54,7 @@ impl Protector {
             claims,
             volumes,
             protections,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
-            finished: Changes::default(),
+            steps: Arc::new(Steps::new("releasing a protection finalizer")),
         })
     }
 
@@ -69,14 +63,7 @@ impl Protector {
         changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || lock(&self.backoff).next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
+        self.steps.run(changes, || self.pass(), shutdown).await;
         Ok(())
     }
 
@@ -87,7 +74,8 @@ impl Protector {
                 if plan::claim_releasable(&claim, &pods) {
                     let key = format!("pvc/{}", claim.metadata.uid.as_deref().unwrap_or(""));
                     let this = self.clone();
-                    self.start(key, async move { this.release_claim(&claim).await });
+                    self.steps
+                        .start(key, async move { this.release_claim(&claim).await });
                 }
             }
         }
@@ -96,7 +84,7 @@ impl Protector {
                 if plan::volume_releasable(&volume) {
                     let key = format!("pv/{}", volume.metadata.uid.as_deref().unwrap_or(""));
                     let api: Api<PersistentVolume> = Api::all(self.client.clone());
-                    self.start(key, async move {
+                    self.steps.start(key, async move {
                         remove_finalizer(&api, &volume.metadata, PV_FINALIZER).await
                     });
                 }
@@ -115,31 +103,6 @@ impl Protector {
         }
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         remove_finalizer(&api, &claim.metadata, PVC_FINALIZER).await
-    }
-
-    /// Runs one step for `key` unless one is running or backing off.
-    fn start(
-        self: &Arc<Self>,
-        key: String,
-        step: impl Future<Output = kube::Result<()>> + Send + 'static,
-    ) {
-        if !lock(&self.backoff).ready(&key, Instant::now())
-            || !lock(&self.in_flight).insert(key.clone())
-        {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            match step.await {
-                Ok(()) => lock(&this.backoff).succeeded(&key),
-                Err(error) => {
-                    tracing::warn!(object = %key, %error, "releasing a protection finalizer failed; retrying");
-                    lock(&this.backoff).failed(&key, Instant::now());
-                }
-            }
-            lock(&this.in_flight).remove(&key);
-            this.finished.poke();
-        });
     }
 }
 

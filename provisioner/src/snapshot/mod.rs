@@ -9,10 +9,9 @@
 pub mod model;
 pub mod plan;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use csi_controller::ids::{Location, SnapshotId, VolumeId};
 use csi_proto::DRIVER_NAME;
@@ -29,9 +28,9 @@ use tokio::sync::watch;
 
 use self::model::{CONTENT_FINALIZER, Class, Content, SNAPSHOT_FINALIZER, Snapshot};
 use self::plan::{ContentStep, SnapshotStep, Source};
-use crate::backoff::Backoff;
+use crate::steps::Steps;
 use crate::watch::Changes;
-use crate::{Config, Result, Scope, lock};
+use crate::{Config, Result, Scope};
 
 /// Why one step failed; the object is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +56,7 @@ pub struct Snapshotter {
     contents: Store<DynamicObject>,
     classes: Store<DynamicObject>,
     config: Config,
-    in_flight: Mutex<HashSet<String>>,
-    backoff: Mutex<Backoff>,
-    finished: Changes,
+    steps: Arc<Steps>,
 }
 
 /// Starts a reflector over an untyped kind whose events poke `changes`.
@@ -103,9 +100,7 @@ impl Snapshotter {
             claims,
             volumes,
             config,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
-            finished: Changes::default(),
+            steps: Arc::new(Steps::new("snapshot step")),
         })
     }
 
@@ -114,14 +109,7 @@ impl Snapshotter {
         changes: watch::Receiver<u64>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || lock(&self.backoff).next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
+        self.steps.run(changes, || self.pass(), shutdown).await;
         Ok(())
     }
 
@@ -142,7 +130,8 @@ impl Snapshotter {
                         snapshot.metadata.uid.as_deref().unwrap_or("")
                     );
                     let (this, snapshot) = (self.clone(), snapshot.clone());
-                    self.start(key, async move { this.do_snapshot(&snapshot, step).await });
+                    self.steps
+                        .start(key, async move { this.do_snapshot(&snapshot, step).await });
                 }
             }
         }
@@ -164,34 +153,10 @@ impl Snapshotter {
             if step != ContentStep::Nothing {
                 let key = format!("content/{}", content.metadata.name.as_deref().unwrap_or(""));
                 let (this, content) = (self.clone(), content.clone());
-                self.start(key, async move { this.do_content(&content, step).await });
+                self.steps
+                    .start(key, async move { this.do_content(&content, step).await });
             }
         }
-    }
-
-    /// Runs one step for `key` unless one is running or backing off.
-    fn start(
-        self: &Arc<Self>,
-        key: String,
-        step: impl Future<Output = Result<(), StepError>> + Send + 'static,
-    ) {
-        if !lock(&self.backoff).ready(&key, Instant::now())
-            || !lock(&self.in_flight).insert(key.clone())
-        {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            match step.await {
-                Ok(()) => lock(&this.backoff).succeeded(&key),
-                Err(error) => {
-                    tracing::warn!(object = %key, %error, "snapshot step failed; retrying");
-                    lock(&this.backoff).failed(&key, Instant::now());
-                }
-            }
-            lock(&this.in_flight).remove(&key);
-            this.finished.poke();
-        });
     }
 
     fn snapshot_step(

@@ -1,0 +1,112 @@
+//! The keyed steps of one controller: at most one in flight per object, a failed one
+//! tried again after its object's backoff, and each end waking the controller's next
+//! pass. The snapshotters, the modifier and the protection controllers share it.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::lock;
+use crate::watch::Changes;
+
+pub struct Steps {
+    /// What a failed step was, for the log line.
+    what: &'static str,
+    in_flight: Mutex<HashSet<String>>,
+    backoff: Mutex<Backoff>,
+    finished: Changes,
+}
+
+impl Steps {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            in_flight: Mutex::default(),
+            backoff: Mutex::default(),
+            finished: Changes::default(),
+        }
+    }
+
+    /// Runs `pass` on every change, every end of a step and when a backoff falls due,
+    /// until `shutdown`.
+    pub async fn run(
+        &self,
+        changes: watch::Receiver<u64>,
+        pass: impl Fn(),
+        shutdown: impl Future<Output = ()>,
+    ) {
+        crate::watch::run_passes(
+            changes,
+            &self.finished,
+            || lock(&self.backoff).next_due(),
+            pass,
+            shutdown,
+        )
+        .await;
+    }
+
+    /// Starts `step` for `key`, unless one for it runs or its backoff has not passed.
+    pub fn start<E: Display>(
+        self: &Arc<Self>,
+        key: String,
+        step: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        if !self.may_start(&key) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = step.await;
+            this.finish(&key, outcome);
+        });
+    }
+
+    fn may_start(&self, key: &str) -> bool {
+        lock(&self.backoff).ready(key, Instant::now()) && lock(&self.in_flight).insert(key.into())
+    }
+
+    fn finish<E: Display>(&self, key: &str, outcome: Result<(), E>) {
+        match outcome {
+            Ok(()) => lock(&self.backoff).succeeded(key),
+            Err(error) => {
+                tracing::warn!(object = %key, %error, "{} failed; retrying", self.what);
+                lock(&self.backoff).failed(key, Instant::now());
+            }
+        }
+        lock(&self.in_flight).remove(key);
+        self.finished.poke();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_step_per_key_and_a_failed_key_waits_for_its_backoff() {
+        let steps = Arc::new(Steps::new("test step"));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let mut ended = steps.finished.subscribe();
+        steps.start("a".into(), async move {
+            let _ = released.await;
+            Ok::<(), String>(())
+        });
+        assert!(!steps.may_start("a"), "a second step for a running key");
+        assert!(steps.may_start("b"), "another key starts");
+        steps.finish("b", Err::<(), _>("refused"));
+        assert!(!steps.may_start("b"), "a failed key waits for its backoff");
+        assert!(lock(&steps.backoff).next_due().is_some());
+
+        ended.mark_unchanged();
+        let _ = release.send(());
+        ended
+            .changed()
+            .await
+            .expect("the step's end wakes the pass");
+        assert!(steps.may_start("a"), "a finished key starts again");
+    }
+}
