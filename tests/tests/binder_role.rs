@@ -208,7 +208,7 @@ async fn an_unknown_controller_name_stops_the_provisioner_with_the_known_ones() 
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(r#""-attacher" is not "*", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier)"#),
+        stderr.contains(r#""-attacher" is not "*", a controller or -controller (controllers: binder, provisioner, reclaimer, resizer, snapshotter, modifier, groupsnapshotter, pvc-protection, pv-protection)"#),
         "{stderr}"
     );
 }
