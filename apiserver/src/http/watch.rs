@@ -40,14 +40,26 @@ impl Filter {
         self.labels.matches(meta::labels(object)) && self.fields.matches(self.resource, object)
     }
 
+    /// Whether the selectable part of an object, as the log keeps it, matches; decoded
+    /// only when there is a selector to match.
+    fn matches_logged(&self, selectable: &[u8]) -> bool {
+        if self.labels.is_everything() && self.fields.is_everything() {
+            return true;
+        }
+        serde_json::from_slice::<Value>(selectable).is_ok_and(|object| self.matches(&object))
+    }
+
     /// The event a watcher sees: an object entering the selection is ADDED to it,
     /// one leaving is DELETED from it, as upstream's watch cache reports.
     fn event_for(&self, change: &Change) -> Option<EventType> {
         if !change.key.starts_with(&self.prefix) {
             return None;
         }
-        let now = self.matches(&change.selectable);
-        let before = change.old.as_ref().is_some_and(|old| self.matches(old));
+        let now = self.matches_logged(&change.selectable);
+        let before = change
+            .old
+            .as_ref()
+            .is_some_and(|old| self.matches_logged(old));
         match (change.event, before, now) {
             (EventType::Added, _, true) => Some(EventType::Added),
             (EventType::Deleted, _, true) => Some(EventType::Deleted),

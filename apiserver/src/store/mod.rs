@@ -359,12 +359,17 @@ fn apply_one(
             .map_err(ApiError::storage)?;
     }
     let fields = selectable_fields(&key);
+    let encode_selectable = |object: &Value| {
+        serde_json::to_vec(&selectable(object, &fields))
+            .map(bytes::Bytes::from)
+            .map_err(ApiError::storage)
+    };
     let change = Change {
         revision,
         event,
         object: bytes.into(),
-        selectable: selectable(&object, &fields),
-        old: old.as_ref().map(|old| selectable(old, &fields)),
+        selectable: encode_selectable(&object)?,
+        old: old.as_ref().map(encode_selectable).transpose()?,
         committed: None,
         key,
     };
