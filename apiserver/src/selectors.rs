@@ -36,6 +36,11 @@ impl LabelSelector {
         Ok(Self(requirements))
     }
 
+    /// Selects every object (an empty selector).
+    pub fn is_everything(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         self.0.iter().all(|requirement| match requirement {
@@ -150,6 +155,11 @@ impl FieldSelector {
             .into_iter()
             .find(|(label, _, equal)| label == "metadata.name" && *equal)
             .map(|(_, value, _)| value)
+    }
+
+    /// Selects every object (an empty selector).
+    pub fn is_everything(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, resource: &Resource, object: &Value) -> bool {

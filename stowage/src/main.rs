@@ -68,6 +68,8 @@ enum BenchCommand {
     Binder(bench::BinderBench),
     /// Claims of a local class provisioned and bound end to end.
     Provision(bench::ProvisionBench),
+    /// Static and dynamic claims bound at scale under `stowage up`, started as its own process.
+    Up(bench::UpBench),
     /// Volume lifecycles through any CSI driver: per-RPC latency, throughput, node memory.
     Csi(bench::CsiBench),
 }
@@ -235,6 +237,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
             Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
             Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
+            Command::Bench(BenchCommand::Up(args)) => bench::run_up(args).await,
             Command::Bench(BenchCommand::Csi(args)) => bench::run_csi(args).await,
         }
     });

@@ -576,6 +576,46 @@ async fn lists_filter_by_labels_and_fields_and_page_without_gaps() {
     assert_eq!((seen.len(), unique.len()), (25, 25));
 }
 
+/// A LIST without selectors is answered from the stored bytes, one with a selector
+/// from decoded objects: the two must say the same, pages and empty lists included.
+#[tokio::test]
+async fn a_list_from_stored_bytes_says_what_a_decoded_list_says() {
+    let (_dir, api) = started().await;
+    let pvs: Api<PersistentVolume> = Api::all(api.client.clone());
+    for i in 0..9 {
+        pvs.create(&PostParams::default(), &pv(&format!("pv{i}"), "1Gi"))
+            .await
+            .expect("create");
+    }
+    let raw = pvs.list(&ListParams::default()).await.expect("raw list");
+    let decoded = pvs
+        .list(&ListParams::default().labels("size"))
+        .await
+        .expect("decoded list");
+    assert_eq!(raw.items.len(), 9);
+    assert_eq!(raw.items, decoded.items);
+    assert_eq!(
+        raw.metadata.resource_version,
+        decoded.metadata.resource_version
+    );
+    let raw_page = pvs
+        .list(&ListParams::default().limit(4))
+        .await
+        .expect("raw page");
+    let decoded_page = pvs
+        .list(&ListParams::default().limit(4).labels("size"))
+        .await
+        .expect("decoded page");
+    assert_eq!(raw_page.items, decoded_page.items);
+    assert!(raw_page.metadata.continue_.is_some_and(|c| !c.is_empty()));
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(api.client.clone(), "default");
+    let none = claims
+        .list(&ListParams::default())
+        .await
+        .expect("empty list");
+    assert!(none.items.is_empty());
+}
+
 #[tokio::test]
 async fn bad_requests_get_statuses_not_crashes() {
     let (_dir, api) = started().await;
@@ -780,6 +820,66 @@ mod reqwest_like {
             }
         }
     }
+}
+
+/// The watch log keeps only what selectors read of each object and its predecessor:
+/// a label or a selectable field changing must still show the object entering the
+/// selection (ADDED) and leaving it (DELETED), and its whole body must still arrive.
+#[tokio::test]
+async fn selector_watches_see_objects_enter_and_leave() {
+    let (_dir, api) = started().await;
+    let pvs: Api<PersistentVolume> = Api::all(api.client.clone());
+    pvs.create(&PostParams::default(), &pv("moving", "1Gi"))
+        .await
+        .expect("create");
+    let from = pvs
+        .get("moving")
+        .await
+        .expect("get")
+        .resource_version()
+        .unwrap_or_default();
+    let by_label = WatchParams::default().labels("size=2Gi").timeout(20);
+    let by_field = WatchParams::default()
+        .fields("status.phase=Released")
+        .timeout(20);
+    let mut labelled = pvs.watch(&by_label, &from).await.expect("watch").boxed();
+    let mut fielded = pvs.watch(&by_field, &from).await.expect("watch").boxed();
+    for size in ["2Gi", "1Gi"] {
+        let patch = json!({"metadata": {"labels": {"size": size}}});
+        pvs.patch("moving", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("label patch");
+    }
+    for phase in ["Released", "Available"] {
+        let patch = json!({"status": {"phase": phase}});
+        pvs.patch_status("moving", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("status patch");
+    }
+    let mut seen = Vec::new();
+    for events in [&mut labelled, &mut fielded] {
+        for _ in 0..2 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("an event in time")
+                .expect("the watch goes on")
+                .expect("a good event");
+            seen.push(match event {
+                WatchEvent::Added(pv) => ("ADDED", pv.spec.is_some()),
+                WatchEvent::Deleted(pv) => ("DELETED", pv.spec.is_some()),
+                other => panic!("unexpected {other:?}"),
+            });
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("ADDED", true),
+            ("DELETED", true),
+            ("ADDED", true),
+            ("DELETED", true)
+        ]
+    );
 }
 
 #[tokio::test]

@@ -352,16 +352,30 @@ async fn list(
     let prefix = resource.prefix(target.namespace.as_deref());
     let exact = params.resource_version_match.as_deref() == Some("Exact");
     let wanted_version = params.resource_version.clone();
+    let check_exact = move |reader: &dyn Reader| {
+        if exact && wanted_version.as_deref() != Some(&reader.revision().to_string()) {
+            return Err(ApiError::Expired(format!(
+                "too old resource version: {} ({})",
+                wanted_version.unwrap_or_default(),
+                reader.revision()
+            )));
+        }
+        Ok(())
+    };
+    if as_table.is_none() && !answer.protobuf && labels.is_everything() && fields.is_everything() {
+        let page = app
+            .store
+            .read(move |reader| {
+                check_exact(reader)?;
+                scan_raw_page(reader, &prefix, resume, limit)
+            })
+            .await?;
+        return raw_list_response(resource, page);
+    }
     let page = app
         .store
         .read(move |reader| {
-            if exact && wanted_version.as_deref() != Some(&reader.revision().to_string()) {
-                return Err(ApiError::Expired(format!(
-                    "too old resource version: {} ({})",
-                    wanted_version.unwrap_or_default(),
-                    reader.revision()
-                )));
-            }
+            check_exact(reader)?;
             scan_page(reader, resource, &prefix, resume, limit, &labels, &fields)
         })
         .await?;
@@ -425,6 +439,81 @@ fn scan_page(
         revision,
         next,
     })
+}
+
+/// A page of stored objects as their JSON bytes, comma-separated, in key order.
+struct RawPage {
+    items: Vec<u8>,
+    revision: u64,
+    next: Option<String>,
+}
+
+/// [`scan_page`] for a LIST without selectors: the stored bytes are the answer's
+/// items as they are, so nothing is decoded or encoded again, and the page is held
+/// as bytes, not as a tree of values several times their size.
+fn scan_raw_page(
+    reader: &dyn Reader,
+    prefix: &str,
+    resume: Option<Continue>,
+    limit: Option<usize>,
+) -> Result<RawPage> {
+    let (revision, after) = match resume {
+        Some(token) => (token.revision, Some(token.after)),
+        None => (reader.revision(), None),
+    };
+    let mut items = Vec::new();
+    let mut count = 0;
+    let mut last_key = String::new();
+    let mut more = false;
+    reader.scan_raw(prefix, after.as_deref(), &mut |key, bytes| {
+        if limit.is_some_and(|l| count >= l) {
+            more = true;
+            return false;
+        }
+        if count > 0 {
+            items.push(b',');
+        }
+        items.extend_from_slice(bytes);
+        count += 1;
+        last_key = key.to_string();
+        true
+    })?;
+    let next = more.then(|| {
+        encode_continue(&Continue {
+            revision,
+            after: last_key,
+        })
+    });
+    Ok(RawPage {
+        items,
+        revision,
+        next,
+    })
+}
+
+/// The list object around a raw page, sent as three pieces so the items are not copied.
+fn raw_list_response(resource: &Resource, page: RawPage) -> Result<Response> {
+    let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(next) = page.next {
+        list_meta["continue"] = json!(next);
+    }
+    let head = json!({
+        "kind": format!("{}List", resource.kind),
+        "apiVersion": resource.api_version(),
+        "metadata": list_meta,
+    });
+    let mut head = serde_json::to_vec(&head).map_err(ApiError::storage)?;
+    // `{...}` becomes `{...,"items":[`: the items and `]}` follow.
+    head.pop();
+    head.extend_from_slice(br#","items":["#);
+    let pieces = [head, page.items, b"]}".to_vec()]
+        .into_iter()
+        .map(|piece| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(piece)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::iter(pieces)))
+        .map_err(ApiError::storage)
 }
 
 fn encode_continue(token: &Continue) -> String {

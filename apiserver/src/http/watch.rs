@@ -40,14 +40,26 @@ impl Filter {
         self.labels.matches(meta::labels(object)) && self.fields.matches(self.resource, object)
     }
 
+    /// Whether the selectable part of an object, as the log keeps it, matches; decoded
+    /// only when there is a selector to match.
+    fn matches_logged(&self, selectable: &[u8]) -> bool {
+        if self.labels.is_everything() && self.fields.is_everything() {
+            return true;
+        }
+        serde_json::from_slice::<Value>(selectable).is_ok_and(|object| self.matches(&object))
+    }
+
     /// The event a watcher sees: an object entering the selection is ADDED to it,
     /// one leaving is DELETED from it, as upstream's watch cache reports.
     fn event_for(&self, change: &Change) -> Option<EventType> {
         if !change.key.starts_with(&self.prefix) {
             return None;
         }
-        let now = self.matches(&change.object);
-        let before = change.old.as_ref().is_some_and(|old| self.matches(old));
+        let now = self.matches_logged(&change.selectable);
+        let before = change
+            .old
+            .as_ref()
+            .is_some_and(|old| self.matches_logged(old));
         match (change.event, before, now) {
             (EventType::Added, _, true) => Some(EventType::Added),
             (EventType::Deleted, _, true) => Some(EventType::Deleted),
@@ -159,9 +171,13 @@ fn encode(
 ) -> std::result::Result<(), Gone> {
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut *buffer, &json!({"type": event, "object": object}))
-                .map_err(|_| Gone)?;
-            buffer.push(b'\n');
+            // Written around the object rather than through a `json!` that would
+            // copy it: once per watcher and event. Event names need no escaping.
+            buffer.extend_from_slice(b"{\"type\":\"");
+            buffer.extend_from_slice(event.as_bytes());
+            buffer.extend_from_slice(b"\",\"object\":");
+            serde_json::to_writer(&mut *buffer, object).map_err(|_| Gone)?;
+            buffer.extend_from_slice(b"}\n");
         }
         Format::Protobuf => match protobuf::encode_watch_event(event, object) {
             Ok(frame) => buffer.extend(frame),
@@ -172,6 +188,33 @@ fn encode(
         },
     }
     Ok(())
+}
+
+/// Appends one watch event of a logged change: JSON from the bytes encoded at
+/// commit, protobuf from the object decoded again.
+fn encode_change(
+    buffer: &mut Vec<u8>,
+    format: Format,
+    event: &str,
+    change: &Change,
+) -> std::result::Result<(), Gone> {
+    match format {
+        Format::Json => {
+            buffer.extend_from_slice(b"{\"type\":\"");
+            buffer.extend_from_slice(event.as_bytes());
+            buffer.extend_from_slice(b"\",\"object\":");
+            buffer.extend_from_slice(&change.object);
+            buffer.extend_from_slice(b"}\n");
+            Ok(())
+        }
+        Format::Protobuf => {
+            let object: Value = serde_json::from_slice(&change.object).map_err(|error| {
+                tracing::error!(%error, "decoding a logged change");
+                Gone
+            })?;
+            encode(buffer, format, event, &object)
+        }
+    }
 }
 
 async fn stream_events(
@@ -212,7 +255,7 @@ async fn stream_events(
         for change in &changes {
             cursor = change.revision;
             if let Some(event) = filter.event_for(change) {
-                encode(&mut chunk, options.format, event.as_str(), &change.object)?;
+                encode_change(&mut chunk, options.format, event.as_str(), change)?;
             }
         }
         if !chunk.is_empty() {

@@ -17,13 +17,17 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, Result};
-pub use log::{Change, EventLog, EventType, TooOld};
+pub use log::{Change, EventLog, EventType, TooOld, selectable};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 /// Writes taken into one transaction at most.
 const MAX_BATCH: usize = 512;
+/// redb's own page cache. Its default (1 GiB) filled as the store grew and made
+/// most of the server's resident memory at 100,000s of objects; pages beyond this
+/// are read again through the kernel's page cache, which the kernel can reclaim.
+const CACHE_BYTES: usize = 64 << 20;
 
 /// Read access to the objects, inside a read or a write transaction.
 pub trait Reader {
@@ -35,6 +39,14 @@ pub trait Reader {
         prefix: &str,
         after: Option<&str>,
         visit: &mut dyn FnMut(&str, Value) -> bool,
+    ) -> Result<()>;
+    /// [`Reader::scan`] over the stored JSON bytes as they are, undecoded: a LIST
+    /// without selectors copies them into its answer.
+    fn scan_raw(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
     ) -> Result<()>;
     /// The revision of the last committed write this reader sees.
     fn revision(&self) -> u64;
@@ -71,7 +83,12 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database and starts its writer thread.
     pub fn open(path: &Path, watch_history: usize) -> Result<Self> {
-        let db = Arc::new(Database::create(path).map_err(ApiError::storage)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .map_err(ApiError::storage)?,
+        );
         let revision = {
             let txn = db.begin_write().map_err(ApiError::storage)?;
             txn.open_table(OBJECTS).map_err(ApiError::storage)?;
@@ -177,6 +194,23 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Reader for TableReader<'_, T
         after: Option<&str>,
         visit: &mut dyn FnMut(&str, Value) -> bool,
     ) -> Result<()> {
+        let mut failed = None;
+        self.scan_raw(prefix, after, &mut |key, bytes| match decode(bytes) {
+            Ok(object) => visit(key, object),
+            Err(error) => {
+                failed = Some(error);
+                false
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn scan_raw(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<()> {
         let start = after.unwrap_or(prefix);
         let range = self.table.range(start..).map_err(ApiError::storage)?;
         for entry in range {
@@ -188,7 +222,7 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Reader for TableReader<'_, T
             if Some(key) == after {
                 continue;
             }
-            if !visit(key, decode(value.value())?) {
+            if !visit(key, value.value()) {
                 break;
             }
         }
@@ -279,8 +313,8 @@ impl Writer {
                         continue;
                     }
                     revision += 1;
-                    let change = apply_one(&mut objects, mutation, revision)?;
-                    stored.push(change.object.clone());
+                    let (change, object) = apply_one(&mut objects, mutation, revision)?;
+                    stored.push(object);
                     changes.push(change);
                 }
                 pending.push(Pending {
@@ -294,11 +328,12 @@ impl Writer {
     }
 }
 
+/// Writes one mutation; returns the change for the watch log and the object as stored.
 fn apply_one(
     objects: &mut redb::Table<&str, &[u8]>,
     mutation: Mutation,
     revision: u64,
-) -> Result<Change> {
+) -> Result<(Change, Value)> {
     let (key, new) = match mutation {
         Mutation::Put { key, object } => (key, Some(object)),
         Mutation::Delete { key } => (key, None),
@@ -308,27 +343,44 @@ fn apply_one(
         Some(bytes) => Some(decode(bytes.value())?),
         None => None,
     };
-    let (event, mut object) = match (new, &old) {
+    let (event, mut object) = match (new, old.as_ref()) {
         (Some(object), None) => (EventType::Added, object),
         (Some(object), Some(_)) => (EventType::Modified, object),
         (None, Some(old)) => (EventType::Deleted, old.clone()),
         (None, None) => return Err(ApiError::storage(format!("delete of missing {key}"))),
     };
     object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+    let bytes = serde_json::to_vec(&object).map_err(ApiError::storage)?;
     if event == EventType::Deleted {
         objects.remove(key.as_str()).map_err(ApiError::storage)?;
     } else {
-        let bytes = serde_json::to_vec(&object).map_err(ApiError::storage)?;
         objects
             .insert(key.as_str(), bytes.as_slice())
             .map_err(ApiError::storage)?;
     }
-    Ok(Change {
+    let fields = selectable_fields(&key);
+    let encode_selectable = |object: &Value| {
+        serde_json::to_vec(&selectable(object, &fields))
+            .map(bytes::Bytes::from)
+            .map_err(ApiError::storage)
+    };
+    let change = Change {
         revision,
-        key,
         event,
-        object,
-        old,
+        object: bytes.into(),
+        selectable: encode_selectable(&object)?,
+        old: old.as_ref().map(encode_selectable).transpose()?,
         committed: None,
-    })
+        key,
+    };
+    Ok((change, object))
+}
+
+/// The JSON pointers of the selectable fields of the kind stored under `key`.
+fn selectable_fields(key: &str) -> Vec<&'static str> {
+    crate::registry::all()
+        .iter()
+        .find(|resource| key.starts_with(&resource.prefix(None)))
+        .map(|resource| resource.behaviour.fields.iter().map(|(_, p)| *p).collect())
+        .unwrap_or_default()
 }

@@ -22,11 +22,38 @@ pub struct ApiserverBench {
     /// Creates in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Instead: run `stowage apiserver` as its own process and grow it to this many
+    /// PersistentVolumes and as many claims, measuring at each checkpoint.
+    #[arg(long)]
+    sweep: Option<usize>,
+    /// Checkpoints of the sweep after the empty one.
+    #[arg(long, default_value_t = 10)]
+    checkpoints: usize,
+    /// Watch-delivery samples per checkpoint of the sweep.
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
+    /// Page size of the sweep's paged LISTs.
+    #[arg(long, default_value_t = 500)]
+    page: u32,
+    /// With --sweep: draw the curves as PREFIX-memory.png, -list.png, -page.png, -watch.png.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
 }
 
 type SendTimes = Arc<Mutex<HashMap<String, Instant>>>;
 
 pub async fn run(args: ApiserverBench) -> Result<(), String> {
+    if let Some(objects) = args.sweep {
+        return super::apiserver_sweep::run(super::apiserver_sweep::Sweep {
+            objects,
+            checkpoints: args.checkpoints,
+            concurrency: args.concurrency,
+            probes: args.probes,
+            page: args.page,
+            plot: args.plot,
+        })
+        .await;
+    }
     let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
     let (store, kubeconfig) = start_server(dir.path().to_path_buf())?;
     let client = client_for(&kubeconfig).await?;

@@ -1,15 +1,19 @@
 //! `stowage bench`: figures the issues ask for, printed, on this machine.
 
 mod apiserver;
+mod apiserver_sweep;
 mod binder;
 mod csi;
 mod plot;
+mod process;
 mod provision;
+mod up;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
 pub use binder::{BinderBench, run as run_binder};
 pub use csi::{CsiBench, run as run_csi};
 pub use provision::{ProvisionBench, run as run_provision};
+pub use up::{UpBench, run as run_up};
 
 /// The p-th percentile (0..=100) of sorted samples.
 fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
