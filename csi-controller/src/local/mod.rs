@@ -1,25 +1,33 @@
 //! Local volumes: a directory or a sparse image per volume under this node's root.
 //!
 //! Layout under the root (shared with the node plugin through [`data_path`]):
-//! `volumes/<key>` (directory) or `volumes/<key>.img` (image, block), with the
-//! record `volumes/<key>.json`; `snapshots/` likewise. A volume exists once its
-//! record is written; data is built under a `.<key>.tmp` name and renamed into
-//! place first, so a crash never leaves a half-filled volume behind a record.
+//! `volumes/<key>` (directory) or `volumes/<key>.img` (image, block); `snapshots/`
+//! likewise; the records of both in `records.log` ([`store`]). A volume exists once
+//! its record is committed; data is built under a `.<key>.tmp` name and renamed
+//! into place first, so a crash never leaves a half-filled volume behind a record.
+//! Deleted data is renamed to `.<key>.deleting` before its record goes, and put
+//! back at open if the record outlived a crash.
 
+pub mod store;
+
+use std::collections::HashSet;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::OnDelete;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
+use store::{Change, Store};
 
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
 const RETAINED: &str = "retained";
+const LOG: &str = "records.log";
 
 /// The smallest ext4 image worth making (mkfs needs room for its journal).
 pub const MIN_IMAGE_BYTES: i64 = 16 << 20;
@@ -48,22 +56,128 @@ pub enum Fill<'a> {
 pub struct LocalBackend {
     root: PathBuf,
     node: String,
+    store: Arc<Store>,
 }
 
 impl LocalBackend {
     /// Opens (creating) the root and removes what crashed calls left half-made.
     pub fn open(root: &Path, node: &str) -> Result<Self> {
-        let backend = Self {
-            root: root.to_path_buf(),
-            node: node.to_string(),
-        };
         for dir in [VOLUMES, SNAPSHOTS] {
             let path = root.join(dir);
             fs::create_dir_all(&path)
                 .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-            sweep(&path)?;
         }
+        let backend = Self {
+            root: root.to_path_buf(),
+            node: node.to_string(),
+            store: Arc::new(Store::open(&root.join(LOG))?),
+        };
+        backend.import_record_files()?;
+        let volumes: HashSet<String> = backend.store.volume_keys().into_iter().collect();
+        let snapshots: HashSet<String> = backend.store.snapshot_keys().into_iter().collect();
+        backend.restore_deleting(&backend.volumes(), &volumes, |k| {
+            backend.store.volume(k).map(|r| r.layout)
+        })?;
+        backend.restore_deleting(&backend.snapshots(), &snapshots, |k| {
+            backend.store.snapshot(k).map(|r| r.layout)
+        })?;
+        sweep(&backend.volumes(), &volumes)?;
+        sweep(&backend.snapshots(), &snapshots)?;
+        backend.rebuild_lost_empty_volumes()?;
         Ok(backend)
+    }
+
+    /// The record store (its sync count is what the group-commit test reads).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Moves records kept as `<key>.json` files (before the log) into the log.
+    fn import_record_files(&self) -> Result<()> {
+        let mut changes = Vec::new();
+        let mut files = Vec::new();
+        for (dir, snapshot) in [(self.volumes(), false), (self.snapshots(), true)] {
+            for name in list_names(&dir)? {
+                let Some(key) = name.strip_suffix(".json").filter(|k| !k.starts_with('.')) else {
+                    continue;
+                };
+                let path = dir.join(&name);
+                let bytes = fs::read(&path)
+                    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+                let at = path.display().to_string();
+                changes.push(if snapshot {
+                    Change::PutSnapshot {
+                        key: key.to_string(),
+                        record: record::decode(&at, &bytes)?,
+                    }
+                } else {
+                    Change::PutVolume {
+                        key: key.to_string(),
+                        record: record::decode(&at, &bytes)?,
+                    }
+                });
+                files.push(path);
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            records = changes.len(),
+            "moving record files into the record log"
+        );
+        self.store.commit(changes)?;
+        for file in &files {
+            localfs::remove_any(file)?;
+        }
+        Ok(())
+    }
+
+    /// Puts back data whose deletion was cut short before its record went.
+    fn restore_deleting(
+        &self,
+        dir: &Path,
+        recorded: &HashSet<String>,
+        layout_of: impl Fn(&str) -> Option<Layout>,
+    ) -> Result<()> {
+        for name in list_names(dir)? {
+            let Some(key) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".deleting"))
+                .filter(|k| recorded.contains(*k))
+            else {
+                continue;
+            };
+            let Some(layout) = layout_of(key) else {
+                continue;
+            };
+            let to = data_path(dir, key, &layout);
+            tracing::info!(path = %to.display(), "restoring data of a deletion cut short");
+            fs::rename(dir.join(&name), &to)
+                .map_err(|e| Error::io(format!("restore {}", to.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// An empty volume's data is made without a directory fsync (its record's fsync
+    /// is the one that counts): after a power loss the record may be there and the
+    /// new directory or image not. Nothing was written into it that survived, so
+    /// making it again empty restores the volume as it was acknowledged.
+    fn rebuild_lost_empty_volumes(&self) -> Result<()> {
+        let dir = self.volumes();
+        for record in self.store.volumes() {
+            let key = key_of(&record.volume_id);
+            if record.content_source.is_some() || data_path(&dir, key, &record.layout).exists() {
+                continue;
+            }
+            tracing::warn!(volume = %record.volume_id, "making the lost data of an empty volume again");
+            let staging = dir.join(format!(".{key}.tmp"));
+            self.build(&staging, &record, Fill::Empty)?;
+            let final_path = data_path(&dir, key, &record.layout);
+            fs::rename(&staging, &final_path)
+                .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
+        }
+        Ok(())
     }
 
     pub fn node(&self) -> &str {
@@ -87,11 +201,36 @@ impl LocalBackend {
     }
 
     pub fn get(&self, key: &Key) -> Result<Option<VolumeRecord>> {
-        read_record(&self.volumes(), key.as_str())
+        Ok(self.store.volume(key.as_str()))
     }
 
     pub fn list(&self) -> Result<Vec<VolumeRecord>> {
-        list_records(&self.volumes())
+        Ok(self.store.volumes())
+    }
+
+    /// Up to `limit` volumes, in ID order, whose IDs sort after `after` (a volume ID
+    /// or ""); a page of ListVolumes without copying every record.
+    pub fn list_after(&self, after: &str, limit: usize) -> Vec<VolumeRecord> {
+        // All of this node's IDs are `local:<key>:<node>`: key order is ID order.
+        let from = after
+            .strip_prefix("local:")
+            .map(|rest| rest.split(':').next().unwrap_or_default())
+            .unwrap_or(if after.as_bytes() < b"local:".as_slice() {
+                ""
+            } else {
+                "~"
+            });
+        let mut page = Vec::with_capacity(limit.min(4096));
+        let mut start = from.to_string();
+        while page.len() < limit {
+            let chunk = self.store.volumes_from(&start, 256);
+            let Some(last) = chunk.last() else { break };
+            let next = format!("{}\0", key_of(&last.volume_id));
+            page.extend(chunk.into_iter().filter(|r| r.volume_id.as_str() > after));
+            start = next;
+        }
+        page.truncate(limit);
+        page
     }
 
     /// Builds the volume's data and commits its record.
@@ -101,11 +240,18 @@ impl LocalBackend {
         let staging = dir.join(format!(".{key}.tmp"));
         localfs::remove_any(&staging)?;
         localfs::remove_any(&final_path)?;
+        let copied = !matches!(fill, Fill::Empty);
         self.build(&staging, record, fill)?;
         fs::rename(&staging, &final_path)
             .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
-        localfs::sync_dir(&dir)?;
-        localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(record)?)
+        if copied {
+            // Copied data cannot be made again at open: it is durable before its record.
+            localfs::sync_dir(&dir)?;
+        }
+        self.store.commit(vec![Change::PutVolume {
+            key: key.to_string(),
+            record: record.clone(),
+        }])
     }
 
     fn build(&self, path: &Path, record: &VolumeRecord, fill: Fill<'_>) -> Result<()> {
@@ -150,15 +296,22 @@ impl LocalBackend {
     /// which case the data moves to `<root>/retained/` under the volume's name.
     pub fn delete(&self, key: &Key) -> Result<()> {
         let dir = self.volumes();
-        if let Some(record) = self.get(key)? {
-            let data = data_path(&dir, key.as_str(), &record.layout);
-            match crate::params::mutable_on_delete(&record.mutable_parameters) {
-                Some(OnDelete::Retain | OnDelete::Archive) => self.retain(&data, key)?,
-                Some(OnDelete::Delete) | None => localfs::remove_any(&data)?,
+        let Some(record) = self.get(key)? else {
+            return Ok(());
+        };
+        let data = data_path(&dir, key.as_str(), &record.layout);
+        let doomed = match crate::params::mutable_on_delete(&record.mutable_parameters) {
+            Some(OnDelete::Retain | OnDelete::Archive) => {
+                self.retain(&data, key)?;
+                None
             }
-        }
-        localfs::remove_any(&dir.join(format!("{key}.json")))?;
-        localfs::sync_dir(&dir)
+            Some(OnDelete::Delete) | None => set_aside(&dir, key, &data)?,
+        };
+        self.store.commit(vec![Change::DeleteVolume {
+            key: key.to_string(),
+        }])?;
+        remove_set_aside(doomed);
+        Ok(())
     }
 
     /// Where retained data of deleted volumes goes.
@@ -184,10 +337,10 @@ impl LocalBackend {
 
     /// Rewrites a volume's record (after ControllerModifyVolume).
     pub fn save(&self, key: &Key, record: &VolumeRecord) -> Result<()> {
-        localfs::write_atomic(
-            &self.volumes().join(format!("{key}.json")),
-            &record::encode(record)?,
-        )
+        self.store.commit(vec![Change::PutVolume {
+            key: key.to_string(),
+            record: record.clone(),
+        }])
     }
 
     /// Grows a volume to `size`. An image's filesystem grows here too when no loop
@@ -210,7 +363,7 @@ impl LocalBackend {
             capacity_bytes: size,
             ..record.clone()
         };
-        localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(&grown)?)?;
+        self.save(key, &grown)?;
         Ok((grown, node_work))
     }
 
@@ -220,11 +373,11 @@ impl LocalBackend {
     }
 
     pub fn get_snapshot(&self, key: &Key) -> Result<Option<SnapshotRecord>> {
-        read_record(&self.snapshots(), key.as_str())
+        Ok(self.store.snapshot(key.as_str()))
     }
 
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
-        list_records(&self.snapshots())
+        Ok(self.store.snapshots())
     }
 
     /// Copies the source volume's data into a snapshot and commits its record.
@@ -246,52 +399,63 @@ impl LocalBackend {
         fs::rename(&staging, &final_path)
             .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
         localfs::sync_dir(&dir)?;
-        localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(snapshot)?)
+        self.store.commit(vec![Change::PutSnapshot {
+            key: key.to_string(),
+            record: snapshot.clone(),
+        }])
     }
 
     pub fn delete_snapshot(&self, key: &Key) -> Result<()> {
         let dir = self.snapshots();
-        if let Some(record) = self.get_snapshot(key)? {
-            localfs::remove_any(&data_path(&dir, key.as_str(), &record.layout))?;
-        }
-        localfs::remove_any(&dir.join(format!("{key}.json")))?;
-        localfs::sync_dir(&dir)
+        let Some(record) = self.get_snapshot(key)? else {
+            return Ok(());
+        };
+        let doomed = set_aside(&dir, key, &data_path(&dir, key.as_str(), &record.layout))?;
+        self.store.commit(vec![Change::DeleteSnapshot {
+            key: key.to_string(),
+        }])?;
+        remove_set_aside(doomed);
+        Ok(())
     }
 }
 
-fn read_record<T: for<'de> serde::Deserialize<'de>>(dir: &Path, key: &str) -> Result<Option<T>> {
-    let path = dir.join(format!("{key}.json"));
-    localfs::read_optional(&path)?
-        .map(|bytes| record::decode(&path.display().to_string(), &bytes))
-        .transpose()
-}
-
-fn list_records<T: for<'de> serde::Deserialize<'de>>(dir: &Path) -> Result<Vec<T>> {
-    let mut records = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))? {
-        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(key) = name.strip_suffix(".json").filter(|k| !k.starts_with('.'))
-            && let Some(record) = read_record(dir, key)?
-        {
-            records.push(record);
-        }
+/// Renames data about to lose its record to `.<key>.deleting`: no fsync is needed,
+/// as whichever name survives a crash, open puts it back (record kept) or sweeps it
+/// (record gone). A failure here keeps the volume whole and visible.
+fn set_aside(dir: &Path, key: &Key, data: &Path) -> Result<Option<PathBuf>> {
+    let aside = dir.join(format!(".{key}.deleting"));
+    localfs::remove_any(&aside)?;
+    match fs::rename(data, &aside) {
+        Ok(()) => Ok(Some(aside)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("set aside {}", data.display()), e)),
     }
-    Ok(records)
 }
 
-/// Removes temporaries and data that never got a record: leftovers of crashed calls.
-fn sweep(dir: &Path) -> Result<()> {
-    let names: Vec<String> = fs::read_dir(dir)
+/// Removes set-aside data after its record is gone; what fails stays for the sweep
+/// at the next start (the volume is already deleted).
+fn remove_set_aside(path: Option<PathBuf>) {
+    if let Some(path) = path
+        && let Err(e) = localfs::remove_any(&path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "deleted data left for the next start's sweep");
+    }
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    Ok(fs::read_dir(dir)
         .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    for name in &names {
-        let key = name.strip_suffix(".img").unwrap_or(name);
-        let orphan = !name.ends_with(".json") && !names.contains(&format!("{key}.json"));
-        if name.starts_with('.') || name.ends_with(".tmp") || orphan {
-            tracing::info!(path = %dir.join(name).display(), "removing leftover of an interrupted call");
-            localfs::remove_any(&dir.join(name))?;
+        .collect())
+}
+
+/// Removes temporaries and data that has no record: leftovers of crashed calls.
+fn sweep(dir: &Path, recorded: &HashSet<String>) -> Result<()> {
+    for name in list_names(dir)? {
+        let key = name.strip_suffix(".img").unwrap_or(&name);
+        if name.starts_with('.') || name.ends_with(".tmp") || !recorded.contains(key) {
+            tracing::info!(path = %dir.join(&name).display(), "removing leftover of an interrupted call");
+            localfs::remove_any(&dir.join(&name))?;
         }
     }
     Ok(())
@@ -354,3 +518,6 @@ fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
 fn attached_to_loop(path: &Path) -> bool {
     localfs::loop_device_of(path).is_some()
 }
+
+#[cfg(test)]
+mod tests;
