@@ -2,13 +2,18 @@
 
 mod apiserver;
 mod binder;
+mod controller_scale;
 mod csi;
+mod node_scale;
 mod plot;
+mod plugin;
 mod provision;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
 pub use binder::{BinderBench, run as run_binder};
+pub use controller_scale::{ControllerScaleBench, run as run_controller_scale};
 pub use csi::{CsiBench, run as run_csi};
+pub use node_scale::{NodeScaleBench, run as run_node_scale};
 pub use provision::{ProvisionBench, run as run_provision};
 
 /// The p-th percentile (0..=100) of sorted samples.

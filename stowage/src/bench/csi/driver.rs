@@ -332,6 +332,161 @@ impl Driver {
     }
 }
 
+/// A volume created, staged and published that stays so until released: what a
+/// running pod's volume is to the node plugin.
+pub struct Held {
+    volume: csi::Volume,
+    paths: Paths,
+    staging: String,
+}
+
+impl Driver {
+    /// Creates, stages (when offered) and publishes volume `index`, and keeps it.
+    pub async fn hold(
+        &self,
+        workload: &Workload,
+        index: usize,
+        stats: &mut Stats,
+    ) -> Result<Held, String> {
+        let mut controller = self.controller.clone();
+        let create = csi::CreateVolumeRequest {
+            name: format!("held-{}-{index}", workload.run),
+            capacity_range: Some(CapacityRange {
+                required_bytes: workload.capacity_bytes,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability()],
+            parameters: workload.parameters.clone(),
+            accessibility_requirements: self.topology.clone(),
+            ..Default::default()
+        };
+        let volume = timed(stats, Rpc::CreateVolume, controller.create_volume(create))
+            .await
+            .and_then(|r| r.volume)
+            .ok_or_else(|| format!("CreateVolume of held volume {index} failed"))?;
+        let paths = Paths::new(&workload.dir.join("held"), index);
+        let mut held = Held {
+            volume,
+            paths,
+            staging: String::new(),
+        };
+        let failed = |what: &str| format!("{what} of held volume {index} failed");
+        let mut node = self.node.clone();
+        if self.stage {
+            std::fs::create_dir_all(&held.paths.staging).map_err(|e| e.to_string())?;
+            held.staging = path_string(&held.paths.staging);
+            let stage = csi::NodeStageVolumeRequest {
+                volume_id: held.volume.volume_id.clone(),
+                staging_target_path: held.staging.clone(),
+                volume_capability: Some(mount_capability()),
+                volume_context: held.volume.volume_context.clone(),
+                ..Default::default()
+            };
+            timed(stats, Rpc::NodeStageVolume, node.node_stage_volume(stage))
+                .await
+                .ok_or_else(|| failed("NodeStageVolume"))?;
+        }
+        std::fs::create_dir_all(&held.paths.pod).map_err(|e| e.to_string())?;
+        let publish = csi::NodePublishVolumeRequest {
+            volume_id: held.volume.volume_id.clone(),
+            staging_target_path: held.staging.clone(),
+            target_path: path_string(&held.paths.target),
+            volume_capability: Some(mount_capability()),
+            volume_context: held.volume.volume_context.clone(),
+            ..Default::default()
+        };
+        timed(
+            stats,
+            Rpc::NodePublishVolume,
+            node.node_publish_volume(publish),
+        )
+        .await
+        .ok_or_else(|| failed("NodePublishVolume"))?;
+        Ok(held)
+    }
+
+    /// Unpublishes, unstages and deletes a held volume; false when a step failed.
+    pub async fn release(&self, held: Held, stats: &mut Stats) -> bool {
+        let mut node = self.node.clone();
+        let unpublish = csi::NodeUnpublishVolumeRequest {
+            volume_id: held.volume.volume_id.clone(),
+            target_path: path_string(&held.paths.target),
+        };
+        let mut ok = timed(
+            stats,
+            Rpc::NodeUnpublishVolume,
+            node.node_unpublish_volume(unpublish),
+        )
+        .await
+        .is_some();
+        if self.stage {
+            let unstage = csi::NodeUnstageVolumeRequest {
+                volume_id: held.volume.volume_id.clone(),
+                staging_target_path: held.staging.clone(),
+            };
+            ok &= timed(
+                stats,
+                Rpc::NodeUnstageVolume,
+                node.node_unstage_volume(unstage),
+            )
+            .await
+            .is_some();
+        }
+        let mut controller = self.controller.clone();
+        let delete = csi::DeleteVolumeRequest {
+            volume_id: held.volume.volume_id,
+            secrets: HashMap::new(),
+        };
+        ok &= timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
+            .await
+            .is_some();
+        held.paths.remove();
+        ok
+    }
+
+    /// CreateVolume of a volume that no node uses; its ID.
+    pub async fn create_only(
+        &self,
+        workload: &Workload,
+        name: String,
+        stats: &mut Stats,
+    ) -> Option<String> {
+        let mut controller = self.controller.clone();
+        let create = csi::CreateVolumeRequest {
+            name,
+            capacity_range: Some(CapacityRange {
+                required_bytes: workload.capacity_bytes,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability()],
+            parameters: workload.parameters.clone(),
+            accessibility_requirements: self.topology.clone(),
+            ..Default::default()
+        };
+        timed(stats, Rpc::CreateVolume, controller.create_volume(create))
+            .await
+            .and_then(|r| r.volume)
+            .map(|v| v.volume_id)
+    }
+
+    /// DeleteVolume; false when it failed.
+    pub async fn delete_only(&self, volume_id: String, stats: &mut Stats) -> bool {
+        let mut controller = self.controller.clone();
+        let delete = csi::DeleteVolumeRequest {
+            volume_id,
+            secrets: HashMap::new(),
+        };
+        timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
+            .await
+            .is_some()
+    }
+
+    /// The controller client, for calls the lifecycle does not make (ListVolumes).
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        self.controller.clone()
+    }
+}
+
 /// A volume as NodePublishVolume needs it.
 struct Published<'a> {
     volume_id: &'a str,

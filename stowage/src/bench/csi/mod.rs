@@ -2,9 +2,9 @@
 //! and prints per-RPC latency, lifecycle throughput and the node plugin's memory.
 //! With a baseline driver it runs the same work against both and prints ratios.
 
-mod driver;
-mod memory;
-mod stats;
+pub(super) mod driver;
+pub(super) mod memory;
+pub(super) mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,7 +167,7 @@ async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Meas
 }
 
 /// Runs `count` lifecycles on `concurrency` workers, each numbering from a shared counter.
-async fn drive(
+pub(super) async fn drive(
     driver: Driver,
     workload: Arc<Workload>,
     count: usize,
@@ -208,7 +208,7 @@ fn remove_work_dir(dir: &Path) {
     }
 }
 
-fn run_id() -> String {
+pub(super) fn run_id() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
