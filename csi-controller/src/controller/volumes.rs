@@ -429,7 +429,7 @@ pub async fn list(
             n if n > 0 => n.unsigned_abs() as usize + 1,
             _ => usize::MAX,
         };
-        records.extend(local.list_after(after, wanted));
+        records.extend(local.list_after(after, wanted)?);
     }
     for export in driver.nfs.known_exports() {
         records.extend(driver.nfs.list(&export).await?);

@@ -76,10 +76,10 @@ impl LocalBackend {
         let volumes: HashSet<String> = backend.store.volume_keys().into_iter().collect();
         let snapshots: HashSet<String> = backend.store.snapshot_keys().into_iter().collect();
         backend.restore_deleting(&backend.volumes(), &volumes, |k| {
-            backend.store.volume(k).map(|r| r.layout)
+            backend.store.volume(k).ok().flatten().map(|r| r.layout)
         })?;
         backend.restore_deleting(&backend.snapshots(), &snapshots, |k| {
-            backend.store.snapshot(k).map(|r| r.layout)
+            backend.store.snapshot(k).ok().flatten().map(|r| r.layout)
         })?;
         sweep(&backend.volumes(), &volumes)?;
         sweep(&backend.snapshots(), &snapshots)?;
@@ -165,7 +165,7 @@ impl LocalBackend {
     /// making it again empty restores the volume as it was acknowledged.
     fn rebuild_lost_empty_volumes(&self) -> Result<()> {
         let dir = self.volumes();
-        for record in self.store.volumes() {
+        for record in self.store.volumes()? {
             let key = key_of(&record.volume_id);
             if record.content_source.is_some() || data_path(&dir, key, &record.layout).exists() {
                 continue;
@@ -201,16 +201,16 @@ impl LocalBackend {
     }
 
     pub fn get(&self, key: &Key) -> Result<Option<VolumeRecord>> {
-        Ok(self.store.volume(key.as_str()))
+        self.store.volume(key.as_str())
     }
 
     pub fn list(&self) -> Result<Vec<VolumeRecord>> {
-        Ok(self.store.volumes())
+        self.store.volumes()
     }
 
     /// Up to `limit` volumes, in ID order, whose IDs sort after `after` (a volume ID
     /// or ""); a page of ListVolumes without copying every record.
-    pub fn list_after(&self, after: &str, limit: usize) -> Vec<VolumeRecord> {
+    pub fn list_after(&self, after: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
         // All of this node's IDs are `local:<key>:<node>`: key order is ID order.
         let from = after
             .strip_prefix("local:")
@@ -223,14 +223,14 @@ impl LocalBackend {
         let mut page = Vec::with_capacity(limit.min(4096));
         let mut start = from.to_string();
         while page.len() < limit {
-            let chunk = self.store.volumes_from(&start, 256);
+            let chunk = self.store.volumes_from(&start, 256)?;
             let Some(last) = chunk.last() else { break };
             let next = format!("{}\0", key_of(&last.volume_id));
             page.extend(chunk.into_iter().filter(|r| r.volume_id.as_str() > after));
             start = next;
         }
         page.truncate(limit);
-        page
+        Ok(page)
     }
 
     /// Builds the volume's data and commits its record.
@@ -373,11 +373,11 @@ impl LocalBackend {
     }
 
     pub fn get_snapshot(&self, key: &Key) -> Result<Option<SnapshotRecord>> {
-        Ok(self.store.snapshot(key.as_str()))
+        self.store.snapshot(key.as_str())
     }
 
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
-        Ok(self.store.snapshots())
+        self.store.snapshots()
     }
 
     /// Copies the source volume's data into a snapshot and commits its record.

@@ -62,12 +62,16 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Records are kept as their compact JSON, a third of the memory of the decoded
+/// structs (whose small maps each take a B-tree node); a read decodes the one it needs.
+type Encoded = Box<[u8]>;
+
 #[derive(Default)]
 struct State {
-    volumes: BTreeMap<String, VolumeRecord>,
-    snapshots: BTreeMap<String, SnapshotRecord>,
+    volumes: BTreeMap<String, Encoded>,
+    snapshots: BTreeMap<String, Encoded>,
     /// Changes waiting for the next batch, with their sequence numbers.
-    queue: Vec<(u64, Change)>,
+    queue: Vec<(u64, Entry)>,
     next_seq: u64,
     /// A commit is being written and synced.
     leading: bool,
@@ -77,6 +81,67 @@ struct State {
     poisoned: Option<String>,
     /// Lines in the log file, live or dead.
     lines: usize,
+}
+
+/// A change as the log line that records it and the effect it has on the maps.
+struct Entry {
+    line: Vec<u8>,
+    effect: Effect,
+}
+
+enum Effect {
+    Put {
+        snapshot: bool,
+        key: String,
+        record: Encoded,
+    },
+    Delete {
+        snapshot: bool,
+        key: String,
+    },
+}
+
+impl Entry {
+    fn of(change: Change) -> Result<Self> {
+        let mut line = serde_json::to_vec(&change).map_err(encoding)?;
+        line.push(b'\n');
+        let put = |snapshot, key, record: Vec<u8>| Effect::Put {
+            snapshot,
+            key,
+            record: record.into_boxed_slice(),
+        };
+        let effect = match change {
+            Change::PutVolume { key, record } => {
+                put(false, key, serde_json::to_vec(&record).map_err(encoding)?)
+            }
+            Change::PutSnapshot { key, record } => {
+                put(true, key, serde_json::to_vec(&record).map_err(encoding)?)
+            }
+            Change::DeleteVolume { key } => Effect::Delete {
+                snapshot: false,
+                key,
+            },
+            Change::DeleteSnapshot { key } => Effect::Delete {
+                snapshot: true,
+                key,
+            },
+        };
+        Ok(Self { line, effect })
+    }
+}
+
+fn encoding(e: serde_json::Error) -> Error {
+    Error::CorruptMetadata {
+        path: "(encoding a record)".into(),
+        reason: e.to_string(),
+    }
+}
+
+fn decoded<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::CorruptMetadata {
+        path: format!("record {key} in memory"),
+        reason: e.to_string(),
+    })
 }
 
 /// A failure shared by every change of one batch.
@@ -158,20 +223,24 @@ impl Store {
         self.lock().queue.len()
     }
 
-    pub fn volume(&self, key: &str) -> Option<VolumeRecord> {
-        self.lock().volumes.get(key).cloned()
+    pub fn volume(&self, key: &str) -> Result<Option<VolumeRecord>> {
+        let bytes = self.lock().volumes.get(key).cloned();
+        bytes.map(|b| decoded(key, &b)).transpose()
     }
 
-    pub fn snapshot(&self, key: &str) -> Option<SnapshotRecord> {
-        self.lock().snapshots.get(key).cloned()
+    pub fn snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>> {
+        let bytes = self.lock().snapshots.get(key).cloned();
+        bytes.map(|b| decoded(key, &b)).transpose()
     }
 
-    pub fn volumes(&self) -> Vec<VolumeRecord> {
-        self.lock().volumes.values().cloned().collect()
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let all: Vec<(String, Encoded)> = self.lock().volumes.clone().into_iter().collect();
+        all.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
-    pub fn snapshots(&self) -> Vec<SnapshotRecord> {
-        self.lock().snapshots.values().cloned().collect()
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let all: Vec<(String, Encoded)> = self.lock().snapshots.clone().into_iter().collect();
+        all.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
     pub fn volume_keys(&self) -> Vec<String> {
@@ -183,27 +252,33 @@ impl Store {
     }
 
     /// Up to `limit` volumes in key order whose key is at least `from`.
-    pub fn volumes_from(&self, from: &str, limit: usize) -> Vec<VolumeRecord> {
-        self.lock()
+    pub fn volumes_from(&self, from: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
+        let page: Vec<(String, Encoded)> = self
+            .lock()
             .volumes
             .range(from.to_string()..)
             .take(limit)
-            .map(|(_, r)| r.clone())
-            .collect()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        page.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
     /// Makes `changes` durable together (one line each, in one batch or in a batch
     /// shared with concurrent callers) and then visible.
     pub fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        let entries = changes
+            .into_iter()
+            .map(Entry::of)
+            .collect::<Result<Vec<_>>>()?;
         let mut state = self.lock();
         if let Some(reason) = &state.poisoned {
             return Err(poisoned(reason));
         }
-        let mut mine = Vec::with_capacity(changes.len());
-        for change in changes {
+        let mut mine = Vec::with_capacity(entries.len());
+        for entry in entries {
             let seq = state.next_seq;
             state.next_seq += 1;
-            state.queue.push((seq, change));
+            state.queue.push((seq, entry));
             mine.push(seq);
         }
         let Some(&last) = mine.last() else {
@@ -234,20 +309,21 @@ impl Store {
         drop(state);
         let outcome = self.write_batch(&batch);
         let mut state = self.lock();
+        let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
         match &outcome {
             Ok(()) => {
                 state.lines += batch.len();
-                for (_, change) in &batch {
-                    apply(&mut state, change.clone());
+                for (_, entry) in batch {
+                    apply(&mut state, entry.effect);
                 }
             }
             Err((failure, poison)) if *poison => state.poisoned = Some(failure.message.clone()),
             Err(_) => {}
         }
-        for (seq, _) in &batch {
+        for seq in seqs {
             state
                 .outcomes
-                .insert(*seq, outcome.clone().map_err(|(f, _)| f));
+                .insert(seq, outcome.clone().map_err(|(f, _)| f));
         }
         let compact = outcome.is_ok() && state.poisoned.is_none() && self.wants(&state);
         drop(state);
@@ -262,17 +338,11 @@ impl Store {
 
     /// Appends the batch and syncs. On failure says whether the log must be
     /// considered unknown (a failed fsync) rather than just not extended.
-    fn write_batch(&self, batch: &[(u64, Change)]) -> Result<(), (Failure, bool)> {
-        let mut bytes = Vec::new();
-        for (_, change) in batch {
-            serde_json::to_writer(&mut bytes, change).map_err(|e| {
-                (
-                    Failure::new("encode a record", &std::io::Error::other(e)),
-                    false,
-                )
-            })?;
-            bytes.push(b'\n');
-        }
+    fn write_batch(&self, batch: &[(u64, Entry)]) -> Result<(), (Failure, bool)> {
+        let bytes: Vec<u8> = batch
+            .iter()
+            .flat_map(|(_, entry)| entry.line.iter().copied())
+            .collect();
         let ctx = |what: &str| format!("{what} {}", self.path.display());
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let before = file
@@ -305,31 +375,21 @@ impl Store {
         let (bytes, lines) = {
             let state = self.lock();
             let mut bytes = Vec::new();
-            let changes = state
+            let records = state
                 .volumes
                 .iter()
-                .map(|(key, record)| Change::PutVolume {
-                    key: key.clone(),
-                    record: record.clone(),
-                })
-                .chain(
-                    state
-                        .snapshots
-                        .iter()
-                        .map(|(key, record)| Change::PutSnapshot {
-                            key: key.clone(),
-                            record: record.clone(),
-                        }),
+                .map(|r| ("putVolume", r))
+                .chain(state.snapshots.iter().map(|r| ("putSnapshot", r)));
+            for (op, (key, record)) in records {
+                // The line a `Change::Put…` encodes to, built from the kept JSON.
+                let key = serde_json::to_string(key).map_err(encoding)?;
+                bytes.extend_from_slice(
+                    format!(r#"{{"op":"{op}","key":{key},"record":"#).as_bytes(),
                 );
-            let mut lines = 0;
-            for change in changes {
-                serde_json::to_writer(&mut bytes, &change).map_err(|e| {
-                    Error::io("encode a record", std::io::Error::other(e.to_string()))
-                })?;
-                bytes.push(b'\n');
-                lines += 1;
+                bytes.extend_from_slice(record);
+                bytes.extend_from_slice(b"}\n");
             }
-            (bytes, lines)
+            (bytes, state.volumes.len() + state.snapshots.len())
         };
         let mut out = OpenOptions::new()
             .write(true)
@@ -387,18 +447,32 @@ fn poisoned(reason: &str) -> Error {
     )
 }
 
-fn apply(state: &mut State, change: Change) {
-    match change {
-        Change::PutVolume { key, record } => {
+fn apply(state: &mut State, effect: Effect) {
+    match effect {
+        Effect::Put {
+            snapshot: false,
+            key,
+            record,
+        } => {
             state.volumes.insert(key, record);
         }
-        Change::DeleteVolume { key } => {
-            state.volumes.remove(&key);
-        }
-        Change::PutSnapshot { key, record } => {
+        Effect::Put {
+            snapshot: true,
+            key,
+            record,
+        } => {
             state.snapshots.insert(key, record);
         }
-        Change::DeleteSnapshot { key } => {
+        Effect::Delete {
+            snapshot: false,
+            key,
+        } => {
+            state.volumes.remove(&key);
+        }
+        Effect::Delete {
+            snapshot: true,
+            key,
+        } => {
             state.snapshots.remove(&key);
         }
     }
@@ -427,7 +501,7 @@ fn replay(path: &Path, state: &mut State) -> Result<u64> {
         let Ok(change) = serde_json::from_slice::<Change>(&line) else {
             return refuse_if_lines_follow(path, reader, valid);
         };
-        apply(state, change);
+        apply(state, Entry::of(change)?.effect);
         state.lines += 1;
         valid += n as u64;
     }

@@ -141,6 +141,7 @@ fn pages_start_after_the_token() {
     let page = |after: &str, limit| -> Vec<String> {
         local
             .list_after(after, limit)
+            .expect("page")
             .into_iter()
             .map(|r| r.volume_id)
             .collect()

@@ -78,6 +78,7 @@ pub async fn run(args: ControllerScaleBench) -> Result<(), String> {
         capacity_bytes: 1 << 20,
         dir: plugin.kubelet_dir().join("bench"),
         run: run_id(),
+        source: None,
     });
     let mut driver = discover(&plugin.socket()).await?;
     let mut ids: Vec<String> = Vec::new();

@@ -85,6 +85,7 @@ pub async fn run(args: NodeScaleBench) -> Result<(), String> {
         capacity_bytes: 1 << 20,
         dir: plugin.kubelet_dir().join("bench"),
         run: run_id(),
+        source: None,
     });
     let mut driver = discover(&plugin).await?;
     let mut held: Vec<Held> = Vec::new();

@@ -12,7 +12,10 @@ use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeCap;
 use csi_proto::v1::plugin_capability::{self, service::Type as ServiceType};
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
-use csi_proto::v1::{self as csi, CapacityRange, TopologyRequirement, VolumeCapability};
+use csi_proto::v1::volume_content_source::{Type as SourceType, VolumeSource};
+use csi_proto::v1::{
+    self as csi, CapacityRange, TopologyRequirement, VolumeCapability, VolumeContentSource,
+};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -48,6 +51,8 @@ pub struct Workload {
     pub dir: PathBuf,
     /// Distinguishes this run's volume names from any other's.
     pub run: String,
+    /// A volume every CreateVolume clones, when set.
+    pub source: Option<String>,
 }
 
 impl Driver {
@@ -134,6 +139,11 @@ impl Driver {
             volume_capabilities: vec![mount_capability()],
             parameters: workload.parameters.clone(),
             accessibility_requirements: self.topology.clone(),
+            volume_content_source: workload.source.as_ref().map(|id| VolumeContentSource {
+                r#type: Some(SourceType::Volume(VolumeSource {
+                    volume_id: id.clone(),
+                })),
+            }),
             ..Default::default()
         };
         let Some(volume) = timed(stats, Rpc::CreateVolume, controller.create_volume(create))
@@ -403,6 +413,16 @@ impl Driver {
         .await
         .ok_or_else(|| failed("NodePublishVolume"))?;
         Ok(held)
+    }
+
+    /// The held volume's ID.
+    pub fn volume_id(held: &Held) -> &str {
+        &held.volume.volume_id
+    }
+
+    /// Where the held volume is published.
+    pub fn target(held: &Held) -> &Path {
+        &held.paths.target
     }
 
     /// Unpublishes, unstages and deletes a held volume; false when a step failed.
