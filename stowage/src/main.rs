@@ -72,6 +72,12 @@ enum BenchCommand {
     Up(bench::UpBench),
     /// Volume lifecycles through any CSI driver: per-RPC latency, throughput, node memory.
     Csi(bench::CsiBench),
+    /// Node plugin lifecycle latency and memory against 0 → 10,000 published volumes,
+    /// and its restart time with them published (starts its own plugin).
+    NodeScale(bench::NodeScaleBench),
+    /// CreateVolume and a paged ListVolumes walk against up to 100,000 volumes
+    /// (starts its own plugin).
+    ControllerScale(bench::ControllerScaleBench),
 }
 
 #[derive(clap::Args)]
@@ -210,7 +216,9 @@ fn main() -> ExitCode {
         Command::Node(_) => node_plugin::runtime(),
         // The CSI benchmark's client keeps to one thread: its own wake-ups between
         // threads would otherwise be counted as the driver's latency.
-        Command::Bench(BenchCommand::Csi(_)) => tokio::runtime::Builder::new_current_thread()
+        Command::Bench(
+            BenchCommand::Csi(_) | BenchCommand::NodeScale(_) | BenchCommand::ControllerScale(_),
+        ) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -239,6 +247,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
             Command::Bench(BenchCommand::Up(args)) => bench::run_up(args).await,
             Command::Bench(BenchCommand::Csi(args)) => bench::run_csi(args).await,
+            Command::Bench(BenchCommand::NodeScale(args)) => bench::run_node_scale(args).await,
+            Command::Bench(BenchCommand::ControllerScale(args)) => {
+                bench::run_controller_scale(args).await
+            }
         }
     });
     match result {

@@ -429,8 +429,18 @@ pub async fn list(
     req: csi::ListVolumesRequest,
 ) -> Result<csi::ListVolumesResponse> {
     let mut records = Vec::new();
-    if let Some(local) = driver.local.clone() {
-        records.extend(blocking(move || local.list()).await?);
+    if let Some(local) = &driver.local {
+        // Only the local records that can be on this page: one more than asked after
+        // the token, so a page costs its size, not the number of volumes.
+        let after = req
+            .starting_token
+            .strip_prefix("after:")
+            .unwrap_or_default();
+        let wanted = match req.max_entries {
+            n if n > 0 => n.unsigned_abs() as usize + 1,
+            _ => usize::MAX,
+        };
+        records.extend(local.list_after(after, wanted)?);
     }
     for export in driver.nfs.known_exports() {
         records.extend(driver.nfs.list(&export).await?);

@@ -1,17 +1,21 @@
 //! Local volumes: a directory or a sparse image per volume under this node's root.
 //!
 //! Layout under the root (shared with the node plugin through [`data_path`]):
-//! `volumes/<key>` (directory) or `volumes/<key>.img` (image, block), with the
-//! record `volumes/<key>.json`; `snapshots/` likewise. A volume exists once its
-//! record is written; data is built under a `.<key>.tmp` name and renamed into
-//! place first, so a crash never leaves a half-filled volume behind a record.
+//! `volumes/<key>` (directory) or `volumes/<key>.img` (image, block); `snapshots/`
+//! likewise; the records of both in `records.log` ([`store`]). A volume exists once
+//! its record is committed; data is built under a `.<key>.tmp` name and renamed
+//! into place first, so a crash never leaves a half-filled volume behind a record.
+//! Deleted data is renamed to `.<key>.deleting` before its record goes, and put
+//! back at open if the record outlived a crash.
+
 //!
 //! Quota volumes (`quota.rs`) are directories in their own XFS project; whether the
 //! root can hold them is decided once, when the backend opens.
 
 pub mod quota;
+pub mod store;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -26,10 +30,12 @@ use crate::params::{Enforcement, OnDelete};
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
 use crate::request::AccessType;
 use quota::{QuotaRoot, QuotaSupport};
+use store::{Change, Store};
 
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
 const RETAINED: &str = "retained";
+const LOG: &str = "records.log";
 
 /// The smallest ext4 image worth making (mkfs needs room for its journal).
 pub const MIN_IMAGE_BYTES: i64 = 16 << 20;
@@ -61,6 +67,7 @@ pub struct LocalBackend {
     quota: QuotaSupport,
     /// Project ids handed to volumes whose records are not written yet.
     leased: Arc<Mutex<BTreeSet<u32>>>,
+    store: Arc<Store>,
 }
 
 /// A project id held for a volume being created, released when dropped (by then the
@@ -87,7 +94,6 @@ impl LocalBackend {
             let path = root.join(dir);
             fs::create_dir_all(&path)
                 .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-            sweep(&path)?;
         }
         let quota = quota::detect(root);
         match &quota {
@@ -98,12 +104,26 @@ impl LocalBackend {
                 tracing::info!(root = %root.display(), reason = %why, "no project quotas: capacityEnforcement auto makes image volumes, quota is refused")
             }
         }
-        Ok(Self {
+        let backend = Self {
             root: root.to_path_buf(),
             node: node.to_string(),
             quota,
             leased: Arc::default(),
-        })
+            store: Arc::new(Store::open(&root.join(LOG))?),
+        };
+        backend.import_record_files()?;
+        let volumes: HashSet<String> = backend.store.volume_keys().into_iter().collect();
+        let snapshots: HashSet<String> = backend.store.snapshot_keys().into_iter().collect();
+        backend.restore_deleting(&backend.volumes(), &volumes, |k| {
+            backend.store.volume(k).ok().flatten().map(|r| r.layout)
+        })?;
+        backend.restore_deleting(&backend.snapshots(), &snapshots, |k| {
+            backend.store.snapshot(k).ok().flatten().map(|r| r.layout)
+        })?;
+        sweep(&backend.volumes(), &volumes)?;
+        sweep(&backend.snapshots(), &snapshots)?;
+        backend.rebuild_lost_empty_volumes()?;
+        Ok(backend)
     }
 
     /// The layout a new volume of `key` gets for the class's enforcement: `auto` is
@@ -189,6 +209,99 @@ impl LocalBackend {
         Ok(reserved)
     }
 
+    /// The record store (its sync count is what the group-commit test reads).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Moves records kept as `<key>.json` files (before the log) into the log.
+    fn import_record_files(&self) -> Result<()> {
+        let mut changes = Vec::new();
+        let mut files = Vec::new();
+        for (dir, snapshot) in [(self.volumes(), false), (self.snapshots(), true)] {
+            for name in list_names(&dir)? {
+                let Some(key) = name.strip_suffix(".json").filter(|k| !k.starts_with('.')) else {
+                    continue;
+                };
+                let path = dir.join(&name);
+                let bytes = fs::read(&path)
+                    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+                let at = path.display().to_string();
+                changes.push(if snapshot {
+                    Change::PutSnapshot {
+                        key: key.to_string(),
+                        record: record::decode(&at, &bytes)?,
+                    }
+                } else {
+                    Change::PutVolume {
+                        key: key.to_string(),
+                        record: record::decode(&at, &bytes)?,
+                    }
+                });
+                files.push(path);
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            records = changes.len(),
+            "moving record files into the record log"
+        );
+        self.store.commit(changes)?;
+        for file in &files {
+            localfs::remove_any(file)?;
+        }
+        Ok(())
+    }
+
+    /// Puts back data whose deletion was cut short before its record went.
+    fn restore_deleting(
+        &self,
+        dir: &Path,
+        recorded: &HashSet<String>,
+        layout_of: impl Fn(&str) -> Option<Layout>,
+    ) -> Result<()> {
+        for name in list_names(dir)? {
+            let Some(key) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".deleting"))
+                .filter(|k| recorded.contains(*k))
+            else {
+                continue;
+            };
+            let Some(layout) = layout_of(key) else {
+                continue;
+            };
+            let to = data_path(dir, key, &layout);
+            tracing::info!(path = %to.display(), "restoring data of a deletion cut short");
+            fs::rename(dir.join(&name), &to)
+                .map_err(|e| Error::io(format!("restore {}", to.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// An empty volume's data is made without a directory fsync (its record's fsync
+    /// is the one that counts): after a power loss the record may be there and the
+    /// new directory or image not. Nothing was written into it that survived, so
+    /// making it again empty restores the volume as it was acknowledged.
+    fn rebuild_lost_empty_volumes(&self) -> Result<()> {
+        let dir = self.volumes();
+        for record in self.store.volumes()? {
+            let key = key_of(&record.volume_id);
+            if record.content_source.is_some() || data_path(&dir, key, &record.layout).exists() {
+                continue;
+            }
+            tracing::warn!(volume = %record.volume_id, "making the lost data of an empty volume again");
+            let staging = dir.join(format!(".{key}.tmp"));
+            self.build(&staging, &record, Fill::Empty)?;
+            let final_path = data_path(&dir, key, &record.layout);
+            fs::rename(&staging, &final_path)
+                .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
+        }
+        Ok(())
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }
@@ -210,11 +323,36 @@ impl LocalBackend {
     }
 
     pub fn get(&self, key: &Key) -> Result<Option<VolumeRecord>> {
-        read_record(&self.volumes(), key.as_str())
+        self.store.volume(key.as_str())
     }
 
     pub fn list(&self) -> Result<Vec<VolumeRecord>> {
-        list_records(&self.volumes())
+        self.store.volumes()
+    }
+
+    /// Up to `limit` volumes, in ID order, whose IDs sort after `after` (a volume ID
+    /// or ""); a page of ListVolumes without copying every record.
+    pub fn list_after(&self, after: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
+        // All of this node's IDs are `local:<key>:<node>`: key order is ID order.
+        let from = after
+            .strip_prefix("local:")
+            .map(|rest| rest.split(':').next().unwrap_or_default())
+            .unwrap_or(if after.as_bytes() < b"local:".as_slice() {
+                ""
+            } else {
+                "~"
+            });
+        let mut page = Vec::with_capacity(limit.min(4096));
+        let mut start = from.to_string();
+        while page.len() < limit {
+            let chunk = self.store.volumes_from(&start, 256)?;
+            let Some(last) = chunk.last() else { break };
+            let next = format!("{}\0", key_of(&last.volume_id));
+            page.extend(chunk.into_iter().filter(|r| r.volume_id.as_str() > after));
+            start = next;
+        }
+        page.truncate(limit);
+        Ok(page)
     }
 
     /// Builds the volume's data and commits its record.
@@ -224,11 +362,18 @@ impl LocalBackend {
         let staging = dir.join(format!(".{key}.tmp"));
         localfs::remove_any(&staging)?;
         localfs::remove_any(&final_path)?;
+        let copied = !matches!(fill, Fill::Empty);
         self.build(&staging, record, fill)?;
         fs::rename(&staging, &final_path)
             .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
-        localfs::sync_dir(&dir)?;
-        localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(record)?)
+        if copied {
+            // Copied data cannot be made again at open: it is durable before its record.
+            localfs::sync_dir(&dir)?;
+        }
+        self.store.commit(vec![Change::PutVolume {
+            key: key.to_string(),
+            record: record.clone(),
+        }])
     }
 
     fn build(&self, path: &Path, record: &VolumeRecord, fill: Fill<'_>) -> Result<()> {
@@ -283,31 +428,36 @@ impl LocalBackend {
     /// which case the data moves to `<root>/retained/` under the volume's name.
     pub fn delete(&self, key: &Key) -> Result<()> {
         let dir = self.volumes();
-        if let Some(record) = self.get(key)? {
-            let data = data_path(&dir, key.as_str(), &record.layout);
-            let project = match record.layout {
-                Layout::Quota { project } => Some(project),
-                _ => None,
-            };
-            match crate::params::mutable_on_delete(&record.mutable_parameters) {
-                Some(OnDelete::Retain | OnDelete::Archive) => {
-                    if let Some(project) = project
-                        && data.exists()
-                    {
-                        self.quota_root()?.clear_project(&data, project)?;
-                    }
-                    self.retain(&data, key)?
+        let Some(record) = self.get(key)? else {
+            return Ok(());
+        };
+        let data = data_path(&dir, key.as_str(), &record.layout);
+        let project = match record.layout {
+            Layout::Quota { project } => Some(project),
+            _ => None,
+        };
+        let doomed = match crate::params::mutable_on_delete(&record.mutable_parameters) {
+            Some(OnDelete::Retain | OnDelete::Archive) => {
+                if let Some(project) = project
+                    && data.exists()
+                {
+                    self.quota_root()?.clear_project(&data, project)?;
                 }
-                Some(OnDelete::Delete) | None => localfs::remove_any(&data)?,
+                self.retain(&data, key)?;
+                None
             }
-            // The limit outlives the project's files; it goes before the record, so a
-            // retried delete clears it again.
-            if let Some(project) = project {
-                self.quota_root()?.clear_limit(project)?;
-            }
+            Some(OnDelete::Delete) | None => set_aside(&dir, key, &data)?,
+        };
+        // The limit outlives the project's files; it goes before the record, so a
+        // retried delete clears it again.
+        if let Some(project) = project {
+            self.quota_root()?.clear_limit(project)?;
         }
-        localfs::remove_any(&dir.join(format!("{key}.json")))?;
-        localfs::sync_dir(&dir)
+        self.store.commit(vec![Change::DeleteVolume {
+            key: key.to_string(),
+        }])?;
+        remove_set_aside(doomed);
+        Ok(())
     }
 
     /// Where retained data of deleted volumes goes.
@@ -333,10 +483,10 @@ impl LocalBackend {
 
     /// Rewrites a volume's record (after ControllerModifyVolume).
     pub fn save(&self, key: &Key, record: &VolumeRecord) -> Result<()> {
-        localfs::write_atomic(
-            &self.volumes().join(format!("{key}.json")),
-            &record::encode(record)?,
-        )
+        self.store.commit(vec![Change::PutVolume {
+            key: key.to_string(),
+            record: record.clone(),
+        }])
     }
 
     /// Grows a volume to `size`. An image's filesystem grows here too when no loop
@@ -364,7 +514,7 @@ impl LocalBackend {
             capacity_bytes: size,
             ..record.clone()
         };
-        localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(&grown)?)?;
+        self.save(key, &grown)?;
         Ok((grown, node_work))
     }
 
@@ -374,11 +524,11 @@ impl LocalBackend {
     }
 
     pub fn get_snapshot(&self, key: &Key) -> Result<Option<SnapshotRecord>> {
-        read_record(&self.snapshots(), key.as_str())
+        self.store.snapshot(key.as_str())
     }
 
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
-        list_records(&self.snapshots())
+        self.store.snapshots()
     }
 
     /// Copies the source volume's data into a snapshot and commits its record.
@@ -400,16 +550,23 @@ impl LocalBackend {
         fs::rename(&staging, &final_path)
             .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
         localfs::sync_dir(&dir)?;
-        localfs::write_atomic(&dir.join(format!("{key}.json")), &record::encode(snapshot)?)
+        self.store.commit(vec![Change::PutSnapshot {
+            key: key.to_string(),
+            record: snapshot.clone(),
+        }])
     }
 
     pub fn delete_snapshot(&self, key: &Key) -> Result<()> {
         let dir = self.snapshots();
-        if let Some(record) = self.get_snapshot(key)? {
-            localfs::remove_any(&data_path(&dir, key.as_str(), &record.layout))?;
-        }
-        localfs::remove_any(&dir.join(format!("{key}.json")))?;
-        localfs::sync_dir(&dir)
+        let Some(record) = self.get_snapshot(key)? else {
+            return Ok(());
+        };
+        let doomed = set_aside(&dir, key, &data_path(&dir, key.as_str(), &record.layout))?;
+        self.store.commit(vec![Change::DeleteSnapshot {
+            key: key.to_string(),
+        }])?;
+        remove_set_aside(doomed);
+        Ok(())
     }
 }
 
@@ -462,39 +619,43 @@ fn choose_kind(
     }
 }
 
-fn read_record<T: for<'de> serde::Deserialize<'de>>(dir: &Path, key: &str) -> Result<Option<T>> {
-    let path = dir.join(format!("{key}.json"));
-    localfs::read_optional(&path)?
-        .map(|bytes| record::decode(&path.display().to_string(), &bytes))
-        .transpose()
-}
-
-fn list_records<T: for<'de> serde::Deserialize<'de>>(dir: &Path) -> Result<Vec<T>> {
-    let mut records = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))? {
-        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(key) = name.strip_suffix(".json").filter(|k| !k.starts_with('.'))
-            && let Some(record) = read_record(dir, key)?
-        {
-            records.push(record);
-        }
+/// Renames data about to lose its record to `.<key>.deleting`: no fsync is needed,
+/// as whichever name survives a crash, open puts it back (record kept) or sweeps it
+/// (record gone). A failure here keeps the volume whole and visible.
+fn set_aside(dir: &Path, key: &Key, data: &Path) -> Result<Option<PathBuf>> {
+    let aside = dir.join(format!(".{key}.deleting"));
+    localfs::remove_any(&aside)?;
+    match fs::rename(data, &aside) {
+        Ok(()) => Ok(Some(aside)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("set aside {}", data.display()), e)),
     }
-    Ok(records)
 }
 
-/// Removes temporaries and data that never got a record: leftovers of crashed calls.
-fn sweep(dir: &Path) -> Result<()> {
-    let names: Vec<String> = fs::read_dir(dir)
+/// Removes set-aside data after its record is gone; what fails stays for the sweep
+/// at the next start (the volume is already deleted).
+fn remove_set_aside(path: Option<PathBuf>) {
+    if let Some(path) = path
+        && let Err(e) = localfs::remove_any(&path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "deleted data left for the next start's sweep");
+    }
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    Ok(fs::read_dir(dir)
         .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    for name in &names {
-        let key = name.strip_suffix(".img").unwrap_or(name);
-        let orphan = !name.ends_with(".json") && !names.contains(&format!("{key}.json"));
-        if name.starts_with('.') || name.ends_with(".tmp") || orphan {
-            tracing::info!(path = %dir.join(name).display(), "removing leftover of an interrupted call");
-            localfs::remove_any(&dir.join(name))?;
+        .collect())
+}
+
+/// Removes temporaries and data that has no record: leftovers of crashed calls.
+fn sweep(dir: &Path, recorded: &HashSet<String>) -> Result<()> {
+    for name in list_names(dir)? {
+        let key = name.strip_suffix(".img").unwrap_or(&name);
+        if name.starts_with('.') || name.ends_with(".tmp") || !recorded.contains(key) {
+            tracing::info!(path = %dir.join(&name).display(), "removing leftover of an interrupted call");
+            localfs::remove_any(&dir.join(&name))?;
         }
     }
     Ok(())
@@ -559,7 +720,10 @@ fn attached_to_loop(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod kind_tests {
     use super::*;
 
     #[test]

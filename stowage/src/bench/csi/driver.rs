@@ -12,7 +12,10 @@ use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeCap;
 use csi_proto::v1::plugin_capability::{self, service::Type as ServiceType};
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
-use csi_proto::v1::{self as csi, CapacityRange, TopologyRequirement, VolumeCapability};
+use csi_proto::v1::volume_content_source::{Type as SourceType, VolumeSource};
+use csi_proto::v1::{
+    self as csi, CapacityRange, TopologyRequirement, VolumeCapability, VolumeContentSource,
+};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -48,6 +51,8 @@ pub struct Workload {
     pub dir: PathBuf,
     /// Distinguishes this run's volume names from any other's.
     pub run: String,
+    /// A volume every CreateVolume clones, when set.
+    pub source: Option<String>,
 }
 
 impl Driver {
@@ -134,6 +139,11 @@ impl Driver {
             volume_capabilities: vec![mount_capability()],
             parameters: workload.parameters.clone(),
             accessibility_requirements: self.topology.clone(),
+            volume_content_source: workload.source.as_ref().map(|id| VolumeContentSource {
+                r#type: Some(SourceType::Volume(VolumeSource {
+                    volume_id: id.clone(),
+                })),
+            }),
             ..Default::default()
         };
         let Some(volume) = timed(stats, Rpc::CreateVolume, controller.create_volume(create))
@@ -329,6 +339,171 @@ impl Driver {
         )
         .await
         .is_some()
+    }
+}
+
+/// A volume created, staged and published that stays so until released: what a
+/// running pod's volume is to the node plugin.
+pub struct Held {
+    volume: csi::Volume,
+    paths: Paths,
+    staging: String,
+}
+
+impl Driver {
+    /// Creates, stages (when offered) and publishes volume `index`, and keeps it.
+    pub async fn hold(
+        &self,
+        workload: &Workload,
+        index: usize,
+        stats: &mut Stats,
+    ) -> Result<Held, String> {
+        let mut controller = self.controller.clone();
+        let create = csi::CreateVolumeRequest {
+            name: format!("held-{}-{index}", workload.run),
+            capacity_range: Some(CapacityRange {
+                required_bytes: workload.capacity_bytes,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability()],
+            parameters: workload.parameters.clone(),
+            accessibility_requirements: self.topology.clone(),
+            ..Default::default()
+        };
+        let volume = timed(stats, Rpc::CreateVolume, controller.create_volume(create))
+            .await
+            .and_then(|r| r.volume)
+            .ok_or_else(|| format!("CreateVolume of held volume {index} failed"))?;
+        let paths = Paths::new(&workload.dir.join("held"), index);
+        let mut held = Held {
+            volume,
+            paths,
+            staging: String::new(),
+        };
+        let failed = |what: &str| format!("{what} of held volume {index} failed");
+        let mut node = self.node.clone();
+        if self.stage {
+            std::fs::create_dir_all(&held.paths.staging).map_err(|e| e.to_string())?;
+            held.staging = path_string(&held.paths.staging);
+            let stage = csi::NodeStageVolumeRequest {
+                volume_id: held.volume.volume_id.clone(),
+                staging_target_path: held.staging.clone(),
+                volume_capability: Some(mount_capability()),
+                volume_context: held.volume.volume_context.clone(),
+                ..Default::default()
+            };
+            timed(stats, Rpc::NodeStageVolume, node.node_stage_volume(stage))
+                .await
+                .ok_or_else(|| failed("NodeStageVolume"))?;
+        }
+        std::fs::create_dir_all(&held.paths.pod).map_err(|e| e.to_string())?;
+        let publish = csi::NodePublishVolumeRequest {
+            volume_id: held.volume.volume_id.clone(),
+            staging_target_path: held.staging.clone(),
+            target_path: path_string(&held.paths.target),
+            volume_capability: Some(mount_capability()),
+            volume_context: held.volume.volume_context.clone(),
+            ..Default::default()
+        };
+        timed(
+            stats,
+            Rpc::NodePublishVolume,
+            node.node_publish_volume(publish),
+        )
+        .await
+        .ok_or_else(|| failed("NodePublishVolume"))?;
+        Ok(held)
+    }
+
+    /// The held volume's ID.
+    pub fn volume_id(held: &Held) -> &str {
+        &held.volume.volume_id
+    }
+
+    /// Where the held volume is published.
+    pub fn target(held: &Held) -> &Path {
+        &held.paths.target
+    }
+
+    /// Unpublishes, unstages and deletes a held volume; false when a step failed.
+    pub async fn release(&self, held: Held, stats: &mut Stats) -> bool {
+        let mut node = self.node.clone();
+        let unpublish = csi::NodeUnpublishVolumeRequest {
+            volume_id: held.volume.volume_id.clone(),
+            target_path: path_string(&held.paths.target),
+        };
+        let mut ok = timed(
+            stats,
+            Rpc::NodeUnpublishVolume,
+            node.node_unpublish_volume(unpublish),
+        )
+        .await
+        .is_some();
+        if self.stage {
+            let unstage = csi::NodeUnstageVolumeRequest {
+                volume_id: held.volume.volume_id.clone(),
+                staging_target_path: held.staging.clone(),
+            };
+            ok &= timed(
+                stats,
+                Rpc::NodeUnstageVolume,
+                node.node_unstage_volume(unstage),
+            )
+            .await
+            .is_some();
+        }
+        let mut controller = self.controller.clone();
+        let delete = csi::DeleteVolumeRequest {
+            volume_id: held.volume.volume_id,
+            secrets: HashMap::new(),
+        };
+        ok &= timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
+            .await
+            .is_some();
+        held.paths.remove();
+        ok
+    }
+
+    /// CreateVolume of a volume that no node uses; its ID.
+    pub async fn create_only(
+        &self,
+        workload: &Workload,
+        name: String,
+        stats: &mut Stats,
+    ) -> Option<String> {
+        let mut controller = self.controller.clone();
+        let create = csi::CreateVolumeRequest {
+            name,
+            capacity_range: Some(CapacityRange {
+                required_bytes: workload.capacity_bytes,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability()],
+            parameters: workload.parameters.clone(),
+            accessibility_requirements: self.topology.clone(),
+            ..Default::default()
+        };
+        timed(stats, Rpc::CreateVolume, controller.create_volume(create))
+            .await
+            .and_then(|r| r.volume)
+            .map(|v| v.volume_id)
+    }
+
+    /// DeleteVolume; false when it failed.
+    pub async fn delete_only(&self, volume_id: String, stats: &mut Stats) -> bool {
+        let mut controller = self.controller.clone();
+        let delete = csi::DeleteVolumeRequest {
+            volume_id,
+            secrets: HashMap::new(),
+        };
+        timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
+            .await
+            .is_some()
+    }
+
+    /// The controller client, for calls the lifecycle does not make (ListVolumes).
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        self.controller.clone()
     }
 }
 

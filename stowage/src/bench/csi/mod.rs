@@ -2,9 +2,9 @@
 //! and prints per-RPC latency, lifecycle throughput and the node plugin's memory.
 //! With a baseline driver it runs the same work against both and prints ratios.
 
-mod driver;
-mod memory;
-mod stats;
+pub(super) mod driver;
+pub(super) mod memory;
+pub(super) mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,10 @@ pub struct CsiBench {
     /// CreateVolume parameters for the baseline driver, `k=v[,k=v]`; repeatable.
     #[arg(long, value_delimiter = ',', value_parser = key_value)]
     baseline_parameters: Vec<(String, String)>,
+    /// Clone every volume from one source volume holding this many bytes of data
+    /// (written through its publish before the run): a copy load.
+    #[arg(long)]
+    clone_source_bytes: Option<String>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -146,17 +150,41 @@ async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Meas
     let run = run_id();
     let dir = args.work_dir.join(&run);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let workload = Arc::new(Workload {
+    let mut workload = Workload {
         kind: args.kind,
         parameters: target.parameters.clone(),
         capacity_bytes: capacity,
         dir: dir.clone(),
         run,
-    });
+        source: None,
+    };
+    let source = match &args.clone_source_bytes {
+        Some(size) => {
+            let bytes = parse_bytes(size)
+                .and_then(|b| u64::try_from(b).ok())
+                .ok_or_else(|| format!("{size:?} is not a size"))?;
+            let held = clone_source(&driver, &workload, bytes).await?;
+            workload.source = Some(Driver::volume_id(&held).to_string());
+            Some(held)
+        }
+        None => None,
+    };
+    let workload = Arc::new(workload);
     let mut memory = memory::NodeMemory::of(&target.node);
     let started = Instant::now();
-    let stats = drive(driver, workload, args.volumes, args.concurrency).await?;
+    let stats = drive(
+        driver.clone(),
+        workload.clone(),
+        args.volumes,
+        args.concurrency,
+    )
+    .await?;
     let wall = started.elapsed();
+    if let Some(held) = source
+        && !driver.release(held, &mut Stats::default()).await
+    {
+        tracing::warn!("the clone source volume could not be removed");
+    }
     memory.sample_after();
     remove_work_dir(&dir);
     Ok(Measurement {
@@ -166,8 +194,44 @@ async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Meas
     })
 }
 
+/// A published volume with `bytes` of incompressible data in one file.
+async fn clone_source(
+    driver: &Driver,
+    workload: &Workload,
+    bytes: u64,
+) -> Result<driver::Held, String> {
+    let held = driver
+        .hold(workload, usize::MAX, &mut Stats::default())
+        .await?;
+    let path = Driver::target(&held).join("data");
+    let write = move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path)?;
+        let mut block = vec![0u8; 1 << 20];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut written = 0;
+        while written < bytes {
+            for chunk in block.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            let n = usize::try_from((bytes - written).min(block.len() as u64)).unwrap_or(0);
+            file.write_all(&block[..n])?;
+            written += n as u64;
+        }
+        file.sync_all()
+    };
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("write the clone source: {e}"))?;
+    Ok(held)
+}
+
 /// Runs `count` lifecycles on `concurrency` workers, each numbering from a shared counter.
-async fn drive(
+pub(super) async fn drive(
     driver: Driver,
     workload: Arc<Workload>,
     count: usize,
@@ -208,7 +272,7 @@ fn remove_work_dir(dir: &Path) {
     }
 }
 
-fn run_id() -> String {
+pub(super) fn run_id() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -1,0 +1,527 @@
+//! The local backend's records: an append-only log with group commit, and the live
+//! records in memory.
+//!
+//! Every change (a volume or snapshot record put or removed) is one JSON line appended
+//! to `records.log`. A change is acknowledged only after an `fdatasync` of the log
+//! that covers it, and the fsync is shared: whoever finds no commit running becomes
+//! the leader, writes every change queued so far in one `write`, syncs once, applies
+//! the batch to the in-memory maps and wakes the writers it carried; changes queued
+//! while it synced go out in the next batch. So a change costs one fsync alone and a
+//! fraction of one under concurrency, and reads (get, list, pages) never touch the
+//! disk. At open the log is replayed; a torn tail (an unacknowledged batch cut by a
+//! crash) ends the replay and is cut off. When dead lines outnumber live records the
+//! log is rewritten (temporary file, fsync, rename, directory fsync).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::localfs;
+use crate::record::{SnapshotRecord, VolumeRecord};
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "op")]
+pub enum Change {
+    PutVolume { key: String, record: VolumeRecord },
+    DeleteVolume { key: String },
+    PutSnapshot { key: String, record: SnapshotRecord },
+    DeleteSnapshot { key: String },
+}
+
+/// How a batch is made durable; a seam so tests can count and hold syncs.
+pub type SyncFn = Box<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
+
+/// Rewrite the log once it holds this many lines more than twice the live records.
+const COMPACT_SLACK: usize = 4096;
+
+pub struct Store {
+    path: PathBuf,
+    /// Held while open: a second process appending to the log would not see the
+    /// first one's changes in its memory.
+    _lock: Flock<File>,
+    state: Mutex<State>,
+    committed: Condvar,
+    /// Only the leader of a commit touches the file.
+    file: Mutex<File>,
+    sync: SyncFn,
+    syncs: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Records are kept as their compact JSON, a third of the memory of the decoded
+/// structs (whose small maps each take a B-tree node); a read decodes the one it needs.
+type Encoded = Box<[u8]>;
+
+#[derive(Default)]
+struct State {
+    volumes: BTreeMap<String, Encoded>,
+    snapshots: BTreeMap<String, Encoded>,
+    /// Changes waiting for the next batch, with their sequence numbers.
+    queue: Vec<(u64, Entry)>,
+    next_seq: u64,
+    /// A commit is being written and synced.
+    leading: bool,
+    /// Outcomes of finished changes not yet collected by their writers.
+    outcomes: HashMap<u64, Result<(), Failure>>,
+    /// Set after a failed fsync: what reached the disk is unknown until a restart.
+    poisoned: Option<String>,
+    /// Lines in the log file, live or dead.
+    lines: usize,
+}
+
+/// A change as the log line that records it and the effect it has on the maps.
+struct Entry {
+    line: Vec<u8>,
+    effect: Effect,
+}
+
+enum Effect {
+    Put {
+        snapshot: bool,
+        key: String,
+        record: Encoded,
+    },
+    Delete {
+        snapshot: bool,
+        key: String,
+    },
+}
+
+impl Entry {
+    fn of(change: Change) -> Result<Self> {
+        let mut line = serde_json::to_vec(&change).map_err(encoding)?;
+        line.push(b'\n');
+        let put = |snapshot, key, record: Vec<u8>| Effect::Put {
+            snapshot,
+            key,
+            record: record.into_boxed_slice(),
+        };
+        let effect = match change {
+            Change::PutVolume { key, record } => {
+                put(false, key, serde_json::to_vec(&record).map_err(encoding)?)
+            }
+            Change::PutSnapshot { key, record } => {
+                put(true, key, serde_json::to_vec(&record).map_err(encoding)?)
+            }
+            Change::DeleteVolume { key } => Effect::Delete {
+                snapshot: false,
+                key,
+            },
+            Change::DeleteSnapshot { key } => Effect::Delete {
+                snapshot: true,
+                key,
+            },
+        };
+        Ok(Self { line, effect })
+    }
+}
+
+fn encoding(e: serde_json::Error) -> Error {
+    Error::CorruptMetadata {
+        path: "(encoding a record)".into(),
+        reason: e.to_string(),
+    }
+}
+
+fn decoded<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::CorruptMetadata {
+        path: format!("record {key} in memory"),
+        reason: e.to_string(),
+    })
+}
+
+/// A failure shared by every change of one batch.
+#[derive(Debug, Clone)]
+struct Failure {
+    context: String,
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn new(context: impl Into<String>, e: &std::io::Error) -> Self {
+        Self {
+            context: context.into(),
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        Error::io(
+            self.context.clone(),
+            std::io::Error::new(self.kind, self.message.clone()),
+        )
+    }
+}
+
+impl Store {
+    /// Opens (creating) the log at `path`, replaying it.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Box::new(|file: &File| file.sync_data()))
+    }
+
+    /// As [`Store::open`], with the given way of making a batch durable.
+    pub fn open_with(path: &Path, sync: SyncFn) -> Result<Self> {
+        let lock = lock(path)?;
+        let mut state = State::default();
+        let valid_len = replay(path, &mut state)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+            .len();
+        if len > valid_len {
+            tracing::warn!(path = %path.display(), cut = len - valid_len,
+                "cutting an unacknowledged torn tail off the record log");
+            file.set_len(valid_len)
+                .map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
+            file.sync_all()
+                .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
+        }
+        let store = Self {
+            path: path.to_path_buf(),
+            _lock: lock,
+            state: Mutex::new(state),
+            committed: Condvar::new(),
+            file: Mutex::new(file),
+            sync,
+            syncs: AtomicU64::new(0),
+        };
+        if store.lock().lines > 0 && store.wants_compaction() {
+            store.compact()?;
+        }
+        Ok(store)
+    }
+
+    /// How many batches were synced since open.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Changes queued behind a running commit (for tests that hold a sync).
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn volume(&self, key: &str) -> Result<Option<VolumeRecord>> {
+        let bytes = self.lock().volumes.get(key).cloned();
+        bytes.map(|b| decoded(key, &b)).transpose()
+    }
+
+    pub fn snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>> {
+        let bytes = self.lock().snapshots.get(key).cloned();
+        bytes.map(|b| decoded(key, &b)).transpose()
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let all: Vec<(String, Encoded)> = self.lock().volumes.clone().into_iter().collect();
+        all.iter().map(|(k, b)| decoded(k, b)).collect()
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let all: Vec<(String, Encoded)> = self.lock().snapshots.clone().into_iter().collect();
+        all.iter().map(|(k, b)| decoded(k, b)).collect()
+    }
+
+    pub fn volume_keys(&self) -> Vec<String> {
+        self.lock().volumes.keys().cloned().collect()
+    }
+
+    pub fn snapshot_keys(&self) -> Vec<String> {
+        self.lock().snapshots.keys().cloned().collect()
+    }
+
+    /// Up to `limit` volumes in key order whose key is at least `from`.
+    pub fn volumes_from(&self, from: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
+        let page: Vec<(String, Encoded)> = self
+            .lock()
+            .volumes
+            .range(from.to_string()..)
+            .take(limit)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        page.iter().map(|(k, b)| decoded(k, b)).collect()
+    }
+
+    /// Makes `changes` durable together (one line each, in one batch or in a batch
+    /// shared with concurrent callers) and then visible.
+    pub fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        let entries = changes
+            .into_iter()
+            .map(Entry::of)
+            .collect::<Result<Vec<_>>>()?;
+        let mut state = self.lock();
+        if let Some(reason) = &state.poisoned {
+            return Err(poisoned(reason));
+        }
+        let mut mine = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.queue.push((seq, entry));
+            mine.push(seq);
+        }
+        let Some(&last) = mine.last() else {
+            return Ok(());
+        };
+        loop {
+            if let Some(outcome) = state.outcomes.remove(&last) {
+                for seq in &mine {
+                    state.outcomes.remove(seq);
+                }
+                return outcome.map_err(|f| f.to_error());
+            }
+            if state.leading {
+                state = self
+                    .committed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            } else {
+                state = self.lead(state);
+            }
+        }
+    }
+
+    /// Writes and syncs everything queued, as the leader, and records the outcomes.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.leading = true;
+        let batch = std::mem::take(&mut state.queue);
+        drop(state);
+        let outcome = self.write_batch(&batch);
+        let mut state = self.lock();
+        let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
+        match &outcome {
+            Ok(()) => {
+                state.lines += batch.len();
+                for (_, entry) in batch {
+                    apply(&mut state, entry.effect);
+                }
+            }
+            Err((failure, poison)) if *poison => state.poisoned = Some(failure.message.clone()),
+            Err(_) => {}
+        }
+        for seq in seqs {
+            state
+                .outcomes
+                .insert(seq, outcome.clone().map_err(|(f, _)| f));
+        }
+        let compact = outcome.is_ok() && state.poisoned.is_none() && self.wants(&state);
+        drop(state);
+        if compact && let Err(e) = self.compact() {
+            tracing::warn!(error = %e, "could not rewrite the record log; it keeps growing");
+        }
+        let mut state = self.lock();
+        state.leading = false;
+        self.committed.notify_all();
+        state
+    }
+
+    /// Appends the batch and syncs. On failure says whether the log must be
+    /// considered unknown (a failed fsync) rather than just not extended.
+    fn write_batch(&self, batch: &[(u64, Entry)]) -> Result<(), (Failure, bool)> {
+        let bytes: Vec<u8> = batch
+            .iter()
+            .flat_map(|(_, entry)| entry.line.iter().copied())
+            .collect();
+        let ctx = |what: &str| format!("{what} {}", self.path.display());
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let before = file
+            .metadata()
+            .map_err(|e| (Failure::new(ctx("stat"), &e), false))?
+            .len();
+        if let Err(e) = file.write_all(&bytes) {
+            // Cut what part of the batch got in, so the next batch follows whole lines.
+            let cut = file.set_len(before).is_err();
+            return Err((Failure::new(ctx("append to"), &e), cut));
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        (self.sync)(&file).map_err(|e| (Failure::new(ctx("fsync"), &e), true))
+    }
+
+    fn wants_compaction(&self) -> bool {
+        self.wants(&self.lock())
+    }
+
+    fn wants(&self, state: &State) -> bool {
+        let live = state.volumes.len() + state.snapshots.len();
+        state.lines > 2 * live + COMPACT_SLACK
+    }
+
+    /// Rewrites the log with one line per live record. Called only while no commit
+    /// writes (at open, or by a leader), so the maps match the file.
+    fn compact(&self) -> Result<()> {
+        let temp = self.path.with_extension("log.tmp");
+        let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+        let (bytes, lines) = {
+            let state = self.lock();
+            let mut bytes = Vec::new();
+            let records = state
+                .volumes
+                .iter()
+                .map(|r| ("putVolume", r))
+                .chain(state.snapshots.iter().map(|r| ("putSnapshot", r)));
+            for (op, (key, record)) in records {
+                // The line a `Change::Put…` encodes to, built from the kept JSON.
+                let key = serde_json::to_string(key).map_err(encoding)?;
+                bytes.extend_from_slice(
+                    format!(r#"{{"op":"{op}","key":{key},"record":"#).as_bytes(),
+                );
+                bytes.extend_from_slice(record);
+                bytes.extend_from_slice(b"}\n");
+            }
+            (bytes, state.volumes.len() + state.snapshots.len())
+        };
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| Error::io(ctx("create", &temp), e))?;
+        out.write_all(&bytes)
+            .map_err(|e| Error::io(ctx("write", &temp), e))?;
+        out.sync_all()
+            .map_err(|e| Error::io(ctx("fsync", &temp), e))?;
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        fs::rename(&temp, &self.path).map_err(|e| Error::io(ctx("rename into", &self.path), e))?;
+        if let Some(dir) = self.path.parent() {
+            localfs::sync_dir(dir)?;
+        }
+        *file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(ctx("open", &self.path), e))?;
+        self.lock().lines = lines;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Takes `<log>.lock` (not the log itself, which compaction replaces).
+fn lock(path: &Path) -> Result<Flock<File>> {
+    let lock_path = path.with_extension("lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        Error::FailedPrecondition(format!(
+            "another process holds {} ({errno}): one controller per local root",
+            lock_path.display()
+        ))
+    })
+}
+
+fn poisoned(reason: &str) -> Error {
+    Error::io(
+        "the record log",
+        std::io::Error::other(format!(
+            "an earlier fsync failed ({reason}); restart the plugin to recover"
+        )),
+    )
+}
+
+fn apply(state: &mut State, effect: Effect) {
+    match effect {
+        Effect::Put {
+            snapshot: false,
+            key,
+            record,
+        } => {
+            state.volumes.insert(key, record);
+        }
+        Effect::Put {
+            snapshot: true,
+            key,
+            record,
+        } => {
+            state.snapshots.insert(key, record);
+        }
+        Effect::Delete {
+            snapshot: false,
+            key,
+        } => {
+            state.volumes.remove(&key);
+        }
+        Effect::Delete {
+            snapshot: true,
+            key,
+        } => {
+            state.snapshots.remove(&key);
+        }
+    }
+}
+
+/// Applies the log's whole lines to `state`; returns the length of the valid prefix.
+/// A line that does not end or does not decode ends the replay: only an
+/// unacknowledged batch can be torn, and nothing acknowledged follows it.
+fn replay(path: &Path, state: &mut State) -> Result<u64> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut valid = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(valid);
+        }
+        let Ok(change) = serde_json::from_slice::<Change>(&line) else {
+            return refuse_if_lines_follow(path, reader, valid);
+        };
+        apply(state, Entry::of(change)?.effect);
+        state.lines += 1;
+        valid += n as u64;
+    }
+}
+
+/// A bad line with good lines after it is not a torn tail but damage: cutting there
+/// would drop acknowledged records, so the store refuses to open.
+fn refuse_if_lines_follow(path: &Path, reader: BufReader<File>, valid: u64) -> Result<u64> {
+    for line in reader.split(b'\n') {
+        let line = line.map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        if serde_json::from_slice::<Change>(&line).is_ok() {
+            return Err(Error::CorruptMetadata {
+                path: path.display().to_string(),
+                reason: format!("an undecodable line at byte {valid} is followed by records"),
+            });
+        }
+    }
+    Ok(valid)
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,0 +1,279 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use super::*;
+use crate::record::Layout;
+use crate::request::AccessType;
+
+fn volume(key: &str, size: i64) -> VolumeRecord {
+    VolumeRecord {
+        name: format!("pvc-{key}"),
+        volume_id: format!("local:{key}:n1"),
+        capacity_bytes: size,
+        parameters: BTreeMap::new(),
+        access_type: AccessType::Mount,
+        layout: Layout::Directory,
+        content_source: None,
+        volume_context: BTreeMap::new(),
+        accessible_topology: Vec::new(),
+        created_unix_secs: 1,
+        mutable_parameters: BTreeMap::new(),
+    }
+}
+
+fn put(key: &str, size: i64) -> Change {
+    Change::PutVolume {
+        key: key.into(),
+        record: volume(key, size),
+    }
+}
+
+fn del(key: &str) -> Change {
+    Change::DeleteVolume { key: key.into() }
+}
+
+fn sizes(store: &Store) -> Vec<(String, i64)> {
+    store
+        .volumes()
+        .expect("records")
+        .into_iter()
+        .map(|r| {
+            (
+                r.name.trim_start_matches("pvc-").to_string(),
+                r.capacity_bytes,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replay_gives_back_what_was_committed() {
+    type Row = (&'static str, Vec<Vec<Change>>, Vec<(&'static str, i64)>);
+    let rows: Vec<Row> = vec![
+        ("nothing", vec![], vec![]),
+        ("one put", vec![vec![put("a", 1)]], vec![("a", 1)]),
+        (
+            "a put replaced",
+            vec![vec![put("a", 1)], vec![put("a", 2)]],
+            vec![("a", 2)],
+        ),
+        (
+            "a put deleted",
+            vec![vec![put("a", 1), put("b", 1)], vec![del("a")]],
+            vec![("b", 1)],
+        ),
+        ("a delete of nothing", vec![vec![del("z")]], vec![]),
+    ];
+    for (name, commits, want) in rows {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.log");
+        let store = Store::open(&path).expect("open");
+        for changes in commits {
+            store.commit(changes).expect("commit");
+        }
+        let want: Vec<(String, i64)> = want.into_iter().map(|(k, s)| (k.into(), s)).collect();
+        assert_eq!(sizes(&store), want, "{name}: in memory");
+        drop(store);
+        assert_eq!(
+            sizes(&Store::open(&path).expect("reopen")),
+            want,
+            "{name}: replayed"
+        );
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_damage_before_records_is_refused() {
+    let good = |k: &str| {
+        let mut line = serde_json::to_vec(&put(k, 1)).expect("encode");
+        line.push(b'\n');
+        line
+    };
+    let torn = |k: &str| good(k)[..20].to_vec();
+    type Row = (&'static str, Vec<Vec<u8>>, Option<Vec<&'static str>>);
+    let rows: Vec<Row> = vec![
+        (
+            "half a line at the end",
+            vec![good("a"), torn("b")],
+            Some(vec!["a"]),
+        ),
+        (
+            "zeros at the end",
+            vec![good("a"), vec![0; 64]],
+            Some(vec!["a"]),
+        ),
+        (
+            "an undecodable whole line at the end",
+            vec![good("a"), b"{}\n".to_vec()],
+            Some(vec!["a"]),
+        ),
+        (
+            "records after a bad line",
+            vec![good("a"), b"{}\n".to_vec(), good("c")],
+            None,
+        ),
+    ];
+    for (name, parts, want) in rows {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.log");
+        std::fs::write(&path, parts.concat()).expect("write");
+        match (Store::open(&path), want) {
+            (Ok(store), Some(want)) => {
+                let keys: Vec<String> = store.volume_keys();
+                assert_eq!(keys, want, "{name}");
+                store
+                    .commit(vec![put("d", 1)])
+                    .expect("commit after the cut");
+                drop(store);
+                let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+                want.push("d".into());
+                assert_eq!(
+                    Store::open(&path).expect("reopen").volume_keys(),
+                    want,
+                    "{name}"
+                );
+            }
+            (Err(Error::CorruptMetadata { .. }), None) => {}
+            (other, want) => panic!("{name}: got {other:?}, wanted {want:?}"),
+        }
+    }
+}
+
+/// A sync that reports when it starts and waits for the test's word the first time.
+fn held_sync() -> (SyncFn, mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+    let (entered_tx, entered_rx) = mpsc::sync_channel(1);
+    let (go_tx, go_rx) = mpsc::sync_channel::<()>(1);
+    let first = Mutex::new(Some((entered_tx, go_rx)));
+    let sync: SyncFn = Box::new(move |file: &File| {
+        if let Some((entered, go)) = first.lock().expect("lock").take() {
+            entered.send(()).expect("entered");
+            go.recv().expect("go");
+        }
+        file.sync_data()
+    });
+    (sync, entered_rx, go_tx)
+}
+
+#[test]
+fn concurrent_changes_share_fsyncs() {
+    const WRITERS: usize = 16;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("records.log");
+    let (sync, entered, go) = held_sync();
+    let store = Arc::new(Store::open_with(&path, sync).expect("open"));
+    let first = {
+        let store = store.clone();
+        std::thread::spawn(move || store.commit(vec![put("k0", 1)]))
+    };
+    entered.recv().expect("the first commit syncs");
+    let rest: Vec<_> = (1..WRITERS)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || store.commit(vec![put(&format!("k{i}"), 1)]))
+        })
+        .collect();
+    // Every other writer queues behind the held sync before it is let go.
+    while store.queued() < WRITERS - 1 {
+        std::thread::yield_now();
+    }
+    go.send(()).expect("go");
+    for writer in std::iter::once(first).chain(rest) {
+        writer.join().expect("join").expect("commit");
+    }
+    assert_eq!(store.volumes().expect("records").len(), WRITERS);
+    assert_eq!(
+        store.syncs(),
+        2,
+        "{WRITERS} concurrent changes: one sync for the first, one for the rest"
+    );
+    drop(store);
+    assert_eq!(
+        Store::open(&path)
+            .expect("reopen")
+            .volumes()
+            .expect("records")
+            .len(),
+        WRITERS
+    );
+}
+
+#[test]
+fn a_change_alone_costs_one_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("records.log")).expect("open");
+    for i in 0..5 {
+        store
+            .commit(vec![put(&format!("k{i}"), 1)])
+            .expect("commit");
+    }
+    store
+        .commit(vec![del("k0"), del("k1")])
+        .expect("commit two");
+    assert_eq!(store.syncs(), 6);
+}
+
+#[test]
+fn a_failed_fsync_fails_its_writers_and_every_later_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("records.log");
+    let store = Store::open_with(
+        &path,
+        Box::new(|_: &File| Err(std::io::Error::from_raw_os_error(nix::libc::EIO))),
+    )
+    .expect("open");
+    let first = store.commit(vec![put("a", 1)]);
+    assert!(matches!(first, Err(Error::Io { .. })), "{first:?}");
+    assert!(
+        store.volume("a").expect("read").is_none(),
+        "an unsynced change is not visible"
+    );
+    let later = store.commit(vec![put("b", 1)]);
+    assert!(
+        later
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("restart")),
+        "{later:?}"
+    );
+}
+
+#[test]
+fn the_log_is_rewritten_when_dead_lines_pile_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("records.log");
+    let store = Store::open(&path).expect("open");
+    store.commit(vec![put("kept", 7)]).expect("commit");
+    let churn: Vec<Change> = (0..COMPACT_SLACK + 10)
+        .flat_map(|i| [put(&format!("t{i}"), 1), del(&format!("t{i}"))])
+        .collect();
+    store.commit(churn).expect("churn");
+    let lines = std::fs::read(&path)
+        .expect("read")
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
+    assert_eq!(lines, 1, "only the live record is left");
+    store
+        .commit(vec![put("after", 1)])
+        .expect("commit after rewrite");
+    drop(store);
+    let reopened = Store::open(&path).expect("reopen");
+    assert_eq!(
+        sizes(&reopened),
+        vec![("after".to_string(), 1), ("kept".to_string(), 7)]
+    );
+}
+
+#[test]
+fn a_second_store_on_the_same_log_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("records.log");
+    let first = Store::open(&path).expect("open");
+    let second = Store::open(&path);
+    assert!(
+        matches!(second, Err(Error::FailedPrecondition(_))),
+        "{second:?}"
+    );
+    drop(first);
+    Store::open(&path).expect("open after the first closed");
+}

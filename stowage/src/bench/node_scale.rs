@@ -1,0 +1,362 @@
+//! `stowage bench node-scale`: the node plugin's lifecycle latency and memory against
+//! the number of Stowage volumes published on the node (0 → 10,000), and the time a
+//! restarted plugin takes to serve again with them all published.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::csi::driver::{Driver, Held, VolumeType, Workload};
+use super::csi::memory::NodeMemory;
+use super::csi::stats::Stats;
+use super::csi::{drive, run_id};
+use super::millis;
+use super::plot::{self, Chart, Series};
+use super::plugin::{self, Plugin};
+
+#[derive(clap::Args)]
+pub struct NodeScaleBench {
+    /// The node plugin to start and restart: `target/node/stowage-node`, or `stowage`
+    /// (run as `stowage node`).
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Scratch directory for the plugin's local root, state, kubelet directory and socket.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Published volumes at which lifecycles are measured.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,2000,5000,10000")]
+    checkpoints: Vec<usize>,
+    /// Lifecycles measured per checkpoint and concurrency.
+    #[arg(long, default_value_t = 200)]
+    lifecycles: usize,
+    /// Concurrencies measured at each checkpoint.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    concurrency: Vec<usize>,
+    /// Volumes published at once while filling up to the next checkpoint.
+    #[arg(long, default_value_t = 16)]
+    fill_concurrency: usize,
+    /// Draw `node-scale-latency.png` and `node-scale-rss.png` into this directory.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Lifecycle latency at one concurrency.
+struct Latency {
+    concurrency: usize,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+/// What was measured with `published` volumes held.
+struct Checkpoint {
+    published: usize,
+    latencies: Vec<Latency>,
+    rss_kib: u64,
+    fill: Duration,
+}
+
+/// The restart with every volume still published.
+struct Restart {
+    published: usize,
+    serving: Duration,
+    first_publish: Duration,
+    rss_kib: u64,
+}
+
+pub async fn run(args: NodeScaleBench) -> Result<(), String> {
+    plugin::require_private_mount_namespace()?;
+    let mut checkpoints = args.checkpoints.clone();
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("create {}: {e}", args.dir.display()))?;
+    let mut plugin = Plugin::new(&args.plugin, &args.dir);
+    plugin.start().await?;
+    let workload = Arc::new(Workload {
+        kind: VolumeType::Local,
+        parameters: Default::default(),
+        capacity_bytes: 1 << 20,
+        dir: plugin.kubelet_dir().join("bench"),
+        run: run_id(),
+        source: None,
+    });
+    let mut driver = discover(&plugin).await?;
+    let mut held: Vec<Held> = Vec::new();
+    let mut measured = Vec::new();
+    for &published in &checkpoints {
+        let started = Instant::now();
+        fill(
+            &driver,
+            &workload,
+            &mut held,
+            published,
+            args.fill_concurrency,
+        )
+        .await?;
+        let fill_time = started.elapsed();
+        let mut latencies = Vec::new();
+        for &concurrency in &args.concurrency {
+            let stats = drive(
+                driver.clone(),
+                workload.clone(),
+                args.lifecycles,
+                concurrency,
+            )
+            .await?;
+            let summary = stats.lifecycles.summary();
+            latencies.push(Latency {
+                concurrency,
+                p50: summary.p50,
+                p99: summary.p99,
+                errors: summary.errors,
+            });
+        }
+        let point = Checkpoint {
+            published,
+            latencies,
+            rss_kib: rss_kib(&plugin),
+            fill: fill_time,
+        };
+        if !args.json {
+            print_checkpoint(&point);
+        }
+        measured.push(point);
+    }
+    plugin.kill();
+    let serving = plugin.start().await?;
+    let after_serving = Instant::now();
+    driver = discover(&plugin).await?;
+    let fresh = driver
+        .hold(&workload, usize::MAX, &mut Stats::default())
+        .await?;
+    let restart = Restart {
+        published: held.len(),
+        serving,
+        first_publish: serving + after_serving.elapsed(),
+        rss_kib: rss_kib(&plugin),
+    };
+    held.push(fresh);
+    let released = release_all(&driver, held, args.fill_concurrency).await;
+    report(&args, &measured, &restart)?;
+    if released > 0 {
+        return Err(format!("{released} held volumes could not be released"));
+    }
+    let errors: usize = measured
+        .iter()
+        .flat_map(|c| c.latencies.iter().map(|l| l.errors))
+        .sum();
+    if errors > 0 {
+        return Err(format!("{errors} lifecycles failed"));
+    }
+    Ok(())
+}
+
+async fn discover(plugin: &Plugin) -> Result<Driver, String> {
+    let socket = plugin.socket();
+    Driver::discover(
+        plugin::connect(&socket).await?,
+        plugin::connect(&socket).await?,
+        VolumeType::Local,
+    )
+    .await
+}
+
+fn rss_kib(plugin: &Plugin) -> u64 {
+    let mut memory = NodeMemory::of(&plugin.socket());
+    memory.sample_after();
+    memory.after_kib.unwrap_or_default()
+}
+
+/// Publishes held volumes until there are `target`, `concurrency` at a time.
+async fn fill(
+    driver: &Driver,
+    workload: &Arc<Workload>,
+    held: &mut Vec<Held>,
+    target: usize,
+    concurrency: usize,
+) -> Result<(), String> {
+    let next = Arc::new(AtomicUsize::new(held.len()));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (driver, workload, next) = (driver.clone(), workload.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut stats = Stats::default();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= target {
+                        return Ok::<_, String>(mine);
+                    }
+                    mine.push(driver.hold(&workload, index, &mut stats).await?);
+                }
+            })
+        })
+        .collect();
+    let mut failure = None;
+    for worker in workers {
+        match worker.await.map_err(|e| format!("worker: {e}")) {
+            Ok(Ok(mine)) => held.extend(mine),
+            Ok(Err(e)) | Err(e) => failure = Some(e),
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Releases every held volume; returns how many failed.
+async fn release_all(driver: &Driver, held: Vec<Held>, concurrency: usize) -> usize {
+    let queue = Arc::new(std::sync::Mutex::new(held));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (driver, queue) = (driver.clone(), queue.clone());
+            tokio::spawn(async move {
+                let mut failed = 0;
+                let mut stats = Stats::default();
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop());
+                    let Some(held) = next else { return failed };
+                    if !driver.release(held, &mut stats).await {
+                        failed += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for worker in workers {
+        failed += worker.await.unwrap_or(1);
+    }
+    failed
+}
+
+fn print_checkpoint(point: &Checkpoint) {
+    let latencies: Vec<String> = point
+        .latencies
+        .iter()
+        .map(|l| {
+            format!(
+                "c{} p50 {:.2} ms p99 {:.2} ms{}",
+                l.concurrency,
+                millis(l.p50),
+                millis(l.p99),
+                if l.errors > 0 {
+                    format!(" ({} errors)", l.errors)
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    println!(
+        "{:>6} published (filled in {:.1} s): lifecycle {}; plugin RSS {:.1} MiB",
+        point.published,
+        point.fill.as_secs_f64(),
+        latencies.join(", "),
+        point.rss_kib as f64 / 1024.0
+    );
+}
+
+fn report(args: &NodeScaleBench, measured: &[Checkpoint], restart: &Restart) -> Result<(), String> {
+    if args.json {
+        println!("{}", to_json(measured, restart));
+    } else {
+        println!(
+            "restart (SIGKILL) with {} published: serving (NodeGetCapabilities) {:.0} ms after spawn, \
+             a new volume created, staged and published {:.0} ms after spawn; RSS {:.1} MiB",
+            restart.published,
+            millis(restart.serving),
+            millis(restart.first_publish),
+            restart.rss_kib as f64 / 1024.0
+        );
+    }
+    if let Some(dir) = &args.plot {
+        draw(dir, measured)?;
+    }
+    Ok(())
+}
+
+fn to_json(measured: &[Checkpoint], restart: &Restart) -> Value {
+    json!({
+        "checkpoints": measured.iter().map(|c| json!({
+            "published": c.published,
+            "fill_ms": c.fill.as_millis() as u64,
+            "rss_kib": c.rss_kib,
+            "lifecycle": c.latencies.iter().map(|l| json!({
+                "concurrency": l.concurrency,
+                "p50_ms": millis(l.p50),
+                "p99_ms": millis(l.p99),
+                "errors": l.errors,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "restart": {
+            "published": restart.published,
+            "serving_ms": millis(restart.serving),
+            "first_publish_ms": millis(restart.first_publish),
+            "rss_kib": restart.rss_kib,
+        },
+    })
+}
+
+fn draw(dir: &std::path::Path, measured: &[Checkpoint]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let mut series = Vec::new();
+    let concurrencies: Vec<usize> = measured
+        .first()
+        .map(|c| c.latencies.iter().map(|l| l.concurrency).collect())
+        .unwrap_or_default();
+    for (i, concurrency) in concurrencies.iter().enumerate() {
+        for (name, pick) in [("p50", 0), ("p99", 1)] {
+            let points = measured
+                .iter()
+                .filter_map(|c| c.latencies.get(i))
+                .zip(measured)
+                .map(|(l, c)| {
+                    let value = if pick == 0 { l.p50 } else { l.p99 };
+                    (c.published as f64, millis(value))
+                })
+                .collect();
+            series.push(Series::new(
+                format!("lifecycle {name}, concurrency {concurrency}"),
+                points,
+            ));
+        }
+    }
+    let latency = dir.join("node-scale-latency.png");
+    plot::draw(
+        &latency,
+        &Chart {
+            title: "node plugin: lifecycle latency against published volumes",
+            x_label: "Stowage volumes published on the node",
+            y_label: "ms",
+            series: &series,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let rss = dir.join("node-scale-rss.png");
+    let points = measured
+        .iter()
+        .map(|c| (c.published as f64, c.rss_kib as f64 / 1024.0))
+        .collect();
+    plot::draw(
+        &rss,
+        &Chart {
+            title: "node plugin: resident memory against published volumes",
+            x_label: "Stowage volumes published on the node",
+            y_label: "MiB",
+            series: &[Series::new("RSS after the checkpoint's lifecycles", points)],
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "curves drawn to {} and {}",
+        latency.display(),
+        rss.display()
+    );
+    Ok(())
+}
