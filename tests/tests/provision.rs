@@ -253,8 +253,8 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
     assert!(handle(&now).ends_with(NODE));
     assert_eq!(
         volume_dirs(&local_root),
-        4,
-        "two volumes, each data and record"
+        2,
+        "two volumes' data (their records are in records.log)"
     );
 
     // Expansion: a bigger request grows the volume.
@@ -386,7 +386,7 @@ async fn a_provisioner_restarted_after_create_volume_neither_leaks_nor_duplicate
         provisioner::provision::request::create_request(&created, &immediate, Some(NODE), None)
             .expect("request");
     let made = csi.create(request).await.expect("CreateVolume");
-    assert_eq!(volume_dirs(&local_root), 2, "one volume: data and record");
+    assert_eq!(volume_dirs(&local_root), 1, "one volume's data");
 
     cluster.run(Scope::Node(NODE.into()), &socket);
     cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
@@ -401,7 +401,7 @@ async fn a_provisioner_restarted_after_create_volume_neither_leaks_nor_duplicate
         made.volume_id,
         "the restarted provisioner found the volume it had made"
     );
-    assert_eq!(volume_dirs(&local_root), 2, "and made no second one");
+    assert_eq!(volume_dirs(&local_root), 1, "and made no second one");
 }
 
 fn snapshot_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {

@@ -573,11 +573,16 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
                 .split(':')
                 .nth(1)
                 .expect("local:<key>:<node>");
-            let record: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(root.join("volumes").join(format!("{key}.json"))).expect("record"),
-            )
-            .expect("record json");
-            let project = record["layout"]["project"].as_u64().expect("project id");
+            let log = std::fs::read_to_string(root.join("records.log")).expect("record log");
+            let record = log
+                .lines()
+                .rev()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|change| change["op"] == "putVolume" && change["key"] == key)
+                .expect("the volume's record in the log");
+            let project = record["record"]["layout"]["project"]
+                .as_u64()
+                .expect("project id");
             node.csi
                 .node_unpublish(&volume.volume_id, &target)
                 .await
