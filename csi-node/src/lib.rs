@@ -43,15 +43,19 @@ pub struct NodeConfig {
 
 /// Identity, Node and (for local volumes) Controller and GroupController services on
 /// one endpoint.
-pub fn node_routes(node: NodeService, controller: Arc<Driver>) -> Routes {
-    Routes::new(IdentityServer::new(csi_controller::IdentityService::new(
-        Some(controller.clone()),
+pub fn node_routes(node: NodeService, controller: Option<Arc<Driver>>) -> Routes {
+    let routes = Routes::new(IdentityServer::new(csi_controller::IdentityService::new(
+        controller.clone(),
     )))
-    .add_service(NodeServer::new(node))
-    .add_service(ControllerServer::new(
-        csi_controller::ControllerService::new(controller.clone()),
-    ))
-    .add_service(GroupControllerServer::new(
-        csi_controller::GroupControllerService::new(controller),
-    ))
+    .add_service(NodeServer::new(node));
+    let Some(controller) = controller else {
+        return routes;
+    };
+    routes
+        .add_service(ControllerServer::new(
+            csi_controller::ControllerService::new(controller.clone()),
+        ))
+        .add_service(GroupControllerServer::new(
+            csi_controller::GroupControllerService::new(controller),
+        ))
 }

@@ -33,6 +33,11 @@ pub struct NodeArgs {
     /// Serve /metrics, /healthz and /readyz on this address (e.g. `0.0.0.0:9810`); off when unset.
     #[arg(long)]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Serve Identity and Node only: the Controller service of this node's local volumes
+    /// runs in another process (`stowage controller --local-root` on the same root),
+    /// which alone may open the root's record log.
+    #[arg(long)]
+    pub without_controller: bool,
 }
 
 /// The node plugin runs on every node for as long as the node lives: a couple of
@@ -50,14 +55,22 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub async fn run(args: NodeArgs) -> Result<(), String> {
-    let controller = Driver::open(&ControllerConfig {
-        node_id: Some(args.node_id.clone()),
-        local_root: Some(args.local_root.clone()),
-        state_dir: args.state_dir.join("controller"),
-        enable_attach: false,
-        max_volumes_per_node: 0,
-    })
-    .map_err(|e| format!("controller: {e}"))?;
+    let controller = if args.without_controller {
+        // The controller process may start later; the node holds the root open.
+        std::fs::create_dir_all(&args.local_root)
+            .map_err(|e| format!("create {}: {e}", args.local_root.display()))?;
+        None
+    } else {
+        let driver = Driver::open(&ControllerConfig {
+            node_id: Some(args.node_id.clone()),
+            local_root: Some(args.local_root.clone()),
+            state_dir: args.state_dir.join("controller"),
+            enable_attach: false,
+            max_volumes_per_node: 0,
+        })
+        .map_err(|e| format!("controller: {e}"))?;
+        Some(driver)
+    };
     let node = NodeService::new(NodeConfig {
         node_id: args.node_id,
         kubelet_dir: args.kubelet_dir,

@@ -1,0 +1,95 @@
+//! The node plugin and the Controller service of its local volumes in two processes on
+//! one local root (`stowage node --without-controller` beside `stowage controller
+//! --local-root`), as csi-sanity's controller mode runs them: only the controller opens
+//! the root's record log, the node socket serves no Controller, and a volume made by
+//! one process is staged, published and written through the other.
+
+use std::path::Path;
+
+use csi_proto::v1;
+use stowage_tests::csi::{create_request, mount_rwo};
+use stowage_tests::mounts::MountedDir;
+use stowage_tests::process::{Stowage, start_node_plugin_with};
+
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("utf8")
+}
+
+#[tokio::test]
+async fn a_controller_process_and_a_node_process_share_one_local_root() {
+    let dir = MountedDir::new();
+    let kubelet = dir.path().join("kubelet");
+    std::fs::create_dir_all(&kubelet).expect("kubelet dir");
+    let (_node, node) = start_node_plugin_with(
+        dir.path(),
+        "split-node",
+        &["--kubelet-dir", utf8(&kubelet), "--without-controller"],
+    )
+    .await;
+    let (_controller, controller) = Stowage::start(
+        "controller",
+        &dir.path().join("ctrl.sock"),
+        &[
+            "--state-dir",
+            utf8(&dir.path().join("ctrl-state")),
+            "--node-id",
+            "split-node",
+            "--local-root",
+            utf8(&dir.path().join("local")),
+        ],
+    )
+    .await;
+
+    let capabilities = node
+        .identity
+        .clone()
+        .get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})
+        .await
+        .expect("capabilities")
+        .into_inner();
+    let controller_service = v1::plugin_capability::service::Type::ControllerService as i32;
+    let advertised = capabilities.capabilities.iter().any(|c| {
+        matches!(&c.r#type, Some(v1::plugin_capability::Type::Service(s)) if s.r#type == controller_service)
+    });
+    assert!(
+        !advertised,
+        "the node socket advertises no Controller service"
+    );
+    let refused = node
+        .create(create_request("on-node", 1 << 20, &[("type", "local")]))
+        .await
+        .expect_err("no Controller on the node socket");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+
+    let volume = controller
+        .create(create_request("split", 1 << 20, &[("type", "local")]))
+        .await
+        .expect("CreateVolume on the controller");
+    let staging = kubelet.join("staging");
+    let target = kubelet.join("target");
+    std::fs::create_dir_all(&staging).expect("staging dir, as kubelet makes it");
+    node.node_stage(&volume, &staging, mount_rwo())
+        .await
+        .expect("stage");
+    node.node_publish(v1::NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: utf8(&staging).into(),
+        target_path: utf8(&target).into(),
+        volume_capability: Some(mount_rwo()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    std::fs::write(target.join("file"), b"through the node").expect("write");
+    node.node_unpublish(&volume.volume_id, &target)
+        .await
+        .expect("unpublish");
+    node.node_unstage(&volume.volume_id, &staging)
+        .await
+        .expect("unstage");
+    let listed = controller.list_all(10).await.expect("ListVolumes");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    controller.delete(&volume.volume_id).await.expect("delete");
+    assert!(controller.list_all(10).await.expect("list").is_empty());
+}
