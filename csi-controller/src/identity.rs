@@ -13,7 +13,7 @@ use crate::driver::Driver;
 
 #[derive(Debug, Clone)]
 pub struct IdentityService {
-    /// The controller, when this endpoint serves one: it adds capabilities and readiness checks.
+    /// The controller, when this endpoint serves one: its readiness is the probe's.
     controller: Option<Arc<Driver>>,
 }
 
@@ -48,7 +48,12 @@ impl Identity for IdentityService {
         &self,
         _: Request<csi::GetPluginCapabilitiesRequest>,
     ) -> Result<Response<csi::GetPluginCapabilitiesResponse>, Status> {
-        let mut capabilities = vec![
+        // Spec: the capabilities of the Plugin as a whole, as deployed, the same from
+        // every instance: a node instance whose Controller runs in another process
+        // (`--without-controller`) still names the Controller services.
+        let capabilities = vec![
+            service_capability(service::Type::ControllerService),
+            service_capability(service::Type::GroupControllerService),
             service_capability(service::Type::VolumeAccessibilityConstraints),
             PluginCapability {
                 r#type: Some(CapType::VolumeExpansion(VolumeExpansion {
@@ -56,10 +61,6 @@ impl Identity for IdentityService {
                 })),
             },
         ];
-        if self.controller.is_some() {
-            capabilities.insert(0, service_capability(service::Type::ControllerService));
-            capabilities.insert(1, service_capability(service::Type::GroupControllerService));
-        }
         Ok(Response::new(csi::GetPluginCapabilitiesResponse {
             capabilities,
         }))
