@@ -12,8 +12,8 @@ use std::path::{Component, Path};
 use csi_controller::ids::{
     Key, Location, MAX_ID_LEN, SnapshotId, VolumeId, key_of, valid_node_id, validate_name,
 };
-use csi_controller::nfs::Export;
 use libfuzzer_sys::fuzz_target;
+use nfs_session::Export;
 use stowage_fuzz::{assert_bounded, header, peak_allocation};
 
 fuzz_target!(|data: &[u8]| {

@@ -46,6 +46,17 @@ impl Reader for Objects {
         Ok(())
     }
 
+    fn scan_raw(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<()> {
+        self.scan(prefix, after, &mut |key, object| {
+            visit(key, object.to_string().as_bytes())
+        })
+    }
+
     fn revision(&self) -> u64 {
         1
     }
