@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+# xfs_quota: quota volumes where the local root is XFS mounted with prjquota.
+command -v xfs_quota >/dev/null || missing+=(xfsprogs)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 # libclang for bindgen: any libclang.so the loader or llvm-config can find.
 if ! ldconfig -p | grep -q 'libclang[-.0-9]*\.so'; then
