@@ -1,5 +1,6 @@
 //! The crate's error type and the one place that decides every gRPC status code.
 
+use driver_contract::RequestError;
 use tonic::{Code, Status};
 
 use crate::local::quota::ToolFailure;
@@ -118,6 +119,16 @@ fn io_code(e: &std::io::Error) -> Code {
     match e.raw_os_error().map(nix::errno::Errno::from_raw) {
         Some(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => Code::ResourceExhausted,
         _ => Code::Internal,
+    }
+}
+
+impl From<RequestError> for Error {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::InvalidField { field, reason } => Self::InvalidArgument { field, reason },
+            RequestError::CapacityUnmet { .. } => Self::OutOfRange(e.to_string()),
+            RequestError::OperationPending { what } => Self::Aborted(what),
+        }
     }
 }
 

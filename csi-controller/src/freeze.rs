@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use stowage_common::loop_device;
 use stowage_common::mountinfo::MountTable;
 
 use crate::error::{Error, Result};
-use crate::localfs::loop_device_of;
 
 /// Filesystems frozen until this is dropped.
 #[derive(Debug, Default)]
@@ -20,7 +20,10 @@ impl Frozen {
     /// Freezes the mounted filesystem of each image (images not mounted anywhere have
     /// no writers). If one freeze fails, the ones before it are thawed again.
     pub fn images(images: &[PathBuf]) -> Result<Self> {
-        let devices: Vec<PathBuf> = images.iter().filter_map(|i| loop_device_of(i)).collect();
+        let devices: Vec<PathBuf> = images
+            .iter()
+            .filter_map(|i| loop_device::backing(i))
+            .collect();
         if devices.is_empty() {
             return Ok(Self::default());
         }

@@ -7,17 +7,17 @@ pub mod driver;
 pub mod error;
 pub mod freeze;
 pub mod identity;
-pub mod ids;
-pub mod inflight;
 pub mod local;
 pub mod localfs;
 pub mod nfs;
 pub mod params;
 pub mod record;
-pub mod request;
-pub mod server;
 
 use std::sync::Arc;
+
+// The shared rules live in the contract crate; these names keep the controller's own
+// paths (`crate::ids::...`) short.
+use driver_contract::{ids, inflight, request};
 
 use csi_proto::v1::controller_server::ControllerServer;
 use csi_proto::v1::group_controller_server::GroupControllerServer;

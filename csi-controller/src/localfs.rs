@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::os::unix::io::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::unistd::{Whence, lseek};
 
@@ -154,19 +154,6 @@ pub fn available_bytes(path: &Path) -> Result<i64> {
         .map_err(|e| Error::io(format!("statvfs {}", path.display()), e.into()))?;
     let bytes = u128::from(stat.blocks_available()) * u128::from(stat.fragment_size());
     Ok(i64::try_from(bytes).unwrap_or(i64::MAX))
-}
-
-/// The loop device backed by `file`, if one is attached (read from sysfs, so it
-/// survives a restart of the plugin).
-pub fn loop_device_of(file: &Path) -> Option<PathBuf> {
-    fs::read_dir("/sys/block")
-        .ok()?
-        .filter_map(|d| d.ok())
-        .find_map(|d| {
-            let backing = fs::read_to_string(d.path().join("loop/backing_file")).ok()?;
-            (Path::new(backing.trim_end()) == file)
-                .then(|| PathBuf::from("/dev").join(d.file_name()))
-        })
 }
 
 #[cfg(test)]

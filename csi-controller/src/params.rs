@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use nfs_session::Export;
+use driver_contract::export::Export;
+use driver_contract::mount_options::{mount_option_allowed, mount_option_list};
 
 pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -179,7 +180,7 @@ fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsP
             .ok_or_else(|| Error::invalid("parameters", format!("{key} is required for type nfs")))
     };
     let export = Export::parse(required("server")?, required("share")?)
-        .map_err(|reason| Error::invalid("parameters", reason))?;
+        .map_err(|e| Error::invalid("parameters", e.to_string()))?;
     let template = params
         .get("subDir")
         .map(String::as_str)
@@ -230,17 +231,6 @@ fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsP
         mount_options,
         mount_permissions,
     })
-}
-
-/// The options of a comma-separated `mountOptions` string, trimmed, empty ones skipped.
-pub fn mount_option_list(list: &str) -> impl Iterator<Item = &str> {
-    list.split(',').map(str::trim).filter(|o| !o.is_empty())
-}
-
-/// Whether the node plugin passes this option to the kernel: `addr=` is the plugin's to
-/// set (it resolves the server itself), and the option string is one line.
-pub fn mount_option_allowed(option: &str) -> bool {
-    !option.contains(['\0', '\n']) && !option.starts_with("addr=")
 }
 
 /// The longest subDir a template may expand to: Linux's PATH_MAX. Each variable may
@@ -327,7 +317,7 @@ fn split_sub_dir(path: &str) -> Result<Vec<String>> {
     {
         return Err(bad("must not contain '.', '..' or overlong components"));
     }
-    if components[0] == crate::nfs::METADATA_DIR {
+    if components[0] == driver_contract::export::METADATA_DIR {
         return Err(bad("must not point into the driver's metadata directory"));
     }
     Ok(components)

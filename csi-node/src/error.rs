@@ -1,5 +1,6 @@
 //! The node plugin's errors and their gRPC codes, decided in one place.
 
+use driver_contract::RequestError;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,8 @@ pub enum Error {
     PermissionDenied(String),
     #[error("an operation for {0} is already in progress")]
     Aborted(String),
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -79,6 +82,7 @@ impl Error {
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Aborted(_) => Code::Aborted,
+            Self::OutOfRange(_) => Code::OutOfRange,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::PathMissing { .. } => Code::NotFound,
@@ -96,17 +100,13 @@ impl Error {
     }
 }
 
-impl From<csi_controller::Error> for Error {
-    fn from(e: csi_controller::Error) -> Self {
+impl From<RequestError> for Error {
+    fn from(e: RequestError) -> Self {
         match e {
-            csi_controller::Error::InvalidArgument { field, reason } => {
-                Self::InvalidArgument { field, reason }
-            }
-            csi_controller::Error::Aborted(what) => Self::Aborted(what),
-            other => Self::Io {
-                context: "controller".into(),
-                source: std::io::Error::other(other.to_string()),
-            },
+            RequestError::InvalidField { field, reason } => Self::InvalidArgument { field, reason },
+            RequestError::OperationPending { what } => Self::Aborted(what),
+            // The node plugin sizes nothing; keep the contract's code if it ever does.
+            RequestError::CapacityUnmet { .. } => Self::OutOfRange(e.to_string()),
         }
     }
 }

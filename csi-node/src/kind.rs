@@ -3,11 +3,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use csi_controller::ids::{Location, VolumeId, validate_name};
-use csi_controller::local::volume_data_path;
-use csi_controller::record::Layout;
 use csi_proto::v1::VolumeCapability;
 use csi_proto::v1::volume_capability::AccessType;
+use driver_contract::ids::{Location, VolumeId, validate_name};
+use driver_contract::local_layout::{LAYOUT_KEY, LocalLayout, volume_data_path};
 
 use crate::NodeConfig;
 use crate::error::{Error, Result};
@@ -153,34 +152,32 @@ fn local_kind(
             )));
         }
     }
-    let (layout, kind): (Layout, fn(PathBuf) -> Kind) =
-        match (context.get("layout").map(String::as_str), block) {
-            // A quota volume is a directory; its limit is the controller's business.
-            (None | Some("directory" | "quota"), false) => {
-                (Layout::Directory, Kind::LocalDirectory)
-            }
-            (Some("image"), false) => (Layout::Image, Kind::LocalImage),
-            (Some("block"), true) => (Layout::Block, Kind::LocalBlock),
-            (Some("block"), false) => {
-                return Err(Error::invalid(
-                    "volume_capability",
-                    "a block volume must be published as a block device",
-                ));
-            }
-            (_, true) => {
-                return Err(Error::invalid(
-                    "volume_capability",
-                    "only block-mode volumes can be published as block devices",
-                ));
-            }
-            (Some(other), false) => {
-                return Err(Error::invalid(
-                    "volume_context.layout",
-                    format!("{other:?} is not a local layout"),
-                ));
-            }
-        };
-    let source = volume_data_path(&config.local_root, id.key.as_str(), &layout);
+    let named = context.get(LAYOUT_KEY).map(String::as_str);
+    let layout = LocalLayout::from_name(named).ok_or_else(|| {
+        Error::invalid(
+            "volume_context.layout",
+            format!("{:?} is not a local layout", named.unwrap_or_default()),
+        )
+    })?;
+    let kind: fn(PathBuf) -> Kind = match (layout, block) {
+        // A quota volume is a directory; its limit is the controller's business.
+        (LocalLayout::Directory | LocalLayout::Quota, false) => Kind::LocalDirectory,
+        (LocalLayout::Image, false) => Kind::LocalImage,
+        (LocalLayout::Block, true) => Kind::LocalBlock,
+        (LocalLayout::Block, false) => {
+            return Err(Error::invalid(
+                "volume_capability",
+                "a block volume must be published as a block device",
+            ));
+        }
+        (_, true) => {
+            return Err(Error::invalid(
+                "volume_capability",
+                "only block-mode volumes can be published as block devices",
+            ));
+        }
+    };
+    let source = volume_data_path(&config.local_root, id.key.as_str(), layout);
     if !source.exists() {
         return Err(Error::NotFound(format!(
             "volume {volume_id} has no data on this node"
@@ -191,7 +188,7 @@ fn local_kind(
 
 /// Checks the capability is complete; returns whether it asks for a block device.
 pub(crate) fn check_capability(capability: &VolumeCapability) -> Result<bool> {
-    csi_controller::request::parse_capability("volume_capability", capability)
+    driver_contract::request::parse_capability("volume_capability", capability)
         .map_err(Error::from)?;
     Ok(matches!(capability.access_type, Some(AccessType::Block(_))))
 }

@@ -1,5 +1,6 @@
-//! The Stowage CSI node plugin: the Node service (ephemeral, hostPath and local
-//! volumes), plus, on the same socket, the controller for this node's local volumes.
+//! The Stowage CSI node plugin: the Node service for ephemeral, hostPath, local and
+//! NFS volumes. It shares only the driver contract with the controller; which services
+//! share its socket is the binary's business (`stowage/src/node_plugin.rs`).
 
 pub mod beneath;
 pub mod error;
@@ -15,14 +16,6 @@ pub mod node;
 pub mod staging;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use csi_controller::Driver;
-use csi_proto::v1::controller_server::ControllerServer;
-use csi_proto::v1::group_controller_server::GroupControllerServer;
-use csi_proto::v1::identity_server::IdentityServer;
-use csi_proto::v1::node_server::NodeServer;
-use tonic::service::Routes;
 
 pub use node::NodeService;
 
@@ -39,23 +32,4 @@ pub struct NodeConfig {
     pub host_path_allow: Vec<PathBuf>,
     /// Reported in NodeGetInfo; 0 means no limit.
     pub max_volumes: i64,
-}
-
-/// Identity, Node and (for local volumes) Controller and GroupController services on
-/// one endpoint.
-pub fn node_routes(node: NodeService, controller: Option<Arc<Driver>>) -> Routes {
-    let routes = Routes::new(IdentityServer::new(csi_controller::IdentityService::new(
-        controller.clone(),
-    )))
-    .add_service(NodeServer::new(node));
-    let Some(controller) = controller else {
-        return routes;
-    };
-    routes
-        .add_service(ControllerServer::new(
-            csi_controller::ControllerService::new(controller.clone()),
-        ))
-        .add_service(GroupControllerServer::new(
-            csi_controller::GroupControllerService::new(controller),
-        ))
 }

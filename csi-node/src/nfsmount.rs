@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Component, PathBuf};
 
-use csi_controller::params::{mount_option_allowed, mount_option_list};
-use nfs_session::{DEFAULT_PORTMAP_PORT, Export};
+use driver_contract::export::{DEFAULT_PORTMAP_PORT, Export};
+use driver_contract::mount_options::{mount_option_allowed, mount_option_list};
 use nix::mount::MsFlags;
 
 use crate::beneath::Handle;
@@ -35,7 +35,7 @@ impl NfsVolume {
             })
         };
         let export = Export::parse(field("server")?, field("share")?)
-            .map_err(|reason| Error::invalid("volume_context", reason))?;
+            .map_err(|e| Error::invalid("volume_context", e.to_string()))?;
         let sub_dir = PathBuf::from(context.get("subDir").map(String::as_str).unwrap_or(""));
         if sub_dir
             .components()

@@ -10,13 +10,12 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use csi_controller::ids::{Location, VolumeId, validate_name};
-use csi_controller::inflight::InFlight;
-use csi_controller::local::volume_data_path;
-use csi_controller::record::Layout;
 use csi_proto::v1::node_server::Node;
 use csi_proto::v1::node_service_capability::{Rpc, rpc::Type as Cap};
 use csi_proto::v1::{self as csi, NodeServiceCapability, Topology};
+use driver_contract::ids::{Location, VolumeId, validate_name};
+use driver_contract::inflight::{self, InFlight};
+use driver_contract::local_layout::{LocalLayout, volume_data_path};
 use tonic::{Request, Response, Status};
 
 use crate::beneath::{self, Handle, Links};
@@ -82,7 +81,7 @@ impl NodeService {
     }
 
     /// Serialises calls per volume: a concurrent second call is Aborted.
-    fn claim(&self, volume_id: &str) -> Result<csi_controller::inflight::Guard> {
+    fn claim(&self, volume_id: &str) -> Result<inflight::Guard> {
         self.inflight
             .claim(volume_id, &format!("volume {volume_id}"))
             .map_err(Error::from)
@@ -502,7 +501,7 @@ impl NodeService {
         // A block volume's loop device has no mount to take it away: detach it by its file.
         let block_file = VolumeId::parse(&req.volume_id)
             .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
-            .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), &Layout::Block));
+            .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), LocalLayout::Block));
         staging::detach_block(block_file.as_deref())
     }
 

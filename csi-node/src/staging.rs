@@ -13,10 +13,9 @@ use crate::beneath::{self, Handle};
 use crate::error::{Error, Result};
 use crate::mounter;
 
-/// The loop device backed by `file`, if one is attached (read from sysfs, so it
-/// survives a restart of the plugin).
+/// The loop device backed by `file`, if one is attached.
 pub fn loop_device_of(file: &Path) -> Option<PathBuf> {
-    csi_controller::localfs::loop_device_of(file)
+    stowage_common::loop_device::backing(file)
 }
 
 /// Attaches `file` to a free loop device. With `autoclear`, the kernel detaches it when

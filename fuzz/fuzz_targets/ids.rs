@@ -1,4 +1,4 @@
-//! Volume and snapshot IDs (`csi_controller::ids`) and the NFS export inside them.
+//! Volume and snapshot IDs (`driver_contract::ids`) and the NFS export inside them.
 //!
 //! The whole input is tried as a volume ID, a snapshot ID and a CO name; split at its
 //! first newline it is a `server` and `share` pair. Checks: no panic; an ID that parses
@@ -9,11 +9,11 @@
 
 use std::path::{Component, Path};
 
-use csi_controller::ids::{
+use driver_contract::export::Export;
+use driver_contract::ids::{
     Key, Location, MAX_ID_LEN, SnapshotId, VolumeId, key_of, valid_node_id, validate_name,
 };
 use libfuzzer_sys::fuzz_target;
-use nfs_session::Export;
 use stowage_fuzz::{assert_bounded, header, peak_allocation};
 
 fuzz_target!(|data: &[u8]| {

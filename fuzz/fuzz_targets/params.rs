@@ -12,11 +12,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 
-use csi_controller::nfs::METADATA_DIR;
 use csi_controller::params::{MAX_SUB_DIR_LEN, NfsParams, VolumeParams};
 use csi_node::nfsmount::NfsVolume;
+use driver_contract::export::Export;
+use driver_contract::export::METADATA_DIR;
 use libfuzzer_sys::fuzz_target;
-use nfs_session::Export;
 use stowage_fuzz::{assert_bounded, header, peak_allocation};
 
 fuzz_target!(|data: &[u8]| {

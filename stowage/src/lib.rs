@@ -4,6 +4,7 @@
 //! binary's size, see BENCHMARKS.md).
 
 pub mod node_plugin;
+pub mod serve;
 pub mod telemetry_endpoint;
 
 /// Logs to stderr with `filter` (e.g. `info` or `csi_node=debug`).

@@ -12,9 +12,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use csi_controller::{ControllerConfig, Driver, controller_routes, server};
+use csi_controller::{ControllerConfig, Driver, controller_routes};
+use driver_contract::socket;
 use stowage::node_plugin::{self, NodeArgs};
-use stowage::telemetry_endpoint;
+use stowage::{serve, telemetry_endpoint};
 
 /// The flag `stowage up` gives its children; see [`up::parent`].
 const EXIT_WITH_STDIN: &str = "--exit-with-stdin";
@@ -272,16 +273,16 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
         max_volumes_per_node: args.max_volumes_per_node,
     };
     let driver = Driver::open(&config).map_err(|e| format!("controller: {e}"))?;
-    let path = server::socket_path(&args.endpoint)?;
-    let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
+    let listener = socket::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
     let (grpc, health) = telemetry_endpoint::serve(args.metrics_address, |_| {}).await?;
     health.set_ready(true);
     tracing::info!(endpoint = %path.display(), local = config.local_root.is_some(), "controller serving");
-    server::serve(
+    serve::serve(
         listener,
         controller_routes(driver),
         grpc,
-        server::shutdown_signal(),
+        socket::shutdown_signal(),
     )
     .await
     .map_err(|e| format!("serve: {e}"))
@@ -303,7 +304,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     health.set_ready(true);
     println!("kubeconfig: {}", server.kubeconfig().display());
     server
-        .run(server::shutdown_signal())
+        .run(socket::shutdown_signal())
         .await
         .map_err(|e| format!("apiserver: {e}"))
 }
@@ -321,7 +322,9 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         }
     };
     let csi = match &args.csi_endpoint {
-        Some(endpoint) => Some(csi_proto::channel::lazy(&server::socket_path(endpoint)?)),
+        Some(endpoint) => Some(csi_proto::channel::lazy(
+            &socket::socket_path(endpoint).map_err(|e| e.to_string())?,
+        )),
         None => None,
     };
     let publisher = match (&csi, &args.node) {
@@ -396,16 +399,16 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
     };
     let publishing = async {
         if let Some(publisher) = publisher {
-            publisher.run(server::shutdown_signal()).await;
+            publisher.run(socket::shutdown_signal()).await;
         }
     };
     let watching_nodes = async {
         if let Some(gone_nodes) = gone_nodes {
-            gone_nodes.run(server::shutdown_signal()).await;
+            gone_nodes.run(socket::shutdown_signal()).await;
         }
     };
     let (result, (), ()) = tokio::join!(
-        provisioner::run(client, config, server::shutdown_signal()),
+        provisioner::run(client, config, socket::shutdown_signal()),
         publishing,
         watching_nodes
     );

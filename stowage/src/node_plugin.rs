@@ -4,8 +4,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use csi_controller::{ControllerConfig, Driver, server};
-use csi_node::{NodeConfig, NodeService, node_routes};
+use std::sync::Arc;
+
+use csi_controller::{
+    ControllerConfig, ControllerService, Driver, GroupControllerService, IdentityService,
+};
+use csi_node::{NodeConfig, NodeService};
+use csi_proto::v1::controller_server::ControllerServer;
+use csi_proto::v1::group_controller_server::GroupControllerServer;
+use csi_proto::v1::identity_server::IdentityServer;
+use csi_proto::v1::node_server::NodeServer;
+use driver_contract::socket;
+use tonic::service::Routes;
+
+use crate::serve::serve;
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
@@ -80,17 +92,37 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         max_volumes: args.max_volumes,
     })
     .map_err(|e| format!("node: {e}"))?;
-    let path = server::socket_path(&args.endpoint)?;
-    let listener = server::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
+    let listener = socket::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
     let (grpc, health) = crate::telemetry_endpoint::serve(args.metrics_address, |_| {}).await?;
     health.set_ready(true);
     tracing::info!(endpoint = %path.display(), "node serving");
-    server::serve(
+    serve(
         listener,
         node_routes(node, controller),
         grpc,
-        server::shutdown_signal(),
+        socket::shutdown_signal(),
     )
     .await
     .map_err(|e| format!("serve: {e}"))
+}
+
+/// Identity, Node and (for local volumes) Controller and GroupController services on
+/// one endpoint: CSI lets a plugin serve any subset, and kubelet and the sidecars of
+/// one node find them all on the node plugin's socket.
+pub fn node_routes(node: NodeService, controller: Option<Arc<Driver>>) -> Routes {
+    let routes = Routes::new(IdentityServer::new(IdentityService::new(
+        controller.clone(),
+    )))
+    .add_service(NodeServer::new(node));
+    let Some(controller) = controller else {
+        return routes;
+    };
+    routes
+        .add_service(ControllerServer::new(ControllerService::new(
+            controller.clone(),
+        )))
+        .add_service(GroupControllerServer::new(GroupControllerService::new(
+            controller,
+        )))
 }

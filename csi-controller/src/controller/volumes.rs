@@ -282,7 +282,7 @@ fn choose_size(
     granule: i64,
 ) -> Result<i64> {
     let Some(source) = source else {
-        return capacity.choose(DEFAULT_CAPACITY, minimum, granule);
+        return Ok(capacity.choose(DEFAULT_CAPACITY, minimum, granule)?);
     };
     let src = source.size();
     if capacity.limit > 0 && src > capacity.limit {
@@ -292,11 +292,12 @@ fn choose_size(
         )));
     }
     let required = capacity.required.max(src);
-    Capacity {
+    let size = Capacity {
         required,
         limit: capacity.limit,
     }
-    .choose(required, minimum, granule)
+    .choose(required, minimum, granule)?;
+    Ok(size)
 }
 
 /// A local volume can only be placed on this node: the requisite topologies must allow it.

@@ -32,7 +32,8 @@ use crate::request::AccessType;
 use quota::{QuotaRoot, QuotaSupport};
 use store::{Change, Store};
 
-const VOLUMES: &str = "volumes";
+use driver_contract::local_layout::{self, VOLUMES_DIR as VOLUMES};
+
 const SNAPSHOTS: &str = "snapshots";
 const RETAINED: &str = "retained";
 const LOG: &str = "records.log";
@@ -40,12 +41,10 @@ const LOG: &str = "records.log";
 /// The smallest ext4 image worth making (mkfs needs room for its journal).
 pub const MIN_IMAGE_BYTES: i64 = 16 << 20;
 
-/// Where a local volume's (or snapshot's) data lives, given its layout.
+/// Where a local volume's (or snapshot's) data lives, given its layout (the naming
+/// the node plugin shares, [`local_layout`]).
 pub fn data_path(dir: &Path, key: &str, layout: &Layout) -> PathBuf {
-    match layout {
-        Layout::Image | Layout::Block => dir.join(format!("{key}.img")),
-        Layout::Directory | Layout::Quota { .. } | Layout::Nfs { .. } => dir.join(key),
-    }
+    local_layout::data_path(dir, key, matches!(layout, Layout::Image | Layout::Block))
 }
 
 /// Where local volume data lives on a node with this root.
@@ -716,7 +715,7 @@ fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
 
 /// Is a loop device backed by this file (i.e. is the image staged on this node)?
 fn attached_to_loop(path: &Path) -> bool {
-    localfs::loop_device_of(path).is_some()
+    stowage_common::loop_device::backing(path).is_some()
 }
 
 #[cfg(test)]

@@ -25,10 +25,9 @@ use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::OnDelete;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord, now};
+use driver_contract::export::METADATA_DIR;
 use nfs_session::{Export, NfsError, SpaceStats};
 
-/// The driver's metadata directory at the top of every share it manages.
-pub const METADATA_DIR: &str = ".stowage";
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
 

@@ -15,13 +15,13 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_controller::ids::{GroupSnapshotId, Location, VolumeId};
 use csi_proto::DRIVER_NAME;
 use csi_proto::v1::group_controller_client::GroupControllerClient;
 use csi_proto::v1::{
     CreateVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
     GetVolumeGroupSnapshotRequest,
 };
+use driver_contract::ids::{GroupSnapshotId, Location, VolumeId};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};

@@ -12,9 +12,9 @@ pub mod plan;
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_controller::ids::{Location, VolumeId};
 use csi_proto::v1::ControllerModifyVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
+use driver_contract::ids::{Location, VolumeId};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use kube::api::{Patch, PatchParams};

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use csi_controller::nfs::METADATA_DIR;
 use csi_proto::v1::DeleteVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
+use driver_contract::export::METADATA_DIR;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -338,7 +338,10 @@ fn already_failed_so(pv: &PersistentVolume, plan: &Plan) -> bool {
 
 /// Empties a directory of an export through the userspace client. A directory
 /// holding Stowage's own metadata is the root of dynamic volumes: refused.
-async fn scrub_nfs(export: &nfs_session::Export, path: &[String]) -> Result<(), ReclaimError> {
+async fn scrub_nfs(
+    export: &driver_contract::export::Export,
+    path: &[String],
+) -> Result<(), ReclaimError> {
     let mut session = Session::connect(export).await?;
     let result = async {
         let dir = session

@@ -15,8 +15,8 @@
 //! Failed asking for node affinity instead.
 
 use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
+use driver_contract::export::Export;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use nfs_session::Export;
 
 use crate::binder::ReclaimPolicy;
 use crate::binder::model::annotations;
@@ -205,7 +205,7 @@ fn local_owner(pv: &PersistentVolume) -> Owner {
 }
 
 fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Owner, Plan), String> {
-    let export = Export::parse(server, share)?;
+    let export = Export::parse(server, share).map_err(|e| e.to_string())?;
     let path: Vec<String> = sub_dir
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")

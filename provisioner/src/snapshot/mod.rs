@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_controller::ids::{Location, SnapshotId, VolumeId};
 use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest};
+use driver_contract::ids::{Location, SnapshotId, VolumeId};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use csi_controller::{ControllerConfig, Driver, controller_routes, server};
+use csi_controller::{ControllerConfig, Driver, controller_routes};
+use driver_contract::socket;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ListParams, PostParams};
@@ -40,8 +41,8 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
         max_volumes_per_node: 0,
     })
     .map_err(|e| format!("controller: {e}"))?;
-    let listener = server::bind(&socket).map_err(|e| format!("bind: {e}"))?;
-    tokio::spawn(server::serve(
+    let listener = socket::bind(&socket).map_err(|e| format!("bind: {e}"))?;
+    tokio::spawn(stowage::serve::serve(
         listener,
         controller_routes(driver),
         telemetry::grpc::GrpcMetrics::default(),

@@ -90,7 +90,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     );
     println!("  stowage status --data {}", layout.data().display());
     println!("Ctrl-C stops everything; `stowage up` on the same --data resumes.");
-    csi_controller::server::shutdown_signal().await;
+    driver_contract::socket::shutdown_signal().await;
     println!("stopping…");
     supervisor.shutdown().await;
     Ok(())

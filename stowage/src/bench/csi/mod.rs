@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use csi_controller::server::socket_path;
+use driver_contract::socket::socket_path;
 use serde_json::{Value, json};
 use stowage_common::quantity::parse_bytes;
 
@@ -84,8 +84,8 @@ impl Target {
         parameters: &[(String, String)],
     ) -> Result<Self, String> {
         Ok(Self {
-            controller: socket_path(controller)?,
-            node: socket_path(node.unwrap_or(controller))?,
+            controller: socket_path(controller).map_err(|e| e.to_string())?,
+            node: socket_path(node.unwrap_or(controller)).map_err(|e| e.to_string())?,
             parameters: parameters.iter().cloned().collect(),
         })
     }

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::error::{Error, Result};
+use crate::error::{RequestError, Result};
 
+/// The objects calls are working on now; cheap to clone, shared by all clones.
 #[derive(Debug, Default, Clone)]
 pub struct InFlight {
     keys: Arc<Mutex<HashSet<String>>>,
@@ -23,7 +24,9 @@ impl InFlight {
     pub fn claim(&self, key: &str, what: &str) -> Result<Guard> {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         if !keys.insert(key.to_string()) {
-            return Err(Error::Aborted(what.to_string()));
+            return Err(RequestError::OperationPending {
+                what: what.to_string(),
+            });
         }
         Ok(Guard {
             keys: self.keys.clone(),
@@ -51,7 +54,7 @@ mod tests {
         let first = inflight.claim("k", "volume v").expect("free");
         assert!(matches!(
             inflight.claim("k", "volume v"),
-            Err(Error::Aborted(_))
+            Err(RequestError::OperationPending { .. })
         ));
         assert!(inflight.claim("other", "volume w").is_ok());
         drop(first);

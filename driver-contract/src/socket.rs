@@ -1,4 +1,5 @@
-//! Serving gRPC on a unix socket: stale-socket hygiene, 0600 mode, graceful shutdown.
+//! The plugin's CSI socket: the endpoint forms CSI uses, stale-socket hygiene, 0600
+//! mode, and the signals that end serving.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -6,19 +7,25 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::service::Routes;
+
+/// An endpoint that does not name a unix socket by absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("endpoint {endpoint:?} must be unix:///absolute/path")]
+pub struct NotAUnixEndpoint {
+    /// The endpoint as given.
+    pub endpoint: String,
+}
 
 /// An endpoint as CSI writes it: `unix:///path` or `unix:/path` or a bare path.
-pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, NotAUnixEndpoint> {
     let path = endpoint
         .strip_prefix("unix://")
         .or_else(|| endpoint.strip_prefix("unix:"))
         .unwrap_or(endpoint);
     if !path.starts_with('/') {
-        return Err(format!(
-            "endpoint {endpoint:?} must be unix:///absolute/path"
-        ));
+        return Err(NotAUnixEndpoint {
+            endpoint: endpoint.to_string(),
+        });
     }
     Ok(PathBuf::from(path))
 }
@@ -45,21 +52,6 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     Ok(listener)
-}
-
-/// Serves `routes` until `shutdown` resolves, letting in-flight calls finish;
-/// every call is counted and timed in `metrics`.
-pub async fn serve(
-    listener: UnixListener,
-    routes: Routes,
-    metrics: telemetry::grpc::GrpcMetrics,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .layer(metrics)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
 }
 
 /// Resolves on SIGTERM or SIGINT.

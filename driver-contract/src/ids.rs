@@ -8,8 +8,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use nfs_session::Export;
+use crate::error::{RequestError, Result};
+use crate::export::Export;
 
 /// CSI's limit for string fields, IDs included.
 pub const MAX_ID_LEN: usize = 128;
@@ -23,6 +23,7 @@ const GROUP_NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_9e3e_8f2d_4c71_9a6b_3d1e_7c
 pub struct Key(String);
 
 impl Key {
+    /// The key of the volume the CO names `name`.
     pub fn for_volume(name: &str) -> Self {
         Self(
             Uuid::new_v5(&VOLUME_NAMESPACE, name.as_bytes())
@@ -31,6 +32,7 @@ impl Key {
         )
     }
 
+    /// The key of the group snapshot the CO names `name`.
     pub fn for_group_snapshot(name: &str) -> Self {
         Self(
             Uuid::new_v5(&GROUP_NAMESPACE, name.as_bytes())
@@ -39,6 +41,7 @@ impl Key {
         )
     }
 
+    /// The key of the snapshot the CO names `name`.
     pub fn for_snapshot(name: &str) -> Self {
         Self(
             Uuid::new_v5(&SNAPSHOT_NAMESPACE, name.as_bytes())
@@ -54,6 +57,7 @@ impl Key {
         .then(|| Self(s.to_string()))
     }
 
+    /// The 32 hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -68,21 +72,30 @@ impl fmt::Display for Key {
 /// Where a volume's or snapshot's data lives.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Location {
-    Local { node: String },
+    /// Under the local root of one node.
+    Local {
+        /// The node's ID (its Kubernetes name).
+        node: String,
+    },
+    /// On an NFS export.
     Nfs(Export),
 }
 
 /// A parsed volume ID.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VolumeId {
+    /// Which volume at its location.
     pub key: Key,
+    /// Where its data lives.
     pub location: Location,
 }
 
 /// A parsed snapshot ID.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapshotId {
+    /// Which snapshot at its location.
     pub key: Key,
+    /// Where its data lives (where its source volume lives).
     pub location: Location,
 }
 
@@ -135,7 +148,7 @@ impl VolumeId {
         let id = Self { key, location };
         let len = id.to_string().len();
         if len + SNAPSHOT_SUFFIX.len() > MAX_ID_LEN {
-            return Err(Error::invalid(
+            return Err(RequestError::invalid(
                 "parameters",
                 format!(
                     "server and share are too long: the volume ID would be {len} bytes, the limit is {}",
@@ -161,7 +174,7 @@ impl SnapshotId {
         let id = Self { key, location };
         let len = id.to_string().len();
         if len > MAX_ID_LEN {
-            return Err(Error::invalid(
+            return Err(RequestError::invalid(
                 "source_volume_id",
                 format!(
                     "is too long to snapshot: the snapshot ID would be {len} bytes, the limit is {MAX_ID_LEN}"
@@ -188,7 +201,9 @@ impl fmt::Display for SnapshotId {
 /// members are snapshots at the same location whose records name this ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSnapshotId {
+    /// Which group snapshot at its location.
     pub key: Key,
+    /// Where its members live.
     pub location: Location,
 }
 
@@ -230,10 +245,10 @@ pub fn valid_node_id(node: &str) -> bool {
 /// Validates a CO-chosen name (volume or snapshot), naming the field on failure.
 pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(RequestError::invalid(field, "must not be empty"));
     }
     if name.len() > MAX_ID_LEN {
-        return Err(Error::invalid(
+        return Err(RequestError::invalid(
             field,
             format!("is {} bytes, the limit is {MAX_ID_LEN}", name.len()),
         ));
@@ -241,7 +256,7 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
     // The node plugin names an ephemeral volume's directory after its ID: `.` would be
     // the directory of them all.
     if name == "." || name.contains('/') || name.contains("..") {
-        return Err(Error::invalid(
+        return Err(RequestError::invalid(
             field,
             "must not be '.' or contain '/' or '..'",
         ));
@@ -250,7 +265,7 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
     if name.chars().any(|c| {
         matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
     }) {
-        return Err(Error::invalid(field, "must not contain control characters"));
+        return Err(RequestError::invalid(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -258,10 +273,10 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
 /// Validates an ID field's presence and length; whether it parses is the caller's business.
 pub fn require_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str> {
     if id.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(RequestError::invalid(field, "must not be empty"));
     }
     if id.len() > MAX_ID_LEN {
-        return Err(Error::invalid(
+        return Err(RequestError::invalid(
             field,
             format!("is {} bytes, the limit is {MAX_ID_LEN}", id.len()),
         ));

@@ -4,21 +4,26 @@ use csi_proto::v1::volume_capability::{AccessType as CsiAccessType, access_mode:
 use csi_proto::v1::{CapacityRange, VolumeCapability};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RequestError, Result};
 
 /// How a volume is consumed: as a filesystem or as a raw block device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessType {
+    /// A filesystem, mounted.
     Mount,
+    /// A raw block device.
     Block,
 }
 
 /// What a list of capabilities asks of a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityNeeds {
+    /// Filesystem or block device (all capabilities agree).
     pub access_type: AccessType,
+    /// Whether any capability lets more than one node use the volume.
     pub multi_node: bool,
+    /// The first filesystem type named, empty for none.
     pub fs_type: String,
 }
 
@@ -29,7 +34,7 @@ pub fn parse_capabilities(
     caps: &[VolumeCapability],
 ) -> Result<CapabilityNeeds> {
     if caps.is_empty() {
-        return Err(Error::invalid(
+        return Err(RequestError::invalid(
             field,
             "at least one volume capability is required",
         ));
@@ -40,7 +45,10 @@ pub fn parse_capabilities(
         needs = Some(match needs {
             None => one,
             Some(prev) if prev.access_type != one.access_type => {
-                return Err(Error::invalid(field, "mixes block and mount access types"));
+                return Err(RequestError::invalid(
+                    field,
+                    "mixes block and mount access types",
+                ));
             }
             Some(prev) => CapabilityNeeds {
                 multi_node: prev.multi_node || one.multi_node,
@@ -53,15 +61,16 @@ pub fn parse_capabilities(
             },
         });
     }
-    needs.ok_or_else(|| Error::invalid(field, "at least one volume capability is required"))
+    needs.ok_or_else(|| RequestError::invalid(field, "at least one volume capability is required"))
 }
 
+/// Checks one capability names an access type and mode.
 pub fn parse_capability(field: &'static str, cap: &VolumeCapability) -> Result<CapabilityNeeds> {
     let (access_type, fs_type) = match &cap.access_type {
         Some(CsiAccessType::Mount(m)) => (AccessType::Mount, m.fs_type.clone()),
         Some(CsiAccessType::Block(_)) => (AccessType::Block, String::new()),
         None => {
-            return Err(Error::invalid(
+            return Err(RequestError::invalid(
                 field,
                 "access_type (mount or block) is required",
             ));
@@ -72,7 +81,7 @@ pub fn parse_capability(field: &'static str, cap: &VolumeCapability) -> Result<C
         .as_ref()
         .and_then(|m| Mode::try_from(m.mode).ok())
         .filter(|m| *m != Mode::Unknown)
-        .ok_or_else(|| Error::invalid(field, "access_mode is required"))?;
+        .ok_or_else(|| RequestError::invalid(field, "access_mode is required"))?;
     let multi_node = matches!(
         mode,
         Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter
@@ -103,20 +112,23 @@ pub fn is_single_node(cap: &VolumeCapability) -> bool {
 /// A validated capacity range; zero means "unset", as in CSI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capacity {
+    /// At least this many bytes (0: unset).
     pub required: i64,
+    /// At most this many bytes (0: unset).
     pub limit: i64,
 }
 
 impl Capacity {
+    /// Checks a request's range; none means any size.
     pub fn parse(field: &'static str, range: Option<&CapacityRange>) -> Result<Self> {
         let Some(range) = range else {
             return Ok(Self::default());
         };
         if range.required_bytes < 0 || range.limit_bytes < 0 {
-            return Err(Error::invalid(field, "bytes must not be negative"));
+            return Err(RequestError::invalid(field, "bytes must not be negative"));
         }
         if range.limit_bytes != 0 && range.limit_bytes < range.required_bytes {
-            return Err(Error::invalid(
+            return Err(RequestError::invalid(
                 field,
                 format!(
                     "limit_bytes {} is below required_bytes {}",
@@ -152,10 +164,12 @@ impl Capacity {
             rounded
         };
         if !self.admits(size) || size < minimum {
-            return Err(Error::OutOfRange(format!(
-                "capacity range [{}, {}] cannot be met: volumes of this kind are at least {minimum} bytes in steps of {granule}",
-                self.required, self.limit
-            )));
+            return Err(RequestError::CapacityUnmet {
+                required: self.required,
+                limit: self.limit,
+                minimum,
+                granule,
+            });
         }
         Ok(size)
     }

@@ -3,27 +3,48 @@
 
 use std::fmt;
 
+/// The directory at the root of each share where the driver keeps its records and
+/// snapshots: never a volume's subdirectory, never scrubbed by Recycle.
+pub const METADATA_DIR: &str = ".stowage";
+
 /// Portmapper port used when the server string names none.
 pub const DEFAULT_PORTMAP_PORT: u16 = 111;
+
+/// An export address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadExport {
+    /// The `server` parameter.
+    #[error("server {0:?} must be host, host:port, [ipv6] or [ipv6]:port")]
+    Server(String),
+    /// The `share` parameter.
+    #[error("share {0:?} must be an absolute path without '..'")]
+    Share(String),
+    /// The compact `server/share` form, as IDs carry it.
+    #[error("{0:?} has no share path")]
+    NoShare(String),
+}
 
 /// An NFS export: the server (and portmapper port) plus the exported path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Export {
+    /// Host name or address (an IPv6 address without brackets).
     pub host: String,
+    /// The server's portmapper port.
     pub port: u16,
+    /// The exported path: absolute, no trailing `/` but for the root.
     pub share: String,
 }
 
 impl Export {
     /// Parses the `server` parameter (`host`, `host:port`, `[v6]` or `[v6]:port`,
     /// the port being the portmapper's) and the `share` parameter (absolute path).
-    pub fn parse(server: &str, share: &str) -> Result<Self, String> {
+    pub fn parse(server: &str, share: &str) -> Result<Self, BadExport> {
         let (host, port) = split_host_port(server)?;
         if !share.starts_with('/') || share.contains('\0') || share.len() > 1024 {
-            return Err(format!("share {share:?} must be an absolute path"));
+            return Err(BadExport::Share(share.to_string()));
         }
         if share.split('/').any(|c| c == "..") {
-            return Err(format!("share {share:?} must not contain '..'"));
+            return Err(BadExport::Share(share.to_string()));
         }
         let share = match share.trim_end_matches('/') {
             "" => "/".to_string(),
@@ -47,7 +68,7 @@ impl Export {
     }
 
     /// Parses the `server/share` form that [`fmt::Display`] writes.
-    pub fn parse_compact(s: &str) -> Result<Self, String> {
+    pub fn parse_compact(s: &str) -> Result<Self, BadExport> {
         // The share starts at the first `/` after the host, which an IPv6 host brackets.
         let host_end = if s.starts_with('[') {
             s.find(']').unwrap_or(0)
@@ -57,7 +78,7 @@ impl Export {
         let slash = s[host_end..]
             .find('/')
             .map(|i| i + host_end)
-            .ok_or_else(|| format!("{s:?} has no share path"))?;
+            .ok_or_else(|| BadExport::NoShare(s.to_string()))?;
         Self::parse(&s[..slash], &s[slash..])
     }
 }
@@ -68,8 +89,8 @@ impl fmt::Display for Export {
     }
 }
 
-fn split_host_port(server: &str) -> Result<(String, u16), String> {
-    let bad = || format!("server {server:?} must be host, host:port, [ipv6] or [ipv6]:port");
+fn split_host_port(server: &str) -> Result<(String, u16), BadExport> {
+    let bad = || BadExport::Server(server.to_string());
     if server.is_empty() || server.len() > 255 || server.contains(['/', '\0', ' ']) {
         return Err(bad());
     }
