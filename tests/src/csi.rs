@@ -83,6 +83,18 @@ impl Csi {
             .expect("CreateVolume returns a volume"))
     }
 
+    pub async fn controller_publish(
+        &self,
+        request: v1::ControllerPublishVolumeRequest,
+    ) -> Result<v1::ControllerPublishVolumeResponse, tonic::Status> {
+        let response = self
+            .controller
+            .clone()
+            .controller_publish_volume(request)
+            .await?;
+        Ok(response.into_inner())
+    }
+
     pub async fn delete(&self, volume_id: &str) -> Result<(), tonic::Status> {
         self.controller
             .clone()
@@ -120,11 +132,7 @@ impl Csi {
         let resp = self
             .controller
             .clone()
-            .create_snapshot(v1::CreateSnapshotRequest {
-                source_volume_id: source.into(),
-                name: name.into(),
-                ..Default::default()
-            })
+            .create_snapshot(snapshot_request(name, source))
             .await?;
         Ok(resp
             .into_inner()
@@ -148,6 +156,23 @@ pub fn mount_rwo() -> VolumeCapability {
     capability(false, Mode::SingleNodeWriter)
 }
 
+/// A mount capability whose volume_mount_group is `group` (fsGroup delegated to the driver).
+pub fn mount_for_group(group: &str) -> VolumeCapability {
+    let mut capability = mount_rwo();
+    if let Some(AccessType::Mount(mount)) = &mut capability.access_type {
+        mount.volume_mount_group = group.into();
+    }
+    capability
+}
+
+/// A string map (parameters, volume context) from pairs.
+pub fn string_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A CreateVolume request with one RWO mount capability.
 pub fn create_request(
     name: &str,
@@ -161,10 +186,81 @@ pub fn create_request(
             limit_bytes: 0,
         }),
         volume_capabilities: vec![mount_rwo()],
-        parameters: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        parameters: string_map(params),
+        ..Default::default()
+    }
+}
+
+/// A CreateVolume request for a subdirectory of the NFS export `server:share`, with
+/// more parameters after `type`, `server` and `share`.
+pub fn nfs_create_request(
+    name: &str,
+    required: i64,
+    (server, share): (&str, &str),
+    extra: &[(&str, &str)],
+) -> v1::CreateVolumeRequest {
+    let mut params = vec![("type", "nfs"), ("server", server), ("share", share)];
+    params.extend_from_slice(extra);
+    create_request(name, required, &params)
+}
+
+/// NodePublishVolume of `volume` at `target` with an RWO mount capability and the
+/// volume's context; unstaged (set `staging_target_path` for a staged kind).
+pub fn publish_request(volume: &v1::Volume, target: &Path) -> v1::NodePublishVolumeRequest {
+    v1::NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(mount_rwo()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    }
+}
+
+/// [`publish_request`] of a volume staged at `staging`.
+pub fn publish_staged_request(
+    volume: &v1::Volume,
+    staging: &Path,
+    target: &Path,
+) -> v1::NodePublishVolumeRequest {
+    v1::NodePublishVolumeRequest {
+        staging_target_path: staging.display().to_string(),
+        ..publish_request(volume, target)
+    }
+}
+
+/// NodeStageVolume of `volume` at `staging` with `capability` and the volume's context.
+pub fn stage_request(
+    volume: &v1::Volume,
+    staging: &Path,
+    capability: VolumeCapability,
+) -> v1::NodeStageVolumeRequest {
+    v1::NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(capability),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    }
+}
+
+/// ControllerPublishVolume of `volume_id` to `node` with an RWO mount capability.
+pub fn controller_publish_request(
+    volume_id: &str,
+    node: &str,
+) -> v1::ControllerPublishVolumeRequest {
+    v1::ControllerPublishVolumeRequest {
+        volume_id: volume_id.into(),
+        node_id: node.into(),
+        volume_capability: Some(mount_rwo()),
+        ..Default::default()
+    }
+}
+
+/// A CreateSnapshot request of `source` named `name`.
+pub fn snapshot_request(name: &str, source: &str) -> v1::CreateSnapshotRequest {
+    v1::CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
         ..Default::default()
     }
 }
@@ -217,14 +313,22 @@ impl Csi {
         staging: &Path,
         capability: VolumeCapability,
     ) -> Result<(), tonic::Status> {
-        let request = v1::NodeStageVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: staging.display().to_string(),
-            volume_capability: Some(capability),
-            volume_context: volume.volume_context.clone(),
+        let request = stage_request(volume, staging, capability);
+        self.node.clone().node_stage_volume(request).await.map(drop)
+    }
+
+    pub async fn node_stats(
+        &self,
+        volume_id: &str,
+        path: &Path,
+    ) -> Result<v1::NodeGetVolumeStatsResponse, tonic::Status> {
+        let request = v1::NodeGetVolumeStatsRequest {
+            volume_id: volume_id.into(),
+            volume_path: path.display().to_string(),
             ..Default::default()
         };
-        self.node.clone().node_stage_volume(request).await.map(drop)
+        let response = self.node.clone().node_get_volume_stats(request).await?;
+        Ok(response.into_inner())
     }
 
     pub async fn node_unstage(&self, volume_id: &str, staging: &Path) -> Result<(), tonic::Status> {

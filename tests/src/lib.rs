@@ -3,10 +3,12 @@
 
 pub mod api;
 pub mod csi;
+pub mod driver;
 pub mod http;
 pub mod mounts;
 pub mod nfs;
 pub mod process;
+pub mod refusal;
 pub mod relay;
 pub mod up;
 pub mod vm;
@@ -28,6 +30,20 @@ pub async fn wait_for<T>(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks `check` every 20 ms for the whole `window`, failing the first time it does not
+/// hold. For a negative ("nothing writes this again", "the standby binds nothing"), which
+/// no event ends early: the window is how long the test watches for the wrong write.
+pub async fn holds_for(what: &str, window: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + window;
+    loop {
+        assert!(check().await, "{what} stopped holding within {window:?}");
+        if Instant::now() >= end {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::csi::Csi;
-use crate::mounts::MountedDir;
 use crate::wait_for;
 
 /// The binary under test: `$STOWAGE_BIN`, or `target/<profile>/stowage` beside this test.
@@ -143,84 +142,6 @@ pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .await
         .expect("exits after SIGTERM")
         .expect("wait")
-}
-
-/// `stowage controller` (NFS volumes) with its socket `dir/controller.sock` and its state under `dir`.
-pub async fn start_controller(dir: &Path) -> (Stowage, Csi) {
-    let state = dir.join("state");
-    Stowage::start(
-        "controller",
-        &dir.join("controller.sock"),
-        &["--state-dir", state.to_str().expect("utf8")],
-    )
-    .await
-}
-
-/// `stowage node` for `node` with its socket, local root and state under `dir`.
-pub async fn start_node_plugin(dir: &Path, node: &str) -> (Stowage, Csi) {
-    start_node_plugin_with(dir, node, &[]).await
-}
-
-/// [`start_node_plugin`] with more flags, e.g. `--kubelet-dir`.
-pub async fn start_node_plugin_with(dir: &Path, node: &str, extra: &[&str]) -> (Stowage, Csi) {
-    let args = node_plugin_args(dir, node, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Stowage::start("node", &dir.join("node.sock"), &args).await
-}
-
-/// [`start_node_plugin_with`], run by the lean `stowage-node` binary.
-pub async fn start_lean_node_plugin_with(dir: &Path, node: &str, extra: &[&str]) -> (Stowage, Csi) {
-    let args = node_plugin_args(dir, node, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Stowage::start_lean_node(&dir.join("node.sock"), &args).await
-}
-
-/// `stowage node` with its kubelet directory (`kubelet/`), local root and state below
-/// one [`MountedDir`], as the node-side conformance tests want it.
-pub struct KubeletNode {
-    pub dir: MountedDir,
-    pub csi: Csi,
-    _plugin: Stowage,
-}
-
-impl KubeletNode {
-    pub async fn start(node: &str) -> Self {
-        Self::start_in(MountedDir::new(), node, &[]).await
-    }
-
-    /// Starts it in `dir`, which the caller may have prepared, with more flags.
-    pub async fn start_in(dir: MountedDir, node: &str, extra: &[&str]) -> Self {
-        let kubelet = dir.path().join("kubelet");
-        std::fs::create_dir_all(&kubelet).expect("kubelet dir");
-        let kubelet = kubelet.display().to_string();
-        let mut args = vec!["--kubelet-dir", kubelet.as_str()];
-        args.extend_from_slice(extra);
-        let (plugin, csi) = start_node_plugin_with(dir.path(), node, &args).await;
-        Self {
-            dir,
-            csi,
-            _plugin: plugin,
-        }
-    }
-
-    /// A path below the kubelet directory.
-    pub fn kubelet(&self, sub: &str) -> PathBuf {
-        self.dir.path().join("kubelet").join(sub)
-    }
-}
-
-fn node_plugin_args(dir: &Path, node: &str, extra: &[&str]) -> Vec<String> {
-    let path = |name: &str| dir.join(name).to_str().expect("utf8").to_string();
-    let mut args = vec![
-        "--node-id".to_string(),
-        node.to_string(),
-        "--local-root".to_string(),
-        path("local"),
-        "--state-dir".to_string(),
-        path("state"),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
 }
 
 /// `stowage provisioner` as a child process with its metrics endpoint, killed when dropped.

@@ -251,3 +251,74 @@ impl Drop for Up {
         }
     }
 }
+
+/// A claim of 64Mi in the default class with `labels` (`key: value, ...`, or empty),
+/// restored from the VolumeSnapshot `snapshot` when given.
+pub fn claim_manifest(name: &str, labels: &str, snapshot: Option<&str>) -> String {
+    let source = snapshot.map_or_else(String::new, |s| {
+        format!(
+            "  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {s}}}\n"
+        )
+    });
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, labels: {{{labels}}}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
+{source}"#
+    )
+}
+
+/// Mounts claim `name` at `<dir>/<name>` with `stowage mount` (which binds and
+/// provisions it) and returns the target.
+pub async fn mount_claim(dir: &MountedDir, data: &Path, name: &str) -> PathBuf {
+    let target = dir.path().join(name);
+    let target_text = target.to_str().expect("utf8").to_string();
+    let args = [
+        "mount",
+        name,
+        "--namespace",
+        "default",
+        "--target",
+        &target_text,
+    ];
+    let mounted = stowage(&args, data).await;
+    assert!(mounted.status.success(), "{}", text(&mounted));
+    target
+}
+
+/// `stowage unmount` of a target [`mount_claim`] made.
+pub async fn unmount(data: &Path, target: &Path) {
+    let args = ["unmount", "--target", target.to_str().expect("utf8")];
+    let out = stowage(&args, data).await;
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The snapshots the driver keeps on this machine (data and record files).
+pub fn stored_snapshots(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("local/snapshots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+/// Waits (a minute at most) until `kubectl get <object>` finds nothing.
+pub async fn gone(data: &Path, object: &[&str]) {
+    wait_for(
+        &format!("{object:?} to be gone"),
+        Duration::from_secs(60),
+        async || {
+            let mut args = vec!["get"];
+            args.extend_from_slice(object);
+            text(&kubectl(data, &args, None))
+                .contains("NotFound")
+                .then_some(())
+        },
+    )
+    .await;
+}

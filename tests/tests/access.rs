@@ -325,8 +325,12 @@ async fn one_identity_holds_a_bounded_number_of_watches() {
     // kube-rs waits as told and asks again; the place frees when a watch ends.
     let retried =
         tokio::spawn(async move { pvs.watch(&WatchParams::default(), "0").await.map(drop) });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!retried.is_finished(), "no place yet");
+    stowage_tests::holds_for(
+        "no place yet: the retried watch waits",
+        std::time::Duration::from_millis(500),
+        async || !retried.is_finished(),
+    )
+    .await;
     drop(first);
     tokio::time::timeout(std::time::Duration::from_secs(30), retried)
         .await

@@ -113,7 +113,16 @@ async fn claims_get_the_newest_default_class_and_need_their_namespace() {
             .expect("class");
         assert_eq!(created.reclaim_policy.as_deref(), Some("Delete"));
         assert_eq!(created.volume_binding_mode.as_deref(), Some("Immediate"));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // creationTimestamp counts whole seconds: the next class is made in a later one.
+        let made = created
+            .metadata
+            .creation_timestamp
+            .expect("creationTimestamp")
+            .0;
+        wait_for("the next second", Duration::from_secs(3), async || {
+            (k8s_openapi::jiff::Timestamp::now().as_second() > made.as_second()).then_some(())
+        })
+        .await;
     }
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(api.client.clone(), "default");
     let claim = claims
@@ -1052,14 +1061,18 @@ async fn kill_9_loses_no_acknowledged_write() {
     let dir = TempDir::new().expect("tempdir");
     let (server, client) = ApiProcess::start(dir.path(), &[]).await;
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writers = (0..8).map(|w| {
-        let pvs = pvs.clone();
+        let (pvs, answered) = (pvs.clone(), answered.clone());
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for i in 0.. {
                 let name = format!("w{w}-{i}");
                 match pvs.create(&PostParams::default(), &pv(&name, "1Gi")).await {
-                    Ok(_) => acknowledged.push(name),
+                    Ok(_) => {
+                        acknowledged.push(name);
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(_) => break,
                 }
             }
@@ -1067,7 +1080,13 @@ async fn kill_9_loses_no_acknowledged_write() {
         })
     });
     let writers: Vec<_> = writers.collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed in the middle of writing: once each writer has had a few answered.
+    wait_for(
+        "the writers under way",
+        Duration::from_secs(20),
+        async || (answered.load(std::sync::atomic::Ordering::SeqCst) >= 24).then_some(()),
+    )
+    .await;
     server.kill_hard().await;
     let mut acknowledged = BTreeSet::new();
     for writer in writers {

@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use serde_json::Value;
-use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::{
-    Stowage, start_lean_node_plugin_with, start_node_plugin_with, stowage_bin,
-};
+use stowage_tests::driver::{Driver, Launch};
+use stowage_tests::mounts::mounts_under;
+use stowage_tests::process::stowage_bin;
 
 const LOCAL_RPCS: [&str; 6] = [
     "CreateVolume",
@@ -18,12 +17,6 @@ const LOCAL_RPCS: [&str; 6] = [
     "NodeUnstageVolume",
     "DeleteVolume",
 ];
-
-/// `stowage node` with its state under `dir`, accepting paths below `kubelet`.
-async fn node_plugin(dir: &Path, kubelet: &Path, name: &str) -> (Stowage, stowage_tests::csi::Csi) {
-    let kubelet = kubelet.to_str().expect("utf8");
-    start_node_plugin_with(dir, name, &["--kubelet-dir", kubelet]).await
-}
 
 /// Runs the benchmark with `args`; the exit success and the JSON it printed.
 async fn bench(args: &[String]) -> (bool, Value) {
@@ -44,8 +37,8 @@ async fn bench(args: &[String]) -> (bool, Value) {
     (output.status.success(), json)
 }
 
-fn endpoint(plugin: &Stowage) -> String {
-    format!("unix://{}", plugin.socket.display())
+fn endpoint(plugin: &Driver) -> String {
+    format!("unix://{}", plugin.socket().display())
 }
 
 fn work_dir(dir: &Path) -> String {
@@ -54,8 +47,8 @@ fn work_dir(dir: &Path) -> String {
 
 #[tokio::test]
 async fn local_lifecycles_call_what_the_capabilities_offer_and_leave_nothing() {
-    let dir = MountedDir::new();
-    let (plugin, csi) = node_plugin(dir.path(), &dir.path().join("kubelet"), "bench-a").await;
+    let plugin = Launch::node("bench-a").kubelet_dir().start().await;
+    let (csi, dir) = (&plugin.csi, plugin.dir());
     let (ok, json) = bench(&[
         "--controller-endpoint".into(),
         endpoint(&plugin),
@@ -64,7 +57,7 @@ async fn local_lifecycles_call_what_the_capabilities_offer_and_leave_nothing() {
         "--concurrency".into(),
         "4".into(),
         "--work-dir".into(),
-        work_dir(dir.path()),
+        work_dir(dir),
     ])
     .await;
     assert!(ok, "{json}");
@@ -88,14 +81,13 @@ async fn local_lifecycles_call_what_the_capabilities_offer_and_leave_nothing() {
         plugin.pid().map(u64::from)
     );
     assert!(json["memory"]["node_rss_kib_after"].as_u64() > Some(0));
-    assert!(mounts_under(dir.path()).is_empty(), "mounts left behind");
+    assert!(mounts_under(dir).is_empty(), "mounts left behind");
     assert!(
         csi.list_all(100).await.expect("list").is_empty(),
         "volumes left behind"
     );
     assert!(
-        !dir.path()
-            .join("kubelet/bench")
+        !dir.join("kubelet/bench")
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some())
     );
@@ -103,14 +95,14 @@ async fn local_lifecycles_call_what_the_capabilities_offer_and_leave_nothing() {
 
 #[tokio::test]
 async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
-    let (a, b) = (MountedDir::new(), MountedDir::new());
-    // Two plugins on one kubelet root, as a driver and the one it is compared with.
-    let kubelet = a.path().join("kubelet");
     // The lean `stowage-node` measured against `stowage node`: the same plugin.
-    let kubelet_flag = kubelet.to_str().expect("utf8");
-    let (driver, _) =
-        start_lean_node_plugin_with(a.path(), "bench-b", &["--kubelet-dir", kubelet_flag]).await;
-    let (baseline, _) = node_plugin(b.path(), &kubelet, "bench-c").await;
+    let driver = Launch::node("bench-b").kubelet_dir().lean().start().await;
+    // Two plugins on one kubelet root, as a driver and the one it is compared with.
+    let kubelet = driver.kubelet("");
+    let baseline = Launch::node("bench-c")
+        .flags(&["--kubelet-dir", kubelet.to_str().expect("utf8")])
+        .start()
+        .await;
     let (ok, json) = bench(&[
         "--controller-endpoint".into(),
         endpoint(&driver),
@@ -123,7 +115,7 @@ async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
         "--concurrency".into(),
         "2".into(),
         "--work-dir".into(),
-        work_dir(a.path()),
+        work_dir(driver.dir()),
     ])
     .await;
     assert!(ok, "{json}");
@@ -160,13 +152,13 @@ async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
         "the lean binary stays smaller in memory than the full one: {}",
         json["ratios"]
     );
-    assert!(mounts_under(a.path()).is_empty() && mounts_under(b.path()).is_empty());
+    assert!(mounts_under(driver.dir()).is_empty() && mounts_under(baseline.dir()).is_empty());
 }
 
 #[tokio::test]
 async fn a_driver_that_refuses_fails_the_run_with_the_errors_counted() {
-    let dir = MountedDir::new();
-    let (plugin, csi) = node_plugin(dir.path(), &dir.path().join("kubelet"), "bench-d").await;
+    let plugin = Launch::node("bench-d").kubelet_dir().start().await;
+    let (csi, dir) = (&plugin.csi, plugin.dir());
     let (ok, json) = bench(&[
         "--controller-endpoint".into(),
         endpoint(&plugin),
@@ -175,7 +167,7 @@ async fn a_driver_that_refuses_fails_the_run_with_the_errors_counted() {
         "--parameters".into(),
         "type=ceph".into(),
         "--work-dir".into(),
-        work_dir(dir.path()),
+        work_dir(dir),
     ])
     .await;
     assert!(!ok, "a run with failed lifecycles exits non-zero");

@@ -2,7 +2,7 @@
 //! leads (its Lease in kube-system is held), binds when that lapses, and
 //! `--controllers` turns it (or any controller) off in kube-controller-manager's syntax.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
@@ -14,7 +14,7 @@ use provisioner::{Config, Controllers, Metrics, Scope};
 use serde_json::json;
 use stowage_tests::api::InProcessApi;
 use stowage_tests::process::stowage_bin;
-use stowage_tests::wait_for;
+use stowage_tests::{holds_for, wait_for};
 use tempfile::TempDir;
 
 const KCM: &str = "kube-controller-manager";
@@ -65,22 +65,26 @@ async fn pair(client: &Client, name: &str) -> (String, String) {
 async fn untouched_for(client: &Client, name: &str, versions: &(String, String), window: Duration) {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-    let until = Instant::now() + window;
-    while Instant::now() < until {
-        let pv = volumes.get(name).await.expect("pv");
-        let pvc = claims.get(name).await.expect("pvc");
-        assert_eq!(
-            (
-                pv.resource_version().unwrap_or_default(),
-                pvc.resource_version().unwrap_or_default()
-            ),
-            versions.clone(),
-            "no binding writes to {name}: {:?} {:?}",
-            pv.status,
-            pvc.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    holds_for(
+        &format!("no binding writes to {name}"),
+        window,
+        async || {
+            let pv = volumes.get(name).await.expect("pv");
+            let pvc = claims.get(name).await.expect("pvc");
+            assert_eq!(
+                (
+                    pv.resource_version().unwrap_or_default(),
+                    pvc.resource_version().unwrap_or_default()
+                ),
+                versions.clone(),
+                "no binding writes to {name}: {:?} {:?}",
+                pv.status,
+                pvc.status
+            );
+            true
+        },
+    )
+    .await;
 }
 
 async fn bound(client: &Client, name: &str) {
@@ -124,6 +128,7 @@ async fn fake_controller_manager(client: &Client) -> tokio::sync::watch::Sender<
                     Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
                 let _ = leases.replace(KCM, &PostParams::default(), &lease).await;
             }
+            // The renewal period of the other binder's Lease: a pace, not a wait for state.
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 changed = wanted.changed() => if changed.is_err() { return },

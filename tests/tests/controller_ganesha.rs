@@ -6,39 +6,22 @@
 use std::os::unix::fs::PermissionsExt;
 
 use csi_proto::v1;
-use stowage_tests::csi::{Csi, assert_code, create_request, from_snapshot, from_volume};
+use stowage_tests::csi::{assert_code, from_snapshot, from_volume, nfs_create_request};
+use stowage_tests::driver::Launch;
 use stowage_tests::nfs::Ganesha;
-use stowage_tests::process::Stowage;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
 
-async fn controller(dir: &tempfile::TempDir) -> (Stowage, Csi) {
-    let state = dir.path().join("state").display().to_string();
-    Stowage::start(
-        "controller",
-        &dir.path().join("csi.sock"),
-        &["--state-dir", &state],
-    )
-    .await
-}
-
 fn request(ganesha: &Ganesha, name: &str, extra: &[(&str, &str)]) -> v1::CreateVolumeRequest {
-    let share = ganesha.share();
-    let mut params = vec![
-        ("type", "nfs"),
-        ("server", "127.0.0.1"),
-        ("share", share.as_str()),
-    ];
-    params.extend_from_slice(extra);
-    create_request(name, MIB, &params)
+    nfs_create_request(name, MIB, ("127.0.0.1", &ganesha.share()), extra)
 }
 
 #[tokio::test]
 async fn ganesha_volumes_snapshots_and_policies_land_on_disk() {
     let ganesha = Ganesha::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_controller, csi) = controller(&dir).await;
+    let controller = Launch::controller().start().await;
+    let csi = &controller.csi;
     let export = ganesha.export_dir();
 
     let volume = csi
@@ -160,8 +143,8 @@ async fn ganesha_volumes_snapshots_and_policies_land_on_disk() {
 #[tokio::test]
 async fn ganesha_contended_create_yields_one_volume() {
     let ganesha = Ganesha::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_controller, csi) = controller(&dir).await;
+    let controller = Launch::controller().start().await;
+    let csi = &controller.csi;
     let calls: Vec<_> = (0..32)
         .map(|_| {
             let (csi, req) = (csi.clone(), request(&ganesha, "contended", &[]));
@@ -196,8 +179,8 @@ async fn ganesha_contended_create_yields_one_volume() {
 #[tokio::test]
 async fn ganesha_restart_is_unavailable_then_recovers_with_data_intact() {
     let mut ganesha = Ganesha::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_controller, csi) = controller(&dir).await;
+    let mut controller = Launch::controller().start().await;
+    let csi = &controller.csi;
     let volume = csi
         .create(request(&ganesha, "survivor", &[]))
         .await
@@ -223,25 +206,18 @@ async fn ganesha_restart_is_unavailable_then_recovers_with_data_intact() {
     assert!(ganesha.export_dir().join("during-outage").is_dir());
 
     // The controller restarting must not forget the export or its volumes.
-    drop(_controller);
-    let (_controller, csi) = controller(&dir).await;
+    controller.kill_hard().await;
+    controller.relaunch().await;
+    let csi = &controller.csi;
     assert_eq!(csi.list_all(0).await.expect("list").len(), 2);
 }
 
 #[tokio::test]
 async fn ganesha_rejects_an_unexported_share() {
     let ganesha = Ganesha::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_controller, csi) = controller(&dir).await;
-    let bad = create_request(
-        "nope",
-        MIB,
-        &[
-            ("type", "nfs"),
-            ("server", "127.0.0.1"),
-            ("share", "/not/exported"),
-        ],
-    );
+    let controller = Launch::controller().start().await;
+    let csi = &controller.csi;
+    let bad = nfs_create_request("nope", MIB, ("127.0.0.1", "/not/exported"), &[]);
     let status = csi.create(bad).await.expect_err("refused");
     assert_ne!(status.code(), Code::Ok);
     assert!(

@@ -1,77 +1,30 @@
 //! The controller binary over its unix socket, against a real local root.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
 
 use csi_proto::v1::{self as v1, CapacityRange, Topology, TopologyRequirement};
 use stowage_tests::csi::{
-    AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume,
-    mount_rwo,
+    AccessModeKind, Csi, assert_code, capability, controller_publish_request, create_request,
+    from_snapshot, from_volume, mount_rwo,
 };
-use stowage_tests::process::Stowage;
+use stowage_tests::driver::{Driver, Launch};
+use stowage_tests::refusal::{assert_refused, refusal};
+use stowage_tests::wait_for;
 use tonic::Code;
 
 const NODE: &str = "node-a";
 const MIB: i64 = 1 << 20;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    csi: Csi,
-    controller: Option<Stowage>,
-}
-
-impl Setup {
-    async fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (controller, csi) = launch(dir.path(), extra).await;
-        Self {
-            dir,
-            csi,
-            controller: Some(controller),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("local")
-    }
-
-    /// The data path of a local volume (`local:<key>:<node>`), for checks from outside.
-    fn data(&self, volume_id: &str, suffix: &str) -> PathBuf {
-        let key = volume_id.split(':').nth(1).expect("key");
-        self.root().join("volumes").join(format!("{key}{suffix}"))
-    }
-
-    async fn restart(&mut self, hard: bool) {
-        let controller = self.controller.take().expect("running");
-        if hard {
-            controller.kill_hard().await;
-        } else {
-            assert!(controller.terminate().await.success());
-        }
-        let (controller, csi) = launch(self.dir.path(), &[]).await;
-        self.controller = Some(controller);
-        self.csi = csi;
-    }
-}
-
-async fn launch(dir: &Path, extra: &[&str]) -> (Stowage, Csi) {
-    let root = dir.join("local").display().to_string();
-    let state = dir.join("state").display().to_string();
-    let mut args = vec![
-        "--node-id",
-        NODE,
-        "--local-root",
-        &root,
-        "--state-dir",
-        &state,
-    ];
-    args.extend_from_slice(extra);
-    Stowage::start("controller", &dir.join("csi.sock"), &args).await
+/// `stowage controller` serving the local volumes of [`NODE`], with more flags.
+async fn start(flags: &[&str]) -> Driver {
+    Launch::controller().local(NODE).flags(flags).start().await
 }
 
 #[tokio::test]
 async fn identity_reports_name_version_capabilities_and_readiness() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let info = s
         .csi
         .identity
@@ -124,7 +77,7 @@ async fn controller_capabilities_match_the_design_and_attach_is_behind_a_flag() 
             })
             .collect()
     };
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let got = caps(&s.csi).await;
     for want in [
         Cap::CreateDeleteVolume,
@@ -149,7 +102,7 @@ async fn controller_capabilities_match_the_design_and_attach_is_behind_a_flag() 
         .await;
     assert_code(publish, Code::Unimplemented, "--enable-attach");
 
-    let attach = Setup::start(&["--enable-attach"]).await;
+    let attach = start(&["--enable-attach"]).await;
     assert!(
         caps(&attach.csi)
             .await
@@ -159,7 +112,7 @@ async fn controller_capabilities_match_the_design_and_attach_is_behind_a_flag() 
 
 #[tokio::test]
 async fn create_volume_is_idempotent_and_makes_a_directory_with_node_topology() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let volume = s
         .csi
         .create(create_request("pvc-1", 10 * MIB, &[]))
@@ -183,7 +136,7 @@ async fn create_volume_is_idempotent_and_makes_a_directory_with_node_topology() 
         volume.volume_context.get("type").map(String::as_str),
         Some("local")
     );
-    assert!(s.data(&volume.volume_id, "").is_dir());
+    assert!(s.volume_data(&volume.volume_id, "").is_dir());
 
     let again = s
         .csi
@@ -209,7 +162,7 @@ async fn create_volume_is_idempotent_and_makes_a_directory_with_node_topology() 
     );
 
     s.csi.delete(&volume.volume_id).await.expect("delete");
-    assert!(!s.data(&volume.volume_id, "").exists());
+    assert!(!s.volume_data(&volume.volume_id, "").exists());
     s.csi.delete(&volume.volume_id).await.expect("delete twice");
     s.csi
         .delete("no-such-volume")
@@ -220,17 +173,48 @@ async fn create_volume_is_idempotent_and_makes_a_directory_with_node_topology() 
 
 #[tokio::test]
 async fn bad_requests_are_invalid_argument_naming_the_field() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let long = "x".repeat(129);
-    let cases: Vec<(v1::CreateVolumeRequest, &str)> = vec![
-        (create_request("", MIB, &[]), "name"),
-        (create_request(&long, MIB, &[]), "name"),
-        (create_request("a/b", MIB, &[]), "name"),
-        (create_request("..", MIB, &[]), "name"),
-        (create_request("nul\0byte", MIB, &[]), "name"),
-        (create_request("p", MIB, &[("color", "blue")]), "color"),
-        (create_request("p", MIB, &[("type", "zfs")]), "parameters"),
-        (
+    let with_capabilities = |capabilities: Vec<v1::VolumeCapability>| v1::CreateVolumeRequest {
+        volume_capabilities: capabilities,
+        ..create_request("p", MIB, &[])
+    };
+    let invalid = Code::InvalidArgument;
+    let rows = vec![
+        refusal("empty name", create_request("", MIB, &[]), invalid, "name"),
+        refusal(
+            "name over 128 bytes",
+            create_request(&long, MIB, &[]),
+            invalid,
+            "name",
+        ),
+        refusal(
+            "name with a slash",
+            create_request("a/b", MIB, &[]),
+            invalid,
+            "name",
+        ),
+        refusal("name ..", create_request("..", MIB, &[]), invalid, "name"),
+        refusal(
+            "name with a NUL",
+            create_request("nul\0byte", MIB, &[]),
+            invalid,
+            "name",
+        ),
+        refusal(
+            "unknown parameter",
+            create_request("p", MIB, &[("color", "blue")]),
+            invalid,
+            "color",
+        ),
+        refusal(
+            "unknown type",
+            create_request("p", MIB, &[("type", "zfs")]),
+            invalid,
+            "parameters",
+        ),
+        refusal(
+            "limit below required",
             v1::CreateVolumeRequest {
                 capacity_range: Some(CapacityRange {
                     required_bytes: 10,
@@ -238,68 +222,78 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
                 }),
                 ..create_request("p", 0, &[])
             },
+            invalid,
             "capacity_range",
         ),
-        (
-            v1::CreateVolumeRequest {
-                volume_capabilities: vec![],
-                ..create_request("p", MIB, &[])
-            },
+        refusal(
+            "no capabilities",
+            with_capabilities(vec![]),
+            invalid,
             "volume_capabilities",
         ),
-        (
-            v1::CreateVolumeRequest {
-                volume_capabilities: vec![capability(false, AccessModeKind::Unknown)],
-                ..create_request("p", MIB, &[])
-            },
+        refusal(
+            "unknown access mode",
+            with_capabilities(vec![capability(false, AccessModeKind::Unknown)]),
+            invalid,
             "volume_capabilities",
         ),
-        (
-            v1::CreateVolumeRequest {
-                volume_capabilities: vec![
-                    mount_rwo(),
-                    capability(true, AccessModeKind::SingleNodeWriter),
-                ],
-                ..create_request("p", MIB, &[])
-            },
+        refusal(
+            "mount and block at once",
+            with_capabilities(vec![
+                mount_rwo(),
+                capability(true, AccessModeKind::SingleNodeWriter),
+            ]),
+            invalid,
             "volume_capabilities",
         ),
-        (
-            v1::CreateVolumeRequest {
-                volume_capabilities: vec![capability(false, AccessModeKind::MultiNodeMultiWriter)],
-                ..create_request("p", MIB, &[])
-            },
+        refusal(
+            "multi-node local volume",
+            with_capabilities(vec![capability(
+                false,
+                AccessModeKind::MultiNodeMultiWriter,
+            )]),
+            invalid,
             "one node",
         ),
+        refusal(
+            "delete without an ID",
+            delete_request(""),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "delete of a 200-byte ID",
+            delete_request(&"v".repeat(200)),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "expand without a range",
+            v1::ControllerExpandVolumeRequest {
+                volume_id: "x".into(),
+                ..Default::default()
+            },
+            invalid,
+            "capacity_range",
+        ),
     ];
-    for (request, needle) in cases {
-        assert_code(s.csi.create(request).await, Code::InvalidArgument, needle);
-    }
-    assert_code(s.csi.delete("").await, Code::InvalidArgument, "volume_id");
-    assert_code(
-        s.csi.delete(&"v".repeat(200)).await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    let expand = s
-        .csi
-        .controller
-        .clone()
-        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
-            volume_id: "x".into(),
-            ..Default::default()
-        })
-        .await;
-    assert_code(expand, Code::InvalidArgument, "capacity_range");
+    assert_refused(&s.csi, rows).await;
     assert!(
         s.csi.list_all(0).await.expect("list").is_empty(),
         "nothing half-made"
     );
 }
 
+fn delete_request(volume_id: &str) -> v1::DeleteVolumeRequest {
+    v1::DeleteVolumeRequest {
+        volume_id: volume_id.into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn list_volumes_pages_and_refuses_a_foreign_token() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
@@ -358,7 +352,7 @@ async fn list_volumes_pages_and_refuses_a_foreign_token() {
 
 #[tokio::test]
 async fn capacity_and_topology_are_honoured() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let here = Topology {
         segments: HashMap::from([("topology.stowage.io/node".to_string(), NODE.to_string())]),
     };
@@ -427,7 +421,7 @@ fn ext4_magic(path: &Path) -> u16 {
 
 #[tokio::test]
 async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let volume = s
         .csi
         .create(create_request(
@@ -441,7 +435,7 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
         volume.volume_context.get("layout").map(String::as_str),
         Some("image")
     );
-    let image = s.data(&volume.volume_id, ".img");
+    let image = s.volume_data(&volume.volume_id, ".img");
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 32 << 20);
     assert_eq!(ext4_magic(&image), 0xEF53);
     assert_eq!(ext4_size(&image), 32 << 20);
@@ -496,7 +490,7 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
 
 #[tokio::test]
 async fn block_volumes_are_raw_sparse_files() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let mut request = create_request("raw", 8 * MIB, &[]);
     request.volume_capabilities = vec![capability(true, AccessModeKind::SingleNodeWriter)];
     let volume = s.csi.create(request).await.expect("create");
@@ -504,7 +498,7 @@ async fn block_volumes_are_raw_sparse_files() {
         volume.volume_context.get("layout").map(String::as_str),
         Some("block")
     );
-    let file = s.data(&volume.volume_id, ".img");
+    let file = s.volume_data(&volume.volume_id, ".img");
     assert_eq!(std::fs::metadata(&file).expect("raw").len(), 8 << 20);
     assert_ne!(
         ext4_magic(&file),
@@ -515,14 +509,18 @@ async fn block_volumes_are_raw_sparse_files() {
 
 #[tokio::test]
 async fn snapshots_restore_and_clones_copy_the_data() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let source = s
         .csi
         .create(create_request("src", 4 * MIB, &[]))
         .await
         .expect("create");
-    std::fs::create_dir_all(s.data(&source.volume_id, "").join("sub")).expect("mkdir");
-    std::fs::write(s.data(&source.volume_id, "").join("sub/data.txt"), b"hello").expect("write");
+    std::fs::create_dir_all(s.volume_data(&source.volume_id, "").join("sub")).expect("mkdir");
+    std::fs::write(
+        s.volume_data(&source.volume_id, "").join("sub/data.txt"),
+        b"hello",
+    )
+    .expect("write");
 
     let snap = s
         .csi
@@ -557,7 +555,7 @@ async fn snapshots_restore_and_clones_copy_the_data() {
     );
 
     std::fs::write(
-        s.data(&source.volume_id, "").join("sub/data.txt"),
+        s.volume_data(&source.volume_id, "").join("sub/data.txt"),
         b"changed later",
     )
     .expect("write");
@@ -570,7 +568,7 @@ async fn snapshots_restore_and_clones_copy_the_data() {
         "a restore without capacity takes the snapshot's size"
     );
     assert_eq!(
-        std::fs::read(s.data(&restored.volume_id, "").join("sub/data.txt")).expect("read"),
+        std::fs::read(s.volume_data(&restored.volume_id, "").join("sub/data.txt")).expect("read"),
         b"hello"
     );
 
@@ -578,7 +576,7 @@ async fn snapshots_restore_and_clones_copy_the_data() {
     clone.volume_content_source = from_volume(&source.volume_id);
     let cloned = s.csi.create(clone).await.expect("clone");
     assert_eq!(
-        std::fs::read(s.data(&cloned.volume_id, "").join("sub/data.txt")).expect("read"),
+        std::fs::read(s.volume_data(&cloned.volume_id, "").join("sub/data.txt")).expect("read"),
         b"changed later"
     );
 
@@ -638,7 +636,7 @@ async fn snapshots_restore_and_clones_copy_the_data() {
 
 #[tokio::test]
 async fn validate_and_get_volume_report_support_and_condition() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let volume = s
         .csi
         .create(create_request("v", MIB, &[]))
@@ -706,7 +704,7 @@ async fn validate_and_get_volume_report_support_and_condition() {
             .expect("condition")
             .abnormal
     );
-    std::fs::remove_dir_all(s.data(&volume.volume_id, "")).expect("lose the data");
+    std::fs::remove_dir_all(s.volume_data(&volume.volume_id, "")).expect("lose the data");
     let condition = get()
         .await
         .status
@@ -718,7 +716,7 @@ async fn validate_and_get_volume_report_support_and_condition() {
 
 #[tokio::test]
 async fn concurrent_creates_of_one_name_yield_one_volume() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let calls = (0..32).map(|_| {
         let csi = s.csi.clone();
         tokio::spawn(async move {
@@ -753,18 +751,32 @@ async fn concurrent_creates_of_one_name_yield_one_volume() {
     assert_eq!(s.csi.list_all(0).await.expect("list").len(), 1);
 }
 
+/// Keys of the volumes whose data is being built (`volumes/.<key>.tmp`): a create
+/// between its first write and the rename that precedes its record.
+fn temporaries(volumes: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(volumes)
+        .expect("list the volumes")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some(name.strip_prefix('.')?.strip_suffix(".tmp")?.to_string())
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn volumes_survive_restarts_and_a_kill_leaves_nothing_half_made() {
-    let mut s = Setup::start(&[]).await;
+    let mut s = start(&[]).await;
     let kept = s
         .csi
         .create(create_request("kept", MIB, &[]))
         .await
         .expect("create");
-    s.restart(false).await;
+    assert!(s.terminate().await.success());
+    s.relaunch().await;
     assert_eq!(s.csi.list_all(0).await.expect("list"), vec![kept.clone()]);
 
-    // Start many slow creates (ext4 images), kill -9 in the middle of them.
+    // Many slow creates (ext4 images); kill -9 as soon as one is building its data.
     let names: Vec<String> = (0..12).map(|i| format!("crash-{i}")).collect();
     let request = |name: &str| create_request(name, 64 * MIB, &[("capacityEnforcement", "image")]);
     let inflight: Vec<_> = names
@@ -774,30 +786,69 @@ async fn volumes_survive_restarts_and_a_kill_leaves_nothing_half_made() {
             tokio::spawn(async move { csi.create(req).await })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    s.restart(true).await;
-    for call in inflight {
-        let _ = call.await;
-    }
-
     let volumes_dir = s.root().join("volumes");
-    let leftovers: Vec<String> = std::fs::read_dir(&volumes_dir)
-        .expect("list")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("tmp"))
-        .collect();
+    wait_for(
+        "a create building its data",
+        Duration::from_secs(20),
+        async || (!temporaries(&volumes_dir).is_empty()).then_some(()),
+    )
+    .await;
+    s.kill_hard().await;
+
+    // The kill cut creates short: their callers saw the connection go, not an answer...
+    let mut answered = BTreeSet::new();
+    let mut cut = Vec::new();
+    for (name, call) in names.iter().zip(inflight) {
+        match call.await.expect("join") {
+            Ok(volume) => {
+                answered.insert(volume.volume_id);
+            }
+            Err(status) => {
+                assert!(
+                    matches!(
+                        status.code(),
+                        Code::Unavailable | Code::Unknown | Code::Cancelled
+                    ),
+                    "{name}: a transport error when the process dies, not a refusal: {status:?}"
+                );
+                cut.push(name);
+            }
+        }
+    }
+    assert!(!cut.is_empty(), "the kill interrupted no create");
+    // ...and left them where a crash may: data half-built under a temporary name, and
+    // (below) no record of it.
+    let half_made = temporaries(&volumes_dir);
+    assert!(
+        !half_made.is_empty(),
+        "an interrupted create leaves its temporary behind until the next start"
+    );
+
+    s.relaunch().await;
+    let leftovers = temporaries(&volumes_dir);
     assert!(
         leftovers.is_empty(),
         "temporaries survived a restart: {leftovers:?}"
     );
-    for volume in s.csi.list_all(0).await.expect("list") {
+    let listed = s.csi.list_all(0).await.expect("list");
+    let listed_ids: BTreeSet<String> = listed.iter().map(|v| v.volume_id.clone()).collect();
+    assert!(
+        answered.is_subset(&listed_ids),
+        "an answered create is durable: {answered:?} not all in {listed_ids:?}"
+    );
+    for volume in &listed {
+        let key = volume.volume_id.split(':').nth(1).expect("key");
+        assert!(
+            !half_made.contains(key),
+            "{} was half-made at the kill, yet has a record",
+            volume.volume_id
+        );
         let suffix = if volume.volume_context.get("layout").map(String::as_str) == Some("image") {
             ".img"
         } else {
             ""
         };
-        let data = s.data(&volume.volume_id, suffix);
+        let data = s.volume_data(&volume.volume_id, suffix);
         assert!(
             data.exists(),
             "listed volume {} has no data",
@@ -826,7 +877,7 @@ async fn volumes_survive_restarts_and_a_kill_leaves_nothing_half_made() {
 
 #[tokio::test]
 async fn attach_bookkeeping_refuses_other_nodes() {
-    let s = Setup::start(&["--enable-attach"]).await;
+    let s = start(&["--enable-attach"]).await;
     let volume = s
         .csi
         .create(create_request("att", MIB, &[]))
@@ -834,14 +885,9 @@ async fn attach_bookkeeping_refuses_other_nodes() {
         .expect("create");
     let publish = async |node: &str, readonly: bool| {
         s.csi
-            .controller
-            .clone()
-            .controller_publish_volume(v1::ControllerPublishVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                node_id: node.into(),
-                volume_capability: Some(mount_rwo()),
+            .controller_publish(v1::ControllerPublishVolumeRequest {
                 readonly,
-                ..Default::default()
+                ..controller_publish_request(&volume.volume_id, node)
             })
             .await
     };
@@ -913,35 +959,24 @@ async fn attach_bookkeeping_refuses_other_nodes() {
 
 #[tokio::test]
 async fn a_stale_socket_is_replaced_and_sigterm_exits_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (first, _) = launch(dir.path(), &[]).await;
-    first.kill_hard().await;
-    assert!(
-        dir.path().join("csi.sock").exists(),
-        "kill -9 leaves the socket behind"
-    );
-    let (second, csi) = launch(dir.path(), &[]).await;
-    assert!(csi.probe().await.expect("probe"));
-    assert!(second.terminate().await.success());
+    let mut s = start(&[]).await;
+    s.kill_hard().await;
+    assert!(s.socket().exists(), "kill -9 leaves the socket behind");
+    s.relaunch().await;
+    assert!(s.csi.probe().await.expect("probe"));
+    assert!(s.terminate().await.success());
 }
 
 #[tokio::test]
 async fn attach_refuses_more_volumes_than_the_node_limit() {
-    let s = Setup::start(&["--enable-attach", "--max-volumes-per-node", "2"]).await;
+    let s = start(&["--enable-attach", "--max-volumes-per-node", "2"]).await;
     let volumes = s
         .csi
         .create_volumes(&["lim-1", "lim-2", "lim-3"], MIB)
         .await;
     let publish = async |volume_id: &str| {
         s.csi
-            .controller
-            .clone()
-            .controller_publish_volume(v1::ControllerPublishVolumeRequest {
-                volume_id: volume_id.into(),
-                node_id: NODE.into(),
-                volume_capability: Some(mount_rwo()),
-                ..Default::default()
-            })
+            .controller_publish(controller_publish_request(volume_id, NODE))
             .await
     };
     publish(&volumes[0]).await.expect("first");
@@ -956,7 +991,7 @@ async fn attach_refuses_more_volumes_than_the_node_limit() {
 /// data: set at CreateVolume (mutable_parameters) or changed afterwards, either way.
 #[tokio::test]
 async fn modified_on_delete_decides_what_delete_keeps() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let modify = async |volume_id: &str, on_delete: &str| {
         s.csi
             .controller
@@ -981,7 +1016,7 @@ async fn modified_on_delete_decides_what_delete_keeps() {
             request.mutable_parameters = [("onDelete".to_string(), value.to_string())].into();
         }
         let volume = s.csi.create(request).await.expect("create");
-        let data = s.data(&volume.volume_id, "");
+        let data = s.volume_data(&volume.volume_id, "");
         std::fs::write(data.join("payload"), b"keep me?").expect("write");
         if let Some(value) = modified {
             modify(&volume.volume_id, value).await.expect("modify");

@@ -4,36 +4,26 @@
 use csi_proto::v1::{self as v1, CapacityRange};
 use nfs_session::{Export, Session};
 use stowage_tests::csi::{
-    AccessModeKind, Csi, assert_code, capability, create_request, from_snapshot, from_volume,
-    mount_rwo,
+    AccessModeKind, assert_code, capability, controller_publish_request, create_request,
+    from_snapshot, from_volume, mount_rwo, nfs_create_request,
 };
+use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::Stowage;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
 
+/// `stowage controller` and an in-process NFS server it makes volumes on.
 struct Setup {
-    _dir: tempfile::TempDir,
-    csi: Csi,
-    _controller: Stowage,
+    driver: Driver,
     nfs: Option<MemNfs>,
 }
 
 impl Setup {
-    async fn start(extra: &[&str]) -> Self {
-        let nfs = MemNfs::start().await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("state").display().to_string();
-        let mut args = vec!["--state-dir", state.as_str()];
-        args.extend_from_slice(extra);
-        let (controller, csi) =
-            Stowage::start("controller", &dir.path().join("csi.sock"), &args).await;
+    async fn start(flags: &[&str]) -> Self {
         Self {
-            _dir: dir,
-            csi,
-            _controller: controller,
-            nfs: Some(nfs),
+            nfs: Some(MemNfs::start().await),
+            driver: Launch::controller().flags(flags).start().await,
         }
     }
 
@@ -41,25 +31,8 @@ impl Setup {
         self.nfs.as_ref().expect("running").server()
     }
 
-    fn params(&self, extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {
-        let mut params = vec![
-            ("type", "nfs".to_string()),
-            ("server", self.server()),
-            ("share", "/".to_string()),
-        ];
-        params.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        params
-    }
-
-    fn request(
-        &self,
-        name: &str,
-        size: i64,
-        extra: &[(&'static str, &'static str)],
-    ) -> v1::CreateVolumeRequest {
-        let params = self.params(extra);
-        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        create_request(name, size, &pairs)
+    fn request(&self, name: &str, size: i64, extra: &[(&str, &str)]) -> v1::CreateVolumeRequest {
+        nfs_create_request(name, size, (&self.server(), "/"), extra)
     }
 
     /// An independent look at the server: does this path exist, and with what mode?
@@ -108,6 +81,7 @@ impl Setup {
 async fn nfs_volume_is_a_subdirectory_made_over_the_network() {
     let s = Setup::start(&[]).await;
     let volume = s
+        .driver
         .csi
         .create(s.request("pvc-a", 5 * MIB, &[]))
         .await
@@ -128,23 +102,36 @@ async fn nfs_volume_is_a_subdirectory_made_over_the_network() {
     assert_eq!(volume.volume_context.get("server"), Some(&s.server()));
     assert!(s.stat("pvc-a").await.is_some());
     assert_eq!(
-        s.csi
+        s.driver
+            .csi
             .create(s.request("pvc-a", 5 * MIB, &[]))
             .await
             .expect("retry"),
         volume
     );
     assert_code(
-        s.csi
+        s.driver
+            .csi
             .create(s.request("pvc-a", 5 * MIB, &[("onDelete", "retain")]))
             .await,
         Code::AlreadyExists,
         "parameter",
     );
-    assert_eq!(s.csi.list_all(1).await.expect("list"), vec![volume.clone()]);
-    s.csi.delete(&volume.volume_id).await.expect("delete");
+    assert_eq!(
+        s.driver.csi.list_all(1).await.expect("list"),
+        vec![volume.clone()]
+    );
+    s.driver
+        .csi
+        .delete(&volume.volume_id)
+        .await
+        .expect("delete");
     assert_eq!(s.stat("pvc-a").await, None);
-    s.csi.delete(&volume.volume_id).await.expect("delete twice");
+    s.driver
+        .csi
+        .delete(&volume.volume_id)
+        .await
+        .expect("delete twice");
 }
 
 #[tokio::test]
@@ -167,7 +154,7 @@ async fn sub_dir_template_and_mount_permissions_are_applied() {
     request
         .parameters
         .insert("csi.storage.k8s.io/pv/name".into(), "pvc-123".into());
-    let volume = s.csi.create(request).await.expect("create");
+    let volume = s.driver.csi.create(request).await.expect("create");
     assert_eq!(
         volume.volume_context.get("subDir").map(String::as_str),
         Some("team-data")
@@ -177,32 +164,54 @@ async fn sub_dir_template_and_mount_permissions_are_applied() {
         "the expanded subdirectory exists (modes are checked against ganesha: this server ignores them)"
     );
     let escape = s.request("evil", MIB, &[("subDir", "../../etc")]);
-    assert_code(s.csi.create(escape).await, Code::InvalidArgument, "subDir");
+    assert_code(
+        s.driver.csi.create(escape).await,
+        Code::InvalidArgument,
+        "subDir",
+    );
     let block = v1::CreateVolumeRequest {
         volume_capabilities: vec![capability(true, AccessModeKind::SingleNodeWriter)],
         ..s.request("blk", MIB, &[])
     };
-    assert_code(s.csi.create(block).await, Code::InvalidArgument, "block");
+    assert_code(
+        s.driver.csi.create(block).await,
+        Code::InvalidArgument,
+        "block",
+    );
     let no_share = create_request("x", MIB, &[("type", "nfs"), ("server", "127.0.0.1")]);
-    assert_code(s.csi.create(no_share).await, Code::InvalidArgument, "share");
+    assert_code(
+        s.driver.csi.create(no_share).await,
+        Code::InvalidArgument,
+        "share",
+    );
 }
 
 #[tokio::test]
 async fn on_delete_retain_and_archive_keep_the_data() {
     let s = Setup::start(&[]).await;
     let retained = s
+        .driver
         .csi
         .create(s.request("kept", MIB, &[("onDelete", "retain")]))
         .await
         .expect("create");
     let archived = s
+        .driver
         .csi
         .create(s.request("old", MIB, &[("onDelete", "archive")]))
         .await
         .expect("create");
     s.write("old", "file", b"keep me").await;
-    s.csi.delete(&retained.volume_id).await.expect("delete");
-    s.csi.delete(&archived.volume_id).await.expect("delete");
+    s.driver
+        .csi
+        .delete(&retained.volume_id)
+        .await
+        .expect("delete");
+    s.driver
+        .csi
+        .delete(&archived.volume_id)
+        .await
+        .expect("delete");
     assert!(s.stat("kept").await.is_some());
     assert!(s.stat("old").await.is_none());
     let export = Export::parse(&s.server(), "/").expect("export");
@@ -224,19 +233,21 @@ async fn on_delete_retain_and_archive_keep_the_data() {
         s.read(archive, "file").await.as_deref(),
         Some(&b"keep me"[..])
     );
-    assert!(s.csi.list_all(0).await.expect("list").is_empty());
+    assert!(s.driver.csi.list_all(0).await.expect("list").is_empty());
 }
 
 #[tokio::test]
 async fn nfs_snapshots_restore_and_clone_over_the_wire() {
     let s = Setup::start(&[]).await;
     let source = s
+        .driver
         .csi
         .create(s.request("src", 2 * MIB, &[]))
         .await
         .expect("create");
     s.write("src", "data.txt", b"v1").await;
     let snap = s
+        .driver
         .csi
         .snapshot("nsnap", &source.volume_id)
         .await
@@ -246,7 +257,7 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
 
     let mut restore = s.request("restored", 0, &[]);
     restore.volume_content_source = from_snapshot(&snap.snapshot_id);
-    let restored = s.csi.create(restore).await.expect("restore");
+    let restored = s.driver.csi.create(restore).await.expect("restore");
     assert_eq!(restored.capacity_bytes, 2 * MIB);
     assert_eq!(
         s.read("restored", "data.txt").await.as_deref(),
@@ -255,7 +266,7 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
 
     let mut clone = s.request("cloned", 2 * MIB, &[]);
     clone.volume_content_source = from_volume(&source.volume_id);
-    s.csi.create(clone).await.expect("clone");
+    s.driver.csi.create(clone).await.expect("clone");
     assert_eq!(
         s.read("cloned", "data.txt").await.as_deref(),
         Some(&b"v2"[..])
@@ -267,16 +278,21 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
         limit_bytes: MIB,
     });
     too_big.volume_content_source = from_volume(&source.volume_id);
-    assert_code(s.csi.create(too_big).await, Code::OutOfRange, "limit");
+    assert_code(
+        s.driver.csi.create(too_big).await,
+        Code::OutOfRange,
+        "limit",
+    );
     let mut local_source = s.request("mixed", MIB, &[]);
     local_source.volume_content_source = from_volume("local:00000000000000000000000000000000:n");
     assert_code(
-        s.csi.create(local_source).await,
+        s.driver.csi.create(local_source).await,
         Code::NotFound,
         "source volume",
     );
 
     let listed = s
+        .driver
         .csi
         .controller
         .clone()
@@ -288,7 +304,8 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
         .expect("list")
         .into_inner();
     assert_eq!(listed.entries.len(), 1);
-    s.csi
+    s.driver
+        .csi
         .controller
         .clone()
         .delete_snapshot(v1::DeleteSnapshotRequest {
@@ -298,6 +315,7 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
         .await
         .expect("delete snapshot");
     let got = s
+        .driver
         .csi
         .controller
         .clone()
@@ -312,16 +330,14 @@ async fn nfs_snapshots_restore_and_clone_over_the_wire() {
 #[tokio::test]
 async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
     let s = Setup::start(&[]).await;
-    let params = s.params(&[]);
+    let params = s.request("capacity", MIB, &[]).parameters;
     let capacity = s
+        .driver
         .csi
         .controller
         .clone()
         .get_capacity(v1::GetCapacityRequest {
-            parameters: params
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            parameters: params,
             ..Default::default()
         })
         .await
@@ -337,11 +353,13 @@ async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
     );
 
     let volume = s
+        .driver
         .csi
         .create(s.request("grow", MIB, &[]))
         .await
         .expect("create");
     let grown = s
+        .driver
         .csi
         .controller
         .clone()
@@ -359,7 +377,7 @@ async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
     assert_eq!(grown.capacity_bytes, 3 * MIB);
     assert!(!grown.node_expansion_required);
     assert_eq!(
-        s.csi.list_all(0).await.expect("list")[0].capacity_bytes,
+        s.driver.csi.list_all(0).await.expect("list")[0].capacity_bytes,
         3 * MIB
     );
 }
@@ -367,58 +385,54 @@ async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
 #[tokio::test]
 async fn an_unreachable_server_is_unavailable_and_the_next_call_after_it_returns_works() {
     let mut s = Setup::start(&[]).await;
-    s.csi
+    s.driver
+        .csi
         .create(s.request("before", MIB, &[]))
         .await
         .expect("create");
     let port = s.nfs.take().expect("running").stop().await;
-    let request = create_request(
-        "during",
-        MIB,
-        &[
-            ("type", "nfs"),
-            ("server", &format!("127.0.0.1:{port}")),
-            ("share", "/"),
-        ],
-    );
+    let request = nfs_create_request("during", MIB, (&format!("127.0.0.1:{port}"), "/"), &[]);
     assert_code(
-        s.csi.create(request.clone()).await,
+        s.driver.csi.create(request.clone()).await,
         Code::Unavailable,
         "NFS server unavailable",
     );
     assert!(
-        !s.csi.probe().await.expect("probe answers"),
+        !s.driver.csi.probe().await.expect("probe answers"),
         "probe reports not-ready while the export is down"
     );
-    assert_code(s.csi.list_all(0).await, Code::Unavailable, "unavailable");
+    assert_code(
+        s.driver.csi.list_all(0).await,
+        Code::Unavailable,
+        "unavailable",
+    );
 
     s.nfs = Some(MemNfs::start_on(port).await);
     let volume = s
+        .driver
         .csi
         .create(request)
         .await
         .expect("works once the server is back");
     assert!(volume.volume_id.starts_with("nfs:"));
-    assert!(s.csi.probe().await.expect("probe"));
+    assert!(s.driver.csi.probe().await.expect("probe"));
 }
 
 #[tokio::test]
 async fn single_node_nfs_volume_is_refused_on_a_second_node() {
     let s = Setup::start(&["--enable-attach"]).await;
     let rwo = s
+        .driver
         .csi
         .create(s.request("rwo", MIB, &[]))
         .await
         .expect("create");
     let publish = async |id: &str, node: &str, cap: v1::VolumeCapability| {
-        s.csi
-            .controller
-            .clone()
-            .controller_publish_volume(v1::ControllerPublishVolumeRequest {
-                volume_id: id.into(),
-                node_id: node.into(),
+        s.driver
+            .csi
+            .controller_publish(v1::ControllerPublishVolumeRequest {
                 volume_capability: Some(cap),
-                ..Default::default()
+                ..controller_publish_request(id, node)
             })
             .await
     };
@@ -432,7 +446,7 @@ async fn single_node_nfs_volume_is_refused_on_a_second_node() {
     );
     let mut rwx = s.request("rwx", MIB, &[]);
     rwx.volume_capabilities = vec![capability(false, AccessModeKind::MultiNodeMultiWriter)];
-    let rwx = s.csi.create(rwx).await.expect("create");
+    let rwx = s.driver.csi.create(rwx).await.expect("create");
     let shared = capability(false, AccessModeKind::MultiNodeMultiWriter);
     publish(&rwx.volume_id, "n1", shared.clone())
         .await
@@ -458,21 +472,17 @@ async fn a_server_that_never_answered_does_not_make_probe_fail() {
         .local_addr()
         .expect("addr")
         .port();
-    let typo = create_request(
-        "typo",
-        MIB,
-        &[
-            ("type", "nfs"),
-            ("server", &format!("127.0.0.1:{closed}")),
-            ("share", "/"),
-        ],
+    let typo = nfs_create_request("typo", MIB, (&format!("127.0.0.1:{closed}"), "/"), &[]);
+    assert_code(
+        s.driver.csi.create(typo).await,
+        Code::Unavailable,
+        "unavailable",
     );
-    assert_code(s.csi.create(typo).await, Code::Unavailable, "unavailable");
     assert!(
-        s.csi.probe().await.expect("probe"),
+        s.driver.csi.probe().await.expect("probe"),
         "an export with no volumes is not a backend"
     );
-    assert!(s.csi.list_all(0).await.expect("list").is_empty());
+    assert!(s.driver.csi.list_all(0).await.expect("list").is_empty());
 }
 
 /// Group snapshots over the wire: both members restore their volume as it was; a
@@ -484,6 +494,7 @@ async fn nfs_group_snapshots_and_modified_on_delete() {
     let mut volumes = Vec::new();
     for name in ["ga", "gb"] {
         let volume = s
+            .driver
             .csi
             .create(s.request(name, MIB, &[]))
             .await
@@ -493,6 +504,7 @@ async fn nfs_group_snapshots_and_modified_on_delete() {
     }
     let ids: Vec<&str> = volumes.iter().map(String::as_str).collect();
     let group = s
+        .driver
         .csi
         .group_snapshot("nfs-group", &ids)
         .await
@@ -510,14 +522,15 @@ async fn nfs_group_snapshots_and_modified_on_delete() {
         let restored_name = format!("restored-{original}");
         let mut restore = s.request(&restored_name, 0, &[]);
         restore.volume_content_source = from_snapshot(&member.snapshot_id);
-        s.csi.create(restore).await.expect("restore member");
+        s.driver.csi.create(restore).await.expect("restore member");
         assert_eq!(
             s.read(&restored_name, "data.txt").await.as_deref(),
             Some(original.as_bytes())
         );
     }
     assert_code(
-        s.csi
+        s.driver
+            .csi
             .group_snapshot(
                 "mixed",
                 &[ids[0], "local:00000000000000000000000000000000:n"],
@@ -526,7 +539,8 @@ async fn nfs_group_snapshots_and_modified_on_delete() {
         Code::FailedPrecondition,
         "serves no local volumes",
     );
-    s.csi
+    s.driver
+        .csi
         .controller
         .clone()
         .controller_modify_volume(v1::ControllerModifyVolumeRequest {
@@ -536,7 +550,8 @@ async fn nfs_group_snapshots_and_modified_on_delete() {
         })
         .await
         .expect("modify");
-    s.csi
+    s.driver
+        .csi
         .group
         .clone()
         .delete_volume_group_snapshot(v1::DeleteVolumeGroupSnapshotRequest {
@@ -546,7 +561,7 @@ async fn nfs_group_snapshots_and_modified_on_delete() {
         .await
         .expect("delete group");
     for id in &volumes {
-        s.csi.delete(id).await.expect("delete");
+        s.driver.csi.delete(id).await.expect("delete");
     }
     assert!(
         s.stat("ga").await.is_some(),

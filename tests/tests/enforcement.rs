@@ -9,9 +9,9 @@ use std::path::Path;
 
 use csi_proto::v1;
 use nix::mount::{MsFlags, mount};
-use stowage_tests::csi::{Csi, assert_code, create_request, mount_rwo};
+use stowage_tests::csi::{Csi, assert_code, create_request, mount_rwo, publish_staged_request};
+use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::process::KubeletNode;
 use stowage_tests::up::{apply, start, stop, stowage, text};
 use tonic::Code;
 
@@ -19,7 +19,7 @@ const MIB: i64 = 1 << 20;
 
 /// A node plugin whose local root is a tmpfs of 1 GiB: not XFS, so no project quotas,
 /// and free space that only this test changes.
-async fn node_on_tmpfs() -> KubeletNode {
+async fn node_on_tmpfs() -> Driver {
     let dir = MountedDir::new();
     let local = dir.path().join("local");
     std::fs::create_dir(&local).expect("mkdir local");
@@ -31,7 +31,11 @@ async fn node_on_tmpfs() -> KubeletNode {
         Some("size=1g"),
     )
     .expect("mount tmpfs");
-    KubeletNode::start_in(dir, "node-a", &[]).await
+    Launch::node("node-a")
+        .kubelet_dir()
+        .in_mounted(dir)
+        .start()
+        .await
 }
 
 async fn capacity(csi: &Csi) -> i64 {
@@ -68,7 +72,7 @@ async fn get_capacity_subtracts_what_an_image_volume_may_still_write() {
         .await
         .expect("create an image volume");
     let key = volume.volume_id.split(':').nth(1).expect("key");
-    let image = node.dir.path().join(format!("local/volumes/{key}.img"));
+    let image = node.dir().join(format!("local/volumes/{key}.img"));
     let allocated =
         i64::try_from(std::fs::metadata(&image).expect("stat").blocks() * 512).expect("blocks");
     assert!(
@@ -121,14 +125,7 @@ async fn auto_without_project_quotas_makes_an_image_held_to_the_claim() {
         .expect("stage");
     let target = node.kubelet("pods/p/volumes/auto");
     node.csi
-        .node_publish(v1::NodePublishVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: staging.display().to_string(),
-            target_path: target.display().to_string(),
-            volume_capability: Some(mount_rwo()),
-            volume_context: volume.volume_context.clone(),
-            ..Default::default()
-        })
+        .node_publish(publish_staged_request(&volume, &staging, &target))
         .await
         .expect("publish");
     let size = df_size(&target);

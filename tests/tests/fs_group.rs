@@ -9,24 +9,14 @@ use std::process::Output;
 
 use csi_proto::v1;
 use csi_proto::v1::node_service_capability::{Type as CapType, rpc::Type as Rpc};
-use csi_proto::v1::volume_capability::AccessType;
-use stowage_tests::csi::{assert_code, create_request, mount_rwo};
-use stowage_tests::process::KubeletNode;
+use stowage_tests::csi::{assert_code, create_request, mount_for_group, publish_request};
+use stowage_tests::driver::{Driver, Launch};
 use tonic::Code;
 
 const GROUP: &str = "4242";
 
-/// A mount capability carrying `group` as volume_mount_group (none when empty).
-fn for_group(group: &str) -> v1::VolumeCapability {
-    let mut capability = mount_rwo();
-    if let Some(AccessType::Mount(mount)) = &mut capability.access_type {
-        mount.volume_mount_group = group.into();
-    }
-    capability
-}
-
 async fn publish(
-    node: &KubeletNode,
+    node: &Driver,
     volume: &v1::Volume,
     staging: &str,
     target: &Path,
@@ -34,12 +24,9 @@ async fn publish(
 ) -> Result<(), tonic::Status> {
     node.csi
         .node_publish(v1::NodePublishVolumeRequest {
-            volume_id: volume.volume_id.clone(),
             staging_target_path: staging.into(),
-            target_path: target.display().to_string(),
-            volume_capability: Some(for_group(group)),
-            volume_context: volume.volume_context.clone(),
-            ..Default::default()
+            volume_capability: Some(mount_for_group(group)),
+            ..publish_request(volume, target)
         })
         .await
 }
@@ -63,13 +50,13 @@ fn as_user(volume: &Path, gid: &str, script: &str) -> Output {
         .expect("setpriv")
 }
 
-fn target(node: &KubeletNode, pod: &str) -> PathBuf {
+fn target(node: &Driver, pod: &str) -> PathBuf {
     node.kubelet(&format!("pods/{pod}/volumes/v"))
 }
 
 #[tokio::test]
 async fn the_node_advertises_volume_mount_group() {
-    let node = KubeletNode::start("node-a").await;
+    let node = Launch::node("node-a").kubelet_dir().start().await;
     let capabilities = node
         .csi
         .node
@@ -87,7 +74,7 @@ async fn the_node_advertises_volume_mount_group() {
 
 #[tokio::test]
 async fn an_image_volume_is_writable_by_the_mount_group_only() {
-    let node = KubeletNode::start("node-a").await;
+    let node = Launch::node("node-a").kubelet_dir().start().await;
     let volume = node
         .csi
         .create(create_request(
@@ -100,7 +87,7 @@ async fn an_image_volume_is_writable_by_the_mount_group_only() {
     let staging = node.kubelet("plugins/staging/img");
     std::fs::create_dir_all(&staging).expect("mkdir staging");
     node.csi
-        .node_stage(&volume, &staging, for_group(GROUP))
+        .node_stage(&volume, &staging, mount_for_group(GROUP))
         .await
         .expect("stage");
     let staging = staging.display().to_string();
@@ -173,7 +160,7 @@ async fn an_image_volume_is_writable_by_the_mount_group_only() {
 
 #[tokio::test]
 async fn a_directory_volume_gives_new_entries_the_mount_group() {
-    let node = KubeletNode::start("node-a").await;
+    let node = Launch::node("node-a").kubelet_dir().start().await;
     let volume = node
         .csi
         .create(create_request("dir", 1 << 20, &[]))
@@ -182,7 +169,7 @@ async fn a_directory_volume_gives_new_entries_the_mount_group() {
     let staging = node.kubelet("plugins/staging/dir");
     std::fs::create_dir_all(&staging).expect("mkdir staging");
     node.csi
-        .node_stage(&volume, &staging, for_group(GROUP))
+        .node_stage(&volume, &staging, mount_for_group(GROUP))
         .await
         .expect("stage");
     let staging = staging.display().to_string();

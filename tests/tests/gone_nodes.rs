@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use stowage_tests::up::{Up, kubectl};
-use stowage_tests::wait_for;
+use stowage_tests::{holds_for, wait_for};
 
 async fn up(policy: &str) -> Up {
     Up::start(&["--gone-node-grace", "2s", "--gone-node-policy", policy]).await
@@ -102,9 +102,14 @@ async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
     wait_for_phase(&data, "released-pv", "Released").await;
     wait_for_phase(&data, "bound-pv", "Bound").await;
 
-    // The node is there: longer than the grace period changes nothing.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(phase(&data, "released-pv").starts_with("Released|"));
+    // The node is there: longer than the grace period changes nothing (the window is
+    // what is tested: it outlasts the grace period `up` is given).
+    holds_for(
+        "a Released volume of a present node stays Released",
+        Duration::from_secs(5),
+        async || phase(&data, "released-pv").starts_with("Released|"),
+    )
+    .await;
     let published = wait_for(
         "this node's capacity",
         Duration::from_secs(30),
@@ -157,9 +162,15 @@ async fn volumes_of_a_deleted_node_go_failed_and_their_claims_are_warned() {
         "a present node's capacity stays: {left}"
     );
     // Bound stays Bound (the claim is the user's to act on); keep leaves the Failed PV.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(phase(&data, "bound-pv").starts_with("Bound|"));
-    assert!(phase(&data, "released-pv").starts_with("Failed|"));
+    holds_for(
+        "the Bound volume stays Bound and the Failed one stays",
+        Duration::from_secs(3),
+        async || {
+            phase(&data, "bound-pv").starts_with("Bound|")
+                && phase(&data, "released-pv").starts_with("Failed|")
+        },
+    )
+    .await;
     running.stop().await;
 }
 

@@ -8,23 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csi_proto::v1;
-use stowage_tests::csi::{create_request, from_snapshot, mount_rwo};
-use stowage_tests::process::KubeletNode;
+use stowage_tests::csi::{create_request, from_snapshot, mount_rwo, publish_staged_request};
+use stowage_tests::driver::{Driver, Launch};
 
 const IMAGE: i64 = 32 << 20;
 
-struct Node(KubeletNode);
+struct Node(Driver);
 
 impl std::ops::Deref for Node {
-    type Target = KubeletNode;
-    fn deref(&self) -> &KubeletNode {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
         &self.0
     }
 }
 
 impl Node {
     async fn start() -> Self {
-        Self(KubeletNode::start("group-node").await)
+        Self(Launch::node("group-node").kubelet_dir().start().await)
     }
 
     async fn image_volume(&self, name: &str, source: Option<&str>) -> v1::Volume {
@@ -49,14 +49,7 @@ impl Node {
         let staging = self.stage(volume, name).await;
         let target = self.kubelet(&format!("pods/{name}/mount"));
         self.csi
-            .node_publish(v1::NodePublishVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                staging_target_path: staging.display().to_string(),
-                target_path: target.display().to_string(),
-                volume_capability: Some(mount_rwo()),
-                volume_context: volume.volume_context.clone(),
-                ..Default::default()
-            })
+            .node_publish(publish_staged_request(volume, &staging, &target))
             .await
             .expect("publish");
         target
@@ -143,9 +136,12 @@ async fn a_group_snapshot_is_one_point_in_time_for_every_member() {
         std::fs::write(pod.join("before"), b"written before the group snapshot").expect("write");
     }
     let writer = Writer::start(&pod_a, &pod_b);
-    while writer.rounds() < 50 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    stowage_tests::wait_for(
+        "the writer under way",
+        std::time::Duration::from_secs(20),
+        async || (writer.rounds() >= 50).then_some(()),
+    )
+    .await;
     let group = node
         .csi
         .group_snapshot("group-ab", &[&a.volume_id, &b.volume_id])

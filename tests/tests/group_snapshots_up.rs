@@ -5,12 +5,14 @@
 //! instant, and deleting the group (policy Delete) removes the members and their data.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{apply, field, kubectl, start, stop, stowage, text};
-use stowage_tests::wait_for;
+use stowage_tests::up::{
+    apply, claim_manifest, field, gone, kubectl, mount_claim, start, stop, stored_snapshots, text,
+    unmount,
+};
+use stowage_tests::{holds_for, wait_for};
 
 const CLASS: &str = r#"
 apiVersion: groupsnapshot.storage.k8s.io/v1
@@ -19,24 +21,6 @@ metadata: {name: stowage-group}
 driver: csi.stowage.io
 deletionPolicy: Delete
 "#;
-
-fn claim(name: &str, labels: &str, snapshot: Option<&str>) -> String {
-    let source = snapshot.map_or_else(String::new, |s| {
-        format!(
-            "  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {s}}}\n"
-        )
-    });
-    format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {name}, labels: {{{labels}}}}}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: 64Mi}}}}
-{source}"#
-    )
-}
 
 fn group_snapshot(name: &str, class: &str) -> String {
     format!(
@@ -50,60 +34,6 @@ spec:
     selector: {{matchLabels: {{app: db}}}}
 "#
     )
-}
-
-/// Mounts claim `name` at `<dir>/<name>` with `stowage mount` and returns the target.
-async fn mount(dir: &MountedDir, data: &Path, name: &str) -> PathBuf {
-    let target = dir.path().join(name);
-    let target_text = target.to_str().expect("utf8").to_string();
-    let mounted = stowage(
-        &[
-            "mount",
-            name,
-            "--namespace",
-            "default",
-            "--target",
-            &target_text,
-        ],
-        data,
-    )
-    .await;
-    assert!(mounted.status.success(), "{}", text(&mounted));
-    target
-}
-
-async fn unmount(data: &Path, target: &Path) {
-    let out = stowage(
-        &["unmount", "--target", target.to_str().expect("utf8")],
-        data,
-    )
-    .await;
-    assert!(out.status.success(), "{}", text(&out));
-}
-
-/// The snapshots the driver keeps on this machine (data and record files).
-fn stored_snapshots(data: &Path) -> Vec<String> {
-    std::fs::read_dir(data.join("local/snapshots"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect()
-}
-
-async fn gone(data: &Path, object: &[&str]) {
-    wait_for(
-        &format!("{object:?} to be gone"),
-        Duration::from_secs(60),
-        async || {
-            let mut args = vec!["get"];
-            args.extend_from_slice(object);
-            text(&kubectl(data, &args, None))
-                .contains("NotFound")
-                .then_some(())
-        },
-    )
-    .await;
 }
 
 fn lines(output: &str) -> Vec<String> {
@@ -144,13 +74,13 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
     apply(&data, CLASS);
     let mut targets = BTreeMap::new();
     for name in ["alpha", "beta"] {
-        apply(&data, &claim(name, "app: db", None));
-        let target = mount(&dir, &data, name).await;
+        apply(&data, &claim_manifest(name, "app: db", None));
+        let target = mount_claim(&dir, &data, name).await;
         std::fs::write(target.join("data.txt"), format!("{name} at the snapshot")).expect("write");
         targets.insert(name, target);
     }
     // Not selected: must not be in the group.
-    apply(&data, &claim("other", "app: web", None));
+    apply(&data, &claim_manifest("other", "app: web", None));
 
     apply(&data, &group_snapshot("group", "stowage-group"));
     wait_for(
@@ -266,9 +196,9 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
         let restored_name = format!("{name}-restored");
         apply(
             &data,
-            &claim(&restored_name, "restored: \"yes\"", Some(member)),
+            &claim_manifest(&restored_name, "restored: \"yes\"", Some(member)),
         );
-        let restored = mount(&dir, &data, &restored_name).await;
+        let restored = mount_claim(&dir, &data, &restored_name).await;
         assert_eq!(
             std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
             format!("{name} at the snapshot")
@@ -309,8 +239,8 @@ async fn retain_keeps_the_group_and_a_pre_provisioned_content_binds_a_new_group_
             .replace("stowage-group", "stowage-group-retain")
             .replace("Delete", "Retain"),
     );
-    apply(&data, &claim("alpha", "app: db", None));
-    let target = mount(&dir, &data, "alpha").await;
+    apply(&data, &claim_manifest("alpha", "app: db", None));
+    let target = mount_claim(&dir, &data, "alpha").await;
     std::fs::write(target.join("data.txt"), "kept").expect("write");
     unmount(&data, &target).await;
 
@@ -343,12 +273,12 @@ async fn retain_keeps_the_group_and_a_pre_provisioned_content_binds_a_new_group_
     let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "kept"], None);
     assert!(deleted.status.success(), "{}", text(&deleted));
     gone(&data, &["volumegroupsnapshot", "kept"]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        field(&data, &group_content, ".status.volumeGroupSnapshotHandle"),
-        group_handle,
-        "Retain keeps the group's content"
-    );
+    holds_for(
+        "Retain keeps the group's content",
+        Duration::from_secs(2),
+        async || field(&data, &group_content, ".status.volumeGroupSnapshotHandle") == group_handle,
+    )
+    .await;
     assert!(!stored_snapshots(&data).is_empty(), "and its data");
 
     let imported = format!(
@@ -406,9 +336,9 @@ spec:
     assert_eq!(member.len(), 1, "{member:?}");
     apply(
         &data,
-        &claim("restored", "restored: \"yes\"", Some(&member[0])),
+        &claim_manifest("restored", "restored: \"yes\"", Some(&member[0])),
     );
-    let restored = mount(&dir, &data, "restored").await;
+    let restored = mount_claim(&dir, &data, "restored").await;
     assert_eq!(
         std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
         "kept"

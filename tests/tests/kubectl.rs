@@ -1,5 +1,5 @@
-//! The real kubectl, oldest and newest of those installed, against `stowage apiserver`
-//! with the kubeconfig it generates.
+//! The real kubectl, the oldest and newest versions the API server must serve (1.27
+//! and 1.33), against `stowage apiserver` with the kubeconfig it generates.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,39 +42,38 @@ spec:
       storage: 1Gi
 "#;
 
-/// `kubectl.1.27` ... `kubectl.1.33`, which sit beside the real kubectl.
-fn versioned_kubectls() -> Vec<PathBuf> {
-    let Some(kubectl) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kubectl"))
-            .find(|path| path.exists())
-    }) else {
-        return Vec::new();
-    };
-    let Some(dir) = std::fs::canonicalize(&kubectl)
+/// The minor versions whose `kubectl.1.NN` sit beside the real kubectl on this kind of
+/// machine and in CI: the API server is checked against the oldest and the newest.
+const MINORS: std::ops::RangeInclusive<u32> = 27..=33;
+
+/// `kubectl.1.27` and `kubectl.1.33`, from beside the real kubectl on PATH; a missing
+/// kubectl or versioned kubectl fails the test, naming what is missing.
+fn versioned_kubectls() -> [PathBuf; 2] {
+    let kubectl = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("kubectl"))
+                .find(|path| path.exists())
+        })
+        .expect("kubectl on PATH: this test runs the versioned kubectls installed beside it");
+    let dir = std::fs::canonicalize(&kubectl)
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
-    else {
-        return Vec::new();
-    };
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let minor = name.strip_prefix("kubectl.1.")?.parse().ok()?;
-            Some((minor, entry.path()))
-        })
+        .unwrap_or_else(|| panic!("the directory of {}", kubectl.display()));
+    let path = |minor: u32| dir.join(format!("kubectl.1.{minor}"));
+    let missing: Vec<String> = MINORS
+        .filter(|minor| !path(*minor).is_file())
+        .map(|minor| path(minor).display().to_string())
         .collect();
-    found.sort();
-    match (found.first(), found.last()) {
-        (Some(oldest), Some(newest)) if oldest.0 != newest.0 => {
-            vec![oldest.1.clone(), newest.1.clone()]
-        }
-        (Some(only), _) => vec![only.1.clone()],
-        _ => Vec::new(),
-    }
+    assert!(
+        missing.is_empty(),
+        "versioned kubectls missing beside {} (machines of this kind and CI have \
+         kubectl.1.{}...kubectl.1.{}): {missing:?}",
+        kubectl.display(),
+        MINORS.start(),
+        MINORS.end()
+    );
+    [path(*MINORS.start()), path(*MINORS.end())]
 }
 
 struct Kubectl<'a> {
@@ -113,11 +112,6 @@ fn squeeze(text: &str) -> String {
 #[tokio::test]
 async fn kubectl_applies_lists_describes_and_deletes() {
     let kubectls = versioned_kubectls();
-    assert!(
-        kubectls.len() == 2,
-        "this test needs the oldest and newest kubectl.1.NN beside the real kubectl on PATH \
-         (machines of this kind have kubectl.1.27 ... kubectl.1.33); found {kubectls:?}"
-    );
     let dir = TempDir::new().expect("tempdir");
     let (_server, _client) = ApiProcess::start(&dir.path().join("api"), &[]).await;
     let manifests = dir.path().join("manifests.yaml");

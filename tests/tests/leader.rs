@@ -12,7 +12,7 @@ use provisioner::leader::LeaderConfig;
 use provisioner::{Config, Metrics, Scope};
 use serde_json::json;
 use stowage_tests::api::{InProcessApi, lease_holder};
-use stowage_tests::wait_for;
+use stowage_tests::{holds_for, wait_for};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -101,15 +101,22 @@ async fn one_replica_acts_and_the_other_takes_over_when_it_dies() {
     .await;
     let (second_metrics, second_stop, second) = replica(&api.client, "second");
     bind_one(&api.client, "one").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(first_metrics.bindings.get(), 1, "the leader binds");
-    assert_eq!(second_metrics.bindings.get(), 0, "the standby does nothing");
-    assert_eq!(
-        lease_holder(&leases, "stowage-provisioner")
-            .await
-            .as_deref(),
-        Some("first")
-    );
+    wait_for("the leader binds", Duration::from_secs(10), async || {
+        (first_metrics.bindings.get() == 1).then_some(())
+    })
+    .await;
+    holds_for(
+        "the standby does nothing while the leader holds the lease",
+        Duration::from_millis(500),
+        async || {
+            second_metrics.bindings.get() == 0
+                && lease_holder(&leases, "stowage-provisioner")
+                    .await
+                    .as_deref()
+                    == Some("first")
+        },
+    )
+    .await;
 
     // The leader dies without releasing: the standby waits out the lease, then acts.
     first.abort();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
 use stowage_tests::up::{apply, field, kubectl, start, stop, stowage, text};
-use stowage_tests::wait_for;
+use stowage_tests::{holds_for, wait_for};
 
 const RETAIN: &str = r#"
 apiVersion: storage.k8s.io/v1
@@ -99,12 +99,12 @@ async fn a_class_change_reaches_the_volume_and_the_claims_status() {
     )
     .await;
     let version = field(&data, &["pvc", "data"], ".metadata.resourceVersion");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        field(&data, &["pvc", "data"], ".metadata.resourceVersion"),
-        version,
-        "Pending is written once, not again on every pass"
-    );
+    holds_for(
+        "Pending is written once, not again on every pass",
+        Duration::from_secs(2),
+        async || field(&data, &["pvc", "data"], ".metadata.resourceVersion") == version,
+    )
+    .await;
 
     let patched = kubectl(
         &data,

@@ -1,159 +1,113 @@
 //! The node binary over its socket with real mounts, as root, in temporary directories.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use csi_proto::v1::{self as v1};
-use stowage_tests::csi::{AccessModeKind, Csi, assert_code, capability, create_request, mount_rwo};
-use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::Stowage;
+use stowage_tests::csi::{
+    AccessModeKind, assert_code, capability, create_request, mount_rwo, publish_staged_request,
+    string_map,
+};
+use stowage_tests::driver::{Driver, Launch};
+use stowage_tests::mounts::mounts_under;
+use stowage_tests::refusal::{assert_refused, refusal};
 use tonic::Code;
 
 const NODE: &str = "node-a";
 
-struct Setup {
-    dir: MountedDir,
-    csi: Csi,
-    node: Option<Stowage>,
-    allow: Vec<String>,
+/// The node plugin with a kubelet directory, room for 100 volumes, and hostPath
+/// volumes allowed below `hostpaths/` of its directory and at `more`.
+fn plugin(more: &[&str]) -> Launch {
+    let launch = Launch::node(NODE)
+        .kubelet_dir()
+        .flags(&["--max-volumes", "100"]);
+    let hostpaths = launch.dir().join("hostpaths");
+    std::fs::create_dir_all(&hostpaths).expect("mkdir hostpaths");
+    more.iter()
+        .fold(launch.allow_host_path(hostpaths), |launch, prefix| {
+            launch.allow_host_path(prefix)
+        })
 }
 
-impl Setup {
-    async fn start(allow: &[&str]) -> Self {
-        let dir = MountedDir::new();
-        for sub in ["kubelet", "hostpaths"] {
-            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
-        }
-        let mut allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
-        allow.push(dir.path().join("hostpaths").display().to_string());
-        let (node, csi) = launch(dir.path(), &allow).await;
-        Self {
-            dir,
-            csi,
-            node: Some(node),
-            allow,
-        }
-    }
-
-    fn kubelet(&self) -> PathBuf {
-        self.dir.path().join("kubelet")
-    }
-
-    fn target(&self, name: &str) -> PathBuf {
-        self.kubelet().join("pods").join(name).join("mount")
-    }
-
-    fn hostpaths(&self) -> PathBuf {
-        self.dir.path().join("hostpaths")
-    }
-
-    async fn restart(&mut self) {
-        self.node.take().expect("running").kill_hard().await;
-        let (node, csi) = launch(self.dir.path(), &self.allow).await;
-        self.node = Some(node);
-        self.csi = csi;
-    }
-
-    async fn publish(
-        &self,
-        id: &str,
-        target: &Path,
-        context: &[(&str, &str)],
-        readonly: bool,
-    ) -> Result<(), tonic::Status> {
-        self.publish_with(id, target, context, readonly, mount_rwo())
-            .await
-    }
-
-    async fn publish_with(
-        &self,
-        id: &str,
-        target: &Path,
-        context: &[(&str, &str)],
-        readonly: bool,
-        cap: v1::VolumeCapability,
-    ) -> Result<(), tonic::Status> {
-        self.csi
-            .node_publish(v1::NodePublishVolumeRequest {
-                volume_id: id.into(),
-                target_path: target.display().to_string(),
-                volume_capability: Some(cap),
-                readonly,
-                volume_context: context
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            })
-            .await
-    }
-
-    async fn unpublish(&self, id: &str, target: &Path) -> Result<(), tonic::Status> {
-        self.csi.node_unpublish(id, target).await
-    }
-
-    async fn stats(
-        &self,
-        id: &str,
-        path: &Path,
-    ) -> Result<v1::NodeGetVolumeStatsResponse, tonic::Status> {
-        self.csi
-            .node
-            .clone()
-            .node_get_volume_stats(v1::NodeGetVolumeStatsRequest {
-                volume_id: id.into(),
-                volume_path: path.display().to_string(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-}
-
-async fn launch(dir: &Path, allow: &[String]) -> (Stowage, Csi) {
-    let args = node_args(dir, allow);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Stowage::start("node", &dir.join("csi.sock"), &args).await
-}
-
-fn node_args(dir: &Path, allow: &[String]) -> Vec<String> {
-    let (root, state, kubelet) = (dir.join("local"), dir.join("state"), dir.join("kubelet"));
-    let mut args: Vec<String> = vec![
-        "--node-id".into(),
-        NODE.into(),
-        "--local-root".into(),
-        root.display().to_string(),
-        "--state-dir".into(),
-        state.display().to_string(),
-        "--kubelet-dir".into(),
-        kubelet.display().to_string(),
-        "--max-volumes".into(),
-        "100".into(),
-    ];
-    for prefix in allow {
-        args.push("--host-path-allow".into());
-        args.push(prefix.clone());
-    }
-    args
+async fn start(more: &[&str]) -> Driver {
+    plugin(more).start().await
 }
 
 /// The node plugin with CAP_SYS_RESOURCE dropped from every capability set.
-async fn launch_without_cap_sys_resource(dir: &Path, allow: &[String]) -> (Stowage, Csi) {
-    let args = node_args(dir, allow);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Stowage::start_wrapped(
-        &[
+async fn start_without_cap_sys_resource() -> Driver {
+    plugin(&[])
+        .wrapped(&[
             "setpriv",
             "--inh-caps=-sys_resource",
             "--ambient-caps=-sys_resource",
             "--bounding-set=-sys_resource",
-        ],
-        "node",
-        &dir.join("csi.sock"),
-        &args,
-    )
-    .await
+        ])
+        .start()
+        .await
+}
+
+// Where this file's tests put things, and the node calls they make.
+fn pod_target(s: &Driver, name: &str) -> PathBuf {
+    s.kubelet("pods").join(name).join("mount")
+}
+
+fn hostpaths(s: &Driver) -> PathBuf {
+    s.dir().join("hostpaths")
+}
+
+async fn publish(
+    s: &Driver,
+    id: &str,
+    target: &Path,
+    context: &[(&str, &str)],
+    readonly: bool,
+) -> Result<(), tonic::Status> {
+    publish_with(s, id, target, context, readonly, mount_rwo()).await
+}
+
+async fn publish_with(
+    s: &Driver,
+    id: &str,
+    target: &Path,
+    context: &[(&str, &str)],
+    readonly: bool,
+    cap: v1::VolumeCapability,
+) -> Result<(), tonic::Status> {
+    s.csi
+        .node_publish(v1::NodePublishVolumeRequest {
+            volume_id: id.into(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(cap),
+            readonly,
+            volume_context: string_map(context),
+            ..Default::default()
+        })
+        .await
+}
+
+async fn stage(
+    s: &Driver,
+    volume: &v1::Volume,
+    staging: &Path,
+    cap: v1::VolumeCapability,
+) -> Result<(), tonic::Status> {
+    std::fs::create_dir_all(staging).expect("staging dir");
+    s.csi.node_stage(volume, staging, cap).await
+}
+
+async fn publish_staged(
+    s: &Driver,
+    volume: &v1::Volume,
+    staging: &Path,
+    target: &Path,
+    cap: v1::VolumeCapability,
+) -> Result<(), tonic::Status> {
+    s.csi
+        .node_publish(v1::NodePublishVolumeRequest {
+            volume_capability: Some(cap),
+            ..publish_staged_request(volume, staging, target)
+        })
+        .await
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -174,7 +128,7 @@ fn write_bytes(path: &Path, len: usize) -> std::io::Result<()> {
 
 #[tokio::test]
 async fn node_reports_its_id_topology_and_capabilities() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let info = s
         .csi
         .node
@@ -224,63 +178,74 @@ async fn node_reports_its_id_topology_and_capabilities() {
 
 #[tokio::test]
 async fn ephemeral_directory_lives_until_unpublish() {
-    let s = Setup::start(&[]).await;
-    let target = s.target("eph");
+    let s = start(&[]).await;
+    let target = pod_target(&s, "eph");
     let ctx = [
         ("csi.storage.k8s.io/ephemeral", "true"),
         ("csi.storage.k8s.io/pod.name", "web"),
     ];
-    s.publish("csi-eph-1", &target, &ctx, false)
+    publish(&s, "csi-eph-1", &target, &ctx, false)
         .await
         .expect("publish");
     assert!(is_mounted(&target));
     std::fs::write(target.join("scratch"), b"tmp").expect("write");
-    s.publish("csi-eph-1", &target, &ctx, false)
+    publish(&s, "csi-eph-1", &target, &ctx, false)
         .await
         .expect("publish again");
     assert_code(
-        s.publish("csi-eph-1", &target, &ctx, true).await,
+        publish(&s, "csi-eph-1", &target, &ctx, true).await,
         Code::AlreadyExists,
         "other arguments",
     );
-    s.unpublish("csi-eph-1", &target).await.expect("unpublish");
+    s.csi
+        .node_unpublish("csi-eph-1", &target)
+        .await
+        .expect("unpublish");
     assert!(!target.exists(), "the target is removed");
     assert!(
-        !s.dir.path().join("state/ephemeral/csi-eph-1").exists(),
+        !s.dir().join("state/ephemeral/csi-eph-1").exists(),
         "the data is gone"
     );
-    s.unpublish("csi-eph-1", &target)
+    s.csi
+        .node_unpublish("csi-eph-1", &target)
         .await
         .expect("unpublish twice");
-    s.publish("csi-eph-1", &target, &ctx, false)
+    publish(&s, "csi-eph-1", &target, &ctx, false)
         .await
         .expect("publish anew");
     assert!(
         std::fs::read_dir(&target).expect("list").next().is_none(),
         "a new pod volume starts empty"
     );
-    s.unpublish("csi-eph-1", &target).await.expect("unpublish");
+    s.csi
+        .node_unpublish("csi-eph-1", &target)
+        .await
+        .expect("unpublish");
 }
 
 #[tokio::test]
 async fn memory_medium_is_a_tmpfs_whose_size_limit_holds() {
-    let s = Setup::start(&[]).await;
-    let target = s.target("mem");
+    let s = start(&[]).await;
+    let target = pod_target(&s, "mem");
     let ctx = [
         ("csi.storage.k8s.io/ephemeral", "true"),
         ("medium", "Memory"),
         ("sizeLimit", "1Mi"),
     ];
-    s.publish("csi-mem", &target, &ctx, false)
+    publish(&s, "csi-mem", &target, &ctx, false)
         .await
         .expect("publish");
     write_bytes(&target.join("fits"), 512 * 1024).expect("half the limit fits");
     let err = write_bytes(&target.join("overflow"), 2 << 20).expect_err("over the limit");
     assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC));
-    s.unpublish("csi-mem", &target).await.expect("unpublish");
+    s.csi
+        .node_unpublish("csi-mem", &target)
+        .await
+        .expect("unpublish");
     assert!(!target.exists());
     assert_code(
-        s.publish(
+        publish(
+            &s,
             "csi-mem2",
             &target,
             &[
@@ -294,7 +259,8 @@ async fn memory_medium_is_a_tmpfs_whose_size_limit_holds() {
         "sizeLimit",
     );
     assert_code(
-        s.publish(
+        publish(
+            &s,
             "csi-mem2",
             &target,
             &[("csi.storage.k8s.io/ephemeral", "true"), ("medium", "Disk")],
@@ -315,8 +281,8 @@ async fn host_path_types_have_their_kubernetes_meaning() {
         .map(|n| format!("/dev/loop{n}"))
         .find(|p| Path::new(p).exists())
         .expect("a loop device node");
-    let s = Setup::start(&["/dev/null", &block_device]).await;
-    let base = s.hostpaths();
+    let s = start(&["/dev/null", &block_device]).await;
+    let base = hostpaths(&s);
     std::fs::create_dir(base.join("dir")).expect("mkdir");
     std::fs::write(base.join("file"), b"config").expect("write");
     let _socket = std::os::unix::net::UnixListener::bind(base.join("sock")).expect("socket");
@@ -332,9 +298,9 @@ async fn host_path_types_have_their_kubernetes_meaning() {
         (path("dir"), "", false),
     ];
     for (i, (host, kind, is_file)) in cases.iter().enumerate() {
-        let target = s.target(&format!("hp{i}"));
+        let target = pod_target(&s, &format!("hp{i}"));
         let ctx = [("path", host.as_str()), ("hostPathType", *kind)];
-        s.publish(&format!("hp-{i}"), &target, &ctx, false)
+        publish(&s, &format!("hp-{i}"), &target, &ctx, false)
             .await
             .unwrap_or_else(|e| panic!("{kind} {host}: {e}"));
         assert!(is_mounted(&target), "{kind}");
@@ -346,7 +312,8 @@ async fn host_path_types_have_their_kubernetes_meaning() {
             *is_file,
             "{kind}"
         );
-        s.unpublish(&format!("hp-{i}"), &target)
+        s.csi
+            .node_unpublish(&format!("hp-{i}"), &target)
             .await
             .expect("unpublish");
         assert!(!target.exists());
@@ -361,11 +328,11 @@ async fn host_path_types_have_their_kubernetes_meaning() {
 
 #[tokio::test]
 async fn host_path_refusals_never_mount() {
-    let s = Setup::start(&[]).await;
-    let base = s.hostpaths();
+    let s = start(&[]).await;
+    let base = hostpaths(&s);
     std::fs::write(base.join("file"), b"x").expect("write");
     std::os::unix::fs::symlink("/etc", base.join("etc-link")).expect("symlink");
-    let target = s.target("refused");
+    let target = pod_target(&s, "refused");
     let path = |name: &str| base.join(name).display().to_string();
     let escape = format!("{}/../../etc", base.display());
     let cases: Vec<(String, &str, Code, &str)> = vec![
@@ -415,7 +382,8 @@ async fn host_path_refusals_never_mount() {
     ];
     for (host, kind, code, needle) in cases {
         assert_code(
-            s.publish(
+            publish(
+                &s,
                 "hp",
                 &target,
                 &[("path", &host), ("hostPathType", kind)],
@@ -426,7 +394,7 @@ async fn host_path_refusals_never_mount() {
             needle,
         );
         assert!(
-            mounts_under(s.dir.path()).is_empty(),
+            mounts_under(s.dir()).is_empty(),
             "{host} {kind} mounted something"
         );
     }
@@ -435,7 +403,7 @@ async fn host_path_refusals_never_mount() {
 
 #[tokio::test]
 async fn local_directory_volume_binds_read_write_and_read_only() {
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let volume = s
         .csi
         .create(create_request("pvc-local", 1 << 20, &[]))
@@ -446,7 +414,7 @@ async fn local_directory_volume_binds_read_write_and_read_only() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let staging = s.kubelet().join("plugins/staging/pvc-local");
+    let staging = s.kubelet("").join("plugins/staging/pvc-local");
     std::fs::create_dir_all(&staging).expect("staging dir");
     let stage = v1::NodeStageVolumeRequest {
         volume_id: volume.volume_id.clone(),
@@ -462,30 +430,34 @@ async fn local_directory_volume_binds_read_write_and_read_only() {
         .await
         .expect("stage");
 
-    let rw = s.target("rw");
-    s.publish(&volume.volume_id, &rw, &ctx, false)
+    let rw = pod_target(&s, "rw");
+    publish(&s, &volume.volume_id, &rw, &ctx, false)
         .await
         .expect("publish");
     std::fs::write(rw.join("hello"), b"world").expect("write through the bind");
     let key = volume.volume_id.split(':').nth(1).expect("key");
     assert_eq!(
-        std::fs::read(s.dir.path().join("local/volumes").join(key).join("hello")).expect("read"),
+        std::fs::read(s.dir().join("local/volumes").join(key).join("hello")).expect("read"),
         b"world"
     );
 
-    let ro = s.target("ro");
-    s.publish(&volume.volume_id, &ro, &ctx, true)
+    let ro = pod_target(&s, "ro");
+    publish(&s, &volume.volume_id, &ro, &ctx, true)
         .await
         .expect("publish read-only");
     let err = std::fs::write(ro.join("nope"), b"x").expect_err("read-only");
     assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS));
     assert_code(
-        s.publish(&volume.volume_id, &ro, &ctx, false).await,
+        publish(&s, &volume.volume_id, &ro, &ctx, false).await,
         Code::AlreadyExists,
         "other arguments",
     );
 
-    let stats = s.stats(&volume.volume_id, &rw).await.expect("stats");
+    let stats = s
+        .csi
+        .node_stats(&volume.volume_id, &rw)
+        .await
+        .expect("stats");
     let bytes = stats
         .usage
         .iter()
@@ -501,7 +473,8 @@ async fn local_directory_volume_binds_read_write_and_read_only() {
     assert!(!stats.volume_condition.expect("condition").abnormal);
 
     for target in [&rw, &ro] {
-        s.unpublish(&volume.volume_id, target)
+        s.csi
+            .node_unpublish(&volume.volume_id, target)
             .await
             .expect("unpublish");
     }
@@ -514,11 +487,17 @@ async fn local_directory_volume_binds_read_write_and_read_only() {
         })
         .await
         .expect("unstage");
-    assert!(mounts_under(s.dir.path()).is_empty());
+    assert!(mounts_under(s.dir()).is_empty());
     let other_node = "local:00000000000000000000000000000000:node-b";
     assert_code(
-        s.publish(other_node, &s.target("x"), &[("type", "local")], false)
-            .await,
+        publish(
+            &s,
+            other_node,
+            &pod_target(&s, "x"),
+            &[("type", "local")],
+            false,
+        )
+        .await,
         Code::NotFound,
         "node-a",
     );
@@ -526,22 +505,23 @@ async fn local_directory_volume_binds_read_write_and_read_only() {
 
 #[tokio::test]
 async fn a_restarted_node_plugin_finds_its_mounts_in_the_kernel() {
-    let mut s = Setup::start(&[]).await;
-    let target = s.target("survivor");
+    let mut s = start(&[]).await;
+    let target = pod_target(&s, "survivor");
     let ctx = [("csi.storage.k8s.io/ephemeral", "true")];
-    s.publish("csi-survivor", &target, &ctx, false)
+    publish(&s, "csi-survivor", &target, &ctx, false)
         .await
         .expect("publish");
-    s.restart().await;
-    s.publish("csi-survivor", &target, &ctx, false)
+    s.restart_hard().await;
+    publish(&s, "csi-survivor", &target, &ctx, false)
         .await
         .expect("idempotent after restart");
     assert_code(
-        s.publish("csi-survivor", &target, &ctx, true).await,
+        publish(&s, "csi-survivor", &target, &ctx, true).await,
         Code::AlreadyExists,
         "other arguments",
     );
-    s.unpublish("csi-survivor", &target)
+    s.csi
+        .node_unpublish("csi-survivor", &target)
         .await
         .expect("unpublish after restart");
     assert!(!is_mounted(&target) && !target.exists());
@@ -549,9 +529,10 @@ async fn a_restarted_node_plugin_finds_its_mounts_in_the_kernel() {
 
 #[tokio::test]
 async fn stats_report_a_path_that_is_no_longer_a_mount_as_abnormal() {
-    let s = Setup::start(&[]).await;
-    let target = s.target("cond");
-    s.publish(
+    let s = start(&[]).await;
+    let target = pod_target(&s, "cond");
+    publish(
+        &s,
         "csi-cond",
         &target,
         &[("csi.storage.k8s.io/ephemeral", "true")],
@@ -562,7 +543,8 @@ async fn stats_report_a_path_that_is_no_longer_a_mount_as_abnormal() {
     nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH)
         .expect("unmount behind the plugin's back");
     let condition = s
-        .stats("csi-cond", &target)
+        .csi
+        .node_stats("csi-cond", &target)
         .await
         .expect("stats")
         .volume_condition
@@ -572,138 +554,97 @@ async fn stats_report_a_path_that_is_no_longer_a_mount_as_abnormal() {
         "{condition:?}"
     );
     assert_code(
-        s.stats("csi-cond", &s.target("gone")).await,
+        s.csi.node_stats("csi-cond", &pod_target(&s, "gone")).await,
         Code::NotFound,
         "does not exist",
     );
-    s.unpublish("csi-cond", &target).await.expect("unpublish");
+    s.csi
+        .node_unpublish("csi-cond", &target)
+        .await
+        .expect("unpublish");
 }
 
 #[tokio::test]
 async fn bad_node_requests_are_invalid_argument_naming_the_field() {
-    let s = Setup::start(&[]).await;
-    let ctx = [("csi.storage.k8s.io/ephemeral", "true")];
-    let inside = s.target("t");
-    assert_code(
-        s.publish("", &inside, &ctx, false).await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.publish("v", Path::new(""), &ctx, false).await,
-        Code::InvalidArgument,
-        "target_path",
-    );
-    assert_code(
-        s.publish("v", Path::new("/tmp/outside-kubelet"), &ctx, false)
-            .await,
-        Code::InvalidArgument,
-        "target_path",
-    );
-    let dotdot = PathBuf::from(format!("{}/../../escape", s.kubelet().display()));
-    assert_code(
-        s.publish("v", &dotdot, &ctx, false).await,
-        Code::InvalidArgument,
-        "target_path",
-    );
-    let missing_cap = s
-        .csi
-        .node
-        .clone()
-        .node_publish_volume(v1::NodePublishVolumeRequest {
-            volume_id: "v".into(),
-            target_path: inside.display().to_string(),
-            volume_context: HashMap::from([(
-                "csi.storage.k8s.io/ephemeral".to_string(),
-                "true".to_string(),
-            )]),
-            ..Default::default()
-        })
-        .await;
-    assert_code(missing_cap, Code::InvalidArgument, "volume_capability");
-    assert_code(
-        s.publish_with(
-            "v",
-            &inside,
-            &ctx,
-            false,
-            capability(false, AccessModeKind::Unknown),
-        )
-        .await,
-        Code::InvalidArgument,
-        "volume_capability",
-    );
-    assert_code(
-        s.publish_with(
-            "v",
-            &inside,
-            &ctx,
-            false,
-            capability(true, AccessModeKind::SingleNodeWriter),
-        )
-        .await,
-        Code::InvalidArgument,
-        "block",
-    );
-    assert_code(
-        s.unpublish("v", Path::new("")).await,
-        Code::InvalidArgument,
-        "target_path",
-    );
-
+    let s = start(&[]).await;
+    let ephemeral = |id: &str, target: &Path| v1::NodePublishVolumeRequest {
+        volume_id: id.into(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(mount_rwo()),
+        volume_context: string_map(&[("csi.storage.k8s.io/ephemeral", "true")]),
+        ..Default::default()
+    };
+    let inside = pod_target(&s, "t");
+    let with_capability = |capability| v1::NodePublishVolumeRequest {
+        volume_capability: capability,
+        ..ephemeral("v", &inside)
+    };
     // A symlink inside the kubelet directory that leads out of it is no way out.
-    std::os::unix::fs::symlink("/tmp", s.kubelet().join("pods-link")).expect("symlink");
-    let sneaky = s.kubelet().join("pods-link/sneaky");
-    assert_code(
-        s.publish("v", &sneaky, &ctx, false).await,
-        Code::InvalidArgument,
-        "target_path",
-    );
+    std::os::unix::fs::symlink("/tmp", s.kubelet("pods-link")).expect("symlink");
+    let dotdot = PathBuf::from(format!("{}/../../escape", s.kubelet("").display()));
+    let invalid = Code::InvalidArgument;
+    let rows = vec![
+        refusal(
+            "publish without a volume ID",
+            ephemeral("", &inside),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "publish without a target",
+            ephemeral("v", Path::new("")),
+            invalid,
+            "target_path",
+        ),
+        refusal(
+            "publish outside the kubelet directory",
+            ephemeral("v", Path::new("/tmp/outside-kubelet")),
+            invalid,
+            "target_path",
+        ),
+        refusal(
+            "publish through ..",
+            ephemeral("v", &dotdot),
+            invalid,
+            "target_path",
+        ),
+        refusal(
+            "publish through a symlink out",
+            ephemeral("v", &s.kubelet("pods-link/sneaky")),
+            invalid,
+            "target_path",
+        ),
+        refusal(
+            "publish without a capability",
+            with_capability(None),
+            invalid,
+            "volume_capability",
+        ),
+        refusal(
+            "publish with an unknown access mode",
+            with_capability(Some(capability(false, AccessModeKind::Unknown))),
+            invalid,
+            "volume_capability",
+        ),
+        refusal(
+            "an ephemeral volume as a block device",
+            with_capability(Some(capability(true, AccessModeKind::SingleNodeWriter))),
+            invalid,
+            "block",
+        ),
+        refusal(
+            "unpublish without a target",
+            v1::NodeUnpublishVolumeRequest {
+                volume_id: "v".into(),
+                target_path: String::new(),
+            },
+            invalid,
+            "target_path",
+        ),
+    ];
+    assert_refused(&s.csi, rows).await;
     assert!(!Path::new("/tmp/sneaky").exists());
-    assert!(mounts_under(s.dir.path()).is_empty());
-}
-
-impl Setup {
-    async fn stage(
-        &self,
-        volume: &v1::Volume,
-        staging: &Path,
-        cap: v1::VolumeCapability,
-    ) -> Result<(), tonic::Status> {
-        std::fs::create_dir_all(staging).expect("staging dir");
-        self.csi.node_stage(volume, staging, cap).await
-    }
-
-    async fn unstage(&self, volume_id: &str, staging: &Path) -> Result<(), tonic::Status> {
-        self.csi.node_unstage(volume_id, staging).await
-    }
-
-    async fn publish_staged(
-        &self,
-        volume: &v1::Volume,
-        staging: &Path,
-        target: &Path,
-        cap: v1::VolumeCapability,
-    ) -> Result<(), tonic::Status> {
-        self.csi
-            .node_publish(v1::NodePublishVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                staging_target_path: staging.display().to_string(),
-                target_path: target.display().to_string(),
-                volume_capability: Some(cap),
-                volume_context: volume.volume_context.clone(),
-                ..Default::default()
-            })
-            .await
-    }
-
-    fn image_file(&self, volume_id: &str) -> PathBuf {
-        let key = volume_id.split(':').nth(1).expect("key");
-        self.dir
-            .path()
-            .join("local/volumes")
-            .join(format!("{key}.img"))
-    }
+    assert!(mounts_under(s.dir()).is_empty());
 }
 
 /// Is any loop device backed by this file?
@@ -727,11 +668,7 @@ fn fs_size(path: &Path) -> u64 {
 /// growth runs in a VM: `vm.rs`, `image_volume_grows_online_while_in_use`.)
 #[tokio::test]
 async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_cap_sys_resource() {
-    let mut s = Setup::start(&[]).await;
-    s.node.take().expect("running").kill_hard().await;
-    let (node, csi) = launch_without_cap_sys_resource(s.dir.path(), &s.allow).await;
-    s.node = Some(node);
-    s.csi = csi;
+    let s = start_without_cap_sys_resource().await;
     let volume = s
         .csi
         .create(create_request(
@@ -741,17 +678,17 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
         ))
         .await
         .expect("create");
-    let staging = s.kubelet().join("plugins/staging/img");
-    s.stage(&volume, &staging, mount_rwo())
+    let staging = s.kubelet("").join("plugins/staging/img");
+    stage(&s, &volume, &staging, mount_rwo())
         .await
         .expect("stage");
-    s.stage(&volume, &staging, mount_rwo())
+    stage(&s, &volume, &staging, mount_rwo())
         .await
         .expect("stage twice");
-    let image = s.image_file(&volume.volume_id);
+    let image = s.volume_data(&volume.volume_id, ".img");
     assert!(loop_attached(&image));
-    let target = s.target("img");
-    s.publish_staged(&volume, &staging, &target, mount_rwo())
+    let target = pod_target(&s, "img");
+    publish_staged(&s, &volume, &staging, &target, mount_rwo())
         .await
         .expect("publish");
     let err = write_bytes(&target.join("big"), 40 << 20).expect_err("writing past the capacity");
@@ -793,16 +730,18 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
         })
         .await;
     assert_code(node_expand, Code::PermissionDenied, "CAP_SYS_RESOURCE");
-    s.unpublish(&volume.volume_id, &target)
+    s.csi
+        .node_unpublish(&volume.volume_id, &target)
         .await
         .expect("unpublish");
-    s.unstage(&volume.volume_id, &staging)
+    s.csi
+        .node_unstage(&volume.volume_id, &staging)
         .await
         .expect("unstage");
-    s.stage(&volume, &staging, mount_rwo())
+    stage(&s, &volume, &staging, mount_rwo())
         .await
         .expect("re-stage grows offline");
-    s.publish_staged(&volume, &staging, &target, mount_rwo())
+    publish_staged(&s, &volume, &staging, &target, mount_rwo())
         .await
         .expect("publish");
     assert!(
@@ -812,13 +751,16 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
     );
     write_bytes(&target.join("big"), 40 << 20).expect("now it fits");
 
-    s.unpublish(&volume.volume_id, &target)
+    s.csi
+        .node_unpublish(&volume.volume_id, &target)
         .await
         .expect("unpublish");
-    s.unstage(&volume.volume_id, &staging)
+    s.csi
+        .node_unstage(&volume.volume_id, &staging)
         .await
         .expect("unstage");
-    s.unstage(&volume.volume_id, &staging)
+    s.csi
+        .node_unstage(&volume.volume_id, &staging)
         .await
         .expect("unstage twice");
     // The kernel lets go of an auto-clearing loop device after the last close.
@@ -828,32 +770,31 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
         async || (!loop_attached(&image)).then_some(()),
     )
     .await;
-    assert!(mounts_under(s.dir.path()).is_empty());
+    assert!(mounts_under(s.dir()).is_empty());
 }
 
 #[tokio::test]
 async fn block_volume_is_published_as_a_device() {
     use std::os::unix::fs::{FileExt, FileTypeExt};
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let block = capability(true, AccessModeKind::SingleNodeWriter);
     let mut request = create_request("pvc-blk", 8 << 20, &[]);
     request.volume_capabilities = vec![block.clone()];
     let volume = s.csi.create(request).await.expect("create");
-    let staging = s.kubelet().join("plugins/staging/blk");
-    let target = s.target("blk");
+    let staging = s.kubelet("").join("plugins/staging/blk");
+    let target = pod_target(&s, "blk");
     assert_code(
-        s.publish_staged(&volume, &staging, &target, block.clone())
-            .await,
+        publish_staged(&s, &volume, &staging, &target, block.clone()).await,
         Code::FailedPrecondition,
         "not staged",
     );
-    s.stage(&volume, &staging, block.clone())
+    stage(&s, &volume, &staging, block.clone())
         .await
         .expect("stage");
-    s.publish_staged(&volume, &staging, &target, block.clone())
+    publish_staged(&s, &volume, &staging, &target, block.clone())
         .await
         .expect("publish");
-    s.publish_staged(&volume, &staging, &target, block.clone())
+    publish_staged(&s, &volume, &staging, &target, block.clone())
         .await
         .expect("publish twice");
     assert!(
@@ -871,25 +812,33 @@ async fn block_volume_is_published_as_a_device() {
     device.sync_all().expect("sync");
     drop(device);
     let mut back = [0u8; 9];
-    std::fs::File::open(s.image_file(&volume.volume_id))
+    std::fs::File::open(s.volume_data(&volume.volume_id, ".img"))
         .expect("image")
         .read_exact_at(&mut back, 4096)
         .expect("read");
     assert_eq!(&back, b"raw bytes");
     assert_code(
-        s.publish_staged(&volume, &staging, &s.target("blk-fs"), mount_rwo())
-            .await,
+        publish_staged(
+            &s,
+            &volume,
+            &staging,
+            &pod_target(&s, "blk-fs"),
+            mount_rwo(),
+        )
+        .await,
         Code::InvalidArgument,
         "block",
     );
 
-    s.unpublish(&volume.volume_id, &target)
+    s.csi
+        .node_unpublish(&volume.volume_id, &target)
         .await
         .expect("unpublish");
-    s.unstage(&volume.volume_id, &staging)
+    s.csi
+        .node_unstage(&volume.volume_id, &staging)
         .await
         .expect("unstage");
-    assert!(!loop_attached(&s.image_file(&volume.volume_id)));
+    assert!(!loop_attached(&s.volume_data(&volume.volume_id, ".img")));
 }
 
 /// The kernel NFS mount at stage and the binds per pod run in a VM (`vm.rs`,
@@ -898,7 +847,7 @@ async fn block_volume_is_published_as_a_device() {
 #[tokio::test]
 async fn nfs_volume_is_published_only_once_staged() {
     let nfs = stowage_tests::nfs::MemNfs::start().await;
-    let s = Setup::start(&[]).await;
+    let s = start(&[]).await;
     let server = nfs.server();
     let volume = s
         .csi
@@ -909,11 +858,10 @@ async fn nfs_volume_is_published_only_once_staged() {
         ))
         .await
         .expect("create through the node's controller");
-    let staging = s.kubelet().join("plugins/staging/nfs");
-    let target = s.target("nfs");
+    let staging = s.kubelet("").join("plugins/staging/nfs");
+    let target = pod_target(&s, "nfs");
     assert_code(
-        s.publish_staged(&volume, &staging, &target, mount_rwo())
-            .await,
+        publish_staged(&s, &volume, &staging, &target, mount_rwo()).await,
         Code::FailedPrecondition,
         "not staged",
     );
@@ -922,9 +870,9 @@ async fn nfs_volume_is_published_only_once_staged() {
         .volume_context
         .insert("subDir".into(), "../elsewhere".into());
     assert_code(
-        s.stage(&escaping, &staging, mount_rwo()).await,
+        stage(&s, &escaping, &staging, mount_rwo()).await,
         Code::InvalidArgument,
         "subDir",
     );
-    assert!(mounts_under(s.dir.path()).is_empty());
+    assert!(mounts_under(s.dir()).is_empty());
 }

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use csi_proto::v1;
 use nix::mount::{MsFlags, mount};
-use stowage_tests::csi::{Csi, create_request, mount_rwo};
-use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::start_node_plugin_with;
+use stowage_tests::csi::{Csi, create_request, mount_rwo, publish_request};
+use stowage_tests::driver::Launch;
+use stowage_tests::mounts::mounts_under;
 use stowage_tests::wait_for;
 
 const NODE: &str = "node-hol";
@@ -100,16 +99,6 @@ fn blocked_threads(pid: u32) -> usize {
         .count()
 }
 
-fn publish_request(volume: &v1::Volume, target: &Path) -> v1::NodePublishVolumeRequest {
-    v1::NodePublishVolumeRequest {
-        volume_id: volume.volume_id.clone(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(mount_rwo()),
-        volume_context: volume.volume_context.clone(),
-        ..Default::default()
-    }
-}
-
 /// CreateVolume, publish, unpublish, DeleteVolume of one small volume.
 async fn small_lifecycle(csi: &Csi, kubelet: &Path) {
     let volume = csi
@@ -128,17 +117,12 @@ async fn small_lifecycle(csi: &Csi, kubelet: &Path) {
 
 #[tokio::test]
 async fn a_blocked_call_does_not_stall_the_others() {
-    let dir = MountedDir::new();
-    let kubelet = dir.path().join("kubelet");
+    let launch = Launch::node(NODE).kubelet_dir();
+    let kubelet = launch.dir().join("kubelet");
     let frozen_dir = kubelet.join("frozen");
-    own_filesystem(dir.path(), &frozen_dir);
-    let (plugin, csi) = start_node_plugin_with(
-        dir.path(),
-        NODE,
-        &["--kubelet-dir", kubelet.to_str().expect("utf8")],
-    )
-    .await;
-    let pid = plugin.pid().expect("pid");
+    own_filesystem(launch.dir(), &frozen_dir);
+    let plugin = launch.start().await;
+    let (csi, pid) = (&plugin.csi, plugin.pid().expect("pid"));
     let mut volumes = Vec::new();
     for i in 0..BLOCKED {
         let volume = csi
@@ -165,8 +149,7 @@ async fn a_blocked_call_does_not_stall_the_others() {
     )
     .await;
 
-    let small =
-        tokio::time::timeout(Duration::from_secs(20), small_lifecycle(&csi, &kubelet)).await;
+    let small = tokio::time::timeout(Duration::from_secs(20), small_lifecycle(csi, &kubelet)).await;
     let still_blocked = blocked.iter().filter(|b| !b.is_finished()).count();
     drop(frozen);
     small.expect("a small lifecycle completes while other calls are blocked");
@@ -197,14 +180,8 @@ async fn a_blocked_call_does_not_stall_the_others() {
 #[tokio::test]
 async fn image_volumes_staged_at_once_each_get_a_loop_device() {
     const VOLUMES: usize = 12;
-    let dir = MountedDir::new();
-    let kubelet = dir.path().join("kubelet");
-    let (_plugin, csi) = start_node_plugin_with(
-        dir.path(),
-        NODE,
-        &["--kubelet-dir", kubelet.to_str().expect("utf8")],
-    )
-    .await;
+    let plugin = Launch::node(NODE).kubelet_dir().start().await;
+    let (csi, kubelet) = (&plugin.csi, plugin.kubelet(""));
     let mut volumes = Vec::new();
     for i in 0..VOLUMES {
         let request = create_request(

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use csi_proto::v1;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use stowage_tests::csi::{AccessModeKind as Mode, Csi, assert_code, capability, create_request};
-use stowage_tests::mounts::{MountedDir, loop_devices_under, mounts_under};
-use stowage_tests::process::{Stowage, start_node_plugin_with};
+use stowage_tests::csi::{
+    AccessModeKind as Mode, assert_code, capability, create_request, publish_request,
+};
+use stowage_tests::driver::{Driver, Launch};
+use stowage_tests::mounts::{loop_devices_under, mounts_under};
 use tonic::Code;
 
 const NODE: &str = "node-mt";
@@ -44,38 +46,29 @@ impl Drop for HiddenMountTable {
     }
 }
 
-struct Node {
-    dir: MountedDir,
-    plugin: Option<Stowage>,
-    csi: Csi,
+/// The node plugin with a kubelet directory; its publishes ask for a single writer.
+struct Node(Driver);
+
+impl std::ops::Deref for Node {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Driver {
+        &mut self.0
+    }
 }
 
 impl Node {
     async fn start() -> Self {
-        let dir = MountedDir::new();
-        let (plugin, csi) = launch(dir.path()).await;
-        Self {
-            dir,
-            plugin: Some(plugin),
-            csi,
-        }
-    }
-
-    /// kill -9 and start again on the same directories: the mounts stay.
-    async fn restart(&mut self) {
-        self.plugin.take().expect("running").kill_hard().await;
-        let (plugin, csi) = launch(self.dir.path()).await;
-        self.plugin = Some(plugin);
-        self.csi = csi;
+        Self(Launch::node(NODE).kubelet_dir().start().await)
     }
 
     fn hide_mount_table(&self) -> HiddenMountTable {
-        let pid = self.plugin.as_ref().and_then(Stowage::pid).expect("pid");
-        HiddenMountTable::over(pid)
-    }
-
-    fn kubelet(&self, sub: &str) -> PathBuf {
-        self.dir.path().join("kubelet").join(sub)
+        HiddenMountTable::over(self.pid().expect("pid"))
     }
 
     async fn publish(
@@ -84,24 +77,13 @@ impl Node {
         target: &Path,
         staging: Option<&Path>,
     ) -> Result<(), tonic::Status> {
-        self.csi
-            .node_publish(v1::NodePublishVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                target_path: target.display().to_string(),
-                staging_target_path: staging.map(|s| s.display().to_string()).unwrap_or_default(),
-                volume_capability: Some(single_writer()),
-                volume_context: volume.volume_context.clone(),
-                ..Default::default()
-            })
-            .await
+        let request = v1::NodePublishVolumeRequest {
+            staging_target_path: staging.map(|s| s.display().to_string()).unwrap_or_default(),
+            volume_capability: Some(single_writer()),
+            ..publish_request(volume, target)
+        };
+        self.csi.node_publish(request).await
     }
-}
-
-async fn launch(dir: &Path) -> (Stowage, Csi) {
-    let kubelet = dir.join("kubelet");
-    std::fs::create_dir_all(&kubelet).expect("kubelet dir");
-    let kubelet = kubelet.display().to_string();
-    start_node_plugin_with(dir, NODE, &["--kubelet-dir", &kubelet]).await
 }
 
 fn single_writer() -> v1::VolumeCapability {
@@ -205,12 +187,12 @@ async fn publish_and_unpublish_do_not_need_the_mount_table() {
         .await
         .expect("unstage twice");
     assert!(
-        mounts_under(node.dir.path()).is_empty(),
+        mounts_under(node.dir()).is_empty(),
         "every mount is gone: {:?}",
-        mounts_under(node.dir.path())
+        mounts_under(node.dir())
     );
     assert!(
-        loop_devices_under(node.dir.path()).is_empty(),
+        loop_devices_under(node.dir()).is_empty(),
         "the image's loop device went with its mount"
     );
 }
@@ -225,7 +207,7 @@ async fn a_restarted_plugin_knows_what_an_earlier_run_published() {
         .expect("create");
     let (first, second) = (node.kubelet("pods/a/vol"), node.kubelet("pods/b/vol"));
     node.publish(&volume, &first, None).await.expect("publish");
-    node.restart().await;
+    node.restart_hard().await;
     let _hidden = node.hide_mount_table();
 
     assert_code(
@@ -250,7 +232,7 @@ async fn a_restarted_plugin_knows_what_an_earlier_run_published() {
         .node_unpublish(&volume.volume_id, &second)
         .await
         .expect("unpublish");
-    assert!(mounts_under(node.dir.path()).is_empty());
+    assert!(mounts_under(node.dir()).is_empty());
 }
 
 /// The one case that reads the table: a mount inside the volume (a pod's own) keeps
@@ -272,6 +254,6 @@ async fn a_mount_inside_a_publication_is_unmounted_with_it() {
         .node_unpublish(&volume.volume_id, &target)
         .await
         .expect("unpublish");
-    assert!(mounts_under(node.dir.path()).is_empty());
+    assert!(mounts_under(node.dir()).is_empty());
     assert!(!target.exists());
 }

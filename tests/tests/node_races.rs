@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use csi_proto::v1;
 use futures_util::StreamExt;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-use stowage_tests::csi::{assert_code, mount_rwo};
-use stowage_tests::mounts::{MountedDir, mounts_under};
-use stowage_tests::process::{KubeletNode, start_node_plugin_with};
+use stowage_tests::csi::{assert_code, mount_rwo, string_map};
+use stowage_tests::driver::{Driver, Launch};
+use stowage_tests::mounts::mounts_under;
 use tonic::Code;
 
 const CALLS: usize = 1_000;
@@ -68,27 +68,27 @@ impl Drop for Swapper {
     }
 }
 
-struct Race(KubeletNode);
+struct Race(Driver);
 
 impl std::ops::Deref for Race {
-    type Target = KubeletNode;
-    fn deref(&self) -> &KubeletNode {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
         &self.0
     }
 }
 
 impl Race {
     async fn start() -> Self {
-        let dir = MountedDir::new();
+        let launch = Launch::node("node-a").kubelet_dir();
         for sub in ["kubelet/pods", "allowed", "outside"] {
-            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+            std::fs::create_dir_all(launch.dir().join(sub)).expect("mkdir");
         }
-        let allowed = dir.path().join("allowed").display().to_string();
-        Self(KubeletNode::start_in(dir, "node-a", &["--host-path-allow", &allowed]).await)
+        let allowed = launch.dir().join("allowed");
+        Self(launch.allow_host_path(allowed).start().await)
     }
 
     fn path(&self, sub: &str) -> PathBuf {
-        self.dir.path().join(sub)
+        self.dir().join(sub)
     }
 
     /// `name` as a real directory holding a marker, and `name-link` a symlink to the
@@ -166,7 +166,7 @@ impl Race {
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
         assert_eq!(entries, ["OUTSIDE"], "something was created outside");
-        for mount in mounts_under(self.dir.path()) {
+        for mount in mounts_under(self.dir()) {
             assert!(
                 mount.starts_with(self.path("kubelet")),
                 "{mount:?} is mounted outside the kubelet directory"
@@ -182,7 +182,7 @@ impl Race {
                 .await
                 .expect("unpublish");
         }
-        assert!(mounts_under(self.dir.path()).is_empty());
+        assert!(mounts_under(self.dir()).is_empty());
     }
 }
 
@@ -196,10 +196,7 @@ fn request(id: String, target: &Path, context: &[(&str, &str)]) -> v1::NodePubli
         volume_id: id,
         target_path: target.display().to_string(),
         volume_capability: Some(mount_rwo()),
-        volume_context: context
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        volume_context: string_map(context),
         ..Default::default()
     }
 }
@@ -280,15 +277,15 @@ async fn a_swapped_directory_under_the_kubelet_dir_never_leads_a_target_outside(
 /// that everything lies under (a missing kubelet directory used to let any target in).
 #[tokio::test]
 async fn an_unopenable_root_refuses_rather_than_allowing_everything() {
-    let dir = MountedDir::new();
-    let (kubelet, prefix) = (dir.path().join("kubelet"), dir.path().join("allowed"));
-    let flags = [
-        "--kubelet-dir",
-        kubelet.to_str().expect("utf8"),
-        "--host-path-allow",
-        prefix.to_str().expect("utf8"),
-    ];
-    let (_node, csi) = start_node_plugin_with(dir.path(), "node-a", &flags).await;
+    // Not `kubelet_dir()`, which makes the directory: here it must be missing.
+    let launch = Launch::node("node-a");
+    let (kubelet, prefix) = (launch.dir().join("kubelet"), launch.dir().join("allowed"));
+    let node = launch
+        .flags(&["--kubelet-dir", kubelet.to_str().expect("utf8")])
+        .allow_host_path(&prefix)
+        .start()
+        .await;
+    let csi = &node.csi;
     let target = kubelet.join("pods/p/mount");
     let ephemeral = request(
         "v-e".into(),
@@ -315,5 +312,5 @@ async fn an_unopenable_root_refuses_rather_than_allowing_everything() {
         "cannot be opened",
     );
     assert!(!prefix.exists(), "the missing allowed prefix was made");
-    assert!(mounts_under(dir.path()).is_empty());
+    assert!(mounts_under(node.dir()).is_empty());
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{apply, field, kubectl, start, stop, text};
-use stowage_tests::wait_for;
+use stowage_tests::up::{apply, field, gone, kubectl, start, stop, text};
+use stowage_tests::{holds_for, wait_for};
 
 const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
 const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
@@ -58,32 +58,17 @@ fn delete(data: &Path, object: &[&str]) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-async fn gone(data: &Path, object: &[&str]) {
-    wait_for(
-        &format!("{object:?} to be gone"),
-        Duration::from_secs(60),
+/// The object stays deleted-but-present, holding `finalizer`, for a few seconds of passes.
+async fn stays_terminating(data: &Path, object: &[&str], finalizer: &str) {
+    holds_for(
+        &format!("{object:?} marked deleted and held by {finalizer}"),
+        Duration::from_secs(3),
         async || {
-            let mut args = vec!["get"];
-            args.extend_from_slice(object);
-            text(&kubectl(data, &args, None))
-                .contains("NotFound")
-                .then_some(())
+            !field(data, object, ".metadata.deletionTimestamp").is_empty()
+                && field(data, object, ".metadata.finalizers").contains(finalizer)
         },
     )
     .await;
-}
-
-/// The object stays deleted-but-present, holding `finalizer`, for a few seconds of passes.
-async fn stays_terminating(data: &Path, object: &[&str], finalizer: &str) {
-    for _ in 0..6 {
-        assert!(
-            !field(data, object, ".metadata.deletionTimestamp").is_empty(),
-            "{object:?} is marked deleted"
-        );
-        let finalizers = field(data, object, ".metadata.finalizers");
-        assert!(finalizers.contains(finalizer), "{object:?}: {finalizers}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test]

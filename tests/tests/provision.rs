@@ -15,9 +15,9 @@ use kube::{Api, Client, ResourceExt};
 use provisioner::{Config, Scope};
 use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
+use stowage_tests::driver::Launch;
 use stowage_tests::mounts::MountedDir;
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{start_controller, start_node_plugin, start_node_plugin_with};
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 
@@ -169,7 +169,7 @@ fn volume_dirs(local_root: &Path) -> usize {
 async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
-    let (_node, _csi) = start_node_plugin(dir.path(), NODE).await;
+    let _node = Launch::node(NODE).in_dir(dir.path()).start().await;
     let socket = dir.path().join("node.sock");
     let local_root = dir.path().join("local");
     cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
@@ -308,8 +308,8 @@ async fn nfs_claims_are_provisioned_by_the_central_instance() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
     let nfs = MemNfs::start().await;
-    let (controller, csi) = start_controller(dir.path()).await;
-    let socket = controller.socket.clone();
+    let controller = Launch::controller().in_dir(dir.path()).start().await;
+    let (csi, socket) = (&controller.csi, controller.socket());
     cluster.run(Scope::Central, &socket);
     cluster
         .add_class(class(
@@ -366,7 +366,8 @@ async fn nfs_claims_are_provisioned_by_the_central_instance() {
 async fn a_provisioner_restarted_after_create_volume_neither_leaks_nor_duplicates() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
-    let (_node, csi) = start_node_plugin(dir.path(), NODE).await;
+    let node = Launch::node(NODE).in_dir(dir.path()).start().await;
+    let csi = &node.csi;
     let socket = dir.path().join("node.sock");
     let local_root = dir.path().join("local");
     let immediate = class("local-now", "Immediate", json!({"type": "local"}));
@@ -474,7 +475,8 @@ async fn record_snapshot(client: &Client, name: &str, made: &csi_proto::v1::Snap
 async fn a_claim_restores_a_volume_snapshot_once_it_is_ready() {
     let dir = TempDir::new().expect("tempdir");
     let cluster = Cluster::start(&dir.path().join("api")).await;
-    let (_node, csi) = start_node_plugin(dir.path(), NODE).await;
+    let node = Launch::node(NODE).in_dir(dir.path()).start().await;
+    let csi = &node.csi;
     let local_root = dir.path().join("local");
     cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
     cluster.run(Scope::Node(NODE.into()), &dir.path().join("node.sock"));
@@ -539,11 +541,13 @@ async fn a_claim_restores_a_volume_snapshot_once_it_is_ready() {
 #[tokio::test]
 async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
     let dir = MountedDir::new();
-    let kubelet = dir.path().join("kubelet");
-    let kubelet_flag = kubelet.to_str().expect("utf8").to_string();
     let cluster = Cluster::start(&dir.path().join("api")).await;
-    let (_node, csi) =
-        start_node_plugin_with(dir.path(), NODE, &["--kubelet-dir", &kubelet_flag]).await;
+    let node = Launch::node(NODE)
+        .in_dir(dir.path())
+        .kubelet_dir()
+        .start()
+        .await;
+    let (csi, kubelet) = (&node.csi, node.kubelet(""));
     cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
     cluster.run(Scope::Node(NODE.into()), &dir.path().join("node.sock"));
     cluster
@@ -618,9 +622,9 @@ async fn clones_and_restores_of_local_volumes_land_on_the_source_node() {
     for node in ["node-a", "node-b"] {
         let home = dir.path().join(node);
         std::fs::create_dir_all(&home).expect("node dir");
-        let (plugin, csi) = start_node_plugin(&home, node).await;
-        cluster.run(Scope::Node(node.into()), &home.join("node.sock"));
-        plugins.push((node, home, plugin, csi));
+        let plugin = Launch::node(node).in_dir(&home).start().await;
+        cluster.run(Scope::Node(node.into()), &plugin.socket());
+        plugins.push((node, home, plugin));
     }
     cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
     cluster
@@ -648,11 +652,12 @@ async fn clones_and_restores_of_local_volumes_land_on_the_source_node() {
         );
     }
     let handle = handle(&origin);
-    let (_, _, _, csi) = plugins
+    let (_, _, plugin) = plugins
         .iter()
         .find(|(node, ..)| *node == holder)
         .expect("holder");
-    let made = csi
+    let made = plugin
+        .csi
         .snapshot("snap-origin", &handle)
         .await
         .expect("snapshot");

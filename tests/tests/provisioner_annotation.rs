@@ -13,7 +13,7 @@ use kube::{Api, Client};
 use provisioner::{Config, Controllers, Scope};
 use serde_json::json;
 use stowage_tests::api::InProcessApi;
-use stowage_tests::wait_for;
+use stowage_tests::{holds_for, wait_for};
 use tempfile::TempDir;
 
 async fn class(client: &Client, name: &str, provisioner: &str, mode: &str) {
@@ -85,12 +85,12 @@ async fn the_binder_alone_names_the_provisioner_and_nothing_provisions() {
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        provisioner_of(&client, "later").await,
-        (None, None),
-        "a WaitForFirstConsumer claim without a selected node is not to be provisioned yet"
-    );
+    holds_for(
+        "a WaitForFirstConsumer claim without a selected node is not to be provisioned yet",
+        Duration::from_secs(2),
+        async || provisioner_of(&client, "later").await == (None, None),
+    )
+    .await;
     let volumes = Api::<PersistentVolume>::all(client.clone())
         .list(&ListParams::default())
         .await

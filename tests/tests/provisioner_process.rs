@@ -14,9 +14,9 @@ use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use stowage_tests::api::{InProcessApi, lease_holder, wait_for_event, wait_for_volume_gone};
-use stowage_tests::csi::Csi;
+use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{ProvisionerProcess, Stowage, start_controller};
+use stowage_tests::process::ProvisionerProcess;
 use stowage_tests::relay::Relay;
 use stowage_tests::wait_for;
 use tempfile::TempDir;
@@ -29,9 +29,7 @@ struct Setup {
     dir: TempDir,
     api: InProcessApi,
     nfs: MemNfs,
-    _controller: Stowage,
-    csi: Csi,
-    socket: std::path::PathBuf,
+    controller: Driver,
 }
 
 impl Setup {
@@ -39,15 +37,12 @@ impl Setup {
         let dir = TempDir::new().expect("tempdir");
         let api = InProcessApi::start(&dir.path().join("api")).await;
         let nfs = MemNfs::start().await;
-        let (controller, csi) = start_controller(dir.path()).await;
-        let socket = controller.socket.clone();
+        let controller = Launch::controller().in_dir(dir.path()).start().await;
         let setup = Self {
             dir,
             api,
             nfs,
-            _controller: controller,
-            csi,
-            socket,
+            controller,
         };
         setup.add_class("nfs", json!({})).await;
         setup
@@ -118,7 +113,7 @@ impl Setup {
 #[tokio::test]
 async fn a_provisioner_killed_between_create_volume_and_its_reply_neither_leaks_nor_duplicates() {
     let setup = Setup::start().await;
-    let relay = Relay::start(&setup.dir().join("relay.sock"), &setup.socket);
+    let relay = Relay::start(&setup.dir().join("relay.sock"), &setup.controller.socket());
     let first = ProvisionerProcess::start(&setup.api.kubeconfig, &relay.socket, &[]).await;
 
     relay.hold_replies();
@@ -128,7 +123,7 @@ async fn a_provisioner_killed_between_create_volume_and_its_reply_neither_leaks_
         "CreateVolume to take effect on the controller",
         Duration::from_secs(20),
         async || {
-            let volumes = setup.csi.list_all(0).await.ok()?;
+            let volumes = setup.controller.csi.list_all(0).await.ok()?;
             (volumes.len() == 1).then(|| volumes[0].volume_id.clone())
         },
     )
@@ -140,7 +135,8 @@ async fn a_provisioner_killed_between_create_volume_and_its_reply_neither_leaks_
     );
     first.kill_hard().await;
 
-    let _second = ProvisionerProcess::start(&setup.api.kubeconfig, &setup.socket, &[]).await;
+    let _second =
+        ProvisionerProcess::start(&setup.api.kubeconfig, &setup.controller.socket(), &[]).await;
     let pv = setup.bound("interrupted").await;
     assert_eq!(
         pv.name_any(),
@@ -152,7 +148,7 @@ async fn a_provisioner_killed_between_create_volume_and_its_reply_neither_leaks_
         made,
         "the restarted provisioner adopted the volume the killed one made"
     );
-    let listed = setup.csi.list_all(0).await.expect("ListVolumes");
+    let listed = setup.controller.csi.list_all(0).await.expect("ListVolumes");
     assert_eq!(listed.len(), 1, "no second volume: {listed:?}");
     let all = volumes.list(&Default::default()).await.expect("list");
     assert_eq!(all.items.len(), 1, "one PersistentVolume");
@@ -174,8 +170,8 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
     ];
     let kubeconfig = &setup.api.kubeconfig;
     let replicas = [
-        ProvisionerProcess::start(kubeconfig, &setup.socket, &election).await,
-        ProvisionerProcess::start(kubeconfig, &setup.socket, &election).await,
+        ProvisionerProcess::start(kubeconfig, &setup.controller.socket(), &election).await,
+        ProvisionerProcess::start(kubeconfig, &setup.controller.socket(), &election).await,
     ];
     let leases: Api<Lease> = Api::namespaced(setup.client(), "default");
     let holder_now = wait_for("a lease holder", Duration::from_secs(10), async || {
@@ -232,7 +228,10 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed() {
         1.0,
         "the new leader provisioned"
     );
-    assert_eq!(setup.csi.list_all(0).await.expect("list").len(), 2);
+    assert_eq!(
+        setup.controller.csi.list_all(0).await.expect("list").len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -250,7 +249,7 @@ async fn class_secrets_reach_the_driver_and_the_volume_but_never_a_log() {
             }),
         )
         .await;
-    let relay = Relay::start(&setup.dir().join("relay.sock"), &setup.socket);
+    let relay = Relay::start(&setup.dir().join("relay.sock"), &setup.controller.socket());
     let log = setup.dir().join("provisioner.log");
     let provisioner =
         ProvisionerProcess::start_logging(&setup.api.kubeconfig, &relay.socket, &[], &log).await;
@@ -313,7 +312,15 @@ async fn class_secrets_reach_the_driver_and_the_volume_but_never_a_log() {
         2,
         "DeleteVolume carried it too"
     );
-    assert!(setup.csi.list_all(0).await.expect("list").is_empty());
+    assert!(
+        setup
+            .controller
+            .csi
+            .list_all(0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
     drop(provisioner);
     let logged = std::fs::read_to_string(&log).expect("log");

@@ -14,8 +14,9 @@ use provisioner::{Config, Scope};
 use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::csi::create_request;
+use stowage_tests::driver::Launch;
 use stowage_tests::nfs::MemNfs;
-use stowage_tests::process::{start_node_plugin, stowage_bin};
+use stowage_tests::process::stowage_bin;
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 use tokio::process::Command;
@@ -315,8 +316,9 @@ async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume()
     cluster.run_provisioner(Scope::Central, None, &[]);
     cluster.run_provisioner(Scope::Node(NODE.into()), Some(&socket), &[]);
 
-    let (plugin, csi) = start_node_plugin(dir.path(), NODE).await;
-    let created = csi
+    let mut plugin = Launch::node(NODE).in_dir(dir.path()).start().await;
+    let created = plugin
+        .csi
         .create(create_request("pvc-1", 1 << 20, &[("type", "local")]))
         .await
         .expect("CreateVolume");
@@ -357,7 +359,7 @@ async fn delete_calls_delete_volume_on_the_node_plugin_then_removes_the_volume()
     assert!(message.contains("DeleteVolume failed"), "{message}");
 
     // The plugin comes back; the retry deletes the volume, then the object.
-    let (_plugin, _csi) = start_node_plugin(dir.path(), NODE).await;
+    plugin.relaunch().await;
     cluster.gone("pvc-1").await;
     assert_eq!(entries(&local_root.join("volumes")), 0, "DeleteVolume ran");
 

@@ -6,26 +6,17 @@
 use std::path::Path;
 
 use csi_proto::v1::{self as v1, CapacityRange};
-use stowage_tests::csi::{assert_code, create_request, mount_rwo};
+use stowage_tests::csi::{assert_code, create_request, mount_rwo, snapshot_request, string_map};
+use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::mounts_under;
-use stowage_tests::process::KubeletNode;
+use stowage_tests::refusal::{assert_refused, refusal};
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
 
 /// The node plugin's one socket serves both endpoints, as the DaemonSet's does.
-type Sanity = KubeletNode;
-
-async fn start() -> Sanity {
-    KubeletNode::start("sanity-node").await
-}
-
-fn snapshot_request(name: &str, source: &str) -> v1::CreateSnapshotRequest {
-    v1::CreateSnapshotRequest {
-        name: name.into(),
-        source_volume_id: source.into(),
-        ..Default::default()
-    }
+async fn start() -> Driver {
+    Launch::node("sanity-node").kubelet_dir().start().await
 }
 
 #[tokio::test]
@@ -133,33 +124,59 @@ async fn controller_delete_validate_get_and_expand_checks() {
             volume_capabilities: caps,
             ..Default::default()
         };
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .validate_volume_capabilities(validate("", vec![mount_rwo()]))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .validate_volume_capabilities(validate(&volume.volume_id, vec![]))
-            .await,
-        Code::InvalidArgument,
-        "volume_capabilities",
-    );
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .validate_volume_capabilities(validate("some-vol-id", vec![mount_rwo()]))
-            .await,
-        Code::NotFound,
-        "",
-    );
+    let get = |id: &str| v1::ControllerGetVolumeRequest {
+        volume_id: id.into(),
+    };
+    let expand = |id: &str, range: Option<CapacityRange>| v1::ControllerExpandVolumeRequest {
+        volume_id: id.into(),
+        capacity_range: range,
+        ..Default::default()
+    };
+    let range = Some(CapacityRange {
+        required_bytes: 2 * MIB,
+        limit_bytes: 0,
+    });
+    let invalid = Code::InvalidArgument;
+    let rows = vec![
+        refusal(
+            "validate: no volume ID",
+            validate("", vec![mount_rwo()]),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "validate: no capabilities",
+            validate(&volume.volume_id, vec![]),
+            invalid,
+            "volume_capabilities",
+        ),
+        refusal(
+            "validate: an unknown volume",
+            validate("some-vol-id", vec![mount_rwo()]),
+            Code::NotFound,
+            "",
+        ),
+        refusal("get: no volume ID", get(""), invalid, "volume_id"),
+        refusal(
+            "get: an unknown volume",
+            get("some-vol-id"),
+            Code::NotFound,
+            "",
+        ),
+        refusal(
+            "expand: no volume ID",
+            expand("", range),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "expand: no range",
+            expand(&volume.volume_id, None),
+            invalid,
+            "capacity_range",
+        ),
+    ];
+    assert_refused(&s.csi, rows).await;
     let confirmed = s
         .csi
         .controller
@@ -170,67 +187,16 @@ async fn controller_delete_validate_get_and_expand_checks() {
         .into_inner();
     assert!(confirmed.confirmed.is_some());
 
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .controller_get_volume(v1::ControllerGetVolumeRequest {
-                volume_id: String::new(),
-            })
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .controller_get_volume(v1::ControllerGetVolumeRequest {
-                volume_id: "some-vol-id".into(),
-            })
-            .await,
-        Code::NotFound,
-        "",
-    );
     let got = s
         .csi
         .controller
         .clone()
-        .controller_get_volume(v1::ControllerGetVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-        })
+        .controller_get_volume(get(&volume.volume_id))
         .await
         .expect("get")
         .into_inner();
     assert_eq!(got.volume.expect("volume").volume_id, volume.volume_id);
 
-    let expand = |id: &str, range: Option<CapacityRange>| v1::ControllerExpandVolumeRequest {
-        volume_id: id.into(),
-        capacity_range: range,
-        ..Default::default()
-    };
-    let range = Some(CapacityRange {
-        required_bytes: 2 * MIB,
-        limit_bytes: 0,
-    });
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .controller_expand_volume(expand("", range))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .controller_expand_volume(expand(&volume.volume_id, None))
-            .await,
-        Code::InvalidArgument,
-        "capacity_range",
-    );
     let grown = s
         .csi
         .controller
@@ -318,24 +284,21 @@ async fn controller_snapshot_checks() {
         .create(create_request("sanity-snap-src", MIB, &[]))
         .await
         .expect("create");
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .create_snapshot(snapshot_request("", &volume.volume_id))
-            .await,
-        Code::InvalidArgument,
-        "name",
-    );
-    assert_code(
-        s.csi
-            .controller
-            .clone()
-            .create_snapshot(snapshot_request("snap", ""))
-            .await,
-        Code::InvalidArgument,
-        "source_volume_id",
-    );
+    let rows = vec![
+        refusal(
+            "no name",
+            snapshot_request("", &volume.volume_id),
+            Code::InvalidArgument,
+            "name",
+        ),
+        refusal(
+            "no source",
+            snapshot_request("snap", ""),
+            Code::InvalidArgument,
+            "source_volume_id",
+        ),
+    ];
+    assert_refused(&s.csi, rows).await;
     let snap = s
         .csi
         .snapshot("sanity-snap", &volume.volume_id)
@@ -460,55 +423,10 @@ async fn node_argument_checks() {
             volume_capability: cap,
             ..Default::default()
         };
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_publish_volume(publish("", &target, Some(mount_rwo())))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_publish_volume(publish("id", "", Some(mount_rwo())))
-            .await,
-        Code::InvalidArgument,
-        "target_path",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_publish_volume(publish("id", &target, None))
-            .await,
-        Code::InvalidArgument,
-        "volume_capability",
-    );
     let unpublish = |id: &str, target: &str| v1::NodeUnpublishVolumeRequest {
         volume_id: id.into(),
         target_path: target.into(),
     };
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_unpublish_volume(unpublish("", &target))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_unpublish_volume(unpublish("id", ""))
-            .await,
-        Code::InvalidArgument,
-        "target_path",
-    );
     let stage =
         |id: &str, staging: &str, cap: Option<v1::VolumeCapability>| v1::NodeStageVolumeRequest {
             volume_id: id.into(),
@@ -516,100 +434,100 @@ async fn node_argument_checks() {
             volume_capability: cap,
             ..Default::default()
         };
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_stage_volume(stage("", &staging, Some(mount_rwo())))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_stage_volume(stage("id", "", Some(mount_rwo())))
-            .await,
-        Code::InvalidArgument,
-        "staging_target_path",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_stage_volume(stage("id", &staging, None))
-            .await,
-        Code::InvalidArgument,
-        "volume_capability",
-    );
     let unstage = |id: &str, staging: &str| v1::NodeUnstageVolumeRequest {
         volume_id: id.into(),
         staging_target_path: staging.into(),
     };
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_unstage_volume(unstage("", &staging))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_unstage_volume(unstage("id", ""))
-            .await,
-        Code::InvalidArgument,
-        "staging_target_path",
-    );
     let stats = |id: &str, path: &str| v1::NodeGetVolumeStatsRequest {
         volume_id: id.into(),
         volume_path: path.into(),
         ..Default::default()
     };
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_get_volume_stats(stats("", &target))
-            .await,
-        Code::InvalidArgument,
-        "volume_id",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_get_volume_stats(stats("id", ""))
-            .await,
-        Code::InvalidArgument,
-        "volume_path",
-    );
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_get_volume_stats(stats("id", "/no/such/path"))
-            .await,
-        Code::NotFound,
-        "",
-    );
     std::fs::create_dir_all(s.kubelet("exists")).expect("mkdir");
-    assert_code(
-        s.csi
-            .node
-            .clone()
-            .node_get_volume_stats(stats(
-                "some-vol-id",
-                &s.kubelet("exists").display().to_string(),
-            ))
-            .await,
-        Code::NotFound,
-        "some-vol-id",
-    );
+    let exists = s.kubelet("exists").display().to_string();
+    let (invalid, rwo) = (Code::InvalidArgument, || Some(mount_rwo()));
+    let rows = vec![
+        refusal(
+            "publish: no volume ID",
+            publish("", &target, rwo()),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "publish: no target",
+            publish("id", "", rwo()),
+            invalid,
+            "target_path",
+        ),
+        refusal(
+            "publish: no capability",
+            publish("id", &target, None),
+            invalid,
+            "volume_capability",
+        ),
+        refusal(
+            "unpublish: no volume ID",
+            unpublish("", &target),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "unpublish: no target",
+            unpublish("id", ""),
+            invalid,
+            "target_path",
+        ),
+        refusal(
+            "stage: no volume ID",
+            stage("", &staging, rwo()),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "stage: no staging path",
+            stage("id", "", rwo()),
+            invalid,
+            "staging_target_path",
+        ),
+        refusal(
+            "stage: no capability",
+            stage("id", &staging, None),
+            invalid,
+            "volume_capability",
+        ),
+        refusal(
+            "unstage: no volume ID",
+            unstage("", &staging),
+            invalid,
+            "volume_id",
+        ),
+        refusal(
+            "unstage: no staging path",
+            unstage("id", ""),
+            invalid,
+            "staging_target_path",
+        ),
+        refusal(
+            "stats: no volume ID",
+            stats("", &target),
+            invalid,
+            "volume_id",
+        ),
+        refusal("stats: no path", stats("id", ""), invalid, "volume_path"),
+        refusal(
+            "stats: a path that does not exist",
+            stats("id", "/no/such/path"),
+            Code::NotFound,
+            "",
+        ),
+        refusal(
+            "stats: a volume that does not exist",
+            stats("some-vol-id", &exists),
+            Code::NotFound,
+            "some-vol-id",
+        ),
+    ];
+    assert_refused(&s.csi, rows).await;
     let info = s
         .csi
         .node
@@ -690,7 +608,7 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
         .await
         .expect("unstage twice");
     s.csi.delete(&volume.volume_id).await.expect("delete");
-    assert!(mounts_under(s.dir.path()).is_empty());
+    assert!(mounts_under(s.dir()).is_empty());
     assert!(!Path::new(&target).exists());
 }
 
@@ -770,12 +688,7 @@ type ModifyRow<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<(Code, &'a str)>
 #[tokio::test]
 async fn controller_modify_volume_checks() {
     let s = start().await;
-    let params = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<std::collections::HashMap<_, _>>()
-    };
+    let params = string_map;
     let mut create = create_request("sanity-modify", MIB, &[]);
     create.mutable_parameters = params(&[("onDelete", "retain")]);
     let volume = s
@@ -858,25 +771,35 @@ async fn group_controller_checks() {
         .create_volumes(&["sanity-group-a", "sanity-group-b"], MIB)
         .await;
     let ids: Vec<&str> = volumes.iter().map(String::as_str).collect();
-    let refusals: [(&str, Vec<&str>, Code, &str); 4] = [
-        ("", ids.clone(), Code::InvalidArgument, "name"),
-        ("g", vec![], Code::InvalidArgument, "source_volume_ids"),
-        (
-            "g",
-            vec![ids[0], ids[0]],
-            Code::InvalidArgument,
+    let create = |name: &str, sources: &[&str]| v1::CreateVolumeGroupSnapshotRequest {
+        name: name.into(),
+        source_volume_ids: sources.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    let missing = "local:00000000000000000000000000000000:sanity-node";
+    let invalid = Code::InvalidArgument;
+    let rows = vec![
+        refusal("create: no name", create("", &ids), invalid, "name"),
+        refusal(
+            "create: no sources",
+            create("g", &[]),
+            invalid,
+            "source_volume_ids",
+        ),
+        refusal(
+            "create: a source twice",
+            create("g", &[ids[0], ids[0]]),
+            invalid,
             "more than once",
         ),
-        (
-            "g",
-            vec![ids[0], "local:00000000000000000000000000000000:sanity-node"],
+        refusal(
+            "create: a source that does not exist",
+            create("g", &[ids[0], missing]),
             Code::NotFound,
             "does not exist",
         ),
     ];
-    for (name, sources, code, needle) in refusals {
-        assert_code(s.csi.group_snapshot(name, &sources).await, code, needle);
-    }
+    assert_refused(&s.csi, rows).await;
     let taken = s
         .csi
         .group_snapshot("sanity-group", &ids)
@@ -926,30 +849,27 @@ async fn group_controller_checks() {
         .into_inner()
         .group_snapshot;
     assert_eq!(got.as_ref(), Some(&taken));
-    for (id, members, code) in [
-        ("", vec![], Code::InvalidArgument),
-        ("not-a-group", vec![], Code::NotFound),
-        (
-            taken.group_snapshot_id.as_str(),
-            vec![member.clone()],
-            Code::InvalidArgument,
-        ),
-    ] {
-        let status = group()
-            .get_volume_group_snapshot(get(id, members))
-            .await
-            .expect_err("refused");
-        assert_eq!(status.code(), code, "get {id:?}: {}", status.message());
-    }
     let delete = |id: &str| v1::DeleteVolumeGroupSnapshotRequest {
         group_snapshot_id: id.into(),
         ..Default::default()
     };
-    let status = group()
-        .delete_volume_group_snapshot(delete(""))
-        .await
-        .expect_err("no id");
-    assert_eq!(status.code(), Code::InvalidArgument);
+    let rows = vec![
+        refusal("get: no ID", get("", vec![]), invalid, ""),
+        refusal(
+            "get: an unknown group",
+            get("not-a-group", vec![]),
+            Code::NotFound,
+            "",
+        ),
+        refusal(
+            "get: members that are not the group's all",
+            get(&taken.group_snapshot_id, vec![member.clone()]),
+            invalid,
+            "",
+        ),
+        refusal("delete: no ID", delete(""), invalid, ""),
+    ];
+    assert_refused(&s.csi, rows).await;
     group()
         .delete_volume_group_snapshot(delete("not-a-group"))
         .await

@@ -8,8 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{apply, field, kubectl, start, stop, stowage, text};
-use stowage_tests::wait_for;
+use stowage_tests::up::{
+    apply, claim_manifest, field, gone, kubectl, mount_claim, start, stop, stored_snapshots, text,
+    unmount,
+};
+use stowage_tests::{holds_for, wait_for};
 
 fn snapshot_class(name: &str, policy: &str, default: bool) -> String {
     format!(
@@ -22,24 +25,6 @@ metadata:
 driver: csi.stowage.io
 deletionPolicy: {policy}
 "#
-    )
-}
-
-fn claim(name: &str, snapshot: Option<&str>) -> String {
-    let source = snapshot.map_or_else(String::new, |s| {
-        format!(
-            "  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {s}}}\n"
-        )
-    });
-    format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {name}}}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: 64Mi}}}}
-{source}"#
     )
 }
 
@@ -56,36 +41,6 @@ spec:
     )
 }
 
-/// Mounts claim `name` at `<dir>/<name>` with `stowage mount` (which binds and
-/// provisions it) and returns the target.
-async fn mount(dir: &MountedDir, data: &Path, name: &str) -> std::path::PathBuf {
-    let target = dir.path().join(name);
-    let target_text = target.to_str().expect("utf8").to_string();
-    let mounted = stowage(
-        &[
-            "mount",
-            name,
-            "--namespace",
-            "default",
-            "--target",
-            &target_text,
-        ],
-        data,
-    )
-    .await;
-    assert!(mounted.status.success(), "{}", text(&mounted));
-    target
-}
-
-async fn unmount(data: &Path, target: &Path) {
-    let out = stowage(
-        &["unmount", "--target", target.to_str().expect("utf8")],
-        data,
-    )
-    .await;
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 async fn wait_ready(data: &Path, name: &str) {
     wait_for(
         &format!("snapshot {name} to be ready"),
@@ -97,37 +52,13 @@ async fn wait_ready(data: &Path, name: &str) {
     .await;
 }
 
-/// The snapshots the driver keeps on this machine (data and record files).
-fn stored_snapshots(data: &Path) -> Vec<String> {
-    std::fs::read_dir(data.join("local/snapshots"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect()
-}
-
-async fn gone(data: &Path, object: &[&str]) {
-    wait_for(
-        &format!("{object:?} to be gone"),
-        Duration::from_secs(60),
-        async || {
-            let mut args = vec!["get"];
-            args.extend_from_slice(object);
-            let out = kubectl(data, &args, None);
-            text(&out).contains("NotFound").then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn a_snapshot_becomes_ready_restores_its_instant_and_delete_removes_its_data() {
     let dir = MountedDir::new();
     let (up, data) = start(&dir).await;
     apply(&data, &snapshot_class("stowage-delete", "Delete", true));
-    apply(&data, &claim("source", None));
-    let source = mount(&dir, &data, "source").await;
+    apply(&data, &claim_manifest("source", "", None));
+    let source = mount_claim(&dir, &data, "source").await;
     std::fs::write(source.join("data.txt"), "at the snapshot").expect("write");
 
     apply(&data, &snapshot("snap", "source", None));
@@ -179,8 +110,8 @@ async fn a_snapshot_becomes_ready_restores_its_instant_and_delete_removes_its_da
 
     // Written after the snapshot: the restore must not see it.
     std::fs::write(source.join("data.txt"), "after the snapshot").expect("write");
-    apply(&data, &claim("restored", Some("snap")));
-    let restored = mount(&dir, &data, "restored").await;
+    apply(&data, &claim_manifest("restored", "", Some("snap")));
+    let restored = mount_claim(&dir, &data, "restored").await;
     assert_eq!(
         std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
         "at the snapshot"
@@ -210,8 +141,8 @@ async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snap
     let dir = MountedDir::new();
     let (up, data) = start(&dir).await;
     apply(&data, &snapshot_class("stowage-retain", "Retain", false));
-    apply(&data, &claim("source", None));
-    let source = mount(&dir, &data, "source").await;
+    apply(&data, &claim_manifest("source", "", None));
+    let source = mount_claim(&dir, &data, "source").await;
     std::fs::write(source.join("data.txt"), "kept").expect("write");
     unmount(&data, &source).await;
 
@@ -230,16 +161,18 @@ async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snap
         &["volumesnapshot", "early"],
         ".metadata.resourceVersion",
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        field(
-            &data,
-            &["volumesnapshot", "early"],
-            ".metadata.resourceVersion"
-        ),
-        version,
-        "an error is written once, not again on every pass"
-    );
+    holds_for(
+        "an error is written once, not again on every pass",
+        Duration::from_secs(2),
+        async || {
+            field(
+                &data,
+                &["volumesnapshot", "early"],
+                ".metadata.resourceVersion",
+            ) == version
+        },
+    )
+    .await;
 
     apply(
         &data,
@@ -259,16 +192,18 @@ async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snap
     let deleted = kubectl(&data, &["delete", "volumesnapshot", "retained"], None);
     assert!(deleted.status.success(), "{}", text(&deleted));
     gone(&data, &["volumesnapshot", "retained"]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        field(
-            &data,
-            &["volumesnapshotcontent", &content],
-            ".status.snapshotHandle"
-        ),
-        handle,
-        "Retain keeps the content"
-    );
+    holds_for(
+        "Retain keeps the content",
+        Duration::from_secs(2),
+        async || {
+            field(
+                &data,
+                &["volumesnapshotcontent", &content],
+                ".status.snapshotHandle",
+            ) == handle
+        },
+    )
+    .await;
     assert!(!stored_snapshots(&data).is_empty(), "and the data");
 
     let imported = format!(
@@ -300,8 +235,8 @@ spec:
         field(&data, &["volumesnapshot", "imported"], ".metadata.uid"),
         "the pre-provisioned content is bound to the snapshot"
     );
-    apply(&data, &claim("restored", Some("imported")));
-    let restored = mount(&dir, &data, "restored").await;
+    apply(&data, &claim_manifest("restored", "", Some("imported")));
+    let restored = mount_claim(&dir, &data, "restored").await;
     assert_eq!(
         std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
         "kept"

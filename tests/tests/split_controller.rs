@@ -5,41 +5,15 @@
 //! Identity names the plugin's services as a whole), and a volume made by one process
 //! is staged, published and written through the other.
 
-use std::path::Path;
-
 use csi_proto::v1;
-use stowage_tests::csi::{create_request, mount_rwo};
-use stowage_tests::mounts::MountedDir;
-use stowage_tests::process::{Stowage, start_node_plugin_with};
-
-fn utf8(path: &Path) -> &str {
-    path.to_str().expect("utf8")
-}
+use stowage_tests::csi::{create_request, mount_rwo, publish_staged_request};
+use stowage_tests::driver::Launch;
 
 #[tokio::test]
 async fn a_controller_process_and_a_node_process_share_one_local_root() {
-    let dir = MountedDir::new();
-    let kubelet = dir.path().join("kubelet");
-    std::fs::create_dir_all(&kubelet).expect("kubelet dir");
-    let (_node, node) = start_node_plugin_with(
-        dir.path(),
-        "split-node",
-        &["--kubelet-dir", utf8(&kubelet), "--without-controller"],
-    )
-    .await;
-    let (_controller, controller) = Stowage::start(
-        "controller",
-        &dir.path().join("ctrl.sock"),
-        &[
-            "--state-dir",
-            utf8(&dir.path().join("ctrl-state")),
-            "--node-id",
-            "split-node",
-            "--local-root",
-            utf8(&dir.path().join("local")),
-        ],
-    )
-    .await;
+    let split = Launch::node("split-node").kubelet_dir().start_split().await;
+    let (node, controller) = (&split.node.csi, &split.controller.csi);
+    let kubelet = split.node.kubelet("");
 
     let capabilities = node
         .identity
@@ -72,16 +46,9 @@ async fn a_controller_process_and_a_node_process_share_one_local_root() {
     node.node_stage(&volume, &staging, mount_rwo())
         .await
         .expect("stage");
-    node.node_publish(v1::NodePublishVolumeRequest {
-        volume_id: volume.volume_id.clone(),
-        staging_target_path: utf8(&staging).into(),
-        target_path: utf8(&target).into(),
-        volume_capability: Some(mount_rwo()),
-        volume_context: volume.volume_context.clone(),
-        ..Default::default()
-    })
-    .await
-    .expect("publish");
+    node.node_publish(publish_staged_request(&volume, &staging, &target))
+        .await
+        .expect("publish");
     std::fs::write(target.join("file"), b"through the node").expect("write");
     node.node_unpublish(&volume.volume_id, &target)
         .await

@@ -2,31 +2,19 @@
 //! counts its RPCs by method and code.
 
 use stowage_tests::csi::create_request;
+use stowage_tests::driver::Launch;
 use stowage_tests::http::{free_port, get, sample};
-use stowage_tests::process::Stowage;
 use tempfile::TempDir;
 
 #[tokio::test]
 async fn the_controller_serves_health_and_counts_rpcs_by_code() {
-    let dir = TempDir::new().expect("tempdir");
     let address = free_port();
-    let local_root = dir.path().join("local");
-    let state = dir.path().join("state");
-    let (controller, csi) = Stowage::start(
-        "controller",
-        &dir.path().join("csi.sock"),
-        &[
-            "--node-id",
-            "n1",
-            "--local-root",
-            local_root.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-            "--metrics-address",
-            &address.to_string(),
-        ],
-    )
-    .await;
+    let mut controller = Launch::controller()
+        .local("n1")
+        .flags(&["--metrics-address", &address.to_string()])
+        .start()
+        .await;
+    let csi = controller.csi.clone();
     assert_eq!(get(address, "/healthz").await.0, 200);
     assert_eq!(get(address, "/readyz").await.0, 200);
 

@@ -6,19 +6,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use csi_proto::v1;
-use stowage_tests::csi::{Csi, create_request, mount_rwo};
+use stowage_tests::csi::{create_request, mount_rwo};
+use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::mounts_under;
 use stowage_tests::nfs::Ganesha;
-use stowage_tests::process::Stowage;
 use stowage_tests::vm::{self, Guest, HOST_FROM_GUEST, Sandbox};
 
 const BOOT_AND_RUN: Duration = Duration::from_secs(600);
 
 /// A node plugin in the guest, with its directories in the guest's memory.
-struct GuestNode {
-    dir: tempfile::TempDir,
-    csi: Csi,
-    _node: Stowage,
+/// The node plugin in a guest, with a kubelet directory.
+struct GuestNode(Driver);
+
+impl std::ops::Deref for GuestNode {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
+        &self.0
+    }
 }
 
 impl GuestNode {
@@ -28,30 +32,16 @@ impl GuestNode {
 
     /// A node plugin whose local root is `local_root` (default: a directory of its own).
     async fn start_on(node_id: &str, local_root: Option<&Path>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = |sub: &str| dir.path().join(sub).display().to_string();
-        let root = local_root.map_or_else(|| path("local"), |p| p.display().to_string());
-        let args = [
-            "--node-id",
-            node_id,
-            "--local-root",
-            &root,
-            "--state-dir",
-            &path("state"),
-            "--kubelet-dir",
-            &path("kubelet"),
-        ];
-        std::fs::create_dir_all(dir.path().join("kubelet")).expect("mkdir kubelet");
-        let (node, csi) = Stowage::start("node", &dir.path().join("csi.sock"), &args).await;
-        Self {
-            dir,
-            csi,
-            _node: node,
-        }
+        let launch = Launch::node(node_id).kubelet_dir();
+        let launch = match local_root {
+            Some(root) => launch.local_root_at(root),
+            None => launch,
+        };
+        Self(launch.start().await)
     }
 
     fn kubelet(&self) -> PathBuf {
-        self.dir.path().join("kubelet")
+        self.0.kubelet("")
     }
 
     fn staging(&self, name: &str) -> PathBuf {
@@ -212,10 +202,10 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
                 node.publish(volume, &staging, &one).await;
                 node.publish(volume, &staging, &two).await;
                 assert_eq!(
-                    mounts_of_type(node.dir.path(), "nfs").len(),
+                    mounts_of_type(node.dir(), "nfs").len(),
                     3,
                     "{name}: one kernel NFS mount at stage, one bind per pod: {:?}",
-                    mounts_under(node.dir.path())
+                    mounts_under(node.dir())
                 );
                 std::fs::write(one.join("from-pod-1"), "pod 1").expect("write through pod 1");
                 assert_eq!(
@@ -277,9 +267,9 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
                     .await
                     .expect("unstage twice");
                 assert!(
-                    mounts_under(node.dir.path()).is_empty(),
+                    mounts_under(node.dir()).is_empty(),
                     "{name}: nothing left mounted: {:?}",
-                    mounts_under(node.dir.path())
+                    mounts_under(node.dir())
                 );
             }
             let subdir = |v: &v1::Volume| {
@@ -399,7 +389,7 @@ fn image_volume_grows_online_while_in_use() {
                 .node_unstage(&volume.volume_id, &staging)
                 .await
                 .expect("unstage");
-            assert!(mounts_under(node.dir.path()).is_empty());
+            assert!(mounts_under(node.dir()).is_empty());
         },
     );
 }
@@ -906,9 +896,9 @@ fn a_replaced_export_directory_is_reported_and_mounted_again() {
                     .await
                     .expect("unstage");
                 assert!(
-                    mounts_under(node.dir.path()).is_empty(),
+                    mounts_under(node.dir()).is_empty(),
                     "{name}: nothing left mounted: {:?}",
-                    mounts_under(node.dir.path())
+                    mounts_under(node.dir())
                 );
             }
         },
@@ -999,16 +989,13 @@ mod two_nodes {
             })
             .await;
         vm::forward_loopback(HOST_FROM_GUEST, API_PORT).await;
-        let (_controller, _) = stowage_tests::process::start_controller(work.path()).await;
+        let controller = Launch::controller().in_dir(work.path()).start().await;
         let _central = tokio::process::Command::new(stowage_tests::process::stowage_bin())
             .arg("provisioner")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--csi-endpoint")
-            .arg(format!(
-                "unix://{}",
-                work.path().join("controller.sock").display()
-            ))
+            .arg(format!("unix://{}", controller.socket().display()))
             .env("STOWAGE_LOG", "warn")
             .kill_on_drop(true)
             .spawn()
@@ -1150,10 +1137,7 @@ mod two_nodes {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--csi-endpoint")
-            .arg(format!(
-                "unix://{}",
-                node.dir.path().join("csi.sock").display()
-            ))
+            .arg(format!("unix://{}", node.socket().display()))
             .args(["--node", &name])
             .env("STOWAGE_LOG", "warn")
             .kill_on_drop(true)
@@ -1184,7 +1168,7 @@ mod two_nodes {
         node.stage(&own, &own_staging).await;
         node.publish(&own, &own_staging, &own_target).await;
         std::fs::write(own_target.join("local"), "here").expect("write the local volume");
-        let in_local_root = walk(&node.dir.path().join("local")).into_iter().any(|p| {
+        let in_local_root = walk(&node.dir().join("local")).into_iter().any(|p| {
             p.ends_with("local") && std::fs::read_to_string(&p).is_ok_and(|t| t == "here")
         });
         assert!(in_local_root, "the data is in this node's local root");
@@ -1230,9 +1214,9 @@ mod two_nodes {
                 .expect("unstage");
         }
         assert!(
-            mounts_under(node.dir.path()).is_empty(),
+            mounts_under(node.dir()).is_empty(),
             "nothing left mounted: {:?}",
-            mounts_under(node.dir.path())
+            mounts_under(node.dir())
         );
     }
 }
