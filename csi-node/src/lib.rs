@@ -1,11 +1,18 @@
 //! The Stowage CSI node plugin: the Node service (ephemeral, hostPath and local
 //! volumes), plus, on the same socket, the controller for this node's local volumes.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod beneath;
 pub mod error;
+#[cfg(test)]
+mod fake;
 mod group;
+pub mod host;
 pub mod hostpath;
 mod kind;
+pub mod loopback;
 pub mod mounter;
 pub mod mounts;
 pub use stowage_common::mountinfo;
@@ -29,11 +36,13 @@ pub use node::NodeService;
 /// How the node plugin was started.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// This node's name, as the CO knows it.
     pub node_id: String,
     /// Target and staging paths must lie under this directory (kubelet's root).
     pub kubelet_dir: PathBuf,
     /// Ephemeral volume data lives under `<state_dir>/ephemeral`.
     pub state_dir: PathBuf,
+    /// The directory of this node's local volumes (shared with the controller).
     pub local_root: PathBuf,
     /// hostPath volumes may only name paths under these prefixes (none by default).
     pub host_path_allow: Vec<PathBuf>,
