@@ -12,27 +12,33 @@ pub struct MountEntry {
     pub device: (u32, u32),
     /// The path inside the source filesystem that is mounted (bind mounts show a subtree).
     pub root: PathBuf,
+    /// Where it is mounted.
     pub mount_point: PathBuf,
     /// Per-mount options (`ro`, `rw`, `nosuid`...).
     pub options: Vec<String>,
+    /// The filesystem type (`ext4`, `nfs`, `tmpfs`...).
     pub fs_type: String,
+    /// The mount source (a device, `host:/share`, or the filesystem's name).
     pub source: String,
     /// Superblock options (`size=...` for tmpfs).
     pub super_options: Vec<String>,
 }
 
 impl MountEntry {
+    /// Whether the mount is read-only.
     pub fn read_only(&self) -> bool {
         self.options.iter().any(|o| o == "ro")
     }
 }
 
+/// The mount table, in the kernel's order.
 #[derive(Debug, Clone, Default)]
 pub struct MountTable {
     entries: Vec<MountEntry>,
 }
 
 impl MountTable {
+    /// Reads this process's mount table whole.
     pub fn read() -> std::io::Result<Self> {
         // /proc reports no size: without room up front the read grows from 32 bytes.
         let mut text = String::with_capacity(32 * 1024);
@@ -65,6 +71,7 @@ impl MountTable {
         }
     }
 
+    /// Parses mountinfo text; lines that are not mountinfo are skipped.
     pub fn parse(text: &str) -> Self {
         Self {
             entries: text.lines().filter_map(parse_line).collect(),

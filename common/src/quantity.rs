@@ -10,12 +10,15 @@ const NANOS_PER_UNIT: u128 = 1_000_000_000;
 /// More significant digits than this do not fit in 128 bits.
 const MAX_DIGITS: usize = 39;
 
+/// Why a text is not a quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
+    /// It does not have a quantity's form.
     #[error(
         "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
     )]
     Malformed,
+    /// It is more than 128 bits of nano-units hold.
     #[error("quantity is too large")]
     TooLarge,
 }
@@ -28,6 +31,7 @@ pub struct Quantity {
 }
 
 impl Quantity {
+    /// Parses a Kubernetes quantity (`1Gi`, `500m`, `1e3`), exactly.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
         let (negative, rest) = match text.as_bytes().first() {
             Some(b'-') => (true, &text[1..]),
@@ -75,6 +79,7 @@ impl Quantity {
         }
     }
 
+    /// The quantity of `bytes` units; `None` past 128 bits.
     pub fn from_bytes(bytes: u128) -> Option<Self> {
         Some(Quantity {
             negative: false,
@@ -82,10 +87,12 @@ impl Quantity {
         })
     }
 
+    /// Whether it is below zero.
     pub fn is_negative(&self) -> bool {
         self.negative
     }
 
+    /// Whether it is zero.
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
     }

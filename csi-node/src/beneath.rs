@@ -127,10 +127,12 @@ impl Handle {
         })
     }
 
+    /// The path the handle was reached by (for messages and the mount index).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The `O_PATH` fd.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -204,6 +206,7 @@ impl Handle {
         }
     }
 
+    /// The file's type, from `fstat`.
     pub fn file_type(&self) -> Result<FileType> {
         self.stat().map(|s| FileType::from_raw_mode(s.st_mode))
     }
@@ -372,10 +375,9 @@ fn walk_error(path: &Path, e: rustix::io::Errno) -> Error {
         rustix::io::Errno::NOTDIR => Error::NotADirectory {
             path: path.to_path_buf(),
         },
-        rustix::io::Errno::AGAIN => Error::Aborted(format!(
-            "{}: renamed while being resolved, retry",
-            path.display()
-        )),
+        rustix::io::Errno::AGAIN => Error::RenamedDuringWalk {
+            path: path.to_path_buf(),
+        },
         other => Error::io(format!("open {}", path.display()), other.into()),
     }
 }

@@ -10,17 +10,26 @@ use crate::error::{Error, Result};
 /// What Kubernetes' `hostPath.type` promises about the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostPathType {
+    /// `""`: no check.
     Unset,
+    /// A directory, made (0755) if missing.
     DirectoryOrCreate,
+    /// An existing directory.
     Directory,
+    /// A regular file, made if missing.
     FileOrCreate,
+    /// An existing regular file.
     File,
+    /// An existing unix socket.
     Socket,
+    /// An existing character device.
     CharDevice,
+    /// An existing block device.
     BlockDevice,
 }
 
 impl HostPathType {
+    /// Parses the volume context's `hostPathType`.
     pub fn parse(value: &str) -> Result<Self> {
         Ok(match value {
             "" => Self::Unset,
@@ -47,6 +56,7 @@ impl HostPathType {
 /// from this handle, so a swap after the check changes nothing.
 #[derive(Debug)]
 pub struct HostPath {
+    /// The path, open.
     pub handle: Handle,
     /// Mounted over a file rather than a directory.
     pub is_file: bool,
@@ -84,16 +94,16 @@ pub fn resolve(raw: &str, kind: HostPathType, allow: &[PathBuf]) -> Result<HostP
         match open_or_create(&root, relative, kind) {
             Err(Error::PathEscapes { .. }) => escaped = Some(prefix),
             Err(Error::PathMissing { .. }) => {
-                return Err(Error::NotFound(format!("host path {raw} does not exist")));
+                return Err(Error::HostPathMissing { path: raw.into() });
             }
             Err(e) => return Err(e),
             Ok(handle) => return checked(raw, handle, kind),
         }
     }
-    Err(Error::PermissionDenied(format!(
-        "host path {raw} resolves outside the allowed prefix {} (a symlink leads out)",
-        escaped.map(|p| p.display().to_string()).unwrap_or_default()
-    )))
+    Err(Error::HostPathEscapes {
+        path: raw.into(),
+        prefix: escaped.cloned().unwrap_or_default(),
+    })
 }
 
 fn open_or_create(root: &Handle, relative: &Path, kind: HostPathType) -> Result<Handle> {
@@ -129,9 +139,10 @@ fn checked(raw: &str, handle: Handle, kind: HostPathType) -> Result<HostPath> {
         HostPathType::BlockDevice => (file_type == FileType::BlockDevice, "a block device"),
     };
     if !ok {
-        return Err(Error::FailedPrecondition(format!(
-            "host path {raw} is not {expected}"
-        )));
+        return Err(Error::HostPathWrongType {
+            path: raw.into(),
+            expected,
+        });
     }
     Ok(HostPath {
         handle,
@@ -140,9 +151,7 @@ fn checked(raw: &str, handle: Handle, kind: HostPathType) -> Result<HostPath> {
 }
 
 fn denied(raw: &str) -> Error {
-    Error::PermissionDenied(format!(
-        "host path {raw} is not under an allowed prefix (--host-path-allow)"
-    ))
+    Error::HostPathNotAllowed { path: raw.into() }
 }
 
 #[cfg(test)]
@@ -186,11 +195,11 @@ mod tests {
                 HostPathType::Directory,
                 &allow
             ),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::HostPathWrongType { .. })
         ));
         assert!(matches!(
             resolve(sub.to_str().expect("utf8"), HostPathType::Socket, &allow),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::HostPathWrongType { .. })
         ));
         let missing = root.join("missing");
         assert!(matches!(
@@ -199,7 +208,7 @@ mod tests {
                 HostPathType::Directory,
                 &allow
             ),
-            Err(Error::NotFound(_))
+            Err(Error::HostPathMissing { .. })
         ));
     }
 
@@ -231,7 +240,9 @@ mod tests {
             assert!(
                 matches!(
                     result,
-                    Err(Error::PermissionDenied(_) | Error::InvalidArgument { .. })
+                    Err(Error::HostPathNotAllowed { .. }
+                        | Error::HostPathEscapes { .. }
+                        | Error::InvalidArgument { .. })
                 ),
                 "{path}: {result:?}"
             );

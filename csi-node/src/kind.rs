@@ -141,15 +141,16 @@ fn local_kind(
     context: &HashMap<String, String>,
     block: bool,
 ) -> Result<Kind> {
-    let id = VolumeId::parse(volume_id)
-        .ok_or_else(|| Error::NotFound(format!("volume {volume_id} is not a Stowage volume")))?;
+    let id = VolumeId::parse(volume_id).ok_or_else(|| Error::NotAStowageVolume {
+        volume_id: volume_id.into(),
+    })?;
     match &id.location {
         Location::Local { node } if *node == config.node_id => {}
         _ => {
-            return Err(Error::NotFound(format!(
-                "volume {volume_id} does not live on node {}",
-                config.node_id
-            )));
+            return Err(Error::VolumeNotOnNode {
+                volume_id: volume_id.into(),
+                node: config.node_id.clone(),
+            });
         }
     }
     let named = context.get(LAYOUT_KEY).map(String::as_str);
@@ -179,9 +180,9 @@ fn local_kind(
     };
     let source = volume_data_path(&config.local_root, id.key.as_str(), layout);
     if !source.exists() {
-        return Err(Error::NotFound(format!(
-            "volume {volume_id} has no data on this node"
-        )));
+        return Err(Error::VolumeDataMissing {
+            volume_id: volume_id.into(),
+        });
     }
     Ok(kind(source))
 }

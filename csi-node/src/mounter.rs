@@ -107,6 +107,13 @@ fn attach(mount: &std::os::fd::OwnedFd, target: &Handle) -> rustix::io::Result<(
     )
 }
 
+/// Detaches the topmost mount at `target` lazily (`MNT_DETACH`): the kernel drops it
+/// from the tree now and frees it when its last user goes, without waiting on it.
+pub fn detach(target: &Path) -> Result<()> {
+    umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+        .map_err(|e| Error::mount(format!("detach stale {}", target.display()), e))
+}
+
 /// Unmounts `target`; not being mounted is fine.
 pub fn unmount(target: &Path) -> Result<()> {
     match umount2(target, MntFlags::UMOUNT_NOFOLLOW) {

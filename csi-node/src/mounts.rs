@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::NodeConfig;
-use crate::beneath::{Handle, MountFacts, mount_facts_at};
+use crate::beneath::{MountFacts, mount_facts_at};
 use crate::error::{Error, Result};
 use crate::mountinfo::{MountEntry, MountTable};
 
@@ -26,7 +26,9 @@ const LOOP_MAJOR: u32 = 7;
 /// What a mounted filesystem is, for mounts whose source matters (NFS staging).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filesystem {
+    /// The filesystem type, as mountinfo names it (`nfs`, `nfs4`).
     pub fs_type: String,
+    /// The mount source, `host:/share`.
     pub source: String,
 }
 
@@ -70,6 +72,7 @@ impl Known {
     }
 }
 
+/// The mounts of Stowage volumes below the kubelet directory (see the module's doc).
 #[derive(Debug, Default)]
 pub struct MountIndex {
     known: Mutex<Known>,
@@ -125,33 +128,20 @@ impl MountIndex {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many mount points are indexed.
     pub fn len(&self) -> usize {
         self.known().by_point.len()
     }
 
+    /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Records the mount now at `handle` (opened after mounting), by `handle`'s path.
-    pub fn record(&self, handle: &Handle, filesystem: Option<Filesystem>) -> Result<()> {
-        let facts = handle.mount_facts()?;
+    /// Records the mount at `point`, as one `statx` of it found it after mounting.
+    pub fn record(&self, point: &Path, facts: MountFacts, filesystem: Option<Filesystem>) {
         self.known()
-            .insert(handle.path().to_path_buf(), mounted(facts, filesystem));
-        Ok(())
-    }
-
-    /// Records the mount now at `name` in `dir`, without opening it (see
-    /// [`Handle::child_mount_facts`]).
-    pub fn record_child(&self, dir: &Handle, name: &std::ffi::OsStr) -> Result<()> {
-        let point = dir.path().join(name);
-        match dir.child_mount_facts(name)? {
-            Some(facts) if facts.mount_root => {
-                self.known().insert(point, mounted(facts, None));
-            }
-            _ => self.known().remove(&point),
-        }
-        Ok(())
+            .insert(point.to_path_buf(), mounted(facts, filesystem));
     }
 
     /// Forgets the mount at `point`.
@@ -174,8 +164,13 @@ impl MountIndex {
     }
 
     /// Another mount point where the file with `identity` is mounted, none of `except`.
-    /// Entries that are no longer mounted as recorded are dropped on the way.
-    pub fn mounted_elsewhere(&self, identity: (u64, u64), except: &[&Path]) -> Option<PathBuf> {
+    /// Entries that `facts_at` shows no longer mounted as recorded are dropped on the way.
+    pub fn mounted_elsewhere(
+        &self,
+        identity: (u64, u64),
+        except: &[&Path],
+        facts_at: impl Fn(&Path) -> std::io::Result<MountFacts>,
+    ) -> Option<PathBuf> {
         let candidates: Vec<(Arc<Path>, u64)> = {
             let known = self.known();
             known
@@ -188,7 +183,7 @@ impl MountIndex {
                 .collect()
         };
         for (point, mount_id) in candidates {
-            if still_mounted(&point, mount_id) {
+            if facts_at(&point).is_ok_and(|f| f.mount_root && f.mount_id == mount_id) {
                 return Some(point.to_path_buf());
             }
             self.known().remove(&point);
@@ -196,16 +191,15 @@ impl MountIndex {
         None
     }
 
-    /// The filesystem recorded for the mount at `handle`, if that mount is the one
-    /// recorded at its path.
-    pub fn filesystem_at(&self, handle: &Handle) -> Result<Option<Filesystem>> {
-        let facts = handle.mount_facts()?;
+    /// The filesystem recorded for the mount at `point`, if the mount `facts` describe
+    /// there is the one recorded.
+    pub fn filesystem_at(&self, point: &Path, facts: MountFacts) -> Option<Filesystem> {
         let known = self.known();
-        Ok(known
+        known
             .by_point
-            .get(handle.path())
+            .get(point)
             .filter(|m| facts.mount_root && m.mount_id == facts.mount_id)
-            .and_then(|m| m.filesystem.clone()))
+            .and_then(|m| m.filesystem.clone())
     }
 }
 
@@ -215,11 +209,6 @@ fn mounted(facts: MountFacts, filesystem: Option<Filesystem>) -> Mounted {
         identity: facts.identity,
         filesystem,
     }
-}
-
-/// Whether the mount recorded as `mount_id` is still the one at `point`.
-fn still_mounted(point: &Path, mount_id: u64) -> bool {
-    mount_facts_at(point).is_ok_and(|f| f.mount_root && f.mount_id == mount_id)
 }
 
 /// Where the data of Stowage volumes lives, as mountinfo names places: a device and a

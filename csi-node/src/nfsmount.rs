@@ -10,15 +10,18 @@ use driver_contract::mount_options::{mount_option_allowed, mount_option_list};
 use nix::mount::MsFlags;
 
 use crate::beneath::Handle;
-use crate::mounter;
+use crate::host::Mounts;
 
 use crate::error::{Error, Result};
 
 /// What to mount for an NFS volume, and which subdirectory the pod gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsVolume {
+    /// The server and share.
     pub export: Export,
+    /// The volume's directory in the share (empty: the share itself).
     pub sub_dir: PathBuf,
+    /// The mount options asked for, allowed ones only, without duplicates.
     pub options: Vec<String>,
 }
 
@@ -114,13 +117,13 @@ impl NfsVolume {
     }
 
     /// Mounts the export at the `staging` directory (blocking: name lookup and mount).
-    pub fn mount(&self, staging: &Handle, read_only: bool) -> Result<()> {
+    pub fn mount(&self, mounts: &dyn Mounts, staging: &Handle, read_only: bool) -> Result<()> {
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(self.export.host.as_str(), 0))
             .ok()
             .and_then(|mut addrs| addrs.next())
             .map(|a| a.ip())
-            .ok_or_else(|| {
-                Error::Unavailable(format!("cannot resolve NFS server {}", self.export.host))
+            .ok_or_else(|| Error::NfsServerUnresolved {
+                host: self.export.host.clone(),
             })?;
         let data = self.mount_data(addr, read_only);
         let flags = if read_only {
@@ -128,26 +131,26 @@ impl NfsVolume {
         } else {
             MsFlags::empty()
         };
-        mounter::filesystem(&self.source(), staging, "nfs", flags, Some(data.as_str())).map_err(
-            |e| match e {
-                nix::errno::Errno::ENODEV => Error::FailedPrecondition(
-                    "this node's kernel has no NFS client (mount: ENODEV)".into(),
-                ),
-                nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => Error::PermissionDenied(
-                    format!("the NFS server refused {}: {e}", self.source()),
-                ),
+        mounts
+            .mount(&self.source(), staging, "nfs", flags, Some(data.as_str()))
+            .map_err(|e| match e {
+                nix::errno::Errno::ENODEV => Error::NoNfsClient,
+                nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => Error::NfsRefused {
+                    export: self.source(),
+                    errno: e,
+                },
                 nix::errno::Errno::ETIMEDOUT
                 | nix::errno::Errno::ECONNREFUSED
                 | nix::errno::Errno::EHOSTUNREACH
-                | nix::errno::Errno::ENETUNREACH => {
-                    Error::Unavailable(format!("NFS server for {} unreachable: {e}", self.source()))
-                }
+                | nix::errno::Errno::ENETUNREACH => Error::NfsUnreachable {
+                    export: self.source(),
+                    errno: e,
+                },
                 other => Error::mount(
                     format!("mount {} on {}", self.source(), staging.path().display()),
                     other,
                 ),
-            },
-        )
+            })
     }
 }
 

@@ -9,17 +9,17 @@
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags, umount2};
+use nix::mount::MsFlags;
 
 use crate::beneath::{Handle, Links};
 use crate::error::{Error, Result};
-use crate::mounter;
+use crate::host::Mounts;
 use crate::mountinfo::{MountEntry, MountTable};
 use crate::mounts::{Filesystem, MountIndex};
 
 /// Is `path` an NFS volume whose handle the server no longer knows?
-pub fn is_stale(path: &Path) -> bool {
-    matches!(nix::sys::statvfs::statvfs(path), Err(Errno::ESTALE))
+pub fn is_stale(mounts: &dyn Mounts, path: &Path) -> bool {
+    matches!(mounts.usage(path), Err(Errno::ESTALE))
 }
 
 /// Mounts the NFS volume published at `target` (staged at `staging`, or wherever its
@@ -27,17 +27,18 @@ pub fn is_stale(path: &Path) -> bool {
 /// paths lie below `kubelet` (the kubelet directory's path and fd), and every mount
 /// point is opened beneath it after the stale mount on it is gone.
 pub fn remount_stale(
+    mounts: &dyn Mounts,
     kubelet: (&Path, &Handle),
     index: &MountIndex,
     target: &Path,
     staging: Option<&Path>,
 ) -> Result<String> {
-    let table = MountTable::read().map_err(|e| Error::io("read mountinfo", e))?;
+    let table = mounts.table()?;
     let published = table
         .at(target)
         .filter(|m| m.fs_type.starts_with("nfs"))
-        .ok_or_else(|| {
-            Error::FailedPrecondition(format!("{} is not an NFS mount", target.display()))
+        .ok_or_else(|| Error::NotNfsMount {
+            path: target.into(),
         })?
         .clone();
     let staged = staged_export(&table, &published, staging)?.clone();
@@ -48,17 +49,23 @@ pub fn remount_stale(
             .map_err(|_| Error::PathEscapes { path: path.into() })?;
         kubelet.1.resolve(relative, Links::Refused)
     };
-    if is_stale(&staged.mount_point) {
-        remount_export(&staged, open)?;
+    if is_stale(mounts, &staged.mount_point) {
+        remount_export(mounts, &staged, open)?;
         let filesystem = Filesystem {
             fs_type: staged.fs_type.clone(),
             source: staged.source.clone(),
         };
-        index.record(&open(&staged.mount_point)?, Some(filesystem))?;
+        let remounted = open(&staged.mount_point)?;
+        index.record(
+            remounted.path(),
+            mounts.facts(&remounted)?,
+            Some(filesystem),
+        );
         done.push(format!("remounted {}", staged.mount_point.display()));
     }
-    rebind(&published, &staged, open)?;
-    index.record(&open(target)?, None)?;
+    rebind(mounts, &published, &staged, open)?;
+    let bound = open(target)?;
+    index.record(bound.path(), mounts.facts(&bound)?, None);
     done.push(format!("bound {} again", target.display()));
     Ok(done.join(", "))
 }
@@ -76,12 +83,9 @@ fn staged_export<'a>(
         .filter(|m| m.fs_type == published.fs_type && same_export(&m.source, &published.source))
         .filter(|m| m.root == Path::new("/") && m.mount_point != published.mount_point)
         .find(|m| staging.is_none_or(|s| m.mount_point == s))
-        .ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "no staged mount of {} holds {}",
-                published.source,
-                published.mount_point.display()
-            ))
+        .ok_or_else(|| Error::NfsExportNotStaged {
+            export: published.source.clone(),
+            target: published.mount_point.clone(),
         })
 }
 
@@ -108,10 +112,13 @@ fn sub_dir(staged: &MountEntry, published: &MountEntry) -> PathBuf {
 
 /// Detaches the stale export mount and mounts the share again, with the options the
 /// kernel reported for it.
-fn remount_export(staged: &MountEntry, open: impl Fn(&Path) -> Result<Handle>) -> Result<()> {
+fn remount_export(
+    mounts: &dyn Mounts,
+    staged: &MountEntry,
+    open: impl Fn(&Path) -> Result<Handle>,
+) -> Result<()> {
     let path = &staged.mount_point;
-    umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
-        .map_err(|e| Error::mount(format!("detach stale {}", path.display()), e))?;
+    mounts.detach(path)?;
     let dir = open(path)?;
     let flags = if staged.read_only() {
         MsFlags::MS_RDONLY
@@ -119,22 +126,23 @@ fn remount_export(staged: &MountEntry, open: impl Fn(&Path) -> Result<Handle>) -
         MsFlags::empty()
     };
     let data = staged.super_options.join(",");
-    mounter::filesystem(&staged.source, &dir, &staged.fs_type, flags, Some(&data))
+    mounts
+        .mount(&staged.source, &dir, &staged.fs_type, flags, Some(&data))
         .map_err(|e| Error::mount(format!("mount {} on {}", staged.source, path.display()), e))
 }
 
 /// Replaces the pod's bind with a new one of the same subdirectory of the export.
 fn rebind(
+    mounts: &dyn Mounts,
     published: &MountEntry,
     staged: &MountEntry,
     open: impl Fn(&Path) -> Result<Handle>,
 ) -> Result<()> {
     let target = &published.mount_point;
     let source = open(&staged.mount_point)?.resolve(&sub_dir(staged, published), Links::Refused)?;
-    umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
-        .map_err(|e| Error::mount(format!("detach stale {}", target.display()), e))?;
+    mounts.detach(target)?;
     let target_dir = open(target)?;
-    mounter::bind(&source, &target_dir, published.read_only())
+    mounts.bind(&source, &target_dir, published.read_only())
 }
 
 #[cfg(test)]

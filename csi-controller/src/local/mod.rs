@@ -20,7 +20,6 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
@@ -688,29 +687,16 @@ fn grow_file(path: &Path, size: u64) -> Result<()> {
 }
 
 fn mkfs_ext4(path: &Path) -> Result<()> {
-    let options = "nodiscard,lazy_itable_init=1,lazy_journal_init=1";
-    run_e2fs_tool("mkfs.ext4", &["-F", "-q", "-m", "0", "-E", options], path)
+    stowage_common::tool::e2fs::mkfs(path).map_err(|e| e2fs_failed(path, e))
 }
 
 /// Grows an unmounted ext4 image to its file size: resize2fs wants a fresh check first.
 fn grow_ext4_offline(path: &Path) -> Result<()> {
-    run_e2fs_tool("e2fsck", &["-f", "-p"], path)?;
-    run_e2fs_tool("resize2fs", &[], path)
+    stowage_common::tool::e2fs::grow_offline(path).map_err(|e| e2fs_failed(path, e))
 }
 
-fn run_e2fs_tool(tool: &str, args: &[&str], path: &Path) -> Result<()> {
-    match Command::new(tool).args(args).arg(path).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(Error::Tool(format!(
-            "{tool} {} failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Tool(format!(
-            "{tool} is not installed (Debian package e2fsprogs)"
-        ))),
-        Err(e) => Err(Error::io(format!("run {tool}"), e)),
-    }
+fn e2fs_failed(path: &Path, e: stowage_common::tool::ToolError) -> Error {
+    Error::Tool(format!("{}: {e}", path.display()))
 }
 
 /// Is a loop device backed by this file (i.e. is the image staged on this node)?

@@ -10,13 +10,13 @@
 //! checked with `statvfs` (the limit the kernel reports), never by reading the tool's
 //! output.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use stowage_common::mountinfo::MountTable;
+use stowage_common::tool::{self, Program, ToolError};
 
 use crate::error::{Error, Result};
 
@@ -25,7 +25,10 @@ const XFS_MAGIC: i64 = 0x5846_5342;
 /// The super option XFS shows when project quotas are accounted and enforced
 /// (`pqnoenforce` when only accounted).
 const ENFORCED: &str = "prjquota";
-const XFS_QUOTA: &str = "xfs_quota";
+const XFS_QUOTA: Program = Program {
+    name: "xfs_quota",
+    package: "xfsprogs",
+};
 
 /// Project ids Stowage hands out: above the small ids administrators number their
 /// own projects with in /etc/projects, below 2^31.
@@ -83,23 +86,7 @@ pub struct QuotaRoot {
 
 /// A run of `xfs_quota` that failed: the program, its exit status and what it wrote
 /// on stderr, kept apart so nothing downstream parses the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolFailure {
-    pub program: &'static str,
-    pub status: Option<i32>,
-    pub stderr: String,
-}
-
-impl std::error::Error for ToolFailure {}
-
-impl fmt::Display for ToolFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
-            Some(code) => write!(f, "{} exited {code}: {}", self.program, self.stderr),
-            None => write!(f, "{} was killed: {}", self.program, self.stderr),
-        }
-    }
-}
+pub use stowage_common::tool::ToolFailure;
 
 /// Asks the kernel whether `root` is on XFS mounted with enforced project quotas:
 /// `statfs` for the filesystem, then the super options of the mount holding it (the
@@ -185,25 +172,17 @@ impl QuotaRoot {
     }
 
     fn run(&self, command: &str) -> Result<()> {
-        let output = Command::new(XFS_QUOTA)
-            .arg("-x")
-            .arg("-c")
-            .arg(command)
-            .arg(&self.mount_point)
-            .output();
-        match output {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(ToolFailure {
-                program: XFS_QUOTA,
-                status: out.status.code(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }
-            .into()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Tool(format!(
-                "{XFS_QUOTA} is not installed (Debian package xfsprogs)"
-            ))),
-            Err(e) => Err(Error::io(format!("run {XFS_QUOTA}"), e)),
-        }
+        let args = [
+            OsStr::new("-x"),
+            OsStr::new("-c"),
+            OsStr::new(command),
+            self.mount_point.as_os_str(),
+        ];
+        tool::run(XFS_QUOTA, args).map_err(|e| match e {
+            ToolError::Failed(failure) => failure.into(),
+            ToolError::NotInstalled(_) => Error::Tool(e.to_string()),
+            ToolError::Spawn { source, .. } => Error::io(format!("run {}", XFS_QUOTA.name), source),
+        })
     }
 }
 

@@ -2,7 +2,8 @@
 //! `statx` of the path's fd; which other targets hold a volume is kept in memory
 //! ([`MountIndex`]). Every call runs on the blocking pool: mounts, unmounts, loop
 //! devices and filesystem tools block, and the runtime's two workers must stay free for
-//! the other calls.
+//! the other calls. Every mount effect goes through the service's [`Mounts`], so the
+//! handlers' rules are unit-tested against a recording fake (`tests.rs`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,16 +21,25 @@ use tonic::{Request, Response, Status};
 
 use crate::beneath::{self, Handle, Links};
 use crate::error::{Error, Result};
+use crate::host::{HostMounts, Mounts};
 use crate::kind::{Kind, classify};
-use crate::mountinfo::MountTable;
 use crate::mounts::{Filesystem, MountIndex};
-use crate::{NodeConfig, group, mounter, nfsrecover, staging};
+use crate::{NodeConfig, group, nfsrecover, staging};
 
+#[cfg(test)]
+mod tests;
+
+/// The CSI Node service of this node.
+///
+/// The host's effects are held as `Arc<dyn Mounts>` rather than a type parameter: each
+/// is a syscall or a program run, next to which a virtual call costs nothing, and the
+/// service's type (which `stowage` and `node_routes` name) stays one type.
 #[derive(Debug, Clone)]
 pub struct NodeService {
     config: Arc<NodeConfig>,
     inflight: InFlight,
-    mounts: Arc<MountIndex>,
+    host: Arc<dyn Mounts>,
+    index: Arc<MountIndex>,
     /// Where local volumes' and ephemeral volumes' data is bound from (see [`data_root`]).
     local_root: Arc<Handle>,
     ephemeral_root: Arc<Handle>,
@@ -53,19 +63,26 @@ enum Source {
 }
 
 impl NodeService {
+    /// The service over this host's mounts, loop devices and tools.
     pub fn new(config: NodeConfig) -> Result<Self> {
+        Self::with_mounts(config, Arc::new(HostMounts))
+    }
+
+    /// The service over `host`'s effects.
+    pub fn with_mounts(config: NodeConfig, host: Arc<dyn Mounts>) -> Result<Self> {
         let ephemeral = config.state_dir.join("ephemeral");
         fs::create_dir_all(&ephemeral)
             .map_err(|e| Error::io(format!("create {}", ephemeral.display()), e))?;
         // The one read of the mount table: what an earlier run of the plugin mounted.
-        let mounts = MountIndex::load(&config)?;
-        tracing::info!(volume_mounts = mounts.len(), "mounts found at start");
+        let index = MountIndex::load(&config)?;
+        tracing::info!(volume_mounts = index.len(), "mounts found at start");
         Ok(Self {
-            local_root: Arc::new(data_root(&config.local_root)?),
-            ephemeral_root: Arc::new(data_root(&ephemeral)?),
+            local_root: Arc::new(data_root(&*host, &config.local_root)?),
+            ephemeral_root: Arc::new(data_root(&*host, &ephemeral)?),
             config: Arc::new(config),
             inflight: InFlight::default(),
-            mounts: Arc::new(mounts),
+            host,
+            index: Arc::new(index),
         })
     }
 
@@ -77,7 +94,9 @@ impl NodeService {
         let node = self.clone();
         tokio::task::spawn_blocking(move || call(&node))
             .await
-            .map_err(|e| Error::io("node call", std::io::Error::other(e.to_string())))?
+            .map_err(|e| Error::CallLost {
+                reason: e.to_string(),
+            })?
     }
 
     /// Serialises calls per volume: a concurrent second call is Aborted.
@@ -155,7 +174,7 @@ impl NodeService {
                     other => other,
                 }
             })?;
-        if !staging.is_mount_root()? {
+        if !self.host.facts(&staging)?.mount_root {
             return Err(not_staged(volume_id, raw));
         }
         Ok(staging)
@@ -197,17 +216,17 @@ impl NodeService {
                 .staged(kubelet, &req.volume_id, &req.staging_target_path)?
                 .resolve(&volume.sub_dir, Links::Refused)
                 .map_err(|e| match e {
-                    Error::PathMissing { .. } => Error::NotFound(format!(
-                        "{} is not in the NFS export",
-                        volume.sub_dir.display()
-                    )),
+                    Error::PathMissing { .. } => Error::NfsSubDirMissing {
+                        sub_dir: volume.sub_dir.clone(),
+                    },
                     other => other,
                 })?,
             Kind::LocalBlock(file) => {
-                let device = staging::loop_device_of(&file).ok_or_else(|| {
-                    Error::FailedPrecondition(format!("volume {} is not staged", req.volume_id))
-                })?;
-                beneath::open_trusted(&device)?
+                let attached = self
+                    .host
+                    .loop_device_of(&file)
+                    .ok_or_else(|| not_staged(&req.volume_id, &req.staging_target_path))?;
+                beneath::open_trusted(&attached.device)?
             }
         }))
     }
@@ -238,20 +257,24 @@ impl NodeService {
         let source = self.source(&kubelet, kind, &req)?;
         let (parent, name) = Self::target_parent(&kubelet, relative)?;
         match parent.child(name, Links::Refused) {
-            Ok(existing) if existing.is_mount_root()? => {
-                same_publish(&source, &existing, req.readonly)?;
+            Ok(existing) if self.host.facts(&existing)?.mount_root => {
+                // CSI NodePublishVolume: published already with the same arguments is
+                // success; with others, ALREADY_EXISTS.
+                self.same_publish(&source, &existing, req.readonly)?;
                 // CSI NodePublishVolume: a volume "already published at the specified
                 // target_path but is incompatible with the specified volume_capability"
                 // is ALREADY_EXISTS; another volume_mount_group is such a capability.
                 if let Some(gid) = group
-                    && !group::holds(&existing, gid)?
+                    && !group::holds(self.published_root(&source, &existing), gid)?
                 {
-                    return Err(Error::AlreadyExists(format!(
-                        "{} is already published for another volume_mount_group than {gid}",
-                        existing.path().display()
-                    )));
+                    return Err(Error::TargetHasOtherGroup {
+                        target: existing.path().into(),
+                        gid,
+                    });
                 }
-                return self.mounts.record(&existing, None);
+                let facts = self.host.facts(&existing)?;
+                self.index.record(existing.path(), facts, None);
+                return Ok(());
             }
             Ok(_) | Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
@@ -261,11 +284,10 @@ impl NodeService {
             && let Some(other) = self.published_elsewhere(handle, &req)?
         {
             // SINGLE_NODE_SINGLE_WRITER: one publication on the node, at one target path.
-            return Err(Error::FailedPrecondition(format!(
-                "volume {} is single-writer and already published at {}",
-                req.volume_id,
-                other.display()
-            )));
+            return Err(Error::SingleWriterInUse {
+                volume_id: req.volume_id.clone(),
+                other,
+            });
         }
         // Another target of the same volume (a second pod) with another group: the
         // spec's MUST ("SP MUST ensure that the volume_mount_group parameter is passed
@@ -281,9 +303,9 @@ impl NodeService {
         };
         let mounted = match &source {
             Source::Tmpfs { size_limit } => {
-                mounter::tmpfs(&target, *size_limit, req.readonly, group)
+                self.host.tmpfs(&target, *size_limit, req.readonly, group)
             }
-            Source::Bind(handle) => mounter::bind(handle, &target, req.readonly),
+            Source::Bind(handle) => self.host.bind(handle, &target, req.readonly),
             Source::NewScratch => {
                 self.publish_scratch(&req.volume_id, &target, req.readonly, group)
             }
@@ -292,7 +314,35 @@ impl NodeService {
             // Nothing may leak from a publish that failed half-way.
             let _ = parent.remove(name);
         })?;
-        self.mounts.record_child(&parent, name)
+        self.record_child(&parent, name)
+    }
+
+    /// Publishing again is fine when it would produce the same mount; otherwise the
+    /// target is in use.
+    fn same_publish(&self, source: &Source, existing: &Handle, want_read_only: bool) -> Result<()> {
+        let same_source = match source {
+            Source::Tmpfs { .. } => self.host.fs_magic(existing)? == TMPFS_MAGIC,
+            Source::NewScratch => false,
+            Source::Bind(handle) => {
+                self.host.facts(handle)?.identity == self.host.facts(existing)?.identity
+            }
+        };
+        if same_source && self.host.read_only(existing)? == want_read_only {
+            return Ok(());
+        }
+        Err(Error::TargetInUse {
+            target: existing.path().into(),
+        })
+    }
+
+    /// The root directory a publish shows at its target: a bind's source (the same
+    /// file as the target's mount root, as [`Self::same_publish`] checked), or the
+    /// target's own tmpfs.
+    fn published_root<'a>(&self, source: &'a Source, existing: &'a Handle) -> &'a Handle {
+        match source {
+            Source::Bind(handle) => handle,
+            Source::Tmpfs { .. } | Source::NewScratch => existing,
+        }
     }
 
     /// Creates an ephemeral volume's scratch directory and binds it at the target.
@@ -316,12 +366,23 @@ impl NodeService {
                 if let Some(gid) = group {
                     group::apply(&handle, gid)?;
                 }
-                mounter::bind(&handle, target, read_only)
+                self.host.bind(&handle, target, read_only)
             });
         if result.is_err() {
             let _ = fs::remove_dir_all(&data);
         }
         result
+    }
+
+    /// Records the mount now at `name` in `dir` in the index, without opening it (see
+    /// [`Handle::child_mount_facts`]); forgets the path if nothing is mounted there.
+    fn record_child(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        let point = dir.path().join(name);
+        match self.host.child_facts(dir, name)? {
+            Some(facts) if facts.mount_root => self.index.record(&point, facts, None),
+            _ => self.index.forget(&point),
+        }
+        Ok(())
     }
 
     /// Another mount of the same source under the kubelet directory, other than this
@@ -331,12 +392,14 @@ impl NodeService {
         source: &Handle,
         req: &csi::NodePublishVolumeRequest,
     ) -> Result<Option<PathBuf>> {
-        let identity = source.mount_facts()?.identity;
+        let identity = self.host.facts(source)?.identity;
         let except = [
             Path::new(&req.target_path),
             Path::new(&req.staging_target_path),
         ];
-        Ok(self.mounts.mounted_elsewhere(identity, &except))
+        Ok(self
+            .index
+            .mounted_elsewhere(identity, &except, |p| self.host.facts_at(p)))
     }
 
     /// Unmounts whatever is mounted at `name` in `dir`, stacked mounts included. Each
@@ -348,11 +411,15 @@ impl NodeService {
         let mut busy = 0;
         for _ in 0..MAX_STACKED_MOUNTS {
             // Missing, not a mount, or a symlink (never a mount this plugin made): done.
-            if !dir.child_mount_facts(name)?.is_some_and(|f| f.mount_root) {
-                self.mounts.forget(&path);
+            if !self
+                .host
+                .child_facts(dir, name)?
+                .is_some_and(|f| f.mount_root)
+            {
+                self.index.forget(&path);
                 return Ok(());
             }
-            match mounter::unmount(&path) {
+            match self.host.unmount(&path) {
                 Err(Error::Mount {
                     source: nix::errno::Errno::EBUSY,
                     ..
@@ -367,20 +434,20 @@ impl NodeService {
                 other => other?,
             }
         }
-        Err(Error::FailedPrecondition(format!(
-            "{} still holds a mount after {MAX_STACKED_MOUNTS} unmounts",
-            path.display()
-        )))
+        Err(Error::MountsKeepComing {
+            path,
+            unmounts: MAX_STACKED_MOUNTS,
+        })
     }
 
     /// Unmounts the mounts below `path` (not the one at it), deepest first.
     fn unmount_below(&self, path: &Path) -> Result<()> {
-        for entry in mount_table()?.under(path) {
+        for entry in self.host.table()?.under(path) {
             if entry.mount_point != path {
-                mounter::unmount(&entry.mount_point)?;
+                self.host.unmount(&entry.mount_point)?;
             }
         }
-        self.mounts.forget_below(path);
+        self.index.forget_below(path);
         Ok(())
     }
 
@@ -396,7 +463,7 @@ impl NodeService {
                     dir.remove(name)?;
                 }
             }
-            // Nothing was published there: unpublishing is done.
+            // CSI NodeUnpublishVolume: a target that does not exist is success (idempotent).
             Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -416,9 +483,7 @@ impl NodeService {
         let dir = self
             .beneath_kubelet("staging_target_path", relative)
             .map_err(|e| match e {
-                Error::PathMissing { .. } => {
-                    Error::NotFound(format!("staging path {raw} does not exist"))
-                }
+                Error::PathMissing { .. } => Error::StagingPathMissing { path: raw.into() },
                 other => other,
             })?;
         if dir.file_type()? != rustix::fs::FileType::Directory {
@@ -449,34 +514,39 @@ impl NodeService {
             }
             Kind::LocalImage(image) => {
                 let dir = self.staging_dir(&req.staging_target_path)?;
-                staging::stage_image(&image, &dir)
+                staging::stage_image(&*self.host, &image, &dir)
             }
-            Kind::LocalBlock(file) => staging::stage_block(&file).map(drop),
-            Kind::Nfs(volume) => {
-                let dir = self.staging_dir(&req.staging_target_path)?;
-                if !dir.is_mount_root()? {
-                    volume.mount(&dir, false)?;
-                    let filesystem = Filesystem {
-                        fs_type: "nfs".into(),
-                        source: volume.source(),
-                    };
-                    let mounted = self.staging_dir(&req.staging_target_path)?;
-                    return self.mounts.record(&mounted, Some(filesystem));
-                }
-                match self.mounts.filesystem_at(&dir)? {
-                    Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => {
-                        Ok(())
-                    }
-                    _ => Err(Error::AlreadyExists(format!(
-                        "{} already holds another mount",
-                        dir.path().display()
-                    ))),
-                }
-            }
+            Kind::LocalBlock(file) => staging::stage_block(&*self.host, &file).map(drop),
+            Kind::Nfs(volume) => self.stage_nfs(&volume, &req.staging_target_path),
             Kind::Ephemeral { .. } => Err(Error::invalid(
                 "volume_context",
                 "ephemeral volumes are not staged",
             )),
+        }
+    }
+
+    /// Mounts an NFS export at the staging path, once.
+    fn stage_nfs(&self, volume: &crate::nfsmount::NfsVolume, raw: &str) -> Result<()> {
+        let dir = self.staging_dir(raw)?;
+        let facts = self.host.facts(&dir)?;
+        if !facts.mount_root {
+            volume.mount(&*self.host, &dir, false)?;
+            let filesystem = Filesystem {
+                fs_type: "nfs".into(),
+                source: volume.source(),
+            };
+            let mounted = self.staging_dir(raw)?;
+            let facts = self.host.facts(&mounted)?;
+            self.index.record(mounted.path(), facts, Some(filesystem));
+            return Ok(());
+        }
+        // CSI NodeStageVolume: staged already with the same export is success; anything
+        // else mounted there is ALREADY_EXISTS.
+        match self.index.filesystem_at(dir.path(), facts) {
+            Some(m) if m.fs_type.starts_with("nfs") && m.source == volume.source() => Ok(()),
+            _ => Err(Error::StagingInUse {
+                path: dir.path().into(),
+            }),
         }
     }
 
@@ -489,6 +559,7 @@ impl NodeService {
             Ok(_) | Err(Error::PathMissing { .. }) => {}
             Err(e) => return Err(e),
         }
+        // CSI NodeUnstageVolume: a staging path that is gone or holds no mount is success.
         let parent = relative.parent().unwrap_or(Path::new(""));
         match (
             self.beneath_kubelet("staging_target_path", parent),
@@ -502,15 +573,15 @@ impl NodeService {
         let block_file = VolumeId::parse(&req.volume_id)
             .filter(|id| matches!(&id.location, Location::Local { node } if *node == self.config.node_id))
             .map(|id| volume_data_path(&self.config.local_root, id.key.as_str(), LocalLayout::Block));
-        staging::detach_block(block_file.as_deref())
+        staging::detach_block(&*self.host, block_file.as_deref())
     }
 
     fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
         let _guard = self.claim(&req.volume_id)?;
-        match staging::mounted_loop_device(path)? {
-            Some(device) => staging::expand_mounted(&device),
+        match self.host.mounted_loop_device(path)? {
+            Some(device) => staging::expand_mounted(&*self.host, &device),
             // Directories and tmpfs have nothing to grow; their size is bookkeeping.
             None => Ok(req.capacity_range.map(|r| r.required_bytes).unwrap_or(0)),
         }
@@ -522,49 +593,33 @@ impl NodeService {
     ) -> Result<csi::NodeGetVolumeStatsResponse> {
         require("volume_id", &req.volume_id)?;
         let path = existing_volume_path(&req.volume_path)?;
-        let mounted = beneath::mount_facts_at(path)
+        let mounted = self
+            .host
+            .facts_at(path)
             .map_err(|e| Error::io(format!("statx {}", path.display()), e))?
             .mount_root;
-        // A volume this node knows: a Stowage ID, an ephemeral volume with data here, or
-        // whatever is mounted at the path. Anything else is NotFound, as the spec asks.
+        // CSI NodeGetVolumeStats: a volume this node does not know is NOT_FOUND. It
+        // knows a Stowage ID, an ephemeral volume with data here, or whatever is
+        // mounted at the path.
         let known = VolumeId::parse(&req.volume_id).is_some()
             || mounted
             || (validate_name("volume_id", &req.volume_id).is_ok()
                 && self.ephemeral_dir(&req.volume_id).is_dir());
         if !known {
-            return Err(Error::NotFound(format!(
-                "volume {} is not on this node",
-                req.volume_id
-            )));
+            return Err(Error::VolumeUnknown {
+                volume_id: req.volume_id.clone(),
+            });
         }
         // VOLUME_CONDITION: a stale NFS handle is abnormal; the node mounts the
         // volume again in place, so the pod's next open works without an unstage.
-        let recovered = if nfsrecover::is_stale(path) {
-            Some(self.recover_stale_nfs(&req, path)?)
-        } else {
-            None
+        let (stat, recovered) = match self.host.usage(path) {
+            Err(nix::errno::Errno::ESTALE) => {
+                let done = self.recover_stale_nfs(&req, path)?;
+                (self.host.usage(path), Some(done))
+            }
+            other => (other, None),
         };
-        let stat = nix::sys::statvfs::statvfs(path)
-            .map_err(|e| Error::io(format!("statvfs {}", path.display()), e.into()))?;
-        let fragment = stat.fragment_size() as u128;
-        let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
-        let total = u128::from(stat.blocks()) * fragment;
-        let free = u128::from(stat.blocks_free()) * fragment;
-        let available = u128::from(stat.blocks_available()) * fragment;
-        let usage = vec![
-            csi::VolumeUsage {
-                available: clamp(available),
-                total: clamp(total),
-                used: clamp(total - free),
-                unit: csi::volume_usage::Unit::Bytes as i32,
-            },
-            csi::VolumeUsage {
-                available: clamp(u128::from(stat.files_available())),
-                total: clamp(u128::from(stat.files())),
-                used: clamp(u128::from(stat.files() - stat.files_free())),
-                unit: csi::volume_usage::Unit::Inodes as i32,
-            },
-        ];
+        let stat = stat.map_err(|e| Error::io(format!("statvfs {}", path.display()), e.into()))?;
         let volume_condition = Some(match recovered {
             Some(done) => csi::VolumeCondition {
                 abnormal: true,
@@ -580,10 +635,33 @@ impl NodeService {
             },
         });
         Ok(csi::NodeGetVolumeStatsResponse {
-            usage,
+            usage: usage(&stat),
             volume_condition,
         })
     }
+}
+
+/// The bytes and inodes of a volume, as NodeGetVolumeStats reports them.
+fn usage(stat: &crate::host::Usage) -> Vec<csi::VolumeUsage> {
+    let fragment = u128::from(stat.fragment_size);
+    let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+    let total = u128::from(stat.blocks) * fragment;
+    let free = u128::from(stat.blocks_free) * fragment;
+    let available = u128::from(stat.blocks_available) * fragment;
+    vec![
+        csi::VolumeUsage {
+            available: clamp(available),
+            total: clamp(total),
+            used: clamp(total.saturating_sub(free)),
+            unit: csi::volume_usage::Unit::Bytes as i32,
+        },
+        csi::VolumeUsage {
+            available: clamp(u128::from(stat.files_available)),
+            total: clamp(u128::from(stat.files)),
+            used: clamp(u128::from(stat.files.saturating_sub(stat.files_free))),
+            unit: csi::volume_usage::Unit::Inodes as i32,
+        },
+    ]
 }
 
 impl NodeService {
@@ -603,8 +681,9 @@ impl NodeService {
         };
         let kubelet = self.kubelet_root()?;
         nfsrecover::remount_stale(
+            &*self.host,
             (&self.config.kubelet_dir, &kubelet),
-            &self.mounts,
+            &self.index,
             path,
             staging,
         )
@@ -613,9 +692,9 @@ impl NodeService {
 
 /// A root that volume data is bound from, opened once: a detached copy of its mount
 /// ([`Handle::detached_copy`]), or where the kernel cannot copy one, the root itself.
-fn data_root(path: &Path) -> Result<Handle> {
+fn data_root(host: &dyn Mounts, path: &Path) -> Result<Handle> {
     let root = Handle::open_root(path)?;
-    Ok(root.detached_copy().unwrap_or_else(|e| {
+    Ok(host.detached_copy(&root).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "binds come from the root's own mount");
         root
     }))
@@ -633,16 +712,9 @@ fn existing_volume_path(raw: &str) -> Result<&Path> {
     require("volume_path", raw)?;
     let path = Path::new(raw);
     if fs::symlink_metadata(path).is_err() {
-        return Err(Error::NotFound(format!(
-            "volume path {} does not exist",
-            path.display()
-        )));
+        return Err(Error::VolumePathMissing { path: path.into() });
     }
     Ok(path)
-}
-
-fn mount_table() -> Result<MountTable> {
-    MountTable::read().map_err(|e| Error::io("read mountinfo", e))
 }
 
 fn outside_kubelet(field: &'static str, e: Error) -> Error {
@@ -659,29 +731,16 @@ fn outside_kubelet(field: &'static str, e: Error) -> Error {
 }
 
 fn not_staged(volume_id: &str, staging: &str) -> Error {
-    Error::FailedPrecondition(format!("volume {volume_id} is not staged at {staging}"))
+    Error::NotStaged {
+        volume_id: volume_id.into(),
+        staging: staging.into(),
+    }
 }
 
 fn single_writer(capability: &csi::VolumeCapability) -> bool {
     capability.access_mode.as_ref().is_some_and(|m| {
         m.mode == csi::volume_capability::access_mode::Mode::SingleNodeSingleWriter as i32
     })
-}
-
-/// Publishing again is fine when it would produce the same mount; otherwise AlreadyExists.
-fn same_publish(source: &Source, existing: &Handle, want_read_only: bool) -> Result<()> {
-    let same_source = match source {
-        Source::Tmpfs { .. } => existing.fs_magic()? == TMPFS_MAGIC,
-        Source::NewScratch => false,
-        Source::Bind(handle) => handle.identity()? == existing.identity()?,
-    };
-    if same_source && existing.read_only_mount()? == want_read_only {
-        return Ok(());
-    }
-    Err(Error::AlreadyExists(format!(
-        "{} is already published with other arguments",
-        existing.path().display()
-    )))
 }
 
 /// `statfs.f_type` of tmpfs.
@@ -704,6 +763,8 @@ fn respond<T>(method: &'static str, result: Result<T>) -> Result<Response<T>, St
 
 #[tonic::async_trait]
 impl Node for NodeService {
+    /// CSI NodeStageVolume: the volume already staged at the path is success; another
+    /// mount there is ALREADY_EXISTS.
     async fn node_stage_volume(
         &self,
         request: Request<csi::NodeStageVolumeRequest>,
@@ -716,6 +777,7 @@ impl Node for NodeService {
         )
     }
 
+    /// CSI NodeUnstageVolume: a staging path that is gone or holds no mount is success.
     async fn node_unstage_volume(
         &self,
         request: Request<csi::NodeUnstageVolumeRequest>,
@@ -728,6 +790,9 @@ impl Node for NodeService {
         )
     }
 
+    /// CSI NodePublishVolume: the same publication again is success; the target holding
+    /// it with other arguments is ALREADY_EXISTS; a volume that needs staging and is
+    /// not staged is FAILED_PRECONDITION.
     async fn node_publish_volume(
         &self,
         request: Request<csi::NodePublishVolumeRequest>,
@@ -740,6 +805,7 @@ impl Node for NodeService {
         )
     }
 
+    /// CSI NodeUnpublishVolume: a target that is not mounted, or gone, is success.
     async fn node_unpublish_volume(
         &self,
         request: Request<csi::NodeUnpublishVolumeRequest>,
@@ -752,6 +818,8 @@ impl Node for NodeService {
         )
     }
 
+    /// CSI NodeGetVolumeStats: a volume this node does not know is NOT_FOUND; with
+    /// VOLUME_CONDITION, a volume no longer mounted (or a stale NFS handle) is abnormal.
     async fn node_get_volume_stats(
         &self,
         request: Request<csi::NodeGetVolumeStatsRequest>,
@@ -763,6 +831,8 @@ impl Node for NodeService {
         )
     }
 
+    /// CSI NodeExpandVolume: returns the volume's capacity; what has nothing to grow
+    /// (a directory, a tmpfs) answers the requested size.
     async fn node_expand_volume(
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
@@ -775,6 +845,7 @@ impl Node for NodeService {
         )
     }
 
+    /// CSI NodeGetCapabilities: the same set from every instance.
     async fn node_get_capabilities(
         &self,
         _: Request<csi::NodeGetCapabilitiesRequest>,
@@ -796,6 +867,7 @@ impl Node for NodeService {
         }))
     }
 
+    /// CSI NodeGetInfo: this node's ID, volume limit and topology segment.
     async fn node_get_info(
         &self,
         _: Request<csi::NodeGetInfoRequest>,
