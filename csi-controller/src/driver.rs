@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attach::Attachments;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ids::{Location, valid_node_id};
 use crate::inflight::InFlight;
 use crate::local::LocalBackend;
-use crate::nfs::NfsBackend;
+use crate::nfs::{NfsBackend, NfsShare};
 
 /// How the controller was started.
 #[derive(Debug, Clone)]
@@ -74,11 +75,32 @@ impl Driver {
         }))
     }
 
-    /// The local backend, if `location` is this node's.
-    pub fn local_for(&self, location: &Location) -> Result<&LocalBackend> {
-        let Location::Local { node } = location else {
-            return Err(Error::invalid("volume_id", "not a local volume"));
-        };
+    /// Where the volumes and snapshots of `location` live: this node's local root, or
+    /// the NFS export the ID names. Resolved once per call; the handlers then ask it.
+    pub fn backend(&self, location: &Location) -> Result<Box<dyn Backend + '_>> {
+        match location {
+            Location::Local { node } => Ok(Box::new(self.local_for(node)?.clone())),
+            Location::Nfs(export) => Ok(Box::new(NfsShare::new(&self.nfs, export.clone()))),
+        }
+    }
+
+    /// Every place this controller knows volumes in: its local root, then the NFS
+    /// exports it has made volumes on.
+    pub fn backends(&self) -> Vec<Box<dyn Backend + '_>> {
+        let local = self
+            .local
+            .iter()
+            .map(|l| Box::new(l.clone()) as Box<dyn Backend + '_>);
+        let nfs = self
+            .nfs
+            .known_exports()
+            .into_iter()
+            .map(|e| Box::new(NfsShare::new(&self.nfs, e)) as Box<dyn Backend + '_>);
+        local.chain(nfs).collect()
+    }
+
+    /// The local backend, if `node` is this controller's.
+    fn local_for(&self, node: &str) -> Result<&LocalBackend> {
         match &self.local {
             Some(local) if local.node() == node => Ok(local),
             Some(local) => Err(Error::FailedPrecondition(format!(

@@ -2,6 +2,7 @@
 //! and NFS backends. Knows CSI and the host, not Kubernetes.
 
 pub mod attach;
+pub mod backend;
 pub mod controller;
 pub mod driver;
 pub mod error;

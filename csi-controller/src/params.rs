@@ -74,7 +74,7 @@ pub const MUTABLE_KEYS: &[&str] = &["onDelete"];
 
 /// Which backend a volume lives on, for the mutable parameters it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum BackendKind {
     Local,
     Nfs,
 }
@@ -82,11 +82,11 @@ pub enum Backend {
 /// Validates mutable parameters for a volume of `backend`; returns them sorted.
 pub fn parse_mutable(
     params: &HashMap<String, String>,
-    backend: Backend,
+    backend: BackendKind,
 ) -> Result<BTreeMap<String, String>> {
     let allowed: &[&str] = match backend {
-        Backend::Local => &["delete", "retain"],
-        Backend::Nfs => &["delete", "retain", "archive"],
+        BackendKind::Local => &["delete", "retain"],
+        BackendKind::Nfs => &["delete", "retain", "archive"],
     };
     for (key, value) in params {
         if !MUTABLE_KEYS.contains(&key.as_str()) {

@@ -12,7 +12,7 @@ use csi_proto::v1::group_controller_service_capability::{self as capability, rpc
 use csi_proto::v1::{self as csi, GroupControllerServiceCapability};
 use tonic::{Request, Response, Status};
 
-use super::snapshots::{records_at, remove, take};
+use super::snapshots::{records_at, take};
 use super::{VolumeHandle, blocking, lookup_volume, rpc};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -20,8 +20,7 @@ use crate::freeze::Frozen;
 use crate::ids::{
     GroupSnapshotId, Key, Location, MAX_ID_LEN, SnapshotId, require_id, validate_name,
 };
-use crate::local::volume_data_path;
-use crate::record::{Layout, SnapshotRecord};
+use crate::record::SnapshotRecord;
 
 #[derive(Debug, Clone)]
 pub struct GroupControllerService {
@@ -74,7 +73,7 @@ async fn create(
         }
         return Ok(group(&id, &existing));
     }
-    let images = mounted_image_candidates(driver, &volumes)?;
+    let images = mounted_image_candidates(&volumes);
     let frozen = blocking(move || Frozen::images(&images)).await?;
     tracing::debug!(group = %id, frozen = frozen.count(), "taking group snapshot");
     let taken = take_members(driver, &req.name, &id, &volumes).await;
@@ -89,7 +88,7 @@ async fn take_members(
     driver: &Arc<Driver>,
     name: &str,
     id: &GroupSnapshotId,
-    volumes: &[VolumeHandle],
+    volumes: &[VolumeHandle<'_>],
 ) -> Result<Vec<SnapshotRecord>> {
     let group_id = id.to_string();
     let mut records = Vec::with_capacity(volumes.len());
@@ -106,9 +105,12 @@ async fn take_members(
         match result {
             Ok(record) => records.push(record),
             Err(e) => {
-                for taken in &records {
-                    if let Some(snapshot) = SnapshotId::parse(&taken.snapshot_id) {
-                        let _ = remove(driver, &snapshot).await;
+                for (taken, volume) in records.iter().zip(volumes) {
+                    let Some(snapshot) = SnapshotId::parse(&taken.snapshot_id) else {
+                        continue;
+                    };
+                    if let Err(undo) = volume.backend.delete_snapshot(&snapshot.key).await {
+                        tracing::warn!(snapshot = %taken.snapshot_id, error = %undo, "member of a failed group snapshot left behind");
                     }
                 }
                 return Err(e);
@@ -118,7 +120,7 @@ async fn take_members(
     Ok(records)
 }
 
-async fn source_volumes(driver: &Arc<Driver>, ids: &[String]) -> Result<Vec<VolumeHandle>> {
+async fn source_volumes<'a>(driver: &'a Driver, ids: &[String]) -> Result<Vec<VolumeHandle<'a>>> {
     if ids.is_empty() {
         return Err(Error::invalid("source_volume_ids", "is required"));
     }
@@ -154,22 +156,11 @@ fn shared_location(volumes: &[VolumeHandle]) -> Result<Location> {
 }
 
 /// The image files of the group's local image volumes: the ones a freeze can hold.
-fn mounted_image_candidates(
-    driver: &Arc<Driver>,
-    volumes: &[VolumeHandle],
-) -> Result<Vec<PathBuf>> {
-    let mut images = Vec::new();
-    for volume in volumes {
-        if volume.record.layout == Layout::Image {
-            let local = driver.local_for(&volume.id.location)?;
-            images.push(volume_data_path(
-                local.root(),
-                volume.id.key.as_str(),
-                &Layout::Image,
-            ));
-        }
-    }
-    Ok(images)
+fn mounted_image_candidates(volumes: &[VolumeHandle<'_>]) -> Vec<PathBuf> {
+    volumes
+        .iter()
+        .filter_map(|v| v.backend.freezable_image(&v.id.key, &v.record))
+        .collect()
 }
 
 async fn members(driver: &Arc<Driver>, id: &GroupSnapshotId) -> Result<Vec<SnapshotRecord>> {
@@ -239,9 +230,13 @@ async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeGroupSnapshotRequest
         .claim(id.key.as_str(), &format!("group snapshot {raw}"))?;
     let records = members(driver, &id).await?;
     check_members(&req.snapshot_ids, &records)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let backend = driver.backend(&id.location)?;
     for record in &records {
         if let Some(snapshot) = SnapshotId::parse(&record.snapshot_id) {
-            remove(driver, &snapshot).await?;
+            backend.delete_snapshot(&snapshot.key).await?;
         }
     }
     Ok(())

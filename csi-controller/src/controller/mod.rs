@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::attach::Attachment;
+use crate::backend::Backend;
+pub(crate) use crate::backend::blocking;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::ids::{Location, VolumeId, require_id};
@@ -36,35 +38,24 @@ impl ControllerService {
     }
 }
 
-/// A volume found by ID, with its record.
-pub(crate) struct VolumeHandle {
+/// A volume found by ID, with its record and the backend that holds it.
+pub(crate) struct VolumeHandle<'a> {
     pub id: VolumeId,
     pub record: VolumeRecord,
+    pub backend: Box<dyn Backend + 'a>,
 }
 
 /// Finds a volume by ID: NotFound for IDs this driver did not issue or no longer has.
-pub(crate) async fn lookup_volume(driver: &Arc<Driver>, raw: &str) -> Result<VolumeHandle> {
+pub(crate) async fn lookup_volume<'a>(driver: &'a Driver, raw: &str) -> Result<VolumeHandle<'a>> {
     let not_found = || Error::NotFound(format!("volume {raw} does not exist"));
     let id = VolumeId::parse(raw).ok_or_else(not_found)?;
-    let record = match &id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&id.location)?.clone();
-            let key = id.key.clone();
-            blocking(move || local.get(&key)).await?
-        }
-        Location::Nfs(export) => driver.nfs.get(export, &id.key).await?,
-    };
-    let record = record.ok_or_else(not_found)?;
-    Ok(VolumeHandle { id, record })
-}
-
-/// Runs blocking filesystem work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::io("blocking task", std::io::Error::other(e.to_string())))?
+    let backend = driver.backend(&id.location)?;
+    let record = backend.volume(&id.key).await?.ok_or_else(not_found)?;
+    Ok(VolumeHandle {
+        id,
+        record,
+        backend,
+    })
 }
 
 /// Cuts one page from items sorted by `id`; the token names the last item returned.

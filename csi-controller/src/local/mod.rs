@@ -12,6 +12,7 @@
 //! Quota volumes (`quota.rs`) are directories in their own XFS project; whether the
 //! root can hold them is decided once, when the backend opens.
 
+mod backend;
 pub mod quota;
 pub mod store;
 
@@ -23,12 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::backend::Fill;
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::{Enforcement, OnDelete};
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
-use crate::request::AccessType;
+use crate::request::{AccessType, Capacity};
 use quota::{QuotaRoot, QuotaSupport};
 use store::{Change, Store};
 
@@ -51,13 +53,6 @@ pub fn data_path(dir: &Path, key: &str, layout: &Layout) -> PathBuf {
 /// Where local volume data lives on a node with this root.
 pub fn volume_data_path(root: &Path, key: &str, layout: &Layout) -> PathBuf {
     data_path(&root.join(VOLUMES), key, layout)
-}
-
-/// What to fill a new volume with.
-pub enum Fill<'a> {
-    Empty,
-    Volume(&'a VolumeRecord),
-    Snapshot(&'a SnapshotRecord),
 }
 
 #[derive(Debug, Clone)]
@@ -294,7 +289,7 @@ impl LocalBackend {
             }
             tracing::warn!(volume = %record.volume_id, "making the lost data of an empty volume again");
             let staging = dir.join(format!(".{key}.tmp"));
-            self.build(&staging, &record, Fill::Empty)?;
+            self.build(&staging, &record, &Fill::Empty)?;
             let final_path = data_path(&dir, key, &record.layout);
             fs::rename(&staging, &final_path)
                 .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
@@ -356,7 +351,7 @@ impl LocalBackend {
     }
 
     /// Builds the volume's data and commits its record.
-    pub fn create(&self, key: &Key, record: &VolumeRecord, fill: Fill<'_>) -> Result<()> {
+    pub fn create(&self, key: &Key, record: &VolumeRecord, fill: &Fill) -> Result<()> {
         let dir = self.volumes();
         let final_path = data_path(&dir, key.as_str(), &record.layout);
         let staging = dir.join(format!(".{key}.tmp"));
@@ -376,7 +371,7 @@ impl LocalBackend {
         }])
     }
 
-    fn build(&self, path: &Path, record: &VolumeRecord, fill: Fill<'_>) -> Result<()> {
+    fn build(&self, path: &Path, record: &VolumeRecord, fill: &Fill) -> Result<()> {
         let size = u64::try_from(record.capacity_bytes).unwrap_or(0);
         let source = match fill {
             Fill::Empty => None,
@@ -487,6 +482,29 @@ impl LocalBackend {
             key: key.to_string(),
             record: record.clone(),
         }])
+    }
+
+    /// Grows a volume to the size `capacity` asks (rounded to the layout's granule),
+    /// if the root has the room.
+    pub fn expand_to(
+        &self,
+        key: &Key,
+        record: &VolumeRecord,
+        capacity: Capacity,
+    ) -> Result<(VolumeRecord, bool)> {
+        let granule = if matches!(record.layout, Layout::Directory) {
+            1
+        } else {
+            4096
+        };
+        let size = capacity.choose(capacity.required, 0, granule)?;
+        if size - record.capacity_bytes > self.available_bytes()? {
+            return Err(Error::ResourceExhausted(format!(
+                "node {} lacks the space to grow to {size} bytes",
+                self.node
+            )));
+        }
+        self.expand(key, record, size)
     }
 
     /// Grows a volume to `size`. An image's filesystem grows here too when no loop

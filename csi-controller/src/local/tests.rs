@@ -31,7 +31,7 @@ fn creating_and_deleting_an_empty_volume_cost_one_fsync_each() {
     let local = LocalBackend::open(root.path(), "n1").expect("open");
     let key = Key::for_volume("a");
     local
-        .create(&key, &record(&key, Layout::Directory), Fill::Empty)
+        .create(&key, &record(&key, Layout::Directory), &Fill::Empty)
         .expect("create");
     assert_eq!(local.store().syncs(), 1, "create");
     local.delete(&key).expect("delete");
@@ -132,7 +132,7 @@ fn pages_start_after_the_token() {
         .map(|i| {
             let key = Key::for_volume(&format!("p{i}"));
             local
-                .create(&key, &record(&key, Layout::Directory), Fill::Empty)
+                .create(&key, &record(&key, Layout::Directory), &Fill::Empty)
                 .expect("create");
             format!("local:{key}:n1")
         })

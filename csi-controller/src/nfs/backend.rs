@@ -20,6 +20,7 @@ macro_rules! in_session {
         result
     }};
 }
+use crate::backend::Fill;
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
@@ -31,13 +32,6 @@ use nfs_session::{Export, NfsError, SpaceStats};
 pub const METADATA_DIR: &str = ".stowage";
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
-
-/// What to fill a new NFS volume with.
-pub enum Fill<'a> {
-    Empty,
-    Volume(&'a VolumeRecord),
-    Snapshot(&'a SnapshotRecord),
-}
 
 /// Makes and removes NFS volumes; remembers which exports it has used, so that
 /// ListVolumes and Probe can reach them after a restart.
@@ -117,7 +111,7 @@ impl NfsBackend {
         key: &Key,
         record: &VolumeRecord,
         mode: u32,
-        fill: Fill<'_>,
+        fill: &Fill,
     ) -> Result<()> {
         let Layout::Nfs { sub_dir, .. } = &record.layout else {
             return Err(Error::invalid("parameters", "not an NFS layout"));

@@ -1,6 +1,7 @@
 //! NFS volumes: the backend over a userspace session (crate nfs-session).
 
 mod backend;
-pub use backend::METADATA_DIR;
+mod share;
 
-pub use backend::{Fill as NfsFill, NfsBackend};
+pub use backend::{METADATA_DIR, NfsBackend};
+pub use share::NfsShare;
