@@ -17,6 +17,7 @@ use crate::nfs::{NfsBackend, NfsShare};
 pub struct ControllerConfig {
     /// This node's name; with `local_root`, the controller serves its local volumes.
     pub node_id: Option<String>,
+    /// The root under which this node's local volumes live (needs `node_id`).
     pub local_root: Option<PathBuf>,
     /// Where the controller keeps its own small state (known exports, attachments).
     pub state_dir: PathBuf,
@@ -30,9 +31,13 @@ pub struct ControllerConfig {
 /// Everything the Controller and Identity services act on.
 #[derive(Debug)]
 pub struct Driver {
+    /// This node's local volumes, when started with a local root.
     pub local: Option<LocalBackend>,
+    /// NFS volumes, on whatever export their class names.
     pub nfs: NfsBackend,
+    /// One call per volume or snapshot at a time.
     pub inflight: InFlight,
+    /// ControllerPublish bookkeeping, when started with attach.
     pub attachments: Option<Attachments>,
 }
 
@@ -40,6 +45,7 @@ pub struct Driver {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Driver {
+    /// Opens the backends and state `config` names, sweeping what crashed calls left.
     pub fn open(config: &ControllerConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| Error::io(format!("create {}", config.state_dir.display()), e))?;
@@ -103,13 +109,10 @@ impl Driver {
     fn local_for(&self, node: &str) -> Result<&LocalBackend> {
         match &self.local {
             Some(local) if local.node() == node => Ok(local),
-            Some(local) => Err(Error::FailedPrecondition(format!(
-                "the volume lives on node {node}; this controller serves node {}",
-                local.node()
-            ))),
-            None => Err(Error::FailedPrecondition(format!(
-                "the volume lives on node {node}; this controller serves no local volumes"
-            ))),
+            other => Err(Error::OtherNode {
+                node: node.to_string(),
+                serves: other.as_ref().map(|l| l.node().to_string()),
+            }),
         }
     }
 

@@ -1,6 +1,9 @@
 //! The Stowage CSI controller plugin: Identity and Controller services over local
 //! and NFS backends. Knows CSI and the host, not Kubernetes.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 pub mod attach;
 pub mod backend;
 pub mod controller;
@@ -8,14 +11,18 @@ pub mod driver;
 pub mod error;
 pub mod freeze;
 pub mod identity;
+#[allow(missing_docs)] // moving to the driver-contract crate as it is
 pub mod ids;
+#[allow(missing_docs)] // moving to the driver-contract crate as it is
 pub mod inflight;
 pub mod local;
 pub mod localfs;
 pub mod nfs;
 pub mod params;
 pub mod record;
+#[allow(missing_docs)] // moving to the driver-contract crate as it is
 pub mod request;
+#[allow(missing_docs)] // moving to the driver-contract crate as it is
 pub mod server;
 
 use std::sync::Arc;

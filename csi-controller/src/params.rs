@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use nfs_session::Export;
 
+/// Added by the external provisioner with --extra-create-metadata: the claim's name.
 pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+/// The claim's namespace (as above).
 pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+/// The PersistentVolume's name (as above).
 pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
 
 const LOCAL_KEYS: &[&str] = &["type", "capacityEnforcement"];
@@ -42,29 +45,42 @@ pub enum Enforcement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnDelete {
+    /// Remove the data.
     Delete,
+    /// Leave the data where it is.
     Retain,
+    /// Rename the data to `archived-<name>-<time>` beside it.
     Archive,
 }
 
+/// A local class's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalParams {
+    /// capacityEnforcement.
     pub enforcement: Enforcement,
 }
 
+/// An NFS class's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsParams {
+    /// server and share.
     pub export: Export,
     /// The volume's directory below the share, as validated path components.
     pub sub_dir: Vec<String>,
+    /// onDelete.
     pub on_delete: OnDelete,
+    /// mountOptions, as given (checked against the allow-list).
     pub mount_options: String,
+    /// mountPermissions: the mode of the volume's directory.
     pub mount_permissions: u32,
 }
 
+/// A class's parameters, by its `type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeParams {
+    /// type local.
     Local(LocalParams),
+    /// type nfs.
     Nfs(NfsParams),
 }
 
@@ -75,7 +91,9 @@ pub const MUTABLE_KEYS: &[&str] = &["onDelete"];
 /// Which backend a volume lives on, for the mutable parameters it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// A node's local root.
     Local,
+    /// An NFS export.
     Nfs,
 }
 

@@ -22,12 +22,14 @@ use crate::ids::{
 };
 use crate::record::SnapshotRecord;
 
+/// The CSI GroupController service over a [`Driver`].
 #[derive(Debug, Clone)]
 pub struct GroupControllerService {
     driver: Arc<Driver>,
 }
 
 impl GroupControllerService {
+    /// The service for `driver`.
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
     }
@@ -39,6 +41,8 @@ fn member_name(name: &str, volume_id: &str) -> String {
     format!("{name}/{volume_id}")
 }
 
+/// CreateVolumeGroupSnapshot (spec: idempotent by name; the name taken with other
+/// source volumes is AlreadyExists).
 async fn create(
     driver: &Arc<Driver>,
     req: csi::CreateVolumeGroupSnapshotRequest,
@@ -66,10 +70,11 @@ async fn create(
             .map(|r| r.source_volume_id.as_str())
             .collect();
         if asked != have {
-            return Err(Error::AlreadyExists(format!(
-                "group snapshot {} exists with other source volumes",
-                req.name
-            )));
+            return Err(Error::NameTaken {
+                kind: "group snapshot",
+                name: req.name,
+                conflict: "with other source volumes".to_string(),
+            });
         }
         return Ok(group(&id, &existing));
     }
@@ -204,12 +209,16 @@ fn check_members(asked: &[String], records: &[SnapshotRecord]) -> Result<()> {
     Ok(())
 }
 
+/// GetVolumeGroupSnapshot (spec: snapshot_ids, when given, must be the group's
+/// members, else InvalidArgument).
 async fn get(
     driver: &Arc<Driver>,
     req: csi::GetVolumeGroupSnapshotRequest,
 ) -> Result<csi::VolumeGroupSnapshot> {
     let raw = require_id("group_snapshot_id", &req.group_snapshot_id)?;
-    let not_found = || Error::NotFound(format!("group snapshot {raw} does not exist"));
+    let not_found = || Error::GroupSnapshotNotFound {
+        id: raw.to_string(),
+    };
     let id = GroupSnapshotId::parse(raw).ok_or_else(not_found)?;
     let records = members(driver, &id).await?;
     if records.is_empty() {
@@ -219,6 +228,7 @@ async fn get(
     Ok(group(&id, &records))
 }
 
+/// DeleteVolumeGroupSnapshot (spec: a group that does not exist is deleted, OK).
 async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeGroupSnapshotRequest) -> Result<()> {
     let raw = require_id("group_snapshot_id", &req.group_snapshot_id)?;
     // An ID this driver never issued names no group: deleting it is done.

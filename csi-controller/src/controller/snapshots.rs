@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
 use crate::record::{SnapshotRecord, now};
 
+/// CreateSnapshot (spec: idempotent by name; the name taken for another source is
+/// AlreadyExists).
 pub async fn create(
     driver: &Arc<Driver>,
     req: csi::CreateSnapshotRequest,
@@ -39,10 +41,14 @@ pub(super) async fn take(
     let source_id = source.id.to_string();
     if let Some(existing) = source.backend.snapshot(&key).await? {
         if existing.source_volume_id != source_id || existing.group_snapshot_id != group {
-            return Err(Error::AlreadyExists(format!(
-                "snapshot {name} exists for another source volume {} or group",
-                existing.source_volume_id
-            )));
+            return Err(Error::NameTaken {
+                kind: "snapshot",
+                name: name.to_string(),
+                conflict: format!(
+                    "for another source volume {} or group",
+                    existing.source_volume_id
+                ),
+            });
         }
         return Ok(existing);
     }
@@ -69,6 +75,7 @@ pub(super) async fn take(
     Ok(record)
 }
 
+/// DeleteSnapshot (spec: a snapshot that does not exist is deleted, OK).
 pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteSnapshotRequest) -> Result<()> {
     let raw = require_id("snapshot_id", &req.snapshot_id)?;
     let Some(id) = SnapshotId::parse(raw) else {
@@ -82,10 +89,10 @@ pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteSnapshotRequest) -> Re
         && !record.group_snapshot_id.is_empty()
     {
         // A member goes with its group (DeleteVolumeGroupSnapshot), not on its own.
-        return Err(Error::FailedPrecondition(format!(
-            "snapshot {raw} belongs to group snapshot {}: delete the group",
-            record.group_snapshot_id
-        )));
+        return Err(Error::SnapshotInGroup {
+            id: raw.to_string(),
+            group: record.group_snapshot_id,
+        });
     }
     backend.delete_snapshot(&id.key).await
 }
@@ -108,6 +115,7 @@ pub(super) async fn records_at(
     }
 }
 
+/// ListSnapshots (spec: an ID that names no snapshot lists nothing, not NotFound).
 pub async fn list(
     driver: &Arc<Driver>,
     req: csi::ListSnapshotsRequest,
@@ -155,9 +163,12 @@ pub async fn list(
     })
 }
 
+/// GetSnapshot (spec: NotFound for an ID that names no snapshot).
 pub async fn get(driver: &Arc<Driver>, req: csi::GetSnapshotRequest) -> Result<csi::Snapshot> {
     let raw = require_id("snapshot_id", &req.snapshot_id)?;
-    let not_found = || Error::NotFound(format!("snapshot {raw} does not exist"));
+    let not_found = || Error::SnapshotNotFound {
+        id: raw.to_string(),
+    };
     let id = SnapshotId::parse(raw).ok_or_else(not_found)?;
     let record = get_record(driver, &id).await?.ok_or_else(not_found)?;
     Ok(record.to_csi())

@@ -30,6 +30,8 @@ struct NewVolume {
     mutable_parameters: BTreeMap<String, String>,
 }
 
+/// CreateVolume (spec: idempotent by name: an existing volume the request admits is
+/// returned, one it does not is AlreadyExists).
 pub async fn create(driver: &Arc<Driver>, req: csi::CreateVolumeRequest) -> Result<csi::Volume> {
     validate_name("name", &req.name)?;
     let needs = parse_capabilities("volume_capabilities", &req.volume_capabilities)?;
@@ -116,10 +118,10 @@ async fn create_local(
     };
     let size = choose_size(&new.capacity, &fill, minimum, granule)?;
     if size > local.available_bytes()? {
-        return Err(Error::ResourceExhausted(format!(
-            "node {} has less than {size} bytes free",
-            local.node()
-        )));
+        return Err(Error::NoSpace {
+            node: local.node().to_string(),
+            bytes: size,
+        });
     }
     let context = BTreeMap::from([
         ("type".to_string(), "local".to_string()),
@@ -165,10 +167,10 @@ async fn create_nfs(
         .size()
         .map_or(new.capacity.required, |src| new.capacity.required.max(src));
     if !new.capacity.admits(size) {
-        return Err(Error::OutOfRange(format!(
-            "the source holds {size} bytes, more than the limit {}",
-            new.capacity.limit
-        )));
+        return Err(Error::SourceTooLarge {
+            source_bytes: size,
+            limit: new.capacity.limit,
+        });
     }
     let mut context = BTreeMap::from([
         ("type".to_string(), "nfs".to_string()),
@@ -224,10 +226,11 @@ fn new_record(
 /// A retried CreateVolume must ask for what exists; anything else is AlreadyExists.
 fn compatible(existing: VolumeRecord, new: &NewVolume) -> Result<VolumeRecord> {
     let conflict = |what: &str| {
-        Err(Error::AlreadyExists(format!(
-            "volume {} exists with a different {what}",
-            new.name
-        )))
+        Err(Error::NameTaken {
+            kind: "volume",
+            name: new.name.clone(),
+            conflict: format!("with a different {what}"),
+        })
     };
     if !new.capacity.admits(existing.capacity_bytes) {
         return conflict("capacity");
@@ -249,10 +252,10 @@ fn choose_size(capacity: &Capacity, fill: &Fill, minimum: i64, granule: i64) -> 
         return capacity.choose(DEFAULT_CAPACITY, minimum, granule);
     };
     if capacity.limit > 0 && src > capacity.limit {
-        return Err(Error::OutOfRange(format!(
-            "the source holds {src} bytes, more than limit_bytes {}",
-            capacity.limit
-        )));
+        return Err(Error::SourceTooLarge {
+            source_bytes: src,
+            limit: capacity.limit,
+        });
     }
     let required = capacity.required.max(src);
     Capacity {
@@ -271,9 +274,9 @@ fn check_topology(requirement: Option<&csi::TopologyRequirement>, node: &str) ->
     if req.requisite.is_empty() || req.requisite.iter().any(admits) {
         return Ok(());
     }
-    Err(Error::ResourceExhausted(format!(
-        "no requisite topology admits node {node}, the only node this controller can place a local volume on"
-    )))
+    Err(Error::TopologyUnreachable {
+        node: node.to_string(),
+    })
 }
 
 async fn resolve_source(
@@ -295,8 +298,9 @@ async fn resolve_source(
         None => Ok(Fill::Empty),
         Some(ContentSource::Volume(id)) => {
             let handle = lookup_volume(driver, id).await.map_err(|e| match e {
-                Error::NotFound(_) | Error::FailedPrecondition(_) => {
-                    Error::NotFound(format!("source volume {id} does not exist"))
+                // Gone, or on a node this controller does not serve.
+                Error::VolumeNotFound { .. } | Error::OtherNode { .. } => {
+                    Error::SourceVolumeNotFound { id: id.clone() }
                 }
                 other => other,
             })?;
@@ -304,7 +308,7 @@ async fn resolve_source(
             Ok(Fill::Volume(handle.record))
         }
         Some(ContentSource::Snapshot(id)) => {
-            let not_found = || Error::NotFound(format!("source snapshot {id} does not exist"));
+            let not_found = || Error::SourceSnapshotNotFound { id: id.clone() };
             let snap_id = SnapshotId::parse(id).ok_or_else(not_found)?;
             same_place(&snap_id.location)?;
             let record = driver
@@ -317,6 +321,8 @@ async fn resolve_source(
     }
 }
 
+/// DeleteVolume (spec: a volume that does not exist is deleted, OK; one still
+/// published is FailedPrecondition).
 pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeRequest) -> Result<()> {
     let raw = require_id("volume_id", &req.volume_id)?;
     // An ID this driver never issued names no volume: deleting it is done.
@@ -329,10 +335,10 @@ pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeRequest) -> Resu
     if let Some(book) = &driver.attachments {
         let nodes = book.nodes(raw);
         if !nodes.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {raw} is still published to {}",
-                nodes.join(", ")
-            )));
+            return Err(Error::VolumeInUse {
+                id: raw.to_string(),
+                nodes,
+            });
         }
     }
     driver.backend(&id.location)?.delete_volume(&id.key).await?;
@@ -342,6 +348,8 @@ pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeRequest) -> Resu
     Ok(())
 }
 
+/// ValidateVolumeCapabilities (spec: capabilities the volume cannot serve are an OK
+/// answer without `confirmed`, not an error).
 pub async fn validate(
     driver: &Arc<Driver>,
     req: csi::ValidateVolumeCapabilitiesRequest,
@@ -378,6 +386,7 @@ pub async fn validate(
     })
 }
 
+/// ListVolumes (spec: a starting_token this plugin did not issue is Aborted).
 pub async fn list(
     driver: &Arc<Driver>,
     req: csi::ListVolumesRequest,
@@ -426,6 +435,8 @@ pub async fn list(
     })
 }
 
+/// GetCapacity (spec: a topology or capability this plugin cannot serve has 0 bytes,
+/// not an error).
 pub async fn capacity(
     driver: &Arc<Driver>,
     req: csi::GetCapacityRequest,
@@ -482,6 +493,8 @@ pub async fn capacity(
     }
 }
 
+/// ControllerGetVolume (spec: missing data is an abnormal volume_condition, not a
+/// failed call).
 pub async fn get(
     driver: &Arc<Driver>,
     req: csi::ControllerGetVolumeRequest,
@@ -512,6 +525,8 @@ pub async fn get(
     })
 }
 
+/// ControllerExpandVolume (spec: a size the volume already has is OK with its size;
+/// a limit below it is OutOfRange).
 pub async fn expand(
     driver: &Arc<Driver>,
     req: csi::ControllerExpandVolumeRequest,
@@ -528,10 +543,10 @@ pub async fn expand(
     let record = &handle.record;
     if capacity.required <= record.capacity_bytes {
         if !capacity.admits(record.capacity_bytes) {
-            return Err(Error::OutOfRange(format!(
-                "volume is {} bytes and cannot shrink to {}",
-                record.capacity_bytes, capacity.limit
-            )));
+            return Err(Error::CannotShrink {
+                capacity: record.capacity_bytes,
+                limit: capacity.limit,
+            });
         }
         return Ok(csi::ControllerExpandVolumeResponse {
             capacity_bytes: record.capacity_bytes,

@@ -13,7 +13,9 @@
 //! root can hold them is decided once, when the backend opens.
 
 mod backend;
+/// XFS project quotas: detection, project ids, xfs_quota.
 pub mod quota;
+/// The record log with group commit.
 pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
@@ -55,6 +57,7 @@ pub fn volume_data_path(root: &Path, key: &str, layout: &Layout) -> PathBuf {
     data_path(&root.join(VOLUMES), key, layout)
 }
 
+/// This node's local volumes and snapshots under its root.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
@@ -162,7 +165,7 @@ impl LocalBackend {
         let id = quota::free_project(quota::first_candidate(key.as_str()), |id| {
             used.contains(&id) || leased.contains(&id)
         })
-        .ok_or_else(|| Error::ResourceExhausted("every XFS project id is in use".into()))?;
+        .ok_or(Error::ProjectIdsExhausted)?;
         leased.insert(id);
         Ok(ProjectLease {
             leased: self.leased.clone(),
@@ -173,10 +176,10 @@ impl LocalBackend {
     fn quota_root(&self) -> Result<&QuotaRoot> {
         match &self.quota {
             QuotaSupport::Ready(root) => Ok(root),
-            QuotaSupport::Unavailable(why) => Err(Error::FailedPrecondition(format!(
-                "quota volume on node {} without project quotas: {why}",
-                self.node
-            ))),
+            QuotaSupport::Unavailable(why) => Err(Error::QuotaUnavailable {
+                node: self.node.clone(),
+                why: why.to_string(),
+            }),
         }
     }
 
@@ -297,10 +300,12 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// The node whose volumes these are.
     pub fn node(&self) -> &str {
         &self.node
     }
 
+    /// The local root.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -313,14 +318,17 @@ impl LocalBackend {
         self.root.join(SNAPSHOTS)
     }
 
+    /// Free bytes on the root's filesystem.
     pub fn available_bytes(&self) -> Result<i64> {
         localfs::available_bytes(&self.root)
     }
 
+    /// The volume's record, if it exists.
     pub fn get(&self, key: &Key) -> Result<Option<VolumeRecord>> {
         self.store.volume(key.as_str())
     }
 
+    /// Every volume's record.
     pub fn list(&self) -> Result<Vec<VolumeRecord>> {
         self.store.volumes()
     }
@@ -499,10 +507,10 @@ impl LocalBackend {
         };
         let size = capacity.choose(capacity.required, 0, granule)?;
         if size - record.capacity_bytes > self.available_bytes()? {
-            return Err(Error::ResourceExhausted(format!(
-                "node {} lacks the space to grow to {size} bytes",
-                self.node
-            )));
+            return Err(Error::NoSpace {
+                node: self.node.clone(),
+                bytes: size - record.capacity_bytes,
+            });
         }
         self.expand(key, record, size)
     }
@@ -541,10 +549,12 @@ impl LocalBackend {
         data_path(&self.volumes(), key.as_str(), &record.layout).exists()
     }
 
+    /// The snapshot's record, if it exists.
     pub fn get_snapshot(&self, key: &Key) -> Result<Option<SnapshotRecord>> {
         self.store.snapshot(key.as_str())
     }
 
+    /// Every snapshot's record.
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         self.store.snapshots()
     }
@@ -574,6 +584,7 @@ impl LocalBackend {
         }])
     }
 
+    /// Removes the snapshot's data and record; done if absent.
     pub fn delete_snapshot(&self, key: &Key) -> Result<()> {
         let dir = self.snapshots();
         let Some(record) = self.get_snapshot(key)? else {

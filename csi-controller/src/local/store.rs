@@ -31,10 +31,30 @@ use crate::record::{SnapshotRecord, VolumeRecord};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "op")]
 pub enum Change {
-    PutVolume { key: String, record: VolumeRecord },
-    DeleteVolume { key: String },
-    PutSnapshot { key: String, record: SnapshotRecord },
-    DeleteSnapshot { key: String },
+    /// A volume record made or replaced.
+    PutVolume {
+        /// The volume's key.
+        key: String,
+        /// Its record.
+        record: VolumeRecord,
+    },
+    /// A volume record removed.
+    DeleteVolume {
+        /// The volume's key.
+        key: String,
+    },
+    /// A snapshot record made or replaced.
+    PutSnapshot {
+        /// The snapshot's key.
+        key: String,
+        /// Its record.
+        record: SnapshotRecord,
+    },
+    /// A snapshot record removed.
+    DeleteSnapshot {
+        /// The snapshot's key.
+        key: String,
+    },
 }
 
 /// How a batch is made durable; a seam so tests can count and hold syncs.
@@ -43,6 +63,7 @@ pub type SyncFn = Box<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
 /// Rewrite the log once it holds this many lines more than twice the live records.
 const COMPACT_SLACK: usize = 4096;
 
+/// The records of one local root: the log on disk, the live records in memory.
 pub struct Store {
     path: PathBuf,
     /// Held while open: a second process appending to the log would not see the
@@ -223,30 +244,36 @@ impl Store {
         self.lock().queue.len()
     }
 
+    /// The volume record under `key`.
     pub fn volume(&self, key: &str) -> Result<Option<VolumeRecord>> {
         let bytes = self.lock().volumes.get(key).cloned();
         bytes.map(|b| decoded(key, &b)).transpose()
     }
 
+    /// The snapshot record under `key`.
     pub fn snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>> {
         let bytes = self.lock().snapshots.get(key).cloned();
         bytes.map(|b| decoded(key, &b)).transpose()
     }
 
+    /// Every volume record, in key order.
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
         let all: Vec<(String, Encoded)> = self.lock().volumes.clone().into_iter().collect();
         all.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
+    /// Every snapshot record, in key order.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         let all: Vec<(String, Encoded)> = self.lock().snapshots.clone().into_iter().collect();
         all.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
+    /// The keys of every volume.
     pub fn volume_keys(&self) -> Vec<String> {
         self.lock().volumes.keys().cloned().collect()
     }
 
+    /// The keys of every snapshot.
     pub fn snapshot_keys(&self) -> Vec<String> {
         self.lock().snapshots.keys().cloned().collect()
     }
@@ -430,11 +457,9 @@ fn lock(path: &Path) -> Result<Flock<File>> {
         .mode(0o600)
         .open(&lock_path)
         .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        Error::FailedPrecondition(format!(
-            "another process holds {} ({errno}): one controller per local root",
-            lock_path.display()
-        ))
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| Error::RootHeld {
+        lock: lock_path.display().to_string(),
+        errno: errno.to_string(),
     })
 }
 
@@ -460,6 +485,7 @@ fn apply(state: &mut State, effect: Effect) {
             snapshot: true,
             key,
             record,
+            ..
         } => {
             state.snapshots.insert(key, record);
         }

@@ -42,6 +42,7 @@ pub struct NfsBackend {
 }
 
 impl NfsBackend {
+    /// Opens the backend, reading the exports remembered under `state_dir`.
     pub fn open(state_dir: &std::path::Path) -> Result<Self> {
         let catalogue = state_dir.join("nfs-exports.json");
         let known: BTreeSet<String> = match localfs::read_optional(&catalogue)? {
@@ -83,22 +84,27 @@ impl NfsBackend {
         self.space(export).await.map(drop)
     }
 
+    /// The export's space (FSSTAT).
     pub async fn space(&self, export: &Export) -> Result<SpaceStats> {
         in_session!(export, s => Ok(s.fsstat().await?))
     }
 
+    /// The volume's record on the export, if it exists.
     pub async fn get(&self, export: &Export, key: &Key) -> Result<Option<VolumeRecord>> {
         in_session!(export, s => read_record(s, VOLUMES, key).await)
     }
 
+    /// Every volume record on the export.
     pub async fn list(&self, export: &Export) -> Result<Vec<VolumeRecord>> {
         in_session!(export, s => list_records(s, VOLUMES).await)
     }
 
+    /// The snapshot's record on the export, if it exists.
     pub async fn get_snapshot(&self, export: &Export, key: &Key) -> Result<Option<SnapshotRecord>> {
         in_session!(export, s => read_record(s, SNAPSHOTS, key).await)
     }
 
+    /// Every snapshot record on the export.
     pub async fn list_snapshots(&self, export: &Export) -> Result<Vec<SnapshotRecord>> {
         in_session!(export, s => list_records(s, SNAPSHOTS).await)
     }
@@ -131,7 +137,7 @@ impl NfsBackend {
                 let from = s
                     .resolve(&source)
                     .await?
-                    .ok_or_else(|| Error::NotFound(format!("source data {} is gone", source.join("/"))))?;
+                    .ok_or_else(|| Error::DataGone { what: "source", path: source.join("/") })?;
                 s.copy_tree(&from, &target).await?;
             }
             let dir = metadata_dir(s, VOLUMES).await?;
@@ -191,6 +197,7 @@ impl NfsBackend {
         Ok(grown)
     }
 
+    /// Is the volume's directory there?
     pub async fn data_present(&self, export: &Export, record: &VolumeRecord) -> Result<bool> {
         let path = source_path(&record.layout)?;
         in_session!(export, s => Ok(s.resolve(&path).await?.is_some()))
@@ -210,7 +217,7 @@ impl NfsBackend {
             let from = s
                 .resolve(&from_path)
                 .await?
-                .ok_or_else(|| Error::NotFound(format!("volume data {} is gone", from_path.join("/"))))?;
+                .ok_or_else(|| Error::DataGone { what: "volume", path: from_path.join("/") })?;
             let dir = metadata_dir(s, SNAPSHOTS).await?;
             let staging = format!(".{key}.tmp");
             s.remove_all(&dir, &staging).await?;
@@ -223,6 +230,7 @@ impl NfsBackend {
         })
     }
 
+    /// Removes the snapshot's copy and record; done if absent.
     pub async fn delete_snapshot(&self, export: &Export, key: &Key) -> Result<()> {
         in_session!(export, s => {
             let dir = metadata_dir(s, SNAPSHOTS).await?;
