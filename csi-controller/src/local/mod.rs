@@ -153,17 +153,9 @@ impl LocalBackend {
 
     /// A project id no volume record and no creation in progress holds.
     fn lease_project(&self, key: &Key) -> Result<ProjectLease> {
-        let used: BTreeSet<u32> = self
-            .list()?
-            .iter()
-            .filter_map(|r| match r.layout {
-                Layout::Quota { project } => Some(project),
-                _ => None,
-            })
-            .collect();
         let mut leased = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
         let id = quota::free_project(quota::first_candidate(key.as_str()), |id| {
-            used.contains(&id) || leased.contains(&id)
+            self.store.project_used(id) || leased.contains(&id)
         })
         .ok_or(Error::ProjectIdsExhausted)?;
         leased.insert(id);
@@ -189,10 +181,12 @@ impl LocalBackend {
     pub fn reserved_bytes(&self) -> Result<i64> {
         let dir = self.volumes();
         let mut reserved: i64 = 0;
-        for record in self.list()? {
-            let key = key_of(&record.volume_id);
-            let data = data_path(&dir, key, &record.layout);
-            let allocated = match record.layout {
+        // What a volume has allocated changes as pods write, unseen by the controller:
+        // one stat each is what keeps the answer exact. The list itself is kept with
+        // the records, so no record is read or decoded.
+        for (key, reservation) in self.store.reservations() {
+            let data = data_path(&dir, &key, &reservation.layout);
+            let allocated = match reservation.layout {
                 Layout::Image | Layout::Block => match fs::metadata(&data) {
                     Ok(meta) => meta.blocks().saturating_mul(512),
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -202,7 +196,7 @@ impl LocalBackend {
                 Layout::Directory | Layout::Nfs { .. } => continue,
             };
             let allocated = i64::try_from(allocated).unwrap_or(i64::MAX);
-            reserved = reserved.saturating_add((record.capacity_bytes - allocated).max(0));
+            reserved = reserved.saturating_add((reservation.capacity - allocated).max(0));
         }
         Ok(reserved)
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::localfs;
-use crate::record::{SnapshotRecord, VolumeRecord};
+use crate::record::{Layout, SnapshotRecord, VolumeRecord};
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,10 +87,44 @@ impl std::fmt::Debug for Store {
 /// structs (whose small maps each take a B-tree node); a read decodes the one it needs.
 type Encoded = Box<[u8]>;
 
+/// What an enforced volume (image, block, quota) promises of the root: its data's
+/// layout and its capacity. Kept beside the records so that GetCapacity and a quota
+/// volume's project lease read no record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The volume's layout (where its data is, and its project if a quota volume).
+    pub layout: Layout,
+    /// The volume's capacity in bytes.
+    pub capacity: i64,
+}
+
+impl Reservation {
+    fn of(record: &VolumeRecord) -> Option<Self> {
+        match record.layout {
+            Layout::Image | Layout::Block | Layout::Quota { .. } => Some(Self {
+                layout: record.layout.clone(),
+                capacity: record.capacity_bytes,
+            }),
+            Layout::Directory | Layout::Nfs { .. } => None,
+        }
+    }
+
+    fn project(&self) -> Option<u32> {
+        match self.layout {
+            Layout::Quota { project } => Some(project),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     volumes: BTreeMap<String, Encoded>,
     snapshots: BTreeMap<String, Encoded>,
+    /// The enforced volumes' reservations, by key: updated with the records.
+    reservations: BTreeMap<String, Reservation>,
+    /// How many volume records hold each XFS project id (one, unless damaged).
+    projects: BTreeMap<u32, usize>,
     /// Changes waiting for the next batch, with their sequence numbers.
     queue: Vec<(u64, Entry)>,
     next_seq: u64,
@@ -115,6 +149,8 @@ enum Effect {
         snapshot: bool,
         key: String,
         record: Encoded,
+        /// A volume's, if it is enforced.
+        reservation: Option<Reservation>,
     },
     Delete {
         snapshot: bool,
@@ -126,18 +162,23 @@ impl Entry {
     fn of(change: Change) -> Result<Self> {
         let mut line = serde_json::to_vec(&change).map_err(encoding)?;
         line.push(b'\n');
-        let put = |snapshot, key, record: Vec<u8>| Effect::Put {
-            snapshot,
-            key,
-            record: record.into_boxed_slice(),
-        };
         let effect = match change {
-            Change::PutVolume { key, record } => {
-                put(false, key, serde_json::to_vec(&record).map_err(encoding)?)
-            }
-            Change::PutSnapshot { key, record } => {
-                put(true, key, serde_json::to_vec(&record).map_err(encoding)?)
-            }
+            Change::PutVolume { key, record } => Effect::Put {
+                snapshot: false,
+                key,
+                record: serde_json::to_vec(&record)
+                    .map_err(encoding)?
+                    .into_boxed_slice(),
+                reservation: Reservation::of(&record),
+            },
+            Change::PutSnapshot { key, record } => Effect::Put {
+                snapshot: true,
+                key,
+                record: serde_json::to_vec(&record)
+                    .map_err(encoding)?
+                    .into_boxed_slice(),
+                reservation: None,
+            },
             Change::DeleteVolume { key } => Effect::Delete {
                 snapshot: false,
                 key,
@@ -266,6 +307,21 @@ impl Store {
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         let all: Vec<(String, Encoded)> = self.lock().snapshots.clone().into_iter().collect();
         all.iter().map(|(k, b)| decoded(k, b)).collect()
+    }
+
+    /// Is the XFS project id held by a volume record?
+    pub fn project_used(&self, project: u32) -> bool {
+        self.lock().projects.contains_key(&project)
+    }
+
+    /// The enforced volumes' keys and reservations, without decoding a record.
+    pub fn reservations(&self) -> Vec<(String, Reservation)> {
+        let state = self.lock();
+        state
+            .reservations
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
     }
 
     /// The keys of every volume.
@@ -478,7 +534,15 @@ fn apply(state: &mut State, effect: Effect) {
             snapshot: false,
             key,
             record,
+            reservation,
         } => {
+            unreserve(state, &key);
+            if let Some(reservation) = reservation {
+                if let Some(project) = reservation.project() {
+                    *state.projects.entry(project).or_default() += 1;
+                }
+                state.reservations.insert(key.clone(), reservation);
+            }
             state.volumes.insert(key, record);
         }
         Effect::Put {
@@ -493,6 +557,7 @@ fn apply(state: &mut State, effect: Effect) {
             snapshot: false,
             key,
         } => {
+            unreserve(state, &key);
             state.volumes.remove(&key);
         }
         Effect::Delete {
@@ -500,6 +565,19 @@ fn apply(state: &mut State, effect: Effect) {
             key,
         } => {
             state.snapshots.remove(&key);
+        }
+    }
+}
+
+/// Drops the reservation (and project id) of the volume `key` had, if any.
+fn unreserve(state: &mut State, key: &str) {
+    let Some(project) = state.reservations.remove(key).and_then(|r| r.project()) else {
+        return;
+    };
+    if let Some(holders) = state.projects.get_mut(&project) {
+        *holders -= 1;
+        if *holders == 0 {
+            state.projects.remove(&project);
         }
     }
 }
