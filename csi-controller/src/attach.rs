@@ -11,14 +11,19 @@ use crate::error::{Error, Result};
 use crate::localfs;
 use crate::record;
 
+/// One publish of a volume to a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
+    /// The node it is published to.
     pub node: String,
+    /// Published read-only.
     pub readonly: bool,
+    /// Its access mode allows one node only.
     pub single_node: bool,
 }
 
+/// The publishes of every volume, persisted in one file.
 #[derive(Debug)]
 pub struct Attachments {
     path: PathBuf,
@@ -28,6 +33,7 @@ pub struct Attachments {
 }
 
 impl Attachments {
+    /// Loads the book at `path` (empty if absent).
     pub fn open(path: &Path, per_node_limit: usize) -> Result<Self> {
         let book = match localfs::read_optional(path)? {
             Some(bytes) => record::decode(&path.display().to_string(), &bytes)?,
@@ -40,6 +46,7 @@ impl Attachments {
         })
     }
 
+    /// The nodes the volume is published to.
     pub fn nodes(&self, volume_id: &str) -> Vec<String> {
         self.lock()
             .get(volume_id)
@@ -55,16 +62,19 @@ impl Attachments {
             if *existing == wanted {
                 return Ok(());
             }
-            return Err(Error::AlreadyExists(format!(
-                "volume {volume_id} is published to node {} with other options",
-                wanted.node
-            )));
+            return Err(Error::PublishedOtherwise {
+                volume: volume_id.to_string(),
+                node: wanted.node,
+            });
         }
         if let Some(other) = list.iter().find(|a| a.single_node || wanted.single_node) {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {volume_id} is single-node and already published to node {}",
-                other.node
-            )));
+            return Err(Error::NotPublishable {
+                volume: volume_id.to_string(),
+                reason: format!(
+                    "is single-node and already published to node {}",
+                    other.node
+                ),
+            });
         }
         let on_node = book
             .values()
@@ -72,10 +82,10 @@ impl Attachments {
             .count();
         if self.per_node_limit > 0 && on_node >= self.per_node_limit {
             // The node's attach limit (max_volumes_per_node): ResourceExhausted (spec).
-            return Err(Error::ResourceExhausted(format!(
-                "node {} already has {on_node} volumes published, its limit",
-                wanted.node
-            )));
+            return Err(Error::AttachLimit {
+                node: wanted.node,
+                published: on_node,
+            });
         }
         book.entry(volume_id.to_string()).or_default().push(wanted);
         self.persist(&book)
@@ -94,6 +104,7 @@ impl Attachments {
         self.persist(&book)
     }
 
+    /// Drops every publish of a deleted volume.
     pub fn forget(&self, volume_id: &str) -> Result<()> {
         let mut book = self.lock();
         if book.remove(volume_id).is_some() {
@@ -135,7 +146,7 @@ mod tests {
         let reopened = Attachments::open(&path, 0).expect("reopen");
         assert!(matches!(
             reopened.publish("v", at("n2", true)),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::NotPublishable { .. })
         ));
         assert!(matches!(
             reopened.publish(
@@ -145,7 +156,7 @@ mod tests {
                     ..at("n1", true)
                 }
             ),
-            Err(Error::AlreadyExists(_))
+            Err(Error::PublishedOtherwise { .. })
         ));
         reopened.unpublish("v", "n1").expect("unpublish");
         reopened.publish("v", at("n2", true)).expect("free again");
@@ -170,7 +181,7 @@ mod tests {
             .expect("v2 again is no new volume");
         assert!(matches!(
             book.publish("v3", at("n1", true)),
-            Err(Error::ResourceExhausted(_))
+            Err(Error::AttachLimit { .. })
         ));
         book.publish("v3", at("n2", true))
             .expect("another node has room");

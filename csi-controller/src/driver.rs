@@ -5,17 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attach::Attachments;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ids::{Location, valid_node_id};
 use crate::inflight::InFlight;
 use crate::local::LocalBackend;
-use crate::nfs::NfsBackend;
+use crate::nfs::{NfsBackend, NfsShare};
 
 /// How the controller was started.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     /// This node's name; with `local_root`, the controller serves its local volumes.
     pub node_id: Option<String>,
+    /// The root under which this node's local volumes live (needs `node_id`).
     pub local_root: Option<PathBuf>,
     /// Where the controller keeps its own small state (known exports, attachments).
     pub state_dir: PathBuf,
@@ -29,9 +31,13 @@ pub struct ControllerConfig {
 /// Everything the Controller and Identity services act on.
 #[derive(Debug)]
 pub struct Driver {
+    /// This node's local volumes, when started with a local root.
     pub local: Option<LocalBackend>,
+    /// NFS volumes, on whatever export their class names.
     pub nfs: NfsBackend,
+    /// One call per volume or snapshot at a time.
     pub inflight: InFlight,
+    /// ControllerPublish bookkeeping, when started with attach.
     pub attachments: Option<Attachments>,
 }
 
@@ -39,6 +45,7 @@ pub struct Driver {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Driver {
+    /// Opens the backends and state `config` names, sweeping what crashed calls left.
     pub fn open(config: &ControllerConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| Error::io(format!("create {}", config.state_dir.display()), e))?;
@@ -74,20 +81,38 @@ impl Driver {
         }))
     }
 
-    /// The local backend, if `location` is this node's.
-    pub fn local_for(&self, location: &Location) -> Result<&LocalBackend> {
-        let Location::Local { node } = location else {
-            return Err(Error::invalid("volume_id", "not a local volume"));
-        };
+    /// Where the volumes and snapshots of `location` live: this node's local root, or
+    /// the NFS export the ID names. Resolved once per call; the handlers then ask it.
+    pub fn backend(&self, location: &Location) -> Result<Box<dyn Backend + '_>> {
+        match location {
+            Location::Local { node } => Ok(Box::new(self.local_for(node)?.clone())),
+            Location::Nfs(export) => Ok(Box::new(NfsShare::new(&self.nfs, export.clone()))),
+        }
+    }
+
+    /// Every place this controller knows volumes in: its local root, then the NFS
+    /// exports it has made volumes on.
+    pub fn backends(&self) -> Vec<Box<dyn Backend + '_>> {
+        let local = self
+            .local
+            .iter()
+            .map(|l| Box::new(l.clone()) as Box<dyn Backend + '_>);
+        let nfs = self
+            .nfs
+            .known_exports()
+            .into_iter()
+            .map(|e| Box::new(NfsShare::new(&self.nfs, e)) as Box<dyn Backend + '_>);
+        local.chain(nfs).collect()
+    }
+
+    /// The local backend, if `node` is this controller's.
+    fn local_for(&self, node: &str) -> Result<&LocalBackend> {
         match &self.local {
             Some(local) if local.node() == node => Ok(local),
-            Some(local) => Err(Error::FailedPrecondition(format!(
-                "the volume lives on node {node}; this controller serves node {}",
-                local.node()
-            ))),
-            None => Err(Error::FailedPrecondition(format!(
-                "the volume lives on node {node}; this controller serves no local volumes"
-            ))),
+            other => Err(Error::OtherNode {
+                node: node.to_string(),
+                serves: other.as_ref().map(|l| l.node().to_string()),
+            }),
         }
     }
 

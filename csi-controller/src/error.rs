@@ -1,4 +1,14 @@
 //! The crate's error type and the one place that decides every gRPC status code.
+//!
+//! Variants say what went wrong and carry the object it went wrong with; the code a
+//! client sees is chosen in [`Error::code`] alone, an exhaustive match (no wildcard),
+//! and every NFS status is listed in `nfs_code`. The policy, as the CSI spec asks:
+//! InvalidArgument the request is malformed (fix it); NotFound an object it names does
+//! not exist; AlreadyExists a name is taken by something else; FailedPrecondition the
+//! system is not in the state the call needs (change that first); OutOfRange no size
+//! meets the capacity asked; Aborted another call for the object is in flight, or a
+//! token is stale (retry); ResourceExhausted no room or no place (retry elsewhere or
+//! later); Unavailable the server is unreachable (retry); Internal a failure here.
 
 use driver_contract::RequestError;
 use tonic::{Code, Status};
@@ -6,45 +16,215 @@ use tonic::{Code, Status};
 use crate::local::quota::ToolFailure;
 use nfs_session::{NfsError, nfsstat3};
 
-/// Everything a controller call can fail with. Each variant says whether the
-/// caller can fix the request (InvalidArgument...), must wait (Aborted,
-/// Unavailable) or will never succeed as asked (AlreadyExists, OutOfRange...).
+/// Everything a controller call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A field of the request is missing or malformed.
     #[error("{field}: {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
-    /// A volume, snapshot or node named by the request does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The name is taken by an object with incompatible properties.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The system is not in a state that allows this call.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The requested capacity cannot be honoured.
+    InvalidArgument {
+        /// The request field, as the CSI spec names it.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The volume the request names does not exist here (or its ID is not one this
+    /// driver issues).
+    #[error("volume {id} does not exist")]
+    VolumeNotFound {
+        /// The volume ID as the request gave it.
+        id: String,
+    },
+    /// The snapshot the request names does not exist.
+    #[error("snapshot {id} does not exist")]
+    SnapshotNotFound {
+        /// The snapshot ID as the request gave it.
+        id: String,
+    },
+    /// The group snapshot the request names does not exist.
+    #[error("group snapshot {id} does not exist")]
+    GroupSnapshotNotFound {
+        /// The group snapshot ID as the request gave it.
+        id: String,
+    },
+    /// CreateVolume's source volume does not exist (where this controller can reach it).
+    #[error("source volume {id} does not exist")]
+    SourceVolumeNotFound {
+        /// The source's volume ID.
+        id: String,
+    },
+    /// CreateVolume's source snapshot does not exist.
+    #[error("source snapshot {id} does not exist")]
+    SourceSnapshotNotFound {
+        /// The source's snapshot ID.
+        id: String,
+    },
+    /// ControllerPublish to a node that does not hold the local volume.
+    #[error("node {node} does not hold local volume {volume}")]
+    NotOnNode {
+        /// The node the request names.
+        node: String,
+        /// The local volume's ID.
+        volume: String,
+    },
+    /// The data a record names is gone from the NFS share.
+    #[error("{what} data {path} is gone")]
+    DataGone {
+        /// Whose data: "source" (a clone's) or "volume" (a snapshot's).
+        what: &'static str,
+        /// Its path on the share.
+        path: String,
+    },
+    /// The name is taken by an object with other properties than the request's.
+    #[error("{kind} {name} exists {conflict}")]
+    NameTaken {
+        /// "volume", "snapshot" or "group snapshot".
+        kind: &'static str,
+        /// The name the request gave.
+        name: String,
+        /// How the existing object differs.
+        conflict: String,
+    },
+    /// The volume is published to the node already, with other options.
+    #[error("volume {volume} is published to node {node} with other options")]
+    PublishedOtherwise {
+        /// The volume ID.
+        volume: String,
+        /// The node it is published to.
+        node: String,
+    },
+    /// The volume cannot be published as asked (a single-node volume elsewhere).
+    #[error("volume {volume} {reason}")]
+    NotPublishable {
+        /// The volume ID.
+        volume: String,
+        /// Why not.
+        reason: String,
+    },
+    /// DeleteVolume of a volume still published to nodes.
+    #[error("volume {id} is still published to {}", nodes.join(", "))]
+    VolumeInUse {
+        /// The volume ID.
+        id: String,
+        /// The nodes it is published to.
+        nodes: Vec<String>,
+    },
+    /// The local volume lives on another node than this controller serves.
+    #[error("the volume lives on node {node}; this controller serves {}", serves_text(serves.as_deref()))]
+    OtherNode {
+        /// The node in the volume's ID.
+        node: String,
+        /// The node whose local volumes this controller serves, if any.
+        serves: Option<String>,
+    },
+    /// DeleteSnapshot of a member of a group snapshot: the group goes as a whole.
+    #[error("snapshot {id} belongs to group snapshot {group}: delete the group")]
+    SnapshotInGroup {
+        /// The snapshot ID.
+        id: String,
+        /// The group snapshot ID.
+        group: String,
+    },
+    /// A quota volume on a root without enforced project quotas.
+    #[error("quota volume on node {node} without project quotas: {why}")]
+    QuotaUnavailable {
+        /// This node.
+        node: String,
+        /// Why the root has none.
+        why: String,
+    },
+    /// A path `xfs_quota -c` cannot be given (it splits its command on whitespace).
+    #[error(
+        "{path} cannot be named to xfs_quota: quota volumes need a local root whose path has no whitespace"
+    )]
+    QuotaPathUnnameable {
+        /// The path.
+        path: String,
+    },
+    /// Another process has the local root open.
+    #[error("another process holds {lock} ({errno}): one controller per local root")]
+    RootHeld {
+        /// The lock file.
+        lock: String,
+        /// What flock said.
+        errno: String,
+    },
+    /// A clone or restore source holds more than the capacity range's limit.
+    #[error("the source holds {source_bytes} bytes, more than limit_bytes {limit}")]
+    SourceTooLarge {
+        /// The source's size.
+        source_bytes: i64,
+        /// The request's limit_bytes.
+        limit: i64,
+    },
+    /// ControllerExpandVolume with a limit below the volume's size.
+    #[error("volume is {capacity} bytes and cannot shrink to {limit}")]
+    CannotShrink {
+        /// The volume's size.
+        capacity: i64,
+        /// The request's limit_bytes.
+        limit: i64,
+    },
+    /// A capacity range no volume of the kind can meet (`request::Capacity::choose`;
+    /// the tuple form stays until request.rs moves to its own crate).
     #[error("{0}")]
     OutOfRange(String),
-    /// Another call for the same volume or snapshot is in flight.
+    /// Another call for the same volume or snapshot is in flight (`inflight.rs`; the
+    /// tuple form stays until inflight.rs moves to its own crate).
     #[error("an operation for {0} is already in progress")]
     Aborted(String),
-    /// No space, or no place that satisfies the topology.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// A call this driver does not serve in its configuration.
-    #[error("{0}")]
-    Unimplemented(String),
+    /// A list call's starting_token is not one this driver issued (or went stale).
+    #[error("starting_token {token:?} is not a token this driver issued")]
+    StaleToken {
+        /// The token as given.
+        token: String,
+    },
+    /// The node's local root lacks the free space the volume needs.
+    #[error("node {node} has less than {bytes} bytes free")]
+    NoSpace {
+        /// This node.
+        node: String,
+        /// The bytes needed.
+        bytes: i64,
+    },
+    /// Every XFS project id a quota volume could take is in use.
+    #[error("every XFS project id is in use")]
+    ProjectIdsExhausted,
+    /// The requisite topologies exclude the only node a local volume can go to.
+    #[error(
+        "no requisite topology admits node {node}, the only node this controller can place a local volume on"
+    )]
+    TopologyUnreachable {
+        /// This node.
+        node: String,
+    },
+    /// The node has as many volumes published as its attach limit allows.
+    #[error("node {node} already has {published} volumes published, its limit")]
+    AttachLimit {
+        /// The node.
+        node: String,
+        /// Volumes published to it.
+        published: usize,
+    },
+    /// ControllerPublish/Unpublish on a controller started without attach bookkeeping.
+    #[error("ControllerPublish/Unpublish: start the controller with --enable-attach")]
+    AttachDisabled,
     /// Local filesystem failure.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, on which path.
         context: String,
+        /// The system's error.
         source: std::io::Error,
     },
-    /// A metadata file could not be decoded.
+    /// A metadata file could not be decoded (or a record encoded).
     #[error("corrupt metadata {path}: {reason}")]
-    CorruptMetadata { path: String, reason: String },
-    /// A helper program (mkfs, resize2fs) failed.
+    CorruptMetadata {
+        /// The file, or where the record was.
+        path: String,
+        /// What serde said.
+        reason: String,
+    },
+    /// A helper program (mkfs, resize2fs, fsfreeze) failed.
     #[error("{0}")]
     Tool(String),
     /// `xfs_quota` failed: its exit status and stderr, kept apart.
@@ -55,9 +235,18 @@ pub enum Error {
     Nfs(#[from] NfsError),
 }
 
+/// The crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn serves_text(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("node {node}"),
+        None => "no local volumes".to_string(),
+    }
+}
+
 impl Error {
+    /// A request field that is missing or malformed.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
             field,
@@ -65,6 +254,7 @@ impl Error {
         }
     }
 
+    /// A local filesystem failure while doing `context`.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
@@ -77,13 +267,32 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
-            Self::NotFound(_) => Code::NotFound,
-            Self::AlreadyExists(_) => Code::AlreadyExists,
-            Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::OutOfRange(_) => Code::OutOfRange,
-            Self::Aborted(_) => Code::Aborted,
-            Self::ResourceExhausted(_) => Code::ResourceExhausted,
-            Self::Unimplemented(_) => Code::Unimplemented,
+            Self::VolumeNotFound { .. }
+            | Self::SnapshotNotFound { .. }
+            | Self::GroupSnapshotNotFound { .. }
+            | Self::SourceVolumeNotFound { .. }
+            | Self::SourceSnapshotNotFound { .. }
+            | Self::NotOnNode { .. }
+            | Self::DataGone { .. } => Code::NotFound,
+            Self::NameTaken { .. } | Self::PublishedOtherwise { .. } => Code::AlreadyExists,
+            Self::NotPublishable { .. }
+            | Self::VolumeInUse { .. }
+            | Self::OtherNode { .. }
+            | Self::SnapshotInGroup { .. }
+            | Self::QuotaUnavailable { .. }
+            | Self::QuotaPathUnnameable { .. }
+            | Self::RootHeld { .. } => Code::FailedPrecondition,
+            Self::SourceTooLarge { .. } | Self::CannotShrink { .. } | Self::OutOfRange(_) => {
+                Code::OutOfRange
+            }
+            // CSI: an operation pending for the object, and an invalid starting_token,
+            // are both Aborted.
+            Self::Aborted(_) | Self::StaleToken { .. } => Code::Aborted,
+            Self::NoSpace { .. }
+            | Self::ProjectIdsExhausted
+            | Self::TopologyUnreachable { .. }
+            | Self::AttachLimit { .. } => Code::ResourceExhausted,
+            Self::AttachDisabled => Code::Unimplemented,
             Self::Io { source, .. } => io_code(source),
             Self::CorruptMetadata { .. } | Self::Tool(_) | Self::QuotaTool(_) => Code::Internal,
             Self::Nfs(e) => nfs_code(e),
@@ -145,67 +354,4 @@ impl From<Error> for Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_variant_has_its_code() {
-        let cases = [
-            (Error::invalid("name", "empty"), Code::InvalidArgument),
-            (Error::NotFound("v".into()), Code::NotFound),
-            (Error::AlreadyExists("v".into()), Code::AlreadyExists),
-            (
-                Error::FailedPrecondition("v".into()),
-                Code::FailedPrecondition,
-            ),
-            (Error::OutOfRange("v".into()), Code::OutOfRange),
-            (Error::Aborted("v".into()), Code::Aborted),
-            (
-                Error::ResourceExhausted("v".into()),
-                Code::ResourceExhausted,
-            ),
-            (Error::Unimplemented("v".into()), Code::Unimplemented),
-            (
-                Error::io("x", std::io::Error::from_raw_os_error(28)),
-                Code::ResourceExhausted,
-            ),
-            (
-                Error::io("x", std::io::Error::other("boom")),
-                Code::Internal,
-            ),
-            (
-                Error::CorruptMetadata {
-                    path: "p".into(),
-                    reason: "r".into(),
-                },
-                Code::Internal,
-            ),
-            (Error::Tool("mkfs".into()), Code::Internal),
-            (
-                Error::QuotaTool(ToolFailure {
-                    program: "xfs_quota",
-                    status: Some(1),
-                    stderr: "no such project".into(),
-                }),
-                Code::Internal,
-            ),
-            (
-                Error::Nfs(NfsError::Unreachable("down".into())),
-                Code::Unavailable,
-            ),
-        ];
-        for (error, code) in cases {
-            assert_eq!(Status::from(error).code(), code);
-        }
-    }
-
-    #[test]
-    fn invalid_argument_names_the_field() {
-        let status = Status::from(Error::invalid("capacity_range", "limit below required"));
-        assert!(
-            status.message().starts_with("capacity_range:"),
-            "{}",
-            status.message()
-        );
-    }
-}
+mod tests;

@@ -45,6 +45,7 @@ impl Frozen {
         Ok(frozen)
     }
 
+    /// How many filesystems are held frozen.
     pub fn count(&self) -> usize {
         self.mount_points.len()
     }

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::driver::Driver;
 
+/// The CSI Identity service: plugin info, capabilities and readiness.
 #[derive(Debug, Clone)]
 pub struct IdentityService {
     /// The controller, when this endpoint serves one: its readiness is the probe's.
@@ -18,6 +19,7 @@ pub struct IdentityService {
 }
 
 impl IdentityService {
+    /// Identity for an endpoint serving `controller` (None: a node plugin alone).
     pub fn new(controller: Option<Arc<Driver>>) -> Self {
         Self { controller }
     }

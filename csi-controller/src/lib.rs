@@ -1,7 +1,11 @@
 //! The Stowage CSI controller plugin: Identity and Controller services over local
 //! and NFS backends. Knows CSI and the host, not Kubernetes.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 pub mod attach;
+pub mod backend;
 pub mod controller;
 pub mod driver;
 pub mod error;

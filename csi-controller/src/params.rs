@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 use driver_contract::export::Export;
 use driver_contract::mount_options::{mount_option_allowed, mount_option_list};
 
+/// Added by the external provisioner with --extra-create-metadata: the claim's name.
 pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+/// The claim's namespace (as above).
 pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+/// The PersistentVolume's name (as above).
 pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
 
 const LOCAL_KEYS: &[&str] = &["type", "capacityEnforcement"];
@@ -43,29 +46,42 @@ pub enum Enforcement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnDelete {
+    /// Remove the data.
     Delete,
+    /// Leave the data where it is.
     Retain,
+    /// Rename the data to `archived-<name>-<time>` beside it.
     Archive,
 }
 
+/// A local class's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalParams {
+    /// capacityEnforcement.
     pub enforcement: Enforcement,
 }
 
+/// An NFS class's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsParams {
+    /// server and share.
     pub export: Export,
     /// The volume's directory below the share, as validated path components.
     pub sub_dir: Vec<String>,
+    /// onDelete.
     pub on_delete: OnDelete,
+    /// mountOptions, as given (checked against the allow-list).
     pub mount_options: String,
+    /// mountPermissions: the mode of the volume's directory.
     pub mount_permissions: u32,
 }
 
+/// A class's parameters, by its `type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeParams {
+    /// type local.
     Local(LocalParams),
+    /// type nfs.
     Nfs(NfsParams),
 }
 
@@ -75,19 +91,21 @@ pub const MUTABLE_KEYS: &[&str] = &["onDelete"];
 
 /// Which backend a volume lives on, for the mutable parameters it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum BackendKind {
+    /// A node's local root.
     Local,
+    /// An NFS export.
     Nfs,
 }
 
 /// Validates mutable parameters for a volume of `backend`; returns them sorted.
 pub fn parse_mutable(
     params: &HashMap<String, String>,
-    backend: Backend,
+    backend: BackendKind,
 ) -> Result<BTreeMap<String, String>> {
     let allowed: &[&str] = match backend {
-        Backend::Local => &["delete", "retain"],
-        Backend::Nfs => &["delete", "retain", "archive"],
+        BackendKind::Local => &["delete", "retain"],
+        BackendKind::Nfs => &["delete", "retain", "archive"],
     };
     for (key, value) in params {
         if !MUTABLE_KEYS.contains(&key.as_str()) {

@@ -15,11 +15,14 @@ use crate::request::AccessType;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ContentSource {
+    /// Restored from this snapshot ID.
     Snapshot(String),
+    /// Cloned from this volume ID.
     Volume(String),
 }
 
 impl ContentSource {
+    /// The request's content source; InvalidArgument when it names neither kind.
     pub fn from_csi(source: Option<&VolumeContentSource>) -> Result<Option<Self>> {
         let Some(source) = source else {
             return Ok(None);
@@ -34,6 +37,7 @@ impl ContentSource {
         }
     }
 
+    /// As CSI's message.
     pub fn to_csi(&self) -> VolumeContentSource {
         let r#type = match self {
             Self::Snapshot(id) => SourceType::Snapshot(SnapshotSource {
@@ -60,16 +64,24 @@ pub enum Layout {
     /// A sparse file used as a raw block device.
     Block,
     /// A directory in its own XFS project, whose hard limit is the capacity.
-    Quota { project: u32 },
+    Quota {
+        /// Its XFS project id.
+        project: u32,
+    },
     /// A subdirectory of an NFS share.
     Nfs {
+        /// The volume's directory below the share, as path components.
         sub_dir: Vec<String>,
+        /// What DeleteVolume does with the directory (the class's; a mutable
+        /// `onDelete` overrides it).
         on_delete: OnDelete,
+        /// The class's mountOptions, for the node plugin.
         mount_options: String,
     },
 }
 
 impl Layout {
+    /// The layout's name, as volume contexts and messages show it.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Directory => "directory",
@@ -90,15 +102,25 @@ impl Layout {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeRecord {
+    /// The CO's name for the volume (CreateVolume's name).
     pub name: String,
+    /// The volume ID handed to the CO.
     pub volume_id: String,
+    /// Size in bytes.
     pub capacity_bytes: i64,
+    /// The class parameters it was made with, canonical (no CO-added keys).
     pub parameters: BTreeMap<String, String>,
+    /// Mount or block.
     pub access_type: AccessType,
+    /// How its data is laid out.
     pub layout: Layout,
+    /// What it was filled from, if anything.
     pub content_source: Option<ContentSource>,
+    /// What the node plugin needs to find and mount it.
     pub volume_context: BTreeMap<String, String>,
+    /// Where it can be used (a local volume: its node).
     pub accessible_topology: Vec<BTreeMap<String, String>>,
+    /// When it was made, in seconds since the epoch.
     pub created_unix_secs: u64,
     /// What ControllerModifyVolume (or CreateVolume's mutable_parameters) set.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -106,6 +128,7 @@ pub struct VolumeRecord {
 }
 
 impl VolumeRecord {
+    /// As CSI's Volume message.
     pub fn to_csi(&self) -> Volume {
         Volume {
             capacity_bytes: self.capacity_bytes,
@@ -127,12 +150,19 @@ impl VolumeRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotRecord {
+    /// The CO's name for the snapshot.
     pub name: String,
+    /// The snapshot ID handed to the CO.
     pub snapshot_id: String,
+    /// The volume it copies.
     pub source_volume_id: String,
+    /// The source volume's size when taken.
     pub size_bytes: i64,
+    /// The source volume's layout (how the copy is laid out).
     pub layout: Layout,
+    /// When it was taken, in seconds since the epoch.
     pub created_unix_secs: u64,
+    /// The nanoseconds of its creation time.
     pub created_nanos: u32,
     /// The group snapshot this snapshot was taken in, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -140,6 +170,7 @@ pub struct SnapshotRecord {
 }
 
 impl SnapshotRecord {
+    /// As CSI's Snapshot message (always ready: snapshots are whole copies).
     pub fn to_csi(&self) -> csi_proto::v1::Snapshot {
         csi_proto::v1::Snapshot {
             size_bytes: self.size_bytes,
@@ -167,6 +198,7 @@ pub fn now() -> (u64, u32) {
     (since.as_secs(), since.subsec_nanos())
 }
 
+/// A record as the JSON kept on disk or on a share.
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(record).map_err(|e| Error::CorruptMetadata {
         path: "(encoding)".into(),
@@ -174,6 +206,7 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
     })
 }
 
+/// A record from its JSON; CorruptMetadata naming `path` when it does not decode.
 pub fn decode<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::CorruptMetadata {
         path: path.into(),

@@ -12,7 +12,7 @@ use csi_proto::v1::group_controller_service_capability::{self as capability, rpc
 use csi_proto::v1::{self as csi, GroupControllerServiceCapability};
 use tonic::{Request, Response, Status};
 
-use super::snapshots::{records_at, remove, take};
+use super::snapshots::{records_at, take};
 use super::{VolumeHandle, blocking, lookup_volume, rpc};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -20,15 +20,16 @@ use crate::freeze::Frozen;
 use crate::ids::{
     GroupSnapshotId, Key, Location, MAX_ID_LEN, SnapshotId, require_id, validate_name,
 };
-use crate::local::volume_data_path;
-use crate::record::{Layout, SnapshotRecord};
+use crate::record::SnapshotRecord;
 
+/// The CSI GroupController service over a [`Driver`].
 #[derive(Debug, Clone)]
 pub struct GroupControllerService {
     driver: Arc<Driver>,
 }
 
 impl GroupControllerService {
+    /// The service for `driver`.
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
     }
@@ -40,6 +41,8 @@ fn member_name(name: &str, volume_id: &str) -> String {
     format!("{name}/{volume_id}")
 }
 
+/// CreateVolumeGroupSnapshot (spec: idempotent by name; the name taken with other
+/// source volumes is AlreadyExists).
 async fn create(
     driver: &Arc<Driver>,
     req: csi::CreateVolumeGroupSnapshotRequest,
@@ -67,14 +70,15 @@ async fn create(
             .map(|r| r.source_volume_id.as_str())
             .collect();
         if asked != have {
-            return Err(Error::AlreadyExists(format!(
-                "group snapshot {} exists with other source volumes",
-                req.name
-            )));
+            return Err(Error::NameTaken {
+                kind: "group snapshot",
+                name: req.name,
+                conflict: "with other source volumes".to_string(),
+            });
         }
         return Ok(group(&id, &existing));
     }
-    let images = mounted_image_candidates(driver, &volumes)?;
+    let images = mounted_image_candidates(&volumes);
     let frozen = blocking(move || Frozen::images(&images)).await?;
     tracing::debug!(group = %id, frozen = frozen.count(), "taking group snapshot");
     let taken = take_members(driver, &req.name, &id, &volumes).await;
@@ -89,7 +93,7 @@ async fn take_members(
     driver: &Arc<Driver>,
     name: &str,
     id: &GroupSnapshotId,
-    volumes: &[VolumeHandle],
+    volumes: &[VolumeHandle<'_>],
 ) -> Result<Vec<SnapshotRecord>> {
     let group_id = id.to_string();
     let mut records = Vec::with_capacity(volumes.len());
@@ -106,9 +110,12 @@ async fn take_members(
         match result {
             Ok(record) => records.push(record),
             Err(e) => {
-                for taken in &records {
-                    if let Some(snapshot) = SnapshotId::parse(&taken.snapshot_id) {
-                        let _ = remove(driver, &snapshot).await;
+                for (taken, volume) in records.iter().zip(volumes) {
+                    let Some(snapshot) = SnapshotId::parse(&taken.snapshot_id) else {
+                        continue;
+                    };
+                    if let Err(undo) = volume.backend.delete_snapshot(&snapshot.key).await {
+                        tracing::warn!(snapshot = %taken.snapshot_id, error = %undo, "member of a failed group snapshot left behind");
                     }
                 }
                 return Err(e);
@@ -118,7 +125,7 @@ async fn take_members(
     Ok(records)
 }
 
-async fn source_volumes(driver: &Arc<Driver>, ids: &[String]) -> Result<Vec<VolumeHandle>> {
+async fn source_volumes<'a>(driver: &'a Driver, ids: &[String]) -> Result<Vec<VolumeHandle<'a>>> {
     if ids.is_empty() {
         return Err(Error::invalid("source_volume_ids", "is required"));
     }
@@ -154,22 +161,11 @@ fn shared_location(volumes: &[VolumeHandle]) -> Result<Location> {
 }
 
 /// The image files of the group's local image volumes: the ones a freeze can hold.
-fn mounted_image_candidates(
-    driver: &Arc<Driver>,
-    volumes: &[VolumeHandle],
-) -> Result<Vec<PathBuf>> {
-    let mut images = Vec::new();
-    for volume in volumes {
-        if volume.record.layout == Layout::Image {
-            let local = driver.local_for(&volume.id.location)?;
-            images.push(volume_data_path(
-                local.root(),
-                volume.id.key.as_str(),
-                &Layout::Image,
-            ));
-        }
-    }
-    Ok(images)
+fn mounted_image_candidates(volumes: &[VolumeHandle<'_>]) -> Vec<PathBuf> {
+    volumes
+        .iter()
+        .filter_map(|v| v.backend.freezable_image(&v.id.key, &v.record))
+        .collect()
 }
 
 async fn members(driver: &Arc<Driver>, id: &GroupSnapshotId) -> Result<Vec<SnapshotRecord>> {
@@ -213,12 +209,16 @@ fn check_members(asked: &[String], records: &[SnapshotRecord]) -> Result<()> {
     Ok(())
 }
 
+/// GetVolumeGroupSnapshot (spec: snapshot_ids, when given, must be the group's
+/// members, else InvalidArgument).
 async fn get(
     driver: &Arc<Driver>,
     req: csi::GetVolumeGroupSnapshotRequest,
 ) -> Result<csi::VolumeGroupSnapshot> {
     let raw = require_id("group_snapshot_id", &req.group_snapshot_id)?;
-    let not_found = || Error::NotFound(format!("group snapshot {raw} does not exist"));
+    let not_found = || Error::GroupSnapshotNotFound {
+        id: raw.to_string(),
+    };
     let id = GroupSnapshotId::parse(raw).ok_or_else(not_found)?;
     let records = members(driver, &id).await?;
     if records.is_empty() {
@@ -228,6 +228,7 @@ async fn get(
     Ok(group(&id, &records))
 }
 
+/// DeleteVolumeGroupSnapshot (spec: a group that does not exist is deleted, OK).
 async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeGroupSnapshotRequest) -> Result<()> {
     let raw = require_id("group_snapshot_id", &req.group_snapshot_id)?;
     // An ID this driver never issued names no group: deleting it is done.
@@ -239,9 +240,13 @@ async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeGroupSnapshotRequest
         .claim(id.key.as_str(), &format!("group snapshot {raw}"))?;
     let records = members(driver, &id).await?;
     check_members(&req.snapshot_ids, &records)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let backend = driver.backend(&id.location)?;
     for record in &records {
         if let Some(snapshot) = SnapshotId::parse(&record.snapshot_id) {
-            remove(driver, &snapshot).await?;
+            backend.delete_snapshot(&snapshot.key).await?;
         }
     }
     Ok(())

@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::attach::Attachment;
+use crate::backend::Backend;
+pub(crate) use crate::backend::blocking;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::ids::{Location, VolumeId, require_id};
@@ -25,46 +27,42 @@ use crate::request::{is_single_node, parse_capability};
 
 pub use volumes::DEFAULT_CAPACITY;
 
+/// The CSI Controller service over a [`Driver`].
 #[derive(Debug, Clone)]
 pub struct ControllerService {
     driver: Arc<Driver>,
 }
 
 impl ControllerService {
+    /// The service for `driver`.
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
     }
 }
 
-/// A volume found by ID, with its record.
-pub(crate) struct VolumeHandle {
+/// A volume found by ID, with its record and the backend that holds it.
+pub(crate) struct VolumeHandle<'a> {
+    /// Its parsed ID.
     pub id: VolumeId,
+    /// Its record.
     pub record: VolumeRecord,
+    /// Where it lives.
+    pub backend: Box<dyn Backend + 'a>,
 }
 
 /// Finds a volume by ID: NotFound for IDs this driver did not issue or no longer has.
-pub(crate) async fn lookup_volume(driver: &Arc<Driver>, raw: &str) -> Result<VolumeHandle> {
-    let not_found = || Error::NotFound(format!("volume {raw} does not exist"));
-    let id = VolumeId::parse(raw).ok_or_else(not_found)?;
-    let record = match &id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&id.location)?.clone();
-            let key = id.key.clone();
-            blocking(move || local.get(&key)).await?
-        }
-        Location::Nfs(export) => driver.nfs.get(export, &id.key).await?,
+pub(crate) async fn lookup_volume<'a>(driver: &'a Driver, raw: &str) -> Result<VolumeHandle<'a>> {
+    let not_found = || Error::VolumeNotFound {
+        id: raw.to_string(),
     };
-    let record = record.ok_or_else(not_found)?;
-    Ok(VolumeHandle { id, record })
-}
-
-/// Runs blocking filesystem work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::io("blocking task", std::io::Error::other(e.to_string())))?
+    let id = VolumeId::parse(raw).ok_or_else(not_found)?;
+    let backend = driver.backend(&id.location)?;
+    let record = backend.volume(&id.key).await?.ok_or_else(not_found)?;
+    Ok(VolumeHandle {
+        id,
+        record,
+        backend,
+    })
 }
 
 /// Cuts one page from items sorted by `id`; the token names the last item returned.
@@ -80,10 +78,8 @@ pub(crate) fn page<T>(
     let start = match token {
         "" => 0,
         t => {
-            let after = t.strip_prefix("after:").ok_or_else(|| {
-                Error::Aborted(format!(
-                    "starting_token {t:?} (not a token this driver issued)"
-                ))
+            let after = t.strip_prefix("after:").ok_or_else(|| Error::StaleToken {
+                token: t.to_string(),
             })?;
             items.partition_point(|item| id(item) <= after)
         }
@@ -339,13 +335,15 @@ impl Controller for ControllerService {
 
 impl ControllerService {
     fn attachments(&self) -> Result<&crate::attach::Attachments> {
-        self.driver.attachments.as_ref().ok_or_else(|| {
-            Error::Unimplemented(
-                "ControllerPublish/Unpublish: start the controller with --enable-attach".into(),
-            )
-        })
+        self.driver
+            .attachments
+            .as_ref()
+            .ok_or(Error::AttachDisabled)
     }
 
+    /// ControllerPublishVolume (spec: published with other options is AlreadyExists; a
+    /// single-node volume published elsewhere FailedPrecondition; a node that does not
+    /// hold a local volume NotFound).
     async fn publish(
         &self,
         req: csi::ControllerPublishVolumeRequest,
@@ -362,10 +360,10 @@ impl ControllerService {
         if let Location::Local { node } = &handle.id.location
             && *node != req.node_id
         {
-            return Err(Error::NotFound(format!(
-                "node {} does not hold local volume {}",
-                req.node_id, req.volume_id
-            )));
+            return Err(Error::NotOnNode {
+                node: req.node_id,
+                volume: req.volume_id,
+            });
         }
         if needs.access_type != handle.record.access_type {
             return Err(Error::invalid(
@@ -388,6 +386,8 @@ impl ControllerService {
         Ok(csi::ControllerPublishVolumeResponse::default())
     }
 
+    /// ControllerUnpublishVolume (spec: a volume or publish that does not exist is
+    /// unpublished, OK).
     async fn unpublish(
         &self,
         req: csi::ControllerUnpublishVolumeRequest,
@@ -398,7 +398,7 @@ impl ControllerService {
         // ControllerUnpublishVolume), and any stale entry of it goes too.
         let key = match lookup_volume(&self.driver, &req.volume_id).await {
             Ok(handle) => handle.id.key.as_str().to_string(),
-            Err(Error::NotFound(_)) => req.volume_id.clone(),
+            Err(Error::VolumeNotFound { .. }) => req.volume_id.clone(),
             Err(e) => return Err(e),
         };
         let _guard = self
@@ -426,7 +426,7 @@ mod tests {
         assert!(token.is_empty());
         assert!(matches!(
             page(items.clone(), |s| s.as_str(), 2, "bogus"),
-            Err(Error::Aborted(_))
+            Err(Error::StaleToken { .. })
         ));
         assert!(matches!(
             page(items, |s| s.as_str(), -1, ""),

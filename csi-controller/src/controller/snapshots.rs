@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use csi_proto::v1::{self as csi, list_snapshots_response};
 
-use super::{VolumeHandle, blocking, lookup_volume, page};
+use super::{VolumeHandle, lookup_volume, page};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::freeze::Frozen;
 use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
-use crate::local::volume_data_path;
-use crate::record::{Layout, SnapshotRecord, now};
+use crate::record::{SnapshotRecord, now};
 
+/// CreateSnapshot (spec: idempotent by name; the name taken for another source is
+/// AlreadyExists).
 pub async fn create(
     driver: &Arc<Driver>,
     req: csi::CreateSnapshotRequest,
@@ -33,18 +33,22 @@ pub async fn create(
 pub(super) async fn take(
     driver: &Arc<Driver>,
     name: &str,
-    source: &VolumeHandle,
+    source: &VolumeHandle<'_>,
     group: &str,
 ) -> Result<SnapshotRecord> {
     let key = Key::for_snapshot(name);
     let id = SnapshotId::new(key.clone(), source.id.location.clone())?;
     let source_id = source.id.to_string();
-    if let Some(existing) = get_record(driver, &id).await? {
+    if let Some(existing) = source.backend.snapshot(&key).await? {
         if existing.source_volume_id != source_id || existing.group_snapshot_id != group {
-            return Err(Error::AlreadyExists(format!(
-                "snapshot {name} exists for another source volume {} or group",
-                existing.source_volume_id
-            )));
+            return Err(Error::NameTaken {
+                kind: "snapshot",
+                name: name.to_string(),
+                conflict: format!(
+                    "for another source volume {} or group",
+                    existing.source_volume_id
+                ),
+            });
         }
         return Ok(existing);
     }
@@ -62,34 +66,16 @@ pub(super) async fn take(
         created_nanos: nanos,
         group_snapshot_id: group.to_string(),
     };
-    match &id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&id.location)?.clone();
-            let (volume, snapshot) = (source.record.clone(), record.clone());
-            // A lone snapshot of a staged image volume: its ext4 is frozen, and so
-            // flushed, for the copy; else what the pod wrote and the page cache still
-            // holds would be missing from the copy. A group froze its members already.
-            let image = (group.is_empty() && volume.layout == Layout::Image)
-                .then(|| volume_data_path(local.root(), source.id.key.as_str(), &Layout::Image));
-            blocking(move || {
-                let _frozen = match image {
-                    Some(image) => Frozen::images(&[image])?,
-                    None => Frozen::default(),
-                };
-                local.create_snapshot(&key, &volume, &snapshot)
-            })
-            .await?;
-        }
-        Location::Nfs(export) => {
-            driver
-                .nfs
-                .create_snapshot(export, &key, &source.record, &record)
-                .await?
-        }
-    }
+    // A group froze its members' filesystems before the first copy.
+    let freeze = group.is_empty();
+    source
+        .backend
+        .create_snapshot(&key, &source.record, &record, freeze)
+        .await?;
     Ok(record)
 }
 
+/// DeleteSnapshot (spec: a snapshot that does not exist is deleted, OK).
 pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteSnapshotRequest) -> Result<()> {
     let raw = require_id("snapshot_id", &req.snapshot_id)?;
     let Some(id) = SnapshotId::parse(raw) else {
@@ -98,58 +84,38 @@ pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteSnapshotRequest) -> Re
     let _guard = driver
         .inflight
         .claim(id.key.as_str(), &format!("snapshot {raw}"))?;
-    if let Some(record) = get_record(driver, &id).await?
+    let backend = driver.backend(&id.location)?;
+    if let Some(record) = backend.snapshot(&id.key).await?
         && !record.group_snapshot_id.is_empty()
     {
         // A member goes with its group (DeleteVolumeGroupSnapshot), not on its own.
-        return Err(Error::FailedPrecondition(format!(
-            "snapshot {raw} belongs to group snapshot {}: delete the group",
-            record.group_snapshot_id
-        )));
+        return Err(Error::SnapshotInGroup {
+            id: raw.to_string(),
+            group: record.group_snapshot_id,
+        });
     }
-    remove(driver, &id).await
-}
-
-/// Removes a snapshot's data and record, whatever group it is in.
-pub(super) async fn remove(driver: &Arc<Driver>, id: &SnapshotId) -> Result<()> {
-    match &id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&id.location)?.clone();
-            let key = id.key.clone();
-            blocking(move || local.delete_snapshot(&key)).await
-        }
-        Location::Nfs(export) => driver.nfs.delete_snapshot(export, &id.key).await,
-    }
+    backend.delete_snapshot(&id.key).await
 }
 
 /// The snapshot's record, if it exists where its ID says.
-pub async fn get_record(driver: &Arc<Driver>, id: &SnapshotId) -> Result<Option<SnapshotRecord>> {
-    match &id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&id.location)?.clone();
-            let key = id.key.clone();
-            blocking(move || local.get_snapshot(&key)).await
-        }
-        Location::Nfs(export) => driver.nfs.get_snapshot(export, &id.key).await,
-    }
+async fn get_record(driver: &Driver, id: &SnapshotId) -> Result<Option<SnapshotRecord>> {
+    driver.backend(&id.location)?.snapshot(&id.key).await
 }
 
+/// The snapshots at `location`; none when it is another node's local root.
 pub(super) async fn records_at(
-    driver: &Arc<Driver>,
+    driver: &Driver,
     location: &Location,
 ) -> Result<Vec<SnapshotRecord>> {
-    match location {
-        Location::Local { .. } => match driver.local_for(location) {
-            Ok(local) => {
-                let local = local.clone();
-                blocking(move || local.list_snapshots()).await
-            }
-            Err(_) => Ok(Vec::new()),
-        },
-        Location::Nfs(export) => driver.nfs.list_snapshots(export).await,
+    match driver.backend(location) {
+        Ok(backend) => backend.snapshots().await,
+        // Only a local location can fail to resolve: another node's volumes, of which
+        // this controller has no snapshots to list.
+        Err(_) => Ok(Vec::new()),
     }
 }
 
+/// ListSnapshots (spec: an ID that names no snapshot lists nothing, not NotFound).
 pub async fn list(
     driver: &Arc<Driver>,
     req: csi::ListSnapshotsRequest,
@@ -170,19 +136,8 @@ pub async fn list(
         }
     } else {
         let mut all = Vec::new();
-        if let Some(local) = &driver.local {
-            all.extend(
-                records_at(
-                    driver,
-                    &Location::Local {
-                        node: local.node().to_string(),
-                    },
-                )
-                .await?,
-            );
-        }
-        for export in driver.nfs.known_exports() {
-            all.extend(driver.nfs.list_snapshots(&export).await?);
+        for backend in driver.backends() {
+            all.extend(backend.snapshots().await?);
         }
         all
     };
@@ -208,9 +163,12 @@ pub async fn list(
     })
 }
 
+/// GetSnapshot (spec: NotFound for an ID that names no snapshot).
 pub async fn get(driver: &Arc<Driver>, req: csi::GetSnapshotRequest) -> Result<csi::Snapshot> {
     let raw = require_id("snapshot_id", &req.snapshot_id)?;
-    let not_found = || Error::NotFound(format!("snapshot {raw} does not exist"));
+    let not_found = || Error::SnapshotNotFound {
+        id: raw.to_string(),
+    };
     let id = SnapshotId::parse(raw).ok_or_else(not_found)?;
     let record = get_record(driver, &id).await?.ok_or_else(not_found)?;
     Ok(record.to_csi())

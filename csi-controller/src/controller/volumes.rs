@@ -6,14 +6,14 @@ use std::sync::Arc;
 use csi_proto::TOPOLOGY_NODE_KEY;
 use csi_proto::v1::{self as csi, list_volumes_response, validate_volume_capabilities_response};
 
-use super::{VolumeHandle, blocking, lookup_volume, page};
+use super::{blocking, lookup_volume, page};
+use crate::backend::{Backend, Fill};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
-use crate::local::{Fill, MIN_IMAGE_BYTES};
-use crate::nfs::NfsFill;
-use crate::params::{Backend, LocalParams, NfsParams, VolumeParams, parse_mutable};
-use crate::record::{ContentSource, Layout, SnapshotRecord, VolumeRecord, now};
+use crate::local::MIN_IMAGE_BYTES;
+use crate::params::{BackendKind, LocalParams, NfsParams, VolumeParams, parse_mutable};
+use crate::record::{ContentSource, Layout, VolumeRecord, now};
 use crate::request::{AccessType, CapabilityNeeds, Capacity, parse_capabilities};
 
 /// Size of a volume created with no capacity range.
@@ -30,29 +30,16 @@ struct NewVolume {
     mutable_parameters: BTreeMap<String, String>,
 }
 
-/// The volume a new one is filled from.
-enum Source {
-    Volume(VolumeRecord),
-    Snapshot(SnapshotRecord),
-}
-
-impl Source {
-    fn size(&self) -> i64 {
-        match self {
-            Self::Volume(v) => v.capacity_bytes,
-            Self::Snapshot(s) => s.size_bytes,
-        }
-    }
-}
-
+/// CreateVolume (spec: idempotent by name: an existing volume the request admits is
+/// returned, one it does not is AlreadyExists).
 pub async fn create(driver: &Arc<Driver>, req: csi::CreateVolumeRequest) -> Result<csi::Volume> {
     validate_name("name", &req.name)?;
     let needs = parse_capabilities("volume_capabilities", &req.volume_capabilities)?;
     let capacity = Capacity::parse("capacity_range", req.capacity_range.as_ref())?;
     let params = VolumeParams::parse(&req.parameters, &req.name)?;
     let backend = match &params {
-        VolumeParams::Local(_) => Backend::Local,
-        VolumeParams::Nfs(_) => Backend::Nfs,
+        VolumeParams::Local(_) => BackendKind::Local,
+        VolumeParams::Nfs(_) => BackendKind::Nfs,
     };
     let mutable_parameters = parse_mutable(&req.mutable_parameters, backend)?;
     let new = NewVolume {
@@ -99,9 +86,7 @@ async fn create_local(
     };
     let id = VolumeId::new(key.clone(), location.clone())?;
 
-    let backend = local.clone();
-    let lookup_key = key.clone();
-    if let Some(existing) = blocking(move || backend.get(&lookup_key)).await? {
+    if let Some(existing) = Backend::volume(local, &key).await? {
         return compatible(existing, &new);
     }
     let backend = local.clone();
@@ -124,19 +109,19 @@ async fn create_local(
             ),
         ));
     }
-    let source = resolve_source(driver, new.source.as_ref(), &location).await?;
+    let fill = resolve_source(driver, new.source.as_ref(), &location).await?;
     // Quota limits are counted in the filesystem's blocks.
     let (minimum, granule) = match layout {
         Layout::Image => (MIN_IMAGE_BYTES, 4096),
         Layout::Block | Layout::Quota { .. } => (4096, 4096),
         _ => (1, 1),
     };
-    let size = choose_size(&new.capacity, source.as_ref(), minimum, granule)?;
+    let size = choose_size(&new.capacity, &fill, minimum, granule)?;
     if size > local.available_bytes()? {
-        return Err(Error::ResourceExhausted(format!(
-            "node {} has less than {size} bytes free",
-            local.node()
-        )));
+        return Err(Error::NoSpace {
+            node: local.node().to_string(),
+            bytes: size,
+        });
     }
     let context = BTreeMap::from([
         ("type".to_string(), "local".to_string()),
@@ -156,15 +141,7 @@ async fn create_local(
     );
     let backend = local.clone();
     let committed = record.clone();
-    blocking(move || {
-        let fill = match &source {
-            None => Fill::Empty,
-            Some(Source::Volume(v)) => Fill::Volume(v),
-            Some(Source::Snapshot(s)) => Fill::Snapshot(s),
-        };
-        backend.create(&key, &committed, fill)
-    })
-    .await?;
+    blocking(move || backend.create(&key, &committed, &fill)).await?;
     Ok(record)
 }
 
@@ -185,16 +162,15 @@ async fn create_nfs(
     if let Some(existing) = driver.nfs.get(&params.export, &key).await? {
         return compatible(existing, &new);
     }
-    let source = resolve_source(driver, new.source.as_ref(), &location).await?;
-    let size = match (&source, new.capacity.required) {
-        (None, required) => required,
-        (Some(src), required) => required.max(src.size()),
-    };
+    let fill = resolve_source(driver, new.source.as_ref(), &location).await?;
+    let size = fill
+        .size()
+        .map_or(new.capacity.required, |src| new.capacity.required.max(src));
     if !new.capacity.admits(size) {
-        return Err(Error::OutOfRange(format!(
-            "the source holds {size} bytes, more than the limit {}",
-            new.capacity.limit
-        )));
+        return Err(Error::SourceTooLarge {
+            source_bytes: size,
+            limit: new.capacity.limit,
+        });
     }
     let mut context = BTreeMap::from([
         ("type".to_string(), "nfs".to_string()),
@@ -211,11 +187,6 @@ async fn create_nfs(
         mount_options: params.mount_options.clone(),
     };
     let record = new_record(&new, &id, size, layout, context, Vec::new());
-    let fill = match &source {
-        None => NfsFill::Empty,
-        Some(Source::Volume(v)) => NfsFill::Volume(v),
-        Some(Source::Snapshot(s)) => NfsFill::Snapshot(s),
-    };
     driver
         .nfs
         .create(
@@ -223,7 +194,7 @@ async fn create_nfs(
             &key,
             &record,
             params.mount_permissions,
-            fill,
+            &fill,
         )
         .await?;
     Ok(record)
@@ -255,10 +226,11 @@ fn new_record(
 /// A retried CreateVolume must ask for what exists; anything else is AlreadyExists.
 fn compatible(existing: VolumeRecord, new: &NewVolume) -> Result<VolumeRecord> {
     let conflict = |what: &str| {
-        Err(Error::AlreadyExists(format!(
-            "volume {} exists with a different {what}",
-            new.name
-        )))
+        Err(Error::NameTaken {
+            kind: "volume",
+            name: new.name.clone(),
+            conflict: format!("with a different {what}"),
+        })
     };
     if !new.capacity.admits(existing.capacity_bytes) {
         return conflict("capacity");
@@ -275,21 +247,15 @@ fn compatible(existing: VolumeRecord, new: &NewVolume) -> Result<VolumeRecord> {
     Ok(existing)
 }
 
-fn choose_size(
-    capacity: &Capacity,
-    source: Option<&Source>,
-    minimum: i64,
-    granule: i64,
-) -> Result<i64> {
-    let Some(source) = source else {
+fn choose_size(capacity: &Capacity, fill: &Fill, minimum: i64, granule: i64) -> Result<i64> {
+    let Some(src) = fill.size() else {
         return Ok(capacity.choose(DEFAULT_CAPACITY, minimum, granule)?);
     };
-    let src = source.size();
     if capacity.limit > 0 && src > capacity.limit {
-        return Err(Error::OutOfRange(format!(
-            "the source holds {src} bytes, more than limit_bytes {}",
-            capacity.limit
-        )));
+        return Err(Error::SourceTooLarge {
+            source_bytes: src,
+            limit: capacity.limit,
+        });
     }
     let required = capacity.required.max(src);
     let size = Capacity {
@@ -309,16 +275,16 @@ fn check_topology(requirement: Option<&csi::TopologyRequirement>, node: &str) ->
     if req.requisite.is_empty() || req.requisite.iter().any(admits) {
         return Ok(());
     }
-    Err(Error::ResourceExhausted(format!(
-        "no requisite topology admits node {node}, the only node this controller can place a local volume on"
-    )))
+    Err(Error::TopologyUnreachable {
+        node: node.to_string(),
+    })
 }
 
 async fn resolve_source(
     driver: &Arc<Driver>,
     source: Option<&ContentSource>,
     location: &Location,
-) -> Result<Option<Source>> {
+) -> Result<Fill> {
     let same_place = |other: &Location| {
         if other == location {
             Ok(())
@@ -330,29 +296,34 @@ async fn resolve_source(
         }
     };
     match source {
-        None => Ok(None),
+        None => Ok(Fill::Empty),
         Some(ContentSource::Volume(id)) => {
             let handle = lookup_volume(driver, id).await.map_err(|e| match e {
-                Error::NotFound(_) | Error::FailedPrecondition(_) => {
-                    Error::NotFound(format!("source volume {id} does not exist"))
+                // Gone, or on a node this controller does not serve.
+                Error::VolumeNotFound { .. } | Error::OtherNode { .. } => {
+                    Error::SourceVolumeNotFound { id: id.clone() }
                 }
                 other => other,
             })?;
             same_place(&handle.id.location)?;
-            Ok(Some(Source::Volume(handle.record)))
+            Ok(Fill::Volume(handle.record))
         }
         Some(ContentSource::Snapshot(id)) => {
-            let not_found = || Error::NotFound(format!("source snapshot {id} does not exist"));
+            let not_found = || Error::SourceSnapshotNotFound { id: id.clone() };
             let snap_id = SnapshotId::parse(id).ok_or_else(not_found)?;
             same_place(&snap_id.location)?;
-            let record = super::snapshots::get_record(driver, &snap_id)
+            let record = driver
+                .backend(&snap_id.location)?
+                .snapshot(&snap_id.key)
                 .await?
                 .ok_or_else(not_found)?;
-            Ok(Some(Source::Snapshot(record)))
+            Ok(Fill::Snapshot(record))
         }
     }
 }
 
+/// DeleteVolume (spec: a volume that does not exist is deleted, OK; one still
+/// published is FailedPrecondition).
 pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeRequest) -> Result<()> {
     let raw = require_id("volume_id", &req.volume_id)?;
     // An ID this driver never issued names no volume: deleting it is done.
@@ -365,30 +336,21 @@ pub async fn delete(driver: &Arc<Driver>, req: csi::DeleteVolumeRequest) -> Resu
     if let Some(book) = &driver.attachments {
         let nodes = book.nodes(raw);
         if !nodes.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {raw} is still published to {}",
-                nodes.join(", ")
-            )));
+            return Err(Error::VolumeInUse {
+                id: raw.to_string(),
+                nodes,
+            });
         }
     }
-    match &id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&id.location)?.clone();
-            let key = id.key.clone();
-            blocking(move || local.delete(&key)).await?;
-        }
-        Location::Nfs(export) => {
-            if let Some(record) = driver.nfs.get(export, &id.key).await? {
-                driver.nfs.delete(export, &id.key, &record).await?;
-            }
-        }
-    }
+    driver.backend(&id.location)?.delete_volume(&id.key).await?;
     if let Some(book) = &driver.attachments {
         book.forget(raw)?;
     }
     Ok(())
 }
 
+/// ValidateVolumeCapabilities (spec: capabilities the volume cannot serve are an OK
+/// answer without `confirmed`, not an error).
 pub async fn validate(
     driver: &Arc<Driver>,
     req: csi::ValidateVolumeCapabilitiesRequest,
@@ -399,7 +361,7 @@ pub async fn validate(
     let record = &handle.record;
     let unsupported = if needs.access_type != record.access_type {
         Some("the access type differs from the volume's")
-    } else if needs.multi_node && matches!(handle.id.location, Location::Local { .. }) {
+    } else if needs.multi_node && handle.backend.kind() == BackendKind::Local {
         Some("a local volume is reachable from one node only")
     } else if !req.parameters.is_empty()
         && VolumeParams::canonical(&req.parameters) != record.parameters
@@ -425,26 +387,24 @@ pub async fn validate(
     })
 }
 
+/// ListVolumes (spec: a starting_token this plugin did not issue is Aborted).
 pub async fn list(
     driver: &Arc<Driver>,
     req: csi::ListVolumesRequest,
 ) -> Result<csi::ListVolumesResponse> {
+    // Only the records that can be on this page: one more than asked after the token,
+    // so a local page costs its size, not the number of volumes.
+    let after = req
+        .starting_token
+        .strip_prefix("after:")
+        .unwrap_or_default();
+    let wanted = match req.max_entries {
+        n if n > 0 => n.unsigned_abs() as usize + 1,
+        _ => usize::MAX,
+    };
     let mut records = Vec::new();
-    if let Some(local) = &driver.local {
-        // Only the local records that can be on this page: one more than asked after
-        // the token, so a page costs its size, not the number of volumes.
-        let after = req
-            .starting_token
-            .strip_prefix("after:")
-            .unwrap_or_default();
-        let wanted = match req.max_entries {
-            n if n > 0 => n.unsigned_abs() as usize + 1,
-            _ => usize::MAX,
-        };
-        records.extend(local.list_after(after, wanted)?);
-    }
-    for export in driver.nfs.known_exports() {
-        records.extend(driver.nfs.list(&export).await?);
+    for backend in driver.backends() {
+        records.extend(backend.volumes_after(after, wanted).await?);
     }
     records.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
     let (page, next_token) = page(
@@ -476,6 +436,8 @@ pub async fn list(
     })
 }
 
+/// GetCapacity (spec: a topology or capability this plugin cannot serve has 0 bytes,
+/// not an error).
 pub async fn capacity(
     driver: &Arc<Driver>,
     req: csi::GetCapacityRequest,
@@ -532,13 +494,18 @@ pub async fn capacity(
     }
 }
 
+/// ControllerGetVolume (spec: missing data is an abnormal volume_condition, not a
+/// failed call).
 pub async fn get(
     driver: &Arc<Driver>,
     req: csi::ControllerGetVolumeRequest,
 ) -> Result<csi::ControllerGetVolumeResponse> {
     require_id("volume_id", &req.volume_id)?;
     let handle = lookup_volume(driver, &req.volume_id).await?;
-    let present = data_present(driver, &handle).await?;
+    let present = handle
+        .backend
+        .data_present(&handle.id.key, &handle.record)
+        .await?;
     Ok(csi::ControllerGetVolumeResponse {
         volume: Some(handle.record.to_csi()),
         status: Some(csi::controller_get_volume_response::VolumeStatus {
@@ -559,15 +526,8 @@ pub async fn get(
     })
 }
 
-async fn data_present(driver: &Arc<Driver>, handle: &VolumeHandle) -> Result<bool> {
-    match &handle.id.location {
-        Location::Local { .. } => Ok(driver
-            .local_for(&handle.id.location)?
-            .data_present(&handle.id.key, &handle.record)),
-        Location::Nfs(export) => driver.nfs.data_present(export, &handle.record).await,
-    }
-}
-
+/// ControllerExpandVolume (spec: a size the volume already has is OK with its size;
+/// a limit below it is OutOfRange).
 pub async fn expand(
     driver: &Arc<Driver>,
     req: csi::ControllerExpandVolumeRequest,
@@ -581,45 +541,23 @@ pub async fn expand(
     let _guard = driver
         .inflight
         .claim(handle.id.key.as_str(), &format!("volume {}", req.volume_id))?;
-    let record = handle.record;
+    let record = &handle.record;
     if capacity.required <= record.capacity_bytes {
         if !capacity.admits(record.capacity_bytes) {
-            return Err(Error::OutOfRange(format!(
-                "volume is {} bytes and cannot shrink to {}",
-                record.capacity_bytes, capacity.limit
-            )));
+            return Err(Error::CannotShrink {
+                capacity: record.capacity_bytes,
+                limit: capacity.limit,
+            });
         }
         return Ok(csi::ControllerExpandVolumeResponse {
             capacity_bytes: record.capacity_bytes,
             node_expansion_required: false,
         });
     }
-    let (grown, node_expansion_required) = match &handle.id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&handle.id.location)?.clone();
-            let granule = if matches!(record.layout, Layout::Directory) {
-                1
-            } else {
-                4096
-            };
-            let size = capacity.choose(capacity.required, 0, granule)?;
-            if size - record.capacity_bytes > local.available_bytes()? {
-                return Err(Error::ResourceExhausted(format!(
-                    "node {} lacks the space to grow to {size} bytes",
-                    local.node()
-                )));
-            }
-            let key = handle.id.key.clone();
-            blocking(move || local.expand(&key, &record, size)).await?
-        }
-        Location::Nfs(export) => {
-            let grown = driver
-                .nfs
-                .expand(export, &handle.id.key, &record, capacity.required)
-                .await?;
-            (grown, false)
-        }
-    };
+    let (grown, node_expansion_required) = handle
+        .backend
+        .expand_volume(&handle.id.key, record, capacity)
+        .await?;
     Ok(csi::ControllerExpandVolumeResponse {
         capacity_bytes: grown.capacity_bytes,
         node_expansion_required,
@@ -634,11 +572,7 @@ pub async fn modify(driver: &Arc<Driver>, req: csi::ControllerModifyVolumeReques
     let _guard = driver
         .inflight
         .claim(handle.id.key.as_str(), &format!("volume {}", req.volume_id))?;
-    let backend = match &handle.id.location {
-        Location::Local { .. } => Backend::Local,
-        Location::Nfs(_) => Backend::Nfs,
-    };
-    let changes = parse_mutable(&req.mutable_parameters, backend)?;
+    let changes = parse_mutable(&req.mutable_parameters, handle.backend.kind())?;
     let mut record = handle.record;
     if changes
         .iter()
@@ -647,12 +581,5 @@ pub async fn modify(driver: &Arc<Driver>, req: csi::ControllerModifyVolumeReques
         return Ok(());
     }
     record.mutable_parameters.extend(changes);
-    match &handle.id.location {
-        Location::Local { .. } => {
-            let local = driver.local_for(&handle.id.location)?.clone();
-            let key = handle.id.key.clone();
-            blocking(move || local.save(&key, &record)).await
-        }
-        Location::Nfs(export) => driver.nfs.save(export, &handle.id.key, &record).await,
-    }
+    handle.backend.save_volume(&handle.id.key, &record).await
 }

@@ -12,7 +12,10 @@
 //! Quota volumes (`quota.rs`) are directories in their own XFS project; whether the
 //! root can hold them is decided once, when the backend opens.
 
+mod backend;
+/// XFS project quotas: detection, project ids, xfs_quota.
 pub mod quota;
+/// The record log with group commit.
 pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
@@ -22,12 +25,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::backend::Fill;
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::{Enforcement, OnDelete};
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
-use crate::request::AccessType;
+use crate::request::{AccessType, Capacity};
 use quota::{QuotaRoot, QuotaSupport};
 use store::{Change, Store};
 
@@ -51,13 +55,7 @@ pub fn volume_data_path(root: &Path, key: &str, layout: &Layout) -> PathBuf {
     data_path(&root.join(VOLUMES), key, layout)
 }
 
-/// What to fill a new volume with.
-pub enum Fill<'a> {
-    Empty,
-    Volume(&'a VolumeRecord),
-    Snapshot(&'a SnapshotRecord),
-}
-
+/// This node's local volumes and snapshots under its root.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
@@ -153,19 +151,11 @@ impl LocalBackend {
 
     /// A project id no volume record and no creation in progress holds.
     fn lease_project(&self, key: &Key) -> Result<ProjectLease> {
-        let used: BTreeSet<u32> = self
-            .list()?
-            .iter()
-            .filter_map(|r| match r.layout {
-                Layout::Quota { project } => Some(project),
-                _ => None,
-            })
-            .collect();
         let mut leased = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
         let id = quota::free_project(quota::first_candidate(key.as_str()), |id| {
-            used.contains(&id) || leased.contains(&id)
+            self.store.project_used(id) || leased.contains(&id)
         })
-        .ok_or_else(|| Error::ResourceExhausted("every XFS project id is in use".into()))?;
+        .ok_or(Error::ProjectIdsExhausted)?;
         leased.insert(id);
         Ok(ProjectLease {
             leased: self.leased.clone(),
@@ -176,10 +166,10 @@ impl LocalBackend {
     fn quota_root(&self) -> Result<&QuotaRoot> {
         match &self.quota {
             QuotaSupport::Ready(root) => Ok(root),
-            QuotaSupport::Unavailable(why) => Err(Error::FailedPrecondition(format!(
-                "quota volume on node {} without project quotas: {why}",
-                self.node
-            ))),
+            QuotaSupport::Unavailable(why) => Err(Error::QuotaUnavailable {
+                node: self.node.clone(),
+                why: why.to_string(),
+            }),
         }
     }
 
@@ -189,10 +179,12 @@ impl LocalBackend {
     pub fn reserved_bytes(&self) -> Result<i64> {
         let dir = self.volumes();
         let mut reserved: i64 = 0;
-        for record in self.list()? {
-            let key = key_of(&record.volume_id);
-            let data = data_path(&dir, key, &record.layout);
-            let allocated = match record.layout {
+        // What a volume has allocated changes as pods write, unseen by the controller:
+        // one stat each is what keeps the answer exact. The list itself is kept with
+        // the records, so no record is read or decoded.
+        for (key, reservation) in self.store.reservations() {
+            let data = data_path(&dir, &key, &reservation.layout);
+            let allocated = match reservation.layout {
                 Layout::Image | Layout::Block => match fs::metadata(&data) {
                     Ok(meta) => meta.blocks().saturating_mul(512),
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -202,7 +194,7 @@ impl LocalBackend {
                 Layout::Directory | Layout::Nfs { .. } => continue,
             };
             let allocated = i64::try_from(allocated).unwrap_or(i64::MAX);
-            reserved = reserved.saturating_add((record.capacity_bytes - allocated).max(0));
+            reserved = reserved.saturating_add((reservation.capacity - allocated).max(0));
         }
         Ok(reserved)
     }
@@ -292,7 +284,7 @@ impl LocalBackend {
             }
             tracing::warn!(volume = %record.volume_id, "making the lost data of an empty volume again");
             let staging = dir.join(format!(".{key}.tmp"));
-            self.build(&staging, &record, Fill::Empty)?;
+            self.build(&staging, &record, &Fill::Empty)?;
             let final_path = data_path(&dir, key, &record.layout);
             fs::rename(&staging, &final_path)
                 .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
@@ -300,10 +292,12 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// The node whose volumes these are.
     pub fn node(&self) -> &str {
         &self.node
     }
 
+    /// The local root.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -316,14 +310,17 @@ impl LocalBackend {
         self.root.join(SNAPSHOTS)
     }
 
+    /// Free bytes on the root's filesystem.
     pub fn available_bytes(&self) -> Result<i64> {
         localfs::available_bytes(&self.root)
     }
 
+    /// The volume's record, if it exists.
     pub fn get(&self, key: &Key) -> Result<Option<VolumeRecord>> {
         self.store.volume(key.as_str())
     }
 
+    /// Every volume's record.
     pub fn list(&self) -> Result<Vec<VolumeRecord>> {
         self.store.volumes()
     }
@@ -354,7 +351,7 @@ impl LocalBackend {
     }
 
     /// Builds the volume's data and commits its record.
-    pub fn create(&self, key: &Key, record: &VolumeRecord, fill: Fill<'_>) -> Result<()> {
+    pub fn create(&self, key: &Key, record: &VolumeRecord, fill: &Fill) -> Result<()> {
         let dir = self.volumes();
         let final_path = data_path(&dir, key.as_str(), &record.layout);
         let staging = dir.join(format!(".{key}.tmp"));
@@ -374,7 +371,7 @@ impl LocalBackend {
         }])
     }
 
-    fn build(&self, path: &Path, record: &VolumeRecord, fill: Fill<'_>) -> Result<()> {
+    fn build(&self, path: &Path, record: &VolumeRecord, fill: &Fill) -> Result<()> {
         let size = u64::try_from(record.capacity_bytes).unwrap_or(0);
         let source = match fill {
             Fill::Empty => None,
@@ -487,6 +484,29 @@ impl LocalBackend {
         }])
     }
 
+    /// Grows a volume to the size `capacity` asks (rounded to the layout's granule),
+    /// if the root has the room.
+    pub fn expand_to(
+        &self,
+        key: &Key,
+        record: &VolumeRecord,
+        capacity: Capacity,
+    ) -> Result<(VolumeRecord, bool)> {
+        let granule = if matches!(record.layout, Layout::Directory) {
+            1
+        } else {
+            4096
+        };
+        let size = capacity.choose(capacity.required, 0, granule)?;
+        if size - record.capacity_bytes > self.available_bytes()? {
+            return Err(Error::NoSpace {
+                node: self.node.clone(),
+                bytes: size - record.capacity_bytes,
+            });
+        }
+        self.expand(key, record, size)
+    }
+
     /// Grows a volume to `size`. An image's filesystem grows here too when no loop
     /// device holds it; otherwise the node grows it online. Returns the new record and
     /// whether the node still has filesystem work to do.
@@ -521,10 +541,12 @@ impl LocalBackend {
         data_path(&self.volumes(), key.as_str(), &record.layout).exists()
     }
 
+    /// The snapshot's record, if it exists.
     pub fn get_snapshot(&self, key: &Key) -> Result<Option<SnapshotRecord>> {
         self.store.snapshot(key.as_str())
     }
 
+    /// Every snapshot's record.
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         self.store.snapshots()
     }
@@ -554,6 +576,7 @@ impl LocalBackend {
         }])
     }
 
+    /// Removes the snapshot's data and record; done if absent.
     pub fn delete_snapshot(&self, key: &Key) -> Result<()> {
         let dir = self.snapshots();
         let Some(record) = self.get_snapshot(key)? else {

@@ -33,12 +33,15 @@ const XFS_QUOTA: Program = Program {
 /// Project ids Stowage hands out: above the small ids administrators number their
 /// own projects with in /etc/projects, below 2^31.
 pub const FIRST_PROJECT: u32 = 1 << 20;
+/// The last project id Stowage hands out.
 pub const LAST_PROJECT: u32 = (1 << 31) - 1;
 
 /// Whether the local root can hold quota volumes, decided once at start.
 #[derive(Debug, Clone)]
 pub enum QuotaSupport {
+    /// Project quotas are enforced on the root's filesystem.
     Ready(QuotaRoot),
+    /// They are not, for this reason.
     Unavailable(NoQuota),
 }
 
@@ -46,10 +49,15 @@ pub enum QuotaSupport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoQuota {
     /// The root is on another filesystem than XFS.
-    NotXfs { fs_type: i64 },
+    NotXfs {
+        /// Its statfs magic.
+        fs_type: i64,
+    },
     /// XFS, but mounted without enforced project quotas.
     NotEnforced {
+        /// Where the root's filesystem is mounted.
         mount_point: PathBuf,
+        /// Its super options (no `prjquota` among them).
         options: Vec<String>,
     },
     /// The root's filesystem could not be asked (statfs or mountinfo failed).
@@ -204,12 +212,10 @@ pub fn used_bytes(dir: &Path) -> Result<u64> {
 /// A path as one word of an `xfs_quota -c` command, which splits on whitespace.
 fn command_path(dir: &Path) -> Result<String> {
     let text = dir.to_str().filter(|t| !t.contains(char::is_whitespace));
-    text.map(str::to_string).ok_or_else(|| {
-        Error::FailedPrecondition(format!(
-            "{} cannot be named to {XFS_QUOTA}: quota volumes need a local root whose path has no whitespace",
-            dir.display()
-        ))
-    })
+    text.map(str::to_string)
+        .ok_or_else(|| Error::QuotaPathUnnameable {
+            path: dir.display().to_string(),
+        })
 }
 
 /// Where the search for a free project id starts for a volume key: a hash of the key

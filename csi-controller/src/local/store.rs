@@ -25,16 +25,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::localfs;
-use crate::record::{SnapshotRecord, VolumeRecord};
+use crate::record::{Layout, SnapshotRecord, VolumeRecord};
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "op")]
 pub enum Change {
-    PutVolume { key: String, record: VolumeRecord },
-    DeleteVolume { key: String },
-    PutSnapshot { key: String, record: SnapshotRecord },
-    DeleteSnapshot { key: String },
+    /// A volume record made or replaced.
+    PutVolume {
+        /// The volume's key.
+        key: String,
+        /// Its record.
+        record: VolumeRecord,
+    },
+    /// A volume record removed.
+    DeleteVolume {
+        /// The volume's key.
+        key: String,
+    },
+    /// A snapshot record made or replaced.
+    PutSnapshot {
+        /// The snapshot's key.
+        key: String,
+        /// Its record.
+        record: SnapshotRecord,
+    },
+    /// A snapshot record removed.
+    DeleteSnapshot {
+        /// The snapshot's key.
+        key: String,
+    },
 }
 
 /// How a batch is made durable; a seam so tests can count and hold syncs.
@@ -43,6 +63,7 @@ pub type SyncFn = Box<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
 /// Rewrite the log once it holds this many lines more than twice the live records.
 const COMPACT_SLACK: usize = 4096;
 
+/// The records of one local root: the log on disk, the live records in memory.
 pub struct Store {
     path: PathBuf,
     /// Held while open: a second process appending to the log would not see the
@@ -66,10 +87,44 @@ impl std::fmt::Debug for Store {
 /// structs (whose small maps each take a B-tree node); a read decodes the one it needs.
 type Encoded = Box<[u8]>;
 
+/// What an enforced volume (image, block, quota) promises of the root: its data's
+/// layout and its capacity. Kept beside the records so that GetCapacity and a quota
+/// volume's project lease read no record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The volume's layout (where its data is, and its project if a quota volume).
+    pub layout: Layout,
+    /// The volume's capacity in bytes.
+    pub capacity: i64,
+}
+
+impl Reservation {
+    fn of(record: &VolumeRecord) -> Option<Self> {
+        match record.layout {
+            Layout::Image | Layout::Block | Layout::Quota { .. } => Some(Self {
+                layout: record.layout.clone(),
+                capacity: record.capacity_bytes,
+            }),
+            Layout::Directory | Layout::Nfs { .. } => None,
+        }
+    }
+
+    fn project(&self) -> Option<u32> {
+        match self.layout {
+            Layout::Quota { project } => Some(project),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     volumes: BTreeMap<String, Encoded>,
     snapshots: BTreeMap<String, Encoded>,
+    /// The enforced volumes' reservations, by key: updated with the records.
+    reservations: BTreeMap<String, Reservation>,
+    /// How many volume records hold each XFS project id (one, unless damaged).
+    projects: BTreeMap<u32, usize>,
     /// Changes waiting for the next batch, with their sequence numbers.
     queue: Vec<(u64, Entry)>,
     next_seq: u64,
@@ -94,6 +149,8 @@ enum Effect {
         snapshot: bool,
         key: String,
         record: Encoded,
+        /// A volume's, if it is enforced.
+        reservation: Option<Reservation>,
     },
     Delete {
         snapshot: bool,
@@ -105,18 +162,23 @@ impl Entry {
     fn of(change: Change) -> Result<Self> {
         let mut line = serde_json::to_vec(&change).map_err(encoding)?;
         line.push(b'\n');
-        let put = |snapshot, key, record: Vec<u8>| Effect::Put {
-            snapshot,
-            key,
-            record: record.into_boxed_slice(),
-        };
         let effect = match change {
-            Change::PutVolume { key, record } => {
-                put(false, key, serde_json::to_vec(&record).map_err(encoding)?)
-            }
-            Change::PutSnapshot { key, record } => {
-                put(true, key, serde_json::to_vec(&record).map_err(encoding)?)
-            }
+            Change::PutVolume { key, record } => Effect::Put {
+                snapshot: false,
+                key,
+                record: serde_json::to_vec(&record)
+                    .map_err(encoding)?
+                    .into_boxed_slice(),
+                reservation: Reservation::of(&record),
+            },
+            Change::PutSnapshot { key, record } => Effect::Put {
+                snapshot: true,
+                key,
+                record: serde_json::to_vec(&record)
+                    .map_err(encoding)?
+                    .into_boxed_slice(),
+                reservation: None,
+            },
             Change::DeleteVolume { key } => Effect::Delete {
                 snapshot: false,
                 key,
@@ -223,30 +285,51 @@ impl Store {
         self.lock().queue.len()
     }
 
+    /// The volume record under `key`.
     pub fn volume(&self, key: &str) -> Result<Option<VolumeRecord>> {
         let bytes = self.lock().volumes.get(key).cloned();
         bytes.map(|b| decoded(key, &b)).transpose()
     }
 
+    /// The snapshot record under `key`.
     pub fn snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>> {
         let bytes = self.lock().snapshots.get(key).cloned();
         bytes.map(|b| decoded(key, &b)).transpose()
     }
 
+    /// Every volume record, in key order.
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
         let all: Vec<(String, Encoded)> = self.lock().volumes.clone().into_iter().collect();
         all.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
+    /// Every snapshot record, in key order.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         let all: Vec<(String, Encoded)> = self.lock().snapshots.clone().into_iter().collect();
         all.iter().map(|(k, b)| decoded(k, b)).collect()
     }
 
+    /// Is the XFS project id held by a volume record?
+    pub fn project_used(&self, project: u32) -> bool {
+        self.lock().projects.contains_key(&project)
+    }
+
+    /// The enforced volumes' keys and reservations, without decoding a record.
+    pub fn reservations(&self) -> Vec<(String, Reservation)> {
+        let state = self.lock();
+        state
+            .reservations
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
+    }
+
+    /// The keys of every volume.
     pub fn volume_keys(&self) -> Vec<String> {
         self.lock().volumes.keys().cloned().collect()
     }
 
+    /// The keys of every snapshot.
     pub fn snapshot_keys(&self) -> Vec<String> {
         self.lock().snapshots.keys().cloned().collect()
     }
@@ -430,11 +513,9 @@ fn lock(path: &Path) -> Result<Flock<File>> {
         .mode(0o600)
         .open(&lock_path)
         .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        Error::FailedPrecondition(format!(
-            "another process holds {} ({errno}): one controller per local root",
-            lock_path.display()
-        ))
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| Error::RootHeld {
+        lock: lock_path.display().to_string(),
+        errno: errno.to_string(),
     })
 }
 
@@ -453,13 +534,22 @@ fn apply(state: &mut State, effect: Effect) {
             snapshot: false,
             key,
             record,
+            reservation,
         } => {
+            unreserve(state, &key);
+            if let Some(reservation) = reservation {
+                if let Some(project) = reservation.project() {
+                    *state.projects.entry(project).or_default() += 1;
+                }
+                state.reservations.insert(key.clone(), reservation);
+            }
             state.volumes.insert(key, record);
         }
         Effect::Put {
             snapshot: true,
             key,
             record,
+            ..
         } => {
             state.snapshots.insert(key, record);
         }
@@ -467,6 +557,7 @@ fn apply(state: &mut State, effect: Effect) {
             snapshot: false,
             key,
         } => {
+            unreserve(state, &key);
             state.volumes.remove(&key);
         }
         Effect::Delete {
@@ -474,6 +565,19 @@ fn apply(state: &mut State, effect: Effect) {
             key,
         } => {
             state.snapshots.remove(&key);
+        }
+    }
+}
+
+/// Drops the reservation (and project id) of the volume `key` had, if any.
+fn unreserve(state: &mut State, key: &str) {
+    let Some(project) = state.reservations.remove(key).and_then(|r| r.project()) else {
+        return;
+    };
+    if let Some(holders) = state.projects.get_mut(&project) {
+        *holders -= 1;
+        if *holders == 0 {
+            state.projects.remove(&project);
         }
     }
 }

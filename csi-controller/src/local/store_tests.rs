@@ -270,10 +270,105 @@ fn a_second_store_on_the_same_log_is_refused_while_the_first_is_open() {
     let path = dir.path().join("records.log");
     let first = Store::open(&path).expect("open");
     let second = Store::open(&path);
-    assert!(
-        matches!(second, Err(Error::FailedPrecondition(_))),
-        "{second:?}"
-    );
+    assert!(matches!(second, Err(Error::RootHeld { .. })), "{second:?}");
     drop(first);
     Store::open(&path).expect("open after the first closed");
+}
+
+fn put_as(key: &str, size: i64, layout: Layout) -> Change {
+    Change::PutVolume {
+        key: key.into(),
+        record: VolumeRecord {
+            layout,
+            ..volume(key, size)
+        },
+    }
+}
+
+#[test]
+fn reservations_and_project_ids_follow_the_records_and_survive_a_reopen() {
+    let quota = |project| Layout::Quota { project };
+    // (case, commits, reservations wanted as (key, capacity), project ids in use)
+    type Row = (
+        &'static str,
+        Vec<Vec<Change>>,
+        Vec<(&'static str, i64)>,
+        Vec<u32>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "a directory reserves nothing",
+            vec![vec![put("d", 5)]],
+            vec![],
+            vec![],
+        ),
+        (
+            "image, block and quota volumes reserve their capacity",
+            vec![vec![
+                put_as("i", 1, Layout::Image),
+                put_as("b", 2, Layout::Block),
+                put_as("q", 3, quota(7)),
+            ]],
+            vec![("b", 2), ("i", 1), ("q", 3)],
+            vec![7],
+        ),
+        (
+            "an expansion replaces the reservation",
+            vec![
+                vec![put_as("q", 3, quota(7))],
+                vec![put_as("q", 9, quota(7))],
+            ],
+            vec![("q", 9)],
+            vec![7],
+        ),
+        (
+            "a delete frees the reservation and the project id",
+            vec![
+                vec![put_as("q", 3, quota(7)), put_as("r", 4, quota(8))],
+                vec![del("q")],
+            ],
+            vec![("r", 4)],
+            vec![8],
+        ),
+        (
+            "a put under another layout drops the old project id",
+            vec![
+                vec![put_as("q", 3, quota(7))],
+                vec![put_as("q", 3, Layout::Directory)],
+            ],
+            vec![],
+            vec![],
+        ),
+        (
+            "an id two records hold stays used until both are gone",
+            vec![
+                vec![put_as("q", 1, quota(7)), put_as("r", 1, quota(7))],
+                vec![del("q")],
+            ],
+            vec![("r", 1)],
+            vec![7],
+        ),
+    ];
+    for (name, commits, want, projects) in rows {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.log");
+        let store = Store::open(&path).expect("open");
+        for changes in commits {
+            store.commit(changes).expect("commit");
+        }
+        let check = |store: &Store, when: &str| {
+            let got: Vec<(String, i64)> = store
+                .reservations()
+                .into_iter()
+                .map(|(k, r)| (k, r.capacity))
+                .collect();
+            let want: Vec<(String, i64)> = want.iter().map(|(k, s)| (k.to_string(), *s)).collect();
+            assert_eq!(got, want, "{name}: reservations {when}");
+            let used: Vec<u32> = (0..16).filter(|id| store.project_used(*id)).collect();
+            assert_eq!(used, projects, "{name}: project ids {when}");
+        };
+        check(&store, "in memory");
+        drop(store);
+        check(&Store::open(&path).expect("reopen"), "after reopen");
+    }
 }

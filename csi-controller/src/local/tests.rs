@@ -31,7 +31,7 @@ fn creating_and_deleting_an_empty_volume_cost_one_fsync_each() {
     let local = LocalBackend::open(root.path(), "n1").expect("open");
     let key = Key::for_volume("a");
     local
-        .create(&key, &record(&key, Layout::Directory), Fill::Empty)
+        .create(&key, &record(&key, Layout::Directory), &Fill::Empty)
         .expect("create");
     assert_eq!(local.store().syncs(), 1, "create");
     local.delete(&key).expect("delete");
@@ -132,7 +132,7 @@ fn pages_start_after_the_token() {
         .map(|i| {
             let key = Key::for_volume(&format!("p{i}"));
             local
-                .create(&key, &record(&key, Layout::Directory), Fill::Empty)
+                .create(&key, &record(&key, Layout::Directory), &Fill::Empty)
                 .expect("create");
             format!("local:{key}:n1")
         })
@@ -157,4 +157,63 @@ fn pages_start_after_the_token() {
     for (name, after, limit, want) in rows {
         assert_eq!(page(after, limit), want, "{name}");
     }
+}
+
+#[test]
+fn reserved_bytes_follow_create_expand_delete_and_reopen() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Key::for_volume("a"), Key::for_volume("b"));
+    let local = LocalBackend::open(root.path(), "n1").expect("open");
+    // A fresh block volume is a sparse file: its whole capacity is still promised.
+    local
+        .create(&a, &record(&a, Layout::Block), &Fill::Empty)
+        .expect("create a");
+    local
+        .create(&b, &record(&b, Layout::Directory), &Fill::Empty)
+        .expect("create b");
+    assert_eq!(
+        local.reserved_bytes().expect("reserved"),
+        1 << 20,
+        "created"
+    );
+    let a_record = local.get(&a).expect("get").expect("a exists");
+    local.expand(&a, &a_record, 3 << 20).expect("expand");
+    assert_eq!(local.reserved_bytes().expect("reserved"), 3 << 20, "grown");
+    drop(local);
+    let local = LocalBackend::open(root.path(), "n1").expect("reopen");
+    assert_eq!(
+        local.reserved_bytes().expect("reserved"),
+        3 << 20,
+        "reopened"
+    );
+    local.delete(&a).expect("delete");
+    assert_eq!(local.reserved_bytes().expect("reserved"), 0, "deleted");
+}
+
+#[test]
+fn a_project_lease_skips_the_ids_records_and_other_leases_hold() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let local = LocalBackend::open(root.path(), "n1").expect("open");
+    let (key, holder) = (Key::for_volume("q"), Key::for_volume("holder"));
+    let first = quota::first_candidate(key.as_str());
+    let held = |project| Change::PutVolume {
+        key: holder.to_string(),
+        record: record(&holder, Layout::Quota { project }),
+    };
+    local.store().commit(vec![held(first)]).expect("commit");
+    let lease = local.lease_project(&key).expect("lease");
+    assert_ne!(lease.id, first, "held by a record");
+    let second = local.lease_project(&key).expect("second lease");
+    assert!(
+        second.id != first && second.id != lease.id,
+        "held by a lease"
+    );
+    drop((lease, second));
+    local
+        .store()
+        .commit(vec![Change::DeleteVolume {
+            key: holder.to_string(),
+        }])
+        .expect("commit");
+    assert_eq!(local.lease_project(&key).expect("lease").id, first, "freed");
 }

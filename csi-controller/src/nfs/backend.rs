@@ -20,6 +20,7 @@ macro_rules! in_session {
         result
     }};
 }
+use crate::backend::Fill;
 use crate::error::{Error, Result};
 use crate::ids::{Key, key_of};
 use crate::localfs;
@@ -31,13 +32,6 @@ use nfs_session::{Export, NfsError, SpaceStats};
 const VOLUMES: &str = "volumes";
 const SNAPSHOTS: &str = "snapshots";
 
-/// What to fill a new NFS volume with.
-pub enum Fill<'a> {
-    Empty,
-    Volume(&'a VolumeRecord),
-    Snapshot(&'a SnapshotRecord),
-}
-
 /// Makes and removes NFS volumes; remembers which exports it has used, so that
 /// ListVolumes and Probe can reach them after a restart.
 #[derive(Debug)]
@@ -47,6 +41,7 @@ pub struct NfsBackend {
 }
 
 impl NfsBackend {
+    /// Opens the backend, reading the exports remembered under `state_dir`.
     pub fn open(state_dir: &std::path::Path) -> Result<Self> {
         let catalogue = state_dir.join("nfs-exports.json");
         let known: BTreeSet<String> = match localfs::read_optional(&catalogue)? {
@@ -88,22 +83,27 @@ impl NfsBackend {
         self.space(export).await.map(drop)
     }
 
+    /// The export's space (FSSTAT).
     pub async fn space(&self, export: &Export) -> Result<SpaceStats> {
         in_session!(export, s => Ok(s.fsstat().await?))
     }
 
+    /// The volume's record on the export, if it exists.
     pub async fn get(&self, export: &Export, key: &Key) -> Result<Option<VolumeRecord>> {
         in_session!(export, s => read_record(s, VOLUMES, key).await)
     }
 
+    /// Every volume record on the export.
     pub async fn list(&self, export: &Export) -> Result<Vec<VolumeRecord>> {
         in_session!(export, s => list_records(s, VOLUMES).await)
     }
 
+    /// The snapshot's record on the export, if it exists.
     pub async fn get_snapshot(&self, export: &Export, key: &Key) -> Result<Option<SnapshotRecord>> {
         in_session!(export, s => read_record(s, SNAPSHOTS, key).await)
     }
 
+    /// Every snapshot record on the export.
     pub async fn list_snapshots(&self, export: &Export) -> Result<Vec<SnapshotRecord>> {
         in_session!(export, s => list_records(s, SNAPSHOTS).await)
     }
@@ -116,7 +116,7 @@ impl NfsBackend {
         key: &Key,
         record: &VolumeRecord,
         mode: u32,
-        fill: Fill<'_>,
+        fill: &Fill,
     ) -> Result<()> {
         let Layout::Nfs { sub_dir, .. } = &record.layout else {
             return Err(Error::invalid("parameters", "not an NFS layout"));
@@ -136,7 +136,7 @@ impl NfsBackend {
                 let from = s
                     .resolve(&source)
                     .await?
-                    .ok_or_else(|| Error::NotFound(format!("source data {} is gone", source.join("/"))))?;
+                    .ok_or_else(|| Error::DataGone { what: "source", path: source.join("/") })?;
                 s.copy_tree(&from, &target).await?;
             }
             let dir = metadata_dir(s, VOLUMES).await?;
@@ -196,6 +196,7 @@ impl NfsBackend {
         Ok(grown)
     }
 
+    /// Is the volume's directory there?
     pub async fn data_present(&self, export: &Export, record: &VolumeRecord) -> Result<bool> {
         let path = source_path(&record.layout)?;
         in_session!(export, s => Ok(s.resolve(&path).await?.is_some()))
@@ -215,7 +216,7 @@ impl NfsBackend {
             let from = s
                 .resolve(&from_path)
                 .await?
-                .ok_or_else(|| Error::NotFound(format!("volume data {} is gone", from_path.join("/"))))?;
+                .ok_or_else(|| Error::DataGone { what: "volume", path: from_path.join("/") })?;
             let dir = metadata_dir(s, SNAPSHOTS).await?;
             let staging = format!(".{key}.tmp");
             s.remove_all(&dir, &staging).await?;
@@ -228,6 +229,7 @@ impl NfsBackend {
         })
     }
 
+    /// Removes the snapshot's copy and record; done if absent.
     pub async fn delete_snapshot(&self, export: &Export, key: &Key) -> Result<()> {
         in_session!(export, s => {
             let dir = metadata_dir(s, SNAPSHOTS).await?;

@@ -1,5 +1,7 @@
 //! NFS volumes: the backend over a userspace session (crate nfs-session).
 
 mod backend;
+mod share;
 
-pub use backend::{Fill as NfsFill, NfsBackend};
+pub use backend::NfsBackend;
+pub use share::NfsShare;
