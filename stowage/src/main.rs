@@ -375,7 +375,9 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         }
     });
     if let Some(leader) = &leader {
-        leader.check()?;
+        leader
+            .check()
+            .map_err(|e| format!("leader election: {e}"))?;
     }
     tracing::info!(
         ?scope,
