@@ -234,32 +234,75 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Controller(args) => run_controller(args).await,
-            Command::Node(args) => node_plugin::run(args).await,
-            Command::Apiserver(args) => run_apiserver(args).await,
+            Command::Controller(args) => Ok(run_controller(args).await?),
+            Command::Node(args) => Ok(node_plugin::run(args).await?),
+            Command::Apiserver(args) => Ok(run_apiserver(args).await?),
             Command::Provisioner(args) => run_provisioner(args).await,
-            Command::Up(args) => up::run(args).await,
-            Command::Mount(args) => volume::mount(args).await,
-            Command::Unmount(args) => volume::unmount(args).await,
-            Command::Status(args) => volume::status(args).await,
-            Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
-            Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
-            Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
-            Command::Bench(BenchCommand::Up(args)) => bench::run_up(args).await,
-            Command::Bench(BenchCommand::Csi(args)) => bench::run_csi(args).await,
-            Command::Bench(BenchCommand::NodeScale(args)) => bench::run_node_scale(args).await,
-            Command::Bench(BenchCommand::ControllerScale(args)) => {
-                bench::run_controller_scale(args).await
-            }
+            Command::Up(args) => Ok(up::run(args).await?),
+            Command::Mount(args) => Ok(volume::mount(args).await?),
+            Command::Unmount(args) => Ok(volume::unmount(args).await?),
+            Command::Status(args) => Ok(volume::status(args).await?),
+            Command::Bench(command) => Ok(run_bench(command).await?),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("stowage: {e}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            tracing::error!("{failure}");
+            eprintln!("stowage: {failure}");
+            failure.exit_code()
         }
+    }
+}
+
+/// Why a subcommand failed: the one place that turns a failure into the message and
+/// the exit code of the process.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::KubeconfigError),
+    #[error(transparent)]
+    Controllers(#[from] provisioner::controllers::UnknownController),
+    #[error("leader election: {0}")]
+    LeaderTiming(#[from] provisioner::leader::TimingError),
+    #[error("provisioner: {0}")]
+    Provisioner(#[from] provisioner::Error),
+    /// What the subcommands not yet typed say as a sentence (controller, node plugin,
+    /// API server, `up`, the benchmarks).
+    #[error("{0}")]
+    Said(String),
+}
+
+impl From<String> for Failure {
+    fn from(sentence: String) -> Self {
+        Self::Said(sentence)
+    }
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Volume(_)
+            | Self::Kubeconfig(_)
+            | Self::Controllers(_)
+            | Self::LeaderTiming(_)
+            | Self::Provisioner(_)
+            | Self::Said(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+async fn run_bench(command: BenchCommand) -> Result<(), String> {
+    match command {
+        BenchCommand::Apiserver(args) => bench::run_apiserver(args).await,
+        BenchCommand::Binder(args) => bench::run_binder(args),
+        BenchCommand::Provision(args) => bench::run_provision(args).await,
+        BenchCommand::Up(args) => bench::run_up(args).await,
+        BenchCommand::Csi(args) => bench::run_csi(args).await,
+        BenchCommand::NodeScale(args) => bench::run_node_scale(args).await,
+        BenchCommand::ControllerScale(args) => bench::run_controller_scale(args).await,
     }
 }
 
@@ -308,9 +351,8 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         .map_err(|e| format!("apiserver: {e}"))
 }
 
-async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
-    let controllers =
-        provisioner::Controllers::parse(&args.controllers).map_err(|e| e.to_string())?;
+async fn run_provisioner(args: ProvisionerArgs) -> Result<(), Failure> {
+    let controllers = provisioner::Controllers::parse(&args.controllers)?;
     let client = match &args.kubeconfig {
         Some(path) => kubeconfig::client(path).await?,
         None => {
@@ -375,9 +417,7 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         }
     });
     if let Some(leader) = &leader {
-        leader
-            .check()
-            .map_err(|e| format!("leader election: {e}"))?;
+        leader.check()?;
     }
     tracing::info!(
         ?scope,
@@ -411,7 +451,7 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         publishing,
         watching_nodes
     );
-    result.map_err(|e| format!("provisioner: {e}"))
+    Ok(result?)
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.
