@@ -262,6 +262,8 @@ enum Failure {
     #[error(transparent)]
     Volume(#[from] volume::Error),
     #[error(transparent)]
+    Up(#[from] up::Error),
+    #[error(transparent)]
     Kubeconfig(#[from] kubeconfig::KubeconfigError),
     #[error(transparent)]
     Controllers(#[from] provisioner::controllers::UnknownController),
@@ -270,7 +272,7 @@ enum Failure {
     #[error("provisioner: {0}")]
     Provisioner(#[from] provisioner::Error),
     /// What the subcommands not yet typed say as a sentence (controller, node plugin,
-    /// API server, `up`, the benchmarks).
+    /// API server, the benchmarks).
     #[error("{0}")]
     Said(String),
 }
@@ -285,6 +287,7 @@ impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
             Self::Volume(_)
+            | Self::Up(_)
             | Self::Kubeconfig(_)
             | Self::Controllers(_)
             | Self::LeaderTiming(_)
