@@ -459,21 +459,41 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), Failure> {
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.
 /// A Go-style duration as the upstream sidecars take it: `15s`, `1500ms`, `1.5s`, `2m`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
+    let bad = |why| BadDuration {
+        text: text.to_string(),
+        why,
+    };
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 15s or 1500ms"))?;
+    let value: f64 = number.parse().map_err(|_| bad(Why::NotANumber))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+        _ => return Err(bad(Why::Unit)),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|e| bad(Why::OutOfRange(e)))
+}
+
+/// A flag's duration that is not one.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{text:?}{why}")]
+pub(crate) struct BadDuration {
+    text: String,
+    why: Why,
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum Why {
+    #[error(" is not a duration like 15s or 1500ms")]
+    NotANumber,
+    #[error(": the unit must be ms, s or m")]
+    Unit,
+    #[error(": {0}")]
+    OutOfRange(std::time::TryFromFloatSecsError),
 }
 
 fn identity() -> String {
