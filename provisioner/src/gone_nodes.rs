@@ -33,14 +33,19 @@ pub enum GonePolicy {
     RemoveVolumes,
 }
 
-impl std::str::FromStr for GonePolicy {
-    type Err = String;
+/// A `--gone-node-policy` that is neither policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not keep or remove-volumes")]
+pub struct UnknownPolicy(String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for GonePolicy {
+    type Err = UnknownPolicy;
+
+    fn from_str(text: &str) -> Result<Self, UnknownPolicy> {
         match text {
             "keep" => Ok(Self::Keep),
             "remove-volumes" => Ok(Self::RemoveVolumes),
-            other => Err(format!("{other:?} is not keep or remove-volumes")),
+            other => Err(UnknownPolicy(other.to_string())),
         }
     }
 }

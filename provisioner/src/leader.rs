@@ -40,21 +40,32 @@ impl LeaderConfig {
     }
 
     /// client-go's rule: lease duration > renew deadline > retry period (with jitter).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), TimingError> {
         if self.lease_duration <= self.renew_deadline {
-            return Err(format!(
-                "the lease duration ({:?}) must be longer than the renew deadline ({:?})",
-                self.lease_duration, self.renew_deadline
-            ));
+            return Err(TimingError::LeaseNotLongerThanRenew {
+                lease: self.lease_duration,
+                renew: self.renew_deadline,
+            });
         }
         if self.renew_deadline.as_secs_f64() <= self.retry_period.as_secs_f64() * 1.2 {
-            return Err(format!(
-                "the renew deadline ({:?}) must be longer than 1.2 x the retry period ({:?})",
-                self.renew_deadline, self.retry_period
-            ));
+            return Err(TimingError::RenewNotLongerThanRetries {
+                renew: self.renew_deadline,
+                retry: self.retry_period,
+            });
         }
         Ok(())
     }
+}
+
+/// Leader election timings client-go would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimingError {
+    #[error("the lease duration ({lease:?}) must be longer than the renew deadline ({renew:?})")]
+    LeaseNotLongerThanRenew { lease: Duration, renew: Duration },
+    #[error(
+        "the renew deadline ({renew:?}) must be longer than 1.2 x the retry period ({retry:?})"
+    )]
+    RenewNotLongerThanRetries { renew: Duration, retry: Duration },
 }
 
 pub struct Elector {
@@ -196,10 +207,15 @@ pub struct LeaseRef {
     pub name: String,
 }
 
-impl std::str::FromStr for LeaseRef {
-    type Err = String;
+/// A `--defer-binding-to` that is not `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not NAMESPACE/NAME")]
+pub struct NotALeaseRef(String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for LeaseRef {
+    type Err = NotALeaseRef;
+
+    fn from_str(text: &str) -> Result<Self, NotALeaseRef> {
         match text.split_once('/') {
             Some((namespace, name))
                 if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
@@ -209,7 +225,7 @@ impl std::str::FromStr for LeaseRef {
                     name: name.into(),
                 })
             }
-            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+            _ => Err(NotALeaseRef(text.to_string())),
         }
     }
 }
@@ -360,7 +376,7 @@ mod tests {
 
     #[test]
     fn lease_references_are_namespace_slash_name() {
-        let parsed: Result<LeaseRef, String> = "kube-system/kube-controller-manager".parse();
+        let parsed: Result<LeaseRef, NotALeaseRef> = "kube-system/kube-controller-manager".parse();
         assert_eq!(
             parsed,
             Ok(LeaseRef {

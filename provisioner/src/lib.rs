@@ -4,6 +4,7 @@
 
 mod backoff;
 pub mod binder;
+pub mod binding;
 pub mod capacity;
 pub mod controllers;
 pub mod error;

@@ -71,16 +71,23 @@ impl Layout {
         self.data.join("node-name")
     }
 
-    pub fn node_name(&self) -> Result<String, String> {
+    pub fn node_name(&self) -> Result<String, NotRunning> {
         let path = self.node_name_file();
         std::fs::read_to_string(&path)
             .map(|name| name.trim().to_string())
-            .map_err(|e| {
-                format!(
-                    "{}: {e} (is `stowage up --data {}` running?)",
-                    path.display(),
-                    self.data.display()
-                )
+            .map_err(|source| NotRunning {
+                path,
+                data: self.data.clone(),
+                source,
             })
     }
+}
+
+/// No `stowage up` has written its node name under the data directory.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source} (is `stowage up --data {}` running?)", .path.display(), .data.display())]
+pub struct NotRunning {
+    path: PathBuf,
+    data: PathBuf,
+    source: std::io::Error,
 }

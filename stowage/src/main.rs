@@ -235,32 +235,78 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Controller(args) => run_controller(args).await,
-            Command::Node(args) => node_plugin::run(args).await,
-            Command::Apiserver(args) => run_apiserver(args).await,
+            Command::Controller(args) => Ok(run_controller(args).await?),
+            Command::Node(args) => Ok(node_plugin::run(args).await?),
+            Command::Apiserver(args) => Ok(run_apiserver(args).await?),
             Command::Provisioner(args) => run_provisioner(args).await,
-            Command::Up(args) => up::run(args).await,
-            Command::Mount(args) => volume::mount(args).await,
-            Command::Unmount(args) => volume::unmount(args).await,
-            Command::Status(args) => volume::status(args).await,
-            Command::Bench(BenchCommand::Apiserver(args)) => bench::run_apiserver(args).await,
-            Command::Bench(BenchCommand::Binder(args)) => bench::run_binder(args),
-            Command::Bench(BenchCommand::Provision(args)) => bench::run_provision(args).await,
-            Command::Bench(BenchCommand::Up(args)) => bench::run_up(args).await,
-            Command::Bench(BenchCommand::Csi(args)) => bench::run_csi(args).await,
-            Command::Bench(BenchCommand::NodeScale(args)) => bench::run_node_scale(args).await,
-            Command::Bench(BenchCommand::ControllerScale(args)) => {
-                bench::run_controller_scale(args).await
-            }
+            Command::Up(args) => Ok(up::run(args).await?),
+            Command::Mount(args) => Ok(volume::mount(args).await?),
+            Command::Unmount(args) => Ok(volume::unmount(args).await?),
+            Command::Status(args) => Ok(volume::status(args).await?),
+            Command::Bench(command) => Ok(run_bench(command).await?),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("stowage: {e}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            tracing::error!("{failure}");
+            eprintln!("stowage: {failure}");
+            failure.exit_code()
         }
+    }
+}
+
+/// Why a subcommand failed: the one place that turns a failure into the message and
+/// the exit code of the process.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
+    #[error(transparent)]
+    Up(#[from] up::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::KubeconfigError),
+    #[error(transparent)]
+    Controllers(#[from] provisioner::controllers::UnknownController),
+    #[error("leader election: {0}")]
+    LeaderTiming(#[from] provisioner::leader::TimingError),
+    #[error("provisioner: {0}")]
+    Provisioner(#[from] provisioner::Error),
+    /// What the subcommands not yet typed say as a sentence (controller, node plugin,
+    /// API server, the benchmarks).
+    #[error("{0}")]
+    Said(String),
+}
+
+impl From<String> for Failure {
+    fn from(sentence: String) -> Self {
+        Self::Said(sentence)
+    }
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Volume(_)
+            | Self::Up(_)
+            | Self::Kubeconfig(_)
+            | Self::Controllers(_)
+            | Self::LeaderTiming(_)
+            | Self::Provisioner(_)
+            | Self::Said(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+async fn run_bench(command: BenchCommand) -> Result<(), String> {
+    match command {
+        BenchCommand::Apiserver(args) => bench::run_apiserver(args).await,
+        BenchCommand::Binder(args) => bench::run_binder(args),
+        BenchCommand::Provision(args) => bench::run_provision(args).await,
+        BenchCommand::Up(args) => bench::run_up(args).await,
+        BenchCommand::Csi(args) => bench::run_csi(args).await,
+        BenchCommand::NodeScale(args) => bench::run_node_scale(args).await,
+        BenchCommand::ControllerScale(args) => bench::run_controller_scale(args).await,
     }
 }
 
@@ -309,9 +355,8 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         .map_err(|e| format!("apiserver: {e}"))
 }
 
-async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
-    let controllers =
-        provisioner::Controllers::parse(&args.controllers).map_err(|e| e.to_string())?;
+async fn run_provisioner(args: ProvisionerArgs) -> Result<(), Failure> {
+    let controllers = provisioner::Controllers::parse(&args.controllers)?;
     let client = match &args.kubeconfig {
         Some(path) => kubeconfig::client(path).await?,
         None => {
@@ -412,26 +457,46 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), String> {
         publishing,
         watching_nodes
     );
-    result.map_err(|e| format!("provisioner: {e}"))
+    Ok(result?)
 }
 
 /// Who this process is in a Lease: the pod (or host) name and the process id.
 /// A Go-style duration as the upstream sidecars take it: `15s`, `1500ms`, `1.5s`, `2m`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
+    let bad = |why| BadDuration {
+        text: text.to_string(),
+        why,
+    };
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 15s or 1500ms"))?;
+    let value: f64 = number.parse().map_err(|_| bad(Why::NotANumber))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+        _ => return Err(bad(Why::Unit)),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|e| bad(Why::OutOfRange(e)))
+}
+
+/// A flag's duration that is not one.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{text:?}{why}")]
+pub(crate) struct BadDuration {
+    text: String,
+    why: Why,
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum Why {
+    #[error(" is not a duration like 15s or 1500ms")]
+    NotANumber,
+    #[error(": the unit must be ms, s or m")]
+    Unit,
+    #[error(": {0}")]
+    OutOfRange(std::time::TryFromFloatSecsError),
 }
 
 fn identity() -> String {

@@ -21,25 +21,24 @@ use csi_proto::v1::{
     CreateVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
     GetVolumeGroupSnapshotRequest,
 };
-use driver_contract::ids::{GroupSnapshotId, Location, VolumeId};
+use driver_contract::ids::{GroupSnapshotId, VolumeId};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject};
+use kube::runtime::reflector::Store;
 use serde_json::json;
 use tokio::sync::watch;
 
-use self::model::{
-    GROUP_CONTENT_FINALIZER, GROUP_SNAPSHOT_FINALIZER, GroupClass, GroupContent, GroupSnapshot,
-    IN_GROUP_FINALIZER,
-};
-use self::plan::{GroupContentStep, GroupStep, Member, Sources};
+use self::model::{GroupClass, GroupContent, GroupSnapshot, IN_GROUP_FINALIZER};
+pub use self::plan::GroupKind;
+use self::plan::{GroupContentStep, GroupStep, Member, Members, Sources};
 use crate::binder::model::Selector;
+use crate::binding::plan::Source;
+use crate::binding::{
+    self, StepError, create_or_keep, ignore_missing, parse_all, reflect, set_finalizer, to_object,
+};
 use crate::events::EventRecorder;
 use crate::snapshot::model::{self as snapshot_model, GROUP_HANDLE_ANNOTATION, Snapshot};
-use crate::snapshot::{
-    StepError, ignore_missing, now, parse_all, reflect, set_finalizer, with_null_error,
-};
 use crate::steps::Steps;
 use crate::watch::Changes;
 use crate::{Config, Result, Scope};
@@ -94,21 +93,10 @@ impl GroupSnapshotter {
         if self.config.scope == Scope::Central {
             self.central_pass(&groups, &contents);
         }
-        let uids: HashMap<(String, String), String> = groups
-            .iter()
-            .filter_map(|g| {
-                let m = &g.metadata;
-                Some(((m.namespace.clone()?, m.name.clone()?), m.uid.clone()?))
-            })
-            .collect();
+        let uids = binding::uids::<GroupKind>(&groups);
         for content in contents.iter().filter(|c| self.mine(c)) {
-            let reference = &content.spec.volume_group_snapshot_ref;
-            let uid = reference
-                .namespace
-                .clone()
-                .zip(reference.name.clone())
-                .and_then(|key| uids.get(&key));
-            let step = plan::content_step(content, uid.map(String::as_str));
+            let uid = binding::referred_uid::<GroupKind>(content, &uids);
+            let step = plan::content_step(content, uid);
             if step != GroupContentStep::Nothing {
                 let key = format!(
                     "groupcontent/{}",
@@ -157,7 +145,8 @@ impl GroupSnapshotter {
                 let key = format!("member/{}", member.metadata.uid.as_deref().unwrap_or(""));
                 let (this, member) = (self.clone(), member.clone());
                 self.steps.start(key, async move {
-                    let api = this.api(
+                    let api = binding::api(
+                        &this.client,
                         &snapshot_model::snapshots(),
                         member.metadata.namespace.as_deref(),
                     );
@@ -175,15 +164,7 @@ impl GroupSnapshotter {
         classes: &[GroupClass],
         members: &[Snapshot],
     ) -> GroupStep {
-        let uid = group.metadata.uid.as_deref().unwrap_or_default();
-        let content_name = match &group.spec.source.volume_group_snapshot_content_name {
-            Some(name) => name.clone(),
-            None => group
-                .status
-                .as_ref()
-                .and_then(|s| s.bound_volume_group_snapshot_content_name.clone())
-                .unwrap_or_else(|| plan::content_name(uid)),
-        };
+        let content_name = binding::plan::content_name_of::<GroupKind>(group);
         let content = contents.get(content_name.as_str()).copied();
         let class = plan::our_class(
             group.spec.volume_group_snapshot_class_name.as_deref(),
@@ -208,23 +189,10 @@ impl GroupSnapshotter {
                 continue;
             }
             let label = format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default());
-            let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
-            let volume = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
-            let (Some("Bound"), Some(volume)) = (phase, volume) else {
-                return Sources::Unusable(format!("claim {label} is not bound"));
-            };
-            let csi = self
-                .volumes
-                .get(&ObjectRef::new(&volume))
-                .and_then(|pv| pv.spec.clone()?.csi);
-            match csi {
-                Some(csi) if csi.driver == DRIVER_NAME => handles.push(csi.volume_handle),
-                Some(_) => return Sources::Foreign,
-                None => {
-                    return Sources::Unusable(format!(
-                        "volume {volume} of claim {label} is not a CSI volume"
-                    ));
-                }
+            match binding::claim_volume(&claim, &label, &self.volumes) {
+                Source::Ready(handle) => handles.push(handle),
+                Source::Unusable(why) => return Sources::Unusable(why),
+                Source::Foreign => return Sources::Foreign,
             }
         }
         if handles.is_empty() {
@@ -233,7 +201,7 @@ impl GroupSnapshotter {
             ));
         }
         handles.sort();
-        Sources::Volumes(handles)
+        Sources::Ready(handles)
     }
 
     /// Whether this instance holds the data of the content's group snapshot.
@@ -250,84 +218,44 @@ impl GroupSnapshotter {
                 .and_then(|h| VolumeId::parse(h))
                 .map(|id| id.location),
         };
-        match (location, &self.config.scope) {
-            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
-            (Some(Location::Nfs(_)), Scope::Central) => true,
-            _ => false,
-        }
-    }
-
-    fn api(&self, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
-        match namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
-            None => Api::all_with(self.client.clone(), resource),
-        }
+        binding::held_here(location, &self.config.scope)
     }
 
     async fn do_group(&self, group: &GroupSnapshot, step: GroupStep) -> Result<(), StepError> {
-        let meta = &group.metadata;
-        let name = meta.name.clone().unwrap_or_default();
-        let namespace = meta.namespace.as_deref();
-        let groups = self.api(&model::group_snapshots(), namespace);
-        let contents = self.api(&model::group_contents(), None);
+        let name = group.metadata.name.clone().unwrap_or_default();
         tracing::info!(group_snapshot = %name, ?step, "group snapshot step");
-        match step {
-            GroupStep::Nothing => {}
-            GroupStep::AddFinalizer => {
-                set_finalizer(&groups, meta, GROUP_SNAPSHOT_FINALIZER, true).await?;
-            }
-            GroupStep::RemoveFinalizer => {
-                set_finalizer(&groups, meta, GROUP_SNAPSHOT_FINALIZER, false).await?;
-            }
-            GroupStep::CreateContent(new) => {
-                let content = new_group_content(group, &new)?;
-                create_or_keep(&contents, &content).await?;
-            }
-            GroupStep::BindContent(content) => {
-                let patch = json!({"spec": {"volumeGroupSnapshotRef": {"uid": meta.uid}}});
-                contents
-                    .patch(&content, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
-            }
-            GroupStep::CreateMembers(members) => {
+        match &step {
+            GroupStep::Own(Members::Create(members)) => {
                 let group_handle = self.group_handle(group);
-                for member in &members {
+                for member in members {
                     self.create_member(group, member, &group_handle).await?;
                 }
             }
-            GroupStep::DeleteMembers(members) => {
-                let snapshots = self.api(&snapshot_model::snapshots(), namespace);
+            GroupStep::Own(Members::Delete(members)) => {
+                let snapshots = binding::api(
+                    &self.client,
+                    &snapshot_model::snapshots(),
+                    group.metadata.namespace.as_deref(),
+                );
                 for member in members {
-                    ignore_missing(snapshots.delete(&member, &DeleteParams::default()).await)?;
+                    ignore_missing(snapshots.delete(member, &DeleteParams::default()).await)?;
                 }
             }
-            GroupStep::DeleteContent(content) => {
-                ignore_missing(contents.delete(&content, &DeleteParams::default()).await)?;
-            }
-            GroupStep::Status(status) => {
-                let patch = with_null_error(json!({"status": status}));
-                groups
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
-                if status.ready_to_use == Some(true) {
-                    let message = format!("group snapshot {name} is ready to use");
-                    self.events
-                        .normal(&reference(group), "GroupSnapshotReady", &message)
-                        .await;
-                }
+            _ => binding::write_step(&self.client, group, &step).await?,
+        }
+        match step {
+            GroupStep::Status(status) if status.ready_to_use == Some(true) => {
+                let message = format!("group snapshot {name} is ready to use");
+                self.events
+                    .normal(&reference(group), "GroupSnapshotReady", &message)
+                    .await;
             }
             GroupStep::Error(message) => {
-                let patch = json!({"status": {
-                    "readyToUse": false,
-                    "error": {"message": message, "time": now()},
-                }});
-                groups
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
                 self.events
                     .warning(&reference(group), "GroupSnapshotPending", &message)
                     .await;
             }
+            _ => {}
         }
         Ok(())
     }
@@ -360,8 +288,12 @@ impl GroupSnapshotter {
         group_handle: &str,
     ) -> Result<(), StepError> {
         let meta = &group.metadata;
-        let contents = self.api(&snapshot_model::contents(), None);
-        let snapshots = self.api(&snapshot_model::snapshots(), meta.namespace.as_deref());
+        let contents = binding::api(&self.client, &snapshot_model::contents(), None);
+        let snapshots = binding::api(
+            &self.client,
+            &snapshot_model::snapshots(),
+            meta.namespace.as_deref(),
+        );
         let policy = self.member_policy(group);
         let content = to_object(json!({
             "apiVersion": format!("{}/v1", snapshot_model::GROUP),
@@ -417,15 +349,10 @@ impl GroupSnapshotter {
         content: &GroupContent,
         step: GroupContentStep,
     ) -> Result<(), StepError> {
-        let meta = &content.metadata;
-        let name = meta.name.clone().unwrap_or_default();
-        let contents = self.api(&model::group_contents(), None);
+        let name = content.metadata.name.clone().unwrap_or_default();
+        let contents = binding::api(&self.client, &model::group_contents(), None);
         tracing::info!(group_content = %name, ?step, "group content step");
-        match step {
-            GroupContentStep::Nothing => {}
-            GroupContentStep::AddFinalizer => {
-                set_finalizer(&contents, meta, GROUP_CONTENT_FINALIZER, true).await?;
-            }
+        match &step {
             GroupContentStep::Create {
                 name: group,
                 volumes,
@@ -434,8 +361,8 @@ impl GroupSnapshotter {
                 let answer = self
                     .csi()?
                     .create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest {
-                        name: group,
-                        source_volume_ids: volumes,
+                        name: group.clone(),
+                        source_volume_ids: volumes.clone(),
                         parameters,
                         ..Default::default()
                     })
@@ -443,7 +370,10 @@ impl GroupSnapshotter {
                 let answer = match answer {
                     Ok(answer) => answer.into_inner().group_snapshot,
                     Err(status) => {
-                        self.record_error(&contents, &name, &status).await?;
+                        // A refusal goes to the content's status.error.
+                        let message =
+                            format!("CreateVolumeGroupSnapshot failed: {}", status.message());
+                        binding::write_error(&contents, &name, &message).await?;
                         return Err(StepError::Csi {
                             rpc: "CreateVolumeGroupSnapshot",
                             status,
@@ -453,12 +383,12 @@ impl GroupSnapshotter {
                 let answer = answer.ok_or_else(|| StepError::Unknown(name.clone()))?;
                 self.record(&contents, &name, &answer).await?;
             }
-            GroupContentStep::Check { group, snapshots } => {
+            GroupContentStep::Check((group, snapshots)) => {
                 let answer = self
                     .csi()?
                     .get_volume_group_snapshot(GetVolumeGroupSnapshotRequest {
                         group_snapshot_id: group.clone(),
-                        snapshot_ids: snapshots,
+                        snapshot_ids: snapshots.clone(),
                         ..Default::default()
                     })
                     .await
@@ -468,38 +398,25 @@ impl GroupSnapshotter {
                     })?
                     .into_inner()
                     .group_snapshot
-                    .ok_or(StepError::Unknown(group))?;
+                    .ok_or_else(|| StepError::Unknown(group.clone()))?;
                 self.record(&contents, &name, &answer).await?;
             }
-            GroupContentStep::Release(handles) => {
-                if let Some((group, snapshots)) = handles {
-                    self.csi()?
-                        .delete_volume_group_snapshot(DeleteVolumeGroupSnapshotRequest {
-                            group_snapshot_id: group,
-                            snapshot_ids: snapshots,
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(|status| StepError::Csi {
-                            rpc: "DeleteVolumeGroupSnapshot",
-                            status,
-                        })?;
-                }
-                set_finalizer(&contents, meta, GROUP_CONTENT_FINALIZER, false).await?;
+            GroupContentStep::Release(Some((group, snapshots))) => {
+                self.csi()?
+                    .delete_volume_group_snapshot(DeleteVolumeGroupSnapshotRequest {
+                        group_snapshot_id: group.clone(),
+                        snapshot_ids: snapshots.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|status| StepError::Csi {
+                        rpc: "DeleteVolumeGroupSnapshot",
+                        status,
+                    })?;
             }
-            GroupContentStep::DeleteOrphan => {
-                // The cache may lag behind a group snapshot just made: ask the API server.
-                let reference = &content.spec.volume_group_snapshot_ref;
-                let groups = self.api(&model::group_snapshots(), reference.namespace.as_deref());
-                let live = groups
-                    .get_opt(reference.name.as_deref().unwrap_or_default())
-                    .await?;
-                if live.is_none_or(|g| g.metadata.uid != reference.uid) {
-                    ignore_missing(contents.delete(&name, &DeleteParams::default()).await)?;
-                }
-            }
+            _ => {}
         }
-        Ok(())
+        binding::write_content_step(&self.client, content, &step).await
     }
 
     /// The parameters of the content's class (none when it names no class).
@@ -511,7 +428,10 @@ impl GroupSnapshotter {
         let class = classes
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(class.as_str()))
-            .ok_or_else(|| StepError::Unknown(format!("VolumeGroupSnapshotClass {class}")))?;
+            .ok_or_else(|| StepError::MissingClass {
+                kind: "VolumeGroupSnapshotClass",
+                name: class.clone(),
+            })?;
         Ok(class
             .parameters
             .clone()
@@ -535,28 +455,7 @@ impl GroupSnapshotter {
         group: &csi_proto::v1::VolumeGroupSnapshot,
     ) -> Result<(), StepError> {
         let status = plan::content_status(group);
-        let patch = with_null_error(json!({"status": status}));
-        contents
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-        Ok(())
-    }
-
-    /// A refused CreateVolumeGroupSnapshot in the content's status.error.
-    async fn record_error(
-        &self,
-        contents: &Api<DynamicObject>,
-        name: &str,
-        status: &tonic::Status,
-    ) -> Result<(), StepError> {
-        let message = format!("CreateVolumeGroupSnapshot failed: {}", status.message());
-        let patch = json!({"status": {
-            "readyToUse": false,
-            "error": {"message": message, "time": now()},
-        }});
-        contents
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
+        binding::write_status(contents, name, json!(status)).await?;
         Ok(())
     }
 }
@@ -582,43 +481,4 @@ fn reference(group: &GroupSnapshot) -> ObjectReference {
         uid: meta.uid.clone(),
         ..Default::default()
     }
-}
-
-fn to_object(value: serde_json::Value) -> Result<DynamicObject, StepError> {
-    serde_json::from_value(value).map_err(|e| StepError::Kube(kube::Error::SerdeError(e)))
-}
-
-/// Creates `object`; one an earlier pass made (not yet in the cache) is kept.
-async fn create_or_keep(api: &Api<DynamicObject>, object: &DynamicObject) -> Result<(), StepError> {
-    match api.create(&PostParams::default(), object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The content snapshot-controller makes for a dynamic group snapshot, bound to it.
-fn new_group_content(
-    group: &GroupSnapshot,
-    new: &plan::NewGroupContent,
-) -> Result<DynamicObject, StepError> {
-    let meta = &group.metadata;
-    to_object(json!({
-        "apiVersion": format!("{}/v1", model::GROUP),
-        "kind": "VolumeGroupSnapshotContent",
-        "metadata": {"name": new.name},
-        "spec": {
-            "deletionPolicy": new.deletion_policy,
-            "driver": DRIVER_NAME,
-            "source": {"volumeHandles": new.volume_handles},
-            "volumeGroupSnapshotClassName": new.class,
-            "volumeGroupSnapshotRef": {
-                "apiVersion": format!("{}/v1", model::GROUP),
-                "kind": "VolumeGroupSnapshot",
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "uid": meta.uid,
-            },
-        },
-    }))
 }

@@ -2,13 +2,41 @@
 //! VolumeSnapshot or one VolumeGroupSnapshotContent, decided from the objects alone
 //! (pure, so every case is a table row). One write per decision, as the snapshotter.
 
-use csi_proto::DRIVER_NAME;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::ApiResource;
+use serde_json::{Value, json};
 
 use super::model::{
-    DEFAULT_CLASS, GROUP_CONTENT_FINALIZER, GROUP_SNAPSHOT_FINALIZER, GroupClass, GroupContent,
-    GroupContentStatus, GroupSnapshot, GroupSnapshotStatus, IN_GROUP_FINALIZER, SnapshotInfo,
+    self, DEFAULT_CLASS, GROUP_CONTENT_FINALIZER, GROUP_SNAPSHOT_FINALIZER, GroupClass,
+    GroupContent, GroupContentStatus, GroupSnapshot, GroupSnapshotStatus, IN_GROUP_FINALIZER,
+    SnapshotInfo,
 };
-use crate::snapshot::model::{Snapshot, deleting, has_finalizer};
+use crate::binding::Kind;
+use crate::binding::plan::{self as binding, ClassError, ContentSource};
+use crate::snapshot::model::{Snapshot, SnapshotRef, deleting, has_finalizer};
+
+/// The group kind: VolumeGroupSnapshot, VolumeGroupSnapshotContent and
+/// VolumeGroupSnapshotClass, whose snapshots are member VolumeSnapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupKind;
+
+/// What a dynamic group snapshot's selector resolved to: the selected claims'
+/// volumes (sorted), all ours.
+pub type Sources = binding::Source<Vec<String>>;
+/// The next step for a VolumeGroupSnapshot (snapshot-controller's part).
+pub type GroupStep = binding::Step<GroupKind>;
+/// The next step for a VolumeGroupSnapshotContent of our driver (csi-snapshotter's
+/// group part); its handles are the group's and its members'.
+pub type GroupContentStep = binding::ContentStep<GroupKind>;
+
+/// A group's own steps: its member VolumeSnapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// Make the members the content lists and no VolumeSnapshot has yet.
+    Create(Vec<Member>),
+    /// Delete these member VolumeSnapshots (the group is being deleted).
+    Delete(Vec<String>),
+}
 
 /// The content a dynamic group snapshot gets, named as snapshot-controller names it.
 pub fn content_name(group_uid: &str) -> String {
@@ -32,17 +60,6 @@ pub fn member_names(group_uid: &str, volume_handle: &str) -> (String, String) {
     (format!("snapshot-{hex}"), format!("snapcontent-{hex}"))
 }
 
-/// What a dynamic group snapshot's selector resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sources {
-    /// The selected claims' volumes (sorted), all ours.
-    Volumes(Vec<String>),
-    /// Not (yet) usable, and why.
-    Unusable(String),
-    /// Some selected volume is another driver's: not ours to snapshot.
-    Foreign,
-}
-
 /// One member to make: its VolumeSnapshot (in the group's namespace) and content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -60,57 +77,12 @@ pub struct NewGroupContent {
     pub deletion_policy: String,
 }
 
-/// The next step for a VolumeGroupSnapshot (snapshot-controller's part).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupStep {
-    Nothing,
-    AddFinalizer,
-    RemoveFinalizer,
-    CreateContent(NewGroupContent),
-    /// Fill in the uid of a pre-provisioned content's reference to this group.
-    BindContent(String),
-    /// Make the members the content lists and no VolumeSnapshot has yet.
-    CreateMembers(Vec<Member>),
-    /// Delete these member VolumeSnapshots (the group is being deleted).
-    DeleteMembers(Vec<String>),
-    /// Delete the bound content (policy Delete) before the group goes.
-    DeleteContent(String),
-    Status(GroupSnapshotStatus),
-    /// Report why the group snapshot cannot be taken (status.error and an event).
-    Error(String),
-}
-
 /// The class a group snapshot names, or our driver's default one.
 pub fn our_class<'a>(
     named: Option<&str>,
     classes: &'a [GroupClass],
-) -> Result<&'a GroupClass, String> {
-    if let Some(name) = named {
-        return classes
-            .iter()
-            .find(|c| c.metadata.name.as_deref() == Some(name))
-            .ok_or_else(|| format!("VolumeGroupSnapshotClass {name} does not exist"));
-    }
-    let defaults: Vec<&GroupClass> = classes
-        .iter()
-        .filter(|c| c.driver == DRIVER_NAME)
-        .filter(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS))
-                .is_some_and(|v| v == "true")
-        })
-        .collect();
-    match defaults.as_slice() {
-        [one] => Ok(one),
-        [] => Err(format!(
-            "no default VolumeGroupSnapshotClass for {DRIVER_NAME}"
-        )),
-        _ => Err(format!(
-            "more than one default VolumeGroupSnapshotClass for {DRIVER_NAME}"
-        )),
-    }
+) -> Result<&'a GroupClass, ClassError> {
+    binding::our_class::<GroupKind>(named, classes)
 }
 
 /// The next step for `group`, given its content, class and sources, and its member
@@ -118,126 +90,21 @@ pub fn our_class<'a>(
 pub fn group_step(
     group: &GroupSnapshot,
     content: Option<&GroupContent>,
-    class: Result<&GroupClass, String>,
+    class: Result<&GroupClass, ClassError>,
     sources: &Sources,
     members: &[Snapshot],
 ) -> GroupStep {
-    match next_group_step(group, content, class, sources, members) {
-        // Already reported: writing it again would only wake the next pass.
-        GroupStep::Error(message) if reported(group, &message) => GroupStep::Nothing,
-        step => step,
-    }
+    binding::step(group, content, class, sources, members)
 }
 
-fn reported(group: &GroupSnapshot, message: &str) -> bool {
-    group.status.as_ref().is_some_and(|status| {
-        status.ready_to_use != Some(true)
-            && status.error.as_ref().and_then(|e| e.message.as_deref()) == Some(message)
-    })
-}
-
-fn next_group_step(
-    group: &GroupSnapshot,
-    content: Option<&GroupContent>,
-    class: Result<&GroupClass, String>,
-    sources: &Sources,
-    members: &[Snapshot],
-) -> GroupStep {
-    let meta = &group.metadata;
-    let uid = meta.uid.clone().unwrap_or_default();
-    let bound_to_us = content.filter(|c| refers_to(c, group));
-    if deleting(meta) {
-        return deletion_step(group, bound_to_us, members);
-    }
-    let dynamic = group.spec.source.selector.is_some();
-    if dynamic {
-        match &class {
-            Ok(c) if c.driver != DRIVER_NAME => return GroupStep::Nothing,
-            _ if *sources == Sources::Foreign => return GroupStep::Nothing,
-            _ => {}
-        }
-    }
-    if !has_finalizer(meta, GROUP_SNAPSHOT_FINALIZER) {
-        return GroupStep::AddFinalizer;
-    }
-    let Some(content) = content else {
-        if !dynamic {
-            let name = group
-                .spec
-                .source
-                .volume_group_snapshot_content_name
-                .clone()
-                .unwrap_or_default();
-            return GroupStep::Error(format!("VolumeGroupSnapshotContent {name} does not exist"));
-        }
-        return match (class, sources) {
-            (Err(why), _) => GroupStep::Error(why),
-            (_, Sources::Unusable(why)) => GroupStep::Error(why.clone()),
-            (Ok(_), Sources::Foreign) => GroupStep::Nothing,
-            (Ok(class), Sources::Volumes(handles)) => GroupStep::CreateContent(NewGroupContent {
-                name: content_name(&uid),
-                volume_handles: handles.clone(),
-                class: class.metadata.name.clone().unwrap_or_default(),
-                deletion_policy: class.deletion_policy.clone(),
-            }),
-        };
-    };
-    let content_name = content.metadata.name.clone().unwrap_or_default();
-    if !refers_to(content, group) {
-        return GroupStep::Error(format!(
-            "VolumeGroupSnapshotContent {content_name} is bound to another group snapshot"
-        ));
-    }
-    if content.spec.volume_group_snapshot_ref.uid.is_none() {
-        return GroupStep::BindContent(content_name);
-    }
-    let status = content.status.clone().unwrap_or_default();
-    // The driver's refusal, as csi-snapshotter recorded it on the content: the group
-    // snapshot says it too, as snapshot-controller copies it.
-    if status.ready_to_use != Some(true)
-        && let Some(message) = status.error.as_ref().and_then(|e| e.message.clone())
-    {
-        return GroupStep::Error(message);
-    }
-    let missing = missing_members(&uid, &status, members);
-    if !missing.is_empty() {
-        return GroupStep::CreateMembers(missing);
-    }
-    let wanted = status_from(&status, &content_name, members);
-    let current = GroupSnapshotStatus {
-        error: None,
-        ..group.status.clone().unwrap_or_default()
-    };
-    if current == wanted {
-        GroupStep::Nothing
-    } else {
-        GroupStep::Status(wanted)
-    }
-}
-
-/// As snapshot-controller: the members go, then the content (policy Delete), and the
-/// finalizer only once that content is gone.
-fn deletion_step(
-    group: &GroupSnapshot,
-    bound: Option<&GroupContent>,
-    members: &[Snapshot],
-) -> GroupStep {
+/// As snapshot-controller: on deletion the members go first.
+fn members_to_delete(members: &[Snapshot]) -> Option<GroupStep> {
     let live: Vec<String> = members
         .iter()
         .filter(|m| !deleting(&m.metadata))
         .filter_map(|m| m.metadata.name.clone())
         .collect();
-    if !live.is_empty() {
-        return GroupStep::DeleteMembers(live);
-    }
-    match bound {
-        Some(c) if c.deletes() && !deleting(&c.metadata) => {
-            GroupStep::DeleteContent(c.metadata.name.clone().unwrap_or_default())
-        }
-        Some(c) if c.deletes() => GroupStep::Nothing,
-        _ if has_finalizer(&group.metadata, GROUP_SNAPSHOT_FINALIZER) => GroupStep::RemoveFinalizer,
-        _ => GroupStep::Nothing,
-    }
+    (!live.is_empty()).then_some(GroupStep::Own(Members::Delete(live)))
 }
 
 /// The members the content's status lists that have no VolumeSnapshot yet.
@@ -286,17 +153,6 @@ fn status_from(
     }
 }
 
-/// Whether `content` names `group` (the uid may be unset on a pre-provisioned one).
-fn refers_to(content: &GroupContent, group: &GroupSnapshot) -> bool {
-    let reference = &content.spec.volume_group_snapshot_ref;
-    reference.name == group.metadata.name
-        && reference.namespace == group.metadata.namespace
-        && reference
-            .uid
-            .as_ref()
-            .is_none_or(|uid| Some(uid) == group.metadata.uid.as_ref())
-}
-
 /// Whether a member VolumeSnapshot being deleted may let go of its in-group finalizer:
 /// once its group is being deleted or is gone (`group_alive`: the group it is owned by
 /// exists and is not being deleted).
@@ -306,73 +162,10 @@ pub fn releases_member(member: &Snapshot, group_alive: bool) -> bool {
         && !group_alive
 }
 
-/// The next step for a VolumeGroupSnapshotContent of our driver (csi-snapshotter's
-/// group part).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupContentStep {
-    Nothing,
-    AddFinalizer,
-    /// CreateVolumeGroupSnapshot with this name from these volumes, and record it.
-    Create {
-        name: String,
-        volumes: Vec<String>,
-    },
-    /// GetVolumeGroupSnapshot of a pre-provisioned group, and record it.
-    Check {
-        group: String,
-        snapshots: Vec<String>,
-    },
-    /// DeleteVolumeGroupSnapshot (policy Delete, handles known), then let go.
-    Release(Option<(String, Vec<String>)>),
-    /// The group snapshot it was bound to is gone (if the API server confirms): delete it.
-    DeleteOrphan,
-}
-
 /// The next step for `content`; `group_uid` is the uid of the group snapshot its
 /// reference names, `None` when the cache has none.
 pub fn content_step(content: &GroupContent, group_uid: Option<&str>) -> GroupContentStep {
-    let meta = &content.metadata;
-    if content.spec.driver != DRIVER_NAME {
-        return GroupContentStep::Nothing;
-    }
-    if deleting(meta) {
-        if !has_finalizer(meta, GROUP_CONTENT_FINALIZER) {
-            return GroupContentStep::Nothing;
-        }
-        return GroupContentStep::Release(content.handles().filter(|_| content.deletes()));
-    }
-    let reference = &content.spec.volume_group_snapshot_ref;
-    if let Some(uid) = &reference.uid
-        && group_uid != Some(uid.as_str())
-    {
-        return if content.deletes() {
-            GroupContentStep::DeleteOrphan
-        } else {
-            GroupContentStep::Nothing
-        };
-    }
-    if !has_finalizer(meta, GROUP_CONTENT_FINALIZER) {
-        return GroupContentStep::AddFinalizer;
-    }
-    let status = content.status.clone().unwrap_or_default();
-    if status.ready_to_use == Some(true) && status.volume_group_snapshot_handle.is_some() {
-        return GroupContentStep::Nothing;
-    }
-    let source = &content.spec.source;
-    match (&source.volume_handles, &source.group_snapshot_handles) {
-        (Some(volumes), _) => match &reference.uid {
-            Some(uid) => GroupContentStep::Create {
-                name: group_snapshot_name(uid),
-                volumes: volumes.clone(),
-            },
-            None => GroupContentStep::Nothing,
-        },
-        (None, Some(handles)) => GroupContentStep::Check {
-            group: handles.volume_group_snapshot_handle.clone(),
-            snapshots: handles.volume_snapshot_handles.clone(),
-        },
-        (None, None) => GroupContentStep::Nothing,
-    }
+    binding::content_step(content, group_uid)
 }
 
 /// The content status csi-snapshotter writes for a group the driver reports.
@@ -410,6 +203,183 @@ fn nanos(seconds: i64, nanos: i32) -> i64 {
 fn rfc3339(nanos: i64) -> Option<String> {
     let at = jiff::Timestamp::from_nanosecond(i128::from(nanos)).ok()?;
     Some(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+impl Kind for GroupKind {
+    type Object = GroupSnapshot;
+    type Content = GroupContent;
+    type Class = GroupClass;
+    type Status = GroupSnapshotStatus;
+    type NewContent = NewGroupContent;
+    type Volumes = Vec<String>;
+    type Handles = (String, Vec<String>);
+    type OwnStep = Members;
+    type Own = [Snapshot];
+
+    const CONTENT_KIND: &'static str = "VolumeGroupSnapshotContent";
+    const CLASS_KIND: &'static str = "VolumeGroupSnapshotClass";
+    const WHAT: &'static str = "group snapshot";
+    const DEFAULT_CLASS: &'static str = DEFAULT_CLASS;
+    const FINALIZER: &'static str = GROUP_SNAPSHOT_FINALIZER;
+    const CONTENT_FINALIZER: &'static str = GROUP_CONTENT_FINALIZER;
+    const REFERENCE_FIELD: &'static str = "volumeGroupSnapshotRef";
+
+    fn objects() -> ApiResource {
+        model::group_snapshots()
+    }
+
+    fn contents() -> ApiResource {
+        model::group_contents()
+    }
+
+    fn meta(group: &GroupSnapshot) -> &ObjectMeta {
+        &group.metadata
+    }
+
+    fn dynamic(group: &GroupSnapshot) -> bool {
+        group.spec.source.selector.is_some()
+    }
+
+    fn named_content(group: &GroupSnapshot) -> Option<&str> {
+        group
+            .spec
+            .source
+            .volume_group_snapshot_content_name
+            .as_deref()
+    }
+
+    fn bound_content(group: &GroupSnapshot) -> Option<&str> {
+        let status = group.status.as_ref()?;
+        status.bound_volume_group_snapshot_content_name.as_deref()
+    }
+
+    fn reported_error(group: &GroupSnapshot) -> Option<&str> {
+        let status = group.status.as_ref()?;
+        let message = status.error.as_ref()?.message.as_deref();
+        message.filter(|_| status.ready_to_use != Some(true))
+    }
+
+    fn content_name(uid: &str) -> String {
+        content_name(uid)
+    }
+
+    fn driver_name(uid: &str) -> String {
+        group_snapshot_name(uid)
+    }
+
+    fn new_content(name: String, volumes: &Vec<String>, class: &GroupClass) -> NewGroupContent {
+        NewGroupContent {
+            name,
+            volume_handles: volumes.clone(),
+            class: class.metadata.name.clone().unwrap_or_default(),
+            deletion_policy: class.deletion_policy.clone(),
+        }
+    }
+
+    /// The content snapshot-controller makes for a dynamic group snapshot, bound to it.
+    fn content_object(group: &GroupSnapshot, new: &NewGroupContent) -> Value {
+        let meta = &group.metadata;
+        json!({
+            "apiVersion": format!("{}/v1", model::GROUP),
+            "kind": "VolumeGroupSnapshotContent",
+            "metadata": {"name": new.name},
+            "spec": {
+                "deletionPolicy": new.deletion_policy,
+                "driver": csi_proto::DRIVER_NAME,
+                "source": {"volumeHandles": new.volume_handles},
+                "volumeGroupSnapshotClassName": new.class,
+                "volumeGroupSnapshotRef": {
+                    "apiVersion": format!("{}/v1", model::GROUP),
+                    "kind": "VolumeGroupSnapshot",
+                    "name": meta.name,
+                    "namespace": meta.namespace,
+                    "uid": meta.uid,
+                },
+            },
+        })
+    }
+
+    fn before_deletion(_: &GroupSnapshot, members: &[Snapshot]) -> Option<GroupStep> {
+        members_to_delete(members)
+    }
+
+    /// The driver's refusal, the members to make, then the status.
+    fn bound_step(
+        group: &GroupSnapshot,
+        content: &GroupContent,
+        content_name: &str,
+        members: &[Snapshot],
+    ) -> GroupStep {
+        let uid = group.metadata.uid.as_deref().unwrap_or_default();
+        let status = content.status.clone().unwrap_or_default();
+        // The driver's refusal, as csi-snapshotter recorded it on the content: the group
+        // snapshot says it too, as snapshot-controller copies it.
+        if status.ready_to_use != Some(true)
+            && let Some(message) = status.error.as_ref().and_then(|e| e.message.clone())
+        {
+            return GroupStep::Error(message);
+        }
+        let missing = missing_members(uid, &status, members);
+        if !missing.is_empty() {
+            return GroupStep::Own(Members::Create(missing));
+        }
+        let wanted = status_from(&status, content_name, members);
+        binding::status_step(group.status.as_ref(), wanted)
+    }
+
+    fn without_error(status: GroupSnapshotStatus) -> GroupSnapshotStatus {
+        GroupSnapshotStatus {
+            error: None,
+            ..status
+        }
+    }
+
+    fn content_meta(content: &GroupContent) -> &ObjectMeta {
+        &content.metadata
+    }
+
+    fn reference(content: &GroupContent) -> &SnapshotRef {
+        &content.spec.volume_group_snapshot_ref
+    }
+
+    fn content_driver(content: &GroupContent) -> &str {
+        &content.spec.driver
+    }
+
+    fn deletes(content: &GroupContent) -> bool {
+        content.deletes()
+    }
+
+    fn handles_to_delete(content: &GroupContent) -> Option<(String, Vec<String>)> {
+        content.handles().filter(|_| content.deletes())
+    }
+
+    fn taken(content: &GroupContent) -> bool {
+        let status = content.status.as_ref();
+        status.is_some_and(|s| {
+            s.ready_to_use == Some(true) && s.volume_group_snapshot_handle.is_some()
+        })
+    }
+
+    fn content_source(content: &GroupContent) -> ContentSource<Vec<String>, (String, Vec<String>)> {
+        let source = &content.spec.source;
+        match (&source.volume_handles, &source.group_snapshot_handles) {
+            (Some(volumes), _) => ContentSource::Volumes(volumes.clone()),
+            (None, Some(handles)) => ContentSource::Handles((
+                handles.volume_group_snapshot_handle.clone(),
+                handles.volume_snapshot_handles.clone(),
+            )),
+            (None, None) => ContentSource::Neither,
+        }
+    }
+
+    fn class_meta(class: &GroupClass) -> &ObjectMeta {
+        &class.metadata
+    }
+
+    fn class_driver(class: &GroupClass) -> &str {
+        &class.driver
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 use serde_json::{Value, json};
 
 use super::{
-    GroupContentStep, GroupStep, Member, NewGroupContent, Sources, content_step, group_step,
-    member_names, our_class, releases_member,
+    GroupContentStep, GroupStep, Member, Members, NewGroupContent, Sources, content_step,
+    group_step, member_names, our_class, releases_member,
 };
+use crate::binding::plan::ClassError;
 use crate::groupsnapshot::model::{GroupClass, GroupContent, GroupSnapshot, GroupSnapshotStatus};
 use crate::snapshot::model::Snapshot;
 
@@ -89,7 +90,7 @@ fn class(name: &str, driver: &str, default: bool) -> GroupClass {
 }
 
 fn volumes() -> Sources {
-    Sources::Volumes(vec!["local:a:machine".into(), "local:b:machine".into()])
+    Sources::Ready(vec!["local:a:machine".into(), "local:b:machine".into()])
 }
 
 fn both_members(ready: bool) -> Vec<Snapshot> {
@@ -117,7 +118,7 @@ type GroupCase<'a> = (
     &'static str,
     GroupSnapshot,
     Option<GroupContent>,
-    Result<&'a GroupClass, String>,
+    Result<&'a GroupClass, ClassError>,
     Sources,
     Vec<Snapshot>,
     GroupStep,
@@ -173,7 +174,10 @@ fn group_snapshots_step_as_snapshot_controller_does() {
             "a missing class is reported",
             group(json!({})),
             None,
-            Err("VolumeGroupSnapshotClass k does not exist".into()),
+            Err(ClassError::Missing {
+                kind: "VolumeGroupSnapshotClass",
+                name: "k".into(),
+            }),
             volumes(),
             vec![],
             GroupStep::Error("VolumeGroupSnapshotClass k does not exist".into()),
@@ -203,7 +207,7 @@ fn group_snapshots_step_as_snapshot_controller_does() {
             group(json!({"spec": {"source": {"selector": null,
                 "volumeGroupSnapshotContentName": "imported"}}})),
             None,
-            Err("no default".into()),
+            Err(ClassError::NoDefault("VolumeGroupSnapshotClass")),
             Sources::Foreign,
             vec![],
             GroupStep::Error("VolumeGroupSnapshotContent imported does not exist".into()),
@@ -215,7 +219,7 @@ fn group_snapshots_step_as_snapshot_controller_does() {
             Some(content(
                 json!({"spec": {"volumeGroupSnapshotRef": {"uid": null}}}),
             )),
-            Err("no default".into()),
+            Err(ClassError::NoDefault("VolumeGroupSnapshotClass")),
             Sources::Foreign,
             vec![],
             GroupStep::BindContent("groupsnapcontent-g1".into()),
@@ -264,12 +268,12 @@ fn group_snapshots_step_as_snapshot_controller_does() {
             Ok(&ours),
             volumes(),
             vec![member("local:a:machine", true)],
-            GroupStep::CreateMembers(vec![Member {
+            GroupStep::Own(Members::Create(vec![Member {
                 snapshot: b.clone(),
                 content: b_content.clone(),
                 volume_handle: "local:b:machine".into(),
                 snapshot_handle: "local-snap:b1:machine".into(),
-            }]),
+            }])),
         ),
         (
             "not ready while a member is not",
@@ -308,7 +312,7 @@ fn group_snapshots_step_as_snapshot_controller_does() {
             Ok(&ours),
             volumes(),
             both_members(true),
-            GroupStep::DeleteMembers(vec![a.clone(), b.clone()]),
+            GroupStep::Own(Members::Delete(vec![a.clone(), b.clone()])),
         ),
         (
             "then a Delete content",
@@ -409,10 +413,7 @@ fn group_contents_step_as_csi_snapshotter_does() {
                 "groupSnapshotHandles": {"volumeGroupSnapshotHandle": GROUP_HANDLE,
                                          "volumeSnapshotHandles": members.clone()}}}})),
             Some("g1"),
-            GroupContentStep::Check {
-                group: GROUP_HANDLE.into(),
-                snapshots: members.clone(),
-            },
+            GroupContentStep::Check((GROUP_HANDLE.into(), members.clone())),
         ),
         (
             "another driver's content is left alone",
@@ -467,8 +468,10 @@ fn the_default_class_is_our_drivers_one_so_annotated() {
         class("ours", "csi.stowage.io", true),
         class("plain", "csi.stowage.io", false),
     ];
-    let name =
-        |r: Result<&GroupClass, String>| r.map(|c| c.metadata.name.clone().unwrap_or_default());
+    let name = |r: Result<&GroupClass, ClassError>| {
+        r.map(|c| c.metadata.name.clone().unwrap_or_default())
+            .map_err(|e| e.to_string())
+    };
     assert_eq!(name(our_class(None, &classes)), Ok("ours".into()));
     assert_eq!(name(our_class(Some("plain"), &classes)), Ok("plain".into()));
     assert_eq!(

@@ -19,7 +19,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 
-use self::plan::{PV_FINALIZER, PVC_FINALIZER};
+use self::plan::{ClaimUsers, PV_FINALIZER, PVC_FINALIZER};
 use crate::Result;
 use crate::steps::Steps;
 use crate::watch::Changes;
@@ -69,9 +69,20 @@ impl Protector {
 
     fn pass(self: &Arc<Self>) {
         if self.protections.claims {
-            let pods: Vec<Pod> = self.pods.state().iter().map(|p| (**p).clone()).collect();
-            for claim in self.claims.state() {
-                if plan::claim_releasable(&claim, &pods) {
+            let held: Vec<_> = self
+                .claims
+                .state()
+                .into_iter()
+                .filter(|claim| plan::claim_held(claim))
+                .collect();
+            // Built only when a claim waits, once per pass: claims + pods, not claims × pods.
+            let users = if held.is_empty() {
+                ClaimUsers::default()
+            } else {
+                ClaimUsers::new(self.pods.state().iter().map(|pod| &**pod))
+            };
+            for claim in held {
+                if plan::claim_releasable(&claim, &users) {
                     let key = format!("pvc/{}", claim.metadata.uid.as_deref().unwrap_or(""));
                     let this = self.clone();
                     self.steps
@@ -98,7 +109,7 @@ impl Protector {
         let namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let live = pods.list(&ListParams::default()).await?.items;
-        if !plan::claim_releasable(claim, &live) {
+        if !plan::claim_releasable(claim, &ClaimUsers::new(&live)) {
             return Ok(());
         }
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);

@@ -1,6 +1,8 @@
 //! When kube-controller-manager's pvc-protection and pv-protection controllers let go
 //! of a deleted object: pure decisions over the objects, one table row per rule.
 
+use std::collections::HashSet;
+
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -22,36 +24,57 @@ pub fn claim_held(claim: &PersistentVolumeClaim) -> bool {
     deleting_with(&claim.metadata, PVC_FINALIZER)
 }
 
-/// Whether `pod` uses `claim`, as upstream counts it: a Pod of its namespace that has
-/// not finished (phase Succeeded or Failed) names it in a volume, directly or as the
-/// claim of a generic ephemeral volume (`<pod>-<volume>`).
-pub fn pod_uses(pod: &Pod, claim: &PersistentVolumeClaim) -> bool {
-    if pod.metadata.namespace != claim.metadata.namespace {
-        return false;
-    }
+/// The claims `pod` uses, as upstream counts them: none once the Pod has finished
+/// (phase Succeeded or Failed); else every claim it names in a volume, directly or as
+/// the claim of a generic ephemeral volume (`<pod>-<volume>`). All are in its namespace.
+fn claims_of(pod: &Pod) -> impl Iterator<Item = String> + '_ {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
-        return false;
-    }
-    let claim_name = claim.metadata.name.as_deref().unwrap_or_default();
+    let finished = matches!(phase, Some("Succeeded" | "Failed"));
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     pod.spec
         .iter()
+        .filter(move |_| !finished)
         .flat_map(|spec| spec.volumes.iter().flatten())
-        .any(|volume| {
-            let direct = volume
-                .persistent_volume_claim
-                .as_ref()
-                .is_some_and(|c| c.claim_name == claim_name);
-            let ephemeral =
-                volume.ephemeral.is_some() && format!("{pod_name}-{}", volume.name) == claim_name;
-            direct || ephemeral
-        })
+        .filter_map(
+            move |volume| match (&volume.persistent_volume_claim, &volume.ephemeral) {
+                (Some(claim), _) => Some(claim.claim_name.clone()),
+                (None, Some(_)) => Some(format!("{pod_name}-{}", volume.name)),
+                (None, None) => None,
+            },
+        )
+}
+
+/// Which claims some unfinished Pod uses, by namespace and name: built once from a
+/// Pod list, so that each held claim is one lookup, not a walk over every Pod.
+#[derive(Debug, Default)]
+pub struct ClaimUsers(HashSet<(String, String)>);
+
+impl ClaimUsers {
+    pub fn new<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Self {
+        let mut used = HashSet::new();
+        for pod in pods {
+            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            for claim in claims_of(pod) {
+                used.insert((namespace.clone(), claim));
+            }
+        }
+        Self(used)
+    }
+
+    /// Whether a Pod of the claim's namespace uses it.
+    pub fn in_use(&self, claim: &PersistentVolumeClaim) -> bool {
+        let meta = &claim.metadata;
+        let key = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        self.0.contains(&key)
+    }
 }
 
 /// Whether a held claim may let go: no Pod uses it.
-pub fn claim_releasable(claim: &PersistentVolumeClaim, pods: &[Pod]) -> bool {
-    claim_held(claim) && !pods.iter().any(|pod| pod_uses(pod, claim))
+pub fn claim_releasable(claim: &PersistentVolumeClaim, users: &ClaimUsers) -> bool {
+    claim_held(claim) && !users.in_use(claim)
 }
 
 /// Whether a deleted, held volume may let go: it is not Bound (upstream's pv-protection
@@ -145,14 +168,70 @@ mod tests {
         ];
         for (what, claim, pods, held) in cases {
             assert!(claim_held(&claim), "{what}");
-            assert_eq!(claim_releasable(&claim, &pods), !held, "{what}");
+            assert_eq!(
+                claim_releasable(&claim, &ClaimUsers::new(&pods)),
+                !held,
+                "{what}"
+            );
         }
         for (what, claim) in [
             ("not deleted", claim(false, true)),
             ("already released", claim(true, false)),
         ] {
             assert!(!claim_held(&claim), "{what}");
-            assert!(!claim_releasable(&claim, &[]), "{what}");
+            assert!(!claim_releasable(&claim, &ClaimUsers::default()), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_index_holds_every_claim_an_unfinished_pod_uses() {
+        let two_volumes: Pod = object(json!({
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"containers": [], "volumes": [
+                uses_data(),
+                {"name": "cache", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+                {"name": "config", "configMap": {"name": "settings"}},
+            ]},
+            "status": {"phase": "Running"},
+        }));
+        let pods = vec![
+            two_volumes,
+            pod("other", "Pending", uses_data()),
+            pod(
+                "ns",
+                "Succeeded",
+                json!({"name": "v", "persistentVolumeClaim": {"claimName": "done"}}),
+            ),
+        ];
+        let users = ClaimUsers::new(&pods);
+        let named = |namespace: &str, name: &str| -> PersistentVolumeClaim {
+            object(json!({"metadata": {"name": name, "namespace": namespace}}))
+        };
+        for (what, claim, used) in [
+            ("a claim named in a volume", named("ns", "data"), true),
+            (
+                "a generic ephemeral volume's claim",
+                named("ns", "web-cache"),
+                true,
+            ),
+            (
+                "the same name in another pod's namespace",
+                named("other", "data"),
+                true,
+            ),
+            (
+                "a namespace no pod uses it in",
+                named("third", "data"),
+                false,
+            ),
+            ("a finished pod's claim", named("ns", "done"), false),
+            (
+                "a volume that is no claim",
+                named("ns", "web-config"),
+                false,
+            ),
+        ] {
+            assert_eq!(users.in_use(&claim), used, "{what}");
         }
     }
 

@@ -174,7 +174,8 @@ fn recycle_plan(pv: &PersistentVolume) -> (Owner, Plan) {
     let spec = pv.spec.clone().unwrap_or_default();
     let no_recycler = |message: &str| impossible(FAILED_RECYCLE, message);
     if let Some(nfs) = &spec.nfs {
-        return nfs_plan(&nfs.server, &nfs.path, "").unwrap_or_else(|m| no_recycler(&m));
+        return nfs_plan(&nfs.server, &nfs.path, "")
+            .unwrap_or_else(|e| no_recycler(&e.to_string()));
     }
     if let Some(csi) = &spec.csi
         && csi.driver == DRIVER_NAME
@@ -182,7 +183,7 @@ fn recycle_plan(pv: &PersistentVolume) -> (Owner, Plan) {
         && let (Some(server), Some(share)) = (context.get("server"), context.get("share"))
     {
         let sub_dir = context.get("subDir").map(String::as_str).unwrap_or("");
-        return nfs_plan(server, share, sub_dir).unwrap_or_else(|m| no_recycler(&m));
+        return nfs_plan(server, share, sub_dir).unwrap_or_else(|e| no_recycler(&e.to_string()));
     }
     // A static hostPath volume of our driver names its `path` in the attributes.
     let csi_path = spec
@@ -204,15 +205,25 @@ fn local_owner(pv: &PersistentVolume) -> Owner {
     pinned_node(pv).map_or(Owner::SoleNode, Owner::Node)
 }
 
-fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Owner, Plan), String> {
-    let export = Export::parse(server, share).map_err(|e| e.to_string())?;
+/// Why an NFS volume cannot be recycled; the message goes to the volume's Failed phase.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NfsPlanError {
+    /// The export's address is not one.
+    #[error(transparent)]
+    Export(#[from] driver_contract::export::BadExport),
+    #[error("subDir {0:?} must not contain '..'")]
+    UpwardSubDir(String),
+}
+
+fn nfs_plan(server: &str, share: &str, sub_dir: &str) -> Result<(Owner, Plan), NfsPlanError> {
+    let export = Export::parse(server, share).map_err(NfsPlanError::Export)?;
     let path: Vec<String> = sub_dir
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .map(str::to_string)
         .collect();
     if path.iter().any(|c| c == "..") {
-        return Err(format!("subDir {sub_dir:?} must not contain '..'"));
+        return Err(NfsPlanError::UpwardSubDir(sub_dir.to_string()));
     }
     Ok((Owner::Central, Plan::RecycleNfs { export, path }))
 }

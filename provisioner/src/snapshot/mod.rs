@@ -13,40 +13,23 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest};
-use driver_contract::ids::{Location, SnapshotId, VolumeId};
-use futures_util::StreamExt;
+use driver_contract::ids::{SnapshotId, VolumeId};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use tokio::sync::watch;
 
-use self::model::{CONTENT_FINALIZER, Class, Content, SNAPSHOT_FINALIZER, Snapshot};
+use self::model::{Class, Content, Snapshot};
+pub use self::plan::SnapshotKind;
 use self::plan::{ContentStep, SnapshotStep, Source};
+use crate::binding::{self, StepError, parse_all, reflect};
 use crate::steps::Steps;
 use crate::watch::Changes;
 use crate::{Config, Result, Scope};
-
-/// Why one step failed; the object is retried with backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error("API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("no CSI endpoint configured")]
-    NoCsi,
-    #[error("{rpc} failed: {status}")]
-    Csi {
-        rpc: &'static str,
-        status: tonic::Status,
-    },
-    #[error("the driver does not know snapshot {0}")]
-    Unknown(String),
-}
 
 pub struct Snapshotter {
     client: Client,
@@ -57,31 +40,6 @@ pub struct Snapshotter {
     classes: Store<DynamicObject>,
     config: Config,
     steps: Arc<Steps>,
-}
-
-/// Starts a reflector over an untyped kind whose events poke `changes`.
-pub(crate) fn reflect(
-    client: &Client,
-    resource: &ApiResource,
-    changes: &Changes,
-) -> Store<DynamicObject> {
-    let writer = reflector::store::Writer::new(resource.clone());
-    let reader = writer.as_reader();
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    let changes = changes.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                tracing::warn!(%error, "snapshot watch failed (are the snapshot CRDs installed?); retrying");
-            }
-            changes.poke();
-        }
-    });
-    reader
 }
 
 impl Snapshotter {
@@ -135,21 +93,10 @@ impl Snapshotter {
                 }
             }
         }
-        let uids: HashMap<(String, String), String> = snapshots
-            .iter()
-            .filter_map(|s| {
-                let m = &s.metadata;
-                Some(((m.namespace.clone()?, m.name.clone()?), m.uid.clone()?))
-            })
-            .collect();
+        let uids = binding::uids::<SnapshotKind>(&snapshots);
         for content in contents.iter().filter(|c| self.mine(c)) {
-            let reference = &content.spec.volume_snapshot_ref;
-            let uid = reference
-                .namespace
-                .clone()
-                .zip(reference.name.clone())
-                .and_then(|key| uids.get(&key));
-            let step = plan::content_step(content, uid.map(String::as_str));
+            let uid = binding::referred_uid::<SnapshotKind>(content, &uids);
+            let step = plan::content_step(content, uid);
             if step != ContentStep::Nothing {
                 let key = format!("content/{}", content.metadata.name.as_deref().unwrap_or(""));
                 let (this, content) = (self.clone(), content.clone());
@@ -165,15 +112,7 @@ impl Snapshotter {
         contents: &HashMap<&str, &Content>,
         classes: &[Class],
     ) -> SnapshotStep {
-        let uid = snapshot.metadata.uid.as_deref().unwrap_or_default();
-        let content_name = match &snapshot.spec.source.volume_snapshot_content_name {
-            Some(name) => name.clone(),
-            None => snapshot
-                .status
-                .as_ref()
-                .and_then(|s| s.bound_volume_snapshot_content_name.clone())
-                .unwrap_or_else(|| plan::content_name(uid)),
-        };
+        let content_name = binding::plan::content_name_of::<SnapshotKind>(snapshot);
         let content = contents.get(content_name.as_str()).copied();
         let class = plan::our_class(snapshot.spec.volume_snapshot_class_name.as_deref(), classes);
         let source = self.source(snapshot);
@@ -187,24 +126,9 @@ impl Snapshotter {
         };
         let namespace = snapshot.metadata.namespace.as_deref().unwrap_or_default();
         let label = format!("{namespace}/{claim}");
-        let Some(pvc) = self.claims.get(&ObjectRef::new(claim).within(namespace)) else {
-            return Source::Unusable(format!("claim {label} does not exist"));
-        };
-        let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
-        let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
-        let (Some("Bound"), Some(volume)) = (phase, volume) else {
-            return Source::Unusable(format!("claim {label} is not bound"));
-        };
-        let csi = self
-            .volumes
-            .get(&ObjectRef::new(&volume))
-            .and_then(|pv| pv.spec.clone()?.csi);
-        match csi {
-            Some(csi) if csi.driver == DRIVER_NAME => Source::Volume(csi.volume_handle),
-            Some(_) => Source::Foreign,
-            None => Source::Unusable(format!(
-                "volume {volume} of claim {label} is not a CSI volume"
-            )),
+        match self.claims.get(&ObjectRef::new(claim).within(namespace)) {
+            Some(pvc) => binding::claim_volume(&pvc, &label, &self.volumes),
+            None => Source::Unusable(format!("claim {label} does not exist")),
         }
     }
 
@@ -215,91 +139,29 @@ impl Snapshotter {
                 .map(|id| id.location)
                 .or_else(|| SnapshotId::parse(handle).map(|id| id.location))
         });
-        match (location, &self.config.scope) {
-            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
-            (Some(Location::Nfs(_)), Scope::Central) => true,
-            _ => false,
-        }
-    }
-
-    fn api(&self, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
-        match namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
-            None => Api::all_with(self.client.clone(), resource),
-        }
+        binding::held_here(location, &self.config.scope)
     }
 
     async fn do_snapshot(&self, snapshot: &Snapshot, step: SnapshotStep) -> Result<(), StepError> {
-        let meta = &snapshot.metadata;
-        let name = meta.name.clone().unwrap_or_default();
-        let snapshots = self.api(&model::snapshots(), meta.namespace.as_deref());
-        let contents = self.api(&model::contents(), None);
+        let name = snapshot.metadata.name.as_deref().unwrap_or_default();
         tracing::info!(snapshot = %name, ?step, "snapshot step");
-        match step {
-            SnapshotStep::Nothing => {}
-            SnapshotStep::AddFinalizer => {
-                set_finalizer(&snapshots, meta, SNAPSHOT_FINALIZER, true).await?;
-            }
-            SnapshotStep::RemoveFinalizer => {
-                set_finalizer(&snapshots, meta, SNAPSHOT_FINALIZER, false).await?;
-            }
-            SnapshotStep::CreateContent(new) => {
-                let content = new_content(snapshot, &new)?;
-                match contents.create(&PostParams::default(), &content).await {
-                    Ok(_) => {}
-                    // Made by an earlier pass whose write the cache had not seen yet.
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            SnapshotStep::BindContent(content) => {
-                let patch = json!({"spec": {"volumeSnapshotRef": {"uid": meta.uid}}});
-                contents
-                    .patch(&content, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
-            }
-            SnapshotStep::DeleteContent(content) => {
-                ignore_missing(contents.delete(&content, &DeleteParams::default()).await)?;
-            }
-            SnapshotStep::Status(status) => {
-                let patch = json!({"status": status});
-                let patch = with_null_error(patch);
-                snapshots
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
-            }
-            SnapshotStep::Error(message) => {
-                let patch = json!({"status": {
-                    "readyToUse": false,
-                    "error": {"message": message, "time": now()},
-                }});
-                snapshots
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
-            }
-        }
-        Ok(())
+        binding::write_step(&self.client, snapshot, &step).await
     }
 
     async fn do_content(&self, content: &Content, step: ContentStep) -> Result<(), StepError> {
-        let meta = &content.metadata;
-        let name = meta.name.clone().unwrap_or_default();
-        let contents = self.api(&model::contents(), None);
+        let name = content.metadata.name.clone().unwrap_or_default();
+        let contents = binding::api(&self.client, &model::contents(), None);
         tracing::info!(content = %name, ?step, "content step");
-        match step {
-            ContentStep::Nothing => {}
-            ContentStep::AddFinalizer => {
-                set_finalizer(&contents, meta, CONTENT_FINALIZER, true).await?;
-            }
+        match &step {
             ContentStep::Create {
                 name: snapshot,
-                volume,
+                volumes: volume,
             } => {
                 let answer = self
                     .csi()?
                     .create_snapshot(CreateSnapshotRequest {
-                        source_volume_id: volume,
-                        name: snapshot,
+                        source_volume_id: volume.clone(),
+                        name: snapshot.clone(),
                         ..Default::default()
                     })
                     .await
@@ -328,37 +190,24 @@ impl Snapshotter {
                     .entries
                     .into_iter()
                     .find_map(|entry| entry.snapshot)
-                    .ok_or(StepError::Unknown(handle))?;
+                    .ok_or_else(|| StepError::Unknown(handle.clone()))?;
                 self.record(&contents, &name, &answer).await?;
             }
-            ContentStep::Release(handle) => {
-                if let Some(handle) = handle {
-                    self.csi()?
-                        .delete_snapshot(DeleteSnapshotRequest {
-                            snapshot_id: handle,
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(|status| StepError::Csi {
-                            rpc: "DeleteSnapshot",
-                            status,
-                        })?;
-                }
-                set_finalizer(&contents, meta, CONTENT_FINALIZER, false).await?;
+            ContentStep::Release(Some(handle)) => {
+                self.csi()?
+                    .delete_snapshot(DeleteSnapshotRequest {
+                        snapshot_id: handle.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|status| StepError::Csi {
+                        rpc: "DeleteSnapshot",
+                        status,
+                    })?;
             }
-            ContentStep::DeleteOrphan => {
-                // The cache may lag behind a snapshot just made: ask the API server.
-                let reference = &content.spec.volume_snapshot_ref;
-                let snapshots = self.api(&model::snapshots(), reference.namespace.as_deref());
-                let live = snapshots
-                    .get_opt(reference.name.as_deref().unwrap_or_default())
-                    .await?;
-                if live.is_none_or(|s| s.metadata.uid != reference.uid) {
-                    ignore_missing(contents.delete(&name, &DeleteParams::default()).await)?;
-                }
-            }
+            _ => {}
         }
-        Ok(())
+        binding::write_content_step(&self.client, content, &step).await
     }
 
     fn csi(&self) -> Result<ControllerClient<tonic::transport::Channel>, StepError> {
@@ -385,92 +234,7 @@ impl Snapshotter {
                 .as_ref()
                 .map(|t| (t.seconds, t.nanos)),
         );
-        let patch = with_null_error(json!({"status": status}));
-        contents
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
+        binding::write_status(contents, name, json!(status)).await?;
         Ok(())
     }
-}
-
-pub(crate) fn parse_all<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>) -> Vec<T> {
-    store
-        .state()
-        .iter()
-        .filter_map(|object| model::parse(object))
-        .collect()
-}
-
-/// A merge patch of a status that clears an earlier error.
-pub(crate) fn with_null_error(mut patch: serde_json::Value) -> serde_json::Value {
-    if let Some(status) = patch.get_mut("status").and_then(|s| s.as_object_mut()) {
-        status.insert("error".into(), serde_json::Value::Null);
-    }
-    patch
-}
-
-pub(crate) fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-pub(crate) fn ignore_missing<T>(result: kube::Result<T>) -> kube::Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Adds or removes `finalizer`, guarded by the resourceVersion the decision saw.
-pub(crate) async fn set_finalizer(
-    api: &Api<DynamicObject>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    finalizer: &str,
-    present: bool,
-) -> kube::Result<()> {
-    let mut finalizers: Vec<String> = meta
-        .finalizers
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f != finalizer)
-        .collect();
-    if present {
-        finalizers.push(finalizer.to_string());
-    }
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": meta.resource_version,
-    }});
-    let name = meta.name.as_deref().unwrap_or_default();
-    ignore_missing(
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await,
-    )
-}
-
-/// The content snapshot-controller makes for a dynamic snapshot, bound to it.
-fn new_content(snapshot: &Snapshot, new: &plan::NewContent) -> Result<DynamicObject, StepError> {
-    let meta = &snapshot.metadata;
-    let object = json!({
-        "apiVersion": format!("{}/v1", model::GROUP),
-        "kind": "VolumeSnapshotContent",
-        "metadata": {"name": new.name},
-        "spec": {
-            "deletionPolicy": new.deletion_policy,
-            "driver": DRIVER_NAME,
-            "source": {"volumeHandle": new.volume_handle},
-            "volumeSnapshotClassName": new.class,
-            "volumeSnapshotRef": {
-                "apiVersion": format!("{}/v1", model::GROUP),
-                "kind": "VolumeSnapshot",
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "uid": meta.uid,
-            },
-        },
-    });
-    serde_json::from_value(object).map_err(|e| StepError::Kube(kube::Error::SerdeError(e)))
 }

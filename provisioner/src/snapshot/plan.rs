@@ -3,12 +3,31 @@
 //! the next pass sees its result and decides the next, so a restart between writes
 //! converges.
 
-use csi_proto::DRIVER_NAME;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::ApiResource;
+use serde_json::{Value, json};
 
 use super::model::{
-    CONTENT_FINALIZER, Class, Content, ContentStatus, SNAPSHOT_FINALIZER, Snapshot, SnapshotStatus,
-    deleting, has_finalizer,
+    self, CONTENT_FINALIZER, Class, Content, ContentStatus, SNAPSHOT_FINALIZER, Snapshot,
+    SnapshotRef, SnapshotStatus,
 };
+use crate::binding::Kind;
+use crate::binding::plan::{self as binding, ClassError, ContentSource};
+
+/// The single snapshot kind: VolumeSnapshot, VolumeSnapshotContent, VolumeSnapshotClass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotKind;
+
+/// What the source of a dynamic snapshot resolved to: its claim's volume.
+pub type Source = binding::Source<String>;
+/// The next step for a VolumeSnapshot (snapshot-controller's part).
+pub type SnapshotStep = binding::Step<SnapshotKind>;
+/// The next step for a VolumeSnapshotContent of our driver (csi-snapshotter's part).
+pub type ContentStep = binding::ContentStep<SnapshotKind>;
+
+/// A single snapshot has no steps of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoStep {}
 
 /// The content a dynamic snapshot gets, named as snapshot-controller names it.
 pub fn content_name(snapshot_uid: &str) -> String {
@@ -21,35 +40,6 @@ pub fn snapshot_name(snapshot_uid: &str) -> String {
     format!("snapshot-{snapshot_uid}")
 }
 
-/// What the source of a dynamic snapshot resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The claim's volume, one of ours.
-    Volume(String),
-    /// Not (yet) usable, and why.
-    Unusable(String),
-    /// Another driver's volume: not ours to snapshot.
-    Foreign,
-}
-
-/// The next step for a VolumeSnapshot (snapshot-controller's part).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapshotStep {
-    Nothing,
-    AddFinalizer,
-    RemoveFinalizer,
-    /// Create the content for a dynamic snapshot.
-    CreateContent(NewContent),
-    /// Fill in the uid of a pre-provisioned content's reference to this snapshot.
-    BindContent(String),
-    /// Delete the bound content (policy Delete) before the snapshot goes.
-    DeleteContent(String),
-    /// Write this status.
-    Status(SnapshotStatus),
-    /// Report why the snapshot cannot be taken (status.error, not ready).
-    Error(String),
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewContent {
     pub name: String,
@@ -59,34 +49,8 @@ pub struct NewContent {
 }
 
 /// Whether `class` (looked up by the snapshot's name, or the default) is ours.
-pub fn our_class<'a>(named: Option<&str>, classes: &'a [Class]) -> Result<&'a Class, String> {
-    let ours = |c: &&Class| c.driver == DRIVER_NAME;
-    match named {
-        Some(name) => classes
-            .iter()
-            .find(|c| c.metadata.name.as_deref() == Some(name))
-            .ok_or_else(|| format!("VolumeSnapshotClass {name} does not exist")),
-        None => {
-            let defaults: Vec<&Class> = classes
-                .iter()
-                .filter(ours)
-                .filter(|c| {
-                    c.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(super::model::DEFAULT_CLASS))
-                        .is_some_and(|v| v == "true")
-                })
-                .collect();
-            match defaults.as_slice() {
-                [one] => Ok(one),
-                [] => Err(format!("no default VolumeSnapshotClass for {DRIVER_NAME}")),
-                _ => Err(format!(
-                    "more than one default VolumeSnapshotClass for {DRIVER_NAME}"
-                )),
-            }
-        }
-    }
+pub fn our_class<'a>(named: Option<&str>, classes: &'a [Class]) -> Result<&'a Class, ClassError> {
+    binding::our_class::<SnapshotKind>(named, classes)
 }
 
 /// The next step for `snapshot`, given its content (by the name it binds to) and, for
@@ -94,108 +58,10 @@ pub fn our_class<'a>(named: Option<&str>, classes: &'a [Class]) -> Result<&'a Cl
 pub fn snapshot_step(
     snapshot: &Snapshot,
     content: Option<&Content>,
-    class: Result<&Class, String>,
+    class: Result<&Class, ClassError>,
     source: &Source,
 ) -> SnapshotStep {
-    match next_snapshot_step(snapshot, content, class, source) {
-        // Already reported: writing it again would only wake the next pass.
-        SnapshotStep::Error(message) if reported(snapshot, &message) => SnapshotStep::Nothing,
-        step => step,
-    }
-}
-
-/// Whether the snapshot's status already says `message` (and not ready).
-fn reported(snapshot: &Snapshot, message: &str) -> bool {
-    snapshot.status.as_ref().is_some_and(|status| {
-        status.ready_to_use != Some(true)
-            && status.error.as_ref().and_then(|e| e.message.as_deref()) == Some(message)
-    })
-}
-
-fn next_snapshot_step(
-    snapshot: &Snapshot,
-    content: Option<&Content>,
-    class: Result<&Class, String>,
-    source: &Source,
-) -> SnapshotStep {
-    let meta = &snapshot.metadata;
-    let uid = meta.uid.clone().unwrap_or_default();
-    let bound_to_us = content.filter(|c| refers_to(c, snapshot));
-    if deleting(meta) {
-        return match bound_to_us {
-            Some(c) if c.deletes() && !deleting(&c.metadata) => {
-                SnapshotStep::DeleteContent(c.metadata.name.clone().unwrap_or_default())
-            }
-            Some(c) if c.deletes() => SnapshotStep::Nothing,
-            _ if has_finalizer(meta, SNAPSHOT_FINALIZER) => SnapshotStep::RemoveFinalizer,
-            _ => SnapshotStep::Nothing,
-        };
-    }
-    let dynamic = snapshot.spec.source.persistent_volume_claim_name.is_some();
-    if dynamic {
-        // Another driver's class or volume: its own snapshotter's business.
-        match &class {
-            Ok(c) if c.driver != DRIVER_NAME => return SnapshotStep::Nothing,
-            _ if *source == Source::Foreign => return SnapshotStep::Nothing,
-            _ => {}
-        }
-    }
-    if !has_finalizer(meta, SNAPSHOT_FINALIZER) {
-        return SnapshotStep::AddFinalizer;
-    }
-    let Some(content) = content else {
-        if !dynamic {
-            let name = snapshot
-                .spec
-                .source
-                .volume_snapshot_content_name
-                .clone()
-                .unwrap_or_default();
-            return SnapshotStep::Error(format!("VolumeSnapshotContent {name} does not exist"));
-        }
-        return match (class, source) {
-            (Err(why), _) => SnapshotStep::Error(why),
-            (_, Source::Unusable(why)) => SnapshotStep::Error(why.clone()),
-            (Ok(_), Source::Foreign) => SnapshotStep::Nothing,
-            (Ok(class), Source::Volume(handle)) => SnapshotStep::CreateContent(NewContent {
-                name: content_name(&uid),
-                volume_handle: handle.clone(),
-                class: class.metadata.name.clone().unwrap_or_default(),
-                deletion_policy: class.deletion_policy.clone(),
-            }),
-        };
-    };
-    let content_name = content.metadata.name.clone().unwrap_or_default();
-    if !refers_to(content, snapshot) {
-        return SnapshotStep::Error(format!(
-            "VolumeSnapshotContent {content_name} is bound to another snapshot"
-        ));
-    }
-    if content.spec.volume_snapshot_ref.uid.is_none() {
-        return SnapshotStep::BindContent(content_name);
-    }
-    let wanted = status_from(content, &content_name);
-    let current = snapshot.status.clone().unwrap_or_default();
-    let current = SnapshotStatus {
-        error: None,
-        ..current
-    };
-    if current == wanted {
-        SnapshotStep::Nothing
-    } else {
-        SnapshotStep::Status(wanted)
-    }
-}
-
-/// Whether `content` names `snapshot` (the uid may be unset on a pre-provisioned one).
-fn refers_to(content: &Content, snapshot: &Snapshot) -> bool {
-    let reference = &content.spec.volume_snapshot_ref;
-    reference.name == snapshot.metadata.name
-        && reference.namespace == snapshot.metadata.namespace
-        && reference
-            .uid
-            .as_ref()
-            .is_none_or(|uid| Some(uid) == snapshot.metadata.uid.as_ref())
+    binding::step(snapshot, content, class, source, &())
 }
 
 /// The snapshot's status as snapshot-controller copies it from the content.
@@ -225,73 +91,10 @@ pub fn content_handle(content: &Content) -> Option<&str> {
         .or(content.handle())
 }
 
-/// The next step for a VolumeSnapshotContent of our driver (csi-snapshotter's part).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContentStep {
-    Nothing,
-    AddFinalizer,
-    /// CreateSnapshot with this name from this volume, and record the answer.
-    Create {
-        name: String,
-        volume: String,
-    },
-    /// Look up a pre-provisioned snapshot by handle, and record the answer.
-    Check(String),
-    /// DeleteSnapshot (when the policy is Delete and a handle is known), then let go.
-    Release(Option<String>),
-    /// The snapshot it was bound to is gone (if the API server confirms): delete it.
-    DeleteOrphan,
-}
-
 /// The next step for `content`; `snapshot_uid` is the uid of the snapshot its
 /// reference names, `None` when the cache has no such snapshot.
 pub fn content_step(content: &Content, snapshot_uid: Option<&str>) -> ContentStep {
-    let meta = &content.metadata;
-    if content.spec.driver != DRIVER_NAME {
-        return ContentStep::Nothing;
-    }
-    if deleting(meta) {
-        if !has_finalizer(meta, CONTENT_FINALIZER) {
-            return ContentStep::Nothing;
-        }
-        // As csi-snapshotter: a group member's snapshot goes with its group.
-        let handle = content
-            .handle()
-            .filter(|_| content.deletes() && !content.group_member());
-        return ContentStep::Release(handle.map(str::to_string));
-    }
-    let reference = &content.spec.volume_snapshot_ref;
-    if let Some(uid) = &reference.uid
-        && snapshot_uid != Some(uid.as_str())
-    {
-        return if content.deletes() {
-            ContentStep::DeleteOrphan
-        } else {
-            ContentStep::Nothing
-        };
-    }
-    if !has_finalizer(meta, CONTENT_FINALIZER) {
-        return ContentStep::AddFinalizer;
-    }
-    let status = content.status.clone().unwrap_or_default();
-    if status.ready_to_use == Some(true) && status.snapshot_handle.is_some() {
-        return ContentStep::Nothing;
-    }
-    match (
-        &content.spec.source.volume_handle,
-        &content.spec.source.snapshot_handle,
-    ) {
-        (Some(volume), _) => match &reference.uid {
-            Some(uid) => ContentStep::Create {
-                name: snapshot_name(uid),
-                volume: volume.clone(),
-            },
-            // Dynamic contents are made bound; one without a uid waits for it.
-            None => ContentStep::Nothing,
-        },
-        (None, Some(handle)) => ContentStep::Check(handle.clone()),
-        (None, None) => ContentStep::Nothing,
-    }
+    binding::content_step(content, snapshot_uid)
 }
 
 /// The content status csi-snapshotter writes for a snapshot the driver reports
@@ -310,6 +113,156 @@ pub fn content_status(
         snapshot_handle: Some(handle.to_string()),
         error: None,
         volume_group_snapshot_handle: None,
+    }
+}
+
+impl Kind for SnapshotKind {
+    type Object = Snapshot;
+    type Content = Content;
+    type Class = Class;
+    type Status = SnapshotStatus;
+    type NewContent = NewContent;
+    type Volumes = String;
+    type Handles = String;
+    type OwnStep = NoStep;
+    type Own = ();
+
+    const CONTENT_KIND: &'static str = "VolumeSnapshotContent";
+    const CLASS_KIND: &'static str = "VolumeSnapshotClass";
+    const WHAT: &'static str = "snapshot";
+    const DEFAULT_CLASS: &'static str = model::DEFAULT_CLASS;
+    const FINALIZER: &'static str = SNAPSHOT_FINALIZER;
+    const CONTENT_FINALIZER: &'static str = CONTENT_FINALIZER;
+    const REFERENCE_FIELD: &'static str = "volumeSnapshotRef";
+
+    fn objects() -> ApiResource {
+        model::snapshots()
+    }
+
+    fn contents() -> ApiResource {
+        model::contents()
+    }
+
+    fn meta(snapshot: &Snapshot) -> &ObjectMeta {
+        &snapshot.metadata
+    }
+
+    fn dynamic(snapshot: &Snapshot) -> bool {
+        snapshot.spec.source.persistent_volume_claim_name.is_some()
+    }
+
+    fn named_content(snapshot: &Snapshot) -> Option<&str> {
+        snapshot.spec.source.volume_snapshot_content_name.as_deref()
+    }
+
+    fn bound_content(snapshot: &Snapshot) -> Option<&str> {
+        let status = snapshot.status.as_ref()?;
+        status.bound_volume_snapshot_content_name.as_deref()
+    }
+
+    fn reported_error(snapshot: &Snapshot) -> Option<&str> {
+        let status = snapshot.status.as_ref()?;
+        let message = status.error.as_ref()?.message.as_deref();
+        message.filter(|_| status.ready_to_use != Some(true))
+    }
+
+    fn content_name(uid: &str) -> String {
+        content_name(uid)
+    }
+
+    fn driver_name(uid: &str) -> String {
+        snapshot_name(uid)
+    }
+
+    fn new_content(name: String, volume: &String, class: &Class) -> NewContent {
+        NewContent {
+            name,
+            volume_handle: volume.clone(),
+            class: class.metadata.name.clone().unwrap_or_default(),
+            deletion_policy: class.deletion_policy.clone(),
+        }
+    }
+
+    /// The content snapshot-controller makes for a dynamic snapshot, bound to it.
+    fn content_object(snapshot: &Snapshot, new: &NewContent) -> Value {
+        let meta = &snapshot.metadata;
+        json!({
+            "apiVersion": format!("{}/v1", model::GROUP),
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": new.name},
+            "spec": {
+                "deletionPolicy": new.deletion_policy,
+                "driver": csi_proto::DRIVER_NAME,
+                "source": {"volumeHandle": new.volume_handle},
+                "volumeSnapshotClassName": new.class,
+                "volumeSnapshotRef": {
+                    "apiVersion": format!("{}/v1", model::GROUP),
+                    "kind": "VolumeSnapshot",
+                    "name": meta.name,
+                    "namespace": meta.namespace,
+                    "uid": meta.uid,
+                },
+            },
+        })
+    }
+
+    fn before_deletion(_: &Snapshot, (): &()) -> Option<SnapshotStep> {
+        None
+    }
+
+    fn bound_step(snapshot: &Snapshot, content: &Content, name: &str, (): &()) -> SnapshotStep {
+        binding::status_step(snapshot.status.as_ref(), status_from(content, name))
+    }
+
+    fn without_error(status: SnapshotStatus) -> SnapshotStatus {
+        SnapshotStatus {
+            error: None,
+            ..status
+        }
+    }
+
+    fn content_meta(content: &Content) -> &ObjectMeta {
+        &content.metadata
+    }
+
+    fn reference(content: &Content) -> &SnapshotRef {
+        &content.spec.volume_snapshot_ref
+    }
+
+    fn content_driver(content: &Content) -> &str {
+        &content.spec.driver
+    }
+
+    fn deletes(content: &Content) -> bool {
+        content.deletes()
+    }
+
+    /// As csi-snapshotter: a group member's snapshot goes with its group.
+    fn handles_to_delete(content: &Content) -> Option<String> {
+        let handle = content.handle()?;
+        (content.deletes() && !content.group_member()).then(|| handle.to_string())
+    }
+
+    fn taken(content: &Content) -> bool {
+        let status = content.status.as_ref();
+        status.is_some_and(|s| s.ready_to_use == Some(true) && s.snapshot_handle.is_some())
+    }
+
+    fn content_source(content: &Content) -> ContentSource<String, String> {
+        let source = &content.spec.source;
+        match (&source.volume_handle, &source.snapshot_handle) {
+            (Some(volume), _) => ContentSource::Volumes(volume.clone()),
+            (None, Some(handle)) => ContentSource::Handles(handle.clone()),
+            (None, None) => ContentSource::Neither,
+        }
+    }
+
+    fn class_meta(class: &Class) -> &ObjectMeta {
+        &class.metadata
+    }
+
+    fn class_driver(class: &Class) -> &str {
+        &class.driver
     }
 }
 

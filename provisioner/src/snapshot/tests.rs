@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{ContentStep, NewContent, SnapshotStep, Source, content_step, snapshot_step};
+use crate::binding::plan::ClassError;
 use crate::snapshot::model::{Class, Content, Snapshot, SnapshotStatus};
 
 const FINALIZER: &str = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
@@ -65,7 +66,7 @@ type SnapshotCase<'a> = (
     &'static str,
     Snapshot,
     Option<Content>,
-    Result<&'a Class, String>,
+    Result<&'a Class, ClassError>,
     Source,
     SnapshotStep,
 );
@@ -83,7 +84,7 @@ fn snapshots_step_as_snapshot_controller_does() {
     let ours = class("ours", "csi.stowage.io", "Delete");
     let theirs = class("theirs", "other.csi.io", "Delete");
     let retaining = class("ours", "csi.stowage.io", "Retain");
-    let volume = Source::Volume(VOLUME.into());
+    let volume = Source::Ready(VOLUME.into());
     let deleting = json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"}});
     let status_json = serde_json::to_value(ready_status()).unwrap_or_default();
     let cases: Vec<SnapshotCase> = vec![
@@ -120,7 +121,7 @@ fn snapshots_step_as_snapshot_controller_does() {
             "another driver's volume is left alone",
             snapshot(json!({"metadata": {"finalizers": null}})),
             None,
-            Err("no default".into()),
+            Err(ClassError::NoDefault("VolumeSnapshotClass")),
             Source::Foreign,
             SnapshotStep::Nothing,
         ),
@@ -154,7 +155,10 @@ fn snapshots_step_as_snapshot_controller_does() {
             "a missing class is reported",
             snapshot(json!({})),
             None,
-            Err("VolumeSnapshotClass x does not exist".into()),
+            Err(ClassError::Missing {
+                kind: "VolumeSnapshotClass",
+                name: "x".into(),
+            }),
             volume.clone(),
             SnapshotStep::Error("VolumeSnapshotClass x does not exist".into()),
         ),
@@ -212,7 +216,7 @@ fn snapshots_step_as_snapshot_controller_does() {
                 "persistentVolumeClaimName": null, "volumeSnapshotContentName": "pre"}}})),
             Some(content(json!({"metadata": {"name": "pre"},
                 "spec": {"volumeSnapshotRef": {"uid": null}}}))),
-            Err("no default".into()),
+            Err(ClassError::NoDefault("VolumeSnapshotClass")),
             Source::Foreign,
             SnapshotStep::BindContent("pre".into()),
         ),
@@ -221,7 +225,7 @@ fn snapshots_step_as_snapshot_controller_does() {
             snapshot(json!({"spec": {"source": {
                 "persistentVolumeClaimName": null, "volumeSnapshotContentName": "pre"}}})),
             None,
-            Err("no default".into()),
+            Err(ClassError::NoDefault("VolumeSnapshotClass")),
             Source::Foreign,
             SnapshotStep::Error("VolumeSnapshotContent pre does not exist".into()),
         ),
@@ -285,7 +289,7 @@ fn contents_step_as_csi_snapshotter_does() {
             Some("u1"),
             ContentStep::Create {
                 name: "snapshot-u1".into(),
-                volume: VOLUME.into(),
+                volumes: VOLUME.into(),
             },
         ),
         (
@@ -300,7 +304,7 @@ fn contents_step_as_csi_snapshotter_does() {
             Some("u1"),
             ContentStep::Create {
                 name: "snapshot-u1".into(),
-                volume: VOLUME.into(),
+                volumes: VOLUME.into(),
             },
         ),
         (
@@ -418,8 +422,9 @@ fn the_default_class_is_the_one_of_our_driver_so_annotated() {
         ),
     ];
     for (what, named, classes, expected) in cases {
-        let found =
-            super::our_class(named, &classes).map(|c| c.metadata.name.clone().unwrap_or_default());
+        let found = super::our_class(named, &classes)
+            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .map_err(|e| e.to_string());
         assert_eq!(found.as_deref().map_err(String::as_str), expected, "{what}");
     }
 }

@@ -129,7 +129,9 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
 /// so the client's work does not queue behind it on the same executor.
 /// A kube-rs client from a kubeconfig file.
 pub(super) async fn client_for(kubeconfig: &std::path::Path) -> Result<Client, String> {
-    crate::kubeconfig::client(kubeconfig).await
+    crate::kubeconfig::client(kubeconfig)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The embedded API server on its own runtime (as in its own process), on a loopback port.

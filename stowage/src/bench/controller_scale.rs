@@ -4,19 +4,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use csi_proto::v1 as csi;
 use serde_json::{Value, json};
 
+use super::csi::concurrent;
 use super::csi::driver::{Driver, VolumeType, Workload};
 use super::csi::memory::NodeMemory;
 use super::csi::run_id;
 use super::csi::stats::{Rpc, Stats};
 use super::millis;
 use super::plot::{self, Chart, Series};
-use super::plugin::{self, Plugin};
+use super::process::{self, Plugin};
 
 #[derive(clap::Args)]
 pub struct ControllerScaleBench {
@@ -120,7 +120,7 @@ pub async fn run(args: ControllerScaleBench) -> Result<(), String> {
         }
         measured.push(point);
     }
-    plugin.kill();
+    plugin.kill().await;
     let serving = plugin.start().await?;
     driver = discover(&plugin.socket()).await?;
     let (_, _, listed) = walk(&driver, args.page_size).await?;
@@ -143,8 +143,8 @@ pub async fn run(args: ControllerScaleBench) -> Result<(), String> {
 
 async fn discover(socket: &Path) -> Result<Driver, String> {
     Driver::discover(
-        plugin::connect(socket).await?,
-        plugin::connect(socket).await?,
+        process::connect(socket).await?,
+        process::connect(socket).await?,
         VolumeType::Local,
     )
     .await
@@ -164,35 +164,19 @@ async fn fill(
     target: usize,
     concurrency: usize,
 ) -> Result<(), String> {
-    let next = Arc::new(AtomicUsize::new(ids.len()));
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (driver, workload, next) = (driver.clone(), workload.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                let mut stats = Stats::default();
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= target {
-                        return Ok::<_, String>(mine);
-                    }
-                    let name = format!("fill-{}-{index}", workload.run);
-                    match driver.create_only(&workload, name, &mut stats).await {
-                        Some(id) => mine.push(id),
-                        None => return Err(format!("CreateVolume of volume {index} failed")),
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut failure = None;
-    for worker in workers {
-        match worker.await.map_err(|e| format!("worker: {e}")) {
-            Ok(Ok(mine)) => ids.extend(mine),
-            Ok(Err(e)) | Err(e) => failure = Some(e),
+    let (driver, workload) = (driver.clone(), workload.clone());
+    let create = move |index: usize| {
+        let (driver, workload) = (driver.clone(), workload.clone());
+        async move {
+            let name = format!("fill-{}-{index}", workload.run);
+            driver
+                .create_only(&workload, name, &mut Stats::default())
+                .await
+                .ok_or_else(|| format!("CreateVolume of volume {index} failed"))
         }
-    }
-    failure.map_or(Ok(()), Err)
+    };
+    ids.extend(concurrent::fill(ids.len(), target, concurrency, create).await?);
+    Ok(())
 }
 
 /// Walks ListVolumes page by page; returns the time, the pages and the volumes seen.
@@ -219,27 +203,12 @@ async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize
 }
 
 async fn delete_all(driver: &Driver, ids: Vec<String>, concurrency: usize) -> usize {
-    let queue = Arc::new(std::sync::Mutex::new(ids));
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (driver, queue) = (driver.clone(), queue.clone());
-            tokio::spawn(async move {
-                let (mut failed, mut stats) = (0, Stats::default());
-                loop {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop());
-                    let Some(id) = next else { return failed };
-                    if !driver.delete_only(id, &mut stats).await {
-                        failed += 1;
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut failed = 0;
-    for worker in workers {
-        failed += worker.await.unwrap_or(1);
-    }
-    failed
+    let driver = driver.clone();
+    concurrent::drain(ids, concurrency, move |id| {
+        let driver = driver.clone();
+        async move { driver.delete_only(id, &mut Stats::default()).await }
+    })
+    .await
 }
 
 fn print_checkpoint(c: &Checkpoint) {

@@ -7,7 +7,6 @@ mod controller_scale;
 mod csi;
 mod node_scale;
 mod plot;
-mod plugin;
 mod process;
 mod provision;
 mod up;

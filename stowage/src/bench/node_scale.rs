@@ -4,18 +4,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::csi::concurrent;
 use super::csi::driver::{Driver, Held, VolumeType, Workload};
 use super::csi::memory::NodeMemory;
 use super::csi::stats::Stats;
 use super::csi::{drive, run_id};
 use super::millis;
 use super::plot::{self, Chart, Series};
-use super::plugin::{self, Plugin};
+use super::process::{self, Plugin};
 
 #[derive(clap::Args)]
 pub struct NodeScaleBench {
@@ -71,7 +71,7 @@ struct Restart {
 }
 
 pub async fn run(args: NodeScaleBench) -> Result<(), String> {
-    plugin::require_private_mount_namespace()?;
+    process::require_private_mount_namespace()?;
     let mut checkpoints = args.checkpoints.clone();
     checkpoints.sort_unstable();
     checkpoints.dedup();
@@ -129,7 +129,7 @@ pub async fn run(args: NodeScaleBench) -> Result<(), String> {
         }
         measured.push(point);
     }
-    plugin.kill();
+    plugin.kill().await;
     let serving = plugin.start().await?;
     let after_serving = Instant::now();
     driver = discover(&plugin).await?;
@@ -161,8 +161,8 @@ pub async fn run(args: NodeScaleBench) -> Result<(), String> {
 async fn discover(plugin: &Plugin) -> Result<Driver, String> {
     let socket = plugin.socket();
     Driver::discover(
-        plugin::connect(&socket).await?,
-        plugin::connect(&socket).await?,
+        process::connect(&socket).await?,
+        process::connect(&socket).await?,
         VolumeType::Local,
     )
     .await
@@ -182,57 +182,23 @@ async fn fill(
     target: usize,
     concurrency: usize,
 ) -> Result<(), String> {
-    let next = Arc::new(AtomicUsize::new(held.len()));
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (driver, workload, next) = (driver.clone(), workload.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                let mut stats = Stats::default();
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= target {
-                        return Ok::<_, String>(mine);
-                    }
-                    mine.push(driver.hold(&workload, index, &mut stats).await?);
-                }
-            })
-        })
-        .collect();
-    let mut failure = None;
-    for worker in workers {
-        match worker.await.map_err(|e| format!("worker: {e}")) {
-            Ok(Ok(mine)) => held.extend(mine),
-            Ok(Err(e)) | Err(e) => failure = Some(e),
-        }
-    }
-    failure.map_or(Ok(()), Err)
+    let (driver, workload) = (driver.clone(), workload.clone());
+    let hold = move |index: usize| {
+        let (driver, workload) = (driver.clone(), workload.clone());
+        async move { driver.hold(&workload, index, &mut Stats::default()).await }
+    };
+    held.extend(concurrent::fill(held.len(), target, concurrency, hold).await?);
+    Ok(())
 }
 
 /// Releases every held volume; returns how many failed.
 async fn release_all(driver: &Driver, held: Vec<Held>, concurrency: usize) -> usize {
-    let queue = Arc::new(std::sync::Mutex::new(held));
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (driver, queue) = (driver.clone(), queue.clone());
-            tokio::spawn(async move {
-                let mut failed = 0;
-                let mut stats = Stats::default();
-                loop {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop());
-                    let Some(held) = next else { return failed };
-                    if !driver.release(held, &mut stats).await {
-                        failed += 1;
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut failed = 0;
-    for worker in workers {
-        failed += worker.await.unwrap_or(1);
-    }
-    failed
+    let driver = driver.clone();
+    concurrent::drain(held, concurrency, move |held| {
+        let driver = driver.clone();
+        async move { driver.release(held, &mut Stats::default()).await }
+    })
+    .await
 }
 
 fn print_checkpoint(point: &Checkpoint) {

@@ -1,16 +1,112 @@
-//! The system under measurement as its own process: `stowage apiserver` or `stowage up`
-//! started from this binary with a temporary data directory, so that its memory is
-//! read alone and the benchmark's client work does not share its runtime.
+//! The processes the benchmarks measure, as children of the benchmark: a served
+//! `stowage apiserver` or `stowage up` (its memory read alone, and the benchmark's client
+//! work not sharing its runtime), and a node plugin the scale benchmarks start, kill and
+//! start again (they measure how its own start grows with what it holds).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use csi_proto::v1 as csi;
+use csi_proto::v1::node_client::NodeClient;
 use kube::Client;
-use tokio::process::{Child, Command};
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+use tonic::transport::Channel;
 
 /// How long a started process may take to serve.
 const STARTUP: Duration = Duration::from_secs(120);
+
+/// One child process, started (again) from the same command line, waited for until
+/// it serves; killed when dropped.
+pub struct Child {
+    program: PathBuf,
+    args: Vec<OsString>,
+    /// Where its stderr goes: a file, or (unset) the benchmark's own, with only
+    /// warnings logged.
+    log: Option<PathBuf>,
+    child: Option<tokio::process::Child>,
+}
+
+impl Child {
+    pub fn new(program: &Path, args: Vec<OsString>, log: Option<PathBuf>) -> Self {
+        Self {
+            program: program.to_path_buf(),
+            args,
+            log,
+            child: None,
+        }
+    }
+
+    /// Spawns the process and polls `serving` every `poll` until it answers; returns
+    /// the answer and the time from spawn to it. A process that exits first, or is not
+    /// serving after [`STARTUP`], is an error.
+    pub async fn start<T>(
+        &mut self,
+        poll: Duration,
+        mut serving: impl AsyncFnMut() -> Option<T>,
+    ) -> Result<(T, Duration), String> {
+        let name = self.program.display().to_string();
+        let mut command = Command::new(&self.program);
+        match &self.log {
+            Some(log) => command.stderr(
+                std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?,
+            ),
+            None => command.env("STOWAGE_LOG", "warn"),
+        };
+        let started = Instant::now();
+        let child = command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("start {name}: {e}"))?;
+        let child = self.child.insert(child);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = self.log.as_ref().map(|l| format!("; see {}", l.display()));
+                return Err(format!(
+                    "{name} exited ({status}){}",
+                    log.unwrap_or_default()
+                ));
+            }
+            if let Some(answer) = serving().await {
+                return Ok((answer, started.elapsed()));
+            }
+            if started.elapsed() > STARTUP {
+                return Err(format!("{name} did not serve within {STARTUP:?}"));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Sends `signal` and waits up to `grace` for the process to end.
+    async fn end(&mut self, signal: Signal, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+        let _ = tokio::time::timeout(grace, child.wait()).await;
+    }
+
+    /// Asks the process to stop (SIGINT, as Ctrl-C) and waits up to 30 s for it.
+    pub async fn stop(&mut self) {
+        self.end(Signal::SIGINT, Duration::from_secs(30)).await;
+    }
+
+    /// SIGKILL, as a crash or an evicted pod: nothing is cleaned up on the way out.
+    pub async fn kill(&mut self) {
+        self.end(Signal::SIGKILL, STARTUP).await;
+    }
+}
 
 /// A child `stowage` process serving on a loopback port with its state in `data`;
 /// killed when dropped.
@@ -22,18 +118,12 @@ pub struct Served {
 
 impl Served {
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Asks the process to stop (SIGINT, as Ctrl-C) and waits up to 30 s for it.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        self.child.stop().await;
     }
 }
 
@@ -48,36 +138,27 @@ pub fn free_port() -> Result<u16, String> {
 pub async fn serve(subcommand: &str, data: &Path, extra: &[&str]) -> Result<Served, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let port = free_port()?;
-    let child = Command::new(exe)
-        .arg(subcommand)
-        .args(extra)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data")
-        .arg(data)
-        .env("STOWAGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("start stowage {subcommand}: {e}"))?;
+    let mut args: Vec<OsString> = vec![subcommand.into()];
+    args.extend(extra.iter().map(OsString::from));
+    args.extend([
+        "--listen".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--data".into(),
+        data.into(),
+    ]);
+    let mut child = Child::new(&exe, args, None);
     let kubeconfig = data.join("kubeconfig");
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        if let Some(client) = answering(&kubeconfig).await {
-            return Ok(Served {
-                child,
-                data: data.to_path_buf(),
-                client,
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "stowage {subcommand} did not serve within {STARTUP:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (client, _) = child
+        .start(Duration::from_millis(100), async || {
+            answering(&kubeconfig).await
+        })
+        .await
+        .map_err(|e| format!("stowage {subcommand}: {e}"))?;
+    Ok(Served {
+        child,
+        data: data.to_path_buf(),
+        client,
+    })
 }
 
 async fn answering(kubeconfig: &Path) -> Option<Client> {
@@ -88,6 +169,105 @@ async fn answering(kubeconfig: &Path) -> Option<Client> {
         .await
         .ok()?;
     Some(client)
+}
+
+/// `stowage-node` (or `stowage node`) serving one socket under a scratch directory.
+pub struct Plugin {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Plugin {
+    /// `program` is the binary, with `stowage`'s `node` subcommand when it is the
+    /// full binary; the flags point every directory into `dir`.
+    pub fn new(program: &Path, dir: &Path) -> Self {
+        let mut args: Vec<OsString> = Vec::new();
+        if program.file_name().is_some_and(|n| n == "stowage") {
+            args.push("node".into());
+        }
+        let mut endpoint = OsString::from("unix://");
+        endpoint.push(dir.join("plugin.sock"));
+        args.extend([
+            "--endpoint".into(),
+            endpoint,
+            "--node-id".into(),
+            "bench-node".into(),
+            "--local-root".into(),
+            dir.join("local").into(),
+            "--state-dir".into(),
+            dir.join("state").into(),
+            "--kubelet-dir".into(),
+            dir.join("kubelet").into(),
+        ]);
+        Self {
+            dir: dir.to_path_buf(),
+            child: Child::new(program, args, Some(dir.join("plugin.log"))),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("plugin.sock")
+    }
+
+    /// Where held and measured volumes' staging and target paths go.
+    pub fn kubelet_dir(&self) -> PathBuf {
+        self.dir.join("kubelet")
+    }
+
+    /// Starts the process and waits until it answers NodeGetCapabilities; returns the
+    /// time from spawn to that first answer.
+    pub async fn start(&mut self) -> Result<Duration, String> {
+        std::fs::create_dir_all(self.kubelet_dir())
+            .map_err(|e| format!("create {}: {e}", self.kubelet_dir().display()))?;
+        let socket = self.socket();
+        let (_, serving) = self
+            .child
+            .start(Duration::from_millis(2), async || {
+                answers(&socket).await.then_some(())
+            })
+            .await?;
+        Ok(serving)
+    }
+
+    /// SIGKILL, as a crash or an evicted pod: nothing is cleaned up on the way out.
+    pub async fn kill(&mut self) {
+        self.child.kill().await;
+    }
+}
+
+async fn answers(socket: &Path) -> bool {
+    let Ok(channel) = csi_proto::channel::connect(socket).await else {
+        return false;
+    };
+    NodeClient::new(channel)
+        .node_get_capabilities(csi::NodeGetCapabilitiesRequest {})
+        .await
+        .is_ok()
+}
+
+/// A channel to the plugin's socket.
+pub async fn connect(socket: &Path) -> Result<Channel, String> {
+    csi_proto::channel::connect(socket)
+        .await
+        .map_err(|e| format!("connect {}: {e}", socket.display()))
+}
+
+/// Refuses to run in the mount namespace it was started from: the benchmark makes
+/// thousands of mounts, and a killed plugin leaves them; run under
+/// `unshare -m --propagation private`, the namespace takes them away when it ends.
+pub fn require_private_mount_namespace() -> Result<(), String> {
+    let parent = nix::unistd::getppid();
+    let namespace = |pid: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            .map_err(|e| format!("read /proc/{pid}/ns/mnt: {e}"))
+    };
+    if namespace("self")? == namespace(&parent.to_string())? {
+        return Err(
+            "run this under `unshare -m --propagation private`: it makes thousands of mounts"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Resident and peak resident memory of a process, in bytes (`/proc/PID/status`).

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use apiserver::auth::authn::{ADMIN_USER, Identity, MASTERS, TokenFile};
 
+use super::Error;
+
 use crate::layout::Layout;
 
 /// The namespace of Stowage's service accounts in a cluster (deploy/namespace.yaml).
@@ -17,11 +19,9 @@ pub const NODE: &str = "stowage-node";
 
 /// Makes sure the token file has the admin and each component's account, adding
 /// fresh tokens for those it lacks; written (0600, atomically) only when it changed.
-pub fn issue(layout: &Layout) -> Result<(), String> {
+pub fn issue(layout: &Layout) -> Result<(), Error> {
     let path = layout.tokens();
-    let mut file = TokenFile::read(&path)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
+    let mut file = TokenFile::read(&path)?.unwrap_or_default();
     let before = file.render();
     if file.admin().is_none() {
         file.ensure(Identity::new(ADMIN_USER, &[MASTERS]));
@@ -30,19 +30,16 @@ pub fn issue(layout: &Layout) -> Result<(), String> {
         file.ensure(Identity::service_account(NAMESPACE, account));
     }
     if file.render() != before {
-        file.write(&path).map_err(|e| e.to_string())?;
+        file.write(&path)?;
     }
     Ok(())
 }
 
 /// Writes each account's kubeconfig, for the server at `address` whose CA is under
 /// the data directory (it exists once the API server has started).
-pub fn write_kubeconfigs(layout: &Layout, address: SocketAddr) -> Result<(), String> {
-    let file = TokenFile::read(&layout.tokens())
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    let ca = apiserver::kubeconfig::ca_certificate(layout.data())
-        .map_err(|e| format!("the API server's CA: {e}"))?;
+pub fn write_kubeconfigs(layout: &Layout, address: SocketAddr) -> Result<(), Error> {
+    let file = TokenFile::read(&layout.tokens())?.unwrap_or_default();
+    let ca = apiserver::kubeconfig::ca_certificate(layout.data()).map_err(Error::Ca)?;
     for account in [CONTROLLER, NODE] {
         let user = Identity::service_account(NAMESPACE, account).user;
         let token = file
@@ -50,13 +47,23 @@ pub fn write_kubeconfigs(layout: &Layout, address: SocketAddr) -> Result<(), Str
             .iter()
             .find(|e| e.identity.user == user)
             .map(|e| e.token.clone())
-            .ok_or_else(|| format!("{}: no token for {user}", layout.tokens().display()))?;
+            .ok_or_else(|| Error::NoToken {
+                tokens: layout.tokens(),
+                user: user.clone(),
+            })?;
         let path = layout.component_kubeconfig(account);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| Error::Create {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        apiserver::kubeconfig::write(&path, address, &token, &ca)
-            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        apiserver::kubeconfig::write(&path, address, &token, &ca).map_err(|source| {
+            Error::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
     }
     Ok(())
 }

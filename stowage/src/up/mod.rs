@@ -4,6 +4,7 @@
 
 mod claim;
 mod credentials;
+mod error;
 pub mod parent;
 mod rbac;
 mod seed;
@@ -20,6 +21,7 @@ use kube::api::ListParams;
 
 use crate::kubeconfig;
 use crate::layout::{DEFAULT_DATA, Layout};
+pub use error::Error;
 use rbac::RbacFile;
 use seed::NfsExport;
 use supervisor::{Component, Supervisor};
@@ -63,16 +65,23 @@ const STARTUP: Duration = Duration::from_secs(60);
 /// sees the space a volume just took.
 const CAPACITY_POLL: &str = "5s";
 
-pub async fn run(args: UpArgs) -> Result<(), String> {
-    let layout = Layout::new(&std::path::absolute(&args.data).map_err(|e| e.to_string())?);
+pub async fn run(args: UpArgs) -> Result<(), Error> {
+    let absolute = std::path::absolute(&args.data).map_err(|source| Error::Data {
+        path: args.data.clone(),
+        source,
+    })?;
+    let layout = Layout::new(&absolute);
     let node = args.node_name.clone().unwrap_or_else(host_name);
     let rbac = read_rbac(args.rbac.as_deref())?;
     // Held until `up` ends; checked before anything is written or started, so a
     // second `up` or a busy port ends this one at once with the flag to change.
     let data = layout.data();
-    std::fs::create_dir_all(data).map_err(|e| format!("create {}: {e}", data.display()))?;
-    let _lock = claim::lock_data(data).map_err(|e| e.to_string())?;
-    claim::check_listen(args.listen).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(data).map_err(|source| Error::Create {
+        path: data.to_path_buf(),
+        source,
+    })?;
+    let _lock = claim::lock_data(data)?;
+    claim::check_listen(args.listen)?;
     prepare(&layout, &node)?;
     credentials::issue(&layout)?;
     let mut supervisor = Supervisor::default();
@@ -96,16 +105,16 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn prepare(layout: &Layout, node: &str) -> Result<(), String> {
+fn prepare(layout: &Layout, node: &str) -> Result<(), Error> {
     for dir in [
         layout.data().to_path_buf(),
         layout.kubelet(),
         layout.mounts(),
     ] {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Create { path: dir, source })?;
     }
     let path = layout.node_name_file();
-    std::fs::write(&path, node).map_err(|e| format!("write {}: {e}", path.display()))
+    std::fs::write(&path, node).map_err(|source| Error::Write { path, source })
 }
 
 async fn start(
@@ -114,7 +123,7 @@ async fn start(
     node: &str,
     args: &UpArgs,
     rbac: RbacFile,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     supervisor.start(component(
         "apiserver",
         [
@@ -206,15 +215,18 @@ async fn start(
 }
 
 /// The RBAC file to apply, parsed before anything starts so a bad one stops `up` at once.
-fn read_rbac(path: Option<&Path>) -> Result<RbacFile, String> {
-    match path {
+fn read_rbac(path: Option<&Path>) -> Result<RbacFile, Error> {
+    let file = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("--rbac {}: {e}", path.display()))?;
-            RbacFile::parse(&text, &path.display().to_string())
+            let text = std::fs::read_to_string(path).map_err(|source| Error::ReadRbac {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            RbacFile::parse(&text, &path.display().to_string())?
         }
-        None => RbacFile::parse(rbac::DEPLOYED, "deploy/rbac.yaml"),
-    }
+        None => RbacFile::parse(rbac::DEPLOYED, "deploy/rbac.yaml")?,
+    };
+    Ok(file)
 }
 
 fn component(name: &'static str, args: impl IntoIterator<Item = OsString>) -> Component {
@@ -235,7 +247,7 @@ fn allow_args(prefixes: &[PathBuf]) -> Vec<OsString> {
         .collect()
 }
 
-async fn wait_for_api(kubeconfig: &Path) -> Result<kube::Client, String> {
+async fn wait_for_api(kubeconfig: &Path) -> Result<kube::Client, Error> {
     wait_until("the API server", async || {
         let client = kubeconfig::client(kubeconfig).await.ok()?;
         let namespaces = Api::<Namespace>::all(client.clone());
@@ -248,7 +260,7 @@ async fn wait_for_api(kubeconfig: &Path) -> Result<kube::Client, String> {
     .await
 }
 
-async fn wait_for_socket(socket: &Path) -> Result<(), String> {
+async fn wait_for_socket(socket: &Path) -> Result<(), Error> {
     wait_until(&socket.display().to_string(), async || {
         let channel = csi_proto::channel::connect(socket).await.ok()?;
         let mut identity = csi_proto::v1::identity_client::IdentityClient::new(channel);
@@ -262,7 +274,7 @@ async fn wait_for_socket(socket: &Path) -> Result<(), String> {
 }
 
 /// Polls `ready` until it answers, saying what it waits for; gives up after [`STARTUP`].
-async fn wait_until<T>(what: &str, mut ready: impl AsyncFnMut() -> Option<T>) -> Result<T, String> {
+async fn wait_until<T>(what: &str, mut ready: impl AsyncFnMut() -> Option<T>) -> Result<T, Error> {
     eprintln!("waiting for {what}…");
     let deadline = Instant::now() + STARTUP;
     loop {
@@ -270,7 +282,10 @@ async fn wait_until<T>(what: &str, mut ready: impl AsyncFnMut() -> Option<T>) ->
             return Ok(value);
         }
         if Instant::now() > deadline {
-            return Err(format!("{what} did not answer within {STARTUP:?}"));
+            return Err(Error::NoAnswer {
+                what: what.to_string(),
+                timeout: STARTUP,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -30,15 +30,51 @@ pub struct RbacFile {
     bindings: Vec<RoleBinding>,
 }
 
+/// An RBAC file up cannot read or the server would not take.
+#[derive(Debug, thiserror::Error)]
+pub enum RbacError {
+    #[error("{file}: {error}")]
+    Yaml {
+        file: String,
+        error: Box<serde_saphyr::Error>,
+    },
+    #[error("{file}: {kind} {error}")]
+    Decode {
+        file: String,
+        kind: String,
+        error: serde_json::Error,
+    },
+    #[error("{file}: {kind:?} is not an RBAC kind up can apply")]
+    Kind { file: String, kind: String },
+    #[error("create namespace {name}: {error}")]
+    Namespace {
+        name: String,
+        error: Box<kube::Error>,
+    },
+    #[error("apply {kind} {name}: {error}")]
+    Apply {
+        kind: String,
+        name: String,
+        error: Box<kube::Error>,
+    },
+}
+
 impl RbacFile {
     /// Parses `text` (several YAML documents); `source` names it in errors.
-    pub fn parse(text: &str, source: &str) -> Result<Self, String> {
+    pub fn parse(text: &str, source: &str) -> Result<Self, RbacError> {
         let documents: Vec<Value> =
-            serde_saphyr::from_multiple(text).map_err(|e| format!("{source}: {e}"))?;
+            serde_saphyr::from_multiple(text).map_err(|error| RbacError::Yaml {
+                file: source.to_string(),
+                error: Box::new(error),
+            })?;
         let mut file = Self::default();
         for document in documents.into_iter().filter(|d| !d.is_null()) {
             let kind = document["kind"].as_str().unwrap_or_default().to_string();
-            let decode = |what: String| format!("{source}: {kind} {what}");
+            let decode = |error| RbacError::Decode {
+                file: source.to_string(),
+                kind: kind.clone(),
+                error,
+            };
             match kind.as_str() {
                 "ClusterRole" => file.cluster_roles.push(typed(document).map_err(decode)?),
                 "ClusterRoleBinding" => {
@@ -48,9 +84,10 @@ impl RbacFile {
                 "RoleBinding" => file.bindings.push(typed(document).map_err(decode)?),
                 "ServiceAccount" => {}
                 _ => {
-                    return Err(format!(
-                        "{source}: {kind:?} is not an RBAC kind up can apply"
-                    ));
+                    return Err(RbacError::Kind {
+                        file: source.to_string(),
+                        kind,
+                    });
                 }
             }
         }
@@ -58,7 +95,7 @@ impl RbacFile {
     }
 
     /// Creates, replaces and prunes until the server holds what the file says.
-    pub async fn apply(self, client: &Client) -> Result<(), String> {
+    pub async fn apply(self, client: &Client) -> Result<(), RbacError> {
         let namespaces = namespaces_of(&self.roles, &self.bindings);
         for namespace in &namespaces {
             ensure_namespace(client, namespace).await?;
@@ -101,8 +138,8 @@ impl RbacFile {
     }
 }
 
-fn typed<T: DeserializeOwned>(document: Value) -> Result<T, String> {
-    serde_json::from_value(document).map_err(|e| e.to_string())
+fn typed<T: DeserializeOwned>(document: Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(document)
 }
 
 fn namespaces_of(roles: &[Role], bindings: &[RoleBinding]) -> Vec<String> {
@@ -117,7 +154,7 @@ fn namespaces_of(roles: &[Role], bindings: &[RoleBinding]) -> Vec<String> {
     namespaces
 }
 
-async fn ensure_namespace(client: &Client, name: &str) -> Result<(), String> {
+async fn ensure_namespace(client: &Client, name: &str) -> Result<(), RbacError> {
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -131,19 +168,26 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), String> {
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(format!("create namespace {name}: {e}")),
+        Err(error) => Err(RbacError::Namespace {
+            name: name.to_string(),
+            error: Box::new(error),
+        }),
     }
 }
 
 /// Makes `api`'s objects marked as applied by up exactly `wanted`. An object whose
 /// identity changed (`same` is false: a binding's roleRef, which the server keeps
 /// immutable) is deleted and made again.
-async fn sync<K>(api: &Api<K>, wanted: Vec<K>, same: fn(&K, &K) -> bool) -> Result<(), String>
+async fn sync<K>(api: &Api<K>, wanted: Vec<K>, same: fn(&K, &K) -> bool) -> Result<(), RbacError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
     let kind = K::kind(&());
-    let failed = |name: &str, e: kube::Error| format!("apply {kind} {name}: {e}");
+    let failed = |name: &str, error: kube::Error| RbacError::Apply {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        error: Box::new(error),
+    };
     let mut names = Vec::new();
     for mut object in wanted {
         let name = object.meta().name.clone().unwrap_or_default();
@@ -222,7 +266,7 @@ mod tests {
     fn kinds_up_cannot_apply_are_refused_by_name() {
         let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n";
         assert_eq!(
-            RbacFile::parse(text, "f.yaml").err(),
+            RbacFile::parse(text, "f.yaml").err().map(|e| e.to_string()),
             Some("f.yaml: \"Secret\" is not an RBAC kind up can apply".to_string())
         );
     }

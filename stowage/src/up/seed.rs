@@ -21,13 +21,35 @@ pub struct NfsExport {
     pub share: String,
 }
 
-pub async fn seed(client: &Client, node: &str, nfs: Option<&NfsExport>) -> Result<(), String> {
+/// The seed objects could not be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{file}: {error}")]
+    Manifest {
+        file: &'static str,
+        error: Box<serde_saphyr::Error>,
+    },
+    #[error("create {kind} {name}: {error}")]
+    Create {
+        kind: String,
+        name: String,
+        error: Box<kube::Error>,
+    },
+}
+
+pub async fn seed(client: &Client, node: &str, nfs: Option<&NfsExport>) -> Result<(), SeedError> {
     create_if_absent(&Api::<Node>::all(client.clone()), this_node(node)).await?;
     let driver: CSIDriver =
-        serde_saphyr::from_str(DRIVER).map_err(|e| format!("deploy/csidriver: {e}"))?;
+        serde_saphyr::from_str(DRIVER).map_err(|error| SeedError::Manifest {
+            file: "deploy/csidriver",
+            error: Box::new(error),
+        })?;
     create_if_absent(&Api::<CSIDriver>::all(client.clone()), driver).await?;
     let classes: Vec<StorageClass> =
-        serde_saphyr::from_multiple(CLASSES).map_err(|e| format!("deploy/storageclasses: {e}"))?;
+        serde_saphyr::from_multiple(CLASSES).map_err(|error| SeedError::Manifest {
+            file: "deploy/storageclasses",
+            error: Box::new(error),
+        })?;
     let api = Api::<StorageClass>::all(client.clone());
     for mut class in classes {
         if class.metadata.name.as_deref() == Some(NFS_CLASS) {
@@ -55,7 +77,7 @@ fn this_node(name: &str) -> Node {
     }
 }
 
-async fn create_if_absent<K>(api: &Api<K>, object: K) -> Result<(), String>
+async fn create_if_absent<K>(api: &Api<K>, object: K) -> Result<(), SeedError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -66,6 +88,10 @@ where
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(format!("create {} {name}: {e}", K::kind(&()))),
+        Err(error) => Err(SeedError::Create {
+            kind: K::kind(&()).to_string(),
+            name: name.to_string(),
+            error: Box::new(error),
+        }),
     }
 }

@@ -40,8 +40,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 impl Supervisor {
-    pub fn start(&mut self, component: Component) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
+    pub fn start(&mut self, component: Component) -> Result<(), super::Error> {
+        let exe = std::env::current_exe().map_err(super::Error::OwnPath)?;
         let (stop, stopped) = watch::channel(false);
         let name = component.name;
         let task = tokio::spawn(keep_running(exe, component, stopped));

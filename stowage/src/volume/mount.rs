@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use nix::mount::{MntFlags, MsFlags, mount as mount2, umount2};
 use tonic::transport::Channel;
 
+use super::error::{self, Error};
 use super::placement::{Placement, admits, node_labels, place};
 use super::record::{self, MountRecord};
 use crate::capabilities::node_rpcs;
@@ -52,25 +53,26 @@ pub struct UnmountArgs {
     data: PathBuf,
 }
 
-pub async fn mount(args: MountArgs) -> Result<(), String> {
+pub async fn mount(args: MountArgs) -> Result<(), Error> {
     let layout = Layout::new(&args.data);
     let node = layout.node_name()?;
-    std::fs::create_dir_all(&args.target)
-        .map_err(|e| format!("create {}: {e}", args.target.display()))?;
-    let target = std::fs::canonicalize(&args.target)
-        .map_err(|e| format!("{}: {e}", args.target.display()))?;
+    std::fs::create_dir_all(&args.target).map_err(|source| Error::Create {
+        path: args.target.clone(),
+        source,
+    })?;
+    let target = std::fs::canonicalize(&args.target).map_err(|source| Error::Target {
+        path: args.target.clone(),
+        source,
+    })?;
     if record::load(&layout.mounts(), &target)?.is_some() {
-        return Err(format!(
-            "{} already holds a stowage mount",
-            target.display()
-        ));
+        return Err(Error::AlreadyMounted(target));
     }
     let client = kubeconfig::client(&layout.kubeconfig()).await?;
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &args.namespace);
-    let claim = claims
-        .get(&args.claim)
-        .await
-        .map_err(|e| format!("claim {}/{}: {e}", args.namespace, args.claim))?;
+    let claim = claims.get(&args.claim).await.map_err(error::api(format!(
+        "claim {}/{}",
+        args.namespace, args.claim
+    )))?;
     match place(&client, &claim, &node).await? {
         Placement::PreBound(volume) => eprintln!("pre-bound static volume {volume} on node {node}"),
         Placement::SelectedNode => {
@@ -83,7 +85,7 @@ pub async fn mount(args: MountArgs) -> Result<(), String> {
     let volume = Api::<PersistentVolume>::all(client.clone())
         .get(&volume_name)
         .await
-        .map_err(|e| format!("volume {volume_name}: {e}"))?;
+        .map_err(error::api(format!("volume {volume_name}")))?;
     check_reachable(&client, &volume, &node).await?;
     let record = publish(&layout, &claim, &volume, target, args.fs_group).await?;
     record::save(&layout.mounts(), &record)?;
@@ -97,19 +99,23 @@ pub async fn mount(args: MountArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn unmount(args: UnmountArgs) -> Result<(), String> {
+pub async fn unmount(args: UnmountArgs) -> Result<(), Error> {
     let layout = Layout::new(&args.data);
-    let target = std::fs::canonicalize(&args.target)
-        .map_err(|e| format!("{}: {e}", args.target.display()))?;
-    let record = record::load(&layout.mounts(), &target)?.ok_or_else(|| {
-        format!(
-            "nothing was mounted at {} by stowage mount",
-            target.display()
-        )
+    let target = std::fs::canonicalize(&args.target).map_err(|source| Error::Target {
+        path: args.target.clone(),
+        source,
     })?;
+    let Some(record) = record::load(&layout.mounts(), &target)? else {
+        return Err(Error::NotMounted(target));
+    };
     match umount2(&record.target, MntFlags::empty()) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-        Err(e) => return Err(format!("unmount {}: {e}", record.target.display())),
+        Err(source) => {
+            return Err(Error::Unmount {
+                target: record.target.clone(),
+                source,
+            });
+        }
     }
     let mut node = node_client(&layout).await?;
     unpublish(&mut node, &record).await?;
@@ -128,14 +134,14 @@ async fn wait_bound(
     claims: &Api<PersistentVolumeClaim>,
     name: &str,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     let deadline = Instant::now() + timeout;
     let mut said = String::new();
     loop {
         let claim = claims
             .get(name)
             .await
-            .map_err(|e| format!("claim {name}: {e}"))?;
+            .map_err(error::api(format!("claim {name}")))?;
         let phase = claim
             .status
             .as_ref()
@@ -150,7 +156,7 @@ async fn wait_bound(
             return Ok(volume);
         }
         if phase == "Lost" {
-            return Err(format!("claim {name} is Lost: its volume is gone"));
+            return Err(Error::Lost(name.to_string()));
         }
         let now = format!("waiting for claim {name} to be bound (phase {phase})");
         if now != said {
@@ -158,9 +164,10 @@ async fn wait_bound(
             said = now;
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "claim {name} not bound after {timeout:?}; see `kubectl describe pvc {name}`"
-            ));
+            return Err(Error::NotBound {
+                name: name.to_string(),
+                timeout,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -170,27 +177,22 @@ async fn check_reachable(
     client: &Client,
     volume: &PersistentVolume,
     node: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if admits(volume, node, &node_labels(client, node).await?) {
         return Ok(());
     }
-    Err(format!(
-        "volume {} is pinned to another node than {node}",
-        volume.name_any()
-    ))
+    Err(Error::PinnedElsewhere {
+        volume: volume.name_any(),
+        node: node.to_string(),
+    })
 }
 
-async fn node_client(layout: &Layout) -> Result<NodeClient<Channel>, String> {
+async fn node_client(layout: &Layout) -> Result<NodeClient<Channel>, Error> {
     let socket = layout.node_socket();
-    csi_proto::channel::connect(&socket)
-        .await
-        .map(NodeClient::new)
-        .map_err(|e| {
-            format!(
-                "node plugin at {}: {e} (is `stowage up` running?)",
-                socket.display()
-            )
-        })
+    match csi_proto::channel::connect(&socket).await {
+        Ok(channel) => Ok(NodeClient::new(channel)),
+        Err(source) => Err(Error::Plugin { socket, source }),
+    }
 }
 
 /// Stage (if the plugin stages), publish below its kubelet root, bind onto the target;
@@ -201,22 +203,16 @@ async fn publish(
     volume: &PersistentVolume,
     target: PathBuf,
     fs_group: Option<u32>,
-) -> Result<MountRecord, String> {
-    let spec = volume.spec.as_ref().ok_or("the volume has no spec")?;
+) -> Result<MountRecord, Error> {
+    let spec = volume.spec.as_ref().ok_or(Error::NoSpec)?;
     if spec.volume_mode.as_deref() == Some("Block") {
-        return Err("a Block claim has no filesystem to mount; give it to a pod".into());
+        return Err(Error::Block);
     }
     let source = spec
         .csi
         .as_ref()
         .filter(|c| c.driver == csi_proto::DRIVER_NAME)
-        .ok_or_else(|| {
-            format!(
-                "volume {} is not a {} volume",
-                volume.name_any(),
-                csi_proto::DRIVER_NAME
-            )
-        })?;
+        .ok_or_else(|| Error::NotOurs(volume.name_any()))?;
     let capability = capability(
         spec.access_modes.as_deref().unwrap_or_default(),
         spec,
@@ -249,8 +245,10 @@ async fn publish(
         .await?
         .contains(&(NodeCap::StageUnstageVolume as i32));
     if stages {
-        std::fs::create_dir_all(&staging_dir)
-            .map_err(|e| format!("create {}: {e}", staging_dir.display()))?;
+        std::fs::create_dir_all(&staging_dir).map_err(|source| Error::Create {
+            path: staging_dir.clone(),
+            source,
+        })?;
         record.staging = staging_dir.display().to_string();
         node.node_stage_volume(csi::NodeStageVolumeRequest {
             volume_id: record.volume_id.clone(),
@@ -260,7 +258,7 @@ async fn publish(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("NodeStageVolume: {}", e.message()))?;
+        .map_err(error::csi("NodeStageVolume"))?;
     }
     if let Err(e) = publish_and_bind(&mut node, &record, capability, context).await {
         let _ = unpublish(&mut node, &record).await;
@@ -275,9 +273,12 @@ async fn publish_and_bind(
     record: &MountRecord,
     capability: VolumeCapability,
     context: HashMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let parent = record.published.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    std::fs::create_dir_all(parent).map_err(|source| Error::Create {
+        path: parent.to_path_buf(),
+        source,
+    })?;
     node.node_publish_volume(csi::NodePublishVolumeRequest {
         volume_id: record.volume_id.clone(),
         staging_target_path: record.staging.clone(),
@@ -288,7 +289,7 @@ async fn publish_and_bind(
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("NodePublishVolume: {}", e.message()))?;
+    .map_err(error::csi("NodePublishVolume"))?;
     mount2(
         Some(&record.published),
         &record.target,
@@ -296,16 +297,19 @@ async fn publish_and_bind(
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| format!("bind onto {}: {e}", record.target.display()))
+    .map_err(|source| Error::Bind {
+        target: record.target.clone(),
+        source,
+    })
 }
 
-async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Result<(), String> {
+async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Result<(), Error> {
     node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
         volume_id: record.volume_id.clone(),
         target_path: record.published.display().to_string(),
     })
     .await
-    .map_err(|e| format!("NodeUnpublishVolume: {}", e.message()))?;
+    .map_err(error::csi("NodeUnpublishVolume"))?;
     if let Some(pod) = record.published.parent() {
         let _ = std::fs::remove_dir(pod);
         let _ = pod.parent().map(std::fs::remove_dir);
@@ -318,7 +322,7 @@ async fn unpublish(node: &mut NodeClient<Channel>, record: &MountRecord) -> Resu
         staging_target_path: record.staging.clone(),
     })
     .await
-    .map_err(|e| format!("NodeUnstageVolume: {}", e.message()))?;
+    .map_err(error::csi("NodeUnstageVolume"))?;
     let _ = std::fs::remove_dir(&record.staging);
     Ok(())
 }

@@ -16,6 +16,8 @@ use provisioner::events::{EventRecorder, claim_reference};
 use serde_json::json;
 use stowage_common::quantity::parse_bytes;
 
+use super::error::{self, Error};
+
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 /// What was done to get the claim bound.
@@ -31,7 +33,7 @@ pub async fn place(
     client: &Client,
     claim: &PersistentVolumeClaim,
     node: &str,
-) -> Result<Placement, String> {
+) -> Result<Placement, Error> {
     let decided = claim
         .spec
         .as_ref()
@@ -49,7 +51,7 @@ pub async fn place(
             Api::<StorageClass>::all(client.clone())
                 .get(name)
                 .await
-                .map_err(|e| format!("storage class {name}: {e}"))?,
+                .map_err(error::api(format!("storage class {name}")))?,
         ),
     };
     let waits = class
@@ -65,10 +67,10 @@ pub async fn place(
         return Ok(Placement::PreBound(volume));
     }
     if class.as_ref().map(|c| c.provisioner.as_str()) != Some(csi_proto::DRIVER_NAME) {
-        return Err(format!(
-            "no static volume on node {node} fits, and class {class_name} is not provisioned by {}",
-            csi_proto::DRIVER_NAME
-        ));
+        return Err(Error::NoPlace {
+            node: node.to_string(),
+            class: class_name,
+        });
     }
     check_room(client, claim, &class_name, node).await?;
     let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
@@ -82,7 +84,7 @@ pub async fn place(
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(|e| format!("select node for the claim: {e}"))?;
+    .map_err(error::api("select node for the claim"))?;
     Ok(Placement::SelectedNode)
 }
 
@@ -94,11 +96,11 @@ async fn check_room(
     claim: &PersistentVolumeClaim,
     class: &str,
     node: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let capacities = Api::<CSIStorageCapacity>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("list CSIStorageCapacity: {e}"))?;
+        .map_err(error::api("list CSIStorageCapacity"))?;
     let request = claim
         .spec
         .as_ref()
@@ -116,18 +118,18 @@ async fn check_room(
             &message,
         )
         .await;
-    Err(message)
+    Err(Error::NoRoom(message))
 }
 
 /// This node's labels, or its host-name label when the Node object is missing.
-pub async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, String> {
+pub async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, Error> {
     match Api::<Node>::all(client.clone()).get_opt(node).await {
         Ok(Some(object)) => Ok(object.labels().clone()),
         Ok(None) => Ok(BTreeMap::from([(
             "kubernetes.io/hostname".to_string(),
             node.to_string(),
         )])),
-        Err(e) => Err(format!("node {node}: {e}")),
+        Err(source) => Err(error::api(format!("node {node}"))(source)),
     }
 }
 
@@ -137,11 +139,11 @@ async fn smallest_fitting(
     claim: &PersistentVolumeClaim,
     node: &str,
     labels: &BTreeMap<String, String>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Error> {
     let volumes = Api::<PersistentVolume>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("list volumes: {e}"))?;
+        .map_err(error::api("list volumes"))?;
     let mut index = VolumeIndex::new();
     for pv in volumes.items.iter().filter(|pv| admits(pv, node, labels)) {
         index.upsert(Volume::from_api(pv));
@@ -157,12 +159,12 @@ async fn pre_bind(
     client: &Client,
     volume: &str,
     claim: &PersistentVolumeClaim,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let api = Api::<PersistentVolume>::all(client.clone());
     let current = api
         .get(volume)
         .await
-        .map_err(|e| format!("volume {volume}: {e}"))?;
+        .map_err(error::api(format!("volume {volume}")))?;
     let patch = json!({
         "metadata": {"resourceVersion": current.resource_version()},
         "spec": {"claimRef": {
@@ -176,7 +178,7 @@ async fn pre_bind(
     api.patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
-        .map_err(|e| format!("pre-bind volume {volume}: {e}"))
+        .map_err(error::api(format!("pre-bind volume {volume}")))
 }
 
 /// Does the volume's required node affinity admit this node?

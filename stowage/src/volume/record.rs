@@ -29,31 +29,64 @@ pub fn path_for(mounts: &Path, target: &Path) -> PathBuf {
     mounts.join(format!("{name}.json"))
 }
 
-pub fn save(mounts: &Path, record: &MountRecord) -> Result<(), String> {
+/// A mount record that could not be kept, read or dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("mount record of {}: {source}", .target.display())]
+    Encode {
+        target: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("remove {}: {source}", .path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub fn save(mounts: &Path, record: &MountRecord) -> Result<(), RecordError> {
     let path = path_for(mounts, &record.target);
-    let text = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
+    let text = serde_json::to_vec_pretty(record).map_err(|source| RecordError::Encode {
+        target: record.target.clone(),
+        source,
+    })?;
     let temp = path.with_extension("tmp");
     std::fs::write(&temp, text)
         .and_then(|()| std::fs::rename(&temp, &path))
-        .map_err(|e| format!("write {}: {e}", path.display()))
+        .map_err(|source| RecordError::Write { path, source })
 }
 
-pub fn load(mounts: &Path, target: &Path) -> Result<Option<MountRecord>, String> {
+pub fn load(mounts: &Path, target: &Path) -> Result<Option<MountRecord>, RecordError> {
     let path = path_for(mounts, target);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
+            .map_err(|source| RecordError::Parse { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("read {}: {e}", path.display())),
+        Err(source) => Err(RecordError::Read { path, source }),
     }
 }
 
-pub fn remove(mounts: &Path, target: &Path) -> Result<(), String> {
+pub fn remove(mounts: &Path, target: &Path) -> Result<(), RecordError> {
     let path = path_for(mounts, target);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("remove {}: {e}", path.display()))
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            Err(RecordError::Remove { path, source })
         }
         _ => Ok(()),
     }

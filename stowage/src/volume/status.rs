@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
+use super::error::{self, Error};
 use super::record;
 use crate::kubeconfig;
 use crate::layout::{DEFAULT_DATA, Layout};
@@ -17,17 +18,17 @@ pub struct StatusArgs {
     data: PathBuf,
 }
 
-pub async fn status(args: StatusArgs) -> Result<(), String> {
+pub async fn status(args: StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&args.data);
     let client = kubeconfig::client(&layout.kubeconfig()).await?;
     let volumes = Api::<PersistentVolume>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("list volumes: {e} (is `stowage up` running?)"))?;
+        .map_err(Error::ApiDown)?;
     let claims = Api::<PersistentVolumeClaim>::all(client)
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("list claims: {e}"))?;
+        .map_err(error::api("list claims"))?;
     let mut out = String::from("VOLUMES\n");
     out.push_str(&table(
         &["NAME", "CAPACITY", "RECLAIM", "STATUS", "CLAIM", "CLASS"],

@@ -76,7 +76,9 @@ impl Driver {
             })
             .collect();
         let mut node_client = NodeClient::new(node);
-        let node_caps = node_rpcs(&mut node_client).await?;
+        let node_caps = node_rpcs(&mut node_client)
+            .await
+            .map_err(|e| e.to_string())?;
         let info = node_client
             .node_get_info(csi::NodeGetInfoRequest {})
             .await
@@ -84,7 +86,9 @@ impl Driver {
             .into_inner();
         let mut controller_client = ControllerClient::new(controller);
         let controller_caps = if services.contains(&(ServiceType::ControllerService as i32)) {
-            controller_rpcs(&mut controller_client).await?
+            controller_rpcs(&mut controller_client)
+                .await
+                .map_err(|e| e.to_string())?
         } else {
             Vec::new()
         };

@@ -2,6 +2,7 @@
 //! and prints per-RPC latency, lifecycle throughput and the node plugin's memory.
 //! With a baseline driver it runs the same work against both and prints ratios.
 
+pub(super) mod concurrent;
 pub(super) mod driver;
 pub(super) mod memory;
 pub(super) mod stats;
