@@ -4,9 +4,7 @@
 //! decisions concurrently with optimistic concurrency. A conflict just waits for
 //! the next pass: every decision is recomputed from the current state.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,10 +15,11 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use super::VolumeIndex;
-use super::model::{Claim, ClaimRef, Volume, VolumePhase, annotations};
+use super::event_queue::EventQueue;
+use super::model::{Volume, VolumePhase, annotations};
+use super::plan::{Step, plan};
 use super::status::{bound_status, provisioner_annotations, unbound_status};
-use super::sync::{ClaimAction, Classes, VolumeAction, sync_claim, sync_volume};
+use super::sync::{ClaimAction, Classes, Event, VolumeAction};
 use crate::events::{EventRecorder, claim_reference};
 use crate::leader::LeaseObserver;
 use crate::{Metrics, Result, volumes};
@@ -29,8 +28,11 @@ use crate::{Metrics, Result, volumes};
 const RESYNC: Duration = Duration::from_secs(15);
 /// Changes arriving within this window share one pass.
 const COALESCE: Duration = Duration::from_millis(20);
-/// Writes of one pass in flight at once: the API server commits them in groups.
-const WRITES_IN_FLIGHT: usize = 32;
+/// Bindings (and other steps) of one pass in flight at once. The API server commits
+/// the writes queued at a time in one transaction and one fsync, so a pass takes about
+/// (its sequential writes / this) fsyncs: with 32, a pass of 3,000 bindings took 36 s
+/// while `/proc/pressure/io` showed the disk busy (`stowage bench up`, BENCHMARKS.md).
+const WRITES_IN_FLIGHT: usize = 128;
 /// While standing down, how often the other controller's Lease is read again
 /// (kube-controller-manager's own retry period).
 const STANDBY_POLL: Duration = Duration::from_secs(2);
@@ -40,17 +42,32 @@ pub struct Binder {
     volumes: Store<PersistentVolume>,
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
-    events: EventRecorder,
+    events: EventQueue,
     metrics: Metrics,
     /// The Lease of another binder (kube-controller-manager) to stand down for.
     deferral: Option<LeaseObserver>,
 }
 
-/// One decision of a pass, applied independently of the others.
-enum Step {
-    Bind(Arc<PersistentVolume>, Arc<PersistentVolumeClaim>),
-    Claim(Arc<PersistentVolumeClaim>, ClaimAction),
-    Volume(Arc<PersistentVolume>, Volume, VolumeAction),
+/// How one step's writes ended.
+enum Outcome {
+    Done,
+    /// The object changed since the pass read it (HTTP 409): the next pass decides again.
+    Conflict,
+    Failed,
+}
+
+/// What one pass decided and how its writes went, for its log line.
+#[derive(Default)]
+struct PassTally {
+    binds: usize,
+    claims: usize,
+    volumes: usize,
+    conflicts: usize,
+    failed: usize,
+}
+
+fn is_conflict(error: &crate::Error) -> bool {
+    matches!(error, crate::Error::Kube(kube::Error::Api(status)) if status.code == 409)
 }
 
 impl Binder {
@@ -66,7 +83,7 @@ impl Binder {
     ) -> Self {
         let (volumes, claims, classes) = stores;
         Self {
-            events: EventRecorder::new(client.clone()),
+            events: EventQueue::start(EventRecorder::new(client.clone())),
             client,
             volumes,
             claims,
@@ -148,88 +165,49 @@ impl Binder {
                 )
             })
             .count();
-        futures_util::stream::iter(steps)
-            .for_each_concurrent(WRITES_IN_FLIGHT, |step| self.apply(step))
+        let planned = started.elapsed();
+        let mut tally = PassTally::default();
+        for step in &steps {
+            match step {
+                Step::Bind(..) => tally.binds += 1,
+                Step::Claim(..) => tally.claims += 1,
+                Step::Volume(..) => tally.volumes += 1,
+            }
+        }
+        let outcomes: Vec<Outcome> = futures_util::stream::iter(steps)
+            .map(|step| self.apply(step))
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
             .await;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Done => {}
+                Outcome::Conflict => tally.conflicts += 1,
+                Outcome::Failed => tally.failed += 1,
+            }
+        }
         self.metrics.pending_claims.set(pending as i64);
-        self.metrics
-            .pass_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        self.metrics.pass_seconds.observe(elapsed.as_secs_f64());
+        tracing::debug!(
+            binds = tally.binds,
+            claims = tally.claims,
+            volumes = tally.volumes,
+            conflicts = tally.conflicts,
+            failed = tally.failed,
+            planned_ms = planned.as_millis() as u64,
+            total_ms = elapsed.as_millis() as u64,
+            "binder pass"
+        );
     }
 
-    /// Decides for every claim (oldest first), then for every volume no binding
-    /// touched. A volume chosen for a claim is taken in the index at once, so no
-    /// two claims of one pass get the same volume.
+    /// The pass's decisions from the caches as they are now.
     fn plan(&self) -> Vec<Step> {
-        let mut index = VolumeIndex::new();
-        let volumes: HashMap<String, Arc<PersistentVolume>> = self
-            .volumes
-            .state()
-            .into_iter()
-            .map(|pv| (pv.name_any(), pv))
-            .collect();
-        for pv in volumes.values() {
-            index.upsert(Volume::from_api(pv));
-        }
         let classes = Classes::from_api(self.classes.state().iter().map(AsRef::as_ref));
-        let mut claims = self.claims.state();
-        // Oldest first, as upstream's queue roughly does, and deterministic.
-        claims.sort_by_key(|c| {
-            (
-                c.metadata.creation_timestamp.clone().map(|t| t.0),
-                c.namespace(),
-                c.name_any(),
-            )
-        });
-        let mut steps = Vec::new();
-        let mut touched = HashSet::new();
-        for pvc in &claims {
-            let claim = Claim::from_api(pvc);
-            let action = sync_claim(&claim, &classes, &index);
-            tracing::trace!(claim = %claim.name, ?action, "claim decided");
-            match &action {
-                ClaimAction::Bind { volume } => {
-                    let Some(pv) = volumes.get(volume) else {
-                        continue;
-                    };
-                    if let Some(mut taken) = index.get(volume).cloned() {
-                        taken.claim_ref = Some(ClaimRef {
-                            namespace: claim.namespace.clone(),
-                            name: claim.name.clone(),
-                            uid: claim.uid.clone(),
-                        });
-                        index.upsert(taken);
-                    }
-                    touched.insert(volume.clone());
-                    steps.push(Step::Bind(pv.clone(), pvc.clone()));
-                }
-                _ => steps.push(Step::Claim(pvc.clone(), action)),
-            }
-        }
-        let by_claim: HashMap<(String, String), &Arc<PersistentVolumeClaim>> = claims
-            .iter()
-            .map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c))
-            .collect();
-        for (name, pv) in &volumes {
-            if touched.contains(name) {
-                continue;
-            }
-            let volume = Volume::from_api(pv);
-            let claim = volume
-                .claim_ref
-                .as_ref()
-                .and_then(|r| by_claim.get(&(r.namespace.clone(), r.name.clone())))
-                .map(|c| Claim::from_api(c));
-            let action = sync_volume(&volume, claim.as_ref());
-            tracing::trace!(volume = %name, ?action, "volume decided");
-            if action != VolumeAction::Nothing {
-                steps.push(Step::Volume(pv.clone(), volume, action));
-            }
-        }
-        steps
+        plan(self.volumes.state(), self.claims.state(), &classes)
     }
 
-    async fn apply(&self, step: Step) {
+    async fn apply(&self, step: Step) -> Outcome {
         let (what, result) = match step {
             Step::Bind(pv, pvc) => (pvc.name_any(), self.bind(&pv, &pvc).await),
             Step::Claim(pvc, action) => (pvc.name_any(), self.settle_claim(&pvc, &action).await),
@@ -238,8 +216,16 @@ impl Binder {
                 self.settle_volume(&pv, &volume, action).await,
             ),
         };
-        if let Err(error) = result {
-            tracing::debug!(object = %what, %error, "update deferred to the next pass");
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(error) => {
+                tracing::debug!(object = %what, %error, "update deferred to the next pass");
+                if is_conflict(&error) {
+                    Outcome::Conflict
+                } else {
+                    Outcome::Failed
+                }
+            }
         }
     }
 
@@ -324,10 +310,9 @@ impl Binder {
         if becoming_bound {
             self.metrics.bindings.inc();
             self.events
-                .normal(
-                    &claim_reference(&pvc),
-                    "Bound",
-                    &format!("Bound to volume {volume_name}"),
+                .record(
+                    claim_reference(&pvc),
+                    Event::normal("Bound", format!("Bound to volume {volume_name}")),
                 )
                 .await;
         }
@@ -345,7 +330,9 @@ impl Binder {
             ClaimAction::Bind { .. } => return Ok(()),
         };
         if let Some(event) = event {
-            self.events.record(&claim_reference(pvc), event).await;
+            self.events
+                .record(claim_reference(pvc), event.clone())
+                .await;
         }
         let api = self.claims_api(&pvc.namespace().unwrap_or_default());
         if let Some(status) = unbound_status(pvc, phase) {

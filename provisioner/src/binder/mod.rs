@@ -2,8 +2,10 @@
 //! controller that writes the results.
 
 pub mod controller;
+mod event_queue;
 pub mod index;
 pub mod model;
+pub mod plan;
 pub mod status;
 pub mod sync;
 

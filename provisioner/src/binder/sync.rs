@@ -81,7 +81,7 @@ pub struct Event {
 }
 
 impl Event {
-    fn normal(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             warning: false,
             reason,

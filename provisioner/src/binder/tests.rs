@@ -1064,3 +1064,122 @@ fn a_claim_to_provision_names_its_provisioner_as_kube_controller_manager_does() 
         assert_eq!(written, expected, "{name}");
     }
 }
+
+/// A pass's steps in words, in their order.
+fn steps_in_words(steps: &[super::plan::Step]) -> Vec<String> {
+    use super::plan::Step;
+    use kube::ResourceExt;
+    steps
+        .iter()
+        .map(|step| match step {
+            Step::Bind(pv, pvc) => format!("bind {} to {}", pvc.name_any(), pv.name_any()),
+            Step::Claim(pvc, action) => format!("{}: {}", pvc.name_any(), reason(action)),
+            Step::Volume(pv, _, VolumeAction::SetPhase(phase)) => {
+                format!("{}: {phase:?}", pv.name_any())
+            }
+            Step::Volume(pv, _, action) => format!("{}: {action:?}", pv.name_any()),
+        })
+        .collect()
+}
+
+/// Name, the cached volumes and claims, and the pass's steps in words.
+type PassCase<'a> = (
+    &'a str,
+    Vec<std::sync::Arc<PersistentVolume>>,
+    Vec<std::sync::Arc<PersistentVolumeClaim>>,
+    Vec<&'a str>,
+);
+
+#[test]
+fn a_pass_binds_new_volumes_at_once_and_says_failed_binding_only_when_nothing_fits() {
+    use std::sync::Arc;
+    let new_volume = |name: &str, size: &str, extra: Value| {
+        let mut object = json!({
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "storageClassName": ""},
+            "status": {"phase": "Pending"},
+        });
+        json_patch::merge(&mut object, &extra);
+        Arc::new(pv_of(object))
+    };
+    let classless = |name: &str, size: &str, created: &str| {
+        Arc::new(pvc_of(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "creationTimestamp": created},
+            "spec": {"storageClassName": "", "resources": {"requests": {"storage": size}}},
+            "status": {"phase": "Pending"},
+        })))
+    };
+    let earlier = "2026-01-01T00:00:00Z";
+    let later = "2026-01-01T00:00:01Z";
+    let none = json!({});
+    let cases: Vec<PassCase> = vec![
+        (
+            "a new volume and its claim bind in one pass: no Available write, no FailedBinding",
+            vec![new_volume("v1", "1Gi", none.clone())],
+            vec![classless("a", "1Gi", earlier)],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a new volume no claim takes becomes Available",
+            vec![new_volume("v1", "1Gi", none.clone())],
+            vec![],
+            vec!["v1: Available"],
+        ),
+        (
+            "a claim nothing fits is told FailedBinding; the new volume becomes Available",
+            vec![new_volume("v1", "1Gi", none.clone())],
+            vec![classless("a", "5Gi", earlier)],
+            vec!["a: pending FailedBinding", "v1: Available"],
+        ),
+        (
+            "one new volume, two claims: the older binds, only the newer is told FailedBinding",
+            vec![new_volume("v1", "1Gi", none.clone())],
+            vec![classless("b", "1Gi", later), classless("a", "1Gi", earlier)],
+            vec!["bind a to v1", "b: pending FailedBinding"],
+        ),
+        (
+            "an Available volume binds as before",
+            vec![new_volume(
+                "v1",
+                "1Gi",
+                json!({"status": {"phase": "Available"}}),
+            )],
+            vec![classless("a", "1Gi", earlier)],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a new volume being deleted is not taken",
+            vec![new_volume(
+                "v1",
+                "1Gi",
+                json!({"metadata": {"deletionTimestamp": earlier, "finalizers": ["x"]}}),
+            )],
+            vec![classless("a", "1Gi", earlier)],
+            vec!["a: pending FailedBinding", "v1: Available"],
+        ),
+        (
+            "a Released volume whose claimRef was removed binds at once too (upstream: Available, then Bound)",
+            vec![new_volume(
+                "v1",
+                "1Gi",
+                json!({"status": {"phase": "Released"}}),
+            )],
+            vec![classless("a", "1Gi", earlier)],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a Released volume still bound to its deleted claim is not a candidate",
+            vec![new_volume(
+                "v1",
+                "1Gi",
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "gone", "uid": "uid-gone"}}, "status": {"phase": "Released"}}),
+            )],
+            vec![classless("a", "1Gi", earlier)],
+            vec!["a: pending FailedBinding", "v1: Reclaim(Retain)"],
+        ),
+    ];
+    for (name, volumes, claims, expected) in cases {
+        let steps = super::plan::plan(volumes, claims, &Classes::default());
+        assert_eq!(steps_in_words(&steps), expected, "{name}");
+    }
+}

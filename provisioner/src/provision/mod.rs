@@ -7,6 +7,7 @@
 //! for an Immediate claim the node instance that first writes its own name as the
 //! selected node (an optimistic write: exactly one wins).
 
+mod capacities;
 pub mod expand;
 pub mod request;
 pub mod secrets;
@@ -29,8 +30,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
+use self::capacities::Capacities;
 use self::request::{DataSource, Unprovisionable, create_request, persistent_volume, volume_name};
 use self::secrets::SecretRefs;
 use crate::backoff::Backoff;
@@ -53,6 +55,13 @@ enum Owner {
     NotYet,
 }
 
+/// Claims worked on at once. Each is a few API writes and a CreateVolume, and the
+/// API server commits the writes queued at a time with one fsync, so enough must be
+/// in flight to fill its groups; with no bound, 10,000 claims created at once started
+/// 10,000 tasks, whose requests queued in the API server ahead of the binder's
+/// (`stowage bench up`).
+const WORK_IN_FLIGHT: usize = 128;
+
 /// One piece of work a pass starts.
 enum Work {
     /// CreateVolume and the PersistentVolume, on this node when given.
@@ -71,6 +80,10 @@ pub struct Provisioner {
     config: Config,
     events: Arc<EventRecorder>,
     in_flight: Mutex<HashSet<String>>,
+    /// One permit per piece of work running ([`WORK_IN_FLIGHT`]).
+    permits: Arc<Semaphore>,
+    /// This node's room, for a node instance; the central one places nothing.
+    capacities: Option<Capacities>,
     backoff: Mutex<Backoff>,
     /// Claims that failed for good, with the (claim, class) versions they failed at:
     /// retried only when either changes.
@@ -89,7 +102,11 @@ impl Provisioner {
         config: Config,
     ) -> Arc<Self> {
         let (claims, classes, volumes) = stores;
+        let places = matches!(config.scope, Scope::Node(_))
+            && config.controllers.enabled(Controller::Provisioner);
         Arc::new(Self {
+            capacities: places.then(|| Capacities::watch(client.clone())),
+            permits: Arc::new(Semaphore::new(WORK_IN_FLIGHT)),
             events: Arc::new(EventRecorder::new(client.clone())),
             client,
             claims,
@@ -119,7 +136,8 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Starts provisioning for every claim this instance owns that needs a volume.
+    /// Starts provisioning for every claim this instance owns that needs a volume,
+    /// as many as there are permits; a finished one starts the next pass.
     pub fn pass(self: &Arc<Self>) {
         let now = Instant::now();
         let classes: HashMap<String, Arc<StorageClass>> = self
@@ -133,14 +151,19 @@ impl Provisioner {
             let Some((key, class, work)) = self.work_for(&pvc, &classes) else {
                 continue;
             };
-            if !lock(&self.backoff).ready(&key, now) || !lock(&self.in_flight).insert(key.clone()) {
+            if !lock(&self.backoff).ready(&key, now) || lock(&self.in_flight).contains(&key) {
                 continue;
             }
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            lock(&self.in_flight).insert(key.clone());
             let this = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let outcome = match work {
                     Work::Provision(node) => this.provision(&pvc, &class, node.as_deref()).await,
-                    Work::Take(node) => this.take(&pvc, &node).await,
+                    Work::Take(node) => this.take_and_provision(&pvc, &class, &node).await,
                     Work::Expand(pv, bytes) => this.expand(&pvc, &pv, bytes, &key).await,
                 };
                 if let Err(error) = outcome {
@@ -247,24 +270,57 @@ impl Provisioner {
         ours.then(|| pinned_node(&pv)).flatten()
     }
 
-    /// Claims an Immediate local claim for this node; the next pass provisions it.
-    /// A restore from a local snapshot is taken only by the snapshot's node.
-    async fn take(&self, pvc: &PersistentVolumeClaim, node: &str) -> Result<()> {
-        if let Some(why) = capacity::refusal_for(&self.client, pvc, &class_of(pvc), node).await {
+    /// Claims an Immediate local claim for this node and, once it is this node's,
+    /// provisions it at once: the write that took it is what makes it this node's alone.
+    async fn take_and_provision(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        class: &StorageClass,
+        node: &str,
+    ) -> Result<()> {
+        match self.take(pvc, node).await? {
+            Some(taken) => self.provision(&taken, class, Some(node)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Why `node` has no room for the claim, from the watched capacities (or a LIST
+    /// where there are none), or `None` when it fits.
+    async fn capacity_refusal(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        class: &str,
+        node: &str,
+    ) -> Option<String> {
+        match &self.capacities {
+            Some(capacities) => capacities.refusal(pvc, class, node).await,
+            None => capacity::refusal_for(&self.client, pvc, class, node).await,
+        }
+    }
+
+    /// Claims an Immediate local claim for this node: the claim as written when this
+    /// node took it, `None` when it is left for another node. A restore from a local
+    /// snapshot is taken only by the snapshot's node.
+    async fn take(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        node: &str,
+    ) -> Result<Option<PersistentVolumeClaim>> {
+        if let Some(why) = self.capacity_refusal(pvc, &class_of(pvc), node).await {
             // Left for a node with room; this one looks again after a backoff.
             lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
             let reference = claim_reference(pvc);
             self.events
                 .warning(&reference, capacity::room::NOT_ENOUGH_CAPACITY, &why)
                 .await;
-            return Ok(());
+            return Ok(None);
         }
         if let Some(DataSource::Snapshot(name)) = request::data_source(pvc) {
             let namespace = pvc.namespace().unwrap_or_default();
             let requested = request::requested_bytes(pvc);
             let handle = match snapshot::resolve(&self.client, &namespace, &name, requested).await {
                 Ok(handle) => handle,
-                Err(why) => return self.retry(pvc, &why).await,
+                Err(why) => return self.retry(pvc, &why).await.map(|()| None),
             };
             if let Some(SnapshotId {
                 location: Location::Local { node: holder },
@@ -274,17 +330,18 @@ impl Provisioner {
             {
                 // Not ours: look again only after a backoff, until its node takes it.
                 lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
-                return Ok(());
+                return Ok(None);
             }
         }
         let mut pvc = pvc.clone();
         pvc.annotations_mut()
             .insert(annotations::SELECTED_NODE.into(), node.into());
-        self.claims_api(&pvc)
+        let taken = self
+            .claims_api(&pvc)
             .replace(&pvc.name_any(), &PostParams::default(), &pvc)
             .await?;
         tracing::info!(claim = %pvc.name_any(), node, "took an Immediate local claim");
-        Ok(())
+        Ok(Some(taken))
     }
 
     async fn provision(
@@ -302,8 +359,7 @@ impl Provisioner {
             Err(why) => return self.retry(&pvc, &why).await,
         };
         if let Some(node) = node
-            && let Some(why) =
-                capacity::refusal_for(&self.client, &pvc, &class.name_any(), node).await
+            && let Some(why) = self.capacity_refusal(&pvc, &class.name_any(), node).await
         {
             return self.retry(&pvc, &why).await;
         }

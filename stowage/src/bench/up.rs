@@ -16,6 +16,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::plot::{self, Chart, Series};
+
+mod cpu;
 use super::process::{self, Served};
 
 #[derive(clap::Args)]
@@ -100,6 +102,7 @@ async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, String
         "up: {what}, {} creates in flight (kube-rs, one object per request)",
         args.concurrency
     );
+    let cpu_before = served.pid().map(cpu::of_tree).unwrap_or_default();
     let (bound_tx, mut bound_rx) = watch::channel(0usize);
     let counter = tokio::spawn(count_bound(client.clone(), bound_tx));
     let started = Instant::now();
@@ -156,6 +159,9 @@ async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, String
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64()
     );
+    if let Some(pid) = served.pid() {
+        cpu::report(&cpu_before, &cpu::of_tree(pid), elapsed);
+    }
     served.stop().await;
     Ok(Curve { label, points })
 }
