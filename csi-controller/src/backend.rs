@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::ids::Key;
 use crate::params::BackendKind;
 use crate::record::{SnapshotRecord, VolumeRecord};
-use crate::request::Capacity;
+use driver_contract::ids::Key;
+use driver_contract::request::Capacity;
 
 /// What a new volume is filled with.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::attach::Attachments;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::ids::{Location, valid_node_id};
-use crate::inflight::InFlight;
 use crate::local::LocalBackend;
 use crate::nfs::{NfsBackend, NfsShare};
+use driver_contract::ids::{Location, valid_node_id};
+use driver_contract::inflight::InFlight;
 
 /// How the controller was started.
 #[derive(Debug, Clone)]

@@ -164,14 +164,11 @@ pub enum Error {
         /// The request's limit_bytes.
         limit: i64,
     },
-    /// A capacity range no volume of the kind can meet (`request::Capacity::choose`;
-    /// the tuple form stays until request.rs moves to its own crate).
-    #[error("{0}")]
-    OutOfRange(String),
-    /// Another call for the same volume or snapshot is in flight (`inflight.rs`; the
-    /// tuple form stays until inflight.rs moves to its own crate).
-    #[error("an operation for {0} is already in progress")]
-    Aborted(String),
+    /// Refused by a rule of the driver contract: a capacity range no volume of the
+    /// kind can meet, or another call in flight on the same object. (Its malformed
+    /// fields arrive as [`Error::InvalidArgument`].)
+    #[error(transparent)]
+    Refused(RequestError),
     /// A list call's starting_token is not one this driver issued (or went stale).
     #[error("starting_token {token:?} is not a token this driver issued")]
     StaleToken {
@@ -282,12 +279,11 @@ impl Error {
             | Self::QuotaUnavailable { .. }
             | Self::QuotaPathUnnameable { .. }
             | Self::RootHeld { .. } => Code::FailedPrecondition,
-            Self::SourceTooLarge { .. } | Self::CannotShrink { .. } | Self::OutOfRange(_) => {
-                Code::OutOfRange
-            }
+            Self::SourceTooLarge { .. } | Self::CannotShrink { .. } => Code::OutOfRange,
             // CSI: an operation pending for the object, and an invalid starting_token,
             // are both Aborted.
-            Self::Aborted(_) | Self::StaleToken { .. } => Code::Aborted,
+            Self::StaleToken { .. } => Code::Aborted,
+            Self::Refused(e) => e.code(),
             Self::NoSpace { .. }
             | Self::ProjectIdsExhausted
             | Self::TopologyUnreachable { .. }
@@ -335,8 +331,7 @@ impl From<RequestError> for Error {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::InvalidField { field, reason } => Self::InvalidArgument { field, reason },
-            RequestError::CapacityUnmet { .. } => Self::OutOfRange(e.to_string()),
-            RequestError::OperationPending { what } => Self::Aborted(what),
+            refused => Self::Refused(refused),
         }
     }
 }

@@ -40,7 +40,7 @@ impl Identity for IdentityService {
         _: Request<csi::GetPluginInfoRequest>,
     ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
         Ok(Response::new(csi::GetPluginInfoResponse {
-            name: csi_proto::DRIVER_NAME.to_string(),
+            name: driver_contract::DRIVER_NAME.to_string(),
             vendor_version: env!("CARGO_PKG_VERSION").to_string(),
             manifest: Default::default(),
         }))

@@ -19,10 +19,6 @@ pub mod record;
 
 use std::sync::Arc;
 
-// The shared rules live in the contract crate; these names keep the controller's own
-// paths (`crate::ids::...`) short.
-use driver_contract::{ids, inflight, request};
-
 use csi_proto::v1::controller_server::ControllerServer;
 use csi_proto::v1::group_controller_server::GroupControllerServer;
 use csi_proto::v1::identity_server::IdentityServer;

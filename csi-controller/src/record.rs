@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::params::OnDelete;
-use crate::request::AccessType;
+use driver_contract::request::AccessType;
 
 /// Where a new volume's content came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

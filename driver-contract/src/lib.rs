@@ -5,7 +5,8 @@
 //! provisioner ([`ids`], [`export`]); a local volume's data file is named by the
 //! controller and opened by the node plugin ([`local_layout`]); both plugins validate
 //! capabilities and refuse a second concurrent call on one object the same way
-//! ([`request`], [`inflight`]) and serve on a CSI socket ([`socket`]). Its only
+//! ([`request`], [`inflight`]) and serve on a CSI socket ([`socket`]); all of them
+//! and the Kubernetes objects name the driver and its topology key alike. Its only
 //! workspace dependency is the protocol crate, so depending on it says "speaks the
 //! same driver", not "links the controller".
 
@@ -22,3 +23,10 @@ pub mod request;
 pub mod socket;
 
 pub use error::RequestError;
+
+/// The name this driver reports and Kubernetes objects (CSIDriver, StorageClass
+/// provisioner, PV sources, snapshot classes) refer to.
+pub const DRIVER_NAME: &str = "csi.stowage.io";
+
+/// The topology key of a node-local volume: its value is the node's ID.
+pub const TOPOLOGY_NODE_KEY: &str = "topology.stowage.io/node";

@@ -9,10 +9,4 @@ pub mod csi {
 
 pub use csi::v1;
 
-/// The name this driver reports and Kubernetes objects refer to.
-pub const DRIVER_NAME: &str = "csi.stowage.io";
-
-/// The topology key of a node-local volume.
-pub const TOPOLOGY_NODE_KEY: &str = "topology.stowage.io/node";
-
 pub mod channel;

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
+use driver_contract::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};

@@ -17,10 +17,10 @@ use super::{VolumeHandle, blocking, lookup_volume, rpc};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::freeze::Frozen;
-use crate::ids::{
+use crate::record::SnapshotRecord;
+use driver_contract::ids::{
     GroupSnapshotId, Key, Location, MAX_ID_LEN, SnapshotId, require_id, validate_name,
 };
-use crate::record::SnapshotRecord;
 
 /// The CSI GroupController service over a [`Driver`].
 #[derive(Debug, Clone)]

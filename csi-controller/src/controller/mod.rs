@@ -21,9 +21,9 @@ use crate::backend::Backend;
 pub(crate) use crate::backend::blocking;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::ids::{Location, VolumeId, require_id};
 use crate::record::VolumeRecord;
-use crate::request::{is_single_node, parse_capability};
+use driver_contract::ids::{Location, VolumeId, require_id};
+use driver_contract::request::{is_single_node, parse_capability};
 
 pub use volumes::DEFAULT_CAPACITY;
 

@@ -7,8 +7,8 @@ use csi_proto::v1::{self as csi, list_snapshots_response};
 use super::{VolumeHandle, lookup_volume, page};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
 use crate::record::{SnapshotRecord, now};
+use driver_contract::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
 
 /// CreateSnapshot (spec: idempotent by name; the name taken for another source is
 /// AlreadyExists).

@@ -3,18 +3,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use csi_proto::TOPOLOGY_NODE_KEY;
 use csi_proto::v1::{self as csi, list_volumes_response, validate_volume_capabilities_response};
+use driver_contract::TOPOLOGY_NODE_KEY;
 
 use super::{blocking, lookup_volume, page};
 use crate::backend::{Backend, Fill};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
 use crate::local::MIN_IMAGE_BYTES;
 use crate::params::{BackendKind, LocalParams, NfsParams, VolumeParams, parse_mutable};
 use crate::record::{ContentSource, Layout, VolumeRecord, now};
-use crate::request::{AccessType, CapabilityNeeds, Capacity, parse_capabilities};
+use driver_contract::ids::{Key, Location, SnapshotId, VolumeId, require_id, validate_name};
+use driver_contract::request::{AccessType, CapabilityNeeds, Capacity, parse_capabilities};
 
 /// Size of a volume created with no capacity range.
 pub const DEFAULT_CAPACITY: i64 = 1 << 30;

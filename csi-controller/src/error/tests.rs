@@ -1,6 +1,7 @@
 //! Every variant's code and message, and every NFS status's code.
 
 use super::*;
+use driver_contract::RequestError;
 
 fn s(text: &str) -> String {
     text.to_string()
@@ -153,12 +154,19 @@ fn every_variant_has_its_code_and_names_its_object() {
             "volume is 10 bytes and cannot shrink to 5",
         ),
         (
-            Error::OutOfRange(s("capacity range [1, 2] cannot be met")),
+            Error::from(RequestError::CapacityUnmet {
+                required: 1,
+                limit: 2,
+                minimum: 4096,
+                granule: 4096,
+            }),
             Code::OutOfRange,
             "[1, 2]",
         ),
         (
-            Error::Aborted(s("volume v")),
+            Error::from(RequestError::OperationPending {
+                what: s("volume v"),
+            }),
             Code::Aborted,
             "an operation for volume v is already in progress",
         ),

@@ -7,10 +7,10 @@ use super::{LocalBackend, volume_data_path};
 use crate::backend::{Backend, Grown, blocking};
 use crate::error::Result;
 use crate::freeze::Frozen;
-use crate::ids::{Key, key_of};
 use crate::params::BackendKind;
 use crate::record::{Layout, SnapshotRecord, VolumeRecord};
-use crate::request::Capacity;
+use driver_contract::ids::{Key, key_of};
+use driver_contract::request::Capacity;
 
 #[tonic::async_trait]
 impl Backend for LocalBackend {

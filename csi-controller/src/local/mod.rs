@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::Fill;
 use crate::error::{Error, Result};
-use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::{Enforcement, OnDelete};
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
-use crate::request::{AccessType, Capacity};
+use driver_contract::ids::{Key, key_of};
+use driver_contract::request::{AccessType, Capacity};
 use quota::{QuotaRoot, QuotaSupport};
 use store::{Change, Store};
 

@@ -4,7 +4,7 @@ use std::sync::mpsc;
 
 use super::*;
 use crate::record::Layout;
-use crate::request::AccessType;
+use driver_contract::request::AccessType;
 
 fn volume(key: &str, size: i64) -> VolumeRecord {
     VolumeRecord {

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::request::AccessType;
+use driver_contract::request::AccessType;
 
 fn record(key: &Key, layout: Layout) -> VolumeRecord {
     VolumeRecord {

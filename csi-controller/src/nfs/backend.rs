@@ -22,11 +22,11 @@ macro_rules! in_session {
 }
 use crate::backend::Fill;
 use crate::error::{Error, Result};
-use crate::ids::{Key, key_of};
 use crate::localfs;
 use crate::params::OnDelete;
 use crate::record::{self, Layout, SnapshotRecord, VolumeRecord, now};
 use driver_contract::export::METADATA_DIR;
+use driver_contract::ids::{Key, key_of};
 use nfs_session::{Export, NfsError, SpaceStats};
 
 const VOLUMES: &str = "volumes";

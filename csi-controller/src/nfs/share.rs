@@ -8,10 +8,10 @@ use nfs_session::Export;
 use super::NfsBackend;
 use crate::backend::{Backend, Grown};
 use crate::error::Result;
-use crate::ids::Key;
 use crate::params::BackendKind;
 use crate::record::{SnapshotRecord, VolumeRecord};
-use crate::request::Capacity;
+use driver_contract::ids::Key;
+use driver_contract::request::Capacity;
 
 /// The volumes and snapshots of one export.
 #[derive(Debug)]

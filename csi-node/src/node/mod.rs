@@ -877,7 +877,7 @@ impl Node for NodeService {
             max_volumes_per_node: self.config.max_volumes,
             accessible_topology: Some(Topology {
                 segments: HashMap::from([(
-                    csi_proto::TOPOLOGY_NODE_KEY.to_string(),
+                    driver_contract::TOPOLOGY_NODE_KEY.to_string(),
                     self.config.node_id.clone(),
                 )]),
             }),

@@ -1371,7 +1371,7 @@ fn node_get_info_and_capabilities() {
             "the topology names this node under the driver's key",
             segments
                 .as_ref()
-                .and_then(|s| s.get(csi_proto::TOPOLOGY_NODE_KEY))
+                .and_then(|s| s.get(driver_contract::TOPOLOGY_NODE_KEY))
                 == Some(&NODE.to_string()),
         ),
         (

@@ -9,7 +9,7 @@ pub mod plan;
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-use csi_proto::DRIVER_NAME;
+use driver_contract::DRIVER_NAME;
 use driver_contract::ids::Location;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};

@@ -2,7 +2,7 @@
 //! binding of a VolumeSnapshot or VolumeGroupSnapshot to its content, and
 //! csi-snapshotter's life of that content. The kind's own parts come from [`Kind`].
 
-use csi_proto::DRIVER_NAME;
+use driver_contract::DRIVER_NAME;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Kind;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use csi_proto::v1 as csi;
-use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
+use driver_contract::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};

@@ -6,7 +6,7 @@
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use stowage_common::quantity::parse_bytes;
 
-use csi_proto::TOPOLOGY_NODE_KEY;
+use driver_contract::TOPOLOGY_NODE_KEY;
 
 /// What the published objects say about `class` on `node`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

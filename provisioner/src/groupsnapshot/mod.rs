@@ -15,12 +15,12 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_proto::DRIVER_NAME;
 use csi_proto::v1::group_controller_client::GroupControllerClient;
 use csi_proto::v1::{
     CreateVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
     GetVolumeGroupSnapshotRequest,
 };
+use driver_contract::DRIVER_NAME;
 use driver_contract::ids::{GroupSnapshotId, VolumeId};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use kube::Client;

@@ -285,7 +285,7 @@ impl Kind for GroupKind {
             "metadata": {"name": new.name},
             "spec": {
                 "deletionPolicy": new.deletion_policy,
-                "driver": csi_proto::DRIVER_NAME,
+                "driver": driver_contract::DRIVER_NAME,
                 "source": {"volumeHandles": new.volume_handles},
                 "volumeGroupSnapshotClassName": new.class,
                 "volumeGroupSnapshotRef": {

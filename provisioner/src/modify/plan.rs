@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use csi_proto::DRIVER_NAME;
+use driver_contract::DRIVER_NAME;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 

@@ -18,11 +18,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use csi_proto::DRIVER_NAME;
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{
     CapacityRange, ControllerExpandVolumeRequest, VolumeContentSource, volume_content_source,
 };
+use driver_contract::DRIVER_NAME;
 use driver_contract::ids::{Location, SnapshotId};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;

@@ -11,7 +11,7 @@ use csi_proto::v1::{
     CapacityRange, CreateVolumeRequest, Topology, TopologyRequirement, VolumeCapability,
     VolumeContentSource,
 };
-use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
+use driver_contract::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,

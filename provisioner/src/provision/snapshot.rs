@@ -3,7 +3,7 @@
 //! it and belong to our driver, and the claim must ask for at least its restore size.
 //! The snapshot API is a set of CRDs a cluster may lack, so it is read untyped.
 
-use csi_proto::DRIVER_NAME;
+use driver_contract::DRIVER_NAME;
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 use serde_json::Value;

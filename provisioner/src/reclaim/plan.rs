@@ -14,8 +14,8 @@
 //! lands, which may be a node that never held the data; here such a volume goes
 //! Failed asking for node affinity instead.
 
-use csi_proto::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use driver_contract::export::Export;
+use driver_contract::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::binder::ReclaimPolicy;

@@ -192,7 +192,7 @@ impl Kind for SnapshotKind {
             "metadata": {"name": new.name},
             "spec": {
                 "deletionPolicy": new.deletion_policy,
-                "driver": csi_proto::DRIVER_NAME,
+                "driver": driver_contract::DRIVER_NAME,
                 "source": {"volumeHandle": new.volume_handle},
                 "volumeSnapshotClassName": new.class,
                 "volumeSnapshotRef": {

@@ -69,7 +69,7 @@ fn this_node(name: &str) -> Node {
             name: Some(name.into()),
             labels: Some(BTreeMap::from([
                 ("kubernetes.io/hostname".into(), name.into()),
-                (csi_proto::TOPOLOGY_NODE_KEY.into(), name.into()),
+                (driver_contract::TOPOLOGY_NODE_KEY.into(), name.into()),
             ])),
             ..ObjectMeta::default()
         },

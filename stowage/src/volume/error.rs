@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use csi_proto::DRIVER_NAME;
+use driver_contract::DRIVER_NAME;
 
 use super::record::RecordError;
 use crate::capabilities::Refused;

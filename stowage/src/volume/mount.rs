@@ -211,7 +211,7 @@ async fn publish(
     let source = spec
         .csi
         .as_ref()
-        .filter(|c| c.driver == csi_proto::DRIVER_NAME)
+        .filter(|c| c.driver == driver_contract::DRIVER_NAME)
         .ok_or_else(|| Error::NotOurs(volume.name_any()))?;
     let capability = capability(
         spec.access_modes.as_deref().unwrap_or_default(),

@@ -66,7 +66,7 @@ pub async fn place(
         pre_bind(client, &volume, claim).await?;
         return Ok(Placement::PreBound(volume));
     }
-    if class.as_ref().map(|c| c.provisioner.as_str()) != Some(csi_proto::DRIVER_NAME) {
+    if class.as_ref().map(|c| c.provisioner.as_str()) != Some(driver_contract::DRIVER_NAME) {
         return Err(Error::NoPlace {
             node: node.to_string(),
             class: class_name,
