@@ -13,8 +13,8 @@
 use driver_contract::RequestError;
 use tonic::{Code, Status};
 
-use crate::local::quota::ToolFailure;
 use nfs_session::{NfsError, nfsstat3};
+use stowage_common::tool::ToolError;
 
 /// Everything a controller call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -221,12 +221,27 @@ pub enum Error {
         /// What serde said.
         reason: String,
     },
-    /// A helper program (mkfs, resize2fs, fsfreeze) failed.
-    #[error("{0}")]
-    Tool(String),
-    /// `xfs_quota` failed: its exit status and stderr, kept apart.
-    #[error(transparent)]
-    QuotaTool(#[from] ToolFailure),
+    /// A host program (mkfs.ext4, e2fsck, resize2fs, fsfreeze, xfs_quota) did not
+    /// succeed on `path`: not installed, not started, or its exit status and stderr.
+    #[error("{}: {source}", path.display())]
+    Tool {
+        /// The file, device or mount point it worked on.
+        path: std::path::PathBuf,
+        /// How the run went wrong.
+        source: ToolError,
+    },
+    /// `xfs_quota` accepted a project's limit that the filesystem then does not report.
+    #[error("xfs_quota set project {project}'s limit to {bytes} bytes, but {} reports {reported}", dir.display())]
+    QuotaLimitNotApplied {
+        /// The project.
+        project: u32,
+        /// The limit asked for.
+        bytes: u64,
+        /// The project's tree.
+        dir: std::path::PathBuf,
+        /// The limit statvfs reports there.
+        reported: u64,
+    },
     /// The NFS server failed or could not be reached.
     #[error(transparent)]
     Nfs(#[from] NfsError),
@@ -290,7 +305,9 @@ impl Error {
             | Self::AttachLimit { .. } => Code::ResourceExhausted,
             Self::AttachDisabled => Code::Unimplemented,
             Self::Io { source, .. } => io_code(source),
-            Self::CorruptMetadata { .. } | Self::Tool(_) | Self::QuotaTool(_) => Code::Internal,
+            Self::CorruptMetadata { .. }
+            | Self::Tool { .. }
+            | Self::QuotaLimitNotApplied { .. } => Code::Internal,
             Self::Nfs(e) => nfs_code(e),
         }
     }

@@ -2,11 +2,12 @@
 //! group's image volumes is frozen (FIFREEZE, through util-linux's `fsfreeze`) before
 //! the first member is copied and thawed after the last.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use stowage_common::loop_device;
 use stowage_common::mountinfo::MountTable;
+use stowage_common::tool::{self, Program};
 
 use crate::error::{Error, Result};
 
@@ -61,18 +62,14 @@ impl Drop for Frozen {
     }
 }
 
+const FSFREEZE: Program = Program {
+    name: "fsfreeze",
+    package: "util-linux",
+};
+
 fn fsfreeze(flag: &str, mount_point: &Path) -> Result<()> {
-    let output = Command::new("fsfreeze")
-        .arg(flag)
-        .arg(mount_point)
-        .output()
-        .map_err(|e| Error::io("run fsfreeze", e))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::Tool(format!(
-        "fsfreeze {flag} {}: {}",
-        mount_point.display(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    )))
+    tool::run(FSFREEZE, [OsStr::new(flag), mount_point.as_os_str()]).map_err(|source| Error::Tool {
+        path: mount_point.to_path_buf(),
+        source,
+    })
 }

@@ -230,18 +230,34 @@ fn every_variant_has_its_code_and_names_its_object() {
             "corrupt metadata p: r",
         ),
         (
-            Error::Tool(s("mkfs.ext4 failed")),
+            Error::Tool {
+                path: "/r/v.img".into(),
+                source: ToolError::NotInstalled(stowage_common::tool::MKFS_EXT4),
+            },
             Code::Internal,
-            "mkfs.ext4",
+            "/r/v.img: mkfs.ext4 is not installed (Debian package e2fsprogs)",
         ),
         (
-            Error::QuotaTool(ToolFailure {
-                program: "xfs_quota",
-                status: Some(1),
-                stderr: "no such project".into(),
-            }),
+            Error::Tool {
+                path: "/r".into(),
+                source: ToolError::Failed(stowage_common::tool::ToolFailure {
+                    program: "xfs_quota",
+                    status: Some(1),
+                    stderr: "no such project".into(),
+                }),
+            },
             Code::Internal,
-            "no such project",
+            "xfs_quota exited 1: no such project",
+        ),
+        (
+            Error::QuotaLimitNotApplied {
+                project: 7,
+                bytes: 100,
+                dir: "/r/v".into(),
+                reported: 50,
+            },
+            Code::Internal,
+            "project 7's limit to 100 bytes, but /r/v reports 50",
         ),
         (
             Error::Nfs(NfsError::Unreachable(s("down"))),

@@ -718,8 +718,11 @@ fn grow_ext4_offline(path: &Path) -> Result<()> {
     stowage_common::tool::e2fs::grow_offline(path).map_err(|e| e2fs_failed(path, e))
 }
 
-fn e2fs_failed(path: &Path, e: stowage_common::tool::ToolError) -> Error {
-    Error::Tool(format!("{}: {e}", path.display()))
+fn e2fs_failed(path: &Path, source: stowage_common::tool::ToolError) -> Error {
+    Error::Tool {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Is a loop device backed by this file (i.e. is the image staged on this node)?

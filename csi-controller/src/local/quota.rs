@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use stowage_common::mountinfo::MountTable;
-use stowage_common::tool::{self, Program, ToolError};
+use stowage_common::tool::{self, Program};
 
 use crate::error::{Error, Result};
 
@@ -92,10 +92,6 @@ pub struct QuotaRoot {
     mount_point: PathBuf,
 }
 
-/// A run of `xfs_quota` that failed: the program, its exit status and what it wrote
-/// on stderr, kept apart so nothing downstream parses the text.
-pub use stowage_common::tool::ToolFailure;
-
 /// Asks the kernel whether `root` is on XFS mounted with enforced project quotas:
 /// `statfs` for the filesystem, then the super options of the mount holding it (the
 /// mount of the same device whose mount point is the longest prefix of the root).
@@ -160,10 +156,12 @@ impl QuotaRoot {
         // XFS reports the smaller of the limit and the filesystem.
         let whole = reported_limit(&self.mount_point)?;
         if reported != bytes.min(whole) {
-            return Err(Error::Tool(format!(
-                "{XFS_QUOTA} set project {project}'s limit to {bytes} bytes, but {} reports {reported}",
-                dir.display()
-            )));
+            return Err(Error::QuotaLimitNotApplied {
+                project,
+                bytes,
+                dir: dir.to_path_buf(),
+                reported,
+            });
         }
         Ok(())
     }
@@ -186,10 +184,9 @@ impl QuotaRoot {
             OsStr::new(command),
             self.mount_point.as_os_str(),
         ];
-        tool::run(XFS_QUOTA, args).map_err(|e| match e {
-            ToolError::Failed(failure) => failure.into(),
-            ToolError::NotInstalled(_) => Error::Tool(e.to_string()),
-            ToolError::Spawn { source, .. } => Error::io(format!("run {}", XFS_QUOTA.name), source),
+        tool::run(XFS_QUOTA, args).map_err(|source| Error::Tool {
+            path: self.mount_point.clone(),
+            source,
         })
     }
 }
