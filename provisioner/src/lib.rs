@@ -182,9 +182,9 @@ async fn act(
     let snapshotting = async {
         if enabled(Controller::Snapshotter) {
             let stores = (claims.clone(), volumes.clone());
-            snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
+            let controller =
+                snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone());
+            steps::run(controller, changes.subscribe(), stopped_signal()).await
         } else {
             stopped_signal().await;
             Ok(())
@@ -193,9 +193,8 @@ async fn act(
     let modifying = async {
         if enabled(Controller::Modifier) {
             let stores = (claims.clone(), volumes.clone());
-            modify::Modifier::new(client.clone(), stores, changes, config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
+            let controller = modify::Modifier::new(client.clone(), stores, changes, config.clone());
+            steps::run(controller, changes.subscribe(), stopped_signal()).await
         } else {
             stopped_signal().await;
             Ok(())
@@ -204,9 +203,13 @@ async fn act(
     let group_snapshotting = async {
         if enabled(Controller::GroupSnapshotter) {
             let stores = (claims.clone(), volumes.clone());
-            groupsnapshot::GroupSnapshotter::new(client.clone(), stores, changes, config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
+            let controller = groupsnapshot::GroupSnapshotter::new(
+                client.clone(),
+                stores,
+                changes,
+                config.clone(),
+            );
+            steps::run(controller, changes.subscribe(), stopped_signal()).await
         } else {
             stopped_signal().await;
             Ok(())
@@ -220,9 +223,9 @@ async fn act(
         // As kube-controller-manager's, one instance for the cluster: the central one.
         if config.scope == Scope::Central && (protections.claims || protections.volumes) {
             let stores = (claims.clone(), volumes.clone());
-            protection::Protector::new(client.clone(), stores, changes, protections)
-                .run(changes.subscribe(), stopped_signal())
-                .await
+            let controller =
+                protection::Protector::new(client.clone(), stores, changes, protections);
+            steps::run(controller, changes.subscribe(), stopped_signal()).await
         } else {
             stopped_signal().await;
             Ok(())

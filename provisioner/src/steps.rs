@@ -13,6 +13,27 @@ use crate::backoff::Backoff;
 use crate::lock;
 use crate::watch::Changes;
 
+/// A controller made of keyed steps: each pass reads the caches and starts steps.
+pub trait Stepped: Send + Sync + 'static {
+    /// The controller's steps.
+    fn steps(&self) -> &Steps;
+    /// One pass over the caches.
+    fn pass(self: &Arc<Self>);
+}
+
+/// Runs `controller`'s passes (as [`Steps::run`] schedules them) until `shutdown`.
+pub async fn run<C: Stepped>(
+    controller: Arc<C>,
+    changes: watch::Receiver<u64>,
+    shutdown: impl Future<Output = ()>,
+) -> crate::Result<()> {
+    controller
+        .steps()
+        .run(changes, || controller.pass(), shutdown)
+        .await;
+    Ok(())
+}
+
 pub struct Steps {
     /// What a failed step was, for the log line.
     what: &'static str,

@@ -12,7 +12,6 @@ pub mod model;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 
 use csi_proto::v1::group_controller_client::GroupControllerClient;
@@ -27,7 +26,6 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use kube::runtime::reflector::Store;
 use serde_json::json;
-use tokio::sync::watch;
 
 use self::model::{GroupClass, GroupContent, GroupSnapshot, IN_GROUP_FINALIZER};
 pub use self::plan::GroupKind;
@@ -39,7 +37,7 @@ use crate::binding::{
 };
 use crate::events::EventRecorder;
 use crate::snapshot::model::{self as snapshot_model, GROUP_HANDLE_ANNOTATION, Snapshot};
-use crate::steps::Steps;
+use crate::steps::{Stepped, Steps};
 use crate::watch::Changes;
 use crate::{Config, Result, Scope};
 
@@ -76,37 +74,6 @@ impl GroupSnapshotter {
             config,
             steps: Arc::new(Steps::new("group snapshot step")),
         })
-    }
-
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        self.steps.run(changes, || self.pass(), shutdown).await;
-        Ok(())
-    }
-
-    fn pass(self: &Arc<Self>) {
-        let groups: Vec<GroupSnapshot> = parse_all(&self.groups);
-        let contents: Vec<GroupContent> = parse_all(&self.contents);
-        if self.config.scope == Scope::Central {
-            self.central_pass(&groups, &contents);
-        }
-        let uids = binding::uids::<GroupKind>(&groups);
-        for content in contents.iter().filter(|c| self.mine(c)) {
-            let uid = binding::referred_uid::<GroupKind>(content, &uids);
-            let step = plan::content_step(content, uid);
-            if step != GroupContentStep::Nothing {
-                let key = format!(
-                    "groupcontent/{}",
-                    content.metadata.name.as_deref().unwrap_or("")
-                );
-                let (this, content) = (self.clone(), content.clone());
-                self.steps
-                    .start(key, async move { this.do_content(&content, step).await });
-            }
-        }
     }
 
     /// snapshot-controller's part: every group snapshot, and members whose group went.
@@ -480,5 +447,32 @@ fn reference(group: &GroupSnapshot) -> ObjectReference {
         namespace: meta.namespace.clone(),
         uid: meta.uid.clone(),
         ..Default::default()
+    }
+}
+
+impl Stepped for GroupSnapshotter {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        let groups: Vec<GroupSnapshot> = parse_all(&self.groups);
+        let contents: Vec<GroupContent> = parse_all(&self.contents);
+        if self.config.scope == Scope::Central {
+            self.central_pass(&groups, &contents);
+        }
+        let uids = binding::uids::<GroupKind>(&groups);
+        for content in contents.iter().filter(|c| self.mine(c)) {
+            let uid = binding::referred_uid::<GroupKind>(content, &uids);
+            let step = plan::content_step(content, uid);
+            if step != GroupContentStep::Nothing {
+                let key = format!(
+                    "groupcontent/{}",
+                    content.metadata.name.as_deref().unwrap_or("")
+                );
+                let (this, content) = (self.clone(), content.clone());
+                self.steps
+                    .start(key, async move { this.do_content(&content, step).await });
+            }
+        }
     }
 }

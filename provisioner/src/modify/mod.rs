@@ -9,7 +9,6 @@
 
 pub mod plan;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use csi_proto::v1::ControllerModifyVolumeRequest;
@@ -21,10 +20,9 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
 
 use self::plan::{ModifyStep, failure_status, modify_step};
-use crate::steps::Steps;
+use crate::steps::{Stepped, Steps};
 use crate::watch::Changes;
 use crate::{Config, Result, Scope};
 
@@ -64,48 +62,6 @@ impl Modifier {
             config,
             steps: Arc::new(Steps::new("modify")),
         })
-    }
-
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        self.steps.run(changes, || self.pass(), shutdown).await;
-        Ok(())
-    }
-
-    fn pass(self: &Arc<Self>) {
-        for pvc in self.claims.state() {
-            let Some(pv) = pvc
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_deref())
-                .and_then(|name| self.volumes.get(&ObjectRef::new(name)))
-            else {
-                continue;
-            };
-            let Some(handle) = self.mine(&pv) else {
-                continue;
-            };
-            let class = pvc
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_attributes_class_name.as_deref())
-                .and_then(|name| self.classes.get(&ObjectRef::new(name)));
-            let step = modify_step(&pvc, &pv, class.as_deref());
-            tracing::debug!(claim = %pvc.name_any(), ?step, "modify");
-            if step == ModifyStep::Nothing {
-                continue;
-            }
-            let key = pvc.uid().unwrap_or_default();
-            let this = self.clone();
-            self.steps.start(key, async move {
-                this.apply(&pvc, &pv, &handle, step)
-                    .await
-                    .map_err(|error| format!("claim {}: {error}", pvc.name_any()))
-            });
-        }
     }
 
     /// The volume's handle, if this instance is where it lives.
@@ -190,5 +146,43 @@ impl Modifier {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
         Ok(())
+    }
+}
+
+impl Stepped for Modifier {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        for pvc in self.claims.state() {
+            let Some(pv) = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .and_then(|name| self.volumes.get(&ObjectRef::new(name)))
+            else {
+                continue;
+            };
+            let Some(handle) = self.mine(&pv) else {
+                continue;
+            };
+            let class = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_attributes_class_name.as_deref())
+                .and_then(|name| self.classes.get(&ObjectRef::new(name)));
+            let step = modify_step(&pvc, &pv, class.as_deref());
+            tracing::debug!(claim = %pvc.name_any(), ?step, "modify");
+            if step == ModifyStep::Nothing {
+                continue;
+            }
+            let key = pvc.uid().unwrap_or_default();
+            let this = self.clone();
+            self.steps.start(key, async move {
+                this.apply(&pvc, &pv, &handle, step)
+                    .await
+                    .map_err(|error| format!("claim {}: {error}", pvc.name_any()))
+            });
+        }
     }
 }

@@ -8,7 +8,6 @@
 
 pub mod plan;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -17,11 +16,9 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::watch;
 
 use self::plan::{ClaimUsers, PV_FINALIZER, PVC_FINALIZER};
-use crate::Result;
-use crate::steps::Steps;
+use crate::steps::{Stepped, Steps};
 use crate::watch::Changes;
 
 /// Which of the two controllers run.
@@ -56,51 +53,6 @@ impl Protector {
             protections,
             steps: Arc::new(Steps::new("releasing a protection finalizer")),
         })
-    }
-
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        self.steps.run(changes, || self.pass(), shutdown).await;
-        Ok(())
-    }
-
-    fn pass(self: &Arc<Self>) {
-        if self.protections.claims {
-            let held: Vec<_> = self
-                .claims
-                .state()
-                .into_iter()
-                .filter(|claim| plan::claim_held(claim))
-                .collect();
-            // Built only when a claim waits, once per pass: claims + pods, not claims × pods.
-            let users = if held.is_empty() {
-                ClaimUsers::default()
-            } else {
-                ClaimUsers::new(self.pods.state().iter().map(|pod| &**pod))
-            };
-            for claim in held {
-                if plan::claim_releasable(&claim, &users) {
-                    let key = format!("pvc/{}", claim.metadata.uid.as_deref().unwrap_or(""));
-                    let this = self.clone();
-                    self.steps
-                        .start(key, async move { this.release_claim(&claim).await });
-                }
-            }
-        }
-        if self.protections.volumes {
-            for volume in self.volumes.state() {
-                if plan::volume_releasable(&volume) {
-                    let key = format!("pv/{}", volume.metadata.uid.as_deref().unwrap_or(""));
-                    let api: Api<PersistentVolume> = Api::all(self.client.clone());
-                    self.steps.start(key, async move {
-                        remove_finalizer(&api, &volume.metadata, PV_FINALIZER).await
-                    });
-                }
-            }
-        }
     }
 
     /// Lets a claim go if a live list of its namespace's Pods finds no user either
@@ -140,5 +92,46 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+impl Stepped for Protector {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        if self.protections.claims {
+            let held: Vec<_> = self
+                .claims
+                .state()
+                .into_iter()
+                .filter(|claim| plan::claim_held(claim))
+                .collect();
+            // Built only when a claim waits, once per pass: claims + pods, not claims × pods.
+            let users = if held.is_empty() {
+                ClaimUsers::default()
+            } else {
+                ClaimUsers::new(self.pods.state().iter().map(|pod| &**pod))
+            };
+            for claim in held {
+                if plan::claim_releasable(&claim, &users) {
+                    let key = format!("pvc/{}", claim.metadata.uid.as_deref().unwrap_or(""));
+                    let this = self.clone();
+                    self.steps
+                        .start(key, async move { this.release_claim(&claim).await });
+                }
+            }
+        }
+        if self.protections.volumes {
+            for volume in self.volumes.state() {
+                if plan::volume_releasable(&volume) {
+                    let key = format!("pv/{}", volume.metadata.uid.as_deref().unwrap_or(""));
+                    let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                    self.steps.start(key, async move {
+                        remove_finalizer(&api, &volume.metadata, PV_FINALIZER).await
+                    });
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,6 @@ pub mod model;
 pub mod plan;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use csi_proto::v1::controller_client::ControllerClient;
@@ -21,13 +20,12 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
-use tokio::sync::watch;
 
 use self::model::{Class, Content, Snapshot};
 pub use self::plan::SnapshotKind;
 use self::plan::{ContentStep, SnapshotStep, Source};
 use crate::binding::{self, StepError, parse_all, reflect};
-use crate::steps::Steps;
+use crate::steps::{Stepped, Steps};
 use crate::watch::Changes;
 use crate::{Config, Result, Scope};
 
@@ -60,50 +58,6 @@ impl Snapshotter {
             config,
             steps: Arc::new(Steps::new("snapshot step")),
         })
-    }
-
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        self.steps.run(changes, || self.pass(), shutdown).await;
-        Ok(())
-    }
-
-    fn pass(self: &Arc<Self>) {
-        let snapshots: Vec<Snapshot> = parse_all(&self.snapshots);
-        let contents: Vec<Content> = parse_all(&self.contents);
-        let classes: Vec<Class> = parse_all(&self.classes);
-        if self.config.scope == Scope::Central {
-            let by_name: HashMap<&str, &Content> = contents
-                .iter()
-                .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
-                .collect();
-            for snapshot in &snapshots {
-                let step = self.snapshot_step(snapshot, &by_name, &classes);
-                if step != SnapshotStep::Nothing {
-                    let key = format!(
-                        "snapshot/{}",
-                        snapshot.metadata.uid.as_deref().unwrap_or("")
-                    );
-                    let (this, snapshot) = (self.clone(), snapshot.clone());
-                    self.steps
-                        .start(key, async move { this.do_snapshot(&snapshot, step).await });
-                }
-            }
-        }
-        let uids = binding::uids::<SnapshotKind>(&snapshots);
-        for content in contents.iter().filter(|c| self.mine(c)) {
-            let uid = binding::referred_uid::<SnapshotKind>(content, &uids);
-            let step = plan::content_step(content, uid);
-            if step != ContentStep::Nothing {
-                let key = format!("content/{}", content.metadata.name.as_deref().unwrap_or(""));
-                let (this, content) = (self.clone(), content.clone());
-                self.steps
-                    .start(key, async move { this.do_content(&content, step).await });
-            }
-        }
     }
 
     fn snapshot_step(
@@ -236,5 +190,45 @@ impl Snapshotter {
         );
         binding::write_status(contents, name, json!(status)).await?;
         Ok(())
+    }
+}
+
+impl Stepped for Snapshotter {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        let snapshots: Vec<Snapshot> = parse_all(&self.snapshots);
+        let contents: Vec<Content> = parse_all(&self.contents);
+        let classes: Vec<Class> = parse_all(&self.classes);
+        if self.config.scope == Scope::Central {
+            let by_name: HashMap<&str, &Content> = contents
+                .iter()
+                .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
+                .collect();
+            for snapshot in &snapshots {
+                let step = self.snapshot_step(snapshot, &by_name, &classes);
+                if step != SnapshotStep::Nothing {
+                    let key = format!(
+                        "snapshot/{}",
+                        snapshot.metadata.uid.as_deref().unwrap_or("")
+                    );
+                    let (this, snapshot) = (self.clone(), snapshot.clone());
+                    self.steps
+                        .start(key, async move { this.do_snapshot(&snapshot, step).await });
+                }
+            }
+        }
+        let uids = binding::uids::<SnapshotKind>(&snapshots);
+        for content in contents.iter().filter(|c| self.mine(c)) {
+            let uid = binding::referred_uid::<SnapshotKind>(content, &uids);
+            let step = plan::content_step(content, uid);
+            if step != ContentStep::Nothing {
+                let key = format!("content/{}", content.metadata.name.as_deref().unwrap_or(""));
+                let (this, content) = (self.clone(), content.clone());
+                self.steps
+                    .start(key, async move { this.do_content(&content, step).await });
+            }
+        }
     }
 }
