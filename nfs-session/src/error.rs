@@ -10,10 +10,16 @@ pub enum NfsError {
     Unreachable(String),
     /// The server answered with an error status.
     #[error("NFS {op} failed: {status:?}")]
-    Status { op: &'static str, status: nfsstat3 },
+    Status {
+        /// The NFS procedure that failed (`LOOKUP`, `MKDIR` ...).
+        op: &'static str,
+        /// What the server answered.
+        status: nfsstat3,
+    },
 }
 
 impl NfsError {
+    /// The server refused `op` with `status`.
     pub fn status(op: &'static str, status: nfsstat3) -> Self {
         Self::Status { op, status }
     }

@@ -3,6 +3,9 @@
 //! (Recycle of NFS volumes) both use it; the export's address is the driver
 //! contract's, re-exported because [`Session::connect`] takes it.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod error;
 mod session;
 

@@ -26,16 +26,22 @@ const IO_CHUNK: u32 = 512 * 1024;
 /// One entry of a directory listing.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
+    /// The entry's name in its directory.
     pub name: String,
+    /// Its file handle.
     pub handle: nfs_fh3,
+    /// File, directory, symlink ...
     pub kind: ftype3,
+    /// Its permission bits.
     pub mode: u32,
 }
 
 /// Free and total space of an export, from FSSTAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpaceStats {
+    /// The export's filesystem size.
     pub total_bytes: u64,
+    /// What an unprivileged writer may still use.
     pub available_bytes: u64,
 }
 
@@ -83,10 +89,12 @@ impl Session {
         }
     }
 
+    /// The handle of the export's root directory.
     pub fn root(&self) -> nfs_fh3 {
         self.root.clone()
     }
 
+    /// The export's size and free space (FSSTAT).
     pub async fn fsstat(&mut self) -> Result<SpaceStats, NfsError> {
         let args = nfs3::FSSTAT3args {
             fsroot: self.root(),
@@ -169,6 +177,7 @@ impl Session {
         Ok(handle)
     }
 
+    /// Sets the permission bits of `handle` (SETATTR).
     pub async fn chmod(&mut self, handle: &nfs_fh3, mode: u32) -> Result<(), NfsError> {
         let args = nfs3::SETATTR3args {
             object: handle.clone(),
@@ -264,6 +273,7 @@ impl Session {
         Ok(())
     }
 
+    /// Renames an entry, within or across directories (RENAME).
     pub async fn rename(
         &mut self,
         from_dir: &nfs_fh3,

@@ -24,6 +24,7 @@ struct MethodLabels {
 
 type LatencyFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
+/// Calls and their durations per gRPC method and code: a tower layer for the tonic server.
 #[derive(Clone)]
 pub struct GrpcMetrics {
     calls: Family<CallLabels, Counter>,
@@ -43,6 +44,7 @@ impl Default for GrpcMetrics {
 }
 
 impl GrpcMetrics {
+    /// The metrics, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(
@@ -84,6 +86,7 @@ impl<S> tower::Layer<S> for GrpcMetrics {
     }
 }
 
+/// A service wrapped by [`GrpcMetrics`]: each call counted and timed.
 #[derive(Clone)]
 pub struct Measured<S> {
     inner: S,
