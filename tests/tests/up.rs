@@ -173,6 +173,33 @@ async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_r
     stop(second).await;
 }
 
+/// The processes whose command line names `data`: `up`'s components.
+fn components_of(data: &Path) -> Vec<String> {
+    let needle = data.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|line| line.contains(&needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn ctrl_c_during_start_up_stops_every_component() {
+    let dir = MountedDir::new();
+    let data = dir.path().join("data");
+    let child = up(&data, free_port());
+    // The data lock is taken before any component starts and long before `up`
+    // serves: a Ctrl-C now lands in the middle of start-up.
+    wait_for("up to lock its data", Duration::from_secs(30), async || {
+        data.join("up.lock").exists().then_some(())
+    })
+    .await;
+    stop(child).await;
+    let left = components_of(&data);
+    assert!(left.is_empty(), "components left running: {left:?}");
+}
+
 #[tokio::test]
 async fn mount_refuses_what_it_cannot_do() {
     let dir = MountedDir::new();

@@ -66,6 +66,10 @@ const STARTUP: Duration = Duration::from_secs(60);
 const CAPACITY_POLL: &str = "5s";
 
 pub async fn run(args: UpArgs) -> Result<(), Error> {
+    // Installed first: a Ctrl-C at any point from here stops `up` through its
+    // shutdown path instead of killing it with the children still running.
+    let shutdown = driver_contract::socket::shutdown_signal();
+    tokio::pin!(shutdown);
     let absolute = std::path::absolute(&args.data).map_err(|source| Error::Data {
         path: args.data.clone(),
         source,
@@ -85,10 +89,21 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     prepare(&layout, &node)?;
     credentials::issue(&layout)?;
     let mut supervisor = Supervisor::default();
-    let started = start(&mut supervisor, &layout, &node, &args, rbac).await;
-    if let Err(e) = started {
-        supervisor.shutdown().await;
-        return Err(e);
+    let started = tokio::select! {
+        started = start(&mut supervisor, &layout, &node, &args, rbac) => started.map(|()| true),
+        () = &mut shutdown => Ok(false),
+    };
+    match started {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("stopping…");
+            supervisor.shutdown().await;
+            return Ok(());
+        }
+        Err(e) => {
+            supervisor.shutdown().await;
+            return Err(e);
+        }
     }
     println!("stowage is up on node {node}.");
     println!("  export KUBECONFIG={}", layout.kubeconfig().display());
@@ -99,7 +114,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     );
     println!("  stowage status --data {}", layout.data().display());
     println!("Ctrl-C stops everything; `stowage up` on the same --data resumes.");
-    driver_contract::socket::shutdown_signal().await;
+    shutdown.await;
     println!("stopping…");
     supervisor.shutdown().await;
     Ok(())
