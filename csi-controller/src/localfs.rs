@@ -69,11 +69,18 @@ pub fn remove_any(path: &Path) -> Result<()> {
 /// the CPU from the small calls served beside it.
 pub const COPY_NICE: i32 = 10;
 
-/// Dirty pages a copy may leave behind before it waits for them to reach the disk.
-/// Unbounded, a 1 GiB copy leaves ~1 GiB for writeback, and every fsync on the same
-/// filesystem (the record log's, each CreateVolume's) waits behind the journal commit
-/// that carries it.
+/// Dirty pages a copy through the page cache may leave behind before it waits for
+/// them to reach the disk. Unbounded, a 1 GiB copy leaves ~1 GiB for writeback, and
+/// every fsync on the same filesystem (the record log's, each CreateVolume's) waits
+/// behind the journal commit that carries it.
 const COPY_DIRTY_BYTES: u64 = 8 << 20;
+
+/// What a copy reads and writes at once.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// The offset, length and buffer alignment direct I/O needs (the largest logical block
+/// size of the disks a local root sits on).
+const DIRECT_ALIGN: u64 = 4096;
 
 /// Copies a directory tree, keeping modes and symlinks (never following them), as a
 /// background copy ([`in_background`]).
@@ -139,12 +146,7 @@ fn copy_sparse_here(from: &Path, to: &Path) -> Result<()> {
     let meta = src
         .metadata()
         .map_err(|e| Error::io(ctx("stat", from), e))?;
-    let dst = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(meta.permissions().mode() & 0o7777)
-        .open(to)
+    let dst = Destination::create(to, meta.permissions().mode() & 0o7777)
         .map_err(|e| Error::io(ctx("create", to), e))?;
     let len = meta.len();
     let mut offset = 0u64;
@@ -157,13 +159,89 @@ fn copy_sparse_here(from: &Path, to: &Path) -> Result<()> {
         let end = seek(&src, start, Whence::SeekHole)
             .map_err(|e| Error::io(ctx("seek", from), e))?
             .unwrap_or(len);
-        copy_range(&src, &dst, start, end - start)
+        dst.copy_range(&src, start, end - start)
             .map_err(|e| Error::io(ctx("copy into", to), e))?;
         offset = end;
     }
-    dst.set_len(len)
+    dst.file
+        .set_len(len)
         .map_err(|e| Error::io(ctx("size", to), e))?;
-    dst.sync_all().map_err(|e| Error::io(ctx("fsync", to), e))
+    dst.file
+        .sync_all()
+        .map_err(|e| Error::io(ctx("fsync", to), e))
+}
+
+/// A copy's target file. Where the filesystem takes direct I/O the aligned bulk of the
+/// data is written with it: no dirty pages, so the journal commit that another file's
+/// fsync waits for (a record's, a CreateVolume's) carries none of the copy's data, and
+/// the node's page cache keeps what the pods use. Unaligned heads and tails, and every
+/// write on a filesystem without direct I/O, go through the cache, written back every
+/// [`COPY_DIRTY_BYTES`].
+struct Destination {
+    file: File,
+    direct: Option<File>,
+}
+
+impl Destination {
+    fn create(path: &Path, mode: u32) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)?;
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+            .open(path)
+            .ok();
+        Ok(Self { file, direct })
+    }
+
+    /// Copies `len` bytes at `start` of `src` to the same place here.
+    fn copy_range(&self, src: &File, start: u64, len: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut raw = vec![0u8; COPY_CHUNK + DIRECT_ALIGN as usize];
+        let skip = raw.as_ptr().align_offset(DIRECT_ALIGN as usize);
+        let buf = raw
+            .get_mut(skip..skip + COPY_CHUNK)
+            .ok_or_else(|| std::io::Error::other("no aligned copy buffer"))?;
+        let end = start + len;
+        let (mut pos, mut unsynced_from) = (start, start);
+        while pos < end {
+            let want = chunk_len(pos, end);
+            let n = src.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                break;
+            }
+            match &self.direct {
+                Some(direct) if is_aligned(pos, n) => direct.write_all_at(&buf[..n], pos)?,
+                _ => self.file.write_all_at(&buf[..n], pos)?,
+            }
+            pos += n as u64;
+            if self.direct.is_none() && pos - unsynced_from >= COPY_DIRTY_BYTES {
+                write_back(&self.file, unsynced_from, pos - unsynced_from)?;
+                unsynced_from = pos;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How much to copy from `pos`: up to the next aligned offset when `pos` is not
+/// aligned (so what follows can go direct), else a whole chunk; never past `end`.
+fn chunk_len(pos: u64, end: u64) -> usize {
+    let misaligned = pos % DIRECT_ALIGN;
+    let step = if misaligned == 0 {
+        COPY_CHUNK as u64
+    } else {
+        DIRECT_ALIGN - misaligned
+    };
+    usize::try_from(step.min(end - pos)).unwrap_or(COPY_CHUNK)
+}
+
+fn is_aligned(pos: u64, len: usize) -> bool {
+    pos.is_multiple_of(DIRECT_ALIGN) && (len as u64).is_multiple_of(DIRECT_ALIGN)
 }
 
 fn seek(file: &File, offset: u64, whence: Whence) -> std::io::Result<Option<u64>> {
@@ -174,29 +252,6 @@ fn seek(file: &File, offset: u64, whence: Whence) -> std::io::Result<Option<u64>
         Err(nix::errno::Errno::ENXIO) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Copies `len` bytes at `start`, writing back every [`COPY_DIRTY_BYTES`] and dropping
-/// the written pages from the cache (the copy will not read them; the cache is the
-/// node's).
-fn copy_range(src: &File, dst: &File, start: u64, len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut done, mut unsynced_from) = (0u64, start);
-    while done < len {
-        let want = usize::try_from((len - done).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = src.read_at(&mut buf[..want], start + done)?;
-        if n == 0 {
-            break;
-        }
-        dst.write_all_at(&buf[..n], start + done)?;
-        done += n as u64;
-        if start + done - unsynced_from >= COPY_DIRTY_BYTES {
-            write_back(dst, unsynced_from, start + done - unsynced_from)?;
-            unsynced_from = start + done;
-        }
-    }
-    Ok(())
 }
 
 fn write_back(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
@@ -285,6 +340,65 @@ mod tests {
         fs::write(&src, &data).expect("write");
         copy_sparse(&src, &dst).expect("copy");
         assert!(fs::read(&dst).expect("read") == data);
+    }
+
+    #[test]
+    fn copies_go_direct_where_the_filesystem_allows_it() {
+        // The tests' temporary directory is on the machine's ext4 root.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dst = Destination::create(&dir.path().join("dst"), 0o600).expect("create");
+        assert!(dst.direct.is_some(), "ext4 takes O_DIRECT");
+    }
+
+    #[test]
+    fn direct_and_cached_copies_of_unaligned_ranges_are_whole() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        let data: Vec<u8> = (0..(3 * COPY_CHUNK + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        fs::write(&src, &data).expect("write");
+        let source = File::open(&src).expect("open");
+        for direct in [true, false] {
+            let path = dir.path().join(format!("dst-{direct}"));
+            let mut dst = Destination::create(&path, 0o600).expect("create");
+            if !direct {
+                dst.direct = None;
+            }
+            // An unaligned head, aligned chunks, an unaligned tail.
+            for (start, len) in [
+                (0, 100),
+                (100, 2 * COPY_CHUNK as u64),
+                (
+                    2 * COPY_CHUNK as u64 + 100,
+                    (data.len() - 2 * COPY_CHUNK - 100) as u64,
+                ),
+            ] {
+                dst.copy_range(&source, start, len).expect("copy");
+            }
+            let mut copied = vec![0u8; data.len()];
+            File::open(&path)
+                .expect("open")
+                .read_exact_at(&mut copied, 0)
+                .expect("read");
+            assert!(copied == data, "direct={direct}: the copy differs");
+        }
+    }
+
+    #[test]
+    fn chunks_end_on_the_next_aligned_offset() {
+        let chunk = COPY_CHUNK as u64;
+        for (pos, end, want) in [
+            (0, 10 * chunk, chunk),
+            (0, 100, 100),
+            (100, 10 * chunk, DIRECT_ALIGN - 100),
+            (100, 200, 100),
+            (DIRECT_ALIGN, DIRECT_ALIGN + chunk + 1, chunk),
+            (chunk, chunk + 7, 7),
+        ] {
+            assert_eq!(chunk_len(pos, end) as u64, want, "from {pos} to {end}");
+        }
     }
 
     #[test]
