@@ -65,8 +65,9 @@ pub fn remove_any(path: &Path) -> Result<()> {
     }
 }
 
-/// The nice value copies run at: a clone or snapshot of a large volume must not take
-/// the CPU from the small calls served beside it.
+/// The nice value bulk work runs at (copies, and the e2fs tools, which inherit it):
+/// a clone or a large image's mkfs must not take the CPU from the small calls served
+/// beside it.
 pub const COPY_NICE: i32 = 10;
 
 /// Dirty pages a copy through the page cache may leave behind before it waits for
@@ -94,9 +95,10 @@ pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
     in_background(|| copy_sparse_here(from, to))
 }
 
-/// Runs a copy on its own thread at [`COPY_NICE`]: the priority is the thread's alone
-/// (Linux applies setpriority to a thread id), so the pool's threads keep theirs.
-fn in_background<T: Send>(copy: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+/// Runs bulk work on its own thread at [`COPY_NICE`]: the priority is the thread's
+/// alone (Linux applies setpriority to a thread id), so the pool's threads keep theirs,
+/// and a program it starts inherits it.
+pub(crate) fn in_background<T: Send>(copy: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -327,6 +329,20 @@ mod tests {
             rustix::process::getpriority_process(None).expect("nice"),
             here,
             "the caller's thread keeps its priority"
+        );
+    }
+
+    #[test]
+    fn programs_started_in_the_background_inherit_its_priority() {
+        let out = in_background(|| {
+            std::process::Command::new("nice")
+                .output()
+                .map_err(|e| Error::io("run nice", e))
+        })
+        .expect("nice runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            COPY_NICE.to_string()
         );
     }
 

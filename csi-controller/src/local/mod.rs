@@ -709,13 +709,18 @@ fn grow_file(path: &Path, size: u64) -> Result<()> {
         .map_err(|e| Error::io(format!("fsync {}", path.display()), e))
 }
 
+/// mkfs writes a large image's metadata: background work, like a copy.
 fn mkfs_ext4(path: &Path) -> Result<()> {
-    stowage_common::tool::e2fs::mkfs(path).map_err(|e| e2fs_failed(path, e))
+    localfs::in_background(|| {
+        stowage_common::tool::e2fs::mkfs(path).map_err(|e| e2fs_failed(path, e))
+    })
 }
 
 /// Grows an unmounted ext4 image to its file size: resize2fs wants a fresh check first.
 fn grow_ext4_offline(path: &Path) -> Result<()> {
-    stowage_common::tool::e2fs::grow_offline(path).map_err(|e| e2fs_failed(path, e))
+    localfs::in_background(|| {
+        stowage_common::tool::e2fs::grow_offline(path).map_err(|e| e2fs_failed(path, e))
+    })
 }
 
 fn e2fs_failed(path: &Path, source: stowage_common::tool::ToolError) -> Error {
