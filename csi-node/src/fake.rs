@@ -141,18 +141,9 @@ impl FakeMounts {
     /// Puts a mount in the table as if it was there before the test: a filesystem of
     /// `fs_type` from `source` at `point`.
     pub(crate) fn mounted(&self, point: &Path, fs_type: &str, source: &str) {
-        let mut state = self.state();
-        let id = state.next_id;
-        state.next_id += 1;
-        let identity = (id, 1);
-        state.mounts.push(Mounted {
-            point: point.into(),
-            id,
-            identity,
-            read_only: false,
-            fs_type: fs_type.into(),
-            source: source.into(),
-        });
+        // Its own root, as a new tmpfs or NFS mount has.
+        let id = self.state().next_id;
+        self.add(point, (id, 1), false, (fs_type, source));
     }
 
     fn topmost(&self, point: &Path) -> Option<Mounted> {

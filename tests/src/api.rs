@@ -6,8 +6,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use apiserver::{ApiServer, Config, Store};
-use kube::Client;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
@@ -176,4 +178,50 @@ pub async fn lease_holder(
         .spec?
         .holder_identity
         .filter(|h| !h.is_empty())
+}
+
+/// The CSI volume a PV names, as kubelet hands it to the node plugin: its handle and
+/// attributes.
+pub fn csi_volume(volume: &PersistentVolume) -> csi_proto::v1::Volume {
+    let csi = volume
+        .spec
+        .as_ref()
+        .and_then(|s| s.csi.as_ref())
+        .expect("a CSI volume");
+    csi_proto::v1::Volume {
+        volume_id: csi.volume_handle.clone(),
+        volume_context: csi
+            .volume_attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Creates a static 1Gi hostPath volume and a claim of no class that matches it, both
+/// named `name`: what the binder binds to each other.
+pub async fn matching_pair(
+    client: &Client,
+    name: &str,
+) -> (PersistentVolume, PersistentVolumeClaim) {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pv = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "hostPath": {"path": "/srv/x"}}
+    }))
+    .expect("pv");
+    let pvc = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .expect("pvc");
+    let params = PostParams::default();
+    let pv = volumes.create(&params, &pv).await.expect("create pv");
+    let pvc = claims.create(&params, &pvc).await.expect("create pvc");
+    (pv, pvc)
 }

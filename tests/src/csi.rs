@@ -128,6 +128,75 @@ impl Csi {
         }
     }
 
+    pub async fn plugin_info(&self) -> Result<v1::GetPluginInfoResponse, tonic::Status> {
+        let request = v1::GetPluginInfoRequest {};
+        let response = self.identity.clone().get_plugin_info(request).await?;
+        Ok(response.into_inner())
+    }
+
+    pub async fn plugin_capabilities(
+        &self,
+    ) -> Result<v1::GetPluginCapabilitiesResponse, tonic::Status> {
+        let request = v1::GetPluginCapabilitiesRequest {};
+        let response = self
+            .identity
+            .clone()
+            .get_plugin_capabilities(request)
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    pub async fn node_info(&self) -> Result<v1::NodeGetInfoResponse, tonic::Status> {
+        let request = v1::NodeGetInfoRequest {};
+        let response = self.node.clone().node_get_info(request).await?;
+        Ok(response.into_inner())
+    }
+
+    /// One page of ListVolumes: at most `max_entries`, from `token` (`""`: the first).
+    pub async fn list_page(
+        &self,
+        max_entries: i32,
+        token: &str,
+    ) -> Result<v1::ListVolumesResponse, tonic::Status> {
+        let request = v1::ListVolumesRequest {
+            max_entries,
+            starting_token: token.into(),
+        };
+        let response = self.controller.clone().list_volumes(request).await?;
+        Ok(response.into_inner())
+    }
+
+    pub async fn get_volume(
+        &self,
+        volume_id: &str,
+    ) -> Result<v1::ControllerGetVolumeResponse, tonic::Status> {
+        let request = v1::ControllerGetVolumeRequest {
+            volume_id: volume_id.into(),
+        };
+        let response = self
+            .controller
+            .clone()
+            .controller_get_volume(request)
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// ControllerExpandVolume of `volume_id` to at least `bytes`.
+    pub async fn controller_expand(
+        &self,
+        volume_id: &str,
+        bytes: i64,
+    ) -> Result<v1::ControllerExpandVolumeResponse, tonic::Status> {
+        let request = v1::ControllerExpandVolumeRequest {
+            volume_id: volume_id.into(),
+            capacity_range: at_least(bytes),
+            ..Default::default()
+        };
+        let mut controller = self.controller.clone();
+        let response = controller.controller_expand_volume(request).await?;
+        Ok(response.into_inner())
+    }
+
     pub async fn snapshot(&self, name: &str, source: &str) -> Result<v1::Snapshot, tonic::Status> {
         let resp = self
             .controller
@@ -139,6 +208,14 @@ impl Csi {
             .snapshot
             .expect("CreateSnapshot returns a snapshot"))
     }
+}
+
+/// A capacity range of at least `bytes`, no limit.
+pub fn at_least(bytes: i64) -> Option<CapacityRange> {
+    Some(CapacityRange {
+        required_bytes: bytes,
+        limit_bytes: 0,
+    })
 }
 
 pub fn capability(block: bool, mode: Mode) -> VolumeCapability {
@@ -189,6 +266,12 @@ pub fn create_request(
         parameters: string_map(params),
         ..Default::default()
     }
+}
+
+/// A CreateVolume request of a local volume whose capacity `enforcement` (image,
+/// quota, auto, ...) is named.
+pub fn enforced(name: &str, required: i64, enforcement: &str) -> v1::CreateVolumeRequest {
+    create_request(name, required, &[("capacityEnforcement", enforcement)])
 }
 
 /// A CreateVolume request for a subdirectory of the NFS export `server:share`, with
@@ -368,5 +451,55 @@ impl Csi {
             .node_unpublish_volume(request)
             .await
             .map(drop)
+    }
+
+    /// NodeExpandVolume of `volume_id` mounted at `path` to at least `bytes`.
+    pub async fn node_expand(
+        &self,
+        volume_id: &str,
+        path: &Path,
+        bytes: i64,
+    ) -> Result<v1::NodeExpandVolumeResponse, tonic::Status> {
+        let request = v1::NodeExpandVolumeRequest {
+            volume_id: volume_id.into(),
+            volume_path: path.display().to_string(),
+            capacity_range: at_least(bytes),
+            ..Default::default()
+        };
+        let response = self.node.clone().node_expand_volume(request).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Takes a staged volume down as kubelet does: NodeUnpublish at each of `targets`,
+    /// then NodeUnstage at `staging`; panics naming the step that failed.
+    pub async fn release(&self, volume_id: &str, targets: &[&Path], staging: &Path) {
+        self.release_times(1, volume_id, targets, staging).await;
+    }
+
+    /// [`release`](Self::release) with every step called twice: the second finds it
+    /// done and must succeed too (CSI's idempotency).
+    pub async fn release_twice(&self, volume_id: &str, targets: &[&Path], staging: &Path) {
+        self.release_times(2, volume_id, targets, staging).await;
+    }
+
+    async fn release_times(
+        &self,
+        times: usize,
+        volume_id: &str,
+        targets: &[&Path],
+        staging: &Path,
+    ) {
+        for target in targets {
+            for call in 1..=times {
+                self.node_unpublish(volume_id, target)
+                    .await
+                    .unwrap_or_else(|e| panic!("unpublish {target:?} (call {call}): {e}"));
+            }
+        }
+        for call in 1..=times {
+            self.node_unstage(volume_id, staging)
+                .await
+                .unwrap_or_else(|e| panic!("unstage {staging:?} (call {call}): {e}"));
+        }
     }
 }

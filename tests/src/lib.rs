@@ -13,6 +13,7 @@ pub mod relay;
 pub mod up;
 pub mod vm;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -46,4 +47,30 @@ pub async fn holds_for(what: &str, window: Duration, mut check: impl AsyncFnMut(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every file at or below `dir`, depth first (none when it cannot be read).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Runs `sh -c script` as uid 1000 with only the group `gid` (a pod's non-root user and
+/// its fsGroup), started in `volume`: a container sees its volume at its own mount
+/// point, not through the kubelet's 0750 directories.
+pub fn as_pod_user(volume: &Path, gid: &str, script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .current_dir(volume)
+        .args(["--reuid", "1000", "--regid", gid, "--clear-groups"])
+        .args(["sh", "-c", script])
+        .output()
+        .expect("setpriv")
 }

@@ -207,6 +207,13 @@ impl Up {
         .await
     }
 
+    /// Waits until `kind/name` is in `phase` (`.status.phase`); the object then.
+    pub async fn phase_is(&self, kind: &str, name: &str, phase: &str) -> Value {
+        let what = format!("{kind}/{name} {phase}");
+        self.until(&what, kind, name, |o| o["status"]["phase"] == phase)
+            .await
+    }
+
     /// The first event about `name` with `reason`, as JSON.
     pub async fn event(&self, name: &str, reason: &str) -> Value {
         let selector = format!("involvedObject.name={name},reason={reason}");
@@ -272,20 +279,19 @@ spec:
     )
 }
 
-/// Mounts claim `name` at `<dir>/<name>` with `stowage mount` (which binds and
-/// provisions it) and returns the target.
+/// `stowage mount` of claim `name` in namespace default at `target` (which binds and
+/// provisions it): its output, for the caller to check.
+pub async fn mount_at(data: &Path, name: &str, target: &Path) -> Output {
+    let target = target.to_str().expect("utf8");
+    let args = ["mount", name, "--namespace", "default", "--target", target];
+    stowage(&args, data).await
+}
+
+/// Mounts claim `name` at `<dir>/<name>` with [`mount_at`], which must succeed, and
+/// returns the target.
 pub async fn mount_claim(dir: &MountedDir, data: &Path, name: &str) -> PathBuf {
     let target = dir.path().join(name);
-    let target_text = target.to_str().expect("utf8").to_string();
-    let args = [
-        "mount",
-        name,
-        "--namespace",
-        "default",
-        "--target",
-        &target_text,
-    ];
-    let mounted = stowage(&args, data).await;
+    let mounted = mount_at(data, name, &target).await;
     assert!(mounted.status.success(), "{}", text(&mounted));
     target
 }
@@ -321,4 +327,147 @@ pub async fn gone(data: &Path, object: &[&str]) {
         },
     )
     .await;
+}
+
+/// Waits (`timeout` at most) until `kubectl get <object>` reports `.status.readyToUse`.
+pub async fn ready(data: &Path, object: &[&str], timeout: Duration) {
+    wait_for(&format!("{object:?} to be ready"), timeout, async || {
+        (field(data, object, ".status.readyToUse") == "true").then_some(())
+    })
+    .await;
+}
+
+/// Waits (30 s at most) until the driver keeps no snapshot on this machine.
+pub async fn snapshots_removed(data: &Path) {
+    wait_for(
+        "the snapshots' data to be removed",
+        Duration::from_secs(30),
+        async || stored_snapshots(data).is_empty().then_some(()),
+    )
+    .await;
+}
+
+/// `kubectl delete <object>`, which must succeed, and waits until it is [`gone`].
+pub async fn deleted(data: &Path, object: &[&str]) {
+    let mut args = vec!["delete"];
+    args.extend_from_slice(object);
+    let deleted = kubectl(data, &args, None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    gone(data, object).await;
+}
+
+/// A PersistentVolume manifest: `name` of `size`, `modes` (a YAML list), in `class`,
+/// reclaimed by `policy`, and `source`: the rest of its spec (its volume source and
+/// anything more), each line indented two spaces.
+pub fn volume_manifest(
+    name: &str,
+    size: &str,
+    modes: &str,
+    class: &str,
+    policy: &str,
+    source: &str,
+) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: {modes}
+  storageClassName: {class}
+  persistentVolumeReclaimPolicy: {policy}
+{source}
+"#
+    )
+}
+
+/// Deletes `object` under a Retain policy: once it is gone, `content` keeps its
+/// `handle` field (watched for 2 s, as nothing else ends the wait) and the driver
+/// keeps the data.
+pub async fn delete_retained(data: &Path, object: &[&str], content: &[&str], handle: (&str, &str)) {
+    deleted(data, object).await;
+    let (path, value) = handle;
+    crate::holds_for(
+        &format!("Retain keeps {content:?}"),
+        Duration::from_secs(2),
+        async || field(data, content, path) == value,
+    )
+    .await;
+    assert!(!stored_snapshots(data).is_empty(), "and the data");
+}
+
+/// Restores claim `name` (with `labels`) from the VolumeSnapshot `snapshot`, mounts it
+/// with [`mount_claim`], reads its `data.txt` and unmounts it: what the file held.
+pub async fn restored_text(
+    dir: &MountedDir,
+    data: &Path,
+    (name, labels): (&str, &str),
+    snapshot: &str,
+) -> String {
+    apply(data, &claim_manifest(name, labels, Some(snapshot)));
+    let restored = mount_claim(dir, data, name).await;
+    let text = std::fs::read_to_string(restored.join("data.txt")).expect("read restored");
+    unmount(data, &restored).await;
+    text
+}
+
+/// Imports a snapshot taken elsewhere as an administrator does: a pre-provisioned
+/// `<kind>Content` named `content` whose `source` (YAML after `source:`) names the
+/// driver's handles, and a `<kind>` `imported` that names that content. Waits
+/// (`timeout` at most) until `imported` is ready and checks the content is bound to it.
+/// `kind` is VolumeSnapshot or VolumeGroupSnapshot, of API group `group`.
+pub async fn import(
+    data: &Path,
+    (group, kind): (&str, &str),
+    content: &str,
+    source: &str,
+    timeout: Duration,
+) {
+    let mut field_name = kind.to_string();
+    field_name[..1].make_ascii_lowercase();
+    apply(
+        data,
+        &format!(
+            r#"
+apiVersion: {group}/v1
+kind: {kind}Content
+metadata: {{name: {content}}}
+spec:
+  deletionPolicy: Delete
+  driver: csi.stowage.io
+  source: {source}
+  {field_name}Ref: {{name: imported, namespace: default}}
+---
+apiVersion: {group}/v1
+kind: {kind}
+metadata: {{name: imported}}
+spec:
+  source: {{{field_name}ContentName: {content}}}
+"#
+        ),
+    );
+    let resource = kind.to_lowercase();
+    ready(data, &[&resource, "imported"], timeout).await;
+    let content_resource = format!("{resource}content");
+    let reference = format!(".spec.{field_name}Ref.uid");
+    assert_eq!(
+        field(data, &[&content_resource, content], &reference),
+        field(data, &[&resource, "imported"], ".metadata.uid"),
+        "the pre-provisioned content is bound to the {kind}"
+    );
+}
+
+/// Makes claim `name` (with `labels`) and writes `text` to its `data.txt` through
+/// [`mount_claim`], unmounted again.
+pub async fn claim_holding(
+    dir: &MountedDir,
+    data: &Path,
+    (name, labels): (&str, &str),
+    text: &str,
+) {
+    apply(data, &claim_manifest(name, labels, None));
+    let target = mount_claim(dir, data, name).await;
+    std::fs::write(target.join("data.txt"), text).expect("write data.txt");
+    unmount(data, &target).await;
 }

@@ -132,12 +132,27 @@ fn quantity(text: &str) -> Quantity {
     }
 }
 
+/// A protobuf envelope (the `k8s\0` magic and an Unknown) saying its content is
+/// `encoding`-encoded.
+fn encoded_envelope(encoding: &str) -> Vec<u8> {
+    let unknown = Unknown {
+        content_encoding: Some(encoding.into()),
+        ..Default::default()
+    };
+    [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
+}
+
+/// A `storage` amount, as capacities and requests carry it.
+fn storage<M: From<[(String, Quantity); 1]>>(size: &str) -> M {
+    [("storage".to_string(), quantity(size))].into()
+}
+
 /// What csi-provisioner writes: a CSI PV bound to its claim, every string present.
 fn provisioned_volume(name: &str) -> core::PersistentVolume {
     core::PersistentVolume {
         metadata: go_metadata(name, ""),
         spec: Some(core::PersistentVolumeSpec {
-            capacity: [("storage".to_string(), quantity("1Gi"))].into(),
+            capacity: storage("1Gi"),
             access_modes: vec!["ReadWriteOnce".into()],
             persistent_volume_source: Some(core::PersistentVolumeSource {
                 csi: Some(core::CSIPersistentVolumeSource {
@@ -230,7 +245,7 @@ async fn updates_status_writes_and_deletes_in_protobuf() {
         spec: Some(core::PersistentVolumeClaimSpec {
             access_modes: vec!["ReadWriteOnce".into()],
             resources: Some(core::VolumeResourceRequirements {
-                requests: [("storage".to_string(), quantity("1Gi"))].into(),
+                requests: storage("1Gi"),
                 ..Default::default()
             }),
             // A pointer set to "": no class, and no default class either.
@@ -297,7 +312,7 @@ async fn updates_status_writes_and_deletes_in_protobuf() {
     // Status through /status.
     claim.status = Some(core::PersistentVolumeClaimStatus {
         phase: Some("Bound".into()),
-        capacity: [("storage".to_string(), quantity("1Gi"))].into(),
+        capacity: storage("1Gi"),
         ..Default::default()
     });
     let status = proto
@@ -487,17 +502,7 @@ async fn bodies_the_server_cannot_read_are_415_with_a_status() {
             "a compressed protobuf body",
             "/api/v1/persistentvolumes",
             PROTOBUF,
-            {
-                let mut body = b"k8s\0".to_vec();
-                body.extend(
-                    Unknown {
-                        content_encoding: Some("gzip".into()),
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                );
-                body
-            },
+            encoded_envelope("gzip"),
         ),
     ];
     for (what, path, content_type, body) in cases {

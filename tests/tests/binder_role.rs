@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 use provisioner::leader::LeaseRef;
 use provisioner::{Config, Controllers, Metrics, Scope};
 use serde_json::json;
-use stowage_tests::api::InProcessApi;
+use stowage_tests::api::{InProcessApi, matching_pair};
 use stowage_tests::process::stowage_bin;
 use stowage_tests::{holds_for, wait_for};
 use tempfile::TempDir;
@@ -33,28 +33,7 @@ fn start_binder(client: &Client, adjust: impl FnOnce(&mut Config)) -> Metrics {
 
 /// A static volume and a claim that match; returns their resourceVersions.
 async fn pair(client: &Client, name: &str) -> (String, String) {
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-    let pv = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "", "hostPath": {"path": "/srv/x"}}
-    }))
-    .expect("pv");
-    let pv = volumes
-        .create(&PostParams::default(), &pv)
-        .await
-        .expect("create pv");
-    let pvc = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                 "resources": {"requests": {"storage": "1Gi"}}}
-    }))
-    .expect("pvc");
-    let pvc = claims
-        .create(&PostParams::default(), &pvc)
-        .await
-        .expect("create pvc");
+    let (pv, pvc) = matching_pair(client, name).await;
     (
         pv.resource_version().unwrap_or_default(),
         pvc.resource_version().unwrap_or_default(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{Up, kubectl_with, text};
+use stowage_tests::up::{Up, kubectl_with, text, volume_manifest};
 use stowage_tests::wait_for;
 
 fn phase(object: &Value) -> &str {
@@ -18,20 +18,8 @@ fn phase(object: &Value) -> &str {
 
 /// A hostPath volume with no class and no node affinity.
 fn host_path_volume(name: &str, path: &Path, policy: &str, modes: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: {name}}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: {modes}
-  storageClassName: ""
-  persistentVolumeReclaimPolicy: {policy}
-  hostPath: {{path: "{}"}}
-"#,
-        path.display()
-    )
+    let source = format!("  hostPath: {{path: \"{}\"}}", path.display());
+    volume_manifest(name, "1Gi", modes, "\"\"", policy, &source)
 }
 
 /// A claim of no class for `volume`'s kind of volume, naming it when given.
@@ -85,9 +73,7 @@ async fn a_bound_claims_status_follows_its_volume_and_a_lost_claims_is_cleared()
         ));
     }
     for name in ["modes", "misbound", "vanishing"] {
-        let bound = up
-            .until("the claim Bound", "pvc", name, |c| phase(c) == "Bound")
-            .await;
+        let bound = up.phase_is("pvc", name, "Bound").await;
         assert_eq!(
             bound["status"]["accessModes"],
             serde_json::json!(["ReadWriteOnce"])
@@ -130,11 +116,7 @@ async fn a_bound_claims_status_follows_its_volume_and_a_lost_claims_is_cleared()
         ],
         None,
     );
-    let lost = up
-        .until("the misbound claim Lost", "pvc", "misbound", |c| {
-            phase(c) == "Lost"
-        })
-        .await;
+    let lost = up.phase_is("pvc", "misbound", "Lost").await;
     assert_eq!(lost["status"].get("accessModes"), None, "{lost}");
     assert_eq!(lost["status"].get("capacity"), None, "{lost}");
     up.event("misbound", "ClaimMisbound").await;
@@ -155,14 +137,7 @@ async fn a_bound_claims_status_follows_its_volume_and_a_lost_claims_is_cleared()
         ],
         None,
     );
-    let lost = up
-        .until(
-            "the claim of a deleted volume Lost",
-            "pvc",
-            "vanishing",
-            |c| phase(c) == "Lost",
-        )
-        .await;
+    let lost = up.phase_is("pvc", "vanishing", "Lost").await;
     assert_eq!(lost["status"].get("accessModes"), None, "{lost}");
     assert_eq!(lost["status"].get("capacity"), None, "{lost}");
     up.event("vanishing", "ClaimLost").await;
@@ -194,11 +169,7 @@ async fn the_beta_class_annotation_is_honoured_and_a_default_class_comes_late() 
         None,
         "no default class for a claim with the beta annotation: {created}"
     );
-    let bound = up
-        .until("the annotated claim Bound", "pvc", "old-style", |c| {
-            phase(c) == "Bound"
-        })
-        .await;
+    let bound = up.phase_is("pvc", "old-style", "Bound").await;
     assert_eq!(bound["spec"]["volumeName"], "old-style");
 
     // No default class: a claim without one waits, saying so.
@@ -223,30 +194,16 @@ async fn the_beta_class_annotation_is_honoured_and_a_default_class_comes_late() 
 
     // The API server lets a class be set once where there was none, and no more.
     up.apply(&claim("chosen", ""));
-    up.run(
-        &[
-            "patch",
-            "pvc",
-            "chosen",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"storageClassName":"stowage-local-retain"}}"#,
-        ],
-        None,
-    );
-    let again = up.kubectl(
-        &[
-            "patch",
-            "pvc",
-            "chosen",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"storageClassName":"stowage-local"}}"#,
-        ],
-        None,
-    );
+    let set_class = |class: &str| {
+        let patch = format!(r#"{{"spec":{{"storageClassName":"{class}"}}}}"#);
+        up.kubectl(
+            &["patch", "pvc", "chosen", "--type", "merge", "-p", &patch],
+            None,
+        )
+    };
+    let first = set_class("stowage-local-retain");
+    assert!(first.status.success(), "{}", text(&first));
+    let again = set_class("stowage-local");
     assert!(!again.status.success());
     assert!(
         text(&again).contains("spec is immutable"),
@@ -264,11 +221,7 @@ async fn the_beta_class_annotation_is_honoured_and_a_default_class_comes_late() 
         ],
         None,
     );
-    let assigned = up
-        .until("the late claim Bound", "pvc", "late", |c| {
-            phase(c) == "Bound"
-        })
-        .await;
+    let assigned = up.phase_is("pvc", "late", "Bound").await;
     assert_eq!(
         assigned["spec"]["storageClassName"],
         "stowage-local-immediate"
@@ -351,8 +304,7 @@ async fn host_path_volumes_are_recycled_and_deleted_on_one_machine_and_refused_o
             name,
             &format!("storageClassName: \"\"\n  volumeName: {name}"),
         ));
-        up.until("the claim Bound", "pvc", name, |c| phase(c) == "Bound")
-            .await;
+        up.phase_is("pvc", name, "Bound").await;
         up.run(&["delete", "pvc", name], None);
     };
 
@@ -360,11 +312,7 @@ async fn host_path_volumes_are_recycled_and_deleted_on_one_machine_and_refused_o
     up.apply("apiVersion: v1\nkind: Node\nmetadata: {name: another-machine}\n");
     let unknown = allowed.join("unknown");
     bind("unknown", &unknown, "Recycle").await;
-    let failed = up
-        .until("the unpinned volume Failed", "pv", "unknown", |v| {
-            phase(v) == "Failed"
-        })
-        .await;
+    let failed = up.phase_is("pv", "unknown", "Failed").await;
     let message = failed["status"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("give the volume a node affinity"),
@@ -377,10 +325,7 @@ async fn host_path_volumes_are_recycled_and_deleted_on_one_machine_and_refused_o
     // One node again (within the 30 s the answer is kept): the one machine holds
     // it, and its instance scrubs it.
     up.run(&["delete", "node", "another-machine"], None);
-    up.until("the unpinned volume recycled", "pv", "unknown", |v| {
-        phase(v) == "Available"
-    })
-    .await;
+    up.phase_is("pv", "unknown", "Available").await;
     assert!(unknown.is_dir(), "Recycle keeps the directory");
     assert_eq!(std::fs::read_dir(&unknown).expect("read").count(), 0);
     up.event("unknown", "VolumeRecycled").await;
@@ -407,16 +352,9 @@ async fn host_path_volumes_are_recycled_and_deleted_on_one_machine_and_refused_o
         "elsewhere",
         "storageClassName: \"\"\n  volumeName: elsewhere",
     ));
-    up.until("the claim Bound", "pvc", "elsewhere", |c| {
-        phase(c) == "Bound"
-    })
-    .await;
+    up.phase_is("pvc", "elsewhere", "Bound").await;
     up.run(&["delete", "pvc", "elsewhere"], None);
-    let failed = up
-        .until("the volume outside /tmp Failed", "pv", "elsewhere", |v| {
-            phase(v) == "Failed"
-        })
-        .await;
+    let failed = up.phase_is("pv", "elsewhere", "Failed").await;
     assert_eq!(
         failed["status"]["message"],
         "host_path deleter only supports /tmp/.+ but received provided /var/lib/stowage-test-not-tmp"
@@ -428,11 +366,7 @@ async fn host_path_volumes_are_recycled_and_deleted_on_one_machine_and_refused_o
     // Below /tmp but outside the node's allow-list: refused, nothing removed.
     let unlisted = up.scratch("unlisted");
     bind("unlisted", &unlisted, "Delete").await;
-    let failed = up
-        .until("the unlisted volume Failed", "pv", "unlisted", |v| {
-            phase(v) == "Failed"
-        })
-        .await;
+    let failed = up.phase_is("pv", "unlisted", "Failed").await;
     let message = failed["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("--host-path-allow"), "{message}");
     assert!(

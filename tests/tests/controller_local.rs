@@ -7,7 +7,7 @@ use std::time::Duration;
 use csi_proto::v1::{self as v1, CapacityRange, Topology, TopologyRequirement};
 use stowage_tests::csi::{
     AccessModeKind, Csi, assert_code, capability, controller_publish_request, create_request,
-    from_snapshot, from_volume, mount_rwo,
+    enforced, from_snapshot, from_volume, mount_rwo,
 };
 use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::refusal::{assert_refused, refusal};
@@ -25,24 +25,10 @@ async fn start(flags: &[&str]) -> Driver {
 #[tokio::test]
 async fn identity_reports_name_version_capabilities_and_readiness() {
     let s = start(&[]).await;
-    let info = s
-        .csi
-        .identity
-        .clone()
-        .get_plugin_info(v1::GetPluginInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    let info = s.csi.plugin_info().await.expect("info");
     assert_eq!(info.name, "csi.stowage.io");
     assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
-    let caps = s
-        .csi
-        .identity
-        .clone()
-        .get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})
-        .await
-        .expect("caps")
-        .into_inner();
+    let caps = s.csi.plugin_capabilities().await.expect("caps");
     let services: Vec<i32> = caps
         .capabilities
         .iter()
@@ -150,13 +136,7 @@ async fn create_volume_is_idempotent_and_makes_a_directory_with_node_topology() 
         "capacity",
     );
     assert_code(
-        s.csi
-            .create(create_request(
-                "pvc-1",
-                10 * MIB,
-                &[("capacityEnforcement", "image")],
-            ))
-            .await,
+        s.csi.create(enforced("pvc-1", 10 * MIB, "image")).await,
         Code::AlreadyExists,
         "parameter",
     );
@@ -315,38 +295,12 @@ async fn list_volumes_pages_and_refuses_a_foreign_token() {
         .collect();
     listed.sort();
     assert_eq!(listed, ids);
-    let first = s
-        .csi
-        .controller
-        .clone()
-        .list_volumes(v1::ListVolumesRequest {
-            max_entries: 3,
-            starting_token: String::new(),
-        })
-        .await
-        .expect("page")
-        .into_inner();
+    let first = s.csi.list_page(3, "").await.expect("page");
     assert_eq!(first.entries.len(), 3);
     assert!(!first.next_token.is_empty());
-    let bad = s
-        .csi
-        .controller
-        .clone()
-        .list_volumes(v1::ListVolumesRequest {
-            max_entries: 3,
-            starting_token: "invalid-token".into(),
-        })
-        .await;
+    let bad = s.csi.list_page(3, "invalid-token").await;
     assert_code(bad, Code::Aborted, "starting_token");
-    let negative = s
-        .csi
-        .controller
-        .clone()
-        .list_volumes(v1::ListVolumesRequest {
-            max_entries: -1,
-            starting_token: String::new(),
-        })
-        .await;
+    let negative = s.csi.list_page(-1, "").await;
     assert_code(negative, Code::InvalidArgument, "max_entries");
 }
 
@@ -424,11 +378,7 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
     let s = start(&[]).await;
     let volume = s
         .csi
-        .create(create_request(
-            "img",
-            32 * MIB,
-            &[("capacityEnforcement", "image")],
-        ))
+        .create(enforced("img", 32 * MIB, "image"))
         .await
         .expect("create");
     assert_eq!(
@@ -439,7 +389,7 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 32 << 20);
     assert_eq!(ext4_magic(&image), 0xEF53);
     assert_eq!(ext4_size(&image), 32 << 20);
-    let tiny = create_request("tiny", 0, &[("capacityEnforcement", "image")]);
+    let tiny = enforced("tiny", 0, "image");
     let tiny = v1::CreateVolumeRequest {
         capacity_range: Some(CapacityRange {
             required_bytes: 1,
@@ -449,21 +399,8 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
     };
     assert_code(s.csi.create(tiny).await, Code::OutOfRange, "capacity");
 
-    let grown = s
-        .csi
-        .controller
-        .clone()
-        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            capacity_range: Some(CapacityRange {
-                required_bytes: 64 * MIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("expand")
-        .into_inner();
+    let grown = s.csi.controller_expand(&volume.volume_id, 64 * MIB).await;
+    let grown = grown.expect("expand");
     assert_eq!(grown.capacity_bytes, 64 * MIB);
     assert!(
         !grown.node_expansion_required,
@@ -475,16 +412,7 @@ async fn image_volumes_hold_ext4_and_grow_with_node_expansion() {
         "the filesystem fills the grown image"
     );
     assert_eq!(std::fs::metadata(&image).expect("image").len(), 64 << 20);
-    let get = s
-        .csi
-        .controller
-        .clone()
-        .controller_get_volume(v1::ControllerGetVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let get = s.csi.get_volume(&volume.volume_id).await.expect("get");
     assert_eq!(get.volume.expect("volume").capacity_bytes, 64 * MIB);
 }
 
@@ -684,17 +612,7 @@ async fn validate_and_get_volume_report_support_and_condition() {
         "volume_capabilities",
     );
 
-    let get = async || {
-        s.csi
-            .controller
-            .clone()
-            .controller_get_volume(v1::ControllerGetVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-            })
-            .await
-            .expect("get")
-            .into_inner()
-    };
+    let get = async || s.csi.get_volume(&volume.volume_id).await.expect("get");
     assert!(
         !get()
             .await
@@ -719,14 +637,7 @@ async fn concurrent_creates_of_one_name_yield_one_volume() {
     let s = start(&[]).await;
     let calls = (0..32).map(|_| {
         let csi = s.csi.clone();
-        tokio::spawn(async move {
-            csi.create(create_request(
-                "contended",
-                16 * MIB,
-                &[("capacityEnforcement", "image")],
-            ))
-            .await
-        })
+        tokio::spawn(async move { csi.create(enforced("contended", 16 * MIB, "image")).await })
     });
     let mut ids = std::collections::BTreeSet::new();
     for call in calls {
@@ -739,11 +650,7 @@ async fn concurrent_creates_of_one_name_yield_one_volume() {
     }
     let retried = s
         .csi
-        .create(create_request(
-            "contended",
-            16 * MIB,
-            &[("capacityEnforcement", "image")],
-        ))
+        .create(enforced("contended", 16 * MIB, "image"))
         .await
         .expect("retry");
     ids.insert(retried.volume_id.clone());
@@ -778,7 +685,7 @@ async fn volumes_survive_restarts_and_a_kill_leaves_nothing_half_made() {
 
     // Many slow creates (ext4 images); kill -9 as soon as one is building its data.
     let names: Vec<String> = (0..12).map(|i| format!("crash-{i}")).collect();
-    let request = |name: &str| create_request(name, 64 * MIB, &[("capacityEnforcement", "image")]);
+    let request = |name: &str| enforced(name, 64 * MIB, "image");
     let inflight: Vec<_> = names
         .iter()
         .map(|n| {
@@ -904,16 +811,7 @@ async fn attach_bookkeeping_refuses_other_nodes() {
         Code::FailedPrecondition,
         "published",
     );
-    let get = s
-        .csi
-        .controller
-        .clone()
-        .controller_get_volume(v1::ControllerGetVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let get = s.csi.get_volume(&volume.volume_id).await.expect("get");
     assert_eq!(
         get.status.expect("status").published_node_ids,
         vec![NODE.to_string()]

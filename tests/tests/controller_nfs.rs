@@ -361,19 +361,9 @@ async fn capacity_comes_from_fsstat_and_expansion_is_recorded() {
     let grown = s
         .driver
         .csi
-        .controller
-        .clone()
-        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            capacity_range: Some(CapacityRange {
-                required_bytes: 3 * MIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("expand")
-        .into_inner();
+        .controller_expand(&volume.volume_id, 3 * MIB)
+        .await;
+    let grown = grown.expect("expand");
     assert_eq!(grown.capacity_bytes, 3 * MIB);
     assert!(!grown.node_expansion_required);
     assert_eq!(

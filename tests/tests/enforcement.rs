@@ -9,10 +9,10 @@ use std::path::Path;
 
 use csi_proto::v1;
 use nix::mount::{MsFlags, mount};
-use stowage_tests::csi::{Csi, assert_code, create_request, mount_rwo, publish_staged_request};
+use stowage_tests::csi::{Csi, assert_code, enforced, mount_rwo, publish_staged_request};
 use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{apply, start, stop, stowage, text};
+use stowage_tests::up::{apply, claim_manifest, start, stop, stowage, text};
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
@@ -64,11 +64,7 @@ async fn get_capacity_subtracts_what_an_image_volume_may_still_write() {
     let before = capacity(&node.csi).await;
     let volume = node
         .csi
-        .create(create_request(
-            "reserved",
-            128 * MIB,
-            &[("capacityEnforcement", "image")],
-        ))
+        .create(enforced("reserved", 128 * MIB, "image"))
         .await
         .expect("create an image volume");
     let key = volume.volume_id.split(':').nth(1).expect("key");
@@ -94,23 +90,13 @@ async fn get_capacity_subtracts_what_an_image_volume_may_still_write() {
 async fn auto_without_project_quotas_makes_an_image_held_to_the_claim() {
     let node = node_on_tmpfs().await;
     assert_code(
-        node.csi
-            .create(create_request(
-                "quota",
-                64 * MIB,
-                &[("capacityEnforcement", "quota")],
-            ))
-            .await,
+        node.csi.create(enforced("quota", 64 * MIB, "quota")).await,
         Code::InvalidArgument,
         "not on XFS",
     );
     let volume = node
         .csi
-        .create(create_request(
-            "auto",
-            64 * MIB,
-            &[("capacityEnforcement", "auto")],
-        ))
+        .create(enforced("auto", 64 * MIB, "auto"))
         .await
         .expect("create an auto volume");
     assert_eq!(
@@ -139,32 +125,15 @@ async fn auto_without_project_quotas_makes_an_image_held_to_the_claim() {
         Some(nix::libc::ENOSPC)
     );
     node.csi
-        .node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    node.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage");
+        .release(&volume.volume_id, &[&target], &staging)
+        .await;
 }
-
-const CLAIM: &str = r#"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: sized
-spec:
-  accessModes: [ReadWriteOnce]
-  resources:
-    requests:
-      storage: 64Mi
-"#;
 
 #[tokio::test]
 async fn the_default_class_of_up_holds_a_claim_to_its_size() {
     let dir = MountedDir::new();
     let (running, data) = start(&dir).await;
-    apply(&data, CLAIM);
+    apply(&data, &claim_manifest("sized", "", None));
     let target = dir.path().join("mnt");
     let target_arg = target.to_str().expect("utf8");
     let mounted = stowage(

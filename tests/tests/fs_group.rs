@@ -5,11 +5,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use csi_proto::v1;
 use csi_proto::v1::node_service_capability::{Type as CapType, rpc::Type as Rpc};
-use stowage_tests::csi::{assert_code, create_request, mount_for_group, publish_request};
+use stowage_tests::as_pod_user;
+use stowage_tests::csi::{assert_code, create_request, enforced, mount_for_group, publish_request};
 use stowage_tests::driver::{Driver, Launch};
 use tonic::Code;
 
@@ -31,27 +31,50 @@ async fn publish(
         .await
 }
 
-/// `sh -c script` as uid 1000 with only the group `gid`, started in `volume` (as a
-/// container sees its volume, not through the kubelet's 0750 directories).
-fn as_user(volume: &Path, gid: &str, script: &str) -> Output {
-    std::process::Command::new("setpriv")
-        .current_dir(volume)
-        .args([
-            "--reuid",
-            "1000",
-            "--regid",
-            gid,
-            "--clear-groups",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
-        .output()
-        .expect("setpriv")
-}
-
 fn target(node: &Driver, pod: &str) -> PathBuf {
     node.kubelet(&format!("pods/{pod}/volumes/v"))
+}
+
+/// A volume made by `request`, staged for [`GROUP`] at `plugins/staging/<name>`, and
+/// published at pod `plain` without a group, where root wrote the file `existing`: the
+/// volume, its staging path and that target.
+async fn staged_with_a_root_file(
+    node: &Driver,
+    request: v1::CreateVolumeRequest,
+) -> (v1::Volume, String, PathBuf) {
+    let staging = node.kubelet(&format!("plugins/staging/{}", request.name));
+    let volume = node.csi.create(request).await.expect("create");
+    std::fs::create_dir_all(&staging).expect("mkdir staging");
+    node.csi
+        .node_stage(&volume, &staging, mount_for_group(GROUP))
+        .await
+        .expect("stage");
+    let staging = staging.display().to_string();
+    let plain = target(node, "plain");
+    publish(node, &volume, &staging, &plain, "")
+        .await
+        .expect("publish without a group");
+    std::fs::write(plain.join("existing"), "root's").expect("write as root");
+    (volume, staging, plain)
+}
+
+/// Unpublishes `plain` and publishes the volume again at pod `grouped`, for [`GROUP`]:
+/// that target.
+async fn published_for_group(
+    node: &Driver,
+    volume: &v1::Volume,
+    staging: &str,
+    plain: &Path,
+) -> PathBuf {
+    node.csi
+        .node_unpublish(&volume.volume_id, plain)
+        .await
+        .expect("unpublish");
+    let grouped = target(node, "grouped");
+    publish(node, volume, staging, &grouped, GROUP)
+        .await
+        .expect("publish with volume_mount_group");
+    grouped
 }
 
 #[tokio::test]
@@ -75,46 +98,19 @@ async fn the_node_advertises_volume_mount_group() {
 #[tokio::test]
 async fn an_image_volume_is_writable_by_the_mount_group_only() {
     let node = Launch::node("node-a").kubelet_dir().start().await;
-    let volume = node
-        .csi
-        .create(create_request(
-            "img",
-            32 << 20,
-            &[("capacityEnforcement", "image")],
-        ))
-        .await
-        .expect("create");
-    let staging = node.kubelet("plugins/staging/img");
-    std::fs::create_dir_all(&staging).expect("mkdir staging");
-    node.csi
-        .node_stage(&volume, &staging, mount_for_group(GROUP))
-        .await
-        .expect("stage");
-    let staging = staging.display().to_string();
+    let request = enforced("img", 32 << 20, "image");
+    let (volume, staging, plain) = staged_with_a_root_file(&node, request).await;
 
     // Without a group the ext4 root is root's 0755: the pod user cannot write.
-    let plain = target(&node, "plain");
-    publish(&node, &volume, &staging, &plain, "")
-        .await
-        .expect("publish without a group");
-    std::fs::write(plain.join("existing"), "root's").expect("write as root");
-    let refused = as_user(&plain, "1000", "echo x > mine");
+    let refused = as_pod_user(&plain, "1000", "echo x > mine");
     assert!(!refused.status.success(), "no group, no write");
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
         "EACCES: {}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    node.csi
-        .node_unpublish(&volume.volume_id, &plain)
-        .await
-        .expect("unpublish");
-
-    let grouped = target(&node, "grouped");
-    publish(&node, &volume, &staging, &grouped, GROUP)
-        .await
-        .expect("publish with volume_mount_group");
-    let member = as_user(
+    let grouped = published_for_group(&node, &volume, &staging, &plain).await;
+    let member = as_pod_user(
         &grouped,
         GROUP,
         "echo x > mine && mkdir sub && echo y > sub/f",
@@ -136,7 +132,7 @@ async fn an_image_volume_is_writable_by_the_mount_group_only() {
     );
     let root = std::fs::metadata(&grouped).expect("stat");
     assert_eq!((root.gid(), root.mode() & 0o2070), (4242, 0o2070));
-    let outsider = as_user(&grouped, "1000", "echo x > theirs");
+    let outsider = as_pod_user(&grouped, "1000", "echo x > theirs");
     assert!(!outsider.status.success(), "outside the group, no write");
 
     // The same publish again is fine; another group at the same target is not.
@@ -149,45 +145,17 @@ async fn an_image_volume_is_writable_by_the_mount_group_only() {
         "volume_mount_group",
     );
     node.csi
-        .node_unpublish(&volume.volume_id, &grouped)
-        .await
-        .expect("unpublish");
-    node.csi
-        .node_unstage(&volume.volume_id, Path::new(&staging))
-        .await
-        .expect("unstage");
+        .release(&volume.volume_id, &[&grouped], Path::new(&staging))
+        .await;
 }
 
 #[tokio::test]
 async fn a_directory_volume_gives_new_entries_the_mount_group() {
     let node = Launch::node("node-a").kubelet_dir().start().await;
-    let volume = node
-        .csi
-        .create(create_request("dir", 1 << 20, &[]))
-        .await
-        .expect("create");
-    let staging = node.kubelet("plugins/staging/dir");
-    std::fs::create_dir_all(&staging).expect("mkdir staging");
-    node.csi
-        .node_stage(&volume, &staging, mount_for_group(GROUP))
-        .await
-        .expect("stage");
-    let staging = staging.display().to_string();
-    let plain = target(&node, "plain");
-    publish(&node, &volume, &staging, &plain, "")
-        .await
-        .expect("publish without a group");
-    std::fs::write(plain.join("existing"), "root's").expect("write as root");
-    node.csi
-        .node_unpublish(&volume.volume_id, &plain)
-        .await
-        .expect("unpublish");
-
-    let grouped = target(&node, "grouped");
-    publish(&node, &volume, &staging, &grouped, GROUP)
-        .await
-        .expect("publish with volume_mount_group");
-    let member = as_user(&grouped, GROUP, "echo x > mine");
+    let request = create_request("dir", 1 << 20, &[]);
+    let (volume, staging, plain) = staged_with_a_root_file(&node, request).await;
+    let grouped = published_for_group(&node, &volume, &staging, &plain).await;
+    let member = as_pod_user(&grouped, GROUP, "echo x > mine");
     assert!(
         member.status.success(),
         "{}",

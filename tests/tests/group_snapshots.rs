@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csi_proto::v1;
-use stowage_tests::csi::{create_request, from_snapshot, mount_rwo, publish_staged_request};
+use stowage_tests::csi::{enforced, from_snapshot, mount_rwo, publish_staged_request};
 use stowage_tests::driver::{Driver, Launch};
 
 const IMAGE: i64 = 32 << 20;
@@ -28,7 +28,7 @@ impl Node {
     }
 
     async fn image_volume(&self, name: &str, source: Option<&str>) -> v1::Volume {
-        let mut request = create_request(name, IMAGE, &[("capacityEnforcement", "image")]);
+        let mut request = enforced(name, IMAGE, "image");
         request.volume_content_source = source.and_then(from_snapshot);
         self.csi.create(request).await.expect("create image volume")
     }

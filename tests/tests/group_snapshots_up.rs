@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
 use stowage_tests::up::{
-    apply, claim_manifest, field, gone, kubectl, mount_claim, start, stop, stored_snapshots, text,
+    apply, claim_holding, claim_manifest, delete_retained, deleted, field, gone, import, kubectl,
+    mount_claim, ready, restored_text, snapshots_removed, start, stop, stored_snapshots, text,
     unmount,
 };
-use stowage_tests::{holds_for, wait_for};
+use stowage_tests::wait_for;
+
+/// How long a group snapshot of two claims may take to be ready.
+const GROUP_READY: Duration = Duration::from_secs(90);
 
 const CLASS: &str = r#"
 apiVersion: groupsnapshot.storage.k8s.io/v1
@@ -67,9 +71,7 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
         events.contains("GroupSnapshotPending").then_some(())
     })
     .await;
-    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "early"], None);
-    assert!(deleted.status.success(), "{}", text(&deleted));
-    gone(&data, &["volumegroupsnapshot", "early"]).await;
+    deleted(&data, &["volumegroupsnapshot", "early"]).await;
 
     apply(&data, CLASS);
     let mut targets = BTreeMap::new();
@@ -83,19 +85,7 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
     apply(&data, &claim_manifest("other", "app: web", None));
 
     apply(&data, &group_snapshot("group", "stowage-group"));
-    wait_for(
-        "the group snapshot to be ready",
-        Duration::from_secs(90),
-        async || {
-            (field(
-                &data,
-                &["volumegroupsnapshot", "group"],
-                ".status.readyToUse",
-            ) == "true")
-                .then_some(())
-        },
-    )
-    .await;
+    ready(&data, &["volumegroupsnapshot", "group"], GROUP_READY).await;
     let listed = text(&kubectl(&data, &["get", "volumegroupsnapshots"], None));
     assert!(
         listed.contains("group") && listed.contains("true") && listed.contains("stowage-group"),
@@ -163,12 +153,7 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
             field(&data, &snapshot, ".metadata.ownerReferences[0].uid"),
             uid
         );
-        wait_for(
-            "the member to be ready",
-            Duration::from_secs(30),
-            async || (field(&data, &snapshot, ".status.readyToUse") == "true").then_some(()),
-        )
-        .await;
+        ready(&data, &snapshot, Duration::from_secs(30)).await;
         let member_content = field(&data, &snapshot, ".status.boundVolumeSnapshotContentName");
         let handle = field(
             &data,
@@ -194,16 +179,9 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
             .get(&volume)
             .unwrap_or_else(|| panic!("no member of {name} ({volume}) in {member_of:?}"));
         let restored_name = format!("{name}-restored");
-        apply(
-            &data,
-            &claim_manifest(&restored_name, "restored: \"yes\"", Some(member)),
-        );
-        let restored = mount_claim(&dir, &data, &restored_name).await;
-        assert_eq!(
-            std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
-            format!("{name} at the snapshot")
-        );
-        unmount(&data, &restored).await;
+        let claim = (restored_name.as_str(), "restored: \"yes\"");
+        let restored = restored_text(&dir, &data, claim, member).await;
+        assert_eq!(restored, format!("{name} at the snapshot"));
     }
     for target in targets.values() {
         unmount(&data, target).await;
@@ -213,19 +191,12 @@ async fn a_group_snapshot_takes_every_selected_claim_restores_each_and_delete_re
         !stored_snapshots(&data).is_empty(),
         "the members' data is on disk"
     );
-    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "group"], None);
-    assert!(deleted.status.success(), "{}", text(&deleted));
-    gone(&data, &["volumegroupsnapshot", "group"]).await;
+    deleted(&data, &["volumegroupsnapshot", "group"]).await;
     gone(&data, &group_content).await;
     for member in &members {
         gone(&data, &["volumesnapshot", member]).await;
     }
-    wait_for(
-        "the members' data to be removed",
-        Duration::from_secs(30),
-        async || stored_snapshots(&data).is_empty().then_some(()),
-    )
-    .await;
+    snapshots_removed(&data).await;
     stop(up).await;
 }
 
@@ -239,25 +210,10 @@ async fn retain_keeps_the_group_and_a_pre_provisioned_content_binds_a_new_group_
             .replace("stowage-group", "stowage-group-retain")
             .replace("Delete", "Retain"),
     );
-    apply(&data, &claim_manifest("alpha", "app: db", None));
-    let target = mount_claim(&dir, &data, "alpha").await;
-    std::fs::write(target.join("data.txt"), "kept").expect("write");
-    unmount(&data, &target).await;
+    claim_holding(&dir, &data, ("alpha", "app: db"), "kept").await;
 
     apply(&data, &group_snapshot("kept", "stowage-group-retain"));
-    wait_for(
-        "the group snapshot to be ready",
-        Duration::from_secs(90),
-        async || {
-            (field(
-                &data,
-                &["volumegroupsnapshot", "kept"],
-                ".status.readyToUse",
-            ) == "true")
-                .then_some(())
-        },
-    )
-    .await;
+    ready(&data, &["volumegroupsnapshot", "kept"], GROUP_READY).await;
     let content = field(
         &data,
         &["volumegroupsnapshot", "kept"],
@@ -270,61 +226,18 @@ async fn retain_keeps_the_group_and_a_pre_provisioned_content_binds_a_new_group_
         &group_content,
         ".status.volumeSnapshotInfoList[0].snapshotHandle",
     );
-    let deleted = kubectl(&data, &["delete", "volumegroupsnapshot", "kept"], None);
-    assert!(deleted.status.success(), "{}", text(&deleted));
-    gone(&data, &["volumegroupsnapshot", "kept"]).await;
-    holds_for(
-        "Retain keeps the group's content",
-        Duration::from_secs(2),
-        async || field(&data, &group_content, ".status.volumeGroupSnapshotHandle") == group_handle,
-    )
-    .await;
-    assert!(!stored_snapshots(&data).is_empty(), "and its data");
+    let handle = (".status.volumeGroupSnapshotHandle", group_handle.as_str());
+    let group = ["volumegroupsnapshot", "kept"];
+    delete_retained(&data, &group, &group_content, handle).await;
 
-    let imported = format!(
+    let source = format!(
         r#"
-apiVersion: groupsnapshot.storage.k8s.io/v1
-kind: VolumeGroupSnapshotContent
-metadata: {{name: imported-group}}
-spec:
-  deletionPolicy: Delete
-  driver: csi.stowage.io
-  source:
     groupSnapshotHandles:
       volumeGroupSnapshotHandle: "{group_handle}"
-      volumeSnapshotHandles: ["{member_handle}"]
-  volumeGroupSnapshotRef: {{name: imported, namespace: default}}
----
-apiVersion: groupsnapshot.storage.k8s.io/v1
-kind: VolumeGroupSnapshot
-metadata: {{name: imported}}
-spec:
-  source: {{volumeGroupSnapshotContentName: imported-group}}
-"#
+      volumeSnapshotHandles: ["{member_handle}"]"#
     );
-    apply(&data, &imported);
-    wait_for(
-        "the imported group to be ready",
-        Duration::from_secs(90),
-        async || {
-            (field(
-                &data,
-                &["volumegroupsnapshot", "imported"],
-                ".status.readyToUse",
-            ) == "true")
-                .then_some(())
-        },
-    )
-    .await;
-    assert_eq!(
-        field(
-            &data,
-            &["volumegroupsnapshotcontent", "imported-group"],
-            ".spec.volumeGroupSnapshotRef.uid"
-        ),
-        field(&data, &["volumegroupsnapshot", "imported"], ".metadata.uid"),
-        "the pre-provisioned content is bound to the group snapshot"
-    );
+    let kind = ("groupsnapshot.storage.k8s.io", "VolumeGroupSnapshot");
+    import(&data, kind, "imported-group", &source, GROUP_READY).await;
     let uid = field(&data, &["volumegroupsnapshot", "imported"], ".metadata.uid");
     let member = lines(&field(
         &data,
@@ -334,15 +247,8 @@ spec:
         ),
     ));
     assert_eq!(member.len(), 1, "{member:?}");
-    apply(
-        &data,
-        &claim_manifest("restored", "restored: \"yes\"", Some(&member[0])),
-    );
-    let restored = mount_claim(&dir, &data, "restored").await;
-    assert_eq!(
-        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
-        "kept"
-    );
-    unmount(&data, &restored).await;
+    let claim = ("restored", "restored: \"yes\"");
+    let restored = restored_text(&dir, &data, claim, &member[0]).await;
+    assert_eq!(restored, "kept");
     stop(up).await;
 }

@@ -5,13 +5,11 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{Api, Client};
 use provisioner::leader::LeaderConfig;
 use provisioner::{Config, Metrics, Scope};
-use serde_json::json;
-use stowage_tests::api::{InProcessApi, lease_holder};
+use stowage_tests::api::{InProcessApi, lease_holder, matching_pair};
 use stowage_tests::{holds_for, wait_for};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -47,28 +45,8 @@ fn replica(
 }
 
 async fn bind_one(client: &Client, name: &str) {
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-    let pv = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "", "hostPath": {"path": "/srv/x"}}
-    }))
-    .expect("pv");
-    volumes
-        .create(&PostParams::default(), &pv)
-        .await
-        .expect("pv");
-    let pvc = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                 "resources": {"requests": {"storage": "1Gi"}}}
-    }))
-    .expect("pvc");
-    claims
-        .create(&PostParams::default(), &pvc)
-        .await
-        .expect("pvc");
+    matching_pair(client, name).await;
     wait_for(
         &format!("{name} bound"),
         Duration::from_secs(20),

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
-use stowage_tests::up::{apply, field, kubectl, start, stop, stowage, text};
-use stowage_tests::{holds_for, wait_for};
+use stowage_tests::up::{apply, field, kubectl, mount_at, start, stop, text, unmount};
+use stowage_tests::{files_under, holds_for, wait_for};
 
 const RETAIN: &str = r#"
 apiVersion: storage.k8s.io/v1
@@ -29,17 +29,12 @@ spec:
   resources: {requests: {storage: 64Mi}}
 "#;
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
+/// Sets claim `data`'s volumeAttributesClassName to `class` with kubectl.
+fn set_class(data: &Path, class: &str) {
+    let patch = format!(r#"{{"spec":{{"volumeAttributesClassName":"{class}"}}}}"#);
+    let args = ["patch", "pvc", "data", "--type=merge", "-p", &patch];
+    let patched = kubectl(data, &args, None);
+    assert!(patched.status.success(), "{}", text(&patched));
 }
 
 #[tokio::test]
@@ -49,41 +44,13 @@ async fn a_class_change_reaches_the_volume_and_the_claims_status() {
     apply(&data, RETAIN);
     apply(&data, CLAIM);
     let target = dir.path().join("mnt");
-    let mounted = stowage(
-        &[
-            "mount",
-            "data",
-            "--namespace",
-            "default",
-            "--target",
-            target.to_str().expect("utf8"),
-        ],
-        &data,
-    )
-    .await;
+    let mounted = mount_at(&data, "data", &target).await;
     assert!(mounted.status.success(), "{}", text(&mounted));
     std::fs::write(target.join("kept.txt"), "outlives the claim").expect("write");
-    let unmounted = stowage(
-        &["unmount", "--target", target.to_str().expect("utf8")],
-        &data,
-    )
-    .await;
-    assert!(unmounted.status.success(), "{}", text(&unmounted));
+    unmount(&data, &target).await;
 
     // A class that does not exist yet leaves the claim Pending its modification.
-    let patched = kubectl(
-        &data,
-        &[
-            "patch",
-            "pvc",
-            "data",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"volumeAttributesClassName":"later"}}"#,
-        ],
-        None,
-    );
-    assert!(patched.status.success(), "{}", text(&patched));
+    set_class(&data, "later");
     wait_for(
         "the modification to be Pending",
         Duration::from_secs(30),
@@ -106,19 +73,7 @@ async fn a_class_change_reaches_the_volume_and_the_claims_status() {
     )
     .await;
 
-    let patched = kubectl(
-        &data,
-        &[
-            "patch",
-            "pvc",
-            "data",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"volumeAttributesClassName":"keep-data"}}"#,
-        ],
-        None,
-    );
-    assert!(patched.status.success(), "{}", text(&patched));
+    set_class(&data, "keep-data");
     wait_for(
         "the class to be current",
         Duration::from_secs(30),
@@ -155,7 +110,7 @@ async fn a_class_change_reaches_the_volume_and_the_claims_status() {
         },
     )
     .await;
-    let retained = walk(&data.join("local/retained"))
+    let retained = files_under(&data.join("local/retained"))
         .into_iter()
         .find(|p| p.ends_with("kept.txt"))
         .expect("onDelete retain kept the data of the deleted volume");

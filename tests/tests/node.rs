@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use csi_proto::v1::{self as v1};
 use stowage_tests::csi::{
-    AccessModeKind, assert_code, capability, create_request, mount_rwo, publish_staged_request,
-    string_map,
+    AccessModeKind, assert_code, capability, create_request, enforced, mount_rwo,
+    publish_staged_request, string_map,
 };
 use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::mounts_under;
@@ -63,6 +63,17 @@ async fn publish(
     readonly: bool,
 ) -> Result<(), tonic::Status> {
     publish_with(s, id, target, context, readonly, mount_rwo()).await
+}
+
+/// The same ephemeral publish again succeeds (`what` names it); a read-only one at the
+/// same target is AlreadyExists.
+async fn republish(s: &Driver, id: &str, target: &Path, context: &[(&str, &str)], what: &str) {
+    publish(s, id, target, context, false).await.expect(what);
+    assert_code(
+        publish(s, id, target, context, true).await,
+        Code::AlreadyExists,
+        "other arguments",
+    );
 }
 
 async fn publish_with(
@@ -129,14 +140,7 @@ fn write_bytes(path: &Path, len: usize) -> std::io::Result<()> {
 #[tokio::test]
 async fn node_reports_its_id_topology_and_capabilities() {
     let s = start(&[]).await;
-    let info = s
-        .csi
-        .node
-        .clone()
-        .node_get_info(v1::NodeGetInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    let info = s.csi.node_info().await.expect("info");
     assert_eq!(info.node_id, NODE);
     assert_eq!(info.max_volumes_per_node, 100);
     assert_eq!(
@@ -189,14 +193,7 @@ async fn ephemeral_directory_lives_until_unpublish() {
         .expect("publish");
     assert!(is_mounted(&target));
     std::fs::write(target.join("scratch"), b"tmp").expect("write");
-    publish(&s, "csi-eph-1", &target, &ctx, false)
-        .await
-        .expect("publish again");
-    assert_code(
-        publish(&s, "csi-eph-1", &target, &ctx, true).await,
-        Code::AlreadyExists,
-        "other arguments",
-    );
+    republish(&s, "csi-eph-1", &target, &ctx, "publish again").await;
     s.csi
         .node_unpublish("csi-eph-1", &target)
         .await
@@ -512,14 +509,14 @@ async fn a_restarted_node_plugin_finds_its_mounts_in_the_kernel() {
         .await
         .expect("publish");
     s.restart_hard().await;
-    publish(&s, "csi-survivor", &target, &ctx, false)
-        .await
-        .expect("idempotent after restart");
-    assert_code(
-        publish(&s, "csi-survivor", &target, &ctx, true).await,
-        Code::AlreadyExists,
-        "other arguments",
-    );
+    republish(
+        &s,
+        "csi-survivor",
+        &target,
+        &ctx,
+        "idempotent after restart",
+    )
+    .await;
     s.csi
         .node_unpublish("csi-survivor", &target)
         .await
@@ -671,11 +668,7 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
     let s = start_without_cap_sys_resource().await;
     let volume = s
         .csi
-        .create(create_request(
-            "pvc-img",
-            32 << 20,
-            &[("capacityEnforcement", "image")],
-        ))
+        .create(enforced("pvc-img", 32 << 20, "image"))
         .await
         .expect("create");
     let staging = s.kubelet("").join("plugins/staging/img");
@@ -695,49 +688,16 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
     assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC));
     std::fs::remove_file(target.join("big")).expect("rm");
 
-    let expanded = s
-        .csi
-        .controller
-        .clone()
-        .controller_expand_volume(v1::ControllerExpandVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            capacity_range: Some(v1::CapacityRange {
-                required_bytes: 96 << 20,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("controller expand")
-        .into_inner();
+    let id = &volume.volume_id;
+    let expanded = s.csi.controller_expand(id, 96 << 20).await;
     assert!(
-        expanded.node_expansion_required,
+        expanded.expect("controller expand").node_expansion_required,
         "a staged image is grown by the node"
     );
     let before = fs_size(&target);
-    let node_expand = s
-        .csi
-        .node
-        .clone()
-        .node_expand_volume(v1::NodeExpandVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            volume_path: target.display().to_string(),
-            capacity_range: Some(v1::CapacityRange {
-                required_bytes: 96 << 20,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await;
+    let node_expand = s.csi.node_expand(id, &target, 96 << 20).await;
     assert_code(node_expand, Code::PermissionDenied, "CAP_SYS_RESOURCE");
-    s.csi
-        .node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    s.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage");
+    s.csi.release(id, &[&target], &staging).await;
     stage(&s, &volume, &staging, mount_rwo())
         .await
         .expect("re-stage grows offline");
@@ -751,18 +711,7 @@ async fn image_volume_enforces_its_capacity_and_grows_at_the_next_stage_without_
     );
     write_bytes(&target.join("big"), 40 << 20).expect("now it fits");
 
-    s.csi
-        .node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    s.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage");
-    s.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage twice");
+    s.csi.release_twice(id, &[&target], &staging).await;
     // The kernel lets go of an auto-clearing loop device after the last close.
     stowage_tests::wait_for(
         "the loop device to be released",
@@ -830,14 +779,7 @@ async fn block_volume_is_published_as_a_device() {
         "block",
     );
 
-    s.csi
-        .node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    s.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage");
+    s.csi.release(&volume.volume_id, &[&target], &staging).await;
     assert!(!loop_attached(&s.volume_data(&volume.volume_id, ".img")));
 }
 

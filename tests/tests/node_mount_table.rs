@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use csi_proto::v1;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use stowage_tests::csi::{
-    AccessModeKind as Mode, assert_code, capability, create_request, publish_request,
+    AccessModeKind as Mode, assert_code, capability, create_request, enforced, publish_request,
 };
 use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::{loop_devices_under, mounts_under};
@@ -116,11 +116,7 @@ async fn publish_and_unpublish_do_not_need_the_mount_table() {
         .expect("create a directory volume");
     let image = node
         .csi
-        .create(create_request(
-            "mt-img",
-            16 << 20,
-            &[("capacityEnforcement", "image")],
-        ))
+        .create(enforced("mt-img", 16 << 20, "image"))
         .await
         .expect("create an image volume");
     let _hidden = node.hide_mount_table();

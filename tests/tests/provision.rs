@@ -560,20 +560,10 @@ async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
     let pv = cluster
         .bound(claim("grown", "local-image", json!({})))
         .await;
-    let source = pv.spec.clone().and_then(|s| s.csi).expect("csi");
-    let volume = csi_proto::v1::Volume {
-        volume_id: source.volume_handle.clone(),
-        volume_context: source
-            .volume_attributes
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    };
+    let staged = stowage_tests::api::csi_volume(&pv);
     let staging = kubelet.join("plugins/csi.stowage.io/staging/grown");
     std::fs::create_dir_all(&staging).expect("staging dir, as kubelet makes it");
-    csi.node_stage(&volume, &staging, stowage_tests::csi::mount_rwo())
+    csi.node_stage(&staged, &staging, stowage_tests::csi::mount_rwo())
         .await
         .expect("stage: a loop device now holds the image");
 
@@ -604,7 +594,7 @@ async fn growing_a_staged_image_volume_leaves_the_filesystem_to_the_node() {
             .any(|c| c.type_ == "FileSystemResizePending" && c.status == "True"),
         "{conditions:?}"
     );
-    csi.node_unstage(&source.volume_handle, &staging)
+    csi.node_unstage(&staged.volume_id, &staging)
         .await
         .expect("unstage");
 }

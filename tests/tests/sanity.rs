@@ -22,28 +22,14 @@ async fn start() -> Driver {
 #[tokio::test]
 async fn identity_plugin_info_capabilities_and_probe() {
     let s = start().await;
-    let info = s
-        .csi
-        .identity
-        .clone()
-        .get_plugin_info(v1::GetPluginInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    let info = s.csi.plugin_info().await.expect("info");
     assert!(!info.name.is_empty() && info.name.len() <= 63 && !info.vendor_version.is_empty());
     assert!(
         info.name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     );
-    let caps = s
-        .csi
-        .identity
-        .clone()
-        .get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})
-        .await
-        .expect("caps")
-        .into_inner();
+    let caps = s.csi.plugin_capabilities().await.expect("caps");
     assert!(!caps.capabilities.is_empty());
     assert!(s.csi.probe().await.expect("probe"));
 }
@@ -187,14 +173,7 @@ async fn controller_delete_validate_get_and_expand_checks() {
         .into_inner();
     assert!(confirmed.confirmed.is_some());
 
-    let got = s
-        .csi
-        .controller
-        .clone()
-        .controller_get_volume(get(&volume.volume_id))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = s.csi.get_volume(&volume.volume_id).await.expect("get");
     assert_eq!(got.volume.expect("volume").volume_id, volume.volume_id);
 
     let grown = s
@@ -223,15 +202,7 @@ async fn controller_delete_validate_get_and_expand_checks() {
 #[tokio::test]
 async fn controller_list_volumes_pages_through_changes() {
     let s = start().await;
-    let bad = s
-        .csi
-        .controller
-        .clone()
-        .list_volumes(v1::ListVolumesRequest {
-            max_entries: 0,
-            starting_token: "invalid-token".into(),
-        })
-        .await;
+    let bad = s.csi.list_page(0, "invalid-token").await;
     assert_code(bad, Code::Aborted, "");
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -243,17 +214,7 @@ async fn controller_list_volumes_pages_through_changes() {
                 .volume_id,
         );
     }
-    let first = s
-        .csi
-        .controller
-        .clone()
-        .list_volumes(v1::ListVolumesRequest {
-            max_entries: 2,
-            starting_token: String::new(),
-        })
-        .await
-        .expect("page")
-        .into_inner();
+    let first = s.csi.list_page(2, "").await.expect("page");
     assert_eq!(first.entries.len(), 2);
     // csi-sanity deletes a volume between pages and adds one: paging must go on.
     s.csi.delete(&ids[4]).await.expect("delete");
@@ -261,17 +222,7 @@ async fn controller_list_volumes_pages_through_changes() {
         .create(create_request("sanity-list-new", MIB, &[]))
         .await
         .expect("create");
-    let rest = s
-        .csi
-        .controller
-        .clone()
-        .list_volumes(v1::ListVolumesRequest {
-            max_entries: 0,
-            starting_token: first.next_token,
-        })
-        .await
-        .expect("rest")
-        .into_inner();
+    let rest = s.csi.list_page(0, &first.next_token).await.expect("rest");
     assert!(!rest.entries.is_empty() && rest.next_token.is_empty());
     assert_eq!(s.csi.list_all(0).await.expect("all").len(), 5);
 }
@@ -528,14 +479,7 @@ async fn node_argument_checks() {
         ),
     ];
     assert_refused(&s.csi, rows).await;
-    let info = s
-        .csi
-        .node
-        .clone()
-        .node_get_info(v1::NodeGetInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    let info = s.csi.node_info().await.expect("info");
     assert_eq!(info.node_id, "sanity-node");
 }
 
@@ -566,47 +510,13 @@ async fn full_lifecycle_create_stage_publish_stats_unpublish_unstage_delete() {
         volume_context: volume.volume_context.clone(),
         ..Default::default()
     };
+    s.csi.node_publish(publish.clone()).await.expect("publish");
+    s.csi.node_publish(publish).await.expect("publish twice");
+    let stats = s.csi.node_stats(&volume.volume_id, &target).await;
+    assert!(!stats.expect("stats").usage.is_empty());
     s.csi
-        .node
-        .clone()
-        .node_publish_volume(publish.clone())
-        .await
-        .expect("publish");
-    s.csi
-        .node
-        .clone()
-        .node_publish_volume(publish)
-        .await
-        .expect("publish twice");
-    let stats = s
-        .csi
-        .node
-        .clone()
-        .node_get_volume_stats(v1::NodeGetVolumeStatsRequest {
-            volume_id: volume.volume_id.clone(),
-            volume_path: target.display().to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect("stats")
-        .into_inner();
-    assert!(!stats.usage.is_empty());
-    s.csi
-        .node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    s.csi
-        .node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish twice");
-    s.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage");
-    s.csi
-        .node_unstage(&volume.volume_id, &staging)
-        .await
-        .expect("unstage twice");
+        .release_twice(&volume.volume_id, &[&target], &staging)
+        .await;
     s.csi.delete(&volume.volume_id).await.expect("delete");
     assert!(mounts_under(s.dir()).is_empty());
     assert!(!Path::new(&target).exists());

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use stowage_tests::mounts::MountedDir;
 use stowage_tests::up::{
-    apply, claim_manifest, field, gone, kubectl, mount_claim, start, stop, stored_snapshots, text,
-    unmount,
+    apply, claim_holding, claim_manifest, delete_retained, deleted, field, gone, import,
+    mount_claim, ready, restored_text, snapshots_removed, start, stop, stored_snapshots, unmount,
 };
 use stowage_tests::{holds_for, wait_for};
 
@@ -41,15 +41,11 @@ spec:
     )
 }
 
+/// How long a snapshot may take to be ready.
+const READY: Duration = Duration::from_secs(60);
+
 async fn wait_ready(data: &Path, name: &str) {
-    wait_for(
-        &format!("snapshot {name} to be ready"),
-        Duration::from_secs(60),
-        async || {
-            (field(data, &["volumesnapshot", name], ".status.readyToUse") == "true").then_some(())
-        },
-    )
-    .await;
+    ready(data, &["volumesnapshot", name], READY).await;
 }
 
 #[tokio::test]
@@ -110,29 +106,18 @@ async fn a_snapshot_becomes_ready_restores_its_instant_and_delete_removes_its_da
 
     // Written after the snapshot: the restore must not see it.
     std::fs::write(source.join("data.txt"), "after the snapshot").expect("write");
-    apply(&data, &claim_manifest("restored", "", Some("snap")));
-    let restored = mount_claim(&dir, &data, "restored").await;
-    assert_eq!(
-        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
-        "at the snapshot"
-    );
-    unmount(&data, &restored).await;
+    let restored = restored_text(&dir, &data, ("restored", ""), "snap").await;
+    assert_eq!(restored, "at the snapshot");
     unmount(&data, &source).await;
 
     assert!(
         !stored_snapshots(&data).is_empty(),
         "the snapshot's data is on disk"
     );
-    let deleted = kubectl(&data, &["delete", "volumesnapshot", "snap"], None);
-    assert!(deleted.status.success(), "{}", text(&deleted));
-    gone(&data, &["volumesnapshot", "snap"]).await;
+    deleted(&data, &["volumesnapshot", "snap"]).await;
+    // The data goes with the content; both waits poll, so their order is free.
+    snapshots_removed(&data).await;
     gone(&data, &["volumesnapshotcontent", &content]).await;
-    wait_for(
-        "the snapshot's data to be removed",
-        Duration::from_secs(30),
-        async || stored_snapshots(&data).is_empty().then_some(()),
-    )
-    .await;
     stop(up).await;
 }
 
@@ -141,10 +126,7 @@ async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snap
     let dir = MountedDir::new();
     let (up, data) = start(&dir).await;
     apply(&data, &snapshot_class("stowage-retain", "Retain", false));
-    apply(&data, &claim_manifest("source", "", None));
-    let source = mount_claim(&dir, &data, "source").await;
-    std::fs::write(source.join("data.txt"), "kept").expect("write");
-    unmount(&data, &source).await;
+    claim_holding(&dir, &data, ("source", ""), "kept").await;
 
     // A snapshot naming a class that does not exist says so and waits.
     apply(&data, &snapshot("early", "source", Some("missing")));
@@ -189,58 +171,15 @@ async fn retain_keeps_the_content_and_a_pre_provisioned_content_binds_a_new_snap
         &["volumesnapshotcontent", &content],
         ".status.snapshotHandle",
     );
-    let deleted = kubectl(&data, &["delete", "volumesnapshot", "retained"], None);
-    assert!(deleted.status.success(), "{}", text(&deleted));
-    gone(&data, &["volumesnapshot", "retained"]).await;
-    holds_for(
-        "Retain keeps the content",
-        Duration::from_secs(2),
-        async || {
-            field(
-                &data,
-                &["volumesnapshotcontent", &content],
-                ".status.snapshotHandle",
-            ) == handle
-        },
-    )
-    .await;
-    assert!(!stored_snapshots(&data).is_empty(), "and the data");
+    let kept = (".status.snapshotHandle", handle.as_str());
+    let content_object = ["volumesnapshotcontent", content.as_str()];
+    let retained = ["volumesnapshot", "retained"];
+    delete_retained(&data, &retained, &content_object, kept).await;
 
-    let imported = format!(
-        r#"
-apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshotContent
-metadata: {{name: imported-content}}
-spec:
-  deletionPolicy: Delete
-  driver: csi.stowage.io
-  source: {{snapshotHandle: "{handle}"}}
-  volumeSnapshotRef: {{name: imported, namespace: default}}
----
-apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshot
-metadata: {{name: imported}}
-spec:
-  source: {{volumeSnapshotContentName: imported-content}}
-"#
-    );
-    apply(&data, &imported);
-    wait_ready(&data, "imported").await;
-    assert_eq!(
-        field(
-            &data,
-            &["volumesnapshotcontent", "imported-content"],
-            ".spec.volumeSnapshotRef.uid"
-        ),
-        field(&data, &["volumesnapshot", "imported"], ".metadata.uid"),
-        "the pre-provisioned content is bound to the snapshot"
-    );
-    apply(&data, &claim_manifest("restored", "", Some("imported")));
-    let restored = mount_claim(&dir, &data, "restored").await;
-    assert_eq!(
-        std::fs::read_to_string(restored.join("data.txt")).expect("read restored"),
-        "kept"
-    );
-    unmount(&data, &restored).await;
+    let source = format!(r#"{{snapshotHandle: "{handle}"}}"#);
+    let kind = ("snapshot.storage.k8s.io", "VolumeSnapshot");
+    import(&data, kind, "imported-content", &source, READY).await;
+    let restored = restored_text(&dir, &data, ("restored", ""), "imported").await;
+    assert_eq!(restored, "kept");
     stop(up).await;
 }

@@ -15,13 +15,7 @@ async fn a_controller_process_and_a_node_process_share_one_local_root() {
     let (node, controller) = (&split.node.csi, &split.controller.csi);
     let kubelet = split.node.kubelet("");
 
-    let capabilities = node
-        .identity
-        .clone()
-        .get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})
-        .await
-        .expect("capabilities")
-        .into_inner();
+    let capabilities = node.plugin_capabilities().await.expect("capabilities");
     let controller_service = v1::plugin_capability::service::Type::ControllerService as i32;
     let advertised = capabilities.capabilities.iter().any(|c| {
         matches!(&c.r#type, Some(v1::plugin_capability::Type::Service(s)) if s.r#type == controller_service)

@@ -9,9 +9,10 @@ use std::time::Duration;
 use stowage_tests::csi::Csi;
 use stowage_tests::mounts::{MountedDir, mounts_under};
 use stowage_tests::up::{
-    free_port, kubectl, kubectl_as, stop, stowage, text, up, up_with, wait_until_up,
+    free_port, kubectl, kubectl_as, mount_at, stop, stowage, text, up, up_with, volume_manifest,
+    wait_until_up,
 };
-use stowage_tests::wait_for;
+use stowage_tests::{files_under, wait_for};
 
 const CLAIM: &str = r#"
 apiVersion: v1
@@ -51,18 +52,7 @@ async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_r
     let applied = kubectl(&data, &["apply", "-f", "-"], Some(CLAIM));
     assert!(applied.status.success(), "{}", text(&applied));
     let target = dir.path().join("mnt");
-    let mounted = stowage(
-        &[
-            "mount",
-            "data",
-            "--namespace",
-            "default",
-            "--target",
-            target.to_str().expect("utf8"),
-        ],
-        &data,
-    )
-    .await;
+    let mounted = mount_at(&data, "data", &target).await;
     assert!(mounted.status.success(), "{}", text(&mounted));
     assert!(
         text(&mounted).contains("selected node machine"),
@@ -78,7 +68,7 @@ async fn a_claim_is_provisioned_mounted_written_reclaimed_and_state_survives_a_r
     // The default class holds a claim to its size: on a root without project quotas
     // (this machine's) the volume is an ext4 image in the local root.
     let volumes = data.join("local/volumes");
-    let landed = walk(&volumes)
+    let landed = files_under(&volumes)
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "img"));
     let landed = landed.expect("the claim's image is in the local root");
@@ -224,39 +214,18 @@ async fn mount_refuses_what_it_cannot_do() {
     );
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
 /// A static PV in the default class, pinned to `node`, for a CSI volume `handle`.
 fn static_volume(name: &str, size: &str, node: &str, handle: &str, context: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: {name}}}
-spec:
-  capacity: {{storage: {size}}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: stowage-local
-  persistentVolumeReclaimPolicy: Retain
-  csi: {{driver: csi.stowage.io, volumeHandle: "{handle}", volumeAttributes: {context}}}
+    let source = format!(
+        r#"  csi: {{driver: csi.stowage.io, volumeHandle: "{handle}", volumeAttributes: {context}}}
   nodeAffinity:
     required:
       nodeSelectorTerms:
       - matchExpressions:
-        - {{key: topology.stowage.io/node, operator: In, values: [{node}]}}
-"#
-    )
+        - {{key: topology.stowage.io/node, operator: In, values: [{node}]}}"#
+    );
+    let modes = "[ReadWriteOnce]";
+    volume_manifest(name, size, modes, "stowage-local", "Retain", &source)
 }
 
 #[tokio::test]

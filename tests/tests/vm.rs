@@ -6,11 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use csi_proto::v1;
-use stowage_tests::csi::{create_request, mount_rwo};
+use stowage_tests::api::csi_volume;
+use stowage_tests::csi::{
+    create_request, enforced, mount_for_group, mount_rwo, publish_request, publish_staged_request,
+};
 use stowage_tests::driver::{Driver, Launch};
 use stowage_tests::mounts::mounts_under;
 use stowage_tests::nfs::Ganesha;
 use stowage_tests::vm::{self, Guest, HOST_FROM_GUEST, Sandbox};
+use stowage_tests::{as_pod_user, files_under};
 
 const BOOT_AND_RUN: Duration = Duration::from_secs(600);
 
@@ -66,19 +70,12 @@ impl GuestNode {
 
     /// Publishes for a pod whose fsGroup is `group` (none when empty).
     async fn publish_for(&self, volume: &v1::Volume, staging: &Path, target: &Path, group: &str) {
-        let mut capability = mount_rwo();
-        if let Some(v1::volume_capability::AccessType::Mount(mount)) = &mut capability.access_type {
-            mount.volume_mount_group = group.into();
-        }
+        let request = v1::NodePublishVolumeRequest {
+            volume_capability: Some(mount_for_group(group)),
+            ..publish_staged_request(volume, staging, target)
+        };
         self.csi
-            .node_publish(v1::NodePublishVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                staging_target_path: staging.display().to_string(),
-                target_path: target.display().to_string(),
-                volume_capability: Some(capability),
-                volume_context: volume.volume_context.clone(),
-                ..Default::default()
-            })
+            .node_publish(request)
             .await
             .unwrap_or_else(|e| panic!("publish {}: {e}", volume.volume_id));
     }
@@ -95,31 +92,6 @@ fn mounts_of_type(dir: &Path, fs_type: &str) -> Vec<PathBuf> {
             (kind == fs_type && point.starts_with(dir)).then_some(point)
         })
         .collect()
-}
-
-/// Runs `sh -c script` as uid/gid 1000 (a pod's non-root user) in `volume`: the
-/// container sees the volume at its own mount point, not through the kubelet's
-/// directories (0750).
-fn as_pod_user(volume: &Path, script: &str) -> std::process::Output {
-    as_pod_user_in(volume, "1000", script)
-}
-
-/// [`as_pod_user`] with `group` as the user's group (a pod's fsGroup).
-fn as_pod_user_in(volume: &Path, group: &str, script: &str) -> std::process::Output {
-    std::process::Command::new("setpriv")
-        .current_dir(volume)
-        .args([
-            "--reuid",
-            "1000",
-            "--regid",
-            group,
-            "--clear-groups",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
-        .output()
-        .expect("setpriv")
 }
 
 #[test]
@@ -213,7 +185,7 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
                     b"pod 1",
                     "{name}: both pods see one volume"
                 );
-                let user = as_pod_user(&one, "echo user > by-user");
+                let user = as_pod_user(&one, "1000", "echo user > by-user");
                 match name {
                     "open" => assert!(
                         user.status.success(),
@@ -231,7 +203,7 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
                     // A pod with fsGroup 4242: the subdirectory's root goes to the group
                     // (g+rwxs) over the kernel's NFS client; the root's file keeps its owner.
                     node.publish_for(volume, &staging, &grouped, "4242").await;
-                    let member = as_pod_user_in(&grouped, "4242", "echo member > by-member");
+                    let member = as_pod_user(&grouped, "4242", "echo member > by-member");
                     assert!(
                         member.status.success(),
                         "a member of the volume_mount_group writes: {}",
@@ -246,26 +218,16 @@ fn nfs_volumes_stage_once_per_node_and_bind_per_pod() {
                         (0, 0),
                         "existing files keep owners"
                     );
-                    let outsider = as_pod_user(&grouped, "echo outsider > by-outsider");
+                    let outsider = as_pod_user(&grouped, "1000", "echo outsider > by-outsider");
                     assert!(
                         !outsider.status.success(),
                         "without the group the user still cannot write"
                     );
                 }
-                for target in [&one, &two, &grouped] {
-                    node.csi
-                        .node_unpublish(&volume.volume_id, target)
-                        .await
-                        .expect("unpublish");
-                }
+                let targets = [one.as_path(), &two, &grouped];
                 node.csi
-                    .node_unstage(&volume.volume_id, &staging)
-                    .await
-                    .expect("unstage");
-                node.csi
-                    .node_unstage(&volume.volume_id, &staging)
-                    .await
-                    .expect("unstage twice");
+                    .release_twice(&volume.volume_id, &targets, &staging)
+                    .await;
                 assert!(
                     mounts_under(node.dir()).is_empty(),
                     "{name}: nothing left mounted: {:?}",
@@ -315,11 +277,7 @@ fn image_volume_grows_online_while_in_use() {
             let node = GuestNode::start("node-a").await;
             let volume = node
                 .csi
-                .create(create_request(
-                    "pvc-img",
-                    32 << 20,
-                    &[("capacityEnforcement", "image")],
-                ))
+                .create(enforced("pvc-img", 32 << 20, "image"))
                 .await
                 .expect("create an image volume");
             let staging = node.staging("img");
@@ -337,37 +295,11 @@ fn image_volume_grows_online_while_in_use() {
             );
             std::fs::remove_file(target.join("big")).expect("rm");
 
-            let range = Some(v1::CapacityRange {
-                required_bytes: 96 << 20,
-                limit_bytes: 0,
-            });
-            let expanded = node
-                .csi
-                .controller
-                .clone()
-                .controller_expand_volume(v1::ControllerExpandVolumeRequest {
-                    volume_id: volume.volume_id.clone(),
-                    capacity_range: range,
-                    ..Default::default()
-                })
-                .await
-                .expect("controller expand")
-                .into_inner();
-            assert!(expanded.node_expansion_required);
-            let grown = node
-                .csi
-                .node
-                .clone()
-                .node_expand_volume(v1::NodeExpandVolumeRequest {
-                    volume_id: volume.volume_id.clone(),
-                    volume_path: target.display().to_string(),
-                    capacity_range: range,
-                    ..Default::default()
-                })
-                .await
-                .expect("node expand, online")
-                .into_inner();
-            assert_eq!(grown.capacity_bytes, 96 << 20);
+            let id = &volume.volume_id;
+            let expanded = node.csi.controller_expand(id, 96 << 20).await;
+            assert!(expanded.expect("controller expand").node_expansion_required);
+            let grown = node.csi.node_expand(id, &target, 96 << 20).await;
+            assert_eq!(grown.expect("node expand, online").capacity_bytes, 96 << 20);
             let after = df_size(&target);
             assert!(
                 after > before + (48 << 20),
@@ -381,14 +313,7 @@ fn image_volume_grows_online_while_in_use() {
                 b"before and after"
             );
             std::fs::write(target.join("big"), vec![7u8; 40 << 20]).expect("now it fits");
-            node.csi
-                .node_unpublish(&volume.volume_id, &target)
-                .await
-                .expect("unpublish");
-            node.csi
-                .node_unstage(&volume.volume_id, &staging)
-                .await
-                .expect("unstage");
+            node.csi.release(id, &[&target], &staging).await;
             assert!(mounts_under(node.dir()).is_empty());
         },
     );
@@ -458,11 +383,7 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
             let before = local_capacity(&node).await;
             let volume = node
                 .csi
-                .create(create_request(
-                    "pvc-quota",
-                    64 << 20,
-                    &[("capacityEnforcement", "auto")],
-                ))
+                .create(enforced("pvc-quota", 64 << 20, "auto"))
                 .await
                 .expect("create an auto volume");
             let promised = before - local_capacity(&node).await;
@@ -492,38 +413,16 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
             );
             std::fs::remove_file(target.join("big")).expect("rm");
 
-            let range = Some(v1::CapacityRange {
-                required_bytes: 128 << 20,
-                limit_bytes: 0,
-            });
-            let expanded = node
-                .csi
-                .controller
-                .clone()
-                .controller_expand_volume(v1::ControllerExpandVolumeRequest {
-                    volume_id: volume.volume_id.clone(),
-                    capacity_range: range,
-                    ..Default::default()
-                })
-                .await
-                .expect("controller expand")
-                .into_inner();
+            let id = &volume.volume_id;
+            let expanded = node.csi.controller_expand(id, 128 << 20).await;
+            let expanded = expanded.expect("controller expand");
             assert_eq!(expanded.capacity_bytes, 128 << 20);
             assert!(
                 !expanded.node_expansion_required,
                 "the limit rises online, in the controller"
             );
-            node.csi
-                .node
-                .clone()
-                .node_expand_volume(v1::NodeExpandVolumeRequest {
-                    volume_id: volume.volume_id.clone(),
-                    volume_path: target.display().to_string(),
-                    capacity_range: range,
-                    ..Default::default()
-                })
-                .await
-                .expect("node expand is a no-op that succeeds");
+            let grown = node.csi.node_expand(id, &target, 128 << 20).await;
+            grown.expect("node expand is a no-op that succeeds");
             assert_eq!(
                 df_size(&target),
                 128 << 20,
@@ -535,7 +434,7 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
             // what its members create gets it, what was there keeps its owner.
             let grouped = node.target("quota-fsgroup");
             node.publish_for(&volume, &staging, &grouped, "4242").await;
-            let member = as_pod_user_in(&grouped, "4242", "echo member > by-member");
+            let member = as_pod_user(&grouped, "4242", "echo member > by-member");
             assert!(
                 member.status.success(),
                 "{}",
@@ -573,15 +472,8 @@ fn quota_volumes_hold_their_size_grow_online_and_release_their_limit() {
             let project = record["record"]["layout"]["project"]
                 .as_u64()
                 .expect("project id");
-            node.csi
-                .node_unpublish(&volume.volume_id, &target)
-                .await
-                .expect("unpublish");
-            node.csi
-                .node_unstage(&volume.volume_id, &staging)
-                .await
-                .expect("unstage");
-            node.csi.delete(&volume.volume_id).await.expect("delete");
+            node.csi.release(id, &[&target], &staging).await;
+            node.csi.delete(id).await.expect("delete");
             assert!(!root.join("volumes").join(key).exists(), "the data is gone");
             // The limit is gone: a directory given the same project reports the whole
             // filesystem, not 128 MiB.
@@ -888,13 +780,8 @@ fn a_replaced_export_directory_is_reported_and_mounted_again() {
                 node.publish(volume, &staging, &target).await;
 
                 node.csi
-                    .node_unpublish(&volume.volume_id, &target)
-                    .await
-                    .expect("unpublish");
-                node.csi
-                    .node_unstage(&volume.volume_id, &staging)
-                    .await
-                    .expect("unstage");
+                    .release(&volume.volume_id, &[&target], &staging)
+                    .await;
                 assert!(
                     mounts_under(node.dir()).is_empty(),
                     "{name}: nothing left mounted: {:?}",
@@ -1057,7 +944,7 @@ mod two_nodes {
             })
             .collect();
         vm::all_passed(guests, BOOT_AND_RUN).await;
-        let written: Vec<_> = walk(&ganesha.export_dir())
+        let written: Vec<_> = files_under(&ganesha.export_dir())
             .into_iter()
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .filter(|n| n.starts_with("from-"))
@@ -1068,19 +955,6 @@ mod two_nodes {
             "both nodes wrote to the one export: {written:?}"
         );
         drop(api);
-    }
-
-    fn walk(dir: &Path) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(walk(&path));
-            } else {
-                found.push(path);
-            }
-        }
-        found
     }
 
     /// The PV bound to claim `name`, once it is Bound.
@@ -1098,25 +972,6 @@ mod two_nodes {
         )
         .await;
         volumes.get(&volume_name).await.expect("the bound volume")
-    }
-
-    /// The CSI volume a PV names, as kubelet hands it to the node plugin.
-    fn csi_volume(volume: &PersistentVolume) -> v1::Volume {
-        let csi = volume
-            .spec
-            .as_ref()
-            .and_then(|s| s.csi.as_ref())
-            .expect("a CSI volume");
-        v1::Volume {
-            volume_id: csi.volume_handle.clone(),
-            volume_context: csi
-                .volume_attributes
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        }
     }
 
     fn pinned_node(volume: &PersistentVolume) -> Option<String> {
@@ -1168,7 +1023,7 @@ mod two_nodes {
         node.stage(&own, &own_staging).await;
         node.publish(&own, &own_staging, &own_target).await;
         std::fs::write(own_target.join("local"), "here").expect("write the local volume");
-        let in_local_root = walk(&node.dir().join("local")).into_iter().any(|p| {
+        let in_local_root = files_under(&node.dir().join("local")).into_iter().any(|p| {
             p.ends_with("local") && std::fs::read_to_string(&p).is_ok_and(|t| t == "here")
         });
         assert!(in_local_root, "the data is in this node's local root");
@@ -1177,13 +1032,10 @@ mod two_nodes {
         let theirs_pv = bound_volume(&client, &format!("on-{other}")).await;
         let refused = node
             .csi
-            .node_publish(v1::NodePublishVolumeRequest {
-                volume_id: csi_volume(&theirs_pv).volume_id,
-                target_path: node.target("theirs").display().to_string(),
-                volume_capability: Some(mount_rwo()),
-                volume_context: csi_volume(&theirs_pv).volume_context,
-                ..Default::default()
-            })
+            .node_publish(publish_request(
+                &csi_volume(&theirs_pv),
+                &node.target("theirs"),
+            ))
             .await
             .expect_err("another node's local volume");
         assert_eq!(
@@ -1205,13 +1057,8 @@ mod two_nodes {
             (&own, &own_staging, &own_target),
         ] {
             node.csi
-                .node_unpublish(&volume.volume_id, target)
-                .await
-                .expect("unpublish");
-            node.csi
-                .node_unstage(&volume.volume_id, staging)
-                .await
-                .expect("unstage");
+                .release(&volume.volume_id, &[target], staging)
+                .await;
         }
         assert!(
             mounts_under(node.dir()).is_empty(),

@@ -3,11 +3,18 @@
 //! host is [`FakeMounts`], so a row's outcome is a gRPC code or the list of effects the
 //! call made (paths relative to the row's directory). The real-mount tests are
 //! tests/tests/node*.rs.
+//!
+//! A row states only what differs from its table's usual call: its request is an [`Ask`]
+//! (a directory volume published at `p1` unless it says otherwise) and its prior state is
+//! none unless it names one.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::fmt::Debug;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use Code::{AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound};
+use Code::{PermissionDenied, Unavailable};
 use csi_proto::v1::node_server::Node;
 use csi_proto::v1::volume_capability::access_mode::Mode;
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
@@ -26,7 +33,13 @@ const OTHER_DIR_KEY: &str = "11111111111111111111111111111111";
 const IMG_KEY: &str = "22222222222222222222222222222222";
 const BLK_KEY: &str = "33333333333333333333333333333333";
 const IMAGE_BYTES: u64 = 32 << 20;
-const GROUP: u32 = 4242;
+const GROUP: &str = "4242";
+/// Where a row publishes and stages, relative to its directory.
+const TARGET: &str = "kubelet/pods/p1/mount";
+const STAGING: &str = "kubelet/staging/s1";
+/// The image volume's loop device, as staging attaches it.
+const ATTACH_IMAGE: &str =
+    "attach local/volumes/22222222222222222222222222222222.img -> dev/loop0 autoclear";
 
 /// One row's world: a directory holding the kubelet directory, the state directory,
 /// the local root (with a directory, an image and a block volume) and an allowed
@@ -38,6 +51,9 @@ struct Env {
     node: NodeService,
     runtime: tokio::runtime::Runtime,
 }
+
+/// What a call that changes the host gives back: the effects it made, or its code.
+type Outcome = Result<Vec<String>, Code>;
 
 impl Env {
     fn new() -> Self {
@@ -81,65 +97,121 @@ impl Env {
         self.root.join(relative)
     }
 
-    fn kubelet(&self, relative: &str) -> String {
-        self.path("kubelet").join(relative).display().to_string()
+    /// A path a row names relative to the directory, as a request carries it: absolute,
+    /// or empty when the row leaves it empty.
+    fn at(&self, relative: &str) -> String {
+        if relative.is_empty() {
+            return String::new();
+        }
+        self.path(relative).display().to_string()
     }
 
-    fn target(&self, pod: &str) -> String {
-        self.kubelet(&format!("pods/{pod}/mount"))
+    fn target(&self, pod: &str) -> PathBuf {
+        self.path(&format!("kubelet/pods/{pod}/mount"))
     }
 
-    fn image(&self) -> PathBuf {
+    fn image_file(&self) -> PathBuf {
         self.path(&format!("local/volumes/{IMG_KEY}.img"))
     }
 
-    fn stage(&self, req: csi::NodeStageVolumeRequest) -> Result<(), Code> {
-        let call = self.node.node_stage_volume(Request::new(req));
-        self.runtime.block_on(call).map(drop).map_err(|s| s.code())
+    /// A row's volume context, `<root>` in a value standing for the directory.
+    fn context(&self, ask: &Ask) -> HashMap<String, String> {
+        let root = self.root.display().to_string();
+        let resolve = |(k, v): (&String, &String)| (k.clone(), v.replace("<root>", &root));
+        ask.context.iter().map(resolve).collect()
     }
 
-    fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<(), Code> {
-        let call = self.node.node_unstage_volume(Request::new(req));
-        self.runtime.block_on(call).map(drop).map_err(|s| s.code())
-    }
-
-    fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<(), Code> {
-        let call = self.node.node_publish_volume(Request::new(req));
-        self.runtime.block_on(call).map(drop).map_err(|s| s.code())
-    }
-
-    fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> Result<(), Code> {
-        let call = self.node.node_unpublish_volume(Request::new(req));
-        self.runtime.block_on(call).map(drop).map_err(|s| s.code())
-    }
-
-    fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<i64, Code> {
-        let call = self.node.node_expand_volume(Request::new(req));
-        self.runtime
-            .block_on(call)
-            .map(|r| r.into_inner().capacity_bytes)
-            .map_err(|s| s.code())
-    }
-
-    fn stats(
+    fn answer<T>(
         &self,
-        req: csi::NodeGetVolumeStatsRequest,
-    ) -> Result<csi::NodeGetVolumeStatsResponse, Code> {
-        let call = self.node.node_get_volume_stats(Request::new(req));
-        self.runtime
-            .block_on(call)
-            .map(|r| r.into_inner())
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Code> {
+        let answer = self.runtime.block_on(call);
+        answer
+            .map(tonic::Response::into_inner)
             .map_err(|s| s.code())
     }
 
-    /// The effects so far, with the test's directory shown as `<root>`.
+    fn stage(&self, ask: Ask) -> Outcome {
+        let request = csi::NodeStageVolumeRequest {
+            staging_target_path: self.at(&ask.staging),
+            volume_context: self.context(&ask),
+            volume_id: ask.volume_id,
+            volume_capability: ask.capability,
+            ..Default::default()
+        };
+        let call = self.node.node_stage_volume(Request::new(request));
+        self.answer(call).map(|_| self.effects())
+    }
+
+    fn unstage(&self, ask: Ask) -> Outcome {
+        let request = csi::NodeUnstageVolumeRequest {
+            volume_id: ask.volume_id,
+            staging_target_path: self.at(&ask.staging),
+        };
+        let call = self.node.node_unstage_volume(Request::new(request));
+        self.answer(call).map(|_| self.effects())
+    }
+
+    fn publish(&self, ask: Ask) -> Outcome {
+        let request = csi::NodePublishVolumeRequest {
+            target_path: self.at(&ask.target),
+            staging_target_path: self.at(&ask.staging),
+            volume_context: self.context(&ask),
+            volume_id: ask.volume_id,
+            volume_capability: ask.capability,
+            readonly: ask.readonly,
+            ..Default::default()
+        };
+        let call = self.node.node_publish_volume(Request::new(request));
+        self.answer(call).map(|_| self.effects())
+    }
+
+    fn unpublish(&self, ask: Ask) -> Outcome {
+        let request = csi::NodeUnpublishVolumeRequest {
+            volume_id: ask.volume_id,
+            target_path: self.at(&ask.target),
+        };
+        let call = self.node.node_unpublish_volume(Request::new(request));
+        self.answer(call).map(|_| self.effects())
+    }
+
+    /// NodeExpandVolume of the row's target (its volume path) to its `bytes`: the
+    /// capacity answered, and the effects.
+    fn expand(&self, ask: Ask) -> Result<(i64, Vec<String>), Code> {
+        let request = csi::NodeExpandVolumeRequest {
+            volume_path: self.at(&ask.target),
+            staging_target_path: self.at(&ask.staging),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: ask.bytes,
+                limit_bytes: 0,
+            }),
+            volume_id: ask.volume_id,
+            ..Default::default()
+        };
+        let call = self.node.node_expand_volume(Request::new(request));
+        let answer = self.answer(call);
+        answer.map(|r| (r.capacity_bytes, self.effects()))
+    }
+
+    /// NodeGetVolumeStats of the row's target (its volume path), with no staging path.
+    fn stats(&self, ask: Ask) -> Result<Stats, Code> {
+        let request = csi::NodeGetVolumeStatsRequest {
+            volume_path: self.at(&ask.target),
+            volume_id: ask.volume_id,
+            staging_target_path: String::new(),
+        };
+        let call = self.node.node_get_volume_stats(Request::new(request));
+        self.answer(call).map(|r| summary(self, r))
+    }
+
+    /// The effects so far, paths relative to the directory.
     fn effects(&self) -> Vec<String> {
         self.fake.take_effects()
     }
 }
 
 /// A step that must work: the state a row starts from.
-fn given(what: &str, result: Result<(), Code>) {
+fn given<T>(what: &str, result: Result<T, Code>) {
     if let Err(code) = result {
         panic!("setting up ({what}) failed: {code:?}");
     }
@@ -163,10 +235,11 @@ fn mount(mode: Mode) -> Option<VolumeCapability> {
     })
 }
 
-fn mount_group(gid: u32) -> Option<VolumeCapability> {
+/// A single-node-writer mount capability whose volume_mount_group is `group`.
+fn mount_group(group: &str) -> Option<VolumeCapability> {
     Some(VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {
-            volume_mount_group: gid.to_string(),
+            volume_mount_group: group.into(),
             ..MountVolume::default()
         })),
         access_mode: Some(AccessMode {
@@ -175,7 +248,7 @@ fn mount_group(gid: u32) -> Option<VolumeCapability> {
     })
 }
 
-fn block() -> Option<VolumeCapability> {
+fn block_capability() -> Option<VolumeCapability> {
     Some(VolumeCapability {
         access_type: Some(AccessType::Block(BlockVolume {})),
         access_mode: Some(AccessMode {
@@ -185,6 +258,7 @@ fn block() -> Option<VolumeCapability> {
 }
 
 const RWO: Mode = Mode::SingleNodeWriter;
+const SINGLE_WRITER: Mode = Mode::SingleNodeSingleWriter;
 const NFS: &[(&str, &str)] = &[
     ("type", "nfs"),
     ("server", "127.0.0.1"),
@@ -192,497 +266,501 @@ const NFS: &[(&str, &str)] = &[
     ("subDir", "pvc-1"),
 ];
 
-// ---- requests every table starts from -------------------------------------------------
+// ---- what a row asks for ---------------------------------------------------------------
 
-fn dir_publish(e: &Env, pod: &str) -> csi::NodePublishVolumeRequest {
-    csi::NodePublishVolumeRequest {
+/// A row's request, for whichever RPC its table calls: each takes the fields it has
+/// (stats and expansion read `target` as the volume path). Paths are relative to the
+/// row's directory; an empty one stays empty.
+#[derive(Clone)]
+struct Ask {
+    volume_id: String,
+    target: String,
+    staging: String,
+    capability: Option<VolumeCapability>,
+    context: HashMap<String, String>,
+    readonly: bool,
+    bytes: i64,
+}
+
+/// The directory volume, RWO, published at `p1` from the usual staging path.
+fn dir() -> Ask {
+    Ask {
         volume_id: local_id(DIR_KEY),
-        target_path: e.target(pod),
-        staging_target_path: e.kubelet("staging/s1"),
-        volume_capability: mount(RWO),
-        volume_context: context(&[("type", "local")]),
-        ..Default::default()
+        target: TARGET.into(),
+        staging: STAGING.into(),
+        capability: mount(RWO),
+        context: context(&[("type", "local")]),
+        readonly: false,
+        bytes: 0,
     }
 }
 
-fn image_publish(e: &Env, pod: &str) -> csi::NodePublishVolumeRequest {
-    csi::NodePublishVolumeRequest {
+fn image() -> Ask {
+    Ask {
         volume_id: local_id(IMG_KEY),
-        volume_context: context(&[("type", "local"), ("layout", "image")]),
-        ..dir_publish(e, pod)
+        context: context(&[("type", "local"), ("layout", "image")]),
+        ..dir()
     }
 }
 
-fn block_publish(e: &Env, pod: &str) -> csi::NodePublishVolumeRequest {
-    csi::NodePublishVolumeRequest {
+fn block() -> Ask {
+    Ask {
         volume_id: local_id(BLK_KEY),
-        volume_capability: block(),
-        volume_context: context(&[("type", "local"), ("layout", "block")]),
-        ..dir_publish(e, pod)
+        capability: block_capability(),
+        context: context(&[("type", "local"), ("layout", "block")]),
+        ..dir()
     }
 }
 
-fn ephemeral_publish(e: &Env, extra: &[(&str, &str)]) -> csi::NodePublishVolumeRequest {
-    let mut volume_context = context(&[("csi.storage.k8s.io/ephemeral", "true")]);
-    volume_context.extend(context(extra));
-    csi::NodePublishVolumeRequest {
+/// An ephemeral volume (never staged) with more context.
+fn ephemeral(extra: &[(&str, &str)]) -> Ask {
+    let mut ask = Ask {
         volume_id: "csi-eph".into(),
-        staging_target_path: String::new(),
-        volume_context,
-        ..dir_publish(e, "p1")
-    }
+        staging: String::new(),
+        context: context(&[("csi.storage.k8s.io/ephemeral", "true")]),
+        ..dir()
+    };
+    ask.context.extend(context(extra));
+    ask
 }
 
-fn nfs_publish(e: &Env) -> csi::NodePublishVolumeRequest {
-    csi::NodePublishVolumeRequest {
+fn nfs() -> Ask {
+    Ask {
         volume_id: "nfs-static".into(),
-        volume_context: context(NFS),
-        ..dir_publish(e, "p1")
+        context: context(NFS),
+        ..dir()
     }
 }
 
-fn dir_stage(e: &Env) -> csi::NodeStageVolumeRequest {
-    csi::NodeStageVolumeRequest {
-        volume_id: local_id(DIR_KEY),
-        staging_target_path: e.kubelet("staging/s1"),
-        volume_capability: mount(RWO),
-        volume_context: context(&[("type", "local")]),
-        ..Default::default()
+/// A hostPath volume of `path` (relative to the row's directory) and `kind`.
+fn host_path(path: &str, kind: &str) -> Ask {
+    let path = format!("<root>/{path}");
+    Ask {
+        volume_id: "hp".into(),
+        context: context(&[("path", &path), ("hostPathType", kind)]),
+        ..dir()
     }
 }
 
-fn image_stage(e: &Env) -> csi::NodeStageVolumeRequest {
-    csi::NodeStageVolumeRequest {
-        volume_id: local_id(IMG_KEY),
-        volume_context: context(&[("type", "local"), ("layout", "image")]),
-        ..dir_stage(e)
+/// Expansion of the staged image to `bytes`, its staging path the volume path.
+fn grow(bytes: i64) -> Ask {
+    Ask {
+        target: STAGING.into(),
+        bytes,
+        ..image()
     }
 }
 
-fn block_stage(e: &Env) -> csi::NodeStageVolumeRequest {
-    csi::NodeStageVolumeRequest {
-        volume_id: local_id(BLK_KEY),
-        volume_capability: block(),
-        volume_context: context(&[("type", "local"), ("layout", "block")]),
-        ..dir_stage(e)
+impl Ask {
+    fn id(self, volume_id: &str) -> Self {
+        Self {
+            volume_id: volume_id.into(),
+            ..self
+        }
+    }
+
+    fn target(self, target: &str) -> Self {
+        Self {
+            target: target.into(),
+            ..self
+        }
+    }
+
+    fn staging(self, staging: &str) -> Self {
+        Self {
+            staging: staging.into(),
+            ..self
+        }
+    }
+
+    fn capability(self, capability: Option<VolumeCapability>) -> Self {
+        Self { capability, ..self }
+    }
+
+    /// A mount capability of `mode`.
+    fn mode(self, mode: Mode) -> Self {
+        self.capability(mount(mode))
+    }
+
+    fn read_only(self) -> Self {
+        Self {
+            readonly: true,
+            ..self
+        }
+    }
+
+    /// The context with `key` set to `value`.
+    fn with(mut self, key: &str, value: &str) -> Self {
+        self.context.insert(key.into(), value.into());
+        self
+    }
+
+    /// The context without `key`.
+    fn without(mut self, key: &str) -> Self {
+        self.context.remove(key);
+        self
     }
 }
 
-fn nfs_stage(e: &Env) -> csi::NodeStageVolumeRequest {
-    csi::NodeStageVolumeRequest {
-        volume_id: "nfs-static".into(),
-        volume_context: context(NFS),
-        ..dir_stage(e)
-    }
-}
-
-fn unpublish(e: &Env, volume_id: &str) -> csi::NodeUnpublishVolumeRequest {
-    csi::NodeUnpublishVolumeRequest {
-        volume_id: volume_id.into(),
-        target_path: e.target("p1"),
-    }
-}
-
-fn unstage(e: &Env, volume_id: &str) -> csi::NodeUnstageVolumeRequest {
-    csi::NodeUnstageVolumeRequest {
-        volume_id: volume_id.into(),
-        staging_target_path: e.kubelet("staging/s1"),
-    }
-}
+// ---- the states rows start from -------------------------------------------------------
 
 /// The state a row starts from, made through the service itself where it can be.
 type Prior = fn(&Env);
-const NOTHING: Prior = |_| {};
-/// What a row expects: the effects of a call that succeeds, or the code of one refused.
-type Want = Result<&'static [&'static str], Code>;
 
-fn check<T>(name: &str, env: &Env, got: Result<T, Code>, want: Want) {
-    let got = got.map(|_| env.effects());
-    let want = want.map(|effects| effects.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    assert_eq!(got, want, "row: {name}");
+fn published(e: &Env) {
+    given("publish", e.publish(dir()));
+}
+
+fn published_at_p2(e: &Env) {
+    given(
+        "publish at p2",
+        e.publish(dir().target("kubelet/pods/p2/mount")),
+    );
+}
+
+fn published_with_group(e: &Env) {
+    given(
+        "publish with a group",
+        e.publish(dir().capability(mount_group(GROUP))),
+    );
+}
+
+fn single_writer_at_p2(e: &Env) {
+    let ask = dir().target("kubelet/pods/p2/mount").mode(SINGLE_WRITER);
+    given("publish at p2", e.publish(ask));
+}
+
+fn published_ephemeral(e: &Env) {
+    given("publish", e.publish(ephemeral(&[])));
+}
+
+fn staged_image(e: &Env) {
+    given("stage", e.stage(image()));
+}
+
+fn staged_block(e: &Env) {
+    given("stage", e.stage(block()));
+}
+
+fn staged_nfs(e: &Env) {
+    given("stage", e.stage(nfs()));
+}
+
+/// The export staged, the volume's subdirectory in it.
+fn staged_nfs_with_data(e: &Env) {
+    staged_nfs(e);
+    std::fs::create_dir(e.path("kubelet/staging/s1/pvc-1")).expect("mkdir");
+}
+
+/// The target directory made, nothing mounted on it.
+fn target_made(e: &Env) {
+    std::fs::create_dir_all(e.target("p1")).expect("mkdir");
+}
+
+/// An image staged, then enlarged to twice its size by the controller.
+fn image_enlarged(e: &Env) {
+    staged_image(e);
+    std::fs::File::options()
+        .write(true)
+        .open(e.image_file())
+        .and_then(|f| f.set_len(2 * IMAGE_BYTES))
+        .expect("grow the image file");
+    e.fake.fs_size(&e.image_file(), IMAGE_BYTES);
+}
+
+// ---- rows and the loop that walks them ------------------------------------------------
+
+/// One rule: its name, the state it starts from, its request and what it expects.
+struct Row<W> {
+    name: &'static str,
+    prior: Prior,
+    ask: Ask,
+    want: W,
+}
+
+impl<W> Row<W> {
+    /// A row that starts from nothing; [`after`](Row::after) names another start.
+    fn new(name: &'static str, ask: Ask, want: W) -> Self {
+        Self {
+            name,
+            prior: |_| {},
+            ask,
+            want,
+        }
+    }
+
+    fn after(self, prior: Prior) -> Self {
+        Self { prior, ..self }
+    }
+}
+
+/// Effects a row expects, paths relative to its directory.
+type Effects = &'static [&'static str];
+/// What a row expects of a call that changes the host: its effects, or its code.
+type Want = Result<Effects, Code>;
+/// What an expansion row expects: the capacity answered and the effects, or the code.
+type WantSized = Result<(i64, Effects), Code>;
+/// What a stats row expects: whether the volume is abnormal and the effects, or the code.
+type WantReport = Result<(bool, Effects), Code>;
+
+// One constructor per kind of want, so that a row's slices take the want's type.
+fn row(name: &'static str, ask: Ask, want: Want) -> Row<Want> {
+    Row::new(name, ask, want)
+}
+
+fn row_sized(name: &'static str, ask: Ask, want: WantSized) -> Row<WantSized> {
+    Row::new(name, ask, want)
+}
+
+fn row_reported(name: &'static str, ask: Ask, want: WantReport) -> Row<WantReport> {
+    Row::new(name, ask, want)
+}
+
+fn strings(effects: &[&str]) -> Vec<String> {
+    effects.iter().map(|s| s.to_string()).collect()
+}
+
+fn effects(want: Want) -> Outcome {
+    want.map(strings)
+}
+
+/// Runs each row on a new [`Env`]: its prior state (whose effects are dropped), then
+/// `call` of its request, whose answer must be `expected` of its want.
+fn run<W: Copy, O: PartialEq + Debug>(
+    rows: Vec<Row<W>>,
+    call: impl Fn(&Env, Ask) -> O,
+    expected: impl Fn(W) -> O,
+) {
+    for row in rows {
+        let env = Env::new();
+        (row.prior)(&env);
+        env.effects();
+        let got = call(&env, row.ask);
+        assert_eq!(got, expected(row.want), "row: {}", row.name);
+    }
 }
 
 #[test]
 fn node_publish_volume() {
-    type Row = (
-        &'static str,
-        Prior,
-        fn(&Env) -> csi::NodePublishVolumeRequest,
-        Want,
-    );
-    let bind_dir =
+    let bind_dir: &[&str] =
         &["bind local/volumes/0123456789abcdef0123456789abcdef -> kubelet/pods/p1/mount"];
-    let rows: &[Row] = &[
-        (
-            "volume_id is required",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: String::new(),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
-        ),
-        (
+    let rows: Vec<Row<Want>> = vec![
+        row("volume_id is required", dir().id(""), Err(InvalidArgument)),
+        row(
             "target_path is required",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                target_path: String::new(),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
+            dir().target(""),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a target_path outside the kubelet directory is refused",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                target_path: e.path("elsewhere/mount").display().to_string(),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
+            dir().target("elsewhere/mount"),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a target_path with '..' is refused",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                target_path: e.kubelet("pods/../../escape"),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
+            dir().target("kubelet/pods/../../escape"),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "volume_capability is required",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: None,
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
+            dir().capability(None),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "an access mode is required",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount(Mode::Unknown),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
+            dir().mode(Mode::Unknown),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a volume_mount_group that is not a gid is refused",
-            NOTHING,
-            |e| {
-                let mut req = dir_publish(e, "p1");
-                if let Some(VolumeCapability {
-                    access_type: Some(AccessType::Mount(m)),
-                    ..
-                }) = req.volume_capability.as_mut()
-                {
-                    m.volume_mount_group = "wheel".into();
-                }
-                req
-            },
-            Err(Code::InvalidArgument),
+            dir().capability(mount_group("wheel")),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a volume context naming no type is refused",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_context: HashMap::new(),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
+            dir().without("type"),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a local volume of another node is NotFound",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: format!("local:{DIR_KEY}:node-b"),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::NotFound),
+            dir().id(&format!("local:{DIR_KEY}:node-b")),
+            Err(NotFound),
         ),
-        (
+        row(
             "a local volume without data here is NotFound",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: local_id("44444444444444444444444444444444"),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::NotFound),
+            dir().id(&local_id("44444444444444444444444444444444")),
+            Err(NotFound),
         ),
-        (
+        row(
             "a directory volume is bound at the target",
-            NOTHING,
-            |e| dir_publish(e, "p1"),
+            dir(),
             Ok(bind_dir),
         ),
-        (
+        row(
             "a read-only publish is bound read-only",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                readonly: true,
-                ..dir_publish(e, "p1")
-            },
+            dir().read_only(),
             Ok(&[
                 "bind local/volumes/0123456789abcdef0123456789abcdef -> kubelet/pods/p1/mount ro",
             ]),
         ),
-        (
+        row(
             "publishing again with the same arguments succeeds and mounts nothing",
-            |e| given("publish", e.publish(dir_publish(e, "p1"))),
-            |e| dir_publish(e, "p1"),
+            dir(),
             Ok(&[]),
-        ),
-        (
+        )
+        .after(published),
+        row(
             "the same volume at the same target read-only is AlreadyExists",
-            |e| given("publish", e.publish(dir_publish(e, "p1"))),
-            |e| csi::NodePublishVolumeRequest {
-                readonly: true,
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::AlreadyExists),
-        ),
-        (
+            dir().read_only(),
+            Err(AlreadyExists),
+        )
+        .after(published),
+        row(
             "another volume at a published target is AlreadyExists",
-            |e| given("publish", e.publish(dir_publish(e, "p1"))),
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: local_id(OTHER_DIR_KEY),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::AlreadyExists),
-        ),
-        (
+            dir().id(&local_id(OTHER_DIR_KEY)),
+            Err(AlreadyExists),
+        )
+        .after(published),
+        row(
             "another volume_mount_group at a published target is AlreadyExists",
-            |e| {
-                let first = csi::NodePublishVolumeRequest {
-                    volume_capability: mount_group(GROUP),
-                    ..dir_publish(e, "p1")
-                };
-                given("publish with a group", e.publish(first));
-            },
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount_group(5151),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::AlreadyExists),
-        ),
-        (
+            dir().capability(mount_group("5151")),
+            Err(AlreadyExists),
+        )
+        .after(published_with_group),
+        row(
             "the same volume_mount_group again succeeds",
-            |e| {
-                let first = csi::NodePublishVolumeRequest {
-                    volume_capability: mount_group(GROUP),
-                    ..dir_publish(e, "p1")
-                };
-                given("publish with a group", e.publish(first));
-            },
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount_group(GROUP),
-                ..dir_publish(e, "p1")
-            },
+            dir().capability(mount_group(GROUP)),
             Ok(&[]),
-        ),
-        (
+        )
+        .after(published_with_group),
+        row(
             "a single-writer volume published at another target is FailedPrecondition",
-            |e| {
-                let other = csi::NodePublishVolumeRequest {
-                    volume_capability: mount(Mode::SingleNodeSingleWriter),
-                    ..dir_publish(e, "p2")
-                };
-                given("publish at p2", e.publish(other));
-            },
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount(Mode::SingleNodeSingleWriter),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::FailedPrecondition),
-        ),
-        (
+            dir().mode(SINGLE_WRITER),
+            Err(FailedPrecondition),
+        )
+        .after(single_writer_at_p2),
+        row(
             "a single-node-writer volume may be published at a second target",
-            |e| given("publish at p2", e.publish(dir_publish(e, "p2"))),
-            |e| dir_publish(e, "p1"),
+            dir(),
             Ok(bind_dir),
-        ),
-        (
+        )
+        .after(published_at_p2),
+        row(
             "a single-writer volume whose other target was unmounted behind our back is published",
-            |e| {
-                let other = csi::NodePublishVolumeRequest {
-                    volume_capability: mount(Mode::SingleNodeSingleWriter),
-                    ..dir_publish(e, "p2")
-                };
-                given("publish at p2", e.publish(other));
-                e.fake
-                    .unmount(Path::new(&e.target("p2")))
-                    .expect("unmount p2");
-            },
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount(Mode::SingleNodeSingleWriter),
-                ..dir_publish(e, "p1")
-            },
+            dir().mode(SINGLE_WRITER),
             Ok(bind_dir),
-        ),
-        (
+        )
+        .after(|e| {
+            single_writer_at_p2(e);
+            e.fake.unmount(&e.target("p2")).expect("unmount p2");
+        }),
+        row(
             "an image volume not staged is FailedPrecondition",
-            NOTHING,
-            |e| image_publish(e, "p1"),
-            Err(Code::FailedPrecondition),
+            image(),
+            Err(FailedPrecondition),
         ),
-        (
+        row(
             "a staged image volume is bound from its staging mount",
-            |e| given("stage", e.stage(image_stage(e))),
-            |e| image_publish(e, "p1"),
+            image(),
             Ok(&["bind kubelet/staging/s1 -> kubelet/pods/p1/mount"]),
-        ),
-        (
+        )
+        .after(staged_image),
+        row(
             "a block volume not staged is FailedPrecondition",
-            NOTHING,
-            |e| block_publish(e, "p1"),
-            Err(Code::FailedPrecondition),
+            block(),
+            Err(FailedPrecondition),
         ),
-        (
+        row(
             "a staged block volume's loop device is bound at the target",
-            |e| given("stage", e.stage(block_stage(e))),
-            |e| block_publish(e, "p1"),
+            block(),
             Ok(&["bind dev/loop0 -> kubelet/pods/p1/mount"]),
-        ),
-        (
+        )
+        .after(staged_block),
+        row(
             "a block volume published as a filesystem is refused",
-            |e| given("stage", e.stage(block_stage(e))),
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount(RWO),
-                ..block_publish(e, "p1")
-            },
-            Err(Code::InvalidArgument),
-        ),
-        (
+            block().mode(RWO),
+            Err(InvalidArgument),
+        )
+        .after(staged_block),
+        row(
             "an ephemeral volume gets new scratch data",
-            NOTHING,
-            |e| ephemeral_publish(e, &[]),
+            ephemeral(&[]),
             Ok(&["bind state/ephemeral/csi-eph -> kubelet/pods/p1/mount"]),
         ),
-        (
+        row(
             "a memory ephemeral volume is a tmpfs of its size limit",
-            NOTHING,
-            |e| ephemeral_publish(e, &[("medium", "Memory"), ("sizeLimit", "1Mi")]),
+            ephemeral(&[("medium", "Memory"), ("sizeLimit", "1Mi")]),
             Ok(&["tmpfs kubelet/pods/p1/mount size=1048576"]),
         ),
-        (
+        row(
             "a memory ephemeral volume's tmpfs belongs to the volume_mount_group",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_capability: mount_group(GROUP),
-                ..ephemeral_publish(e, &[("medium", "Memory")])
-            },
+            ephemeral(&[("medium", "Memory")]).capability(mount_group(GROUP)),
             Ok(&["tmpfs kubelet/pods/p1/mount size=0 gid=4242"]),
         ),
-        (
+        row(
             "a memory ephemeral volume published again succeeds",
-            |e| {
-                let first = ephemeral_publish(e, &[("medium", "Memory")]);
-                given("publish", e.publish(first));
-            },
-            |e| ephemeral_publish(e, &[("medium", "Memory")]),
+            ephemeral(&[("medium", "Memory")]),
             Ok(&[]),
-        ),
-        (
+        )
+        .after(|e| given("publish", e.publish(ephemeral(&[("medium", "Memory")])))),
+        row(
             "an ephemeral volume with an unknown medium is refused",
-            NOTHING,
-            |e| ephemeral_publish(e, &[("medium", "Disk")]),
-            Err(Code::InvalidArgument),
+            ephemeral(&[("medium", "Disk")]),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "an ephemeral volume ID that is not a name is refused",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: "../etc".into(),
-                ..ephemeral_publish(e, &[])
-            },
-            Err(Code::InvalidArgument),
+            ephemeral(&[]).id("../etc"),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a hostPath under an allowed prefix is bound",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: "hp".into(),
-                volume_context: context(&[
-                    ("path", &e.path("host/data").display().to_string()),
-                    ("hostPathType", "DirectoryOrCreate"),
-                ]),
-                ..dir_publish(e, "p1")
-            },
+            host_path("host/data", "DirectoryOrCreate"),
             Ok(&["bind host/data -> kubelet/pods/p1/mount"]),
         ),
-        (
+        row(
             "a hostPath outside the allowed prefixes is PermissionDenied",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: "hp".into(),
-                volume_context: context(&[
-                    ("path", &e.path("state").display().to_string()),
-                    ("hostPathType", "Directory"),
-                ]),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::PermissionDenied),
+            host_path("state", "Directory"),
+            Err(PermissionDenied),
         ),
-        (
+        row(
             "a hostPath that does not exist is NotFound",
-            NOTHING,
-            |e| csi::NodePublishVolumeRequest {
-                volume_id: "hp".into(),
-                volume_context: context(&[
-                    ("path", &e.path("host/missing").display().to_string()),
-                    ("hostPathType", "Directory"),
-                ]),
-                ..dir_publish(e, "p1")
-            },
-            Err(Code::NotFound),
+            host_path("host/missing", "Directory"),
+            Err(NotFound),
         ),
-        (
+        row(
             "an NFS volume is bound from its subdirectory of the staged export",
-            |e| {
-                given("stage", e.stage(nfs_stage(e)));
-                std::fs::create_dir(e.path("kubelet/staging/s1/pvc-1")).expect("mkdir");
-            },
-            nfs_publish,
+            nfs(),
             Ok(&["bind kubelet/staging/s1/pvc-1 -> kubelet/pods/p1/mount"]),
-        ),
-        (
+        )
+        .after(staged_nfs_with_data),
+        row(
             "an NFS volume whose subdirectory is not in the export is NotFound",
-            |e| given("stage", e.stage(nfs_stage(e))),
-            nfs_publish,
-            Err(Code::NotFound),
-        ),
-        (
+            nfs(),
+            Err(NotFound),
+        )
+        .after(staged_nfs),
+        row(
             "an NFS volume not staged is FailedPrecondition",
-            NOTHING,
-            nfs_publish,
-            Err(Code::FailedPrecondition),
+            nfs(),
+            Err(FailedPrecondition),
         ),
-        (
+        row(
             "a bind the kernel refuses is Internal",
-            |e| e.fake.fail("bind", Errno::EPERM),
-            |e| dir_publish(e, "p1"),
-            Err(Code::Internal),
-        ),
+            dir(),
+            Err(Internal),
+        )
+        .after(|e| e.fake.fail("bind", Errno::EPERM)),
     ];
-    for (name, prior, request, want) in rows {
-        let env = Env::new();
-        prior(&env);
-        env.effects();
-        let got = env.publish(request(&env));
-        check(name, &env, got, *want);
-    }
+    run(rows, Env::publish, effects);
 }
 
 #[test]
 fn a_failed_publish_leaves_no_target_and_no_scratch_data() {
     let env = Env::new();
     env.fake.fail("bind", Errno::EPERM);
-    assert_eq!(
-        env.publish(ephemeral_publish(&env, &[])),
-        Err(Code::Internal)
-    );
-    assert!(!Path::new(&env.target("p1")).exists(), "target left behind");
+    assert_eq!(env.publish(ephemeral(&[])), Err(Internal));
+    assert!(!env.target("p1").exists(), "target left behind");
     assert!(
         !env.path("state/ephemeral/csi-eph").exists(),
         "scratch data left behind"
@@ -691,536 +769,332 @@ fn a_failed_publish_leaves_no_target_and_no_scratch_data() {
 
 #[test]
 fn node_unpublish_volume() {
-    type Row = (
-        &'static str,
-        Prior,
-        fn(&Env) -> csi::NodeUnpublishVolumeRequest,
-        Want,
-    );
-    let rows: &[Row] = &[
-        (
-            "volume_id is required",
-            NOTHING,
-            |e| unpublish(e, ""),
-            Err(Code::InvalidArgument),
-        ),
-        (
+    let rows: Vec<Row<Want>> = vec![
+        row("volume_id is required", dir().id(""), Err(InvalidArgument)),
+        row(
             "target_path is required",
-            NOTHING,
-            |e| csi::NodeUnpublishVolumeRequest {
-                target_path: String::new(),
-                ..unpublish(e, "v")
-            },
-            Err(Code::InvalidArgument),
+            dir().id("v").target(""),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a target_path outside the kubelet directory is refused",
-            NOTHING,
-            |e| csi::NodeUnpublishVolumeRequest {
-                target_path: e.path("state/x").display().to_string(),
-                ..unpublish(e, "v")
-            },
-            Err(Code::InvalidArgument),
+            dir().id("v").target("state/x"),
+            Err(InvalidArgument),
         ),
-        (
-            "a target that does not exist is success",
-            NOTHING,
-            |e| unpublish(e, &local_id(DIR_KEY)),
-            Ok(&[]),
-        ),
-        (
-            "a target that is no mount is removed",
-            |e| std::fs::create_dir_all(e.target("p1")).expect("mkdir"),
-            |e| unpublish(e, &local_id(DIR_KEY)),
-            Ok(&[]),
-        ),
-        (
+        row("a target that does not exist is success", dir(), Ok(&[])),
+        row("a target that is no mount is removed", dir(), Ok(&[])).after(target_made),
+        row(
             "a published target is unmounted",
-            |e| given("publish", e.publish(dir_publish(e, "p1"))),
-            |e| unpublish(e, &local_id(DIR_KEY)),
+            dir(),
             Ok(&["unmount kubelet/pods/p1/mount"]),
-        ),
-        (
-            "unpublishing twice is success",
-            |e| {
-                given("publish", e.publish(dir_publish(e, "p1")));
-                given("unpublish", e.unpublish(unpublish(e, &local_id(DIR_KEY))));
-            },
-            |e| unpublish(e, &local_id(DIR_KEY)),
-            Ok(&[]),
-        ),
-        (
+        )
+        .after(published),
+        row("unpublishing twice is success", dir(), Ok(&[])).after(|e| {
+            published(e);
+            given("unpublish", e.unpublish(dir()));
+        }),
+        row(
             "mounts stacked at the target all go",
-            |e| {
-                given("publish", e.publish(dir_publish(e, "p1")));
-                e.fake.mounted(Path::new(&e.target("p1")), "tmpfs", "tmpfs");
-            },
-            |e| unpublish(e, &local_id(DIR_KEY)),
+            dir(),
             Ok(&[
                 "unmount kubelet/pods/p1/mount",
                 "unmount kubelet/pods/p1/mount",
             ]),
-        ),
-        (
+        )
+        .after(|e| {
+            published(e);
+            e.fake.mounted(&e.target("p1"), "tmpfs", "tmpfs");
+        }),
+        row(
             "a busy target has the mounts below it unmounted first",
-            |e| {
-                given("publish", e.publish(dir_publish(e, "p1")));
-                let target = PathBuf::from(e.target("p1"));
-                e.fake.mounted(&target.join("inner"), "tmpfs", "tmpfs");
-                e.fake.busy(&target, 1);
-            },
-            |e| unpublish(e, &local_id(DIR_KEY)),
+            dir(),
             Ok(&[
                 "unmount kubelet/pods/p1/mount (busy)",
                 "unmount kubelet/pods/p1/mount/inner",
                 "unmount kubelet/pods/p1/mount",
             ]),
-        ),
-        (
-            "a target that stays busy is Internal",
-            |e| {
-                given("publish", e.publish(dir_publish(e, "p1")));
-                e.fake.busy(Path::new(&e.target("p1")), 100);
-            },
-            |e| unpublish(e, &local_id(DIR_KEY)),
-            Err(Code::Internal),
-        ),
-        (
+        )
+        .after(|e| {
+            published(e);
+            e.fake
+                .mounted(&e.target("p1").join("inner"), "tmpfs", "tmpfs");
+            e.fake.busy(&e.target("p1"), 1);
+        }),
+        row("a target that stays busy is Internal", dir(), Err(Internal)).after(|e| {
+            published(e);
+            e.fake.busy(&e.target("p1"), 100);
+        }),
+        row(
             "an ephemeral volume is unmounted",
-            |e| given("publish", e.publish(ephemeral_publish(e, &[]))),
-            |e| unpublish(e, "csi-eph"),
+            ephemeral(&[]),
             Ok(&["unmount kubelet/pods/p1/mount"]),
-        ),
+        )
+        .after(published_ephemeral),
     ];
-    for (name, prior, request, want) in rows {
-        let env = Env::new();
-        prior(&env);
-        env.effects();
-        let got = env.unpublish(request(&env));
-        check(name, &env, got, *want);
-    }
+    run(rows, Env::unpublish, effects);
 }
 
 #[test]
 fn unpublishing_an_ephemeral_volume_removes_its_data_and_target() {
     let env = Env::new();
-    given("publish", env.publish(ephemeral_publish(&env, &[])));
+    published_ephemeral(&env);
     assert!(env.path("state/ephemeral/csi-eph").is_dir());
-    given("unpublish", env.unpublish(unpublish(&env, "csi-eph")));
+    given("unpublish", env.unpublish(ephemeral(&[])));
     assert!(!env.path("state/ephemeral/csi-eph").exists());
-    assert!(!Path::new(&env.target("p1")).exists());
+    assert!(!env.target("p1").exists());
 }
 
 #[test]
 fn node_stage_volume() {
-    type Row = (
-        &'static str,
-        Prior,
-        fn(&Env) -> csi::NodeStageVolumeRequest,
-        Want,
-    );
-    let stage_image: &[&str] = &[
-        "attach local/volumes/22222222222222222222222222222222.img -> dev/loop0 autoclear",
-        "mount ext4 dev/loop0 -> kubelet/staging/s1",
-    ];
-    let rows: &[Row] = &[
-        (
-            "volume_id is required",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                volume_id: String::new(),
-                ..dir_stage(e)
-            },
-            Err(Code::InvalidArgument),
-        ),
-        (
-            "staging_target_path is required",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                staging_target_path: String::new(),
-                ..dir_stage(e)
-            },
-            Err(Code::InvalidArgument),
-        ),
-        (
-            "a staging path outside the kubelet directory is refused",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                staging_target_path: e.path("state").display().to_string(),
-                ..dir_stage(e)
-            },
-            Err(Code::InvalidArgument),
-        ),
-        (
+    let stage_image: &[&str] = &[ATTACH_IMAGE, "mount ext4 dev/loop0 -> kubelet/staging/s1"];
+    let rows: Vec<Row<Want>> = vec![
+        row("volume_id is required", dir().id(""), Err(InvalidArgument)),
+        row(
             "volume_capability is required",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                volume_capability: None,
-                ..dir_stage(e)
-            },
-            Err(Code::InvalidArgument),
+            dir().capability(None),
+            Err(InvalidArgument),
         ),
-        (
+        row(
+            "staging_target_path is required",
+            dir().staging(""),
+            Err(InvalidArgument),
+        ),
+        row(
+            "a staging path outside the kubelet directory is refused",
+            dir().staging("state"),
+            Err(InvalidArgument),
+        ),
+        row(
             "ephemeral volumes are not staged",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                volume_id: "csi-eph".into(),
-                volume_context: context(&[("csi.storage.k8s.io/ephemeral", "true")]),
-                ..dir_stage(e)
-            },
-            Err(Code::InvalidArgument),
+            ephemeral(&[]).staging(STAGING),
+            Err(InvalidArgument),
         ),
-        (
-            "a directory volume needs no staging",
-            NOTHING,
-            dir_stage,
-            Ok(&[]),
-        ),
-        (
+        row("a directory volume needs no staging", dir(), Ok(&[])),
+        row(
             "a staging directory that does not exist is NotFound",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                staging_target_path: e.kubelet("staging/missing"),
-                ..dir_stage(e)
-            },
-            Err(Code::NotFound),
+            dir().staging("kubelet/staging/missing"),
+            Err(NotFound),
         ),
-        (
+        row(
             "a local volume of another node is NotFound",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                volume_id: format!("local:{IMG_KEY}:node-b"),
-                ..image_stage(e)
-            },
-            Err(Code::NotFound),
+            image().id(&format!("local:{IMG_KEY}:node-b")),
+            Err(NotFound),
         ),
-        (
+        row(
             "an image volume is mounted through an autoclear loop device",
-            NOTHING,
-            image_stage,
+            image(),
             Ok(stage_image),
         ),
-        (
+        row(
             "an image grown while unstaged is grown offline before the mount",
-            |e| e.fake.fs_size(&e.image(), IMAGE_BYTES / 2),
-            image_stage,
+            image(),
             Ok(&[
-                "attach local/volumes/22222222222222222222222222222222.img -> dev/loop0 autoclear",
+                ATTACH_IMAGE,
                 "grow-offline dev/loop0",
                 "mount ext4 dev/loop0 -> kubelet/staging/s1",
             ]),
-        ),
-        (
+        )
+        .after(|e| e.fake.fs_size(&e.image_file(), IMAGE_BYTES / 2)),
+        row(
             "staging an image twice succeeds and mounts nothing",
-            |e| given("stage", e.stage(image_stage(e))),
-            image_stage,
+            image(),
             Ok(&[]),
-        ),
-        (
+        )
+        .after(staged_image),
+        row(
             "a staging path holding another mount is AlreadyExists",
-            |e| {
-                e.fake
-                    .mounted(&e.path("kubelet/staging/s1"), "tmpfs", "tmpfs")
-            },
-            image_stage,
-            Err(Code::AlreadyExists),
-        ),
-        (
+            image(),
+            Err(AlreadyExists),
+        )
+        .after(|e| e.fake.mounted(&e.path(STAGING), "tmpfs", "tmpfs")),
+        row(
             "a mount the kernel refuses is Internal",
-            |e| e.fake.fail("mount", Errno::EINVAL),
-            image_stage,
-            Err(Code::Internal),
-        ),
-        (
+            image(),
+            Err(Internal),
+        )
+        .after(|e| e.fake.fail("mount", Errno::EINVAL)),
+        row(
             "a block volume gets one loop device",
-            NOTHING,
-            block_stage,
+            block(),
             Ok(&["attach local/volumes/33333333333333333333333333333333.img -> dev/loop0"]),
         ),
-        (
+        row(
             "staging a block volume twice attaches nothing more",
-            |e| given("stage", e.stage(block_stage(e))),
-            block_stage,
+            block(),
             Ok(&[]),
-        ),
-        (
+        )
+        .after(staged_block),
+        row(
             "a directory volume staged as a block device is refused",
-            NOTHING,
-            |e| csi::NodeStageVolumeRequest {
-                volume_capability: block(),
-                ..dir_stage(e)
-            },
-            Err(Code::InvalidArgument),
+            dir().capability(block_capability()),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "an NFS export is mounted at the staging path",
-            NOTHING,
-            nfs_stage,
+            nfs(),
             Ok(&["mount nfs 127.0.0.1:/export -> kubelet/staging/s1"]),
         ),
-        (
+        row(
             "staging an NFS volume twice succeeds and mounts nothing",
-            |e| given("stage", e.stage(nfs_stage(e))),
-            nfs_stage,
+            nfs(),
             Ok(&[]),
-        ),
-        (
+        )
+        .after(staged_nfs),
+        row(
             "another export at the staging path is AlreadyExists",
-            |e| given("stage", e.stage(nfs_stage(e))),
-            |e| {
-                let mut req = nfs_stage(e);
-                req.volume_context.insert("share".into(), "/other".into());
-                req
-            },
-            Err(Code::AlreadyExists),
-        ),
-        (
+            nfs().with("share", "/other"),
+            Err(AlreadyExists),
+        )
+        .after(staged_nfs),
+        row(
             "an NFS volume without a server is refused",
-            NOTHING,
-            |e| {
-                let mut req = nfs_stage(e);
-                req.volume_context.remove("server");
-                req.volume_context.remove("share");
-                req
-            },
-            Err(Code::InvalidArgument),
+            nfs().without("server").without("share"),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "an NFS server that does not answer is Unavailable",
-            |e| e.fake.fail("mount", Errno::ETIMEDOUT),
-            nfs_stage,
-            Err(Code::Unavailable),
-        ),
-        (
+            nfs(),
+            Err(Unavailable),
+        )
+        .after(|e| e.fake.fail("mount", Errno::ETIMEDOUT)),
+        row(
             "an NFS server that refuses the mount is PermissionDenied",
-            |e| e.fake.fail("mount", Errno::EACCES),
-            nfs_stage,
-            Err(Code::PermissionDenied),
-        ),
-        (
+            nfs(),
+            Err(PermissionDenied),
+        )
+        .after(|e| e.fake.fail("mount", Errno::EACCES)),
+        row(
             "a kernel without an NFS client is FailedPrecondition",
-            |e| e.fake.fail("mount", Errno::ENODEV),
-            nfs_stage,
-            Err(Code::FailedPrecondition),
-        ),
+            nfs(),
+            Err(FailedPrecondition),
+        )
+        .after(|e| e.fake.fail("mount", Errno::ENODEV)),
     ];
-    for (name, prior, request, want) in rows {
-        let env = Env::new();
-        prior(&env);
-        env.effects();
-        let got = env.stage(request(&env));
-        check(name, &env, got, *want);
-    }
+    run(rows, Env::stage, effects);
 }
 
 #[test]
 fn node_unstage_volume() {
-    type Row = (
-        &'static str,
-        Prior,
-        fn(&Env) -> csi::NodeUnstageVolumeRequest,
-        Want,
-    );
-    let rows: &[Row] = &[
-        (
-            "volume_id is required",
-            NOTHING,
-            |e| unstage(e, ""),
-            Err(Code::InvalidArgument),
-        ),
-        (
+    let rows: Vec<Row<Want>> = vec![
+        row("volume_id is required", dir().id(""), Err(InvalidArgument)),
+        row(
             "staging_target_path is required",
-            NOTHING,
-            |_| csi::NodeUnstageVolumeRequest {
-                volume_id: "v".into(),
-                staging_target_path: String::new(),
-            },
-            Err(Code::InvalidArgument),
+            dir().id("v").staging(""),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a staging path outside the kubelet directory is refused",
-            NOTHING,
-            |e| csi::NodeUnstageVolumeRequest {
-                staging_target_path: e.path("local").display().to_string(),
-                ..unstage(e, "v")
-            },
-            Err(Code::InvalidArgument),
+            dir().id("v").staging("local"),
+            Err(InvalidArgument),
         ),
-        (
+        row(
             "a staging path that is gone is success",
-            NOTHING,
-            |e| csi::NodeUnstageVolumeRequest {
-                staging_target_path: e.kubelet("staging/gone"),
-                ..unstage(e, &local_id(DIR_KEY))
-            },
+            dir().staging("kubelet/staging/gone"),
             Ok(&[]),
         ),
-        (
-            "a staging path with no mount is success",
-            NOTHING,
-            |e| unstage(e, &local_id(DIR_KEY)),
-            Ok(&[]),
-        ),
-        (
+        row("a staging path with no mount is success", dir(), Ok(&[])),
+        row(
             "a staged image is unmounted (its autoclear device goes with it)",
-            |e| given("stage", e.stage(image_stage(e))),
-            |e| unstage(e, &local_id(IMG_KEY)),
+            image(),
             Ok(&["unmount kubelet/staging/s1"]),
-        ),
-        (
+        )
+        .after(staged_image),
+        row(
             "a staged block volume's loop device is detached",
-            |e| given("stage", e.stage(block_stage(e))),
-            |e| unstage(e, &local_id(BLK_KEY)),
+            block(),
             Ok(&["detach-loop dev/loop0"]),
-        ),
-        (
+        )
+        .after(staged_block),
+        row(
             "unstaging a block volume twice is success",
-            |e| {
-                given("stage", e.stage(block_stage(e)));
-                given("unstage", e.unstage(unstage(e, &local_id(BLK_KEY))));
-            },
-            |e| unstage(e, &local_id(BLK_KEY)),
+            block(),
             Ok(&[]),
-        ),
-        (
-            "a staged NFS export is unmounted",
-            |e| given("stage", e.stage(nfs_stage(e))),
-            |e| unstage(e, "nfs-static"),
-            Ok(&["unmount kubelet/staging/s1"]),
-        ),
-        (
-            "an unmount the kernel refuses is Internal",
-            |e| {
-                given("stage", e.stage(image_stage(e)));
-                e.fake.fail("unmount", Errno::EPERM);
-            },
-            |e| unstage(e, &local_id(IMG_KEY)),
-            Err(Code::Internal),
-        ),
-    ];
-    for (name, prior, request, want) in rows {
-        let env = Env::new();
-        prior(&env);
-        env.effects();
-        let got = env.unstage(request(&env));
-        check(name, &env, got, *want);
-    }
-}
-
-fn expand(e: &Env, volume_path: &str, required: i64) -> csi::NodeExpandVolumeRequest {
-    csi::NodeExpandVolumeRequest {
-        volume_id: local_id(IMG_KEY),
-        volume_path: volume_path.into(),
-        capacity_range: Some(csi::CapacityRange {
-            required_bytes: required,
-            limit_bytes: 0,
+        )
+        .after(|e| {
+            staged_block(e);
+            given("unstage", e.unstage(block()));
         }),
-        staging_target_path: e.kubelet("staging/s1"),
-        ..Default::default()
-    }
-}
-
-/// An image staged, then enlarged to twice its size by the controller.
-fn image_enlarged(e: &Env) {
-    given("stage", e.stage(image_stage(e)));
-    std::fs::File::options()
-        .write(true)
-        .open(e.image())
-        .and_then(|f| f.set_len(2 * IMAGE_BYTES))
-        .expect("grow the image file");
-    e.fake.fs_size(&e.image(), IMAGE_BYTES);
+        row(
+            "a staged NFS export is unmounted",
+            nfs(),
+            Ok(&["unmount kubelet/staging/s1"]),
+        )
+        .after(staged_nfs),
+        row(
+            "an unmount the kernel refuses is Internal",
+            image(),
+            Err(Internal),
+        )
+        .after(|e| {
+            staged_image(e);
+            e.fake.fail("unmount", Errno::EPERM);
+        }),
+    ];
+    run(rows, Env::unstage, effects);
 }
 
 #[test]
 fn node_expand_volume() {
-    type Row = (
-        &'static str,
-        Prior,
-        fn(&Env) -> csi::NodeExpandVolumeRequest,
-        Result<(i64, &'static [&'static str]), Code>,
-    );
     let doubled = 2 * IMAGE_BYTES as i64;
-    let rows: &[Row] = &[
-        (
+    let at_size = IMAGE_BYTES as i64;
+    let rows: Vec<Row<WantSized>> = vec![
+        row_sized(
             "volume_id is required",
-            NOTHING,
-            |e| csi::NodeExpandVolumeRequest {
-                volume_id: String::new(),
-                ..expand(e, &e.kubelet("staging/s1"), 1)
-            },
-            Err(Code::InvalidArgument),
+            grow(1).id(""),
+            Err(InvalidArgument),
         ),
-        (
+        row_sized(
             "volume_path is required",
-            NOTHING,
-            |e| expand(e, "", 1),
-            Err(Code::InvalidArgument),
+            grow(1).target(""),
+            Err(InvalidArgument),
         ),
-        (
+        row_sized(
             "a volume path that does not exist is NotFound",
-            NOTHING,
-            |e| expand(e, &e.kubelet("pods/none/mount"), 1),
-            Err(Code::NotFound),
+            grow(1).target("kubelet/pods/none/mount"),
+            Err(NotFound),
         ),
-        (
+        row_sized(
             "a directory has nothing to grow: the requested size is the answer",
-            |e| given("publish", e.publish(dir_publish(e, "p1"))),
-            |e| expand(e, &e.target("p1"), 5 << 20),
+            grow(5 << 20).target(TARGET),
             Ok((5 << 20, &[])),
-        ),
-        (
+        )
+        .after(published),
+        row_sized(
             "an image the controller enlarged is grown online",
-            image_enlarged,
-            |e| expand(e, &e.kubelet("staging/s1"), 2 * IMAGE_BYTES as i64),
+            grow(doubled),
             Ok((
                 doubled,
                 &["set-capacity dev/loop0", "grow-online dev/loop0"],
             )),
-        ),
-        (
+        )
+        .after(image_enlarged),
+        row_sized(
             "an image already at its file's size is left alone",
-            |e| given("stage", e.stage(image_stage(e))),
-            |e| expand(e, &e.kubelet("staging/s1"), 1),
-            Ok((IMAGE_BYTES as i64, &["set-capacity dev/loop0"])),
-        ),
-        (
+            grow(1),
+            Ok((at_size, &["set-capacity dev/loop0"])),
+        )
+        .after(staged_image),
+        row_sized(
             "an image at its size needs no CAP_SYS_RESOURCE",
-            |e| {
-                given("stage", e.stage(image_stage(e)));
-                e.fake.without_cap_sys_resource();
-            },
-            |e| expand(e, &e.kubelet("staging/s1"), 1),
-            Ok((IMAGE_BYTES as i64, &["set-capacity dev/loop0"])),
-        ),
-        (
+            grow(1),
+            Ok((at_size, &["set-capacity dev/loop0"])),
+        )
+        .after(|e| {
+            staged_image(e);
+            e.fake.without_cap_sys_resource();
+        }),
+        row_sized(
             "growth without CAP_SYS_RESOURCE is PermissionDenied",
-            |e| {
-                image_enlarged(e);
-                e.fake.without_cap_sys_resource();
-            },
-            |e| expand(e, &e.kubelet("staging/s1"), 2 * IMAGE_BYTES as i64),
-            Err(Code::PermissionDenied),
-        ),
+            grow(doubled),
+            Err(PermissionDenied),
+        )
+        .after(|e| {
+            image_enlarged(e);
+            e.fake.without_cap_sys_resource();
+        }),
     ];
-    for (name, prior, request, want) in rows {
-        let env = Env::new();
-        prior(&env);
-        env.effects();
-        let got = env
-            .expand(request(&env))
-            .map(|bytes| (bytes, env.effects()));
-        let want = (*want)
-            .map(|(bytes, effects)| (bytes, effects.iter().map(|s| s.to_string()).collect()));
-        assert_eq!(got, want, "row: {name}");
-    }
-}
-
-fn stats(volume_id: &str, volume_path: &str) -> csi::NodeGetVolumeStatsRequest {
-    csi::NodeGetVolumeStatsRequest {
-        volume_id: volume_id.into(),
-        volume_path: volume_path.into(),
-        staging_target_path: String::new(),
-    }
+    let expected = |want: WantSized| want.map(|(b, e)| (b, strings(e)));
+    run(rows, Env::expand, expected);
 }
 
 /// A stats answer reduced to what a row checks: the byte and inode usage as
@@ -1245,65 +1119,45 @@ fn summary(env: &Env, r: csi::NodeGetVolumeStatsResponse) -> Stats {
 
 #[test]
 fn node_get_volume_stats() {
-    type Row = (
-        &'static str,
-        Prior,
-        fn(&Env) -> csi::NodeGetVolumeStatsRequest,
-        Result<(bool, &'static [&'static str]), Code>,
-    );
-    let rows: &[Row] = &[
-        (
-            "volume_id is required",
-            NOTHING,
-            |e| stats("", &e.target("p1")),
-            Err(Code::InvalidArgument),
-        ),
-        (
+    let rows: Vec<Row<WantReport>> = vec![
+        row_reported("volume_id is required", dir().id(""), Err(InvalidArgument)),
+        row_reported(
             "volume_path is required",
-            NOTHING,
-            |_| stats("v", ""),
-            Err(Code::InvalidArgument),
+            dir().id("v").target(""),
+            Err(InvalidArgument),
         ),
-        (
+        row_reported(
             "a volume path that does not exist is NotFound",
-            NOTHING,
-            |e| stats(&local_id(DIR_KEY), &e.target("p1")),
-            Err(Code::NotFound),
+            dir(),
+            Err(NotFound),
         ),
-        (
+        row_reported(
             "a volume this node does not know, with nothing mounted, is NotFound",
-            |e| std::fs::create_dir_all(e.target("p1")).expect("mkdir"),
-            |e| stats("not-ours", &e.target("p1")),
-            Err(Code::NotFound),
-        ),
-        (
+            dir().id("not-ours"),
+            Err(NotFound),
+        )
+        .after(target_made),
+        row_reported(
             "a published volume is reported, its condition normal",
-            |e| given("publish", e.publish(dir_publish(e, "p1"))),
-            |e| stats(&local_id(DIR_KEY), &e.target("p1")),
+            dir(),
             Ok((false, &[])),
-        ),
-        (
+        )
+        .after(published),
+        row_reported(
             "a Stowage volume no longer mounted is abnormal",
-            |e| std::fs::create_dir_all(e.target("p1")).expect("mkdir"),
-            |e| stats(&local_id(DIR_KEY), &e.target("p1")),
+            dir(),
             Ok((true, &[])),
-        ),
-        (
+        )
+        .after(target_made),
+        row_reported(
             "an ephemeral volume with data here is known",
-            |e| given("publish", e.publish(ephemeral_publish(e, &[]))),
-            |e| stats("csi-eph", &e.target("p1")),
+            ephemeral(&[]),
             Ok((false, &[])),
-        ),
-        (
+        )
+        .after(published_ephemeral),
+        row_reported(
             "a stale NFS volume is mounted again in place, and reported abnormal",
-            |e| {
-                given("stage", e.stage(nfs_stage(e)));
-                std::fs::create_dir(e.path("kubelet/staging/s1/pvc-1")).expect("mkdir");
-                given("publish", e.publish(nfs_publish(e)));
-                e.fake.stale(&e.path("kubelet/staging/s1"));
-                e.fake.stale(Path::new(&e.target("p1")));
-            },
-            |e| stats("nfs-static", &e.target("p1")),
+            nfs(),
             Ok((
                 true,
                 &[
@@ -1313,44 +1167,39 @@ fn node_get_volume_stats() {
                     "bind kubelet/staging/s1/pvc-1 -> kubelet/pods/p1/mount",
                 ],
             )),
-        ),
+        )
+        .after(|e| {
+            staged_nfs_with_data(e);
+            given("publish", e.publish(nfs()));
+            e.fake.stale(&e.path(STAGING));
+            e.fake.stale(&e.target("p1"));
+        }),
     ];
     // The fake's statvfs: 1000 blocks of 4096, 600 free, 500 available; 100 inodes,
     // 40 free, 30 available.
     let bytes = (500 * 4096, 1000 * 4096, 400 * 4096);
     let inodes = (30, 100, 60);
-    for (name, prior, request, want) in rows {
-        let env = Env::new();
-        prior(&env);
-        env.effects();
-        let got = env.stats(request(&env)).map(|r| summary(&env, r));
-        let want = (*want).map(|(abnormal, effects)| {
-            let effects = effects.iter().map(|s| s.to_string()).collect();
-            (bytes, inodes, abnormal, effects)
-        });
-        assert_eq!(got, want, "row: {name}");
-    }
+    let expected = |want: WantReport| {
+        want.map(|(abnormal, effects)| (bytes, inodes, abnormal, strings(effects)))
+    };
+    run(rows, Env::stats, expected);
 }
 
 #[test]
 fn node_get_info_and_capabilities() {
     let env = Env::new();
     let info = env
-        .runtime
-        .block_on(
+        .answer(
             env.node
                 .node_get_info(Request::new(csi::NodeGetInfoRequest {})),
         )
-        .expect("info")
-        .into_inner();
+        .expect("info");
     let capabilities = env
-        .runtime
-        .block_on(
+        .answer(
             env.node
                 .node_get_capabilities(Request::new(csi::NodeGetCapabilitiesRequest {})),
         )
-        .expect("capabilities")
-        .into_inner();
+        .expect("capabilities");
     let advertised: Vec<i32> = capabilities
         .capabilities
         .iter()
