@@ -120,7 +120,7 @@ pub enum Error {
     StatusFailing(Duration),
 
     // The CSI driver under test.
-    #[error("connect {}: {source}", .socket.display())]
+    #[error("connect {}: {}", .socket.display(), with_causes(.source))]
     Connect {
         socket: PathBuf,
         source: tonic::transport::Error,
@@ -167,6 +167,23 @@ fn see(log: &Option<PathBuf>) -> String {
     log.as_ref()
         .map(|log| format!("; see {}", log.display()))
         .unwrap_or_default()
+}
+
+/// An error and what caused it, for errors that say little alone (tonic's transport
+/// error is "transport error"; its source says which file or connection failed).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut said = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        // Wrappers often repeat their source's words; say them once.
+        let text = next.to_string();
+        if !said.ends_with(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = next.source();
+    }
+    said
 }
 
 /// A request about `what` to the API failed.
@@ -228,6 +245,22 @@ mod tests {
         for (error, said) in cases {
             assert_eq!(error.to_string(), said);
         }
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_cannot_be_reached_says_why_not_only_transport_error() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let socket = dir.path().join("absent.sock");
+        let refused = crate::bench::process::connect(&socket)
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "connect {}: transport error: No such file or directory (os error 2)",
+                socket.display()
+            )
+        );
     }
 
     #[test]
