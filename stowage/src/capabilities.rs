@@ -17,16 +17,11 @@ pub struct Refused {
 
 /// The controller RPC capabilities, as `rpc::Type` numbers.
 pub async fn controller_rpcs(client: &mut ControllerClient<Channel>) -> Result<Vec<i32>, Refused> {
-    let caps = client
-        .controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {})
-        .await
-        .map_err(|status| Refused {
-            rpc: "ControllerGetCapabilities",
-            status,
-        })?
-        .into_inner();
+    let call = client.controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {});
+    let caps = answer("ControllerGetCapabilities", call)
+        .await?
+        .capabilities;
     Ok(caps
-        .capabilities
         .iter()
         .filter_map(|c| c.r#type.as_ref())
         .map(|controller_service_capability::Type::Rpc(rpc)| rpc.r#type)
@@ -35,18 +30,22 @@ pub async fn controller_rpcs(client: &mut ControllerClient<Channel>) -> Result<V
 
 /// The node RPC capabilities, as `rpc::Type` numbers.
 pub async fn node_rpcs(client: &mut NodeClient<Channel>) -> Result<Vec<i32>, Refused> {
-    let caps = client
-        .node_get_capabilities(csi::NodeGetCapabilitiesRequest {})
-        .await
-        .map_err(|status| Refused {
-            rpc: "NodeGetCapabilities",
-            status,
-        })?
-        .into_inner();
+    let call = client.node_get_capabilities(csi::NodeGetCapabilitiesRequest {});
+    let caps = answer("NodeGetCapabilities", call).await?.capabilities;
     Ok(caps
-        .capabilities
         .iter()
         .filter_map(|c| c.r#type.as_ref())
         .map(|node_service_capability::Type::Rpc(rpc)| rpc.r#type)
         .collect())
+}
+
+/// The answer to `rpc`, or why the driver refused it.
+async fn answer<T>(
+    rpc: &'static str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Refused> {
+    match call.await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) => Err(Refused { rpc, status }),
+    }
 }

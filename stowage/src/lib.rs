@@ -3,6 +3,9 @@
 //! the node lives maps a fraction of the code (its resident memory follows the
 //! binary's size, see BENCHMARKS.md).
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod node_plugin;
 pub mod serve;
 pub mod telemetry_endpoint;

@@ -1,5 +1,7 @@
 //! `stowage`: parses flags, sets up tracing and runs the chosen component.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod capabilities;
 mod kubeconfig;
@@ -13,9 +15,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use csi_controller::{ControllerConfig, Driver, controller_routes};
-use driver_contract::socket;
-use stowage::node_plugin::{self, NodeArgs};
-use stowage::{serve, telemetry_endpoint};
+use driver_contract::socket::{self, NotAUnixEndpoint};
+use stowage::node_plugin::{self, NodeArgs, NodePluginError};
+use stowage::serve::{self, ServeError};
+use stowage::telemetry_endpoint::{self, MetricsEndpointError};
 
 /// The flag `stowage up` gives its children; see [`up::parent`].
 const EXIT_WITH_STDIN: &str = "--exit-with-stdin";
@@ -226,26 +229,10 @@ fn main() -> ExitCode {
             .enable_all()
             .build(),
     };
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stowage: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli.command)),
+        Err(e) => Err(Failure::Runtime(e)),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Controller(args) => Ok(run_controller(args).await?),
-            Command::Node(args) => Ok(node_plugin::run(args).await?),
-            Command::Apiserver(args) => Ok(run_apiserver(args).await?),
-            Command::Provisioner(args) => run_provisioner(args).await,
-            Command::Up(args) => Ok(up::run(args).await?),
-            Command::Mount(args) => Ok(volume::mount(args).await?),
-            Command::Unmount(args) => Ok(volume::unmount(args).await?),
-            Command::Status(args) => Ok(volume::status(args).await?),
-            Command::Bench(command) => Ok(run_bench(command).await?),
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -256,49 +243,86 @@ fn main() -> ExitCode {
     }
 }
 
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Controller(args) => run_controller(args).await,
+        Command::Node(args) => Ok(node_plugin::run(args).await?),
+        Command::Apiserver(args) => run_apiserver(args).await,
+        Command::Provisioner(args) => run_provisioner(args).await,
+        Command::Up(args) => Ok(up::run(args).await?),
+        Command::Mount(args) => Ok(volume::mount(args).await?),
+        Command::Unmount(args) => Ok(volume::unmount(args).await?),
+        Command::Status(args) => Ok(volume::status(args).await?),
+        Command::Bench(command) => Ok(run_bench(command).await?),
+    }
+}
+
 /// Why a subcommand failed: the one place that turns a failure into the message and
 /// the exit code of the process.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error(transparent)]
     Volume(#[from] volume::Error),
     #[error(transparent)]
     Up(#[from] up::Error),
     #[error(transparent)]
     Kubeconfig(#[from] kubeconfig::KubeconfigError),
+    #[error("no kubeconfig (give --kubeconfig): {0}")]
+    NoKubeconfig(kube::config::InferConfigError),
+    #[error("API client: {0}")]
+    ApiClient(kube::Error),
+    #[error(transparent)]
+    Endpoint(#[from] NotAUnixEndpoint),
+    #[error(transparent)]
+    Metrics(#[from] MetricsEndpointError),
     #[error(transparent)]
     Controllers(#[from] provisioner::controllers::UnknownController),
     #[error("leader election: {0}")]
     LeaderTiming(#[from] provisioner::leader::TimingError),
     #[error("provisioner: {0}")]
     Provisioner(#[from] provisioner::Error),
-    /// What the subcommands not yet typed say as a sentence (controller, node plugin,
-    /// API server, the benchmarks).
-    #[error("{0}")]
-    Said(String),
-}
-
-impl From<String> for Failure {
-    fn from(sentence: String) -> Self {
-        Self::Said(sentence)
-    }
+    /// The controller could not open its state (`stowage controller`).
+    #[error("controller: {0}")]
+    Controller(csi_controller::Error),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    NodePlugin(#[from] NodePluginError),
+    #[error("apiserver: {0}")]
+    ApiServerStart(#[from] apiserver::StartError),
+    #[error("apiserver: {0}")]
+    ApiServerRun(std::io::Error),
+    #[error(transparent)]
+    Bench(#[from] bench::Error),
 }
 
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Volume(_)
+            Self::Runtime(_)
+            | Self::Volume(_)
             | Self::Up(_)
             | Self::Kubeconfig(_)
+            | Self::NoKubeconfig(_)
+            | Self::ApiClient(_)
+            | Self::Endpoint(_)
+            | Self::Metrics(_)
             | Self::Controllers(_)
             | Self::LeaderTiming(_)
             | Self::Provisioner(_)
-            | Self::Said(_) => ExitCode::FAILURE,
+            | Self::Controller(_)
+            | Self::Serve(_)
+            | Self::NodePlugin(_)
+            | Self::ApiServerStart(_)
+            | Self::ApiServerRun(_)
+            | Self::Bench(_) => ExitCode::FAILURE,
         }
     }
 }
 
-async fn run_bench(command: BenchCommand) -> Result<(), String> {
+async fn run_bench(command: BenchCommand) -> Result<(), bench::Error> {
     match command {
         BenchCommand::Apiserver(args) => bench::run_apiserver(args).await,
         BenchCommand::Binder(args) => bench::run_binder(args),
@@ -310,7 +334,7 @@ async fn run_bench(command: BenchCommand) -> Result<(), String> {
     }
 }
 
-async fn run_controller(args: ControllerArgs) -> Result<(), String> {
+async fn run_controller(args: ControllerArgs) -> Result<(), Failure> {
     let config = ControllerConfig {
         node_id: args.node_id,
         local_root: args.local_root,
@@ -318,23 +342,13 @@ async fn run_controller(args: ControllerArgs) -> Result<(), String> {
         enable_attach: args.enable_attach,
         max_volumes_per_node: args.max_volumes_per_node,
     };
-    let driver = Driver::open(&config).map_err(|e| format!("controller: {e}"))?;
-    let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
-    let listener = socket::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
-    let (grpc, health) = telemetry_endpoint::serve(args.metrics_address, |_| {}).await?;
-    health.set_ready(true);
-    tracing::info!(endpoint = %path.display(), local = config.local_root.is_some(), "controller serving");
-    serve::serve(
-        listener,
-        controller_routes(driver),
-        grpc,
-        socket::shutdown_signal(),
-    )
-    .await
-    .map_err(|e| format!("serve: {e}"))
+    let driver = Driver::open(&config).map_err(Failure::Controller)?;
+    tracing::info!(local = config.local_root.is_some(), "controller state open");
+    let routes = controller_routes(driver);
+    Ok(serve::serve_endpoint("controller", &args.endpoint, args.metrics_address, routes).await?)
 }
 
-async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
+async fn run_apiserver(args: ApiserverArgs) -> Result<(), Failure> {
     let mut config = apiserver::Config::new(args.listen, args.data);
     config.watch_history = args.watch_history;
     config.token_file = args.token_file;
@@ -344,15 +358,13 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         config.metrics = apiserver::ApiMetrics::register(registry);
     })
     .await?;
-    let server = apiserver::ApiServer::bind(config)
-        .await
-        .map_err(|e| format!("apiserver: {e}"))?;
+    let server = apiserver::ApiServer::bind(config).await?;
     health.set_ready(true);
     println!("kubeconfig: {}", server.kubeconfig().display());
     server
         .run(socket::shutdown_signal())
         .await
-        .map_err(|e| format!("apiserver: {e}"))
+        .map_err(Failure::ApiServerRun)
 }
 
 async fn run_provisioner(args: ProvisionerArgs) -> Result<(), Failure> {
@@ -360,16 +372,12 @@ async fn run_provisioner(args: ProvisionerArgs) -> Result<(), Failure> {
     let client = match &args.kubeconfig {
         Some(path) => kubeconfig::client(path).await?,
         None => {
-            let config = kube::Config::infer()
-                .await
-                .map_err(|e| format!("no kubeconfig (give --kubeconfig): {e}"))?;
-            kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?
+            let config = kube::Config::infer().await.map_err(Failure::NoKubeconfig)?;
+            kube::Client::try_from(config).map_err(Failure::ApiClient)?
         }
     };
     let csi = match &args.csi_endpoint {
-        Some(endpoint) => Some(csi_proto::channel::lazy(
-            &socket::socket_path(endpoint).map_err(|e| e.to_string())?,
-        )),
+        Some(endpoint) => Some(csi_proto::channel::lazy(&socket::socket_path(endpoint)?)),
         None => None,
     };
     let publisher = match (&csi, &args.node) {
@@ -520,6 +528,61 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         for bad in ["", "s", "15h", "-1s", "1..5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_failure_is_said_once_with_what_to_look_at_and_fails_the_process() {
+        let io = |what: &str| std::io::Error::other(what.to_string());
+        let cases: [(Failure, &str); 8] = [
+            (
+                Failure::Runtime(io("no threads")),
+                "cannot start the async runtime: no threads",
+            ),
+            (
+                NotAUnixEndpoint {
+                    endpoint: "tcp://x".into(),
+                }
+                .into(),
+                r#"endpoint "tcp://x" must be unix:///absolute/path"#,
+            ),
+            (
+                MetricsEndpointError {
+                    address: ([127, 0, 0, 1], 9810).into(),
+                    source: io("in use"),
+                }
+                .into(),
+                "metrics endpoint 127.0.0.1:9810: in use",
+            ),
+            (
+                ServeError::Bind {
+                    path: "/run/csi.sock".into(),
+                    source: io("not a socket"),
+                }
+                .into(),
+                "bind /run/csi.sock: not a socket",
+            ),
+            (
+                NodePluginError::LocalRoot {
+                    path: "/var/lib/stowage/local".into(),
+                    source: io("read-only"),
+                }
+                .into(),
+                "create /var/lib/stowage/local: read-only",
+            ),
+            (Failure::ApiServerRun(io("accept")), "apiserver: accept"),
+            (
+                bench::Error::NothingToDo.into(),
+                "nothing to do: give --static N and/or --dynamic N",
+            ),
+            (
+                bench::Error::LifecyclesFailed(3).into(),
+                "3 lifecycles failed",
+            ),
+        ];
+        for (failure, said) in cases {
+            assert_eq!(failure.to_string(), said);
+            assert_eq!(failure.exit_code(), ExitCode::FAILURE, "{said}");
         }
     }
 }

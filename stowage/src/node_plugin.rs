@@ -14,11 +14,11 @@ use csi_proto::v1::controller_server::ControllerServer;
 use csi_proto::v1::group_controller_server::GroupControllerServer;
 use csi_proto::v1::identity_server::IdentityServer;
 use csi_proto::v1::node_server::NodeServer;
-use driver_contract::socket;
 use tonic::service::Routes;
 
-use crate::serve::serve;
+use crate::serve::{ServeError, serve_endpoint};
 
+/// The node plugin's flags, the same for `stowage node` and `stowage-node`.
 #[derive(clap::Args)]
 pub struct NodeArgs {
     /// CSI endpoint, `unix:///path/csi.sock`.
@@ -66,11 +66,36 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-pub async fn run(args: NodeArgs) -> Result<(), String> {
+/// Why the node plugin could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum NodePluginError {
+    /// --local-root could not be created (with --without-controller).
+    #[error("create {}: {source}", .path.display())]
+    LocalRoot {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
+    /// The controller service for this node's local volumes could not open its state.
+    #[error("controller: {0}")]
+    Controller(csi_controller::Error),
+    /// The node service could not open its state.
+    #[error("node: {0}")]
+    Node(csi_node::error::Error),
+    /// The socket or the metrics endpoint could not be served.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Opens the node plugin's services and serves them on its socket until SIGTERM or SIGINT.
+pub async fn run(args: NodeArgs) -> Result<(), NodePluginError> {
     let controller = if args.without_controller {
         // The controller process may start later; the node holds the root open.
-        std::fs::create_dir_all(&args.local_root)
-            .map_err(|e| format!("create {}: {e}", args.local_root.display()))?;
+        std::fs::create_dir_all(&args.local_root).map_err(|source| NodePluginError::LocalRoot {
+            path: args.local_root.clone(),
+            source,
+        })?;
         None
     } else {
         let driver = Driver::open(&ControllerConfig {
@@ -80,7 +105,7 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
             enable_attach: false,
             max_volumes_per_node: 0,
         })
-        .map_err(|e| format!("controller: {e}"))?;
+        .map_err(NodePluginError::Controller)?;
         Some(driver)
     };
     let node = NodeService::new(NodeConfig {
@@ -91,20 +116,9 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         host_path_allow: args.host_path_allow,
         max_volumes: args.max_volumes,
     })
-    .map_err(|e| format!("node: {e}"))?;
-    let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
-    let listener = socket::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
-    let (grpc, health) = crate::telemetry_endpoint::serve(args.metrics_address, |_| {}).await?;
-    health.set_ready(true);
-    tracing::info!(endpoint = %path.display(), "node serving");
-    serve(
-        listener,
-        node_routes(node, controller),
-        grpc,
-        socket::shutdown_signal(),
-    )
-    .await
-    .map_err(|e| format!("serve: {e}"))
+    .map_err(NodePluginError::Node)?;
+    let routes = node_routes(node, controller);
+    Ok(serve_endpoint("node", &args.endpoint, args.metrics_address, routes).await?)
 }
 
 /// Identity, Node and (for local volumes) Controller and GroupController services on

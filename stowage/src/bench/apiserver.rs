@@ -3,15 +3,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::concurrent;
+use super::error::{Error, api, manifest};
 use super::{millis, percentile};
 
 #[derive(clap::Args)]
@@ -38,11 +40,14 @@ pub struct ApiserverBench {
     /// With --sweep: draw the curves as PREFIX-memory.png, -list.png, -page.png, -watch.png.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// With --sweep: the log filter of the `stowage apiserver` it starts (its stderr is this one's).
+    #[arg(long, default_value = "warn")]
+    child_log: String,
 }
 
 type SendTimes = Arc<Mutex<HashMap<String, Instant>>>;
 
-pub async fn run(args: ApiserverBench) -> Result<(), String> {
+pub async fn run(args: ApiserverBench) -> Result<(), Error> {
     if let Some(objects) = args.sweep {
         return super::apiserver_sweep::run(super::apiserver_sweep::Sweep {
             objects,
@@ -51,18 +56,19 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
             probes: args.probes,
             page: args.page,
             plot: args.plot,
+            log: args.child_log,
         })
         .await;
     }
-    let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
+    let dir = tempfile::TempDir::new().map_err(Error::TempDir)?;
     let (store, kubeconfig) = start_server(dir.path().to_path_buf())?;
-    let client = client_for(&kubeconfig).await?;
+    let client = crate::kubeconfig::client(&kubeconfig).await?;
     let pvs: Api<PersistentVolume> = Api::all(client);
 
     let start_version = pvs
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(api("list volumes"))?
         .metadata
         .resource_version
         .unwrap_or_default();
@@ -76,22 +82,10 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
     ));
 
     let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let writers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|_| {
-            tokio::spawn(create_until_done(
-                pvs.clone(),
-                next.clone(),
-                args.objects,
-                sent.clone(),
-            ))
-        })
-        .collect();
-    for writer in writers {
-        writer.await.map_err(|e| e.to_string())??;
-    }
+    let create = move |index| create_volume(pvs.clone(), index, sent.clone());
+    concurrent::fill(0, args.objects, args.concurrency, create).await?;
     let create_elapsed = started.elapsed();
-    let received = watcher.await.map_err(|e| e.to_string())??;
+    let received = watcher.await??;
     let watch_elapsed = received.last.duration_since(started);
     let (mut end_to_end, mut delivery) = (received.end_to_end, received.delivery);
     end_to_end.sort();
@@ -125,19 +119,12 @@ pub async fn run(args: ApiserverBench) -> Result<(), String> {
     Ok(())
 }
 
-/// The server gets its own runtime and threads, as it would in its own process,
-/// so the client's work does not queue behind it on the same executor.
-/// A kube-rs client from a kubeconfig file.
-pub(super) async fn client_for(kubeconfig: &std::path::Path) -> Result<Client, String> {
-    crate::kubeconfig::client(kubeconfig)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// The embedded API server on its own runtime (as in its own process), on a loopback port.
+/// The embedded API server on a loopback port, with its own runtime and threads as it
+/// would have in its own process, so the client's work does not queue behind it on the
+/// same executor.
 pub(super) fn start_server(
     dir: std::path::PathBuf,
-) -> Result<(apiserver::Store, std::path::PathBuf), String> {
+) -> Result<(apiserver::Store, std::path::PathBuf), Error> {
     let (started, ready) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +133,7 @@ pub(super) fn start_server(
         {
             Ok(runtime) => runtime,
             Err(e) => {
-                let _ = started.send(Err(e.to_string()));
+                let _ = started.send(Err(Error::Runtime(e)));
                 return;
             }
         };
@@ -161,42 +148,40 @@ pub(super) fn start_server(
                     let _ = server.run(std::future::pending()).await;
                 }
                 Err(e) => {
-                    let _ = started.send(Err(e.to_string()));
+                    let _ = started.send(Err(Error::ApiServer(e)));
                 }
             }
         });
     });
-    ready.recv().map_err(|e| e.to_string())?
+    ready.recv().map_err(|_| Error::ApiServerGone)?
 }
 
-async fn create_until_done(
+/// Creates volume `index`, noting when its request left.
+async fn create_volume(
     pvs: Api<PersistentVolume>,
-    next: Arc<std::sync::atomic::AtomicUsize>,
-    total: usize,
+    index: usize,
     sent: SendTimes,
-) -> Result<(), String> {
-    loop {
-        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if index >= total {
-            return Ok(());
-        }
-        let name = format!("bench-{index:06}");
-        let volume: PersistentVolume = serde_json::from_value(json!({
+) -> Result<(), Error> {
+    let name = format!("bench-{index:06}");
+    let volume: PersistentVolume = manifest(
+        "volume",
+        json!({
             "metadata": {"name": name},
             "spec": {
                 "capacity": {"storage": format!("{}Gi", 1 + index % 100)},
                 "accessModes": ["ReadWriteOnce"],
                 "hostPath": {"path": format!("/srv/{name}")},
             }
-        }))
-        .map_err(|e| e.to_string())?;
-        sent.lock()
-            .map_err(|e| e.to_string())?
-            .insert(name, Instant::now());
-        pvs.create(&PostParams::default(), &volume)
-            .await
-            .map_err(|e| format!("create: {e}"))?;
-    }
+        }),
+    )?;
+    // A writer that panicked holding the lock ends the run through its JoinError.
+    sent.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(name, Instant::now());
+    pvs.create(&PostParams::default(), &volume)
+        .await
+        .map_err(api(format!("create volume {index}")))?;
+    Ok(())
 }
 
 struct Received {
@@ -216,7 +201,7 @@ async fn receive(
     sent: SendTimes,
     store: apiserver::Store,
     total: usize,
-) -> Result<Received, String> {
+) -> Result<Received, Error> {
     let mut received = Received {
         end_to_end: Vec::with_capacity(total),
         delivery: Vec::with_capacity(total),
@@ -226,7 +211,7 @@ async fn receive(
     let mut events = pvs
         .watch(&params, &from)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(Error::Watch)?
         .boxed();
     while received.end_to_end.len() < total {
         match events.next().await {
@@ -235,7 +220,7 @@ async fn receive(
                 received.last = now;
                 let sent_at = sent
                     .lock()
-                    .map_err(|e| e.to_string())?
+                    .unwrap_or_else(PoisonError::into_inner)
                     .remove(&object.name_any());
                 if let Some(sent_at) = sent_at {
                     received.end_to_end.push(now.duration_since(sent_at));
@@ -249,8 +234,8 @@ async fn receive(
                 }
             }
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(format!("watch: {e}")),
-            None => return Err("the watch ended early".into()),
+            Some(Err(e)) => return Err(Error::Watch(e)),
+            None => return Err(Error::WatchEnded),
         }
     }
     Ok(received)

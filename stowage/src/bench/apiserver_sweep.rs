@@ -2,7 +2,6 @@
 //! filled with PersistentVolumes and claims in steps; at each checkpoint its memory,
 //! the latency of full and paged LISTs, and of watch delivery.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchPar
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::concurrent;
+use super::error::{Error, api, manifest};
 use super::plot::{self, Chart, Series};
 use super::process::{self, MIB, Memory};
 use super::{millis, percentile};
@@ -28,6 +29,8 @@ pub struct Sweep {
     pub page: u32,
     /// Where the charts go: `PREFIX-memory.png`, `-list.png`, `-watch.png`.
     pub plot: Option<std::path::PathBuf>,
+    /// The log filter of the `stowage apiserver` it starts.
+    pub log: String,
 }
 
 /// One checkpoint's figures.
@@ -47,10 +50,10 @@ struct Point {
     watch_p99: Duration,
 }
 
-pub async fn run(sweep: Sweep) -> Result<(), String> {
-    let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
-    let served = process::serve("apiserver", &dir.path().join("api"), &[]).await?;
-    let pid = served.pid().ok_or("the API server exited at once")?;
+pub async fn run(sweep: Sweep) -> Result<(), Error> {
+    let dir = tempfile::TempDir::new().map_err(Error::TempDir)?;
+    let served = process::serve("apiserver", &dir.path().join("api"), &[], &sweep.log).await?;
+    let pid = served.pid().ok_or(Error::ApiServerGone)?;
     let client = served.client.clone();
     let probe = Probe::create(&client).await?;
     println!(
@@ -106,7 +109,7 @@ async fn measure(
     sweep: &Sweep,
     count: usize,
     create_rate: f64,
-) -> Result<Point, String> {
+) -> Result<Point, Error> {
     // Let the server's allocator settle after the burst of creates.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let memory = process::memory(pid)?;
@@ -154,70 +157,64 @@ fn print_point(p: &Point) {
 }
 
 /// Creates volumes and claims `from..to` with `concurrency` requests in flight.
-async fn fill(client: &Client, from: usize, to: usize, concurrency: usize) -> Result<(), String> {
-    let next = Arc::new(AtomicUsize::new(from));
-    let writers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let pvs: Api<PersistentVolume> = Api::all(client.clone());
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-            let next = next.clone();
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= to {
-                        return Ok::<(), String>(());
-                    }
-                    let (volume, claim) = pair(i)?;
-                    pvs.create(&PostParams::default(), &volume)
-                        .await
-                        .map_err(|e| format!("create volume {i}: {e}"))?;
-                    pvcs.create(&PostParams::default(), &claim)
-                        .await
-                        .map_err(|e| format!("create claim {i}: {e}"))?;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.map_err(|e| e.to_string())??;
-    }
+async fn fill(client: &Client, from: usize, to: usize, concurrency: usize) -> Result<(), Error> {
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let create = move |i: usize| {
+        let (pvs, pvcs) = (pvs.clone(), pvcs.clone());
+        async move {
+            let (volume, claim) = pair(i)?;
+            pvs.create(&PostParams::default(), &volume)
+                .await
+                .map_err(api(format!("create volume {i}")))?;
+            pvcs.create(&PostParams::default(), &claim)
+                .await
+                .map_err(api(format!("create claim {i}")))?;
+            Ok(())
+        }
+    };
+    concurrent::fill(from, to, concurrency, create).await?;
     Ok(())
 }
 
 /// A volume and a claim of realistic size (≈ 0.6 and 0.5 KiB of JSON).
-fn pair(i: usize) -> Result<(PersistentVolume, PersistentVolumeClaim), String> {
-    let volume = serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("pv-{i:07}"),
-            "labels": {"app": format!("app-{}", i % 100), "tier": "bench"},
-            "annotations": {"pv.kubernetes.io/provisioned-by": "csi.stowage.io"},
-        },
-        "spec": {
-            "capacity": {"storage": format!("{}Gi", 1 + i % 100)},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "csi": {
-                "driver": "csi.stowage.io",
-                "volumeHandle": format!("local/bench/{i:07}"),
-                "volumeAttributes": {"type": "local"},
+fn pair(i: usize) -> Result<(PersistentVolume, PersistentVolumeClaim), Error> {
+    let volume = manifest(
+        "volume",
+        json!({
+            "metadata": {
+                "name": format!("pv-{i:07}"),
+                "labels": {"app": format!("app-{}", i % 100), "tier": "bench"},
+                "annotations": {"pv.kubernetes.io/provisioned-by": "csi.stowage.io"},
             },
-        }
-    }))
-    .map_err(|e| e.to_string())?;
-    let claim = serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("claim-{i:07}"),
-            "labels": {"app": format!("app-{}", i % 100)},
-        },
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "",
-            "resources": {"requests": {"storage": format!("{}Gi", 1 + i % 100)}},
-            "selector": {"matchLabels": {"app": format!("app-{}", i % 100)}},
-        }
-    }))
-    .map_err(|e| e.to_string())?;
+            "spec": {
+                "capacity": {"storage": format!("{}Gi", 1 + i % 100)},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "csi": {
+                    "driver": "csi.stowage.io",
+                    "volumeHandle": format!("local/bench/{i:07}"),
+                    "volumeAttributes": {"type": "local"},
+                },
+            }
+        }),
+    )?;
+    let claim = manifest(
+        "claim",
+        json!({
+            "metadata": {
+                "name": format!("claim-{i:07}"),
+                "labels": {"app": format!("app-{}", i % 100)},
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "resources": {"requests": {"storage": format!("{}Gi", 1 + i % 100)}},
+                "selector": {"matchLabels": {"app": format!("app-{}", i % 100)}},
+            }
+        }),
+    )?;
     Ok((volume, claim))
 }
 
@@ -235,11 +232,15 @@ struct ListMeta {
 }
 
 /// One LIST of everything, timed from request to the last byte of the answer.
-async fn list_full(client: &Client, path: &str, expected: usize) -> Result<Duration, String> {
+async fn list_full(
+    client: &Client,
+    path: &'static str,
+    expected: usize,
+) -> Result<Duration, Error> {
     let started = Instant::now();
     let text = list_text(client, path, &ListParams::default()).await?;
     let elapsed = started.elapsed();
-    let head: ListHead = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let head = list_head(path, &text)?;
     check_count(path, head.items.len(), expected)?;
     Ok(elapsed)
 }
@@ -248,10 +249,10 @@ async fn list_full(client: &Client, path: &str, expected: usize) -> Result<Durat
 /// median page's.
 async fn list_paged(
     client: &Client,
-    path: &str,
+    path: &'static str,
     page: u32,
     expected: usize,
-) -> Result<(Duration, Duration), String> {
+) -> Result<(Duration, Duration), Error> {
     let mut pages = Vec::new();
     let mut seen = 0;
     let mut token: Option<String> = None;
@@ -263,7 +264,7 @@ async fn list_paged(
         let started = Instant::now();
         let text = list_text(client, path, &params).await?;
         pages.push(started.elapsed());
-        let head: ListHead = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let head = list_head(path, &text)?;
         seen += head.items.len();
         match head.metadata.continue_token.filter(|t| !t.is_empty()) {
             Some(next) => token = Some(next),
@@ -276,22 +277,35 @@ async fn list_paged(
     Ok((total, percentile(&pages, 50)))
 }
 
-fn check_count(path: &str, got: usize, expected: usize) -> Result<(), String> {
+fn list_head(path: &'static str, text: &str) -> Result<ListHead, Error> {
+    serde_json::from_str(text).map_err(|source| Error::ListAnswer { path, source })
+}
+
+fn check_count(path: &'static str, got: usize, expected: usize) -> Result<(), Error> {
     if got == expected {
         Ok(())
     } else {
-        Err(format!("LIST {path} answered {got} items, not {expected}"))
+        Err(Error::ListCount {
+            path,
+            got,
+            expected,
+        })
     }
 }
 
-async fn list_text(client: &Client, path: &str, params: &ListParams) -> Result<String, String> {
+/// The text of one LIST answer (the server's JSON, not decoded into objects).
+async fn list_text(
+    client: &Client,
+    path: &'static str,
+    params: &ListParams,
+) -> Result<String, Error> {
     let request = kube::core::Request::new(path)
         .list(params)
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| Error::ListRequest { path, source })?;
     client
         .request_text(request)
         .await
-        .map_err(|e| format!("LIST {path}: {e}"))
+        .map_err(api(format!("LIST {path}")))
 }
 
 /// One volume whose label is changed to time watch delivery: from sending the patch
@@ -302,24 +316,28 @@ struct Probe {
 }
 
 const PROBE: &str = "probe";
+/// How long a probe's change may take to arrive on the watch.
+const WATCH_SILENCE: Duration = Duration::from_secs(30);
 
 impl Probe {
-    async fn create(client: &Client) -> Result<Self, String> {
+    async fn create(client: &Client) -> Result<Self, Error> {
         let volumes: Api<PersistentVolume> = Api::all(client.clone());
-        let volume: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": PROBE},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "hostPath": {"path": "/srv/probe"},
-            }
-        }))
-        .map_err(|e| e.to_string())?;
+        let volume: PersistentVolume = manifest(
+            "probe",
+            json!({
+                "metadata": {"name": PROBE},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "hostPath": {"path": "/srv/probe"},
+                }
+            }),
+        )?;
         volumes
             .create(&PostParams::default(), &volume)
             .await
-            .map_err(|e| format!("create the probe: {e}"))?;
+            .map_err(api("create the probe"))?;
         Ok(Self {
             volumes,
             sequence: AtomicUsize::new(0),
@@ -327,19 +345,19 @@ impl Probe {
     }
 
     /// `count` changes one after the other, each waited for on the watch.
-    async fn delays(&self, count: usize) -> Result<Vec<Duration>, String> {
+    async fn delays(&self, count: usize) -> Result<Vec<Duration>, Error> {
         let from = self
             .volumes
             .get(PROBE)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(api("get the probe"))?
             .resource_version()
             .unwrap_or_default();
         let mut events = self
             .volumes
             .watch(&WatchParams::default().timeout(290), &from)
             .await
-            .map_err(|e| format!("watch: {e}"))?
+            .map_err(Error::Watch)?
             .boxed();
         let mut delays = Vec::with_capacity(count);
         for _ in 0..count {
@@ -349,9 +367,9 @@ impl Probe {
             self.volumes
                 .patch(PROBE, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(|e| format!("patch the probe: {e}"))?;
+                .map_err(api("patch the probe"))?;
             loop {
-                match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+                match tokio::time::timeout(WATCH_SILENCE, events.next()).await {
                     Ok(Some(Ok(WatchEvent::Modified(object))))
                         if object.name_any() == PROBE
                             && object.labels().get("sequence") == Some(&sequence) =>
@@ -360,9 +378,9 @@ impl Probe {
                         break;
                     }
                     Ok(Some(Ok(_))) => {}
-                    Ok(Some(Err(e))) => return Err(format!("watch: {e}")),
-                    Ok(None) => return Err("the watch ended early".into()),
-                    Err(_) => return Err("no watch event within 30 s".into()),
+                    Ok(Some(Err(e))) => return Err(Error::Watch(e)),
+                    Ok(None) => return Err(Error::WatchEnded),
+                    Err(_) => return Err(Error::WatchSilent(WATCH_SILENCE)),
                 }
             }
         }
@@ -370,7 +388,7 @@ impl Probe {
     }
 }
 
-fn draw(prefix: &std::path::Path, points: &[Point]) -> Result<(), String> {
+fn draw(prefix: &std::path::Path, points: &[Point]) -> Result<(), Error> {
     let x = |p: &Point| (p.volumes + p.claims) as f64;
     let curve = |label: &str, y: &dyn Fn(&Point) -> f64| {
         Series::new(label, points.iter().map(|p| (x(p), y(p))).collect())
@@ -424,7 +442,7 @@ fn draw(prefix: &std::path::Path, points: &[Point]) -> Result<(), String> {
             y_label,
             series,
         };
-        plot::draw(&path, &chart).map_err(|e| e.to_string())?;
+        plot::draw(&path, &chart)?;
         println!("  curve drawn to {}", path.display());
     }
     Ok(())

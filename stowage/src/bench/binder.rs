@@ -7,6 +7,7 @@ use provisioner::binder::{
 };
 use stowage_common::quantity::Quantity;
 
+use super::error::Error;
 use super::plot::{self, Chart, Series};
 
 #[derive(clap::Args)]
@@ -131,7 +132,7 @@ fn measure(volume_count: usize, claim_count: usize) -> Timing {
     }
 }
 
-pub fn run(args: BinderBench) -> Result<(), String> {
+pub fn run(args: BinderBench) -> Result<(), Error> {
     let Timing {
         indexed,
         binding,
@@ -155,7 +156,7 @@ pub fn run(args: BinderBench) -> Result<(), String> {
 }
 
 /// Index build and binding time at a tenth, two tenths ... of the given sizes.
-fn plot_curve(path: &std::path::Path, volumes: usize, claims: usize) -> Result<(), String> {
+fn plot_curve(path: &std::path::Path, volumes: usize, claims: usize) -> Result<(), Error> {
     let mut index_points = Vec::new();
     let mut binding_points = Vec::new();
     for tenth in 1..=10 {
@@ -174,7 +175,7 @@ fn plot_curve(path: &std::path::Path, volumes: usize, claims: usize) -> Result<(
         y_label: "ms",
         series: &series,
     };
-    plot::draw(path, &chart).map_err(|e| e.to_string())?;
+    plot::draw(path, &chart)?;
     println!("  curve drawn to {}", path.display());
     Ok(())
 }

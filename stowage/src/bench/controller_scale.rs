@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use csi_proto::v1 as csi;
 use serde_json::{Value, json};
 
-use super::csi::concurrent;
-use super::csi::driver::{Driver, VolumeType, Workload};
-use super::csi::memory::NodeMemory;
-use super::csi::run_id;
+use super::csi::driver::{Driver, Workload};
 use super::csi::stats::{Rpc, Stats};
+use super::error::Error;
 use super::millis;
 use super::plot::{self, Chart, Series};
-use super::process::{self, Plugin};
+use super::process::create_dir;
+use super::scale::{Scale, ascending};
 
 #[derive(clap::Args)]
 pub struct ControllerScaleBench {
@@ -64,123 +63,90 @@ struct Checkpoint {
     rss_kib: u64,
 }
 
-pub async fn run(args: ControllerScaleBench) -> Result<(), String> {
-    let mut checkpoints = args.checkpoints.clone();
-    checkpoints.sort_unstable();
-    checkpoints.dedup();
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("create {}: {e}", args.dir.display()))?;
-    let mut plugin = Plugin::new(&args.plugin, &args.dir);
-    plugin.start().await?;
-    let workload = Arc::new(Workload {
-        kind: VolumeType::Local,
-        parameters: [("capacityEnforcement".to_string(), "none".to_string())].into(),
-        capacity_bytes: 1 << 20,
-        dir: plugin.kubelet_dir().join("bench"),
-        run: run_id(),
-        source: None,
-    });
-    let mut driver = discover(&plugin.socket()).await?;
+pub async fn run(args: ControllerScaleBench) -> Result<(), Error> {
+    let parameters = [("capacityEnforcement".to_string(), "none".to_string())].into();
+    let mut scale = Scale::start(&args.plugin, &args.dir, parameters).await?;
     let mut ids: Vec<String> = Vec::new();
     let mut measured = Vec::new();
-    for &volumes in &checkpoints {
+    let create = |driver: Driver, workload: Arc<Workload>, index| async move {
+        let name = format!("fill-{}-{index}", workload.run);
+        driver
+            .create_only(&workload, name, &mut Stats::default())
+            .await
+    };
+    for volumes in ascending(&args.checkpoints) {
         let started = Instant::now();
-        fill(&driver, &workload, &mut ids, volumes, args.fill_concurrency).await?;
-        let fill_time = started.elapsed();
-        let mut stats = Stats::default();
-        for i in 0..args.creates {
-            let name = format!("probe-{}-{volumes}-{i}", workload.run);
-            let Some(id) = driver.create_only(&workload, name, &mut stats).await else {
-                return Err("CreateVolume failed".into());
-            };
-            if !driver.delete_only(id, &mut stats).await {
-                return Err("DeleteVolume failed".into());
-            }
-        }
-        let (walk, pages, listed) = walk(&driver, args.page_size).await?;
-        let create = stats.rpc(Rpc::CreateVolume).summary();
-        let point = Checkpoint {
-            volumes,
-            fill: fill_time,
-            create_p50: create.p50,
-            create_p99: create.p99,
-            delete_p50: stats.rpc(Rpc::DeleteVolume).summary().p50,
-            walk,
-            pages,
-            listed,
-            rss_kib: rss_kib(&plugin.socket()),
-        };
-        if listed != volumes {
-            return Err(format!(
-                "ListVolumes walked {listed} volumes, {volumes} exist"
-            ));
-        }
+        scale
+            .fill(&mut ids, volumes, args.fill_concurrency, create)
+            .await?;
+        let point = checkpoint(&scale, &args, volumes, started.elapsed()).await?;
         if !args.json {
             print_checkpoint(&point);
         }
         measured.push(point);
     }
-    plugin.kill().await;
-    let serving = plugin.start().await?;
-    driver = discover(&plugin.socket()).await?;
-    let (_, _, listed) = walk(&driver, args.page_size).await?;
+    let (serving, _) = scale.restart().await?;
+    let (_, _, listed) = walk(&scale.driver, args.page_size).await?;
     if listed != ids.len() {
-        return Err(format!(
-            "after the restart ListVolumes walked {listed} of {} volumes",
-            ids.len()
-        ));
+        return Err(Error::ListVolumes {
+            listed,
+            exist: ids.len(),
+            when: "after the restart",
+        });
     }
     let started = Instant::now();
     let total = ids.len();
-    let failed = delete_all(&driver, ids, args.fill_concurrency).await;
+    let delete = |driver: Driver, id| async move {
+        driver.delete_only(id, &mut Stats::default()).await.is_ok()
+    };
+    let failed = scale.drain(ids, args.fill_concurrency, delete).await;
     let emptied = started.elapsed();
     report(&args, &measured, serving, total, emptied)?;
     if failed > 0 {
-        return Err(format!("{failed} volumes could not be deleted"));
+        return Err(Error::NotDeleted(failed));
     }
     Ok(())
 }
 
-async fn discover(socket: &Path) -> Result<Driver, String> {
-    Driver::discover(
-        process::connect(socket).await?,
-        process::connect(socket).await?,
-        VolumeType::Local,
-    )
-    .await
-}
-
-fn rss_kib(socket: &Path) -> u64 {
-    let mut memory = NodeMemory::of(socket);
-    memory.sample_after();
-    memory.after_kib.unwrap_or_default()
-}
-
-/// Creates volumes until `target` exist, `concurrency` at a time.
-async fn fill(
-    driver: &Driver,
-    workload: &Arc<Workload>,
-    ids: &mut Vec<String>,
-    target: usize,
-    concurrency: usize,
-) -> Result<(), String> {
-    let (driver, workload) = (driver.clone(), workload.clone());
-    let create = move |index: usize| {
-        let (driver, workload) = (driver.clone(), workload.clone());
-        async move {
-            let name = format!("fill-{}-{index}", workload.run);
-            driver
-                .create_only(&workload, name, &mut Stats::default())
-                .await
-                .ok_or_else(|| format!("CreateVolume of volume {index} failed"))
-        }
-    };
-    ids.extend(concurrent::fill(ids.len(), target, concurrency, create).await?);
-    Ok(())
+/// CreateVolume and DeleteVolume one at a time, and a ListVolumes walk, with `volumes`
+/// existing (made in `fill`).
+async fn checkpoint(
+    scale: &Scale,
+    args: &ControllerScaleBench,
+    volumes: usize,
+    fill: Duration,
+) -> Result<Checkpoint, Error> {
+    let (driver, workload) = (&scale.driver, &scale.workload);
+    let mut stats = Stats::default();
+    for i in 0..args.creates {
+        let name = format!("probe-{}-{volumes}-{i}", workload.run);
+        let id = driver.create_only(workload, name, &mut stats).await?;
+        driver.delete_only(id, &mut stats).await?;
+    }
+    let (walk, pages, listed) = walk(driver, args.page_size).await?;
+    if listed != volumes {
+        return Err(Error::ListVolumes {
+            listed,
+            exist: volumes,
+            when: "at the checkpoint",
+        });
+    }
+    let create = stats.rpc(Rpc::CreateVolume).summary();
+    Ok(Checkpoint {
+        volumes,
+        fill,
+        create_p50: create.p50,
+        create_p99: create.p99,
+        delete_p50: stats.rpc(Rpc::DeleteVolume).summary().p50,
+        walk,
+        pages,
+        listed,
+        rss_kib: scale.rss_kib(),
+    })
 }
 
 /// Walks ListVolumes page by page; returns the time, the pages and the volumes seen.
-async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize), String> {
+async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize), Error> {
     let mut controller = driver.controller();
     let started = Instant::now();
     let (mut token, mut pages, mut listed) = (String::new(), 0, 0);
@@ -191,7 +157,10 @@ async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize
                 starting_token: token,
             })
             .await
-            .map_err(|e| format!("ListVolumes: {}", e.message()))?
+            .map_err(|status| Error::Rpc {
+                call: "ListVolumes",
+                status,
+            })?
             .into_inner();
         pages += 1;
         listed += page.entries.len();
@@ -200,15 +169,6 @@ async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize
         }
         token = page.next_token;
     }
-}
-
-async fn delete_all(driver: &Driver, ids: Vec<String>, concurrency: usize) -> usize {
-    let driver = driver.clone();
-    concurrent::drain(ids, concurrency, move |id| {
-        let driver = driver.clone();
-        async move { driver.delete_only(id, &mut Stats::default()).await }
-    })
-    .await
 }
 
 fn print_checkpoint(c: &Checkpoint) {
@@ -234,7 +194,7 @@ fn report(
     serving: Duration,
     total: usize,
     emptied: Duration,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if args.json {
         let points: Vec<Value> = measured
             .iter()
@@ -273,8 +233,8 @@ fn report(
     Ok(())
 }
 
-fn draw(dir: &Path, measured: &[Checkpoint]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+fn draw(dir: &Path, measured: &[Checkpoint]) -> Result<(), Error> {
+    create_dir(dir)?;
     let line = |pick: fn(&Checkpoint) -> f64| -> Vec<(f64, f64)> {
         measured
             .iter()
@@ -302,8 +262,7 @@ fn draw(dir: &Path, measured: &[Checkpoint]) -> Result<(), String> {
             y_label: "ms (walk: ms / 100; RSS: MiB / 10)",
             series: &series,
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     println!("curve drawn to {}", path.display());
     Ok(())
 }

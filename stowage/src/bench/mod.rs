@@ -3,18 +3,22 @@
 mod apiserver;
 mod apiserver_sweep;
 mod binder;
+mod concurrent;
 mod controller_scale;
 mod csi;
+mod error;
 mod node_scale;
 mod plot;
 mod process;
 mod provision;
+mod scale;
 mod up;
 
 pub use apiserver::{ApiserverBench, run as run_apiserver};
 pub use binder::{BinderBench, run as run_binder};
 pub use controller_scale::{ControllerScaleBench, run as run_controller_scale};
 pub use csi::{CsiBench, run as run_csi};
+pub use error::Error;
 pub use node_scale::{NodeScaleBench, run as run_node_scale};
 pub use provision::{ProvisionBench, run as run_provision};
 pub use up::{UpBench, run as run_up};

@@ -2,20 +2,21 @@
 //! the number of Stowage volumes published on the node (0 → 10,000), and the time a
 //! restarted plugin takes to serve again with them all published.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::csi::concurrent;
-use super::csi::driver::{Driver, Held, VolumeType, Workload};
-use super::csi::memory::NodeMemory;
+use super::csi::drive;
+use super::csi::driver::{Driver, Held, Workload};
 use super::csi::stats::Stats;
-use super::csi::{drive, run_id};
+use super::error::Error;
 use super::millis;
 use super::plot::{self, Chart, Series};
-use super::process::{self, Plugin};
+use super::process::{self, create_dir};
+use super::scale::{Scale, ascending};
 
 #[derive(clap::Args)]
 pub struct NodeScaleBench {
@@ -70,135 +71,80 @@ struct Restart {
     rss_kib: u64,
 }
 
-pub async fn run(args: NodeScaleBench) -> Result<(), String> {
+pub async fn run(args: NodeScaleBench) -> Result<(), Error> {
     process::require_private_mount_namespace()?;
-    let mut checkpoints = args.checkpoints.clone();
-    checkpoints.sort_unstable();
-    checkpoints.dedup();
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("create {}: {e}", args.dir.display()))?;
-    let mut plugin = Plugin::new(&args.plugin, &args.dir);
-    plugin.start().await?;
-    let workload = Arc::new(Workload {
-        kind: VolumeType::Local,
-        parameters: Default::default(),
-        capacity_bytes: 1 << 20,
-        dir: plugin.kubelet_dir().join("bench"),
-        run: run_id(),
-        source: None,
-    });
-    let mut driver = discover(&plugin).await?;
+    let mut scale = Scale::start(&args.plugin, &args.dir, HashMap::new()).await?;
     let mut held: Vec<Held> = Vec::new();
     let mut measured = Vec::new();
-    for &published in &checkpoints {
+    let hold = |driver: Driver, workload: Arc<Workload>, index| async move {
+        driver.hold(&workload, index, &mut Stats::default()).await
+    };
+    for published in ascending(&args.checkpoints) {
         let started = Instant::now();
-        fill(
-            &driver,
-            &workload,
-            &mut held,
-            published,
-            args.fill_concurrency,
-        )
-        .await?;
-        let fill_time = started.elapsed();
-        let mut latencies = Vec::new();
-        for &concurrency in &args.concurrency {
-            let stats = drive(
-                driver.clone(),
-                workload.clone(),
-                args.lifecycles,
-                concurrency,
-            )
+        scale
+            .fill(&mut held, published, args.fill_concurrency, hold)
             .await?;
-            let summary = stats.lifecycles.summary();
-            latencies.push(Latency {
-                concurrency,
-                p50: summary.p50,
-                p99: summary.p99,
-                errors: summary.errors,
-            });
-        }
+        let fill = started.elapsed();
         let point = Checkpoint {
             published,
-            latencies,
-            rss_kib: rss_kib(&plugin),
-            fill: fill_time,
+            latencies: lifecycles(&scale, &args).await?,
+            rss_kib: scale.rss_kib(),
+            fill,
         };
         if !args.json {
             print_checkpoint(&point);
         }
         measured.push(point);
     }
-    plugin.kill().await;
-    let serving = plugin.start().await?;
-    let after_serving = Instant::now();
-    driver = discover(&plugin).await?;
-    let fresh = driver
-        .hold(&workload, usize::MAX, &mut Stats::default())
+    let (serving, since) = scale.restart().await?;
+    let fresh = scale
+        .driver
+        .hold(&scale.workload, usize::MAX, &mut Stats::default())
         .await?;
     let restart = Restart {
         published: held.len(),
         serving,
-        first_publish: serving + after_serving.elapsed(),
-        rss_kib: rss_kib(&plugin),
+        first_publish: serving + since.elapsed(),
+        rss_kib: scale.rss_kib(),
     };
     held.push(fresh);
-    let released = release_all(&driver, held, args.fill_concurrency).await;
+    let release =
+        |driver: Driver, held| async move { driver.release(held, &mut Stats::default()).await };
+    let released = scale.drain(held, args.fill_concurrency, release).await;
     report(&args, &measured, &restart)?;
     if released > 0 {
-        return Err(format!("{released} held volumes could not be released"));
+        return Err(Error::NotReleased(released));
     }
     let errors: usize = measured
         .iter()
         .flat_map(|c| c.latencies.iter().map(|l| l.errors))
         .sum();
     if errors > 0 {
-        return Err(format!("{errors} lifecycles failed"));
+        return Err(Error::LifecyclesFailed(errors));
     }
     Ok(())
 }
 
-async fn discover(plugin: &Plugin) -> Result<Driver, String> {
-    let socket = plugin.socket();
-    Driver::discover(
-        process::connect(&socket).await?,
-        process::connect(&socket).await?,
-        VolumeType::Local,
-    )
-    .await
-}
-
-fn rss_kib(plugin: &Plugin) -> u64 {
-    let mut memory = NodeMemory::of(&plugin.socket());
-    memory.sample_after();
-    memory.after_kib.unwrap_or_default()
-}
-
-/// Publishes held volumes until there are `target`, `concurrency` at a time.
-async fn fill(
-    driver: &Driver,
-    workload: &Arc<Workload>,
-    held: &mut Vec<Held>,
-    target: usize,
-    concurrency: usize,
-) -> Result<(), String> {
-    let (driver, workload) = (driver.clone(), workload.clone());
-    let hold = move |index: usize| {
-        let (driver, workload) = (driver.clone(), workload.clone());
-        async move { driver.hold(&workload, index, &mut Stats::default()).await }
-    };
-    held.extend(concurrent::fill(held.len(), target, concurrency, hold).await?);
-    Ok(())
-}
-
-/// Releases every held volume; returns how many failed.
-async fn release_all(driver: &Driver, held: Vec<Held>, concurrency: usize) -> usize {
-    let driver = driver.clone();
-    concurrent::drain(held, concurrency, move |held| {
-        let driver = driver.clone();
-        async move { driver.release(held, &mut Stats::default()).await }
-    })
-    .await
+/// Lifecycle latency at each concurrency asked for.
+async fn lifecycles(scale: &Scale, args: &NodeScaleBench) -> Result<Vec<Latency>, Error> {
+    let mut latencies = Vec::new();
+    for &concurrency in &args.concurrency {
+        let stats = drive(
+            scale.driver.clone(),
+            scale.workload.clone(),
+            args.lifecycles,
+            concurrency,
+        )
+        .await?;
+        let summary = stats.lifecycles.summary();
+        latencies.push(Latency {
+            concurrency,
+            p50: summary.p50,
+            p99: summary.p99,
+            errors: summary.errors,
+        });
+    }
+    Ok(latencies)
 }
 
 fn print_checkpoint(point: &Checkpoint) {
@@ -228,7 +174,7 @@ fn print_checkpoint(point: &Checkpoint) {
     );
 }
 
-fn report(args: &NodeScaleBench, measured: &[Checkpoint], restart: &Restart) -> Result<(), String> {
+fn report(args: &NodeScaleBench, measured: &[Checkpoint], restart: &Restart) -> Result<(), Error> {
     if args.json {
         println!("{}", to_json(measured, restart));
     } else {
@@ -269,8 +215,8 @@ fn to_json(measured: &[Checkpoint], restart: &Restart) -> Value {
     })
 }
 
-fn draw(dir: &std::path::Path, measured: &[Checkpoint]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+fn draw(dir: &std::path::Path, measured: &[Checkpoint]) -> Result<(), Error> {
+    create_dir(dir)?;
     let mut series = Vec::new();
     let concurrencies: Vec<usize> = measured
         .first()
@@ -302,8 +248,7 @@ fn draw(dir: &std::path::Path, measured: &[Checkpoint]) -> Result<(), String> {
             y_label: "ms",
             series: &series,
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let rss = dir.join("node-scale-rss.png");
     let points = measured
         .iter()
@@ -317,8 +262,7 @@ fn draw(dir: &std::path::Path, measured: &[Checkpoint]) -> Result<(), String> {
             y_label: "MiB",
             series: &[Series::new("RSS after the checkpoint's lifecycles", points)],
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     println!(
         "curves drawn to {} and {}",
         latency.display(),

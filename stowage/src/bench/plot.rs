@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::backend::DrawingBackend;
 use plotters::prelude::*;
 
 /// Where the font is looked for, first found wins.
@@ -14,14 +15,24 @@ const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
+/// What drawing on a PNG can fail with (the file, the encoder, the layout).
+type DrawError = DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
+    #[error(transparent)]
+    Font(#[from] FontError),
+    #[error("drawing {}: {source}", .path.display())]
+    Draw { path: PathBuf, source: DrawError },
+}
+
+/// The font the charts' text needs; found once per process, so kept to be told again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FontError {
     #[error("no DejaVu Sans font at {FONT_PATHS:?} (apt-get install fonts-dejavu-core)")]
-    FontMissing,
+    Missing,
     #[error("{path} is not a usable font")]
-    FontInvalid { path: String },
-    #[error("drawing {path}: {reason}")]
-    Draw { path: PathBuf, reason: String },
+    Invalid { path: &'static str },
 }
 
 /// One named line of (x, y) points.
@@ -56,25 +67,22 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
-fn register_font() -> Result<(), PlotError> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    let outcome = REGISTERED.get_or_init(|| {
-        let Some((path, bytes)) = FONT_PATHS
-            .iter()
-            .find_map(|path| std::fs::read(path).ok().map(|bytes| (*path, bytes)))
-        else {
-            return Err(String::new());
-        };
-        // The font registry keeps &'static bytes; one font per process.
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-            .map_err(|_| path.to_string())
-    });
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(path) if path.is_empty() => Err(PlotError::FontMissing),
-        Err(path) => Err(PlotError::FontInvalid { path: path.clone() }),
-    }
+fn register_font() -> Result<(), FontError> {
+    static REGISTERED: OnceLock<Result<(), FontError>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let Some((path, bytes)) = FONT_PATHS
+                .iter()
+                .find_map(|path| std::fs::read(path).ok().map(|bytes| (*path, bytes)))
+            else {
+                return Err(FontError::Missing);
+            };
+            // The font registry keeps &'static bytes; one font per process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| FontError::Invalid { path })
+        })
+        .clone()
 }
 
 /// The smallest and largest value of `axis` over every point, padded so the
@@ -95,12 +103,12 @@ fn span(series: &[Series], axis: impl Fn(&(f64, f64)) -> f64) -> (f64, f64) {
 /// Draws `chart` as a PNG of 960x540 pixels at `path`.
 pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), PlotError> {
     register_font()?;
-    let draw_error = |reason: String| PlotError::Draw {
+    let draw_error = |source| PlotError::Draw {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
     let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_error(e.to_string()))?;
+    root.fill(&WHITE).map_err(draw_error)?;
     let (x_low, x_high) = span(chart.series, |p| p.0);
     let (y_low, y_high) = span(chart.series, |p| p.1);
     let mut context = ChartBuilder::on(&root)
@@ -109,14 +117,14 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), PlotError> {
         .x_label_area_size(48)
         .y_label_area_size(72)
         .build_cartesian_2d(x_low..x_high, y_low..y_high)
-        .map_err(|e| draw_error(e.to_string()))?;
+        .map_err(draw_error)?;
     context
         .configure_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
         .label_style(("sans-serif", 14))
         .draw()
-        .map_err(|e| draw_error(e.to_string()))?;
+        .map_err(draw_error)?;
     for (index, series) in chart.series.iter().enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
         context
@@ -124,7 +132,7 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), PlotError> {
                 series.points.iter().copied(),
                 colour.stroke_width(2),
             ))
-            .map_err(|e| draw_error(e.to_string()))?
+            .map_err(draw_error)?
             .label(series.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         context
@@ -134,7 +142,7 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), PlotError> {
                     .iter()
                     .map(|p| Circle::new(*p, 3, colour.filled())),
             )
-            .map_err(|e| draw_error(e.to_string()))?;
+            .map_err(draw_error)?;
     }
     context
         .configure_series_labels()
@@ -143,8 +151,8 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), PlotError> {
         .label_font(("sans-serif", 14))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| draw_error(e.to_string()))?;
-    root.present().map_err(|e| draw_error(e.to_string()))
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
 }
 
 #[cfg(test)]

@@ -15,23 +15,34 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tonic::transport::Channel;
 
+use super::error::Error;
+
 /// How long a started process may take to serve.
 const STARTUP: Duration = Duration::from_secs(120);
+
+/// Where a child's log goes.
+pub enum Log {
+    /// To this file, filtered as the benchmark's own (STOWAGE_LOG is inherited).
+    File(PathBuf),
+    /// To the benchmark's stderr, with this filter (`warn` unless told otherwise).
+    Inherit(String),
+}
 
 /// One child process, started (again) from the same command line, waited for until
 /// it serves; killed when dropped.
 pub struct Child {
+    /// What it is called in messages.
+    name: String,
     program: PathBuf,
     args: Vec<OsString>,
-    /// Where its stderr goes: a file, or (unset) the benchmark's own, with only
-    /// warnings logged.
-    log: Option<PathBuf>,
+    log: Log,
     child: Option<tokio::process::Child>,
 }
 
 impl Child {
-    pub fn new(program: &Path, args: Vec<OsString>, log: Option<PathBuf>) -> Self {
+    pub fn new(name: String, program: &Path, args: Vec<OsString>, log: Log) -> Self {
         Self {
+            name,
             program: program.to_path_buf(),
             args,
             log,
@@ -46,14 +57,21 @@ impl Child {
         &mut self,
         poll: Duration,
         mut serving: impl AsyncFnMut() -> Option<T>,
-    ) -> Result<(T, Duration), String> {
-        let name = self.program.display().to_string();
+    ) -> Result<(T, Duration), Error> {
         let mut command = Command::new(&self.program);
-        match &self.log {
-            Some(log) => command.stderr(
-                std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?,
-            ),
-            None => command.env("STOWAGE_LOG", "warn"),
+        let log_file = match &self.log {
+            Log::File(path) => {
+                let file = std::fs::File::create(path).map_err(|source| Error::Create {
+                    path: path.clone(),
+                    source,
+                })?;
+                command.stderr(file);
+                Some(path.clone())
+            }
+            Log::Inherit(filter) => {
+                command.env("STOWAGE_LOG", filter);
+                None
+            }
         };
         let started = Instant::now();
         let child = command
@@ -62,21 +80,28 @@ impl Child {
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("start {name}: {e}"))?;
+            .map_err(|source| Error::Spawn {
+                name: self.name.clone(),
+                source,
+            })?;
         let child = self.child.insert(child);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let log = self.log.as_ref().map(|l| format!("; see {}", l.display()));
-                return Err(format!(
-                    "{name} exited ({status}){}",
-                    log.unwrap_or_default()
-                ));
+                return Err(Error::Exited {
+                    name: self.name.clone(),
+                    status,
+                    log: log_file,
+                });
             }
             if let Some(answer) = serving().await {
                 return Ok((answer, started.elapsed()));
             }
             if started.elapsed() > STARTUP {
-                return Err(format!("{name} did not serve within {STARTUP:?}"));
+                return Err(Error::NotServing {
+                    name: self.name.clone(),
+                    within: STARTUP,
+                    log: log_file,
+                });
             }
             tokio::time::sleep(poll).await;
         }
@@ -128,15 +153,24 @@ impl Served {
 }
 
 /// A loopback port free at the moment of asking.
-pub fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+pub fn free_port() -> Result<u16, Error> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(Error::FreePort)?
+        .port();
+    Ok(port)
 }
 
-/// `stowage <subcommand> --listen 127.0.0.1:PORT --data DATA [extra...]`, waited for
-/// until a kube client from `DATA/kubeconfig` lists namespaces.
-pub async fn serve(subcommand: &str, data: &Path, extra: &[&str]) -> Result<Served, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+/// `stowage <subcommand> --listen 127.0.0.1:PORT --data DATA [extra...]` logging with
+/// `log` to the benchmark's stderr, waited for until a kube client from
+/// `DATA/kubeconfig` lists namespaces.
+pub async fn serve(
+    subcommand: &str,
+    data: &Path,
+    extra: &[&str],
+    log: &str,
+) -> Result<Served, Error> {
+    let exe = std::env::current_exe().map_err(Error::OwnPath)?;
     let port = free_port()?;
     let mut args: Vec<OsString> = vec![subcommand.into()];
     args.extend(extra.iter().map(OsString::from));
@@ -146,14 +180,14 @@ pub async fn serve(subcommand: &str, data: &Path, extra: &[&str]) -> Result<Serv
         "--data".into(),
         data.into(),
     ]);
-    let mut child = Child::new(&exe, args, None);
+    let name = format!("stowage {subcommand}");
+    let mut child = Child::new(name, &exe, args, Log::Inherit(log.to_string()));
     let kubeconfig = data.join("kubeconfig");
     let (client, _) = child
         .start(Duration::from_millis(100), async || {
             answering(&kubeconfig).await
         })
-        .await
-        .map_err(|e| format!("stowage {subcommand}: {e}"))?;
+        .await?;
     Ok(Served {
         child,
         data: data.to_path_buf(),
@@ -201,7 +235,12 @@ impl Plugin {
         ]);
         Self {
             dir: dir.to_path_buf(),
-            child: Child::new(program, args, Some(dir.join("plugin.log"))),
+            child: Child::new(
+                program.display().to_string(),
+                program,
+                args,
+                Log::File(dir.join("plugin.log")),
+            ),
         }
     }
 
@@ -216,9 +255,8 @@ impl Plugin {
 
     /// Starts the process and waits until it answers NodeGetCapabilities; returns the
     /// time from spawn to that first answer.
-    pub async fn start(&mut self) -> Result<Duration, String> {
-        std::fs::create_dir_all(self.kubelet_dir())
-            .map_err(|e| format!("create {}: {e}", self.kubelet_dir().display()))?;
+    pub async fn start(&mut self) -> Result<Duration, Error> {
+        create_dir(&self.kubelet_dir())?;
         let socket = self.socket();
         let (_, serving) = self
             .child
@@ -246,26 +284,39 @@ async fn answers(socket: &Path) -> bool {
 }
 
 /// A channel to the plugin's socket.
-pub async fn connect(socket: &Path) -> Result<Channel, String> {
+pub async fn connect(socket: &Path) -> Result<Channel, Error> {
     csi_proto::channel::connect(socket)
         .await
-        .map_err(|e| format!("connect {}: {e}", socket.display()))
+        .map_err(|source| Error::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })
+}
+
+/// `mkdir -p`, the path named if it fails.
+pub fn create_dir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|source| Error::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A file's text, the path named if it cannot be read.
+fn read(path: PathBuf) -> Result<String, Error> {
+    std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
 }
 
 /// Refuses to run in the mount namespace it was started from: the benchmark makes
 /// thousands of mounts, and a killed plugin leaves them; run under
 /// `unshare -m --propagation private`, the namespace takes them away when it ends.
-pub fn require_private_mount_namespace() -> Result<(), String> {
+pub fn require_private_mount_namespace() -> Result<(), Error> {
     let parent = nix::unistd::getppid();
     let namespace = |pid: &str| {
-        std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
-            .map_err(|e| format!("read /proc/{pid}/ns/mnt: {e}"))
+        let path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+        std::fs::read_link(&path).map_err(|source| Error::Read { path, source })
     };
     if namespace("self")? == namespace(&parent.to_string())? {
-        return Err(
-            "run this under `unshare -m --propagation private`: it makes thousands of mounts"
-                .into(),
-        );
+        return Err(Error::SharedMountNamespace);
     }
     Ok(())
 }
@@ -277,9 +328,8 @@ pub struct Memory {
     pub hwm: u64,
 }
 
-pub fn memory(pid: u32) -> Result<Memory, String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+pub fn memory(pid: u32) -> Result<Memory, Error> {
+    let status = read(PathBuf::from(format!("/proc/{pid}/status")))?;
     Ok(parse_memory(&status))
 }
 
@@ -303,6 +353,60 @@ pub const MIB: f64 = 1024.0 * 1024.0;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child that writes its STOWAGE_LOG to `dir/filter` and stays up.
+    fn reporting_child(dir: &Path, log: Log) -> Child {
+        let script = format!(
+            "printf %s \"$STOWAGE_LOG\" > {0}/filter.tmp && mv {0}/filter.tmp {0}/filter && exec sleep 30",
+            dir.display()
+        );
+        Child::new(
+            "reporter".into(),
+            Path::new("/bin/sh"),
+            vec!["-c".into(), script.into()],
+            log,
+        )
+    }
+
+    async fn filter_seen(dir: &Path, log: Log) -> String {
+        let mut child = reporting_child(dir, log);
+        let path = dir.join("filter");
+        let (filter, _) = child
+            .start(Duration::from_millis(10), async || {
+                std::fs::read_to_string(&path).ok()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        child.kill().await;
+        filter
+    }
+
+    #[tokio::test]
+    async fn a_child_logging_to_the_benchmarks_stderr_gets_the_filter_it_was_given() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let filter = filter_seen(dir.path(), Log::Inherit("info,provisioner=debug".into())).await;
+        assert_eq!(filter, "info,provisioner=debug");
+    }
+
+    #[tokio::test]
+    async fn a_child_that_exits_before_serving_names_its_log() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = dir.path().join("child.log");
+        let mut child = Child::new(
+            "quitter".into(),
+            Path::new("/bin/sh"),
+            vec!["-c".into(), "exit 3".into()],
+            Log::File(log.clone()),
+        );
+        let refused = child
+            .start(Duration::from_millis(10), async || None::<()>)
+            .await
+            .expect_err("it exits");
+        assert_eq!(
+            refused.to_string(),
+            format!("quitter exited (exit status: 3); see {}", log.display())
+        );
+    }
 
     #[test]
     fn memory_fields_are_read_in_bytes() {

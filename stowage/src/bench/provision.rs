@@ -2,8 +2,6 @@
 //! server, the controller service for this node's local volumes on a unix socket,
 //! and the provisioner's central and node instances, all real, in one process.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use csi_controller::{ControllerConfig, Driver, controller_routes};
@@ -14,9 +12,13 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::apiserver::{client_for, start_server};
+use super::apiserver::start_server;
+use super::concurrent;
+use super::error::{Error, api, manifest};
 
 const NODE: &str = "bench-node";
+/// How long the claims may take to be Bound.
+const BIND_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(clap::Args)]
 pub struct ProvisionBench {
@@ -28,10 +30,10 @@ pub struct ProvisionBench {
     concurrency: usize,
 }
 
-pub async fn run(args: ProvisionBench) -> Result<(), String> {
-    let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
+pub async fn run(args: ProvisionBench) -> Result<(), Error> {
+    let dir = tempfile::TempDir::new().map_err(Error::TempDir)?;
     let (_store, kubeconfig) = start_server(dir.path().join("api"))?;
-    let client = client_for(&kubeconfig).await?;
+    let client = crate::kubeconfig::client(&kubeconfig).await?;
     let socket = dir.path().join("node.sock");
     let driver = Driver::open(&ControllerConfig {
         node_id: Some(NODE.into()),
@@ -39,9 +41,11 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
         state_dir: dir.path().join("state"),
         enable_attach: false,
         max_volumes_per_node: 0,
-    })
-    .map_err(|e| format!("controller: {e}"))?;
-    let listener = socket::bind(&socket).map_err(|e| format!("bind: {e}"))?;
+    })?;
+    let listener = socket::bind(&socket).map_err(|source| Error::Bind {
+        path: socket.clone(),
+        source,
+    })?;
     tokio::spawn(stowage::serve::serve(
         listener,
         controller_routes(driver),
@@ -62,18 +66,20 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
             std::future::pending(),
         ));
     }
-    let class: StorageClass = serde_json::from_value(json!({
-        "metadata": {"name": "bench-local"},
-        "provisioner": "csi.stowage.io",
-        "volumeBindingMode": "Immediate",
-        "reclaimPolicy": "Delete",
-        "parameters": {"type": "local"},
-    }))
-    .map_err(|e| e.to_string())?;
+    let class: StorageClass = manifest(
+        "class",
+        json!({
+            "metadata": {"name": "bench-local"},
+            "provisioner": "csi.stowage.io",
+            "volumeBindingMode": "Immediate",
+            "reclaimPolicy": "Delete",
+            "parameters": {"type": "local"},
+        }),
+    )?;
     Api::<StorageClass>::all(client.clone())
         .create(&PostParams::default(), &class)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(api("create the class"))?;
 
     let started = Instant::now();
     create_claims(&client, args.claims, args.concurrency).await?;
@@ -83,7 +89,7 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
         let list = claims
             .list(&ListParams::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(api("list claims"))?;
         let bound = list
             .items
             .iter()
@@ -92,11 +98,12 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
         if bound == args.claims {
             break;
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!(
-                "only {bound} of {} claims bound after 10 minutes",
-                args.claims
-            ));
+        if started.elapsed() > BIND_TIMEOUT {
+            return Err(Error::NotBound {
+                bound,
+                total: args.claims,
+                after: BIND_TIMEOUT,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -120,37 +127,29 @@ pub async fn run(args: ProvisionBench) -> Result<(), String> {
     Ok(())
 }
 
-async fn create_claims(client: &Client, count: usize, concurrency: usize) -> Result<(), String> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-            let next = next.clone();
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return Ok::<(), String>(());
+async fn create_claims(client: &Client, count: usize, concurrency: usize) -> Result<(), Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let create = move |i: usize| {
+        let claims = claims.clone();
+        async move {
+            let claim: PersistentVolumeClaim = manifest(
+                "claim",
+                json!({
+                    "metadata": {"name": format!("claim-{i:05}")},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": "bench-local",
+                        "resources": {"requests": {"storage": "1Mi"}},
                     }
-                    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-                        "metadata": {"name": format!("claim-{i:05}")},
-                        "spec": {
-                            "accessModes": ["ReadWriteOnce"],
-                            "storageClassName": "bench-local",
-                            "resources": {"requests": {"storage": "1Mi"}},
-                        }
-                    }))
-                    .map_err(|e| e.to_string())?;
-                    claims
-                        .create(&PostParams::default(), &claim)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.map_err(|e| e.to_string())??;
-    }
+                }),
+            )?;
+            claims
+                .create(&PostParams::default(), &claim)
+                .await
+                .map_err(api(format!("create claim {i}")))?;
+            Ok(())
+        }
+    };
+    concurrent::fill(0, count, concurrency, create).await?;
     Ok(())
 }

@@ -3,8 +3,6 @@
 //! would, and the time until every one is Bound, with the bound count along the way.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -15,10 +13,12 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::concurrent;
+use super::error::{Error, api, manifest};
 use super::plot::{self, Chart, Series};
+use super::process::{self, Served};
 
 mod cpu;
-use super::process::{self, Served};
 
 #[derive(clap::Args)]
 pub struct UpBench {
@@ -40,6 +40,10 @@ pub struct UpBench {
     /// Draw the bound count against time as a PNG here.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Log filter of `stowage up` and every process it starts (their stderr is this one's),
+    /// e.g. `info` or `provisioner=debug`.
+    #[arg(long, default_value = "warn")]
+    child_log: String,
 }
 
 /// One run: a name and the bound count against seconds since the first create.
@@ -54,9 +58,9 @@ enum Kind {
     Dynamic,
 }
 
-pub async fn run(args: UpBench) -> Result<(), String> {
+pub async fn run(args: UpBench) -> Result<(), Error> {
     if args.static_volumes == 0 && args.dynamic == 0 {
-        return Err("nothing to do: give --static N and/or --dynamic N".into());
+        return Err(Error::NothingToDo);
     }
     let mut curves = Vec::new();
     if args.static_volumes > 0 {
@@ -76,16 +80,16 @@ pub async fn run(args: UpBench) -> Result<(), String> {
             y_label: "claims Bound",
             series: &series,
         };
-        plot::draw(path, &chart).map_err(|e| e.to_string())?;
+        plot::draw(path, &chart)?;
         println!("  curve drawn to {}", path.display());
     }
     Ok(())
 }
 
-async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, String> {
-    let dir = tempfile::TempDir::new().map_err(|e| format!("tempdir: {e}"))?;
+async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, Error> {
+    let dir = tempfile::TempDir::new().map_err(Error::TempDir)?;
     let data = dir.path().join("data");
-    let served = process::serve("up", &data, &["--node-name", "bench"]).await?;
+    let served = process::serve("up", &data, &["--node-name", "bench"], &args.child_log).await?;
     wait_for_provisioners(&served).await?;
     let client = served.client.clone();
     let (label, what) = match kind {
@@ -134,13 +138,14 @@ async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, String
         if Instant::now() > deadline {
             counter.abort();
             served.stop().await;
-            return Err(format!(
-                "only {bound} of {count} claims Bound after {} s",
-                args.timeout
-            ));
+            return Err(Error::NotBound {
+                bound,
+                total: count,
+                after: Duration::from_secs(args.timeout),
+            });
         }
         if let Some(task) = creating.as_mut().filter(|t| t.is_finished()) {
-            task.await.map_err(|e| e.to_string())??;
+            task.await??;
             created_at = Some(started.elapsed());
             creating = None;
         }
@@ -148,7 +153,7 @@ async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, String
     }
     let elapsed = started.elapsed();
     if let Some(task) = creating {
-        task.await.map_err(|e| e.to_string())??;
+        task.await??;
         created_at = Some(started.elapsed());
     }
     counter.abort();
@@ -167,9 +172,10 @@ async fn phase(args: &UpBench, kind: Kind, count: usize) -> Result<Curve, String
 }
 
 /// `up` answers before its provisioners run: wait for `stowage status` to pass, as a user would.
-async fn wait_for_provisioners(served: &Served) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(120);
+async fn wait_for_provisioners(served: &Served) -> Result<(), Error> {
+    const WITHIN: Duration = Duration::from_secs(120);
+    let exe = std::env::current_exe().map_err(Error::OwnPath)?;
+    let deadline = Instant::now() + WITHIN;
     loop {
         let status = tokio::process::Command::new(&exe)
             .arg("status")
@@ -179,12 +185,15 @@ async fn wait_for_provisioners(served: &Served) -> Result<(), String> {
             .stderr(std::process::Stdio::null())
             .status()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Error::Spawn {
+                name: "stowage status".into(),
+                source,
+            })?;
         if status.success() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err("stowage status did not pass within 120 s".into());
+            return Err(Error::StatusFailing(WITHIN));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -222,66 +231,59 @@ async fn create(
     count: usize,
     concurrency: usize,
     class: String,
-) -> Result<(), String> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let volumes: Api<PersistentVolume> = Api::all(client.clone());
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-            let next = next.clone();
-            let class = class.clone();
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return Ok::<(), String>(());
-                    }
-                    if let Kind::Static = kind {
-                        volumes
-                            .create(&PostParams::default(), &static_volume(i)?)
-                            .await
-                            .map_err(|e| format!("create volume {i}: {e}"))?;
-                    }
-                    let class = match kind {
-                        Kind::Static => "",
-                        Kind::Dynamic => class.as_str(),
-                    };
-                    claims
-                        .create(&PostParams::default(), &claim(i, class)?)
+) -> Result<(), Error> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, "default");
+    let create = move |i: usize| {
+        let (volumes, claims, class) = (volumes.clone(), claims.clone(), class.clone());
+        async move {
+            let class = match kind {
+                Kind::Static => {
+                    volumes
+                        .create(&PostParams::default(), &static_volume(i)?)
                         .await
-                        .map_err(|e| format!("create claim {i}: {e}"))?;
+                        .map_err(api(format!("create volume {i}")))?;
+                    ""
                 }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.map_err(|e| e.to_string())??;
-    }
+                Kind::Dynamic => class.as_str(),
+            };
+            claims
+                .create(&PostParams::default(), &claim(i, class)?)
+                .await
+                .map_err(api(format!("create claim {i}")))?;
+            Ok(())
+        }
+    };
+    concurrent::fill(0, count, concurrency, create).await?;
     Ok(())
 }
 
-fn static_volume(i: usize) -> Result<PersistentVolume, String> {
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("static-{i:06}")},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": format!("/srv/static-{i:06}")},
-        }
-    }))
-    .map_err(|e| e.to_string())
+fn static_volume(i: usize) -> Result<PersistentVolume, Error> {
+    manifest(
+        "volume",
+        json!({
+            "metadata": {"name": format!("static-{i:06}")},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": format!("/srv/static-{i:06}")},
+            }
+        }),
+    )
 }
 
-fn claim(i: usize, class: &str) -> Result<PersistentVolumeClaim, String> {
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("claim-{i:06}")},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": class,
-            "resources": {"requests": {"storage": if class.is_empty() { "1Gi" } else { "1Mi" }}},
-        }
-    }))
-    .map_err(|e| e.to_string())
+fn claim(i: usize, class: &str) -> Result<PersistentVolumeClaim, Error> {
+    manifest(
+        "claim",
+        json!({
+            "metadata": {"name": format!("claim-{i:06}")},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": class,
+                "resources": {"requests": {"storage": if class.is_empty() { "1Gi" } else { "1Mi" }}},
+            }
+        }),
+    )
 }

@@ -1,10 +1,12 @@
 //! `stowage-node`: the node plugin alone, for the DaemonSet. It takes the flags of
 //! `stowage node` and links none of the API server, provisioner or kube client.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use stowage::node_plugin::{self, NodeArgs};
+use stowage::node_plugin::{self, NodeArgs, NodePluginError};
 
 #[derive(Parser)]
 #[command(
@@ -20,12 +22,23 @@ struct Cli {
     node: NodeArgs,
 }
 
+/// Why the node plugin stopped: the one place it becomes the message of the process.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    NodePlugin(#[from] NodePluginError),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     stowage::init_logging(&cli.log);
     let result = match node_plugin::runtime() {
-        Ok(runtime) => runtime.block_on(node_plugin::run(cli.node)),
-        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+        Ok(runtime) => runtime
+            .block_on(node_plugin::run(cli.node))
+            .map_err(Failure::from),
+        Err(e) => Err(Failure::Runtime(e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,31 +6,35 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 /// Why `up` cannot have what it needs; each message names the flag to change.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
     #[error(
-        "--data {dir} is in use by a running `stowage up`{holder}: stop it, or choose another --data"
+        "--data {} is in use by a running `stowage up`{holder}: stop it, or choose another --data",
+        .dir.display()
     )]
-    DataInUse { dir: String, holder: String },
-    #[error("--data {dir}: cannot lock {file}: {reason}")]
+    DataInUse { dir: PathBuf, holder: String },
+    #[error("--data {}: cannot lock {}: {source}", .dir.display(), .file.display())]
     DataLock {
-        dir: String,
-        file: String,
-        reason: String,
+        dir: PathBuf,
+        file: PathBuf,
+        source: std::io::Error,
     },
     #[error(
         "--listen {addr} is already in use (another `stowage up`, API server or program): \
          stop it, or choose another address with --listen"
     )]
     ListenInUse { addr: SocketAddr },
-    #[error("--listen {addr}: {reason}")]
-    Listen { addr: SocketAddr, reason: String },
+    #[error("--listen {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The data directory's lock, held as long as this value lives (the kernel drops
@@ -43,12 +47,11 @@ const LOCK_FILE: &str = "up.lock";
 
 /// Locks `data` for this process and records its pid for the message a second `up` prints.
 pub fn lock_data(data: &Path) -> Result<DataLock, ClaimError> {
-    let dir = data.display().to_string();
     let path = data.join(LOCK_FILE);
-    let failed = |reason: String| ClaimError::DataLock {
-        dir: dir.clone(),
-        file: path.display().to_string(),
-        reason,
+    let failed = |source: std::io::Error| ClaimError::DataLock {
+        dir: data.to_path_buf(),
+        file: path.clone(),
+        source,
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -56,18 +59,18 @@ pub fn lock_data(data: &Path) -> Result<DataLock, ClaimError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((mut file, Errno::EWOULDBLOCK)) => {
             return Err(ClaimError::DataInUse {
-                dir: dir.clone(),
+                dir: data.to_path_buf(),
                 holder: holder(&mut file),
             });
         }
-        Err((_, errno)) => return Err(failed(errno.to_string())),
+        Err((_, errno)) => return Err(failed(errno.into())),
     };
-    record_pid(&mut lock).map_err(|e| failed(e.to_string()))?;
+    record_pid(&mut lock).map_err(failed)?;
     Ok(DataLock { _lock: lock })
 }
 
@@ -102,10 +105,7 @@ pub fn check_listen(addr: SocketAddr) -> Result<(), ClaimError> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             Err(ClaimError::ListenInUse { addr })
         }
-        Err(e) => Err(ClaimError::Listen {
-            addr,
-            reason: e.to_string(),
-        }),
+        Err(source) => Err(ClaimError::Listen { addr, source }),
     }
 }
 
@@ -118,12 +118,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = lock_data(dir.path()).expect("first lock");
         let second = lock_data(dir.path()).err().expect("second lock refused");
-        assert_eq!(
-            second,
-            ClaimError::DataInUse {
-                dir: dir.path().display().to_string(),
-                holder: format!(" (pid {})", std::process::id()),
-            }
+        let holder = format!(" (pid {})", std::process::id());
+        assert!(
+            matches!(&second, ClaimError::DataInUse { dir: d, holder: h } if d == dir.path() && *h == holder),
+            "{second:?}"
         );
         assert!(second.to_string().contains("--data"));
         drop(first);
@@ -135,7 +133,10 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = taken.local_addr().expect("addr");
         let err = check_listen(addr).expect_err("refused");
-        assert_eq!(err, ClaimError::ListenInUse { addr });
+        assert!(
+            matches!(err, ClaimError::ListenInUse { addr: a } if a == addr),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("--listen"));
         drop(taken);
         check_listen(addr).expect("free once released");

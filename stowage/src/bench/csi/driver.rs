@@ -20,6 +20,8 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::stats::{Rpc, Stats};
+use crate::bench::error::Error;
+use crate::bench::process::create_dir;
 use crate::capabilities::{controller_rpcs, node_rpcs};
 
 /// The two kinds of lifecycle the benchmark drives.
@@ -38,7 +40,7 @@ pub struct Driver {
     node: NodeClient<Channel>,
     node_id: String,
     topology: Option<TopologyRequirement>,
-    stage: bool,
+    node_stages: bool,
     controller_publish: bool,
 }
 
@@ -61,11 +63,14 @@ impl Driver {
         controller: Channel,
         node: Channel,
         kind: VolumeType,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let plugin = IdentityClient::new(controller.clone())
             .get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {})
             .await
-            .map_err(|e| format!("GetPluginCapabilities: {}", e.message()))?
+            .map_err(|status| Error::Rpc {
+                call: "GetPluginCapabilities",
+                status,
+            })?
             .into_inner();
         let services: Vec<i32> = plugin
             .capabilities
@@ -76,29 +81,25 @@ impl Driver {
             })
             .collect();
         let mut node_client = NodeClient::new(node);
-        let node_caps = node_rpcs(&mut node_client)
-            .await
-            .map_err(|e| e.to_string())?;
+        let node_caps = node_rpcs(&mut node_client).await?;
         let info = node_client
             .node_get_info(csi::NodeGetInfoRequest {})
             .await
-            .map_err(|e| format!("NodeGetInfo: {}", e.message()))?
+            .map_err(|status| Error::Rpc {
+                call: "NodeGetInfo",
+                status,
+            })?
             .into_inner();
         let mut controller_client = ControllerClient::new(controller);
         let controller_caps = if services.contains(&(ServiceType::ControllerService as i32)) {
-            controller_rpcs(&mut controller_client)
-                .await
-                .map_err(|e| e.to_string())?
+            controller_rpcs(&mut controller_client).await?
         } else {
             Vec::new()
         };
         if matches!(kind, VolumeType::Local)
             && !controller_caps.contains(&(ControllerCap::CreateDeleteVolume as i32))
         {
-            return Err(
-                "the controller endpoint does not offer CREATE_DELETE_VOLUME; try --type ephemeral"
-                    .into(),
-            );
+            return Err(Error::NoCreateDelete);
         }
         let accessibility =
             services.contains(&(ServiceType::VolumeAccessibilityConstraints as i32));
@@ -114,7 +115,7 @@ impl Driver {
             node: node_client,
             node_id: info.node_id,
             topology,
-            stage: node_caps.contains(&(NodeCap::StageUnstageVolume as i32)),
+            node_stages: node_caps.contains(&(NodeCap::StageUnstageVolume as i32)),
             controller_publish: controller_caps
                 .contains(&(ControllerCap::PublishUnpublishVolume as i32)),
         })
@@ -133,91 +134,20 @@ impl Driver {
 
     async fn persistent(&self, workload: &Workload, index: usize, stats: &mut Stats) -> bool {
         let name = format!("bench-{}-{index}", workload.run);
-        let mut controller = self.controller.clone();
-        let create = csi::CreateVolumeRequest {
-            name,
-            capacity_range: Some(CapacityRange {
-                required_bytes: workload.capacity_bytes,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![mount_capability()],
-            parameters: workload.parameters.clone(),
-            accessibility_requirements: self.topology.clone(),
-            volume_content_source: workload.source.as_ref().map(|id| VolumeContentSource {
-                r#type: Some(SourceType::Volume(VolumeSource {
-                    volume_id: id.clone(),
-                })),
-            }),
-            ..Default::default()
-        };
-        let Some(volume) = timed(stats, Rpc::CreateVolume, controller.create_volume(create))
-            .await
-            .and_then(|r| r.volume)
-        else {
+        let Ok(volume) = self.create(workload, name, stats).await else {
             return false;
         };
         let attached = self.attach(&volume, stats).await;
         let ok = match &attached {
-            Some(publish_context) => {
+            Ok(publish_context) => {
                 self.mount(workload, index, &volume, publish_context, stats)
                     .await
             }
-            None => false,
+            Err(_) => false,
         };
-        let detached = attached.is_none() || self.detach(&volume.volume_id, stats).await;
-        let delete = csi::DeleteVolumeRequest {
-            volume_id: volume.volume_id,
-            secrets: HashMap::new(),
-        };
-        let deleted = timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
-            .await
-            .is_some();
+        let detached = attached.is_err() || self.detach(&volume.volume_id, stats).await.is_ok();
+        let deleted = self.delete(volume.volume_id, stats).await.is_ok();
         ok && detached && deleted
-    }
-
-    /// ControllerPublishVolume when the driver wants it; the publish context either way.
-    async fn attach(
-        &self,
-        volume: &csi::Volume,
-        stats: &mut Stats,
-    ) -> Option<HashMap<String, String>> {
-        if !self.controller_publish {
-            return Some(HashMap::new());
-        }
-        let request = csi::ControllerPublishVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            node_id: self.node_id.clone(),
-            volume_capability: Some(mount_capability()),
-            volume_context: volume.volume_context.clone(),
-            ..Default::default()
-        };
-        let mut controller = self.controller.clone();
-        timed(
-            stats,
-            Rpc::ControllerPublishVolume,
-            controller.controller_publish_volume(request),
-        )
-        .await
-        .map(|r| r.publish_context)
-    }
-
-    async fn detach(&self, volume_id: &str, stats: &mut Stats) -> bool {
-        if !self.controller_publish {
-            return true;
-        }
-        let request = csi::ControllerUnpublishVolumeRequest {
-            volume_id: volume_id.into(),
-            node_id: self.node_id.clone(),
-            secrets: HashMap::new(),
-        };
-        let mut controller = self.controller.clone();
-        timed(
-            stats,
-            Rpc::ControllerUnpublishVolume,
-            controller.controller_unpublish_volume(request),
-        )
-        .await
-        .is_some()
     }
 
     /// Stage (when offered), publish, unpublish, unstage.
@@ -230,29 +160,9 @@ impl Driver {
         stats: &mut Stats,
     ) -> bool {
         let paths = Paths::new(&workload.dir, index);
-        let staging = if self.stage {
-            if std::fs::create_dir_all(&paths.staging).is_err() {
-                return false;
-            }
-            let stage = csi::NodeStageVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                publish_context: publish_context.clone(),
-                staging_target_path: path_string(&paths.staging),
-                volume_capability: Some(mount_capability()),
-                volume_context: volume.volume_context.clone(),
-                ..Default::default()
-            };
-            let mut node = self.node.clone();
-            if timed(stats, Rpc::NodeStageVolume, node.node_stage_volume(stage))
-                .await
-                .is_none()
-            {
-                paths.remove();
-                return false;
-            }
-            path_string(&paths.staging)
-        } else {
-            String::new()
+        let Ok(staging) = self.stage(volume, publish_context, &paths, stats).await else {
+            paths.remove();
+            return false;
         };
         let published = self
             .publish_unpublish(
@@ -266,20 +176,10 @@ impl Driver {
                 stats,
             )
             .await;
-        let unstaged = !self.stage || {
-            let unstage = csi::NodeUnstageVolumeRequest {
-                volume_id: volume.volume_id.clone(),
-                staging_target_path: staging,
-            };
-            let mut node = self.node.clone();
-            timed(
-                stats,
-                Rpc::NodeUnstageVolume,
-                node.node_unstage_volume(unstage),
-            )
+        let unstaged = self
+            .unstage(&volume.volume_id, staging, stats)
             .await
-            .is_some()
-        };
+            .is_ok();
         paths.remove();
         published && unstaged
     }
@@ -308,41 +208,8 @@ impl Driver {
         paths: &Paths,
         stats: &mut Stats,
     ) -> bool {
-        // As kubelet does: the pod's volume directory exists, the target inside it does not.
-        if std::fs::create_dir_all(&paths.pod).is_err() {
-            return false;
-        }
-        let publish = csi::NodePublishVolumeRequest {
-            volume_id: volume.volume_id.into(),
-            publish_context: volume.publish_context.clone(),
-            staging_target_path: volume.staging.into(),
-            target_path: path_string(&paths.target),
-            volume_capability: Some(mount_capability()),
-            volume_context: volume.volume_context.clone(),
-            ..Default::default()
-        };
-        let mut node = self.node.clone();
-        if timed(
-            stats,
-            Rpc::NodePublishVolume,
-            node.node_publish_volume(publish),
-        )
-        .await
-        .is_none()
-        {
-            return false;
-        }
-        let unpublish = csi::NodeUnpublishVolumeRequest {
-            volume_id: volume.volume_id.into(),
-            target_path: path_string(&paths.target),
-        };
-        timed(
-            stats,
-            Rpc::NodeUnpublishVolume,
-            node.node_unpublish_volume(unpublish),
-        )
-        .await
-        .is_some()
+        self.publish(&volume, paths, stats).await.is_ok()
+            && self.unpublish(volume.volume_id, paths, stats).await.is_ok()
     }
 }
 
@@ -361,62 +228,24 @@ impl Driver {
         workload: &Workload,
         index: usize,
         stats: &mut Stats,
-    ) -> Result<Held, String> {
-        let mut controller = self.controller.clone();
-        let create = csi::CreateVolumeRequest {
-            name: format!("held-{}-{index}", workload.run),
-            capacity_range: Some(CapacityRange {
-                required_bytes: workload.capacity_bytes,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![mount_capability()],
-            parameters: workload.parameters.clone(),
-            accessibility_requirements: self.topology.clone(),
-            ..Default::default()
-        };
-        let volume = timed(stats, Rpc::CreateVolume, controller.create_volume(create))
-            .await
-            .and_then(|r| r.volume)
-            .ok_or_else(|| format!("CreateVolume of held volume {index} failed"))?;
+    ) -> Result<Held, Error> {
+        let name = format!("held-{}-{index}", workload.run);
+        let volume = self.create(workload, name, stats).await?;
         let paths = Paths::new(&workload.dir.join("held"), index);
-        let mut held = Held {
+        let no_context = HashMap::new();
+        let staging = self.stage(&volume, &no_context, &paths, stats).await?;
+        let published = Published {
+            volume_id: &volume.volume_id,
+            volume_context: &volume.volume_context,
+            publish_context: &no_context,
+            staging: &staging,
+        };
+        self.publish(&published, &paths, stats).await?;
+        Ok(Held {
             volume,
             paths,
-            staging: String::new(),
-        };
-        let failed = |what: &str| format!("{what} of held volume {index} failed");
-        let mut node = self.node.clone();
-        if self.stage {
-            std::fs::create_dir_all(&held.paths.staging).map_err(|e| e.to_string())?;
-            held.staging = path_string(&held.paths.staging);
-            let stage = csi::NodeStageVolumeRequest {
-                volume_id: held.volume.volume_id.clone(),
-                staging_target_path: held.staging.clone(),
-                volume_capability: Some(mount_capability()),
-                volume_context: held.volume.volume_context.clone(),
-                ..Default::default()
-            };
-            timed(stats, Rpc::NodeStageVolume, node.node_stage_volume(stage))
-                .await
-                .ok_or_else(|| failed("NodeStageVolume"))?;
-        }
-        std::fs::create_dir_all(&held.paths.pod).map_err(|e| e.to_string())?;
-        let publish = csi::NodePublishVolumeRequest {
-            volume_id: held.volume.volume_id.clone(),
-            staging_target_path: held.staging.clone(),
-            target_path: path_string(&held.paths.target),
-            volume_capability: Some(mount_capability()),
-            volume_context: held.volume.volume_context.clone(),
-            ..Default::default()
-        };
-        timed(
-            stats,
-            Rpc::NodePublishVolume,
-            node.node_publish_volume(publish),
-        )
-        .await
-        .ok_or_else(|| failed("NodePublishVolume"))?;
-        Ok(held)
+            staging,
+        })
     }
 
     /// The held volume's ID.
@@ -431,39 +260,10 @@ impl Driver {
 
     /// Unpublishes, unstages and deletes a held volume; false when a step failed.
     pub async fn release(&self, held: Held, stats: &mut Stats) -> bool {
-        let mut node = self.node.clone();
-        let unpublish = csi::NodeUnpublishVolumeRequest {
-            volume_id: held.volume.volume_id.clone(),
-            target_path: path_string(&held.paths.target),
-        };
-        let mut ok = timed(
-            stats,
-            Rpc::NodeUnpublishVolume,
-            node.node_unpublish_volume(unpublish),
-        )
-        .await
-        .is_some();
-        if self.stage {
-            let unstage = csi::NodeUnstageVolumeRequest {
-                volume_id: held.volume.volume_id.clone(),
-                staging_target_path: held.staging.clone(),
-            };
-            ok &= timed(
-                stats,
-                Rpc::NodeUnstageVolume,
-                node.node_unstage_volume(unstage),
-            )
-            .await
-            .is_some();
-        }
-        let mut controller = self.controller.clone();
-        let delete = csi::DeleteVolumeRequest {
-            volume_id: held.volume.volume_id,
-            secrets: HashMap::new(),
-        };
-        ok &= timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
-            .await
-            .is_some();
+        let volume_id = held.volume.volume_id;
+        let mut ok = self.unpublish(&volume_id, &held.paths, stats).await.is_ok();
+        ok &= self.unstage(&volume_id, held.staging, stats).await.is_ok();
+        ok &= self.delete(volume_id, stats).await.is_ok();
         held.paths.remove();
         ok
     }
@@ -474,10 +274,33 @@ impl Driver {
         workload: &Workload,
         name: String,
         stats: &mut Stats,
-    ) -> Option<String> {
-        let mut controller = self.controller.clone();
+    ) -> Result<String, Error> {
+        Ok(self.create(workload, name, stats).await?.volume_id)
+    }
+
+    /// DeleteVolume of a volume that no node uses.
+    pub async fn delete_only(&self, volume_id: String, stats: &mut Stats) -> Result<(), Error> {
+        self.delete(volume_id, stats).await
+    }
+
+    /// The controller client, for calls the lifecycle does not make (ListVolumes).
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        self.controller.clone()
+    }
+}
+
+/// The steps a lifecycle and a held volume are made of, each one timed call (or none,
+/// when the driver's capabilities say it is not needed).
+impl Driver {
+    /// CreateVolume `name` (cloning the workload's source, if any).
+    async fn create(
+        &self,
+        workload: &Workload,
+        name: String,
+        stats: &mut Stats,
+    ) -> Result<csi::Volume, Error> {
         let create = csi::CreateVolumeRequest {
-            name,
+            name: name.clone(),
             capacity_range: Some(CapacityRange {
                 required_bytes: workload.capacity_bytes,
                 limit_bytes: 0,
@@ -485,29 +308,184 @@ impl Driver {
             volume_capabilities: vec![mount_capability()],
             parameters: workload.parameters.clone(),
             accessibility_requirements: self.topology.clone(),
+            volume_content_source: workload.source.as_ref().map(|id| VolumeContentSource {
+                r#type: Some(SourceType::Volume(VolumeSource {
+                    volume_id: id.clone(),
+                })),
+            }),
             ..Default::default()
         };
-        timed(stats, Rpc::CreateVolume, controller.create_volume(create))
-            .await
-            .and_then(|r| r.volume)
-            .map(|v| v.volume_id)
+        timed(
+            stats,
+            Rpc::CreateVolume,
+            &name,
+            self.controller.clone().create_volume(create),
+        )
+        .await?
+        .volume
+        .ok_or(Error::NoVolume(name))
     }
 
-    /// DeleteVolume; false when it failed.
-    pub async fn delete_only(&self, volume_id: String, stats: &mut Stats) -> bool {
-        let mut controller = self.controller.clone();
+    async fn delete(&self, volume_id: String, stats: &mut Stats) -> Result<(), Error> {
         let delete = csi::DeleteVolumeRequest {
-            volume_id,
+            volume_id: volume_id.clone(),
             secrets: HashMap::new(),
         };
-        timed(stats, Rpc::DeleteVolume, controller.delete_volume(delete))
-            .await
-            .is_some()
+        timed(
+            stats,
+            Rpc::DeleteVolume,
+            &volume_id,
+            self.controller.clone().delete_volume(delete),
+        )
+        .await
+        .map(drop)
     }
 
-    /// The controller client, for calls the lifecycle does not make (ListVolumes).
-    pub fn controller(&self) -> ControllerClient<Channel> {
-        self.controller.clone()
+    /// ControllerPublishVolume when the driver wants it; the publish context either way.
+    async fn attach(
+        &self,
+        volume: &csi::Volume,
+        stats: &mut Stats,
+    ) -> Result<HashMap<String, String>, Error> {
+        if !self.controller_publish {
+            return Ok(HashMap::new());
+        }
+        let request = csi::ControllerPublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            node_id: self.node_id.clone(),
+            volume_capability: Some(mount_capability()),
+            volume_context: volume.volume_context.clone(),
+            ..Default::default()
+        };
+        let published = timed(
+            stats,
+            Rpc::ControllerPublishVolume,
+            &volume.volume_id,
+            self.controller.clone().controller_publish_volume(request),
+        )
+        .await?;
+        Ok(published.publish_context)
+    }
+
+    async fn detach(&self, volume_id: &str, stats: &mut Stats) -> Result<(), Error> {
+        if !self.controller_publish {
+            return Ok(());
+        }
+        let request = csi::ControllerUnpublishVolumeRequest {
+            volume_id: volume_id.into(),
+            node_id: self.node_id.clone(),
+            secrets: HashMap::new(),
+        };
+        timed(
+            stats,
+            Rpc::ControllerUnpublishVolume,
+            volume_id,
+            self.controller.clone().controller_unpublish_volume(request),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// NodeStageVolume when the driver offers it; the staging path to publish from
+    /// (empty when not staged).
+    async fn stage(
+        &self,
+        volume: &csi::Volume,
+        publish_context: &HashMap<String, String>,
+        paths: &Paths,
+        stats: &mut Stats,
+    ) -> Result<String, Error> {
+        if !self.node_stages {
+            return Ok(String::new());
+        }
+        create_dir(&paths.staging)?;
+        let staging = path_string(&paths.staging);
+        let stage = csi::NodeStageVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            publish_context: publish_context.clone(),
+            staging_target_path: staging.clone(),
+            volume_capability: Some(mount_capability()),
+            volume_context: volume.volume_context.clone(),
+            ..Default::default()
+        };
+        timed(
+            stats,
+            Rpc::NodeStageVolume,
+            &volume.volume_id,
+            self.node.clone().node_stage_volume(stage),
+        )
+        .await?;
+        Ok(staging)
+    }
+
+    async fn unstage(
+        &self,
+        volume_id: &str,
+        staging: String,
+        stats: &mut Stats,
+    ) -> Result<(), Error> {
+        if !self.node_stages {
+            return Ok(());
+        }
+        let unstage = csi::NodeUnstageVolumeRequest {
+            volume_id: volume_id.into(),
+            staging_target_path: staging,
+        };
+        timed(
+            stats,
+            Rpc::NodeUnstageVolume,
+            volume_id,
+            self.node.clone().node_unstage_volume(unstage),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn publish(
+        &self,
+        volume: &Published<'_>,
+        paths: &Paths,
+        stats: &mut Stats,
+    ) -> Result<(), Error> {
+        // As kubelet does: the pod's volume directory exists, the target inside it does not.
+        create_dir(&paths.pod)?;
+        let publish = csi::NodePublishVolumeRequest {
+            volume_id: volume.volume_id.into(),
+            publish_context: volume.publish_context.clone(),
+            staging_target_path: volume.staging.into(),
+            target_path: path_string(&paths.target),
+            volume_capability: Some(mount_capability()),
+            volume_context: volume.volume_context.clone(),
+            ..Default::default()
+        };
+        timed(
+            stats,
+            Rpc::NodePublishVolume,
+            volume.volume_id,
+            self.node.clone().node_publish_volume(publish),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn unpublish(
+        &self,
+        volume_id: &str,
+        paths: &Paths,
+        stats: &mut Stats,
+    ) -> Result<(), Error> {
+        let unpublish = csi::NodeUnpublishVolumeRequest {
+            volume_id: volume_id.into(),
+            target_path: path_string(&paths.target),
+        };
+        timed(
+            stats,
+            Rpc::NodeUnpublishVolume,
+            volume_id,
+            self.node.clone().node_unpublish_volume(unpublish),
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -557,19 +535,26 @@ fn mount_capability() -> VolumeCapability {
     }
 }
 
+/// Makes `call` about `volume`, its time and outcome recorded; a refusal is logged
+/// here, as a lifecycle goes on to undo its steps rather than return it.
 async fn timed<T>(
     stats: &mut Stats,
     rpc: Rpc,
+    volume: &str,
     call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Option<T> {
+) -> Result<T, Error> {
     let started = Instant::now();
     let result = call.await;
     stats.rpc(rpc).record(started.elapsed(), result.is_ok());
     match result {
-        Ok(response) => Some(response.into_inner()),
+        Ok(response) => Ok(response.into_inner()),
         Err(status) => {
-            tracing::warn!(rpc = rpc.name(), code = ?status.code(), "{}", status.message());
-            None
+            tracing::warn!(rpc = rpc.name(), volume, code = ?status.code(), "{}", status.message());
+            Err(Error::VolumeRpc {
+                call: rpc.name(),
+                volume: volume.to_string(),
+                status,
+            })
         }
     }
 }

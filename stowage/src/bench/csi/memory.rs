@@ -24,6 +24,12 @@ impl NodeMemory {
         }
     }
 
+    /// The resident memory of the server behind `socket` now, 0 when not visible.
+    pub fn now_kib(socket: &Path) -> u64 {
+        let pid = peer_pid(socket);
+        pid.and_then(rss_kib).unwrap_or_default()
+    }
+
     pub fn sample_after(&mut self) {
         self.after_kib = self.pid.and_then(rss_kib);
     }

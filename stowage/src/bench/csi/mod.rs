@@ -2,7 +2,6 @@
 //! and prints per-RPC latency, lifecycle throughput and the node plugin's memory.
 //! With a baseline driver it runs the same work against both and prints ratios.
 
-pub(super) mod concurrent;
 pub(super) mod driver;
 pub(super) mod memory;
 pub(super) mod stats;
@@ -19,6 +18,9 @@ use stowage_common::quantity::parse_bytes;
 
 use driver::{Driver, VolumeType, Workload};
 use stats::{Stats, micros};
+
+use super::error::Error;
+use super::process::{self, create_dir};
 
 #[derive(clap::Args)]
 pub struct CsiBench {
@@ -64,11 +66,26 @@ pub struct CsiBench {
     json: bool,
 }
 
-fn key_value(text: &str) -> Result<(String, String), String> {
+/// A parameter flag's value that is not `key=value`.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{0:?} is not key=value")]
+struct NotKeyValue(String);
+
+fn key_value(text: &str) -> Result<(String, String), NotKeyValue> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
-        _ => Err(format!("{text:?} is not key=value")),
+        _ => Err(NotKeyValue(text.into())),
     }
+}
+
+/// A size flag's bytes (`1Mi`, `1G`, `4096`).
+fn size<T: TryFrom<u128>>(flag: &'static str, text: &str) -> Result<T, Error> {
+    parse_bytes(text)
+        .and_then(|bytes| T::try_from(bytes).ok())
+        .ok_or_else(|| Error::NotASize {
+            flag,
+            text: text.into(),
+        })
 }
 
 /// The endpoints of one driver and the parameters its volumes get.
@@ -83,10 +100,10 @@ impl Target {
         controller: &str,
         node: Option<&str>,
         parameters: &[(String, String)],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         Ok(Self {
-            controller: socket_path(controller).map_err(|e| e.to_string())?,
-            node: socket_path(node.unwrap_or(controller)).map_err(|e| e.to_string())?,
+            controller: socket_path(controller)?,
+            node: socket_path(node.unwrap_or(controller))?,
             parameters: parameters.iter().cloned().collect(),
         })
     }
@@ -99,10 +116,8 @@ struct Measurement {
     memory: memory::NodeMemory,
 }
 
-pub async fn run(args: CsiBench) -> Result<(), String> {
-    let capacity = parse_bytes(&args.capacity)
-        .and_then(|b| i64::try_from(b).ok())
-        .ok_or_else(|| format!("--capacity {:?} is not a size", args.capacity))?;
+pub async fn run(args: CsiBench) -> Result<(), Error> {
+    let capacity = size("--capacity", &args.capacity)?;
     let target = Target::new(
         &args.controller_endpoint,
         args.node_endpoint.as_deref(),
@@ -128,29 +143,16 @@ pub async fn run(args: CsiBench) -> Result<(), String> {
     }
     let errors = measured.stats.lifecycles.errors();
     if errors > 0 {
-        return Err(format!("{errors} lifecycles failed"));
+        return Err(Error::LifecyclesFailed(errors));
     }
     Ok(())
 }
 
-async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Measurement, String> {
-    let connect = |socket: &Path| {
-        let socket = socket.to_path_buf();
-        async move {
-            csi_proto::channel::connect(&socket)
-                .await
-                .map_err(|e| format!("connect {}: {e}", socket.display()))
-        }
-    };
-    let driver = Driver::discover(
-        connect(&target.controller).await?,
-        connect(&target.node).await?,
-        args.kind,
-    )
-    .await?;
+async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Measurement, Error> {
+    let driver = discover(&target.controller, &target.node, args.kind).await?;
     let run = run_id();
     let dir = args.work_dir.join(&run);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    create_dir(&dir)?;
     let mut workload = Workload {
         kind: args.kind,
         parameters: target.parameters.clone(),
@@ -160,10 +162,8 @@ async fn measure(target: &Target, args: &CsiBench, capacity: i64) -> Result<Meas
         source: None,
     };
     let source = match &args.clone_source_bytes {
-        Some(size) => {
-            let bytes = parse_bytes(size)
-                .and_then(|b| u64::try_from(b).ok())
-                .ok_or_else(|| format!("{size:?} is not a size"))?;
+        Some(text) => {
+            let bytes = size("--clone-source-bytes", text)?;
             let held = clone_source(&driver, &workload, bytes).await?;
             workload.source = Some(Driver::volume_id(&held).to_string());
             Some(held)
@@ -200,7 +200,7 @@ async fn clone_source(
     driver: &Driver,
     workload: &Workload,
     bytes: u64,
-) -> Result<driver::Held, String> {
+) -> Result<driver::Held, Error> {
     let held = driver
         .hold(workload, usize::MAX, &mut Stats::default())
         .await?;
@@ -225,9 +225,8 @@ async fn clone_source(
         file.sync_all()
     };
     tokio::task::spawn_blocking(write)
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("write the clone source: {e}"))?;
+        .await?
+        .map_err(Error::CloneSource)?;
     Ok(held)
 }
 
@@ -237,7 +236,7 @@ pub(super) async fn drive(
     workload: Arc<Workload>,
     count: usize,
     concurrency: usize,
-) -> Result<Stats, String> {
+) -> Result<Stats, Error> {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency.clamp(1, count.max(1)))
         .map(|_| {
@@ -256,7 +255,7 @@ pub(super) async fn drive(
         .collect();
     let mut total = Stats::default();
     for worker in workers {
-        total.merge(worker.await.map_err(|e| format!("worker: {e}"))?);
+        total.merge(worker.await?);
     }
     Ok(total)
 }
@@ -271,6 +270,18 @@ fn remove_work_dir(dir: &Path) {
             tracing::warn!("left behind in {}: {e}", path.display());
         }
     }
+}
+
+/// The driver behind a controller and a node socket (the same one for a node plugin
+/// that serves both), and what it offers.
+pub(super) async fn discover(
+    controller: &Path,
+    node: &Path,
+    kind: VolumeType,
+) -> Result<Driver, Error> {
+    let controller = process::connect(controller).await?;
+    let node = process::connect(node).await?;
+    Driver::discover(controller, node, kind).await
 }
 
 pub(super) fn run_id() -> String {

@@ -1,8 +1,10 @@
-//! The scale benchmarks' bulk work: volumes made up to a checkpoint, and undone at the
+//! The benchmarks' bulk work: objects and volumes made up to a count, and undone at the
 //! end, a fixed number at a time. Stats of this work are not reported, so none are kept.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use super::error::Error;
 
 /// Makes items `from..target` with `make(index)`, `concurrency` calls at a time;
 /// returns them (in no particular order), or a failure once every worker stopped.
@@ -11,11 +13,11 @@ pub async fn fill<T, F, Fut>(
     target: usize,
     concurrency: usize,
     make: F,
-) -> Result<Vec<T>, String>
+) -> Result<Vec<T>, Error>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<T, String>> + Send,
+    Fut: Future<Output = Result<T, Error>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(from));
     let workers: Vec<_> = (0..concurrency.max(1))
@@ -26,7 +28,7 @@ where
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     if index >= target {
-                        return Ok::<_, String>(made);
+                        return Ok::<_, Error>(made);
                     }
                     made.push(make(index).await?);
                 }
@@ -35,9 +37,10 @@ where
         .collect();
     let (mut all, mut failure) = (Vec::new(), None);
     for worker in workers {
-        match worker.await.map_err(|e| format!("worker: {e}")) {
+        match worker.await {
             Ok(Ok(made)) => all.extend(made),
-            Ok(Err(e)) | Err(e) => failure = Some(e),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(Error::Worker(e)),
         }
     }
     failure.map_or(Ok(all), Err)
@@ -87,13 +90,16 @@ mod tests {
 
         let refused = fill(0, 40, 4, |i| async move {
             if i == 17 {
-                Err(format!("volume {i}"))
+                Err(Error::NoVolume(format!("volume {i}")))
             } else {
                 Ok(i)
             }
         })
         .await;
-        assert_eq!(refused.err().as_deref(), Some("volume 17"));
+        assert!(
+            matches!(&refused, Err(Error::NoVolume(name)) if name == "volume 17"),
+            "{refused:?}"
+        );
 
         let failed = drain(made, 4, |i| async move { i % 10 != 0 }).await;
         assert_eq!(failed, 3, "10, 20 and 30 failed");
