@@ -2,25 +2,28 @@
 //! PersistentVolumes as kube-controller-manager does, the reclaimer that carries
 //! out Delete and Recycle, and dynamic provisioning.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod backoff;
 pub mod binder;
-pub mod binding;
+mod binding;
 pub mod capacity;
 pub mod controllers;
 pub mod error;
 pub mod events;
 pub mod gone_nodes;
-pub mod groupsnapshot;
+mod groupsnapshot;
 pub mod leader;
 pub mod metrics;
-pub mod modify;
-pub mod protection;
+mod modify;
+mod protection;
 pub mod provision;
-pub mod reclaim;
-pub mod snapshot;
+mod reclaim;
+mod snapshot;
 mod steps;
-pub mod volumes;
-pub mod watch;
+mod volumes;
+mod watch;
 
 use std::future::Future;
 
@@ -37,11 +40,13 @@ pub use reclaim::plan::Scope;
 /// What an instance does and may touch.
 #[derive(Clone)]
 pub struct Config {
+    /// Central (the cluster's volumes) or one node's.
     pub scope: Scope,
     /// Where DeleteVolume goes: the controller (central) or this node's plugin.
     pub csi: Option<tonic::transport::Channel>,
     /// Prefixes below which local directories may be scrubbed (node scope).
     pub host_path_allow: Vec<std::path::PathBuf>,
+    /// Where the controllers count what they do.
     pub metrics: Metrics,
     /// Set ready once the caches have listed.
     pub health: telemetry::Health,
@@ -142,29 +147,23 @@ async fn act(
         }
     };
     let enabled = |controller| config.controllers.enabled(controller);
-    let reclaiming = async {
-        if enabled(Controller::Reclaimer) {
-            reclaim::Reclaimer::new(client.clone(), volumes.clone(), config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let provisioning = async {
-        if enabled(Controller::Provisioner) || enabled(Controller::Resizer) {
+    let reclaiming = run_if(enabled(Controller::Reclaimer), stopped_signal(), || {
+        let controller = reclaim::Reclaimer::new(client.clone(), volumes.clone(), config.clone());
+        steps::run(controller, changes.subscribe(), stopped_signal())
+    });
+    let provisioning = run_if(
+        enabled(Controller::Provisioner) || enabled(Controller::Resizer),
+        stopped_signal(),
+        || {
             let stores = (claims.clone(), classes.clone(), volumes.clone());
-            provision::Provisioner::new(client.clone(), stores, config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let binding = async {
-        if config.scope == Scope::Central && enabled(Controller::Binder) {
+            let controller = provision::Provisioner::new(client.clone(), stores, config.clone());
+            steps::run(controller, changes.subscribe(), stopped_signal())
+        },
+    );
+    let binding = run_if(
+        config.scope == Scope::Central && enabled(Controller::Binder),
+        stopped_signal(),
+        || {
             let stores = (volumes.clone(), claims.clone(), classes.clone());
             let deferral = config
                 .defer_binding_to
@@ -173,35 +172,23 @@ async fn act(
             binder::Binder::new(client.clone(), stores, config.metrics.clone())
                 .defer_to(deferral)
                 .run(changes.subscribe(), stopped_signal())
-                .await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let snapshotting = async {
-        if enabled(Controller::Snapshotter) {
-            let stores = (claims.clone(), volumes.clone());
-            let controller =
-                snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone());
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let modifying = async {
-        if enabled(Controller::Modifier) {
-            let stores = (claims.clone(), volumes.clone());
-            let controller = modify::Modifier::new(client.clone(), stores, changes, config.clone());
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let group_snapshotting = async {
-        if enabled(Controller::GroupSnapshotter) {
+        },
+    );
+    let snapshotting = run_if(enabled(Controller::Snapshotter), stopped_signal(), || {
+        let stores = (claims.clone(), volumes.clone());
+        let controller =
+            snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone());
+        steps::run(controller, changes.subscribe(), stopped_signal())
+    });
+    let modifying = run_if(enabled(Controller::Modifier), stopped_signal(), || {
+        let stores = (claims.clone(), volumes.clone());
+        let controller = modify::Modifier::new(client.clone(), stores, changes, config.clone());
+        steps::run(controller, changes.subscribe(), stopped_signal())
+    });
+    let group_snapshotting = run_if(
+        enabled(Controller::GroupSnapshotter),
+        stopped_signal(),
+        || {
             let stores = (claims.clone(), volumes.clone());
             let controller = groupsnapshot::GroupSnapshotter::new(
                 client.clone(),
@@ -209,28 +196,24 @@ async fn act(
                 changes,
                 config.clone(),
             );
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
+            steps::run(controller, changes.subscribe(), stopped_signal())
+        },
+    );
+    let protections = protection::Protections {
+        claims: enabled(Controller::PvcProtection),
+        volumes: enabled(Controller::PvProtection),
     };
-    let protecting = async {
-        let protections = protection::Protections {
-            claims: enabled(Controller::PvcProtection),
-            volumes: enabled(Controller::PvProtection),
-        };
-        // As kube-controller-manager's, one instance for the cluster: the central one.
-        if config.scope == Scope::Central && (protections.claims || protections.volumes) {
+    // As kube-controller-manager's, one instance for the cluster: the central one.
+    let protecting = run_if(
+        config.scope == Scope::Central && (protections.claims || protections.volumes),
+        stopped_signal(),
+        || {
             let stores = (claims.clone(), volumes.clone());
             let controller =
                 protection::Protector::new(client.clone(), stores, changes, protections);
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
+            steps::run(controller, changes.subscribe(), stopped_signal())
+        },
+    );
     let work = async {
         tokio::try_join!(
             protecting,
@@ -250,6 +233,24 @@ async fn act(
     }
     let _ = stop.send(true);
     work.await
+}
+
+/// Runs the controller `start` makes when `enabled`; a disabled one ends when the
+/// others are stopped, so that every controller of `act` ends together.
+async fn run_if<F>(
+    enabled: bool,
+    stopped: impl Future<Output = ()>,
+    start: impl FnOnce() -> F,
+) -> Result<()>
+where
+    F: Future<Output = Result<()>>,
+{
+    if enabled {
+        start().await
+    } else {
+        stopped.await;
+        Ok(())
+    }
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.

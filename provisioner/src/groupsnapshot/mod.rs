@@ -185,7 +185,7 @@ impl GroupSnapshotter {
                 .and_then(|h| VolumeId::parse(h))
                 .map(|id| id.location),
         };
-        binding::held_here(location, &self.config.scope)
+        self.config.scope.holds(location)
     }
 
     async fn do_group(&self, group: &GroupSnapshot, step: GroupStep) -> Result<(), StepError> {
@@ -359,10 +359,7 @@ impl GroupSnapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "GetVolumeGroupSnapshot",
-                        status,
-                    })?
+                    .map_err(StepError::csi("GetVolumeGroupSnapshot"))?
                     .into_inner()
                     .group_snapshot
                     .ok_or_else(|| StepError::Unknown(group.clone()))?;
@@ -376,10 +373,7 @@ impl GroupSnapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "DeleteVolumeGroupSnapshot",
-                        status,
-                    })?;
+                    .map_err(StepError::csi("DeleteVolumeGroupSnapshot"))?;
             }
             _ => {}
         }
@@ -408,11 +402,7 @@ impl GroupSnapshotter {
     }
 
     fn csi(&self) -> Result<GroupControllerClient<tonic::transport::Channel>, StepError> {
-        self.config
-            .csi
-            .clone()
-            .map(GroupControllerClient::new)
-            .ok_or(StepError::NoCsi)
+        binding::driver(&self.config, GroupControllerClient::new)
     }
 
     async fn record(
@@ -460,19 +450,13 @@ impl Stepped for GroupSnapshotter {
         if self.config.scope == Scope::Central {
             self.central_pass(&groups, &contents);
         }
-        let uids = binding::uids::<GroupKind>(&groups);
-        for content in contents.iter().filter(|c| self.mine(c)) {
-            let uid = binding::referred_uid::<GroupKind>(content, &uids);
-            let step = plan::content_step(content, uid);
-            if step != GroupContentStep::Nothing {
-                let key = format!(
-                    "groupcontent/{}",
-                    content.metadata.name.as_deref().unwrap_or("")
-                );
-                let (this, content) = (self.clone(), content.clone());
-                self.steps
-                    .start(key, async move { this.do_content(&content, step).await });
-            }
+        let mine = |content: &GroupContent| self.mine(content);
+        for (key, content, step) in
+            binding::content_steps::<GroupKind>(&groups, &contents, mine, "groupcontent")
+        {
+            let (this, content) = (self.clone(), content.clone());
+            self.steps
+                .start(key, async move { this.do_content(&content, step).await });
         }
     }
 }

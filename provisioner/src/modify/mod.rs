@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use csi_proto::v1::ControllerModifyVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
-use driver_contract::ids::{Location, VolumeId};
+use driver_contract::ids::VolumeId;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use kube::api::{Patch, PatchParams};
@@ -24,7 +24,7 @@ use serde_json::json;
 use self::plan::{ModifyStep, failure_status, modify_step};
 use crate::steps::{Stepped, Steps};
 use crate::watch::Changes;
-use crate::{Config, Result, Scope};
+use crate::{Config, Result};
 
 /// Why one modification failed; the claim is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +67,8 @@ impl Modifier {
     /// The volume's handle, if this instance is where it lives.
     fn mine(&self, pv: &PersistentVolume) -> Option<String> {
         let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.clone();
-        let mine = match (
-            VolumeId::parse(&handle).map(|id| id.location),
-            &self.config.scope,
-        ) {
-            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
-            (Some(Location::Nfs(_)), Scope::Central) => true,
-            _ => false,
-        };
-        mine.then_some(handle)
+        let location = VolumeId::parse(&handle).map(|id| id.location);
+        self.config.scope.holds(location).then_some(handle)
     }
 
     async fn apply(

@@ -6,8 +6,6 @@
 pub mod plan;
 pub mod scrub;
 
-use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,14 +18,12 @@ use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use nfs_session::{NfsError, Session};
-use tokio::sync::watch;
 
 use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Nodes, Plan, plan};
-use crate::backoff::Backoff;
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
 use crate::provision::secrets;
-use crate::watch::Changes;
+use crate::steps::{Stepped, Steps};
 use crate::{Config, Result, volumes};
 
 /// The finalizer external-provisioner puts on the volumes it made; removed once
@@ -47,6 +43,13 @@ pub enum ReclaimError {
     Csi(tonic::Status),
     #[error("no CSI endpoint is configured to call DeleteVolume on")]
     NoCsiEndpoint,
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error("{what} task failed: {error}")]
+    Task {
+        what: &'static str,
+        error: tokio::task::JoinError,
+    },
 }
 
 pub struct Reclaimer {
@@ -54,15 +57,13 @@ pub struct Reclaimer {
     volumes: Store<PersistentVolume>,
     config: Config,
     events: EventRecorder,
-    in_flight: Mutex<HashSet<String>>,
-    backoff: Mutex<Backoff>,
+    /// The volumes worked on, by name, and their backoff.
+    steps: Steps,
     /// The cluster's nodes as last asked, and when; asked only when a volume's
     /// owner depends on them (a hostPath volume without node affinity), at most
     /// once per `NODES_TTL` while one does.
     nodes: Mutex<(Nodes, Option<Instant>)>,
     asking_nodes: AtomicBool,
-    /// Poked when an operation ends, so the next pass sees its effect.
-    finished: Changes,
 }
 
 /// How long an answer about the nodes is used before it is asked again.
@@ -75,33 +76,14 @@ impl Reclaimer {
             client,
             volumes,
             config,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
+            steps: Steps::new("reclaim"),
             nodes: Mutex::new((Nodes::Unknown, None)),
             asking_nodes: AtomicBool::new(false),
-            finished: Changes::default(),
         })
     }
 
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        crate::watch::ready(&self.volumes).await?;
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || self.backoff().next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
-        Ok(())
-    }
-
     /// Starts an operation for every volume that needs one and has none running.
-    pub fn pass(self: &Arc<Self>) {
+    fn start_work(self: &Arc<Self>) {
         let now = Instant::now();
         let state = self.volumes.state();
         // A stale answer is no answer: the volumes that depend on it ask again.
@@ -110,7 +92,8 @@ impl Reclaimer {
             _ => Nodes::Unknown,
         };
         let mut ask_nodes = false;
-        self.backoff()
+        self.steps
+            .backoff()
             .retain(|name| state.iter().any(|pv| pv.name_any() == name));
         for pv in state {
             let phase = VolumePhase::parse(pv.status.as_ref().and_then(|s| s.phase.as_deref()));
@@ -132,11 +115,9 @@ impl Reclaimer {
             }
             if plan == Plan::NotOurs
                 || already_failed_so(&pv, &plan)
-                || !self.backoff().ready(&name, now)
+                || !self.steps.ready(&name)
+                || !self.steps.begin(&name)
             {
-                continue;
-            }
-            if !self.start(&name) {
                 continue;
             }
             let this = self.clone();
@@ -146,7 +127,7 @@ impl Reclaimer {
                     tracing::debug!(volume = %name, %error, "reclaim deferred");
                 }
                 this.config.metrics.reclaims_in_flight.dec();
-                this.finish(&name);
+                this.steps.end(&name);
             });
         }
         if ask_nodes {
@@ -176,23 +157,8 @@ impl Reclaimer {
                 Err(error) => tracing::warn!(%error, "could not count the nodes"),
             }
             this.asking_nodes.store(false, Ordering::Release);
-            this.finished.poke();
+            this.steps.wake();
         });
-    }
-
-    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn start(&self, name: &str) -> bool {
-        crate::lock(&self.in_flight).insert(name.to_string())
-    }
-
-    fn finish(&self, name: &str) {
-        crate::lock(&self.in_flight).remove(name);
-        self.finished.poke();
     }
 
     fn api(&self) -> Api<PersistentVolume> {
@@ -218,11 +184,7 @@ impl Reclaimer {
             Plan::DeleteLocal { path } => {
                 tracing::info!(volume = %name, %path, "deleting: removing the hostPath directory");
                 let allow = self.config.host_path_allow.clone();
-                let removed = tokio::task::spawn_blocking(move || scrub::remove(&path, &allow))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ReclaimError::Refused(format!("remove task failed: {e}")))
-                    });
+                let removed = off_thread("remove", move || scrub::remove(&path, &allow)).await;
                 (FAILED_DELETE, removed)
             }
             Plan::RecycleNfs { export, path } => {
@@ -232,11 +194,7 @@ impl Reclaimer {
             Plan::RecycleLocal { path } => {
                 tracing::info!(volume = %name, %path, "recycling: scrubbing the local directory");
                 let allow = self.config.host_path_allow.clone();
-                let scrubbed = tokio::task::spawn_blocking(move || scrub::scrub(&path, &allow))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ReclaimError::Refused(format!("scrub task failed: {e}")))
-                    });
+                let scrubbed = off_thread("scrub", move || scrub::scrub(&path, &allow)).await;
                 (FAILED_RECYCLE, scrubbed)
             }
         };
@@ -248,12 +206,12 @@ impl Reclaimer {
         let metrics = &self.config.metrics;
         if let Err(error) = outcome {
             metrics.reclaimed(operation, "failure");
-            let wait = self.backoff().failed(&name, Instant::now());
+            let wait = self.steps.backoff().failed(&name, Instant::now());
             tracing::warn!(volume = %name, %error, retry_in = ?wait, "reclaim failed");
             return self.fail(&pv, reason, &error.to_string()).await;
         }
         metrics.reclaimed(operation, "success");
-        self.backoff().succeeded(&name);
+        self.steps.backoff().succeeded(&name);
         if reason == FAILED_DELETE {
             self.remove(&api, pv).await
         } else {
@@ -271,9 +229,7 @@ impl Reclaimer {
     async fn delete_volume(&self, pv: &PersistentVolume, handle: &str) -> Result<(), ReclaimError> {
         let channel = self.config.csi.clone().ok_or(ReclaimError::NoCsiEndpoint)?;
         let secrets = match secrets::deletion_reference(pv.annotations()) {
-            Some(reference) => secrets::fetch(&self.client, &reference)
-                .await
-                .map_err(ReclaimError::Refused)?,
+            Some(reference) => secrets::fetch(&self.client, &reference).await?,
             None => Default::default(),
         };
         let request = DeleteVolumeRequest {
@@ -320,6 +276,25 @@ impl Reclaimer {
             .await
             .map(drop)
     }
+}
+
+impl Stepped for Reclaimer {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        self.start_work();
+    }
+}
+
+/// Runs blocking file work (`what`: how a failed task is named) off the async threads.
+async fn off_thread(
+    what: &'static str,
+    work: impl FnOnce() -> Result<(), ReclaimError> + Send + 'static,
+) -> Result<(), ReclaimError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(ReclaimError::Task { what, error }))
 }
 
 fn has_our_finalizer(pv: &PersistentVolume) -> bool {

@@ -93,7 +93,7 @@ impl Snapshotter {
                 .map(|id| id.location)
                 .or_else(|| SnapshotId::parse(handle).map(|id| id.location))
         });
-        binding::held_here(location, &self.config.scope)
+        self.config.scope.holds(location)
     }
 
     async fn do_snapshot(&self, snapshot: &Snapshot, step: SnapshotStep) -> Result<(), StepError> {
@@ -119,10 +119,7 @@ impl Snapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "CreateSnapshot",
-                        status,
-                    })?
+                    .map_err(StepError::csi("CreateSnapshot"))?
                     .into_inner()
                     .snapshot
                     .ok_or_else(|| StepError::Unknown(name.clone()))?;
@@ -136,10 +133,7 @@ impl Snapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "ListSnapshots",
-                        status,
-                    })?
+                    .map_err(StepError::csi("ListSnapshots"))?
                     .into_inner()
                     .entries
                     .into_iter()
@@ -154,10 +148,7 @@ impl Snapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "DeleteSnapshot",
-                        status,
-                    })?;
+                    .map_err(StepError::csi("DeleteSnapshot"))?;
             }
             _ => {}
         }
@@ -165,11 +156,7 @@ impl Snapshotter {
     }
 
     fn csi(&self) -> Result<ControllerClient<tonic::transport::Channel>, StepError> {
-        self.config
-            .csi
-            .clone()
-            .map(ControllerClient::new)
-            .ok_or(StepError::NoCsi)
+        binding::driver(&self.config, ControllerClient::new)
     }
 
     /// Writes what the driver said about the content's snapshot into its status.
@@ -179,15 +166,7 @@ impl Snapshotter {
         name: &str,
         snapshot: &csi_proto::v1::Snapshot,
     ) -> Result<(), StepError> {
-        let status = plan::content_status(
-            &snapshot.snapshot_id,
-            snapshot.size_bytes,
-            snapshot.ready_to_use,
-            snapshot
-                .creation_time
-                .as_ref()
-                .map(|t| (t.seconds, t.nanos)),
-        );
+        let status = plan::content_status(snapshot);
         binding::write_status(contents, name, json!(status)).await?;
         Ok(())
     }
@@ -219,16 +198,13 @@ impl Stepped for Snapshotter {
                 }
             }
         }
-        let uids = binding::uids::<SnapshotKind>(&snapshots);
-        for content in contents.iter().filter(|c| self.mine(c)) {
-            let uid = binding::referred_uid::<SnapshotKind>(content, &uids);
-            let step = plan::content_step(content, uid);
-            if step != ContentStep::Nothing {
-                let key = format!("content/{}", content.metadata.name.as_deref().unwrap_or(""));
-                let (this, content) = (self.clone(), content.clone());
-                self.steps
-                    .start(key, async move { this.do_content(&content, step).await });
-            }
+        let mine = |content: &Content| self.mine(content);
+        for (key, content, step) in
+            binding::content_steps::<SnapshotKind>(&snapshots, &contents, mine, "content")
+        {
+            let (this, content) = (self.clone(), content.clone());
+            self.steps
+                .start(key, async move { this.do_content(&content, step).await });
         }
     }
 }
