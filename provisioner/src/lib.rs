@@ -26,6 +26,7 @@ mod volumes;
 mod watch;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -81,28 +82,31 @@ impl Config {
 /// node's volumes.
 pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let changes = watch::Changes::default();
-    let stores = Stores {
+    let cx = Context {
         volumes: watch::reflect(Api::all(client.clone()), &changes),
         claims: watch::reflect(Api::all(client.clone()), &changes),
         classes: watch::reflect(Api::all(client.clone()), &changes),
+        changes,
+        client,
+        config,
     };
-    watch::ready(&stores.volumes).await?;
-    watch::ready(&stores.claims).await?;
-    watch::ready(&stores.classes).await?;
-    config.health.set_ready(true);
+    watch::ready(&cx.volumes).await?;
+    watch::ready(&cx.claims).await?;
+    watch::ready(&cx.classes).await?;
+    cx.config.health.set_ready(true);
     tokio::pin!(shutdown);
-    let Some(leader) = config.leader.clone() else {
-        config.metrics.leader.set(1);
-        return act(&client, &config, stores, &changes, shutdown).await;
+    let Some(leader) = cx.config.leader.clone() else {
+        cx.config.metrics.leader.set(1);
+        return act(&cx, shutdown).await;
     };
-    let mut elector = leader::Elector::new(client.clone(), leader);
+    let mut elector = leader::Elector::new(cx.client.clone(), leader);
     tokio::select! {
         () = elector.acquire() => {}
         () = &mut shutdown => return Ok(()),
     }
-    config.metrics.leader.set(1);
+    cx.config.metrics.leader.set(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let acting = act(&client, &config, stores, &changes, async {
+    let acting = act(&cx, async {
         let _ = stopped.await;
     });
     tokio::pin!(acting);
@@ -115,30 +119,24 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let _ = stop.send(());
     let result = acting.await;
     elector.release().await;
-    config.metrics.leader.set(0);
+    cx.config.metrics.leader.set(0);
     result
 }
 
-/// The caches every controller reads.
-struct Stores {
-    volumes: Store<PersistentVolume>,
-    claims: Store<PersistentVolumeClaim>,
-    classes: Store<StorageClass>,
+/// What every controller is made from: the API, the caches all of them read (each
+/// event of which pokes `changes`) and this instance's settings.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) volumes: Store<PersistentVolume>,
+    pub(crate) claims: Store<PersistentVolumeClaim>,
+    pub(crate) classes: Store<StorageClass>,
+    pub(crate) changes: watch::Changes,
+    pub(crate) config: Config,
 }
 
 /// Runs this scope's controllers until `shutdown` completes.
-async fn act(
-    client: &Client,
-    config: &Config,
-    stores: Stores,
-    changes: &watch::Changes,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let Stores {
-        volumes,
-        claims,
-        classes,
-    } = stores;
+async fn act(cx: &Context, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopped_signal = || {
         let mut stopped = stopped.clone();
@@ -146,57 +144,21 @@ async fn act(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let enabled = |controller| config.controllers.enabled(controller);
-    let reclaiming = run_if(enabled(Controller::Reclaimer), stopped_signal(), || {
-        let controller = reclaim::Reclaimer::new(client.clone(), volumes.clone(), config.clone());
-        steps::run(controller, changes.subscribe(), stopped_signal())
-    });
-    let provisioning = run_if(
-        enabled(Controller::Provisioner) || enabled(Controller::Resizer),
-        stopped_signal(),
-        || {
-            let stores = (claims.clone(), classes.clone(), volumes.clone());
-            let controller = provision::Provisioner::new(client.clone(), stores, config.clone());
-            steps::run(controller, changes.subscribe(), stopped_signal())
-        },
-    );
+    let enabled = |controller| cx.config.controllers.enabled(controller);
+    let central = cx.config.scope == Scope::Central;
     let binding = run_if(
-        config.scope == Scope::Central && enabled(Controller::Binder),
+        central && enabled(Controller::Binder),
         stopped_signal(),
         || {
-            let stores = (volumes.clone(), claims.clone(), classes.clone());
-            let deferral = config
+            let stores = (cx.volumes.clone(), cx.claims.clone(), cx.classes.clone());
+            let deferral = cx
+                .config
                 .defer_binding_to
                 .as_ref()
-                .map(|lease| leader::LeaseObserver::new(client.clone(), lease));
-            binder::Binder::new(client.clone(), stores, config.metrics.clone())
+                .map(|lease| leader::LeaseObserver::new(cx.client.clone(), lease));
+            binder::Binder::new(cx.client.clone(), stores, cx.config.metrics.clone())
                 .defer_to(deferral)
-                .run(changes.subscribe(), stopped_signal())
-        },
-    );
-    let snapshotting = run_if(enabled(Controller::Snapshotter), stopped_signal(), || {
-        let stores = (claims.clone(), volumes.clone());
-        let controller =
-            snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone());
-        steps::run(controller, changes.subscribe(), stopped_signal())
-    });
-    let modifying = run_if(enabled(Controller::Modifier), stopped_signal(), || {
-        let stores = (claims.clone(), volumes.clone());
-        let controller = modify::Modifier::new(client.clone(), stores, changes, config.clone());
-        steps::run(controller, changes.subscribe(), stopped_signal())
-    });
-    let group_snapshotting = run_if(
-        enabled(Controller::GroupSnapshotter),
-        stopped_signal(),
-        || {
-            let stores = (claims.clone(), volumes.clone());
-            let controller = groupsnapshot::GroupSnapshotter::new(
-                client.clone(),
-                stores,
-                changes,
-                config.clone(),
-            );
-            steps::run(controller, changes.subscribe(), stopped_signal())
+                .run(cx.changes.subscribe(), stopped_signal())
         },
     );
     let protections = protection::Protections {
@@ -204,15 +166,32 @@ async fn act(
         volumes: enabled(Controller::PvProtection),
     };
     // As kube-controller-manager's, one instance for the cluster: the central one.
-    let protecting = run_if(
-        config.scope == Scope::Central && (protections.claims || protections.volumes),
-        stopped_signal(),
-        || {
-            let stores = (claims.clone(), volumes.clone());
-            let controller =
-                protection::Protector::new(client.clone(), stores, changes, protections);
-            steps::run(controller, changes.subscribe(), stopped_signal())
-        },
+    let protecting = steps_if(
+        central && (protections.claims || protections.volumes),
+        cx,
+        stopped_signal,
+        || protection::Protector::new(cx, protections),
+    );
+    let reclaiming = steps_if(enabled(Controller::Reclaimer), cx, stopped_signal, || {
+        reclaim::Reclaimer::new(cx)
+    });
+    let provisioning = steps_if(
+        enabled(Controller::Provisioner) || enabled(Controller::Resizer),
+        cx,
+        stopped_signal,
+        || provision::Provisioner::new(cx),
+    );
+    let snapshotting = steps_if(enabled(Controller::Snapshotter), cx, stopped_signal, || {
+        snapshot::Snapshotter::new(cx)
+    });
+    let modifying = steps_if(enabled(Controller::Modifier), cx, stopped_signal, || {
+        modify::Modifier::new(cx)
+    });
+    let group_snapshotting = steps_if(
+        enabled(Controller::GroupSnapshotter),
+        cx,
+        stopped_signal,
+        || groupsnapshot::GroupSnapshotter::new(cx),
     );
     let work = async {
         tokio::try_join!(
@@ -251,6 +230,24 @@ where
         stopped.await;
         Ok(())
     }
+}
+
+/// [`run_if`] for a controller of keyed steps, woken by the caches' changes.
+async fn steps_if<C, S, F>(
+    enabled: bool,
+    cx: &Context,
+    stopped: S,
+    start: impl FnOnce() -> Arc<C>,
+) -> Result<()>
+where
+    C: steps::Stepped,
+    S: Fn() -> F,
+    F: Future<Output = ()>,
+{
+    run_if(enabled, stopped(), || {
+        steps::run(start(), cx.changes.subscribe(), stopped())
+    })
+    .await
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.

@@ -28,8 +28,8 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVo
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kube::api::PostParams;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 use tokio::sync::Semaphore;
 
 use self::capacities::Capacities;
@@ -37,13 +37,14 @@ use self::error::{ExpandError, ProvisionError, SourceError};
 use self::request::{DataSource, create_request, persistent_volume, volume_name};
 use self::secrets::SecretRefs;
 use self::snapshot::SnapshotName;
+use crate::Context;
 use crate::binder::model::{annotations, claim_class};
 use crate::capacity;
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
 use crate::reclaim::plan::pinned_node;
 use crate::steps::{Stepped, Steps};
-use crate::{Config, Controller, Result, Scope};
+use crate::{Controller, Result, Scope};
 
 /// Where a claim's volume is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +75,7 @@ enum Work {
 }
 
 pub(crate) struct Provisioner {
-    client: Client,
-    claims: Store<PersistentVolumeClaim>,
-    classes: Store<StorageClass>,
-    volumes: Store<PersistentVolume>,
-    config: Config,
+    cx: Context,
     events: Arc<EventRecorder>,
     /// The claims worked on, keyed by uid (`expand:<uid>` for growth), and their backoff.
     steps: Steps,
@@ -92,27 +89,14 @@ pub(crate) struct Provisioner {
 }
 
 impl Provisioner {
-    pub fn new(
-        client: Client,
-        stores: (
-            Store<PersistentVolumeClaim>,
-            Store<StorageClass>,
-            Store<PersistentVolume>,
-        ),
-        config: Config,
-    ) -> Arc<Self> {
-        let (claims, classes, volumes) = stores;
-        let places = matches!(config.scope, Scope::Node(_))
-            && config.controllers.enabled(Controller::Provisioner);
+    pub fn new(cx: &Context) -> Arc<Self> {
+        let places = matches!(cx.config.scope, Scope::Node(_))
+            && cx.config.controllers.enabled(Controller::Provisioner);
         Arc::new(Self {
-            capacities: places.then(|| Capacities::watch(client.clone())),
+            capacities: places.then(|| Capacities::watch(cx.client.clone())),
             permits: Arc::new(Semaphore::new(WORK_IN_FLIGHT)),
-            events: Arc::new(EventRecorder::new(client.clone())),
-            client,
-            claims,
-            classes,
-            volumes,
-            config,
+            events: Arc::new(EventRecorder::new(cx.client.clone())),
+            cx: cx.clone(),
             steps: Steps::new("provisioning"),
             refused: Mutex::default(),
         })
@@ -122,13 +106,14 @@ impl Provisioner {
     /// as many as there are permits; a finished one starts the next pass.
     fn start_work(self: &Arc<Self>) {
         let classes: HashMap<String, Arc<StorageClass>> = self
+            .cx
             .classes
             .state()
             .into_iter()
             .filter(|c| c.provisioner == DRIVER_NAME)
             .map(|c| (c.name_any(), c))
             .collect();
-        for pvc in self.claims.state() {
+        for pvc in self.cx.claims.state() {
             let Some((key, class, work)) = self.work_for(&pvc, &classes) else {
                 continue;
             };
@@ -163,17 +148,18 @@ impl Provisioner {
     ) -> Option<(String, Arc<StorageClass>, Work)> {
         let uid = pvc.uid().unwrap_or_default();
         if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(&name)) {
-            if !self.config.controllers.enabled(Controller::Provisioner) {
+            if !self.cx.config.controllers.enabled(Controller::Provisioner) {
                 return None;
             }
             let exists = self
+                .cx
                 .volumes
                 .get(&ObjectRef::new(&volume_name(pvc)))
                 .is_some();
             if exists || self.is_refused(&uid, pvc, class) {
                 return None;
             }
-            let work = match (&self.config.scope, owner(pvc, class)) {
+            let work = match (&self.cx.config.scope, owner(pvc, class)) {
                 (Scope::Central, Owner::Central) => Work::Provision(None),
                 (Scope::Node(me), Owner::Node(node)) if *me == node => Work::Provision(Some(node)),
                 (Scope::Node(me), Owner::AnyNode)
@@ -187,15 +173,15 @@ impl Provisioner {
         }
         let class = classes.get(&claim_class(pvc)?)?;
         if class.allow_volume_expansion != Some(true)
-            || !self.config.controllers.enabled(Controller::Resizer)
+            || !self.cx.config.controllers.enabled(Controller::Resizer)
         {
             return None;
         }
         let volume_name = pvc.spec.as_ref()?.volume_name.clone()?;
-        let pv = self.volumes.get(&ObjectRef::new(&volume_name))?;
+        let pv = self.cx.volumes.get(&ObjectRef::new(&volume_name))?;
         pv.spec.as_ref()?.csi.as_ref()?;
         // A local volume's PV names its node; one that names none is the central instance's.
-        let mine = match (pinned_node(&pv), &self.config.scope) {
+        let mine = match (pinned_node(&pv), &self.cx.config.scope) {
             (Some(node), Scope::Node(me)) => node == *me,
             (None, Scope::Central) => true,
             _ => false,
@@ -242,10 +228,11 @@ impl Provisioner {
         };
         let namespace = pvc.namespace().unwrap_or_default();
         let origin = self
+            .cx
             .claims
             .get(&ObjectRef::new(&source).within(&namespace))?;
         let volume = origin.spec.as_ref()?.volume_name.as_deref()?;
-        let pv = self.volumes.get(&ObjectRef::new(volume))?;
+        let pv = self.cx.volumes.get(&ObjectRef::new(volume))?;
         let ours = pv.spec.as_ref()?.csi.as_ref()?.driver == DRIVER_NAME;
         ours.then(|| pinned_node(&pv)).flatten()
     }
@@ -274,7 +261,7 @@ impl Provisioner {
     ) -> Option<String> {
         match &self.capacities {
             Some(capacities) => capacities.refusal(pvc, class, node).await,
-            None => capacity::refusal_for(&self.client, pvc, class, node).await,
+            None => capacity::refusal_for(&self.cx.client, pvc, class, node).await,
         }
     }
 
@@ -347,7 +334,8 @@ impl Provisioner {
         self.steps
             .backoff()
             .succeeded(&pvc.uid().unwrap_or_default());
-        self.config
+        self.cx
+            .config
             .metrics
             .provisioned("success", started.elapsed());
         self.events
@@ -381,7 +369,7 @@ impl Provisioner {
         let secret_refs =
             SecretRefs::resolve(&parameters, pvc, &name).map_err(request::Unprovisionable::from)?;
         if let Some(reference) = &secret_refs.provisioner {
-            request.secrets = secrets::fetch(&self.client, reference).await?;
+            request.secrets = secrets::fetch(&self.cx.client, reference).await?;
         }
         self.events
             .normal(
@@ -395,6 +383,7 @@ impl Provisioner {
             )
             .await;
         let channel = self
+            .cx
             .config
             .csi
             .clone()
@@ -407,7 +396,7 @@ impl Provisioner {
             .volume
             .unwrap_or_default();
         let pv = persistent_volume(pvc, class, &volume, &secret_refs);
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let api: Api<PersistentVolume> = Api::all(self.cx.client.clone());
         match api.create(&PostParams::default(), &pv).await {
             Ok(_) => Ok(name),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(name),
@@ -432,7 +421,7 @@ impl Provisioner {
                 &format!("External resizer is resizing volume {name}"),
             )
             .await;
-        let Some(channel) = self.config.csi.clone() else {
+        let Some(channel) = self.cx.config.csi.clone() else {
             return Ok(());
         };
         let expand_secret = pv
@@ -441,7 +430,7 @@ impl Provisioner {
             .and_then(|s| s.csi.as_ref())
             .and_then(|c| c.controller_expand_secret_ref.clone());
         let secrets = match &expand_secret {
-            Some(reference) => secrets::fetch(&self.client, reference).await,
+            Some(reference) => secrets::fetch(&self.cx.client, reference).await,
             None => Ok(Default::default()),
         };
         let secrets = match secrets {
@@ -491,7 +480,7 @@ impl Provisioner {
                 .get_or_insert_default()
                 .insert("storage".into(), ApiQuantity(quantity.to_string()));
         }
-        Api::<PersistentVolume>::all(self.client.clone())
+        Api::<PersistentVolume>::all(self.cx.client.clone())
             .replace(&name, &PostParams::default(), &grown)
             .await?;
         let updated = expand::status_after(pvc, size, answer.node_expansion_required);
@@ -564,7 +553,7 @@ impl Provisioner {
             namespace: pvc.namespace().unwrap_or_default(),
             name,
         };
-        snapshot::resolve(&self.client, name, request::requested_bytes(pvc)).await
+        snapshot::resolve(&self.cx.client, name, request::requested_bytes(pvc)).await
     }
 
     /// The volume handle of a clone's source claim, which must be bound to one of ours.
@@ -573,7 +562,11 @@ impl Provisioner {
         namespace: String,
         name: String,
     ) -> std::result::Result<String, SourceError> {
-        let Some(origin) = self.claims.get(&ObjectRef::new(&name).within(&namespace)) else {
+        let Some(origin) = self
+            .cx
+            .claims
+            .get(&ObjectRef::new(&name).within(&namespace))
+        else {
             return Err(SourceError::ClaimMissing { namespace, name });
         };
         let volume = origin
@@ -584,7 +577,8 @@ impl Provisioner {
         let Some(volume) = volume else {
             return Err(SourceError::ClaimUnbound { namespace, name });
         };
-        self.volumes
+        self.cx
+            .volumes
             .get(&ObjectRef::new(&volume))
             .and_then(|pv| pv.spec.clone()?.csi)
             .filter(|csi| csi.driver == DRIVER_NAME)
@@ -646,7 +640,10 @@ impl Provisioner {
     }
 
     async fn fail(&self, pvc: &PersistentVolumeClaim, why: &ProvisionError) {
-        self.config.metrics.provisioned("failure", Duration::ZERO);
+        self.cx
+            .config
+            .metrics
+            .provisioned("failure", Duration::ZERO);
         self.events
             .warning(
                 &claim_reference(pvc),
@@ -660,7 +657,7 @@ impl Provisioner {
     }
 
     fn claims_api(&self, pvc: &PersistentVolumeClaim) -> Api<PersistentVolumeClaim> {
-        Api::namespaced(self.client.clone(), &pvc.namespace().unwrap_or_default())
+        Api::namespaced(self.cx.client.clone(), &pvc.namespace().unwrap_or_default())
     }
 }
 

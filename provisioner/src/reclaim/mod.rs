@@ -15,16 +15,16 @@ use csi_proto::v1::controller_client::ControllerClient;
 use driver_contract::export::METADATA_DIR;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use nfs_session::{NfsError, Session};
 
 use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Nodes, Plan, plan};
+use crate::Context;
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
 use crate::provision::secrets;
 use crate::steps::{Stepped, Steps};
-use crate::{Config, Result, volumes};
+use crate::{Result, volumes};
 
 /// The finalizer external-provisioner puts on the volumes it made; removed once
 /// DeleteVolume succeeded.
@@ -53,9 +53,7 @@ pub enum ReclaimError {
 }
 
 pub struct Reclaimer {
-    client: Client,
-    volumes: Store<PersistentVolume>,
-    config: Config,
+    cx: Context,
     events: EventRecorder,
     /// The volumes worked on, by name, and their backoff.
     steps: Steps,
@@ -70,12 +68,10 @@ pub struct Reclaimer {
 const NODES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Reclaimer {
-    pub fn new(client: Client, volumes: Store<PersistentVolume>, config: Config) -> Arc<Self> {
+    pub fn new(cx: &Context) -> Arc<Self> {
         Arc::new(Self {
-            events: EventRecorder::new(client.clone()),
-            client,
-            volumes,
-            config,
+            events: EventRecorder::new(cx.client.clone()),
+            cx: cx.clone(),
             steps: Steps::new("reclaim"),
             nodes: Mutex::new((Nodes::Unknown, None)),
             asking_nodes: AtomicBool::new(false),
@@ -85,7 +81,7 @@ impl Reclaimer {
     /// Starts an operation for every volume that needs one and has none running.
     fn start_work(self: &Arc<Self>) {
         let now = Instant::now();
-        let state = self.volumes.state();
+        let state = self.cx.volumes.state();
         // A stale answer is no answer: the volumes that depend on it ask again.
         let nodes = match crate::lock(&self.nodes).clone() {
             (nodes, Some(at)) if now.duration_since(at) <= NODES_TTL => nodes,
@@ -107,7 +103,7 @@ impl Reclaimer {
                     .as_ref()
                     .and_then(|s| s.persistent_volume_reclaim_policy.as_deref()),
             );
-            let plan = plan(&pv, policy, &self.config.scope, &nodes);
+            let plan = plan(&pv, policy, &self.cx.config.scope, &nodes);
             let name = pv.name_any();
             if plan == Plan::AskNodes {
                 ask_nodes = true;
@@ -121,12 +117,12 @@ impl Reclaimer {
                 continue;
             }
             let this = self.clone();
-            self.config.metrics.reclaims_in_flight.inc();
+            self.cx.config.metrics.reclaims_in_flight.inc();
             tokio::spawn(async move {
                 if let Err(error) = this.reclaim(&pv, plan).await {
                     tracing::debug!(volume = %name, %error, "reclaim deferred");
                 }
-                this.config.metrics.reclaims_in_flight.dec();
+                this.cx.config.metrics.reclaims_in_flight.dec();
                 this.steps.end(&name);
             });
         }
@@ -143,7 +139,7 @@ impl Reclaimer {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let api: Api<Node> = Api::all(this.client.clone());
+            let api: Api<Node> = Api::all(this.cx.client.clone());
             match api.list_metadata(&ListParams::default().limit(2)).await {
                 Ok(list) => {
                     let nodes = match list.items.as_slice() {
@@ -162,7 +158,7 @@ impl Reclaimer {
     }
 
     fn api(&self) -> Api<PersistentVolume> {
-        Api::all(self.client.clone())
+        Api::all(self.cx.client.clone())
     }
 
     /// Carries out `plan` on a fresh read of the volume; API errors only defer.
@@ -183,7 +179,7 @@ impl Reclaimer {
             Plan::DeleteCsi { handle } => (FAILED_DELETE, self.delete_volume(&pv, &handle).await),
             Plan::DeleteLocal { path } => {
                 tracing::info!(volume = %name, %path, "deleting: removing the hostPath directory");
-                let allow = self.config.host_path_allow.clone();
+                let allow = self.cx.config.host_path_allow.clone();
                 let removed = off_thread("remove", move || scrub::remove(&path, &allow)).await;
                 (FAILED_DELETE, removed)
             }
@@ -193,7 +189,7 @@ impl Reclaimer {
             }
             Plan::RecycleLocal { path } => {
                 tracing::info!(volume = %name, %path, "recycling: scrubbing the local directory");
-                let allow = self.config.host_path_allow.clone();
+                let allow = self.cx.config.host_path_allow.clone();
                 let scrubbed = off_thread("scrub", move || scrub::scrub(&path, &allow)).await;
                 (FAILED_RECYCLE, scrubbed)
             }
@@ -203,7 +199,7 @@ impl Reclaimer {
         } else {
             "recycle"
         };
-        let metrics = &self.config.metrics;
+        let metrics = &self.cx.config.metrics;
         if let Err(error) = outcome {
             metrics.reclaimed(operation, "failure");
             let wait = self.steps.backoff().failed(&name, Instant::now());
@@ -227,9 +223,14 @@ impl Reclaimer {
     }
 
     async fn delete_volume(&self, pv: &PersistentVolume, handle: &str) -> Result<(), ReclaimError> {
-        let channel = self.config.csi.clone().ok_or(ReclaimError::NoCsiEndpoint)?;
+        let channel = self
+            .cx
+            .config
+            .csi
+            .clone()
+            .ok_or(ReclaimError::NoCsiEndpoint)?;
         let secrets = match secrets::deletion_reference(pv.annotations()) {
-            Some(reference) => secrets::fetch(&self.client, &reference).await?,
+            Some(reference) => secrets::fetch(&self.cx.client, &reference).await?,
             None => Default::default(),
         };
         let request = DeleteVolumeRequest {
