@@ -6,6 +6,7 @@
 pub mod plan;
 pub mod scrub;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,8 +34,32 @@ pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.
 /// Why a reclaim operation failed; the message goes into the volume's status.
 #[derive(Debug, thiserror::Error)]
 pub enum ReclaimError {
-    #[error("{0}")]
-    Refused(String),
+    /// A local path that is relative or climbs with `..`.
+    #[error("{0:?} must be an absolute path without '..'")]
+    NotAbsolute(String),
+    /// A local path that names no entry (`/`).
+    #[error("{0:?} names no entry to remove")]
+    NoEntry(String),
+    /// A local path not strictly below a `--host-path-allow` prefix.
+    #[error(
+        "{raw:?} (resolved {}) is not strictly below a --host-path-allow prefix",
+        .resolved.display()
+    )]
+    NotAllowed { raw: String, resolved: PathBuf },
+    /// A tree deeper than a scrub descends.
+    #[error("{} is more than {} directories deep", .0.display(), scrub::MAX_DEPTH)]
+    TooDeep(PathBuf),
+    /// Another filesystem mounted inside what would be scrubbed.
+    #[error("{} is a mount point; unmount it first", .0.display())]
+    MountPoint(PathBuf),
+    /// The NFS directory to scrub is not there.
+    #[error("{export}/{path} does not exist")]
+    NfsMissing { export: String, path: String },
+    /// The NFS directory holds dynamic volumes: it is a class's root, not a volume.
+    #[error(
+        "{export}/{path} holds Stowage's dynamic volumes ({METADATA_DIR}); refusing to scrub it"
+    )]
+    DynamicRoot { export: String, path: String },
     #[error("{path}: {error}")]
     Io { path: String, error: String },
     #[error(transparent)]
@@ -320,15 +345,18 @@ async fn scrub_nfs(
 ) -> Result<(), ReclaimError> {
     let mut session = Session::connect(export).await?;
     let result = async {
-        let dir = session
-            .resolve(path)
-            .await?
-            .ok_or_else(|| ReclaimError::Refused(format!("{export}/{} does not exist", path.join("/"))))?;
+        let (export, path_text) = (export.to_string(), path.join("/"));
+        let Some(dir) = session.resolve(path).await? else {
+            return Err(ReclaimError::NfsMissing {
+                export,
+                path: path_text,
+            });
+        };
         if session.lookup(&dir, METADATA_DIR).await?.is_some() {
-            return Err(ReclaimError::Refused(format!(
-                "{export}/{} holds Stowage's dynamic volumes ({METADATA_DIR}); refusing to scrub it",
-                path.join("/")
-            )));
+            return Err(ReclaimError::DynamicRoot {
+                export,
+                path: path_text,
+            });
         }
         session.empty_dir(&dir).await?;
         Ok(())
