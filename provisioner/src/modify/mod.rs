@@ -157,13 +157,19 @@ impl Stepped for Modifier {
             if step == ModifyStep::Nothing {
                 continue;
             }
-            let key = pvc.uid().unwrap_or_default();
+            // The name is for the log line of a failed step; the uid keeps a claim
+            // made again under the same name apart.
+            let key = format!(
+                "claim/{}/{}/{}",
+                pvc.namespace().unwrap_or_default(),
+                pvc.name_any(),
+                pvc.uid().unwrap_or_default()
+            );
             let this = self.clone();
-            self.steps.start(key, async move {
-                this.apply(&pvc, &pv, &handle, step)
-                    .await
-                    .map_err(|error| format!("claim {}: {error}", pvc.name_any()))
-            });
+            self.steps.start(
+                key,
+                async move { this.apply(&pvc, &pv, &handle, step).await },
+            );
         }
     }
 }
