@@ -190,7 +190,7 @@ impl Selector {
 /// What happens to a volume once its claim is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReclaimPolicy {
-    /// Kept as it is, Released (the default).
+    /// Kept with its data, Released, until an administrator acts (the default).
     #[default]
     Retain,
     /// Deleted with its data.
