@@ -58,12 +58,14 @@ impl RecentEvents {
     }
 }
 
+/// Writes Events about objects, folding a repeat of a recent one into its count.
 pub struct EventRecorder {
     client: Client,
     recent: Mutex<RecentEvents>,
 }
 
 impl EventRecorder {
+    /// A recorder writing through `client`.
     pub fn new(client: Client) -> Self {
         Self {
             client,
@@ -71,15 +73,18 @@ impl EventRecorder {
         }
     }
 
-    pub async fn record(&self, object: &ObjectReference, event: &sync::Event) {
+    /// Records an event the binder's decisions produced.
+    pub(crate) async fn record(&self, object: &ObjectReference, event: &sync::Event) {
         let kind = if event.warning { "Warning" } else { "Normal" };
         self.emit(object, kind, event.reason, &event.message).await;
     }
 
+    /// Records a Normal event.
     pub async fn normal(&self, object: &ObjectReference, reason: &'static str, message: &str) {
         self.emit(object, "Normal", reason, message).await;
     }
 
+    /// Records a Warning event.
     pub async fn warning(&self, object: &ObjectReference, reason: &'static str, message: &str) {
         self.emit(object, "Warning", reason, message).await;
     }

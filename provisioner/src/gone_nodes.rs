@@ -56,6 +56,7 @@ pub const NODE_GONE: &str = "VolumeNodeGone";
 /// One volume's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Nothing to do: the node exists, or the volume's phase needs nothing.
     Nothing,
     /// Its node is gone, but not yet for the grace period.
     Wait,
@@ -113,6 +114,7 @@ fn gone_message(node: &str) -> String {
     format!("node {node} is gone (its Node object was deleted): the volume cannot be reclaimed")
 }
 
+/// The central instance's loop over the volumes of deleted Nodes.
 pub struct GoneNodes {
     client: Client,
     grace: Duration,
@@ -126,6 +128,7 @@ pub struct GoneNodes {
 }
 
 impl GoneNodes {
+    /// Acts on a node gone for `grace` by `policy`, looking every `interval`.
     pub fn new(client: Client, grace: Duration, policy: GonePolicy, interval: Duration) -> Self {
         Self {
             events: EventRecorder::new(client.clone()),
@@ -138,6 +141,7 @@ impl GoneNodes {
         }
     }
 
+    /// Looks every interval until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {

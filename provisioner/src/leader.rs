@@ -13,10 +13,14 @@ use kube::{Api, Client};
 
 use crate::Result;
 
+/// Which Lease to campaign for, as whom, and client-go's timings.
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
+    /// The Lease's namespace.
     pub namespace: String,
+    /// The Lease's name.
     pub lease: String,
+    /// This candidate's name in the Lease's holderIdentity.
     pub identity: String,
     /// How long a record may stay unrenewed before others take over (upstream: 15 s).
     pub lease_duration: Duration,
@@ -60,14 +64,27 @@ impl LeaderConfig {
 /// Leader election timings client-go would refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimingError {
+    /// Others could take the lease before the holder gave up renewing.
     #[error("the lease duration ({lease:?}) must be longer than the renew deadline ({renew:?})")]
-    LeaseNotLongerThanRenew { lease: Duration, renew: Duration },
+    LeaseNotLongerThanRenew {
+        /// The lease duration.
+        lease: Duration,
+        /// The renew deadline.
+        renew: Duration,
+    },
+    /// The holder would give up before it had retried a renewal.
     #[error(
         "the renew deadline ({renew:?}) must be longer than 1.2 x the retry period ({retry:?})"
     )]
-    RenewNotLongerThanRetries { renew: Duration, retry: Duration },
+    RenewNotLongerThanRetries {
+        /// The renew deadline.
+        renew: Duration,
+        /// The retry period.
+        retry: Duration,
+    },
 }
 
+/// Campaigns for, holds and releases the Lease of a [`LeaderConfig`].
 pub struct Elector {
     api: Api<Lease>,
     config: LeaderConfig,
@@ -76,6 +93,7 @@ pub struct Elector {
 }
 
 impl Elector {
+    /// A candidate that has not seen the Lease yet.
     pub fn new(client: Client, config: LeaderConfig) -> Self {
         Self {
             api: Api::namespaced(client, &config.namespace),
@@ -203,7 +221,9 @@ impl Elector {
 /// A Lease by namespace and name: `NAMESPACE/NAME` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRef {
+    /// The Lease's namespace.
     pub namespace: String,
+    /// The Lease's name.
     pub name: String,
 }
 
@@ -248,6 +268,7 @@ pub struct LeaseObserver {
 }
 
 impl LeaseObserver {
+    /// An observer of `lease` that has not read it yet.
     pub fn new(client: Client, lease: &LeaseRef) -> Self {
         Self {
             api: Api::namespaced(client, &lease.namespace),

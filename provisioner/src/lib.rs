@@ -2,27 +2,31 @@
 //! PersistentVolumes as kube-controller-manager does, the reclaimer that carries
 //! out Delete and Recycle, and dynamic provisioning.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod backoff;
 pub mod binder;
-pub mod binding;
+mod binding;
 pub mod capacity;
 pub mod controllers;
 pub mod error;
 pub mod events;
 pub mod gone_nodes;
-pub mod groupsnapshot;
+mod groupsnapshot;
 pub mod leader;
 pub mod metrics;
-pub mod modify;
-pub mod protection;
+mod modify;
+mod protection;
 pub mod provision;
-pub mod reclaim;
-pub mod snapshot;
+mod reclaim;
+mod snapshot;
 mod steps;
-pub mod volumes;
-pub mod watch;
+mod volumes;
+mod watch;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -37,11 +41,13 @@ pub use reclaim::plan::Scope;
 /// What an instance does and may touch.
 #[derive(Clone)]
 pub struct Config {
+    /// Central (the cluster's volumes) or one node's.
     pub scope: Scope,
     /// Where DeleteVolume goes: the controller (central) or this node's plugin.
     pub csi: Option<tonic::transport::Channel>,
     /// Prefixes below which local directories may be scrubbed (node scope).
     pub host_path_allow: Vec<std::path::PathBuf>,
+    /// Where the controllers count what they do.
     pub metrics: Metrics,
     /// Set ready once the caches have listed.
     pub health: telemetry::Health,
@@ -76,28 +82,31 @@ impl Config {
 /// node's volumes.
 pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let changes = watch::Changes::default();
-    let stores = Stores {
+    let cx = Context {
         volumes: watch::reflect(Api::all(client.clone()), &changes),
         claims: watch::reflect(Api::all(client.clone()), &changes),
         classes: watch::reflect(Api::all(client.clone()), &changes),
+        changes,
+        client,
+        config,
     };
-    watch::ready(&stores.volumes).await?;
-    watch::ready(&stores.claims).await?;
-    watch::ready(&stores.classes).await?;
-    config.health.set_ready(true);
+    watch::ready(&cx.volumes).await?;
+    watch::ready(&cx.claims).await?;
+    watch::ready(&cx.classes).await?;
+    cx.config.health.set_ready(true);
     tokio::pin!(shutdown);
-    let Some(leader) = config.leader.clone() else {
-        config.metrics.leader.set(1);
-        return act(&client, &config, stores, &changes, shutdown).await;
+    let Some(leader) = cx.config.leader.clone() else {
+        cx.config.metrics.leader.set(1);
+        return act(&cx, shutdown).await;
     };
-    let mut elector = leader::Elector::new(client.clone(), leader);
+    let mut elector = leader::Elector::new(cx.client.clone(), leader);
     tokio::select! {
         () = elector.acquire() => {}
         () = &mut shutdown => return Ok(()),
     }
-    config.metrics.leader.set(1);
+    cx.config.metrics.leader.set(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let acting = act(&client, &config, stores, &changes, async {
+    let acting = act(&cx, async {
         let _ = stopped.await;
     });
     tokio::pin!(acting);
@@ -110,30 +119,24 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let _ = stop.send(());
     let result = acting.await;
     elector.release().await;
-    config.metrics.leader.set(0);
+    cx.config.metrics.leader.set(0);
     result
 }
 
-/// The caches every controller reads.
-struct Stores {
-    volumes: Store<PersistentVolume>,
-    claims: Store<PersistentVolumeClaim>,
-    classes: Store<StorageClass>,
+/// What every controller is made from: the API, the caches all of them read (each
+/// event of which pokes `changes`) and this instance's settings.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) volumes: Store<PersistentVolume>,
+    pub(crate) claims: Store<PersistentVolumeClaim>,
+    pub(crate) classes: Store<StorageClass>,
+    pub(crate) changes: watch::Changes,
+    pub(crate) config: Config,
 }
 
 /// Runs this scope's controllers until `shutdown` completes.
-async fn act(
-    client: &Client,
-    config: &Config,
-    stores: Stores,
-    changes: &watch::Changes,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let Stores {
-        volumes,
-        claims,
-        classes,
-    } = stores;
+async fn act(cx: &Context, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopped_signal = || {
         let mut stopped = stopped.clone();
@@ -141,96 +144,55 @@ async fn act(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let enabled = |controller| config.controllers.enabled(controller);
-    let reclaiming = async {
-        if enabled(Controller::Reclaimer) {
-            reclaim::Reclaimer::new(client.clone(), volumes.clone(), config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let provisioning = async {
-        if enabled(Controller::Provisioner) || enabled(Controller::Resizer) {
-            let stores = (claims.clone(), classes.clone(), volumes.clone());
-            provision::Provisioner::new(client.clone(), stores, config.clone())
-                .run(changes.subscribe(), stopped_signal())
-                .await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let binding = async {
-        if config.scope == Scope::Central && enabled(Controller::Binder) {
-            let stores = (volumes.clone(), claims.clone(), classes.clone());
-            let deferral = config
+    let enabled = |controller| cx.config.controllers.enabled(controller);
+    let central = cx.config.scope == Scope::Central;
+    let binding = run_if(
+        central && enabled(Controller::Binder),
+        stopped_signal(),
+        || {
+            let stores = (cx.volumes.clone(), cx.claims.clone(), cx.classes.clone());
+            let deferral = cx
+                .config
                 .defer_binding_to
                 .as_ref()
-                .map(|lease| leader::LeaseObserver::new(client.clone(), lease));
-            binder::Binder::new(client.clone(), stores, config.metrics.clone())
+                .map(|lease| leader::LeaseObserver::new(cx.client.clone(), lease));
+            binder::Binder::new(cx.client.clone(), stores, cx.config.metrics.clone())
                 .defer_to(deferral)
-                .run(changes.subscribe(), stopped_signal())
-                .await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
+                .run(cx.changes.subscribe(), stopped_signal())
+        },
+    );
+    let protections = protection::Protections {
+        claims: enabled(Controller::PvcProtection),
+        volumes: enabled(Controller::PvProtection),
     };
-    let snapshotting = async {
-        if enabled(Controller::Snapshotter) {
-            let stores = (claims.clone(), volumes.clone());
-            let controller =
-                snapshot::Snapshotter::new(client.clone(), stores, changes, config.clone());
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let modifying = async {
-        if enabled(Controller::Modifier) {
-            let stores = (claims.clone(), volumes.clone());
-            let controller = modify::Modifier::new(client.clone(), stores, changes, config.clone());
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let group_snapshotting = async {
-        if enabled(Controller::GroupSnapshotter) {
-            let stores = (claims.clone(), volumes.clone());
-            let controller = groupsnapshot::GroupSnapshotter::new(
-                client.clone(),
-                stores,
-                changes,
-                config.clone(),
-            );
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
-    let protecting = async {
-        let protections = protection::Protections {
-            claims: enabled(Controller::PvcProtection),
-            volumes: enabled(Controller::PvProtection),
-        };
-        // As kube-controller-manager's, one instance for the cluster: the central one.
-        if config.scope == Scope::Central && (protections.claims || protections.volumes) {
-            let stores = (claims.clone(), volumes.clone());
-            let controller =
-                protection::Protector::new(client.clone(), stores, changes, protections);
-            steps::run(controller, changes.subscribe(), stopped_signal()).await
-        } else {
-            stopped_signal().await;
-            Ok(())
-        }
-    };
+    // As kube-controller-manager's, one instance for the cluster: the central one.
+    let protecting = steps_if(
+        central && (protections.claims || protections.volumes),
+        cx,
+        stopped_signal,
+        || protection::Protector::new(cx, protections),
+    );
+    let reclaiming = steps_if(enabled(Controller::Reclaimer), cx, stopped_signal, || {
+        reclaim::Reclaimer::new(cx)
+    });
+    let provisioning = steps_if(
+        enabled(Controller::Provisioner) || enabled(Controller::Resizer),
+        cx,
+        stopped_signal,
+        || provision::Provisioner::new(cx),
+    );
+    let snapshotting = steps_if(enabled(Controller::Snapshotter), cx, stopped_signal, || {
+        snapshot::Snapshotter::new(cx)
+    });
+    let modifying = steps_if(enabled(Controller::Modifier), cx, stopped_signal, || {
+        modify::Modifier::new(cx)
+    });
+    let group_snapshotting = steps_if(
+        enabled(Controller::GroupSnapshotter),
+        cx,
+        stopped_signal,
+        || groupsnapshot::GroupSnapshotter::new(cx),
+    );
     let work = async {
         tokio::try_join!(
             protecting,
@@ -250,6 +212,42 @@ async fn act(
     }
     let _ = stop.send(true);
     work.await
+}
+
+/// Runs the controller `start` makes when `enabled`; a disabled one ends when the
+/// others are stopped, so that every controller of `act` ends together.
+async fn run_if<F>(
+    enabled: bool,
+    stopped: impl Future<Output = ()>,
+    start: impl FnOnce() -> F,
+) -> Result<()>
+where
+    F: Future<Output = Result<()>>,
+{
+    if enabled {
+        start().await
+    } else {
+        stopped.await;
+        Ok(())
+    }
+}
+
+/// [`run_if`] for a controller of keyed steps, woken by the caches' changes.
+async fn steps_if<C, S, F>(
+    enabled: bool,
+    cx: &Context,
+    stopped: S,
+    start: impl FnOnce() -> Arc<C>,
+) -> Result<()>
+where
+    C: steps::Stepped,
+    S: Fn() -> F,
+    F: Future<Output = ()>,
+{
+    run_if(enabled, stopped(), || {
+        steps::run(start(), cx.changes.subscribe(), stopped())
+    })
+    .await
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.

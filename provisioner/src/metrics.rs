@@ -7,23 +7,31 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The labels of a reclaim operation's count.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReclaimLabels {
+    /// `delete` or `recycle`.
     pub operation: &'static str,
+    /// `success` or `failure`.
     pub outcome: &'static str,
 }
 
-/// Cheap to clone: every field is a shared handle.
+/// The provisioner's metrics; cheap to clone: every field is a shared handle.
 #[derive(Clone)]
 pub struct Metrics {
+    /// Time of one binder pass.
     pub pass_seconds: Histogram,
     /// Claims left Pending after the last pass: the binder's backlog.
     pub pending_claims: Gauge,
+    /// Claims bound to volumes.
     pub bindings: Counter,
+    /// Reclaim operations by operation and outcome.
     pub reclaims: Family<ReclaimLabels, Counter>,
     /// Reclaim operations running now.
     pub reclaims_in_flight: Gauge,
+    /// Provisioning attempts by outcome.
     pub provisions: Family<OutcomeLabels, Counter>,
+    /// Time from taking a claim to its PersistentVolume made.
     pub provision_seconds: Histogram,
     /// 1 while this instance acts: it holds the lease, or runs without election.
     pub leader: Gauge,
@@ -31,8 +39,10 @@ pub struct Metrics {
     pub binder_standing_down: Gauge,
 }
 
+/// The label of a provisioning attempt's count.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
+    /// `success` or `failure`.
     pub outcome: &'static str,
 }
 
@@ -54,6 +64,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// New metrics, registered under `stowage_provisioner_`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         let registry = registry.sub_registry_with_prefix("stowage_provisioner");
@@ -105,6 +116,7 @@ impl Metrics {
         metrics
     }
 
+    /// Counts a provisioning attempt; a success's time goes into the histogram.
     pub fn provisioned(&self, outcome: &'static str, took: std::time::Duration) {
         self.provisions
             .get_or_create(&OutcomeLabels { outcome })
@@ -114,6 +126,7 @@ impl Metrics {
         }
     }
 
+    /// Counts a reclaim operation.
     pub fn reclaimed(&self, operation: &'static str, outcome: &'static str) {
         self.reclaims
             .get_or_create(&ReclaimLabels { operation, outcome })

@@ -1,10 +1,13 @@
 //! The keyed steps of one controller: at most one in flight per object, a failed one
 //! tried again after its object's backoff, and each end waking the controller's next
-//! pass. The snapshotters, the modifier and the protection controllers share it.
+//! pass. Every controller but the binder runs on it: the snapshotters, the modifier
+//! and the protection controllers through [`Steps::start`]; the provisioner and the
+//! reclaimer, which decide their backoffs themselves, through [`Steps::ready`],
+//! [`Steps::begin`] and [`Steps::end`].
 
 use std::collections::HashSet;
 use std::fmt::Display;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -34,6 +37,7 @@ pub async fn run<C: Stepped>(
     Ok(())
 }
 
+/// One controller's steps in flight, their backoff and the wake-up of its next pass.
 pub struct Steps {
     /// What a failed step was, for the log line.
     what: &'static str,
@@ -43,6 +47,7 @@ pub struct Steps {
 }
 
 impl Steps {
+    /// No step yet; `what` names a failed step in the log.
     pub fn new(what: &'static str) -> Self {
         Self {
             what,
@@ -87,7 +92,7 @@ impl Steps {
     }
 
     fn may_start(&self, key: &str) -> bool {
-        lock(&self.backoff).ready(key, Instant::now()) && lock(&self.in_flight).insert(key.into())
+        lock(&self.backoff).ready(key, Instant::now()) && self.begin(key)
     }
 
     fn finish<E: Display>(&self, key: &str, outcome: Result<(), E>) {
@@ -98,8 +103,33 @@ impl Steps {
                 lock(&self.backoff).failed(key, Instant::now());
             }
         }
+        self.end(key);
+    }
+
+    /// Whether a step for `key` may start: none runs and its backoff has passed.
+    pub fn ready(&self, key: &str) -> bool {
+        lock(&self.backoff).ready(key, Instant::now()) && !lock(&self.in_flight).contains(key)
+    }
+
+    /// Marks a step for `key` running; `false` if one already was.
+    pub fn begin(&self, key: &str) -> bool {
+        lock(&self.in_flight).insert(key.into())
+    }
+
+    /// Marks the step for `key` ended and wakes the next pass.
+    pub fn end(&self, key: &str) {
         lock(&self.in_flight).remove(key);
+        self.wake();
+    }
+
+    /// Wakes the next pass, for news that is not a cache's change.
+    pub fn wake(&self) {
         self.finished.poke();
+    }
+
+    /// Every key's backoff, for a controller that records its own failures.
+    pub fn backoff(&self) -> MutexGuard<'_, Backoff> {
+        lock(&self.backoff)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use futures_util::StreamExt;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
@@ -26,27 +26,46 @@ impl Changes {
     }
 }
 
-/// Starts a reflector over `api` whose every event pokes `changes`; returns its store.
-pub fn reflect<K>(api: Api<K>, changes: &Changes) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
+/// What a reflector can watch and cache.
+pub(crate) trait Watched:
+    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: kube::Resource
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
-    let (reader, writer) = reflector::store();
+}
+
+/// Starts a reflector over `api` whose every event pokes `changes`; returns its store.
+pub(crate) fn reflect<K: Watched<DynamicType = ()>>(api: Api<K>, changes: &Changes) -> Store<K> {
+    drive(Writer::default(), api, changes, &K::kind(&()))
+}
+
+/// Fills `writer` from a watch of `api` (retried with the default backoff after a
+/// failure, which is logged as the watch of `what`), poking `changes` on every
+/// event; returns the store `writer` fills.
+pub(crate) fn drive<K>(writer: Writer<K>, api: Api<K>, changes: &Changes, what: &str) -> Store<K>
+where
+    K: Watched,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects();
-    let changes = changes.clone();
+    let (changes, what) = (changes.clone(), what.to_string());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             if let Err(error) = event {
-                tracing::warn!(%error, "watch failed; retrying");
+                tracing::warn!(%error, "watch of {what} failed; retrying");
             }
             changes.poke();
         }

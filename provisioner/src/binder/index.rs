@@ -15,6 +15,7 @@ use super::model::{AccessModes, Claim, Volume, VolumeMode, VolumePhase};
 
 type Bucket = BTreeSet<(Quantity, String)>;
 
+/// The volumes by name, indexed for matching claims.
 #[derive(Debug, Default)]
 pub struct VolumeIndex {
     volumes: HashMap<String, Volume>,
@@ -25,18 +26,22 @@ pub struct VolumeIndex {
 }
 
 impl VolumeIndex {
+    /// An empty index.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// How many volumes it holds.
     pub fn len(&self) -> usize {
         self.volumes.len()
     }
 
+    /// Whether it holds no volume.
     pub fn is_empty(&self) -> bool {
         self.volumes.is_empty()
     }
 
+    /// The volume named `name`.
     pub fn get(&self, name: &str) -> Option<&Volume> {
         self.volumes.get(name)
     }
@@ -62,6 +67,7 @@ impl VolumeIndex {
         self.volumes.insert(volume.name.clone(), volume);
     }
 
+    /// Removes a volume; returns it if it was there.
     pub fn remove(&mut self, name: &str) -> Option<Volume> {
         let volume = self.volumes.remove(name)?;
         if let Some(claim) = &volume.claim_ref {

@@ -9,11 +9,17 @@ use stowage_common::quantity::Quantity;
 
 /// Annotations upstream's PV controller reads and writes.
 pub mod annotations {
+    /// On a claim the binder has finished binding once.
     pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+    /// On a side of a binding the controller wrote (not a user's pre-binding).
     pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+    /// On a volume a provisioner made: which one.
     pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+    /// On a claim: the node the scheduler (or `stowage mount`) chose.
     pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+    /// On a claim: the provisioner asked to make its volume.
     pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+    /// The beta name of [`STORAGE_PROVISIONER`], still written beside it.
     pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
     /// The class before `storageClassName` existed; upstream's class helpers still
     /// read it first, on volumes and on claims.
@@ -25,9 +31,13 @@ pub mod annotations {
 pub struct AccessModes(u8);
 
 impl AccessModes {
+    /// ReadWriteOnce.
     pub const RWO: Self = Self(1);
+    /// ReadOnlyMany.
     pub const ROX: Self = Self(2);
+    /// ReadWriteMany.
     pub const RWX: Self = Self(4);
+    /// ReadWriteOncePod.
     pub const RWOP: Self = Self(8);
     const ALL_BITS: u8 = 0b1111;
 
@@ -44,14 +54,17 @@ impl AccessModes {
         }))
     }
 
+    /// Whether every mode of `other` is in `self`.
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// How many modes the set holds.
     pub fn count(self) -> u32 {
         self.0.count_ones()
     }
 
+    /// Whether the set holds no mode.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -67,6 +80,7 @@ impl AccessModes {
         sets
     }
 
+    /// The modes' API names, in upstream's order.
     pub fn names(self) -> Vec<&'static str> {
         [
             (Self::RWO, "ReadWriteOnce"),
@@ -81,10 +95,13 @@ impl AccessModes {
     }
 }
 
+/// A volume's or claim's `volumeMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum VolumeMode {
+    /// A mounted filesystem (the default).
     #[default]
     Filesystem,
+    /// A raw block device.
     Block,
 }
 
@@ -101,7 +118,9 @@ impl VolumeMode {
 /// A claim reference on a volume: who it is bound or pre-bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRef {
+    /// The claim's namespace.
     pub namespace: String,
+    /// The claim's name.
     pub name: String,
     /// Empty when a user pre-bound the volume to a claim by name only.
     pub uid: String,
@@ -124,6 +143,7 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// The selector of the API's LabelSelector.
     pub fn from_api(selector: &LabelSelector) -> Self {
         let mut requirements: Vec<Requirement> = selector
             .match_labels
@@ -152,6 +172,7 @@ impl Selector {
         }
     }
 
+    /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         !self.invalid
             && self
@@ -166,15 +187,20 @@ impl Selector {
     }
 }
 
+/// What happens to a volume once its claim is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReclaimPolicy {
+    /// Kept with its data, Released, until an administrator acts (the default).
     #[default]
     Retain,
+    /// Deleted with its data.
     Delete,
+    /// Emptied and made Available again.
     Recycle,
 }
 
 impl ReclaimPolicy {
+    /// Unset or unknown means Retain, as upstream defaults it.
     pub fn parse(policy: Option<&str>) -> Self {
         match policy {
             Some("Delete") => Self::Delete,
@@ -184,15 +210,20 @@ impl ReclaimPolicy {
     }
 }
 
+/// A claim's `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClaimPhase {
+    /// Not bound yet (also unset or unknown).
     #[default]
     Pending,
+    /// Bound to its volume.
     Bound,
+    /// Its volume is gone.
     Lost,
 }
 
 impl ClaimPhase {
+    /// Unset or unknown means Pending.
     pub fn parse(phase: Option<&str>) -> Self {
         match phase {
             Some("Bound") => Self::Bound,
@@ -202,17 +233,24 @@ impl ClaimPhase {
     }
 }
 
+/// A volume's `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VolumePhase {
+    /// Not yet available (also unset or unknown).
     #[default]
     Pending,
+    /// Free to bind.
     Available,
+    /// Bound to a claim.
     Bound,
+    /// Its claim is gone; not reclaimed yet.
     Released,
+    /// Reclaiming it failed.
     Failed,
 }
 
 impl VolumePhase {
+    /// Unset or unknown means Pending.
     pub fn parse(phase: Option<&str>) -> Self {
         match phase {
             Some("Available") => Self::Available,
@@ -227,16 +265,25 @@ impl VolumePhase {
 /// The binder's view of a PersistentVolume.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
+    /// The volume's name.
     pub name: String,
+    /// Its class (see [`volume_class`]); empty for none.
     pub class: String,
+    /// Its volume mode.
     pub mode: VolumeMode,
+    /// Its access modes.
     pub access: AccessModes,
     /// None when the capacity is missing or malformed: such a volume matches nothing.
     pub capacity: Option<Quantity>,
+    /// Its labels, for claims' selectors.
     pub labels: BTreeMap<String, String>,
+    /// The claim it is bound or pre-bound to.
     pub claim_ref: Option<ClaimRef>,
+    /// It has a deletion timestamp.
     pub deleting: bool,
+    /// Its phase.
     pub phase: VolumePhase,
+    /// Its reclaim policy.
     pub reclaim_policy: ReclaimPolicy,
     /// The binder set the claimRef (rather than a user pre-binding it).
     pub bound_by_controller: bool,
@@ -279,6 +326,7 @@ pub fn claim_class(pvc: &PersistentVolumeClaim) -> Option<String> {
 }
 
 impl Volume {
+    /// The binder's view of `pv`.
     pub fn from_api(pv: &PersistentVolume) -> Self {
         let spec = pv.spec.clone().unwrap_or_default();
         let capacity = spec
@@ -320,19 +368,27 @@ impl Volume {
 /// The binder's view of a PersistentVolumeClaim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
+    /// The claim's namespace.
     pub namespace: String,
+    /// The claim's name.
     pub name: String,
+    /// The claim's uid.
     pub uid: String,
     /// The class it asks for; empty both for "no class" and for no class set.
     pub class: String,
     /// A class is set (possibly `""`): a default class is never written over it.
     pub has_class: bool,
+    /// The volume mode it asks for.
     pub mode: VolumeMode,
+    /// The access modes it asks for.
     pub access: AccessModes,
     /// None when the request is missing or malformed: such a claim matches nothing.
     pub request: Option<Quantity>,
+    /// The labels a volume must have, if any.
     pub selector: Option<Selector>,
+    /// The volume it names (`spec.volumeName`); empty for none.
     pub volume_name: String,
+    /// Its phase.
     pub phase: ClaimPhase,
     /// `pv.kubernetes.io/bind-completed`: the binder finished binding it once.
     pub bind_completed: bool,
@@ -341,6 +397,7 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The binder's view of `pvc`.
     pub fn from_api(pvc: &PersistentVolumeClaim) -> Self {
         let spec = pvc.spec.clone().unwrap_or_default();
         let request = spec
@@ -367,6 +424,7 @@ impl Claim {
         }
     }
 
+    /// (namespace, name): how volumes' claim references name it.
     pub fn key(&self) -> (String, String) {
         (self.namespace.clone(), self.name.clone())
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use super::index::VolumeIndex;
-use super::model::{Claim, ClaimPhase, ReclaimPolicy, Volume, VolumePhase};
+use super::model::{Claim, ReclaimPolicy, Volume, VolumePhase};
 
 /// How a claim's StorageClass asks for binding, when the class exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,16 +285,5 @@ fn phase(volume: &Volume, wanted: VolumePhase) -> VolumeAction {
         VolumeAction::Nothing
     } else {
         VolumeAction::SetPhase(wanted)
-    }
-}
-
-/// The claim phase a claim action leads to.
-pub fn claim_phase_after(action: &ClaimAction) -> ClaimPhase {
-    match action {
-        ClaimAction::Bind { .. } => ClaimPhase::Bound,
-        ClaimAction::Lost(_) => ClaimPhase::Lost,
-        ClaimAction::Pending(_) | ClaimAction::Provision | ClaimAction::AssignClass(_) => {
-            ClaimPhase::Pending
-        }
     }
 }

@@ -10,18 +10,14 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 
 use driver_contract::DRIVER_NAME;
-use driver_contract::ids::Location;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use self::plan::{ContentSource, ContentStep, Source, Step};
-use crate::Scope;
 use crate::snapshot::model::SnapshotRef;
 
 /// Why one step failed; the object is retried with backoff.
@@ -40,6 +36,21 @@ pub enum StepError {
     Unknown(String),
     #[error("{kind} {name} does not exist")]
     MissingClass { kind: &'static str, name: String },
+}
+
+impl StepError {
+    /// What a failed call of `rpc` becomes.
+    pub fn csi(rpc: &'static str) -> impl FnOnce(tonic::Status) -> Self {
+        move |status| Self::Csi { rpc, status }
+    }
+}
+
+/// A client of the driver's controller endpoint, built by `client`.
+pub(crate) fn driver<C>(
+    config: &crate::Config,
+    client: impl FnOnce(tonic::transport::Channel) -> C,
+) -> Result<C, StepError> {
+    config.csi.clone().map(client).ok_or(StepError::NoCsi)
 }
 
 /// What differs between the snapshot kinds: their objects' fields, names and the
@@ -123,23 +134,10 @@ pub(crate) fn reflect(
     resource: &ApiResource,
     changes: &crate::watch::Changes,
 ) -> Store<DynamicObject> {
-    let writer = reflector::store::Writer::new(resource.clone());
-    let reader = writer.as_reader();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    let changes = changes.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                tracing::warn!(%error, "snapshot watch failed (are the snapshot CRDs installed?); retrying");
-            }
-            changes.poke();
-        }
-    });
-    reader
+    let what = format!("{} (are the snapshot CRDs installed?)", resource.kind);
+    let writer = reflector::store::Writer::new(resource.clone());
+    crate::watch::drive(writer, api, changes, &what)
 }
 
 pub(crate) fn parse_all<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>) -> Vec<T> {
@@ -162,7 +160,7 @@ pub(crate) fn api(
 }
 
 /// The objects' uids by namespace and name, for their contents' references.
-pub(crate) fn uids<K: Kind>(objects: &[K::Object]) -> HashMap<(String, String), String> {
+fn uids<K: Kind>(objects: &[K::Object]) -> HashMap<(String, String), String> {
     objects
         .iter()
         .filter_map(|o| {
@@ -173,7 +171,7 @@ pub(crate) fn uids<K: Kind>(objects: &[K::Object]) -> HashMap<(String, String), 
 }
 
 /// The uid of the object `content` refers to, as the cache has it.
-pub(crate) fn referred_uid<'a, K: Kind>(
+fn referred_uid<'a, K: Kind>(
     content: &K::Content,
     uids: &'a HashMap<(String, String), String>,
 ) -> Option<&'a str> {
@@ -186,14 +184,24 @@ pub(crate) fn referred_uid<'a, K: Kind>(
         .map(String::as_str)
 }
 
-/// Whether an instance of `scope` holds the data at `location`: a local one's node,
-/// the central instance for NFS.
-pub(crate) fn held_here(location: Option<Location>, scope: &Scope) -> bool {
-    match (location, scope) {
-        (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
-        (Some(Location::Nfs(_)), Scope::Central) => true,
-        _ => false,
-    }
+/// csi-snapshotter's next step for each content this instance holds (`mine`) that
+/// has one, keyed `<prefix>/<content name>` for [`crate::steps::Steps`].
+pub(crate) fn content_steps<'c, K: Kind>(
+    objects: &[K::Object],
+    contents: &'c [K::Content],
+    mine: impl Fn(&K::Content) -> bool,
+    prefix: &str,
+) -> Vec<(String, &'c K::Content, ContentStep<K>)> {
+    let uids = uids::<K>(objects);
+    contents
+        .iter()
+        .filter(|content| mine(content))
+        .filter_map(|content| {
+            let step = plan::content_step::<K>(content, referred_uid::<K>(content, &uids));
+            let name = K::content_meta(content).name.as_deref().unwrap_or_default();
+            (step != ContentStep::Nothing).then(|| (format!("{prefix}/{name}"), content, step))
+        })
+        .collect()
 }
 
 /// The volume handle of a claim to snapshot: ours when Bound to a CSI volume of our

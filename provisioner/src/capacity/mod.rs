@@ -5,7 +5,7 @@
 //! those of classes gone); the scheduler, `stowage mount` and the provisioner read
 //! them to place a claim only where it fits.
 
-pub mod plan;
+mod plan;
 pub mod room;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,20 +22,28 @@ use stowage_common::quantity::parse_bytes;
 
 use plan::{Action, Published, Wanted};
 
+/// The label naming the driver of a published capacity.
 pub const DRIVER_LABEL: &str = "csi.storage.k8s.io/drivername";
+/// The label naming the instance that publishes a capacity.
 pub const MANAGED_BY_LABEL: &str = "csi.storage.k8s.io/managed-by";
 
 /// Why one round of publishing failed; the next round tries again.
 #[derive(Debug, thiserror::Error)]
 pub enum CapacityError {
+    /// The node plugin's GetCapacity failed.
     #[error("GetCapacity for class {class}: {status}")]
     GetCapacity {
+        /// The class asked about.
         class: String,
+        /// The plugin's answer.
         status: Box<tonic::Status>,
     },
+    /// An API request failed.
     #[error("{what}: {source}")]
     Api {
+        /// What was asked.
         what: String,
+        /// The API's answer.
         source: Box<kube::Error>,
     },
 }
@@ -48,6 +56,7 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> CapacityErr
     }
 }
 
+/// The node instance's loop publishing its node's room per local class.
 pub struct Publisher {
     client: Client,
     csi: tonic::transport::Channel,
@@ -57,6 +66,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes `node`'s room, asked of the plugin at `csi`, into `namespace` every `interval`.
     pub fn new(
         client: Client,
         csi: tonic::transport::Channel,

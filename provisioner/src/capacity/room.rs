@@ -41,6 +41,7 @@ pub fn refusal(class: &str, node: &str, room: Room, request: u128) -> Option<Str
     }
 }
 
+/// The room the published `capacities` give `class` on `node`.
 pub fn room(capacities: &[CSIStorageCapacity], class: &str, node: &str) -> Room {
     capacities
         .iter()

@@ -21,8 +21,7 @@ use csi_proto::v1::{
 };
 use driver_contract::DRIVER_NAME;
 use driver_contract::ids::{GroupSnapshotId, VolumeId};
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
-use kube::Client;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use kube::runtime::reflector::Store;
 use serde_json::json;
@@ -30,6 +29,7 @@ use serde_json::json;
 use self::model::{GroupClass, GroupContent, GroupSnapshot, IN_GROUP_FINALIZER};
 pub use self::plan::GroupKind;
 use self::plan::{GroupContentStep, GroupStep, Member, Members, Sources};
+use crate::Context;
 use crate::binder::model::Selector;
 use crate::binding::plan::Source;
 use crate::binding::{
@@ -38,40 +38,28 @@ use crate::binding::{
 use crate::events::EventRecorder;
 use crate::snapshot::model::{self as snapshot_model, GROUP_HANDLE_ANNOTATION, Snapshot};
 use crate::steps::{Stepped, Steps};
-use crate::watch::Changes;
-use crate::{Config, Result, Scope};
+use crate::{Result, Scope};
 
 pub struct GroupSnapshotter {
-    client: Client,
-    claims: Store<PersistentVolumeClaim>,
-    volumes: Store<PersistentVolume>,
+    cx: Context,
     groups: Store<DynamicObject>,
     contents: Store<DynamicObject>,
     classes: Store<DynamicObject>,
     snapshots: Store<DynamicObject>,
-    config: Config,
     events: EventRecorder,
     steps: Arc<Steps>,
 }
 
 impl GroupSnapshotter {
-    pub fn new(
-        client: Client,
-        stores: (Store<PersistentVolumeClaim>, Store<PersistentVolume>),
-        changes: &Changes,
-        config: Config,
-    ) -> Arc<Self> {
-        let (claims, volumes) = stores;
+    pub fn new(cx: &Context) -> Arc<Self> {
+        let (client, changes) = (&cx.client, &cx.changes);
         Arc::new(Self {
-            groups: reflect(&client, &model::group_snapshots(), changes),
-            contents: reflect(&client, &model::group_contents(), changes),
-            classes: reflect(&client, &model::group_classes(), changes),
-            snapshots: reflect(&client, &snapshot_model::snapshots(), changes),
+            groups: reflect(client, &model::group_snapshots(), changes),
+            contents: reflect(client, &model::group_contents(), changes),
+            classes: reflect(client, &model::group_classes(), changes),
+            snapshots: reflect(client, &snapshot_model::snapshots(), changes),
             events: EventRecorder::new(client.clone()),
-            client,
-            claims,
-            volumes,
-            config,
+            cx: cx.clone(),
             steps: Arc::new(Steps::new("group snapshot step")),
         })
     }
@@ -113,7 +101,7 @@ impl GroupSnapshotter {
                 let (this, member) = (self.clone(), member.clone());
                 self.steps.start(key, async move {
                     let api = binding::api(
-                        &this.client,
+                        &this.cx.client,
                         &snapshot_model::snapshots(),
                         member.metadata.namespace.as_deref(),
                     );
@@ -149,14 +137,14 @@ impl GroupSnapshotter {
         let selector = Selector::from_api(selector);
         let namespace = group.metadata.namespace.as_deref().unwrap_or_default();
         let mut handles = Vec::new();
-        for claim in self.claims.state() {
+        for claim in self.cx.claims.state() {
             let meta = &claim.metadata;
             let labels = meta.labels.clone().unwrap_or_default();
             if meta.namespace.as_deref() != Some(namespace) || !selector.matches(&labels) {
                 continue;
             }
             let label = format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default());
-            match binding::claim_volume(&claim, &label, &self.volumes) {
+            match binding::claim_volume(&claim, &label, &self.cx.volumes) {
                 Source::Ready(handle) => handles.push(handle),
                 Source::Unusable(why) => return Sources::Unusable(why),
                 Source::Foreign => return Sources::Foreign,
@@ -185,7 +173,7 @@ impl GroupSnapshotter {
                 .and_then(|h| VolumeId::parse(h))
                 .map(|id| id.location),
         };
-        binding::held_here(location, &self.config.scope)
+        self.cx.config.scope.holds(location)
     }
 
     async fn do_group(&self, group: &GroupSnapshot, step: GroupStep) -> Result<(), StepError> {
@@ -200,7 +188,7 @@ impl GroupSnapshotter {
             }
             GroupStep::Own(Members::Delete(members)) => {
                 let snapshots = binding::api(
-                    &self.client,
+                    &self.cx.client,
                     &snapshot_model::snapshots(),
                     group.metadata.namespace.as_deref(),
                 );
@@ -208,7 +196,7 @@ impl GroupSnapshotter {
                     ignore_missing(snapshots.delete(member, &DeleteParams::default()).await)?;
                 }
             }
-            _ => binding::write_step(&self.client, group, &step).await?,
+            _ => binding::write_step(&self.cx.client, group, &step).await?,
         }
         match step {
             GroupStep::Status(status) if status.ready_to_use == Some(true) => {
@@ -255,9 +243,9 @@ impl GroupSnapshotter {
         group_handle: &str,
     ) -> Result<(), StepError> {
         let meta = &group.metadata;
-        let contents = binding::api(&self.client, &snapshot_model::contents(), None);
+        let contents = binding::api(&self.cx.client, &snapshot_model::contents(), None);
         let snapshots = binding::api(
-            &self.client,
+            &self.cx.client,
             &snapshot_model::snapshots(),
             meta.namespace.as_deref(),
         );
@@ -317,7 +305,7 @@ impl GroupSnapshotter {
         step: GroupContentStep,
     ) -> Result<(), StepError> {
         let name = content.metadata.name.clone().unwrap_or_default();
-        let contents = binding::api(&self.client, &model::group_contents(), None);
+        let contents = binding::api(&self.cx.client, &model::group_contents(), None);
         tracing::info!(group_content = %name, ?step, "group content step");
         match &step {
             GroupContentStep::Create {
@@ -359,10 +347,7 @@ impl GroupSnapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "GetVolumeGroupSnapshot",
-                        status,
-                    })?
+                    .map_err(StepError::csi("GetVolumeGroupSnapshot"))?
                     .into_inner()
                     .group_snapshot
                     .ok_or_else(|| StepError::Unknown(group.clone()))?;
@@ -376,14 +361,11 @@ impl GroupSnapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "DeleteVolumeGroupSnapshot",
-                        status,
-                    })?;
+                    .map_err(StepError::csi("DeleteVolumeGroupSnapshot"))?;
             }
             _ => {}
         }
-        binding::write_content_step(&self.client, content, &step).await
+        binding::write_content_step(&self.cx.client, content, &step).await
     }
 
     /// The parameters of the content's class (none when it names no class).
@@ -408,11 +390,7 @@ impl GroupSnapshotter {
     }
 
     fn csi(&self) -> Result<GroupControllerClient<tonic::transport::Channel>, StepError> {
-        self.config
-            .csi
-            .clone()
-            .map(GroupControllerClient::new)
-            .ok_or(StepError::NoCsi)
+        binding::driver(&self.cx.config, GroupControllerClient::new)
     }
 
     async fn record(
@@ -457,22 +435,16 @@ impl Stepped for GroupSnapshotter {
     fn pass(self: &Arc<Self>) {
         let groups: Vec<GroupSnapshot> = parse_all(&self.groups);
         let contents: Vec<GroupContent> = parse_all(&self.contents);
-        if self.config.scope == Scope::Central {
+        if self.cx.config.scope == Scope::Central {
             self.central_pass(&groups, &contents);
         }
-        let uids = binding::uids::<GroupKind>(&groups);
-        for content in contents.iter().filter(|c| self.mine(c)) {
-            let uid = binding::referred_uid::<GroupKind>(content, &uids);
-            let step = plan::content_step(content, uid);
-            if step != GroupContentStep::Nothing {
-                let key = format!(
-                    "groupcontent/{}",
-                    content.metadata.name.as_deref().unwrap_or("")
-                );
-                let (this, content) = (self.clone(), content.clone());
-                self.steps
-                    .start(key, async move { this.do_content(&content, step).await });
-            }
+        let mine = |content: &GroupContent| self.mine(content);
+        for (key, content, step) in
+            binding::content_steps::<GroupKind>(&groups, &contents, mine, "groupcontent")
+        {
+            let (this, content) = (self.clone(), content.clone());
+            self.steps
+                .start(key, async move { this.do_content(&content, step).await });
         }
     }
 }

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::ApiResource;
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::model::{SnapshotRef, StatusError};
+use crate::snapshot::model::{Object, SnapshotRef, StatusError, TakenSnapshot};
 
 pub const GROUP: &str = "groupsnapshot.storage.k8s.io";
 /// On a group snapshot while it is bound to its content (snapshot-controller's name).
@@ -45,14 +45,10 @@ pub fn group_classes() -> ApiResource {
     resource("VolumeGroupSnapshotClass", "volumegroupsnapshotclasses")
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupSnapshot {
-    pub metadata: ObjectMeta,
-    pub spec: GroupSnapshotSpec,
-    #[serde(default)]
-    pub status: Option<GroupSnapshotStatus>,
-}
+/// A VolumeGroupSnapshot.
+pub type GroupSnapshot = Object<GroupSnapshotSpec, GroupSnapshotStatus>;
+/// A VolumeGroupSnapshotContent.
+pub type GroupContent = Object<GroupContentSpec, GroupContentStatus>;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,15 +75,6 @@ pub struct GroupSnapshotStatus {
     pub ready_to_use: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StatusError>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupContent {
-    pub metadata: ObjectMeta,
-    pub spec: GroupContentSpec,
-    #[serde(default)]
-    pub status: Option<GroupContentStatus>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -134,16 +121,8 @@ pub struct GroupContentStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotInfo {
-    /// Nanoseconds since the epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub creation_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ready_to_use: Option<bool>,
-    /// Bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub restore_size: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_handle: Option<String>,
+    #[serde(flatten)]
+    pub taken: TakenSnapshot,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_handle: Option<String>,
 }
@@ -173,7 +152,7 @@ impl GroupContent {
                 .volume_snapshot_info_list
                 .iter()
                 .flatten()
-                .filter_map(|info| info.snapshot_handle.clone())
+                .filter_map(|info| info.taken.snapshot_handle.clone())
                 .collect();
             return Some((group.clone(), members));
         }

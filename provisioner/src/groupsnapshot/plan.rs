@@ -14,6 +14,7 @@ use super::model::{
 use crate::binding::Kind;
 use crate::binding::plan::{self as binding, ClassError, ContentSource};
 use crate::snapshot::model::{Snapshot, SnapshotRef, deleting, has_finalizer};
+use crate::snapshot::plan::{nanos, rfc3339, taken};
 
 /// The group kind: VolumeGroupSnapshot, VolumeGroupSnapshotContent and
 /// VolumeGroupSnapshotClass, whose snapshots are member VolumeSnapshots.
@@ -118,7 +119,7 @@ fn missing_members(uid: &str, status: &GroupContentStatus, members: &[Snapshot])
         .flatten()
         .filter_map(|info: &SnapshotInfo| {
             let volume_handle = info.volume_handle.clone()?;
-            let snapshot_handle = info.snapshot_handle.clone()?;
+            let snapshot_handle = info.taken.snapshot_handle.clone()?;
             let (snapshot, content) = member_names(uid, &volume_handle);
             let exists = members
                 .iter()
@@ -162,12 +163,6 @@ pub fn releases_member(member: &Snapshot, group_alive: bool) -> bool {
         && !group_alive
 }
 
-/// The next step for `content`; `group_uid` is the uid of the group snapshot its
-/// reference names, `None` when the cache has none.
-pub fn content_step(content: &GroupContent, group_uid: Option<&str>) -> GroupContentStep {
-    binding::content_step(content, group_uid)
-}
-
 /// The content status csi-snapshotter writes for a group the driver reports.
 pub fn content_status(group: &csi_proto::v1::VolumeGroupSnapshot) -> GroupContentStatus {
     GroupContentStatus {
@@ -182,27 +177,13 @@ pub fn content_status(group: &csi_proto::v1::VolumeGroupSnapshot) -> GroupConten
                 .snapshots
                 .iter()
                 .map(|s| SnapshotInfo {
-                    creation_time: s.creation_time.as_ref().map(|t| nanos(t.seconds, t.nanos)),
-                    ready_to_use: Some(s.ready_to_use),
-                    restore_size: Some(s.size_bytes),
-                    snapshot_handle: Some(s.snapshot_id.clone()),
+                    taken: taken(s),
                     volume_handle: Some(s.source_volume_id.clone()),
                 })
                 .collect(),
         ),
         error: None,
     }
-}
-
-fn nanos(seconds: i64, nanos: i32) -> i64 {
-    seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(i64::from(nanos))
-}
-
-fn rfc3339(nanos: i64) -> Option<String> {
-    let at = jiff::Timestamp::from_nanosecond(i128::from(nanos)).ok()?;
-    Some(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 impl Kind for GroupKind {

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    GroupContentStep, GroupStep, Member, Members, NewGroupContent, Sources, content_step,
-    group_step, member_names, our_class, releases_member,
+    GroupContentStep, GroupKind, GroupStep, Member, Members, NewGroupContent, Sources, group_step,
+    member_names, our_class, releases_member,
 };
 use crate::binding::plan::ClassError;
 use crate::groupsnapshot::model::{GroupClass, GroupContent, GroupSnapshot, GroupSnapshotStatus};
@@ -16,6 +16,11 @@ const CONTENT_FINALIZER: &str =
 const IN_GROUP: &str = "snapshot.storage.kubernetes.io/volumesnapshot-in-group-protection";
 const GROUP_HANDLE: &str = "local-grp:k:machine";
 const DELETING: &str = "2024-01-01T00:00:00Z";
+
+/// csi-snapshotter's next step for a group `content`, as the pass asks it.
+fn content_step(content: &GroupContent, group_uid: Option<&str>) -> GroupContentStep {
+    crate::binding::plan::content_step::<GroupKind>(content, group_uid)
+}
 
 fn parse<T: serde::de::DeserializeOwned>(mut object: Value, extra: &Value) -> T {
     json_patch::merge(&mut object, extra);

@@ -13,18 +13,18 @@ use std::sync::Arc;
 
 use csi_proto::v1::ControllerModifyVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
-use driver_contract::ids::{Location, VolumeId};
+use driver_contract::ids::VolumeId;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use self::plan::{ModifyStep, failure_status, modify_step};
+use crate::Context;
+use crate::Result;
 use crate::steps::{Stepped, Steps};
-use crate::watch::Changes;
-use crate::{Config, Result, Scope};
 
 /// Why one modification failed; the claim is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -38,28 +38,16 @@ pub enum ModifyError {
 }
 
 pub struct Modifier {
-    client: Client,
-    claims: Store<PersistentVolumeClaim>,
-    volumes: Store<PersistentVolume>,
+    cx: Context,
     classes: Store<VolumeAttributesClass>,
-    config: Config,
     steps: Arc<Steps>,
 }
 
 impl Modifier {
-    pub fn new(
-        client: Client,
-        stores: (Store<PersistentVolumeClaim>, Store<PersistentVolume>),
-        changes: &Changes,
-        config: Config,
-    ) -> Arc<Self> {
-        let (claims, volumes) = stores;
+    pub fn new(cx: &Context) -> Arc<Self> {
         Arc::new(Self {
-            classes: crate::watch::reflect(Api::all(client.clone()), changes),
-            client,
-            claims,
-            volumes,
-            config,
+            classes: crate::watch::reflect(Api::all(cx.client.clone()), &cx.changes),
+            cx: cx.clone(),
             steps: Arc::new(Steps::new("modify")),
         })
     }
@@ -67,15 +55,8 @@ impl Modifier {
     /// The volume's handle, if this instance is where it lives.
     fn mine(&self, pv: &PersistentVolume) -> Option<String> {
         let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.clone();
-        let mine = match (
-            VolumeId::parse(&handle).map(|id| id.location),
-            &self.config.scope,
-        ) {
-            (Some(Location::Local { node }), Scope::Node(me)) => node == *me,
-            (Some(Location::Nfs(_)), Scope::Central) => true,
-            _ => false,
-        };
-        mine.then_some(handle)
+        let location = VolumeId::parse(&handle).map(|id| id.location);
+        self.cx.config.scope.holds(location).then_some(handle)
     }
 
     async fn apply(
@@ -86,7 +67,7 @@ impl Modifier {
         step: ModifyStep,
     ) -> Result<(), ModifyError> {
         let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), &pvc.namespace().unwrap_or_default());
+            Api::namespaced(self.cx.client.clone(), &pvc.namespace().unwrap_or_default());
         let name = pvc.name_any();
         let (target, parameters) = match step {
             ModifyStep::Nothing => return Ok(()),
@@ -96,7 +77,7 @@ impl Modifier {
             ModifyStep::Modify { target, parameters } => (target, parameters),
         };
         self.mark(&claims, &name, &target, "InProgress").await?;
-        let channel = self.config.csi.clone().ok_or(ModifyError::NoCsi)?;
+        let channel = self.cx.config.csi.clone().ok_or(ModifyError::NoCsi)?;
         let request = ControllerModifyVolumeRequest {
             volume_id: handle.to_string(),
             mutable_parameters: parameters.into_iter().collect(),
@@ -110,7 +91,7 @@ impl Modifier {
                 .await?;
             return Err(ModifyError::Csi(status));
         }
-        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let volumes: Api<PersistentVolume> = Api::all(self.cx.client.clone());
         let patch = json!({"spec": {"volumeAttributesClassName": target}});
         volumes
             .patch(
@@ -154,12 +135,12 @@ impl Stepped for Modifier {
         &self.steps
     }
     fn pass(self: &Arc<Self>) {
-        for pvc in self.claims.state() {
+        for pvc in self.cx.claims.state() {
             let Some(pv) = pvc
                 .spec
                 .as_ref()
                 .and_then(|s| s.volume_name.as_deref())
-                .and_then(|name| self.volumes.get(&ObjectRef::new(name)))
+                .and_then(|name| self.cx.volumes.get(&ObjectRef::new(name)))
             else {
                 continue;
             };
@@ -176,13 +157,19 @@ impl Stepped for Modifier {
             if step == ModifyStep::Nothing {
                 continue;
             }
-            let key = pvc.uid().unwrap_or_default();
+            // The name is for the log line of a failed step; the uid keeps a claim
+            // made again under the same name apart.
+            let key = format!(
+                "claim/{}/{}/{}",
+                pvc.namespace().unwrap_or_default(),
+                pvc.name_any(),
+                pvc.uid().unwrap_or_default()
+            );
             let this = self.clone();
-            self.steps.start(key, async move {
-                this.apply(&pvc, &pv, &handle, step)
-                    .await
-                    .map_err(|error| format!("claim {}: {error}", pvc.name_any()))
-            });
+            self.steps.start(
+                key,
+                async move { this.apply(&pvc, &pv, &handle, step).await },
+            );
         }
     }
 }

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use kube::{Api, Client};
 use serde_json::json;
 
 use self::plan::{ClaimUsers, PV_FINALIZER, PVC_FINALIZER};
+use crate::Context;
 use crate::steps::{Stepped, Steps};
-use crate::watch::Changes;
 
 /// Which of the two controllers run.
 #[derive(Debug, Clone, Copy)]
@@ -29,27 +29,17 @@ pub struct Protections {
 }
 
 pub struct Protector {
-    client: Client,
-    claims: Store<PersistentVolumeClaim>,
-    volumes: Store<PersistentVolume>,
+    cx: Context,
     pods: Store<Pod>,
     protections: Protections,
     steps: Arc<Steps>,
 }
 
 impl Protector {
-    pub fn new(
-        client: Client,
-        stores: (Store<PersistentVolumeClaim>, Store<PersistentVolume>),
-        changes: &Changes,
-        protections: Protections,
-    ) -> Arc<Self> {
-        let (claims, volumes) = stores;
+    pub fn new(cx: &Context, protections: Protections) -> Arc<Self> {
         Arc::new(Self {
-            pods: crate::watch::reflect(Api::all(client.clone()), changes),
-            client,
-            claims,
-            volumes,
+            pods: crate::watch::reflect(Api::all(cx.client.clone()), &cx.changes),
+            cx: cx.clone(),
             protections,
             steps: Arc::new(Steps::new("releasing a protection finalizer")),
         })
@@ -59,12 +49,12 @@ impl Protector {
     /// (the cache may not have seen a Pod created just now).
     async fn release_claim(&self, claim: &PersistentVolumeClaim) -> kube::Result<()> {
         let namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pods: Api<Pod> = Api::namespaced(self.cx.client.clone(), namespace);
         let live = pods.list(&ListParams::default()).await?.items;
         if !plan::claim_releasable(claim, &ClaimUsers::new(&live)) {
             return Ok(());
         }
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.cx.client.clone(), namespace);
         remove_finalizer(&api, &claim.metadata, PVC_FINALIZER).await
     }
 }
@@ -102,6 +92,7 @@ impl Stepped for Protector {
     fn pass(self: &Arc<Self>) {
         if self.protections.claims {
             let held: Vec<_> = self
+                .cx
                 .claims
                 .state()
                 .into_iter()
@@ -123,10 +114,10 @@ impl Stepped for Protector {
             }
         }
         if self.protections.volumes {
-            for volume in self.volumes.state() {
+            for volume in self.cx.volumes.state() {
                 if plan::volume_releasable(&volume) {
                     let key = format!("pv/{}", volume.metadata.uid.as_deref().unwrap_or(""));
-                    let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                    let api: Api<PersistentVolume> = Api::all(self.cx.client.clone());
                     self.steps.start(key, async move {
                         remove_finalizer(&api, &volume.metadata, PV_FINALIZER).await
                     });

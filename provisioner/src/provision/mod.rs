@@ -8,13 +8,13 @@
 //! selected node (an optimistic write: exactly one wins).
 
 mod capacities;
-pub mod expand;
+pub(crate) mod error;
+pub(crate) mod expand;
 pub mod request;
 pub mod secrets;
-mod snapshot;
+pub(crate) mod snapshot;
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,21 +28,23 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVo
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kube::api::PostParams;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
-use tokio::sync::{Semaphore, watch};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use tokio::sync::Semaphore;
 
 use self::capacities::Capacities;
-use self::request::{DataSource, Unprovisionable, create_request, persistent_volume, volume_name};
+use self::error::{ExpandError, ProvisionError, SourceError};
+use self::request::{DataSource, create_request, persistent_volume, volume_name};
 use self::secrets::SecretRefs;
-use crate::backoff::Backoff;
+use self::snapshot::SnapshotName;
+use crate::Context;
 use crate::binder::model::{annotations, claim_class};
 use crate::capacity;
 use crate::events::{EventRecorder, claim_reference};
 use crate::lock;
 use crate::reclaim::plan::pinned_node;
-use crate::watch::Changes;
-use crate::{Config, Controller, Result, Scope};
+use crate::steps::{Stepped, Steps};
+use crate::{Controller, Result, Scope};
 
 /// Where a claim's volume is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,92 +74,56 @@ enum Work {
     Expand(Arc<PersistentVolume>, u128),
 }
 
-pub struct Provisioner {
-    client: Client,
-    claims: Store<PersistentVolumeClaim>,
-    classes: Store<StorageClass>,
-    volumes: Store<PersistentVolume>,
-    config: Config,
+pub(crate) struct Provisioner {
+    cx: Context,
     events: Arc<EventRecorder>,
-    in_flight: Mutex<HashSet<String>>,
+    /// The claims worked on, keyed by uid (`expand:<uid>` for growth), and their backoff.
+    steps: Steps,
     /// One permit per piece of work running ([`WORK_IN_FLIGHT`]).
     permits: Arc<Semaphore>,
     /// This node's room, for a node instance; the central one places nothing.
     capacities: Option<Capacities>,
-    backoff: Mutex<Backoff>,
     /// Claims that failed for good, with the (claim, class) versions they failed at:
     /// retried only when either changes.
     refused: Mutex<HashMap<String, (String, String)>>,
-    finished: Changes,
 }
 
 impl Provisioner {
-    pub fn new(
-        client: Client,
-        stores: (
-            Store<PersistentVolumeClaim>,
-            Store<StorageClass>,
-            Store<PersistentVolume>,
-        ),
-        config: Config,
-    ) -> Arc<Self> {
-        let (claims, classes, volumes) = stores;
-        let places = matches!(config.scope, Scope::Node(_))
-            && config.controllers.enabled(Controller::Provisioner);
+    pub fn new(cx: &Context) -> Arc<Self> {
+        let places = matches!(cx.config.scope, Scope::Node(_))
+            && cx.config.controllers.enabled(Controller::Provisioner);
         Arc::new(Self {
-            capacities: places.then(|| Capacities::watch(client.clone())),
+            capacities: places.then(|| Capacities::watch(cx.client.clone())),
             permits: Arc::new(Semaphore::new(WORK_IN_FLIGHT)),
-            events: Arc::new(EventRecorder::new(client.clone())),
-            client,
-            claims,
-            classes,
-            volumes,
-            config,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
+            events: Arc::new(EventRecorder::new(cx.client.clone())),
+            cx: cx.clone(),
+            steps: Steps::new("provisioning"),
             refused: Mutex::default(),
-            finished: Changes::default(),
         })
-    }
-
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || lock(&self.backoff).next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
-        Ok(())
     }
 
     /// Starts provisioning for every claim this instance owns that needs a volume,
     /// as many as there are permits; a finished one starts the next pass.
-    pub fn pass(self: &Arc<Self>) {
-        let now = Instant::now();
+    fn start_work(self: &Arc<Self>) {
         let classes: HashMap<String, Arc<StorageClass>> = self
+            .cx
             .classes
             .state()
             .into_iter()
             .filter(|c| c.provisioner == DRIVER_NAME)
             .map(|c| (c.name_any(), c))
             .collect();
-        for pvc in self.claims.state() {
+        for pvc in self.cx.claims.state() {
             let Some((key, class, work)) = self.work_for(&pvc, &classes) else {
                 continue;
             };
-            if !lock(&self.backoff).ready(&key, now) || lock(&self.in_flight).contains(&key) {
+            if !self.steps.ready(&key) {
                 continue;
             }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            lock(&self.in_flight).insert(key.clone());
+            self.steps.begin(&key);
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -169,8 +135,7 @@ impl Provisioner {
                 if let Err(error) = outcome {
                     tracing::debug!(claim = %pvc.name_any(), %error, "deferred");
                 }
-                lock(&this.in_flight).remove(&key);
-                this.finished.poke();
+                this.steps.end(&key);
             });
         }
     }
@@ -183,17 +148,18 @@ impl Provisioner {
     ) -> Option<(String, Arc<StorageClass>, Work)> {
         let uid = pvc.uid().unwrap_or_default();
         if let Some(class) = wants_volume(pvc).and_then(|name| classes.get(&name)) {
-            if !self.config.controllers.enabled(Controller::Provisioner) {
+            if !self.cx.config.controllers.enabled(Controller::Provisioner) {
                 return None;
             }
             let exists = self
+                .cx
                 .volumes
                 .get(&ObjectRef::new(&volume_name(pvc)))
                 .is_some();
             if exists || self.is_refused(&uid, pvc, class) {
                 return None;
             }
-            let work = match (&self.config.scope, owner(pvc, class)) {
+            let work = match (&self.cx.config.scope, owner(pvc, class)) {
                 (Scope::Central, Owner::Central) => Work::Provision(None),
                 (Scope::Node(me), Owner::Node(node)) if *me == node => Work::Provision(Some(node)),
                 (Scope::Node(me), Owner::AnyNode)
@@ -207,15 +173,15 @@ impl Provisioner {
         }
         let class = classes.get(&claim_class(pvc)?)?;
         if class.allow_volume_expansion != Some(true)
-            || !self.config.controllers.enabled(Controller::Resizer)
+            || !self.cx.config.controllers.enabled(Controller::Resizer)
         {
             return None;
         }
         let volume_name = pvc.spec.as_ref()?.volume_name.clone()?;
-        let pv = self.volumes.get(&ObjectRef::new(&volume_name))?;
+        let pv = self.cx.volumes.get(&ObjectRef::new(&volume_name))?;
         pv.spec.as_ref()?.csi.as_ref()?;
         // A local volume's PV names its node; one that names none is the central instance's.
-        let mine = match (pinned_node(&pv), &self.config.scope) {
+        let mine = match (pinned_node(&pv), &self.cx.config.scope) {
             (Some(node), Scope::Node(me)) => node == *me,
             (None, Scope::Central) => true,
             _ => false,
@@ -262,10 +228,11 @@ impl Provisioner {
         };
         let namespace = pvc.namespace().unwrap_or_default();
         let origin = self
+            .cx
             .claims
             .get(&ObjectRef::new(&source).within(&namespace))?;
         let volume = origin.spec.as_ref()?.volume_name.as_deref()?;
-        let pv = self.volumes.get(&ObjectRef::new(volume))?;
+        let pv = self.cx.volumes.get(&ObjectRef::new(volume))?;
         let ours = pv.spec.as_ref()?.csi.as_ref()?.driver == DRIVER_NAME;
         ours.then(|| pinned_node(&pv)).flatten()
     }
@@ -294,7 +261,7 @@ impl Provisioner {
     ) -> Option<String> {
         match &self.capacities {
             Some(capacities) => capacities.refusal(pvc, class, node).await,
-            None => capacity::refusal_for(&self.client, pvc, class, node).await,
+            None => capacity::refusal_for(&self.cx.client, pvc, class, node).await,
         }
     }
 
@@ -308,7 +275,9 @@ impl Provisioner {
     ) -> Result<Option<PersistentVolumeClaim>> {
         if let Some(why) = self.capacity_refusal(pvc, &class_of(pvc), node).await {
             // Left for a node with room; this one looks again after a backoff.
-            lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
+            self.steps
+                .backoff()
+                .failed(&pvc.uid().unwrap_or_default(), Instant::now());
             let reference = claim_reference(pvc);
             self.events
                 .warning(&reference, capacity::room::NOT_ENOUGH_CAPACITY, &why)
@@ -316,11 +285,12 @@ impl Provisioner {
             return Ok(None);
         }
         if let Some(DataSource::Snapshot(name)) = request::data_source(pvc) {
-            let namespace = pvc.namespace().unwrap_or_default();
-            let requested = request::requested_bytes(pvc);
-            let handle = match snapshot::resolve(&self.client, &namespace, &name, requested).await {
+            let handle = match self.snapshot_handle(pvc, name).await {
                 Ok(handle) => handle,
-                Err(why) => return self.retry(pvc, &why).await.map(|()| None),
+                Err(error) => {
+                    let error = ProvisionError::Source(error.into());
+                    return self.retry(pvc, &error).await.map(|()| None);
+                }
             };
             if let Some(SnapshotId {
                 location: Location::Local { node: holder },
@@ -329,7 +299,9 @@ impl Provisioner {
                 && holder != node
             {
                 // Not ours: look again only after a backoff, until its node takes it.
-                lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
+                self.steps
+                    .backoff()
+                    .failed(&pvc.uid().unwrap_or_default(), Instant::now());
                 return Ok(None);
             }
         }
@@ -344,6 +316,8 @@ impl Provisioner {
         Ok(Some(taken))
     }
 
+    /// Makes the claim's volume; a failure is retried after a backoff, or, when
+    /// it is final, once the claim or class changes.
     async fn provision(
         &self,
         pvc: &PersistentVolumeClaim,
@@ -352,33 +326,54 @@ impl Provisioner {
     ) -> Result<()> {
         let started = Instant::now();
         let pvc = self.annotate(pvc).await?;
-        let reference = claim_reference(&pvc);
-        let name = volume_name(&pvc);
-        let source = match self.content_source(&pvc).await {
-            Ok(source) => source,
-            Err(why) => return self.retry(&pvc, &why).await,
+        let name = match self.make_volume(&pvc, class, node).await {
+            Ok(name) => name,
+            Err(error) if error.is_final() => return self.refuse(&pvc, class, &error).await,
+            Err(error) => return self.retry(&pvc, &error).await,
         };
+        self.steps
+            .backoff()
+            .succeeded(&pvc.uid().unwrap_or_default());
+        self.cx
+            .config
+            .metrics
+            .provisioned("success", started.elapsed());
+        self.events
+            .normal(
+                &claim_reference(&pvc),
+                "ProvisioningSucceeded",
+                &format!("Successfully provisioned volume {name}"),
+            )
+            .await;
+        tracing::info!(claim = %pvc.name_any(), volume = %name, "provisioned");
+        Ok(())
+    }
+
+    /// CreateVolume and the PersistentVolume (a 409 counts as done): the volume's
+    /// name, or why it was not made.
+    async fn make_volume(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        class: &StorageClass,
+        node: Option<&str>,
+    ) -> std::result::Result<String, ProvisionError> {
+        let name = volume_name(pvc);
+        let source = self.content_source(pvc).await?;
         if let Some(node) = node
-            && let Some(why) = self.capacity_refusal(&pvc, &class.name_any(), node).await
+            && let Some(why) = self.capacity_refusal(pvc, &class.name_any(), node).await
         {
-            return self.retry(&pvc, &why).await;
+            return Err(ProvisionError::NoRoom(why));
         }
         let parameters = class.parameters.clone().unwrap_or_default();
-        let prepared = create_request(&pvc, class, node, source)
-            .and_then(|request| Ok((request, SecretRefs::resolve(&parameters, &pvc, &name)?)));
-        let (mut request, secret_refs) = match prepared {
-            Ok(prepared) => prepared,
-            Err(Unprovisionable(why)) => return self.refuse(&pvc, class, &why).await,
-        };
+        let mut request = create_request(pvc, class, node, source)?;
+        let secret_refs =
+            SecretRefs::resolve(&parameters, pvc, &name).map_err(request::Unprovisionable::from)?;
         if let Some(reference) = &secret_refs.provisioner {
-            match secrets::fetch(&self.client, reference).await {
-                Ok(values) => request.secrets = values,
-                Err(why) => return self.retry(&pvc, &why).await,
-            }
+            request.secrets = secrets::fetch(&self.cx.client, reference).await?;
         }
         self.events
             .normal(
-                &reference,
+                &claim_reference(pvc),
                 "Provisioning",
                 &format!(
                     "External provisioner is provisioning volume for claim \"{}/{}\"",
@@ -387,52 +382,26 @@ impl Provisioner {
                 ),
             )
             .await;
-        let Some(channel) = self.config.csi.clone() else {
-            return self
-                .retry(
-                    &pvc,
-                    "no CSI endpoint is configured to call CreateVolume on",
-                )
-                .await;
-        };
-        let volume = match ControllerClient::new(channel).create_volume(request).await {
-            Ok(response) => response.into_inner().volume.unwrap_or_default(),
-            Err(status) if is_final(status.code()) => {
-                return self.refuse(&pvc, class, status.message()).await;
-            }
-            Err(status) => {
-                let why = format!(
-                    "rpc error: code = {:?} desc = {}",
-                    status.code(),
-                    status.message()
-                );
-                return self.retry(&pvc, &why).await;
-            }
-        };
-        let pv = persistent_volume(&pvc, class, &volume, &secret_refs);
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let channel = self
+            .cx
+            .config
+            .csi
+            .clone()
+            .ok_or(ProvisionError::NoCsiEndpoint)?;
+        let volume = ControllerClient::new(channel)
+            .create_volume(request)
+            .await
+            .map_err(ProvisionError::from_create_volume)?
+            .into_inner()
+            .volume
+            .unwrap_or_default();
+        let pv = persistent_volume(pvc, class, &volume, &secret_refs);
+        let api: Api<PersistentVolume> = Api::all(self.cx.client.clone());
         match api.create(&PostParams::default(), &pv).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => {
-                return self
-                    .retry(&pvc, &format!("creating PersistentVolume {name}: {error}"))
-                    .await;
-            }
+            Ok(_) => Ok(name),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(name),
+            Err(error) => Err(ProvisionError::CreatePv { name, error }),
         }
-        lock(&self.backoff).succeeded(&pvc.uid().unwrap_or_default());
-        self.config
-            .metrics
-            .provisioned("success", started.elapsed());
-        self.events
-            .normal(
-                &reference,
-                "ProvisioningSucceeded",
-                &format!("Successfully provisioned volume {name}"),
-            )
-            .await;
-        tracing::info!(claim = %pvc.name_any(), volume = %name, "provisioned");
-        Ok(())
     }
 
     /// ControllerExpandVolume, then the volume's capacity, then the claim's status.
@@ -452,7 +421,7 @@ impl Provisioner {
                 &format!("External resizer is resizing volume {name}"),
             )
             .await;
-        let Some(channel) = self.config.csi.clone() else {
+        let Some(channel) = self.cx.config.csi.clone() else {
             return Ok(());
         };
         let expand_secret = pv
@@ -461,12 +430,16 @@ impl Provisioner {
             .and_then(|s| s.csi.as_ref())
             .and_then(|c| c.controller_expand_secret_ref.clone());
         let secrets = match &expand_secret {
-            Some(reference) => secrets::fetch(&self.client, reference).await,
+            Some(reference) => secrets::fetch(&self.cx.client, reference).await,
             None => Ok(Default::default()),
         };
         let secrets = match secrets {
             Ok(secrets) => secrets,
-            Err(why) => return self.resize_failed(&reference, &name, key, &why).await,
+            Err(error) => {
+                return self
+                    .resize_failed(&reference, &name, key, &error.into())
+                    .await;
+            }
         };
         let request = ControllerExpandVolumeRequest {
             secrets,
@@ -489,11 +462,11 @@ impl Provisioner {
             Ok(answer) => answer.into_inner(),
             Err(status) => {
                 return self
-                    .resize_failed(&reference, &name, key, status.message())
+                    .resize_failed(&reference, &name, key, &ExpandError::Csi(status))
                     .await;
             }
         };
-        lock(&self.backoff).succeeded(key);
+        self.steps.backoff().succeeded(key);
         let size = u128::try_from(answer.capacity_bytes)
             .ok()
             .filter(|b| *b >= bytes)
@@ -507,7 +480,7 @@ impl Provisioner {
                 .get_or_insert_default()
                 .insert("storage".into(), ApiQuantity(quantity.to_string()));
         }
-        Api::<PersistentVolume>::all(self.client.clone())
+        Api::<PersistentVolume>::all(self.cx.client.clone())
             .replace(&name, &PostParams::default(), &grown)
             .await?;
         let updated = expand::status_after(pvc, size, answer.node_expansion_required);
@@ -531,10 +504,10 @@ impl Provisioner {
         reference: &ObjectReference,
         volume: &str,
         key: &str,
-        why: &str,
+        why: &ExpandError,
     ) -> Result<()> {
-        let wait = lock(&self.backoff).failed(key, Instant::now());
-        tracing::warn!(volume, why, retry_in = ?wait, "expansion failed");
+        let wait = self.steps.backoff().failed(key, Instant::now());
+        tracing::warn!(volume, %why, retry_in = ?wait, "expansion failed");
         self.events
             .warning(
                 reference,
@@ -549,53 +522,68 @@ impl Provisioner {
     async fn content_source(
         &self,
         pvc: &PersistentVolumeClaim,
-    ) -> std::result::Result<Option<VolumeContentSource>, String> {
-        let namespace = pvc.namespace().unwrap_or_default();
+    ) -> std::result::Result<Option<VolumeContentSource>, SourceError> {
         let source = match request::data_source(pvc) {
             None => return Ok(None),
             Some(DataSource::Claim(name)) => {
+                let namespace = pvc.namespace().unwrap_or_default();
                 volume_content_source::Type::Volume(volume_content_source::VolumeSource {
-                    volume_id: self.source_volume(&namespace, &name)?,
+                    volume_id: self.source_volume(namespace, name)?,
                 })
             }
             Some(DataSource::Snapshot(name)) => {
-                let requested = request::requested_bytes(pvc);
                 volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
-                    snapshot_id: snapshot::resolve(&self.client, &namespace, &name, requested)
-                        .await?,
+                    snapshot_id: self.snapshot_handle(pvc, name).await?,
                 })
             }
-            Some(DataSource::Unsupported(kind)) => {
-                return Err(format!(
-                    "data source of kind {kind} is not supported: only PersistentVolumeClaim and snapshot.storage.k8s.io/VolumeSnapshot are"
-                ));
-            }
+            Some(DataSource::Unsupported(kind)) => return Err(SourceError::Unsupported(kind)),
         };
         Ok(Some(VolumeContentSource {
             r#type: Some(source),
         }))
     }
 
+    /// The handle of the snapshot `name` a claim restores, once it can be used.
+    async fn snapshot_handle(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        name: String,
+    ) -> std::result::Result<String, snapshot::SnapshotError> {
+        let name = SnapshotName {
+            namespace: pvc.namespace().unwrap_or_default(),
+            name,
+        };
+        snapshot::resolve(&self.cx.client, name, request::requested_bytes(pvc)).await
+    }
+
     /// The volume handle of a clone's source claim, which must be bound to one of ours.
-    fn source_volume(&self, namespace: &str, source: &str) -> std::result::Result<String, String> {
-        let origin = self
+    fn source_volume(
+        &self,
+        namespace: String,
+        name: String,
+    ) -> std::result::Result<String, SourceError> {
+        let Some(origin) = self
+            .cx
             .claims
-            .get(&ObjectRef::new(source).within(namespace))
-            .ok_or_else(|| format!("source claim {namespace}/{source} does not exist"))?;
+            .get(&ObjectRef::new(&name).within(&namespace))
+        else {
+            return Err(SourceError::ClaimMissing { namespace, name });
+        };
         let volume = origin
             .spec
             .as_ref()
             .and_then(|s| s.volume_name.clone())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("source claim {namespace}/{source} is not bound yet"))?;
-        self.volumes
+            .filter(|v| !v.is_empty());
+        let Some(volume) = volume else {
+            return Err(SourceError::ClaimUnbound { namespace, name });
+        };
+        self.cx
+            .volumes
             .get(&ObjectRef::new(&volume))
             .and_then(|pv| pv.spec.clone()?.csi)
             .filter(|csi| csi.driver == DRIVER_NAME)
             .map(|csi| csi.volume_handle)
-            .ok_or_else(|| {
-                format!("source claim {namespace}/{source} is not a volume of {DRIVER_NAME}")
-            })
+            .ok_or(SourceError::ClaimForeign { namespace, name })
     }
 
     /// Says which provisioner works on the claim, as upstream annotates it.
@@ -621,9 +609,13 @@ impl Provisioner {
             .await?)
     }
 
-    async fn retry(&self, pvc: &PersistentVolumeClaim, why: &str) -> Result<()> {
-        let wait = lock(&self.backoff).failed(&pvc.uid().unwrap_or_default(), Instant::now());
-        tracing::warn!(claim = %pvc.name_any(), why, retry_in = ?wait, "provisioning failed");
+    /// A failure a retry may mend: try again after the claim's backoff.
+    async fn retry(&self, pvc: &PersistentVolumeClaim, why: &ProvisionError) -> Result<()> {
+        let wait = self
+            .steps
+            .backoff()
+            .failed(&pvc.uid().unwrap_or_default(), Instant::now());
+        tracing::warn!(claim = %pvc.name_any(), %why, retry_in = ?wait, "provisioning failed");
         self.fail(pvc, why).await;
         Ok(())
     }
@@ -633,7 +625,7 @@ impl Provisioner {
         &self,
         pvc: &PersistentVolumeClaim,
         class: &StorageClass,
-        why: &str,
+        why: &ProvisionError,
     ) -> Result<()> {
         lock(&self.refused).insert(
             pvc.uid().unwrap_or_default(),
@@ -642,13 +634,16 @@ impl Provisioner {
                 class.resource_version().unwrap_or_default(),
             ),
         );
-        tracing::warn!(claim = %pvc.name_any(), why, "provisioning refused");
+        tracing::warn!(claim = %pvc.name_any(), %why, "provisioning refused");
         self.fail(pvc, why).await;
         Ok(())
     }
 
-    async fn fail(&self, pvc: &PersistentVolumeClaim, why: &str) {
-        self.config.metrics.provisioned("failure", Duration::ZERO);
+    async fn fail(&self, pvc: &PersistentVolumeClaim, why: &ProvisionError) {
+        self.cx
+            .config
+            .metrics
+            .provisioned("failure", Duration::ZERO);
         self.events
             .warning(
                 &claim_reference(pvc),
@@ -662,7 +657,16 @@ impl Provisioner {
     }
 
     fn claims_api(&self, pvc: &PersistentVolumeClaim) -> Api<PersistentVolumeClaim> {
-        Api::namespaced(self.client.clone(), &pvc.namespace().unwrap_or_default())
+        Api::namespaced(self.cx.client.clone(), &pvc.namespace().unwrap_or_default())
+    }
+}
+
+impl Stepped for Provisioner {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        self.start_work();
     }
 }
 
@@ -696,18 +700,6 @@ fn owner(pvc: &PersistentVolumeClaim, class: &StorageClass) -> Owner {
         }
         None => Owner::AnyNode,
     }
-}
-
-/// CSI codes after which the same request will fail the same way.
-fn is_final(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::InvalidArgument
-            | tonic::Code::AlreadyExists
-            | tonic::Code::OutOfRange
-            | tonic::Code::Unimplemented
-            | tonic::Code::PermissionDenied
-    )
 }
 
 fn class_of(pvc: &PersistentVolumeClaim) -> String {

@@ -19,21 +19,45 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use stowage_common::quantity::Quantity;
+use stowage_common::quantity::{Quantity, QuantityError};
 
-use super::secrets::{DELETION_SECRET_NAME, DELETION_SECRET_NAMESPACE, SecretRefs};
+use super::secrets::{DELETION_SECRET_NAME, DELETION_SECRET_NAMESPACE, SecretRefs, TemplateError};
 use crate::binder::model::annotations;
 use crate::reclaim::PROVISIONER_FINALIZER;
 
 /// Class parameters with this prefix are for the provisioner, not the driver.
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 const FSTYPE_KEY: &str = "csi.storage.k8s.io/fstype";
+/// The API group of VolumeSnapshots, as a claim's data source names it.
 pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
 
 /// Why a claim cannot be provisioned as it is: retrying will not help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unprovisionable(pub String);
+pub enum Unprovisionable {
+    /// The claim has no access mode.
+    #[error("the claim names no access mode")]
+    NoAccessMode,
+    /// An access mode CSI has no capability for.
+    #[error("unknown access mode {0:?}")]
+    UnknownAccessMode(String),
+    /// The request is zero or missing.
+    #[error("the claim requests no storage")]
+    NoStorage,
+    /// A storage request or limit that is not a quantity.
+    #[error("storage {quantity:?}: {error}")]
+    BadQuantity {
+        /// The quantity as the claim writes it.
+        quantity: String,
+        /// What is wrong with it.
+        error: QuantityError,
+    },
+    /// A storage request or limit beyond CSI's 64-bit byte counts.
+    #[error("storage {0:?} is larger than CSI can ask for")]
+    TooLarge(String),
+    /// The class's secret parameters do not resolve for the claim.
+    #[error(transparent)]
+    Secrets(#[from] TemplateError),
+}
 
 /// The deterministic name of a claim's volume: a retry after a crash finds it.
 pub fn volume_name(pvc: &PersistentVolumeClaim) -> String {
@@ -88,7 +112,7 @@ pub fn capability(pvc: &PersistentVolumeClaim) -> Result<VolumeCapability, Unpro
         .unwrap_or_default()
         .first()
         .cloned()
-        .ok_or_else(|| Unprovisionable("the claim names no access mode".into()))?;
+        .ok_or(Unprovisionable::NoAccessMode)?;
     let access_type = if spec.volume_mode.as_deref() == Some("Block") {
         AccessType::Block(BlockVolume {})
     } else {
@@ -113,15 +137,15 @@ pub fn create_request(
     let resources = spec.resources.unwrap_or_default();
     let bytes = |q: Option<&ApiQuantity>| -> Result<i64, Unprovisionable> {
         let Some(q) = q else { return Ok(0) };
-        let parsed = Quantity::parse(&q.0)
-            .map_err(|e| Unprovisionable(format!("storage {:?}: {e}", q.0)))?;
-        i64::try_from(parsed.bytes()).map_err(|_| {
-            Unprovisionable(format!("storage {:?} is larger than CSI can ask for", q.0))
-        })
+        let parsed = Quantity::parse(&q.0).map_err(|error| Unprovisionable::BadQuantity {
+            quantity: q.0.clone(),
+            error,
+        })?;
+        i64::try_from(parsed.bytes()).map_err(|_| Unprovisionable::TooLarge(q.0.clone()))
     };
     let required = bytes(resources.requests.as_ref().and_then(|r| r.get("storage")))?;
     if required <= 0 {
-        return Err(Unprovisionable("the claim requests no storage".into()));
+        return Err(Unprovisionable::NoStorage);
     }
     let limit = bytes(resources.limits.as_ref().and_then(|r| r.get("storage")))?;
     let parameters = class.parameters.clone().unwrap_or_default();
@@ -137,7 +161,7 @@ pub fn create_request(
     };
     let modes = spec.access_modes.unwrap_or_default();
     if modes.is_empty() {
-        return Err(Unprovisionable("the claim names no access mode".into()));
+        return Err(Unprovisionable::NoAccessMode);
     }
     let volume_capabilities = modes
         .iter()
@@ -184,7 +208,7 @@ fn csi_mode(mode: &str) -> Result<Mode, Unprovisionable> {
         "ReadOnlyMany" => Mode::MultiNodeReaderOnly,
         "ReadWriteMany" => Mode::MultiNodeMultiWriter,
         "ReadWriteOncePod" => Mode::SingleNodeSingleWriter,
-        other => return Err(Unprovisionable(format!("unknown access mode {other:?}"))),
+        other => return Err(Unprovisionable::UnknownAccessMode(other.to_string())),
     })
 }
 
@@ -437,21 +461,40 @@ mod tests {
     #[test]
     fn what_cannot_be_asked_is_refused() {
         let class = class(json!({}));
-        for (what, pvc) in [
+        let cases = [
             (
-                "no size",
                 claim(json!({"spec": {"resources": {"requests": {"storage": "0"}}}})),
+                Unprovisionable::NoStorage,
+                "the claim requests no storage",
             ),
             (
-                "beyond i64",
                 claim(json!({"spec": {"resources": {"requests": {"storage": "800Ei"}}}})),
+                Unprovisionable::TooLarge("800Ei".into()),
+                "storage \"800Ei\" is larger than CSI can ask for",
             ),
             (
-                "bad mode",
-                claim(json!({"spec": {"accessModes": ["ReadWriteSometimes"]}})),
+                claim(json!({"spec": {"resources": {"limits": {"storage": "lots"}}}})),
+                Unprovisionable::BadQuantity {
+                    quantity: "lots".into(),
+                    error: QuantityError::Malformed,
+                },
+                "storage \"lots\": quantities must match the regular expression",
             ),
-        ] {
-            assert!(create_request(&pvc, &class, None, None).is_err(), "{what}");
+            (
+                claim(json!({"spec": {"accessModes": ["ReadWriteSometimes"]}})),
+                Unprovisionable::UnknownAccessMode("ReadWriteSometimes".into()),
+                "unknown access mode \"ReadWriteSometimes\"",
+            ),
+            (
+                claim(json!({"spec": {"accessModes": []}})),
+                Unprovisionable::NoAccessMode,
+                "the claim names no access mode",
+            ),
+        ];
+        for (pvc, expected, message) in cases {
+            let error = create_request(&pvc, &class, None, None).expect_err(message);
+            assert_eq!(error, expected);
+            assert!(error.to_string().starts_with(message), "{error}");
         }
     }
 

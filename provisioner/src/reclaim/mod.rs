@@ -6,8 +6,7 @@
 pub mod plan;
 pub mod scrub;
 
-use std::collections::HashSet;
-use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,18 +16,16 @@ use csi_proto::v1::controller_client::ControllerClient;
 use driver_contract::export::METADATA_DIR;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use nfs_session::{NfsError, Session};
-use tokio::sync::watch;
 
 use self::plan::{FAILED_DELETE, FAILED_RECYCLE, Nodes, Plan, plan};
-use crate::backoff::Backoff;
+use crate::Context;
 use crate::binder::{ReclaimPolicy, VolumePhase};
 use crate::events::EventRecorder;
 use crate::provision::secrets;
-use crate::watch::Changes;
-use crate::{Config, Result, volumes};
+use crate::steps::{Stepped, Steps};
+use crate::{Result, volumes};
 
 /// The finalizer external-provisioner puts on the volumes it made; removed once
 /// DeleteVolume succeeded.
@@ -37,8 +34,32 @@ pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.
 /// Why a reclaim operation failed; the message goes into the volume's status.
 #[derive(Debug, thiserror::Error)]
 pub enum ReclaimError {
-    #[error("{0}")]
-    Refused(String),
+    /// A local path that is relative or climbs with `..`.
+    #[error("{0:?} must be an absolute path without '..'")]
+    NotAbsolute(String),
+    /// A local path that names no entry (`/`).
+    #[error("{0:?} names no entry to remove")]
+    NoEntry(String),
+    /// A local path not strictly below a `--host-path-allow` prefix.
+    #[error(
+        "{raw:?} (resolved {}) is not strictly below a --host-path-allow prefix",
+        .resolved.display()
+    )]
+    NotAllowed { raw: String, resolved: PathBuf },
+    /// A tree deeper than a scrub descends.
+    #[error("{} is more than {} directories deep", .0.display(), scrub::MAX_DEPTH)]
+    TooDeep(PathBuf),
+    /// Another filesystem mounted inside what would be scrubbed.
+    #[error("{} is a mount point; unmount it first", .0.display())]
+    MountPoint(PathBuf),
+    /// The NFS directory to scrub is not there.
+    #[error("{export}/{path} does not exist")]
+    NfsMissing { export: String, path: String },
+    /// The NFS directory holds dynamic volumes: it is a class's root, not a volume.
+    #[error(
+        "{export}/{path} holds Stowage's dynamic volumes ({METADATA_DIR}); refusing to scrub it"
+    )]
+    DynamicRoot { export: String, path: String },
     #[error("{path}: {error}")]
     Io { path: String, error: String },
     #[error(transparent)]
@@ -47,70 +68,53 @@ pub enum ReclaimError {
     Csi(tonic::Status),
     #[error("no CSI endpoint is configured to call DeleteVolume on")]
     NoCsiEndpoint,
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error("{what} task failed: {error}")]
+    Task {
+        what: &'static str,
+        error: tokio::task::JoinError,
+    },
 }
 
 pub struct Reclaimer {
-    client: Client,
-    volumes: Store<PersistentVolume>,
-    config: Config,
+    cx: Context,
     events: EventRecorder,
-    in_flight: Mutex<HashSet<String>>,
-    backoff: Mutex<Backoff>,
+    /// The volumes worked on, by name, and their backoff.
+    steps: Steps,
     /// The cluster's nodes as last asked, and when; asked only when a volume's
     /// owner depends on them (a hostPath volume without node affinity), at most
     /// once per `NODES_TTL` while one does.
     nodes: Mutex<(Nodes, Option<Instant>)>,
     asking_nodes: AtomicBool,
-    /// Poked when an operation ends, so the next pass sees its effect.
-    finished: Changes,
 }
 
 /// How long an answer about the nodes is used before it is asked again.
 const NODES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Reclaimer {
-    pub fn new(client: Client, volumes: Store<PersistentVolume>, config: Config) -> Arc<Self> {
+    pub fn new(cx: &Context) -> Arc<Self> {
         Arc::new(Self {
-            events: EventRecorder::new(client.clone()),
-            client,
-            volumes,
-            config,
-            in_flight: Mutex::default(),
-            backoff: Mutex::default(),
+            events: EventRecorder::new(cx.client.clone()),
+            cx: cx.clone(),
+            steps: Steps::new("reclaim"),
             nodes: Mutex::new((Nodes::Unknown, None)),
             asking_nodes: AtomicBool::new(false),
-            finished: Changes::default(),
         })
     }
 
-    pub async fn run(
-        self: Arc<Self>,
-        changes: watch::Receiver<u64>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        crate::watch::ready(&self.volumes).await?;
-        crate::watch::run_passes(
-            changes,
-            &self.finished,
-            || self.backoff().next_due(),
-            || self.pass(),
-            shutdown,
-        )
-        .await;
-        Ok(())
-    }
-
     /// Starts an operation for every volume that needs one and has none running.
-    pub fn pass(self: &Arc<Self>) {
+    fn start_work(self: &Arc<Self>) {
         let now = Instant::now();
-        let state = self.volumes.state();
+        let state = self.cx.volumes.state();
         // A stale answer is no answer: the volumes that depend on it ask again.
         let nodes = match crate::lock(&self.nodes).clone() {
             (nodes, Some(at)) if now.duration_since(at) <= NODES_TTL => nodes,
             _ => Nodes::Unknown,
         };
         let mut ask_nodes = false;
-        self.backoff()
+        self.steps
+            .backoff()
             .retain(|name| state.iter().any(|pv| pv.name_any() == name));
         for pv in state {
             let phase = VolumePhase::parse(pv.status.as_ref().and_then(|s| s.phase.as_deref()));
@@ -124,7 +128,7 @@ impl Reclaimer {
                     .as_ref()
                     .and_then(|s| s.persistent_volume_reclaim_policy.as_deref()),
             );
-            let plan = plan(&pv, policy, &self.config.scope, &nodes);
+            let plan = plan(&pv, policy, &self.cx.config.scope, &nodes);
             let name = pv.name_any();
             if plan == Plan::AskNodes {
                 ask_nodes = true;
@@ -132,21 +136,19 @@ impl Reclaimer {
             }
             if plan == Plan::NotOurs
                 || already_failed_so(&pv, &plan)
-                || !self.backoff().ready(&name, now)
+                || !self.steps.ready(&name)
+                || !self.steps.begin(&name)
             {
                 continue;
             }
-            if !self.start(&name) {
-                continue;
-            }
             let this = self.clone();
-            self.config.metrics.reclaims_in_flight.inc();
+            self.cx.config.metrics.reclaims_in_flight.inc();
             tokio::spawn(async move {
                 if let Err(error) = this.reclaim(&pv, plan).await {
                     tracing::debug!(volume = %name, %error, "reclaim deferred");
                 }
-                this.config.metrics.reclaims_in_flight.dec();
-                this.finish(&name);
+                this.cx.config.metrics.reclaims_in_flight.dec();
+                this.steps.end(&name);
             });
         }
         if ask_nodes {
@@ -162,7 +164,7 @@ impl Reclaimer {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let api: Api<Node> = Api::all(this.client.clone());
+            let api: Api<Node> = Api::all(this.cx.client.clone());
             match api.list_metadata(&ListParams::default().limit(2)).await {
                 Ok(list) => {
                     let nodes = match list.items.as_slice() {
@@ -176,27 +178,12 @@ impl Reclaimer {
                 Err(error) => tracing::warn!(%error, "could not count the nodes"),
             }
             this.asking_nodes.store(false, Ordering::Release);
-            this.finished.poke();
+            this.steps.wake();
         });
     }
 
-    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn start(&self, name: &str) -> bool {
-        crate::lock(&self.in_flight).insert(name.to_string())
-    }
-
-    fn finish(&self, name: &str) {
-        crate::lock(&self.in_flight).remove(name);
-        self.finished.poke();
-    }
-
     fn api(&self) -> Api<PersistentVolume> {
-        Api::all(self.client.clone())
+        Api::all(self.cx.client.clone())
     }
 
     /// Carries out `plan` on a fresh read of the volume; API errors only defer.
@@ -217,12 +204,8 @@ impl Reclaimer {
             Plan::DeleteCsi { handle } => (FAILED_DELETE, self.delete_volume(&pv, &handle).await),
             Plan::DeleteLocal { path } => {
                 tracing::info!(volume = %name, %path, "deleting: removing the hostPath directory");
-                let allow = self.config.host_path_allow.clone();
-                let removed = tokio::task::spawn_blocking(move || scrub::remove(&path, &allow))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ReclaimError::Refused(format!("remove task failed: {e}")))
-                    });
+                let allow = self.cx.config.host_path_allow.clone();
+                let removed = off_thread("remove", move || scrub::remove(&path, &allow)).await;
                 (FAILED_DELETE, removed)
             }
             Plan::RecycleNfs { export, path } => {
@@ -231,12 +214,8 @@ impl Reclaimer {
             }
             Plan::RecycleLocal { path } => {
                 tracing::info!(volume = %name, %path, "recycling: scrubbing the local directory");
-                let allow = self.config.host_path_allow.clone();
-                let scrubbed = tokio::task::spawn_blocking(move || scrub::scrub(&path, &allow))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ReclaimError::Refused(format!("scrub task failed: {e}")))
-                    });
+                let allow = self.cx.config.host_path_allow.clone();
+                let scrubbed = off_thread("scrub", move || scrub::scrub(&path, &allow)).await;
                 (FAILED_RECYCLE, scrubbed)
             }
         };
@@ -245,15 +224,15 @@ impl Reclaimer {
         } else {
             "recycle"
         };
-        let metrics = &self.config.metrics;
+        let metrics = &self.cx.config.metrics;
         if let Err(error) = outcome {
             metrics.reclaimed(operation, "failure");
-            let wait = self.backoff().failed(&name, Instant::now());
+            let wait = self.steps.backoff().failed(&name, Instant::now());
             tracing::warn!(volume = %name, %error, retry_in = ?wait, "reclaim failed");
             return self.fail(&pv, reason, &error.to_string()).await;
         }
         metrics.reclaimed(operation, "success");
-        self.backoff().succeeded(&name);
+        self.steps.backoff().succeeded(&name);
         if reason == FAILED_DELETE {
             self.remove(&api, pv).await
         } else {
@@ -269,11 +248,14 @@ impl Reclaimer {
     }
 
     async fn delete_volume(&self, pv: &PersistentVolume, handle: &str) -> Result<(), ReclaimError> {
-        let channel = self.config.csi.clone().ok_or(ReclaimError::NoCsiEndpoint)?;
+        let channel = self
+            .cx
+            .config
+            .csi
+            .clone()
+            .ok_or(ReclaimError::NoCsiEndpoint)?;
         let secrets = match secrets::deletion_reference(pv.annotations()) {
-            Some(reference) => secrets::fetch(&self.client, &reference)
-                .await
-                .map_err(ReclaimError::Refused)?,
+            Some(reference) => secrets::fetch(&self.cx.client, &reference).await?,
             None => Default::default(),
         };
         let request = DeleteVolumeRequest {
@@ -322,6 +304,25 @@ impl Reclaimer {
     }
 }
 
+impl Stepped for Reclaimer {
+    fn steps(&self) -> &Steps {
+        &self.steps
+    }
+    fn pass(self: &Arc<Self>) {
+        self.start_work();
+    }
+}
+
+/// Runs blocking file work (`what`: how a failed task is named) off the async threads.
+async fn off_thread(
+    what: &'static str,
+    work: impl FnOnce() -> Result<(), ReclaimError> + Send + 'static,
+) -> Result<(), ReclaimError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(ReclaimError::Task { what, error }))
+}
+
 fn has_our_finalizer(pv: &PersistentVolume) -> bool {
     pv.finalizers().iter().any(|f| f == PROVISIONER_FINALIZER)
 }
@@ -344,15 +345,18 @@ async fn scrub_nfs(
 ) -> Result<(), ReclaimError> {
     let mut session = Session::connect(export).await?;
     let result = async {
-        let dir = session
-            .resolve(path)
-            .await?
-            .ok_or_else(|| ReclaimError::Refused(format!("{export}/{} does not exist", path.join("/"))))?;
+        let (export, path_text) = (export.to_string(), path.join("/"));
+        let Some(dir) = session.resolve(path).await? else {
+            return Err(ReclaimError::NfsMissing {
+                export,
+                path: path_text,
+            });
+        };
         if session.lookup(&dir, METADATA_DIR).await?.is_some() {
-            return Err(ReclaimError::Refused(format!(
-                "{export}/{} holds Stowage's dynamic volumes ({METADATA_DIR}); refusing to scrub it",
-                path.join("/")
-            )));
+            return Err(ReclaimError::DynamicRoot {
+                export,
+                path: path_text,
+            });
         }
         session.empty_dir(&dir).await?;
         Ok(())

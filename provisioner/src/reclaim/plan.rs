@@ -15,6 +15,7 @@
 //! Failed asking for node affinity instead.
 
 use driver_contract::export::Export;
+use driver_contract::ids::Location;
 use driver_contract::{DRIVER_NAME, TOPOLOGY_NODE_KEY};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
@@ -31,6 +32,18 @@ pub enum Scope {
     Central,
     /// The instance on this node (the DaemonSet).
     Node(String),
+}
+
+impl Scope {
+    /// Whether this instance holds the data at `location`: a local one's node, the
+    /// central instance for NFS.
+    pub fn holds(&self, location: Option<Location>) -> bool {
+        match (location, self) {
+            (Some(Location::Local { node }), Self::Node(me)) => node == *me,
+            (Some(Location::Nfs(_)), Self::Central) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What an instance knows of the cluster's nodes, asked only when a volume's
@@ -275,6 +288,35 @@ mod tests {
         json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
             {"key": "topology.stowage.io/node", "operator": "In", "values": [node]}
         ]}]}})
+    }
+
+    #[test]
+    fn an_instance_holds_its_node_s_local_data_and_the_central_one_nfs_data() {
+        let local = |node: &str| {
+            Some(Location::Local {
+                node: node.to_string(),
+            })
+        };
+        let nfs = Some(Location::Nfs(
+            Export::parse("10.0.0.1", "/exports").expect("export"),
+        ));
+        let n1 = Scope::Node("n1".into());
+        let cases = [
+            (&n1, local("n1"), true),
+            (&n1, local("n2"), false),
+            (&n1, nfs.clone(), false),
+            (&Scope::Central, local("n1"), false),
+            (&Scope::Central, nfs, true),
+            (&Scope::Central, None, false),
+            (&n1, None, false),
+        ];
+        for (scope, location, holds) in cases {
+            assert_eq!(
+                scope.holds(location.clone()),
+                holds,
+                "{scope:?} {location:?}"
+            );
+        }
     }
 
     #[test]

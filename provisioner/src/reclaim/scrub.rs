@@ -16,7 +16,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::ReclaimError;
 
 /// Deeper trees than this are refused rather than recursed into.
-const MAX_DEPTH: usize = 256;
+pub(super) const MAX_DEPTH: usize = 256;
 
 /// Empties the directory `raw`, which must lie strictly below one of `allow`.
 pub fn scrub(raw: &str, allow: &[PathBuf]) -> Result<(), ReclaimError> {
@@ -36,15 +36,11 @@ pub fn scrub(raw: &str, allow: &[PathBuf]) -> Result<(), ReclaimError> {
 pub fn remove(raw: &str, allow: &[PathBuf]) -> Result<(), ReclaimError> {
     let lexical = Path::new(raw);
     let (Some(parent), Some(name)) = (lexical.parent(), lexical.file_name()) else {
-        return Err(ReclaimError::Refused(format!(
-            "{raw:?} names no entry to remove"
-        )));
+        return Err(ReclaimError::NoEntry(raw.to_string()));
     };
     let parent_raw = parent.to_str().unwrap_or_default();
     if !lexical.is_absolute() || lexical.components().any(|c| c == Component::ParentDir) {
-        return Err(ReclaimError::Refused(format!(
-            "{raw:?} must be an absolute path without '..'"
-        )));
+        return Err(ReclaimError::NotAbsolute(raw.to_string()));
     }
     let parent_path = match std::fs::canonicalize(parent) {
         Ok(path) => path,
@@ -89,10 +85,10 @@ fn check_below(raw: &str, path: &Path, allow: &[PathBuf]) -> Result<(), ReclaimE
     if below {
         Ok(())
     } else {
-        Err(ReclaimError::Refused(format!(
-            "{raw:?} (resolved {}) is not strictly below a --host-path-allow prefix",
-            path.display()
-        )))
+        Err(ReclaimError::NotAllowed {
+            raw: raw.to_string(),
+            resolved: path.to_path_buf(),
+        })
     }
 }
 
@@ -103,9 +99,7 @@ fn confine(raw: &str, allow: &[PathBuf]) -> Result<PathBuf, ReclaimError> {
         || raw.contains('\0')
         || lexical.components().any(|c| c == Component::ParentDir)
     {
-        return Err(ReclaimError::Refused(format!(
-            "{raw:?} must be an absolute path without '..'"
-        )));
+        return Err(ReclaimError::NotAbsolute(raw.to_string()));
     }
     let path = std::fs::canonicalize(lexical).map_err(|e| ReclaimError::Io {
         path: raw.to_string(),
@@ -117,10 +111,7 @@ fn confine(raw: &str, allow: &[PathBuf]) -> Result<PathBuf, ReclaimError> {
 
 fn empty(dir: &OwnedFd, path: &Path, device: u64, depth: usize) -> Result<(), ReclaimError> {
     if depth > MAX_DEPTH {
-        return Err(ReclaimError::Refused(format!(
-            "{} is more than {MAX_DEPTH} directories deep",
-            path.display()
-        )));
+        return Err(ReclaimError::TooDeep(path.to_path_buf()));
     }
     for name in entries(dir, path)? {
         let child = path.join(&name);
@@ -132,10 +123,7 @@ fn empty(dir: &OwnedFd, path: &Path, device: u64, depth: usize) -> Result<(), Re
         .map_err(|e| io(&child, e))?;
         if is_dir(&stat) {
             if stat.st_dev != device {
-                return Err(ReclaimError::Refused(format!(
-                    "{} is a mount point; unmount it first",
-                    child.display()
-                )));
+                return Err(ReclaimError::MountPoint(child));
             }
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let sub =
@@ -219,6 +207,20 @@ mod tests {
         assert!(fs::symlink_metadata(volume.join("link")).is_err());
     }
 
+    const NOT_ALLOWED: &str = "not below a prefix";
+    const NOT_ABSOLUTE: &str = "not absolute";
+    const NO_ENTRY: &str = "no entry";
+
+    /// Which refusal a result is, for the tables.
+    fn refusal(result: &Result<(), ReclaimError>) -> Option<&'static str> {
+        match result {
+            Err(ReclaimError::NotAllowed { .. }) => Some(NOT_ALLOWED),
+            Err(ReclaimError::NotAbsolute(_)) => Some(NOT_ABSOLUTE),
+            Err(ReclaimError::NoEntry(_)) => Some(NO_ENTRY),
+            _ => None,
+        }
+    }
+
     #[test]
     fn refuses_paths_outside_or_at_the_prefix() {
         let (dir, allowed, volume) = fixture();
@@ -227,28 +229,57 @@ mod tests {
         fs::write(outside.join("precious"), b"keep").expect("write");
         symlink(&outside, allowed.join("escape")).expect("symlink");
         let allow = [allowed.clone()];
-        for raw in [
-            outside.to_str().expect("utf8").to_string(),
-            allowed.to_str().expect("utf8").to_string(),
-            format!("{}/escape", allowed.display()),
-            format!("{}/../outside", volume.display()),
-            "relative/path".to_string(),
-        ] {
+        let cases = [
+            (outside.to_str().expect("utf8").to_string(), NOT_ALLOWED),
+            (allowed.to_str().expect("utf8").to_string(), NOT_ALLOWED),
+            (format!("{}/escape", allowed.display()), NOT_ALLOWED),
+            (format!("{}/../outside", volume.display()), NOT_ABSOLUTE),
+            ("relative/path".to_string(), NOT_ABSOLUTE),
+        ];
+        for (raw, expected) in cases {
             let result = scrub(&raw, &allow);
-            assert!(
-                matches!(result, Err(ReclaimError::Refused(_))),
-                "{raw}: {result:?}"
-            );
+            assert_eq!(refusal(&result), Some(expected), "{raw}: {result:?}");
         }
         assert!(outside.join("precious").exists());
         assert!(volume.join("a/b/c/file").exists());
-        assert!(
-            matches!(
-                scrub(volume.to_str().expect("utf8"), &[]),
-                Err(ReclaimError::Refused(_))
-            ),
-            "nothing is allowed by default"
+        let by_default = scrub(volume.to_str().expect("utf8"), &[]);
+        assert_eq!(
+            refusal(&by_default),
+            Some(NOT_ALLOWED),
+            "nothing is allowed by default: {by_default:?}"
         );
+    }
+
+    #[test]
+    fn a_refusal_says_what_is_wrong_with_the_path() {
+        let cases = [
+            (
+                ReclaimError::NotAbsolute("a/../b".into()),
+                "\"a/../b\" must be an absolute path without '..'",
+            ),
+            (
+                ReclaimError::NoEntry("/".into()),
+                "\"/\" names no entry to remove",
+            ),
+            (
+                ReclaimError::NotAllowed {
+                    raw: "/srv/link".into(),
+                    resolved: "/etc".into(),
+                },
+                "\"/srv/link\" (resolved /etc) is not strictly below a --host-path-allow prefix",
+            ),
+            (
+                ReclaimError::TooDeep("/srv/v/deep".into()),
+                "/srv/v/deep is more than 256 directories deep",
+            ),
+            (
+                ReclaimError::MountPoint("/srv/v/mnt".into()),
+                "/srv/v/mnt is a mount point; unmount it first",
+            ),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.to_string(), message);
+        }
     }
 
     #[test]
@@ -287,18 +318,16 @@ mod tests {
         assert!(fs::symlink_metadata(allowed.join("link")).is_err());
         remove(volume.to_str().expect("utf8"), &allow).expect("remove volume");
         assert_eq!(fs::read(outside.join("precious")).expect("kept"), b"keep");
-        for raw in [
-            outside.to_str().expect("utf8").to_string(),
-            allowed.to_str().expect("utf8").to_string(),
-            format!("{}/../outside", allowed.display()),
-            "relative".to_string(),
-            "/".to_string(),
-        ] {
+        let cases = [
+            (outside.to_str().expect("utf8").to_string(), NOT_ALLOWED),
+            (allowed.to_str().expect("utf8").to_string(), NOT_ALLOWED),
+            (format!("{}/../outside", allowed.display()), NOT_ABSOLUTE),
+            ("relative".to_string(), NOT_ABSOLUTE),
+            ("/".to_string(), NO_ENTRY),
+        ];
+        for (raw, expected) in cases {
             let result = remove(&raw, &allow);
-            assert!(
-                matches!(result, Err(ReclaimError::Refused(_))),
-                "{raw}: {result:?}"
-            );
+            assert_eq!(refusal(&result), Some(expected), "{raw}: {result:?}");
         }
         assert!(outside.join("precious").exists());
     }

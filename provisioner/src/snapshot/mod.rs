@@ -15,8 +15,6 @@ use std::sync::Arc;
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::{CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest};
 use driver_contract::ids::{SnapshotId, VolumeId};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
@@ -24,38 +22,27 @@ use serde_json::json;
 use self::model::{Class, Content, Snapshot};
 pub use self::plan::SnapshotKind;
 use self::plan::{ContentStep, SnapshotStep, Source};
+use crate::Context;
 use crate::binding::{self, StepError, parse_all, reflect};
 use crate::steps::{Stepped, Steps};
-use crate::watch::Changes;
-use crate::{Config, Result, Scope};
+use crate::{Result, Scope};
 
 pub struct Snapshotter {
-    client: Client,
-    claims: Store<PersistentVolumeClaim>,
-    volumes: Store<PersistentVolume>,
+    cx: Context,
     snapshots: Store<DynamicObject>,
     contents: Store<DynamicObject>,
     classes: Store<DynamicObject>,
-    config: Config,
     steps: Arc<Steps>,
 }
 
 impl Snapshotter {
-    pub fn new(
-        client: Client,
-        stores: (Store<PersistentVolumeClaim>, Store<PersistentVolume>),
-        changes: &Changes,
-        config: Config,
-    ) -> Arc<Self> {
-        let (claims, volumes) = stores;
+    pub fn new(cx: &Context) -> Arc<Self> {
+        let (client, changes) = (&cx.client, &cx.changes);
         Arc::new(Self {
-            snapshots: reflect(&client, &model::snapshots(), changes),
-            contents: reflect(&client, &model::contents(), changes),
-            classes: reflect(&client, &model::classes(), changes),
-            client,
-            claims,
-            volumes,
-            config,
+            snapshots: reflect(client, &model::snapshots(), changes),
+            contents: reflect(client, &model::contents(), changes),
+            classes: reflect(client, &model::classes(), changes),
+            cx: cx.clone(),
             steps: Arc::new(Steps::new("snapshot step")),
         })
     }
@@ -80,8 +67,8 @@ impl Snapshotter {
         };
         let namespace = snapshot.metadata.namespace.as_deref().unwrap_or_default();
         let label = format!("{namespace}/{claim}");
-        match self.claims.get(&ObjectRef::new(claim).within(namespace)) {
-            Some(pvc) => binding::claim_volume(&pvc, &label, &self.volumes),
+        match self.cx.claims.get(&ObjectRef::new(claim).within(namespace)) {
+            Some(pvc) => binding::claim_volume(&pvc, &label, &self.cx.volumes),
             None => Source::Unusable(format!("claim {label} does not exist")),
         }
     }
@@ -93,18 +80,18 @@ impl Snapshotter {
                 .map(|id| id.location)
                 .or_else(|| SnapshotId::parse(handle).map(|id| id.location))
         });
-        binding::held_here(location, &self.config.scope)
+        self.cx.config.scope.holds(location)
     }
 
     async fn do_snapshot(&self, snapshot: &Snapshot, step: SnapshotStep) -> Result<(), StepError> {
         let name = snapshot.metadata.name.as_deref().unwrap_or_default();
         tracing::info!(snapshot = %name, ?step, "snapshot step");
-        binding::write_step(&self.client, snapshot, &step).await
+        binding::write_step(&self.cx.client, snapshot, &step).await
     }
 
     async fn do_content(&self, content: &Content, step: ContentStep) -> Result<(), StepError> {
         let name = content.metadata.name.clone().unwrap_or_default();
-        let contents = binding::api(&self.client, &model::contents(), None);
+        let contents = binding::api(&self.cx.client, &model::contents(), None);
         tracing::info!(content = %name, ?step, "content step");
         match &step {
             ContentStep::Create {
@@ -119,10 +106,7 @@ impl Snapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "CreateSnapshot",
-                        status,
-                    })?
+                    .map_err(StepError::csi("CreateSnapshot"))?
                     .into_inner()
                     .snapshot
                     .ok_or_else(|| StepError::Unknown(name.clone()))?;
@@ -136,10 +120,7 @@ impl Snapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "ListSnapshots",
-                        status,
-                    })?
+                    .map_err(StepError::csi("ListSnapshots"))?
                     .into_inner()
                     .entries
                     .into_iter()
@@ -154,22 +135,15 @@ impl Snapshotter {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|status| StepError::Csi {
-                        rpc: "DeleteSnapshot",
-                        status,
-                    })?;
+                    .map_err(StepError::csi("DeleteSnapshot"))?;
             }
             _ => {}
         }
-        binding::write_content_step(&self.client, content, &step).await
+        binding::write_content_step(&self.cx.client, content, &step).await
     }
 
     fn csi(&self) -> Result<ControllerClient<tonic::transport::Channel>, StepError> {
-        self.config
-            .csi
-            .clone()
-            .map(ControllerClient::new)
-            .ok_or(StepError::NoCsi)
+        binding::driver(&self.cx.config, ControllerClient::new)
     }
 
     /// Writes what the driver said about the content's snapshot into its status.
@@ -179,15 +153,7 @@ impl Snapshotter {
         name: &str,
         snapshot: &csi_proto::v1::Snapshot,
     ) -> Result<(), StepError> {
-        let status = plan::content_status(
-            &snapshot.snapshot_id,
-            snapshot.size_bytes,
-            snapshot.ready_to_use,
-            snapshot
-                .creation_time
-                .as_ref()
-                .map(|t| (t.seconds, t.nanos)),
-        );
+        let status = plan::content_status(snapshot);
         binding::write_status(contents, name, json!(status)).await?;
         Ok(())
     }
@@ -201,7 +167,7 @@ impl Stepped for Snapshotter {
         let snapshots: Vec<Snapshot> = parse_all(&self.snapshots);
         let contents: Vec<Content> = parse_all(&self.contents);
         let classes: Vec<Class> = parse_all(&self.classes);
-        if self.config.scope == Scope::Central {
+        if self.cx.config.scope == Scope::Central {
             let by_name: HashMap<&str, &Content> = contents
                 .iter()
                 .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
@@ -219,16 +185,13 @@ impl Stepped for Snapshotter {
                 }
             }
         }
-        let uids = binding::uids::<SnapshotKind>(&snapshots);
-        for content in contents.iter().filter(|c| self.mine(c)) {
-            let uid = binding::referred_uid::<SnapshotKind>(content, &uids);
-            let step = plan::content_step(content, uid);
-            if step != ContentStep::Nothing {
-                let key = format!("content/{}", content.metadata.name.as_deref().unwrap_or(""));
-                let (this, content) = (self.clone(), content.clone());
-                self.steps
-                    .start(key, async move { this.do_content(&content, step).await });
-            }
+        let mine = |content: &Content| self.mine(content);
+        for (key, content, step) in
+            binding::content_steps::<SnapshotKind>(&snapshots, &contents, mine, "content")
+        {
+            let (this, content) = (self.clone(), content.clone());
+            self.steps
+                .start(key, async move { this.do_content(&content, step).await });
         }
     }
 }

@@ -48,14 +48,19 @@ pub fn parse<T: serde::de::DeserializeOwned>(object: &DynamicObject) -> Option<T
         .and_then(|value| serde_json::from_value(value).ok())
 }
 
+/// An object of one of the snapshot kinds: its metadata, spec and status.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Snapshot {
+pub struct Object<Spec, Status> {
     pub metadata: ObjectMeta,
-    pub spec: SnapshotSpec,
+    pub spec: Spec,
     #[serde(default)]
-    pub status: Option<SnapshotStatus>,
+    pub status: Option<Status>,
 }
+
+/// A VolumeSnapshot.
+pub type Snapshot = Object<SnapshotSpec, SnapshotStatus>;
+/// A VolumeSnapshotContent.
+pub type Content = Object<ContentSpec, ContentStatus>;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -97,20 +102,10 @@ pub struct StatusError {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Content {
-    pub metadata: ObjectMeta,
-    pub spec: ContentSpec,
-    #[serde(default)]
-    pub status: Option<ContentStatus>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ContentSpec {
     pub deletion_policy: String,
     pub driver: String,
     pub source: ContentSource,
-    pub volume_snapshot_class_name: Option<String>,
     pub volume_snapshot_ref: SnapshotRef,
 }
 
@@ -128,9 +123,11 @@ pub struct SnapshotRef {
     pub uid: Option<String>,
 }
 
+/// What the driver says of one snapshot, as csi-snapshotter records it: in a
+/// content's status, and for each member in a group content's status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContentStatus {
+pub struct TakenSnapshot {
     /// Nanoseconds since the epoch, as csi-snapshotter records it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creation_time: Option<i64>,
@@ -141,6 +138,13 @@ pub struct ContentStatus {
     pub restore_size: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_handle: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentStatus {
+    #[serde(flatten)]
+    pub taken: TakenSnapshot,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StatusError>,
     /// A group member's group, as csi-snapshotter records it.
@@ -180,7 +184,7 @@ impl Content {
     pub fn handle(&self) -> Option<&str> {
         self.status
             .as_ref()
-            .and_then(|s| s.snapshot_handle.as_deref())
+            .and_then(|s| s.taken.snapshot_handle.as_deref())
             .or(self.spec.source.snapshot_handle.as_deref())
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::model::{
     self, CONTENT_FINALIZER, Class, Content, ContentStatus, SNAPSHOT_FINALIZER, Snapshot,
-    SnapshotRef, SnapshotStatus,
+    SnapshotRef, SnapshotStatus, TakenSnapshot,
 };
 use crate::binding::Kind;
 use crate::binding::plan::{self as binding, ClassError, ContentSource};
@@ -69,14 +69,15 @@ fn status_from(content: &Content, name: &str) -> SnapshotStatus {
     let status = content.status.clone().unwrap_or_default();
     SnapshotStatus {
         bound_volume_snapshot_content_name: Some(name.to_string()),
-        creation_time: status.creation_time.and_then(rfc3339),
-        ready_to_use: Some(status.ready_to_use == Some(true)),
-        restore_size: status.restore_size.map(|bytes| bytes.to_string()),
+        creation_time: status.taken.creation_time.and_then(rfc3339),
+        ready_to_use: Some(status.taken.ready_to_use == Some(true)),
+        restore_size: status.taken.restore_size.map(|bytes| bytes.to_string()),
         error: None,
     }
 }
 
-fn rfc3339(nanos: i64) -> Option<String> {
+/// A time in nanoseconds since the epoch as RFC 3339, to the second.
+pub fn rfc3339(nanos: i64) -> Option<String> {
     let at = jiff::Timestamp::from_nanosecond(i128::from(nanos)).ok()?;
     Some(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
@@ -91,29 +92,32 @@ pub fn content_handle(content: &Content) -> Option<&str> {
         .or(content.handle())
 }
 
-/// The next step for `content`; `snapshot_uid` is the uid of the snapshot its
-/// reference names, `None` when the cache has no such snapshot.
-pub fn content_step(content: &Content, snapshot_uid: Option<&str>) -> ContentStep {
-    binding::content_step(content, snapshot_uid)
+/// The content status csi-snapshotter writes for a snapshot the driver reports.
+pub fn content_status(snapshot: &csi_proto::v1::Snapshot) -> ContentStatus {
+    ContentStatus {
+        taken: taken(snapshot),
+        ..ContentStatus::default()
+    }
 }
 
-/// The content status csi-snapshotter writes for a snapshot the driver reports
-/// (`created`: seconds and nanoseconds since the epoch).
-pub fn content_status(
-    handle: &str,
-    size_bytes: i64,
-    ready: bool,
-    created: Option<(i64, i32)>,
-) -> ContentStatus {
-    ContentStatus {
-        creation_time: created
-            .map(|(seconds, nanos)| seconds.saturating_mul(1_000_000_000) + i64::from(nanos)),
-        ready_to_use: Some(ready),
-        restore_size: Some(size_bytes),
-        snapshot_handle: Some(handle.to_string()),
-        error: None,
-        volume_group_snapshot_handle: None,
+/// What the driver says of `snapshot`, as csi-snapshotter records it.
+pub fn taken(snapshot: &csi_proto::v1::Snapshot) -> TakenSnapshot {
+    TakenSnapshot {
+        creation_time: snapshot
+            .creation_time
+            .as_ref()
+            .map(|t| nanos(t.seconds, t.nanos)),
+        ready_to_use: Some(snapshot.ready_to_use),
+        restore_size: Some(snapshot.size_bytes),
+        snapshot_handle: Some(snapshot.snapshot_id.clone()),
     }
+}
+
+/// A protobuf time as nanoseconds since the epoch.
+pub fn nanos(seconds: i64, nanos: i32) -> i64 {
+    seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(nanos))
 }
 
 impl Kind for SnapshotKind {
@@ -245,7 +249,9 @@ impl Kind for SnapshotKind {
 
     fn taken(content: &Content) -> bool {
         let status = content.status.as_ref();
-        status.is_some_and(|s| s.ready_to_use == Some(true) && s.snapshot_handle.is_some())
+        status.is_some_and(|s| {
+            s.taken.ready_to_use == Some(true) && s.taken.snapshot_handle.is_some()
+        })
     }
 
     fn content_source(content: &Content) -> ContentSource<String, String> {

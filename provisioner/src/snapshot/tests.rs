@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ContentStep, NewContent, SnapshotStep, Source, content_step, snapshot_step};
+use super::{ContentStep, NewContent, SnapshotKind, SnapshotStep, Source, snapshot_step};
 use crate::binding::plan::ClassError;
 use crate::snapshot::model::{Class, Content, Snapshot, SnapshotStatus};
 
@@ -11,6 +11,11 @@ const CONTENT_FINALIZER: &str =
     "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
 const VOLUME: &str = "local:abc:machine";
 const HANDLE: &str = "local-snap:def:machine";
+
+/// csi-snapshotter's next step for `content`, as the snapshotter's pass asks it.
+fn content_step(content: &Content, snapshot_uid: Option<&str>) -> ContentStep {
+    crate::binding::plan::content_step::<SnapshotKind>(content, snapshot_uid)
+}
 
 fn snapshot(extra: Value) -> Snapshot {
     let mut object = json!({
