@@ -241,7 +241,7 @@ pub async fn refusal_for(
     pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim,
     class: &str,
     node: &str,
-) -> Option<String> {
+) -> Option<room::NoRoom> {
     let capacities = match Api::<CSIStorageCapacity>::all(client.clone())
         .list(&ListParams::default())
         .await

@@ -30,13 +30,33 @@ impl Room {
 /// The reason of the Warning event a refused placement records.
 pub const NOT_ENOUGH_CAPACITY: &str = "NotEnoughCapacity";
 
+/// A node's published capacity for a class is smaller than a claim: said in the
+/// claim's Warning event and in the refusal of whoever placed it there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "node {node} has room for {room} bytes of class {class} (its CSIStorageCapacity), \
+     the claim asks for {request}: free space there or use another node"
+)]
+pub struct NoRoom {
+    /// The class of the claim.
+    pub class: String,
+    /// The node that has no room.
+    pub node: String,
+    /// The bytes the node's capacity object gives the class.
+    pub room: u128,
+    /// The bytes the claim asks for.
+    pub request: u128,
+}
+
 /// Why a claim of `request` bytes does not go on `node`, or `None` when it fits.
-pub fn refusal(class: &str, node: &str, room: Room, request: u128) -> Option<String> {
+pub fn refusal(class: &str, node: &str, room: Room, request: u128) -> Option<NoRoom> {
     match room {
-        Room::Bytes(bytes) if request > bytes => Some(format!(
-            "node {node} has room for {bytes} bytes of class {class} (its CSIStorageCapacity), \
-             the claim asks for {request}: free space there or use another node"
-        )),
+        Room::Bytes(bytes) if request > bytes => Some(NoRoom {
+            class: class.to_string(),
+            node: node.to_string(),
+            room: bytes,
+            request,
+        }),
         _ => None,
     }
 }
@@ -134,7 +154,9 @@ mod tests {
         ];
         for (what, room, request, expected) in cases {
             assert_eq!(
-                refusal("fast", "n1", room, request).as_deref(),
+                refusal("fast", "n1", room, request)
+                    .map(|why| why.to_string())
+                    .as_deref(),
                 expected,
                 "{what}"
             );

@@ -36,7 +36,7 @@ impl Capacities {
         pvc: &PersistentVolumeClaim,
         class: &str,
         node: &str,
-    ) -> Option<String> {
+    ) -> Option<room::NoRoom> {
         if !matches!(self.store.wait_until_ready().now_or_never(), Some(Ok(()))) {
             return capacity::refusal_for(&self.client, pvc, class, node).await;
         }

@@ -51,9 +51,9 @@ pub enum ProvisionError {
     /// What the claim is filled from is not ready.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The node has no room for the claim (the capacity module's message).
-    #[error("{0}")]
-    NoRoom(String),
+    /// The node has no room for the claim.
+    #[error(transparent)]
+    NoRoom(#[from] crate::capacity::room::NoRoom),
     /// The claim or its class asks for what cannot be made.
     #[error(transparent)]
     Unprovisionable(#[from] Unprovisionable),
@@ -176,9 +176,15 @@ mod tests {
                  PersistentVolumeClaim and snapshot.storage.k8s.io/VolumeSnapshot are",
             ),
             (
-                ProvisionError::NoRoom("node n1 has room for 10 bytes".into()),
+                ProvisionError::NoRoom(crate::capacity::room::NoRoom {
+                    class: "fast".into(),
+                    node: "n1".into(),
+                    room: 10,
+                    request: 11,
+                }),
                 false,
-                "node n1 has room for 10 bytes",
+                "node n1 has room for 10 bytes of class fast (its CSIStorageCapacity), \
+                 the claim asks for 11: free space there or use another node",
             ),
             (
                 ProvisionError::NoCsiEndpoint,

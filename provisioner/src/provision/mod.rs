@@ -258,7 +258,7 @@ impl Provisioner {
         pvc: &PersistentVolumeClaim,
         class: &str,
         node: &str,
-    ) -> Option<String> {
+    ) -> Option<capacity::room::NoRoom> {
         match &self.capacities {
             Some(capacities) => capacities.refusal(pvc, class, node).await,
             None => capacity::refusal_for(&self.cx.client, pvc, class, node).await,
@@ -280,7 +280,11 @@ impl Provisioner {
                 .failed(&pvc.uid().unwrap_or_default(), Instant::now());
             let reference = claim_reference(pvc);
             self.events
-                .warning(&reference, capacity::room::NOT_ENOUGH_CAPACITY, &why)
+                .warning(
+                    &reference,
+                    capacity::room::NOT_ENOUGH_CAPACITY,
+                    &why.to_string(),
+                )
                 .await;
             return Ok(None);
         }

@@ -50,10 +50,10 @@ pub enum Error {
         "no static volume on node {node} fits, and class {class} is not provisioned by {DRIVER_NAME}"
     )]
     NoPlace { node: String, class: String },
-    /// The node's published capacity for the class is smaller than the claim (the
-    /// capacity module's sentence, also a Warning event on the claim).
-    #[error("{0}")]
-    NoRoom(String),
+    /// The node's published capacity for the class is smaller than the claim (also a
+    /// Warning event on the claim).
+    #[error(transparent)]
+    NoRoom(#[from] provisioner::capacity::room::NoRoom),
     #[error("node plugin at {}: {source} (is `stowage up` running?)", .socket.display())]
     Plugin {
         socket: PathBuf,

@@ -108,17 +108,17 @@ async fn check_room(
         .and_then(|q| parse_bytes(&q.0))
         .unwrap_or(0);
     let room = capacity::room::room(&capacities.items, class, node);
-    let Some(message) = capacity::room::refusal(class, node, room, request) else {
+    let Some(why) = capacity::room::refusal(class, node, room, request) else {
         return Ok(());
     };
     EventRecorder::new(client.clone())
         .warning(
             &claim_reference(claim),
             capacity::room::NOT_ENOUGH_CAPACITY,
-            &message,
+            &why.to_string(),
         )
         .await;
-    Err(Error::NoRoom(message))
+    Err(Error::NoRoom(why))
 }
 
 /// This node's labels, or its host-name label when the Node object is missing.
