@@ -32,11 +32,13 @@ pub struct Filesystem {
     pub source: String,
 }
 
+/// One indexed mount. Every published volume has two (its staging and target mounts)
+/// and only NFS stagings have a filesystem: boxed, it costs the others 8 bytes, not 48.
 #[derive(Debug, Clone)]
 struct Mounted {
     mount_id: u64,
     identity: (u64, u64),
-    filesystem: Option<Filesystem>,
+    filesystem: Option<Box<Filesystem>>,
 }
 
 /// Both maps share one allocation of each path: at 10,000 publications the paths are
@@ -52,10 +54,11 @@ impl Known {
     fn insert(&mut self, point: PathBuf, mounted: Mounted) {
         self.remove(&point);
         let point: Arc<Path> = point.into();
-        self.by_identity
-            .entry(mounted.identity)
-            .or_default()
-            .push(point.clone());
+        // Nearly every identity has one or two mount points (a volume's staging and
+        // target): room for exactly those, not the four a growing Vec reserves.
+        let points = self.by_identity.entry(mounted.identity).or_default();
+        points.reserve_exact(1);
+        points.push(point.clone());
         self.by_point.insert(point, mounted);
     }
 
@@ -83,31 +86,39 @@ impl MountIndex {
     /// the mounts below the kubelet directory) and keeps the mounts that can hold a
     /// Stowage volume (see [`Sources`]).
     pub fn load(config: &NodeConfig) -> Result<Self> {
+        Self::load_from(config, |visit| MountTable::scan(visit), mount_facts_at)
+    }
+
+    /// [`load`](Self::load) from any table and `statx`. Each kept mount is examined
+    /// and indexed as its line is read: a restart with thousands of published volumes
+    /// holds one line at a time, not every kept line at once (a heap of megabytes the
+    /// allocator keeps for the rest of the plugin's life).
+    fn load_from(
+        config: &NodeConfig,
+        scan: impl Fn(&mut dyn FnMut(MountEntry)) -> std::io::Result<()>,
+        facts_at: impl Fn(&Path) -> std::io::Result<MountFacts>,
+    ) -> Result<Self> {
         let read_error = |e| Error::io("read mountinfo", e);
         let mut sources = Sources::of(config);
-        MountTable::scan(|entry| sources.see(&entry)).map_err(read_error)?;
+        scan(&mut |entry| sources.see(&entry)).map_err(read_error)?;
         // mountinfo names real paths; requests name paths under the configured directory.
         let kubelet = std::fs::canonicalize(&config.kubelet_dir)
             .unwrap_or_else(|_| config.kubelet_dir.clone());
-        let mut kept = Vec::new();
-        MountTable::scan(|entry| {
-            if entry.mount_point.starts_with(&kubelet) && sources.may_hold(&entry) {
-                kept.push(entry);
-            }
-        })
-        .map_err(read_error)?;
         let mut known = Known::default();
-        for entry in kept {
+        scan(&mut |entry| {
             let Ok(below) = entry.mount_point.strip_prefix(&kubelet) else {
-                continue;
+                return;
             };
+            if !sources.may_hold(&entry) {
+                return;
+            }
             let point = config.kubelet_dir.join(below);
-            match mount_facts_at(&point) {
+            match facts_at(&point) {
                 // The topmost mount at the path is the one statx sees; it is the one kept.
                 Ok(facts) if facts.mount_root => {
-                    let filesystem = entry.fs_type.starts_with("nfs").then(|| Filesystem {
-                        fs_type: entry.fs_type.clone(),
-                        source: entry.source.clone(),
+                    let filesystem = entry.fs_type.starts_with("nfs").then_some(Filesystem {
+                        fs_type: entry.fs_type,
+                        source: entry.source,
                     });
                     known.insert(point, mounted(facts, filesystem));
                 }
@@ -118,7 +129,8 @@ impl MountIndex {
                     "a mount found at start cannot be examined; it is not indexed"
                 ),
             }
-        }
+        })
+        .map_err(read_error)?;
         Ok(Self {
             known: Mutex::new(known),
         })
@@ -199,7 +211,7 @@ impl MountIndex {
             .by_point
             .get(point)
             .filter(|m| facts.mount_root && m.mount_id == facts.mount_id)
-            .and_then(|m| m.filesystem.clone())
+            .and_then(|m| m.filesystem.as_deref().cloned())
     }
 }
 
@@ -207,7 +219,7 @@ fn mounted(facts: MountFacts, filesystem: Option<Filesystem>) -> Mounted {
     Mounted {
         mount_id: facts.mount_id,
         identity: facts.identity,
-        filesystem,
+        filesystem: filesystem.map(Box::new),
     }
 }
 
@@ -373,6 +385,101 @@ mod tests {
         ];
         for (i, (entry, want)) in rows.iter().enumerate() {
             assert_eq!(sources.may_hold(entry), *want, "row {i}: {entry:?}");
+        }
+    }
+
+    #[test]
+    fn an_indexed_mount_is_two_ids_and_a_pointer() {
+        // Two per published volume: the filesystem only NFS stagings have stays boxed.
+        assert_eq!(std::mem::size_of::<Mounted>(), 32);
+    }
+
+    #[test]
+    fn each_kept_mount_is_examined_as_its_line_is_read() {
+        let table = "\
+22 1 8:1 / / rw - ext4 /dev/vda1 rw
+30 22 0:91 /a /k/pods/a/mount rw - nfs4 srv:/a rw
+31 22 0:88 / /k/pods/tmp rw - tmpfs tmpfs rw
+32 22 7:3 / /k/plugins/b/globalmount rw - ext4 /dev/loop3 rw
+33 22 7:4 / /k/plugins/c/globalmount rw - ext4 /dev/loop4 rw
+34 22 7:5 / /k/plugins/d/globalmount rw - ext4 /dev/loop5 rw
+";
+        let config = NodeConfig {
+            node_id: "n".into(),
+            kubelet_dir: PathBuf::from("/k"),
+            state_dir: PathBuf::from("/nonexistent/state"),
+            local_root: PathBuf::from("/nonexistent/local"),
+            host_path_allow: vec![],
+            max_volumes: 0,
+        };
+        let log = std::cell::RefCell::new(Vec::new());
+        let scan = |visit: &mut dyn FnMut(MountEntry)| {
+            for entry in MountTable::parse(table).entries() {
+                log.borrow_mut()
+                    .push(format!("read {}", entry.mount_point.display()));
+                visit(entry.clone());
+            }
+            Ok(())
+        };
+        let facts_at = |point: &Path| {
+            log.borrow_mut()
+                .push(format!("examine {}", point.display()));
+            match point.to_str() {
+                Some("/k/plugins/c/globalmount") => Err(std::io::Error::other("gone")),
+                Some("/k/plugins/d/globalmount") => Ok(facts(false, 4)),
+                _ => Ok(facts(true, 1)),
+            }
+        };
+        let index = MountIndex::load_from(&config, scan, facts_at).expect("load");
+        let log = log.into_inner();
+        let second_pass: Vec<&str> = log[6..].iter().map(String::as_str).collect();
+        assert_eq!(
+            second_pass,
+            [
+                "read /",
+                "read /k/pods/a/mount",
+                "examine /k/pods/a/mount",
+                "read /k/pods/tmp",
+                "read /k/plugins/b/globalmount",
+                "examine /k/plugins/b/globalmount",
+                "read /k/plugins/c/globalmount",
+                "examine /k/plugins/c/globalmount",
+                "read /k/plugins/d/globalmount",
+                "examine /k/plugins/d/globalmount",
+            ]
+        );
+        assert_eq!(
+            index.len(),
+            2,
+            "the unexaminable and the covered are not indexed"
+        );
+        assert_eq!(
+            index.filesystem_at(Path::new("/k/pods/a/mount"), facts(true, 1)),
+            Some(Filesystem {
+                fs_type: "nfs4".into(),
+                source: "srv:/a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_volume_s_two_mounts_take_room_for_two_points() {
+        let mut known = Known::default();
+        known.insert(PathBuf::from("/k/staging"), mounted(facts(true, 1), None));
+        known.insert(PathBuf::from("/k/target"), mounted(facts(true, 1), None));
+        let points = &known.by_identity[&(1, 2)];
+        assert_eq!((points.len(), points.capacity()), (2, 2));
+        known.remove(Path::new("/k/staging"));
+        assert_eq!(known.by_identity[&(1, 2)].len(), 1);
+        known.remove(Path::new("/k/target"));
+        assert!(known.by_identity.is_empty());
+    }
+
+    fn facts(mount_root: bool, mount_id: u64) -> MountFacts {
+        MountFacts {
+            mount_root,
+            mount_id,
+            identity: (mount_id, 2),
         }
     }
 }
