@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::registry::Resource;
 use crate::resources::core::{PERSISTENT_VOLUME, PERSISTENT_VOLUME_CLAIM};
 
+/// The finalizer that holds a claim while a pod uses it.
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// The finalizer that holds a volume while a claim is bound to it.
 pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 
 /// Adds the protection finalizer to a new claim or volume, as upstream's plugin does on

@@ -10,63 +10,110 @@ use crate::validation::FieldError;
 /// gives for it, so clients (kube-rs, kubectl) react as they do upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The object does not exist (404).
     #[error("{resource} \"{name}\" not found")]
-    NotFound { resource: String, name: String },
+    NotFound {
+        /// `plural` or `plural.group`.
+        resource: String,
+        /// The object's name.
+        name: String,
+    },
+    /// A create of a name that is taken (409).
     #[error("{resource} \"{name}\" already exists")]
-    AlreadyExists { resource: String, name: String },
+    AlreadyExists {
+        /// `plural` or `plural.group`.
+        resource: String,
+        /// The object's name.
+        name: String,
+    },
+    /// A write against a stale resourceVersion (409).
     #[error(
         "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
     )]
-    Conflict { resource: String, name: String },
+    Conflict {
+        /// `plural` or `plural.group`.
+        resource: String,
+        /// The object's name.
+        name: String,
+    },
+    /// A delete's preconditions (uid, resourceVersion) do not hold (409).
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {reason}")]
     PreconditionFailed {
+        /// `plural` or `plural.group`.
         resource: String,
+        /// The object's name.
         name: String,
+        /// Which precondition failed, in upstream's words.
         reason: String,
     },
+    /// The object fails validation (422).
     #[error("{kind} \"{name}\" is invalid: {}", FieldError::join(.causes))]
     Invalid {
+        /// The object's kind.
         kind: String,
+        /// The object's name.
         name: String,
+        /// One error per field.
         causes: Vec<FieldError>,
     },
+    /// The request is malformed (400): its body, a parameter, a selector.
     #[error("{0}")]
     BadRequest(String),
     /// A JSON patch whose operations cannot be applied (a failed `test`, a missing path).
     #[error("the patch could not be applied: {0}")]
     PatchFailed(String),
+    /// No known bearer token (401).
     #[error("Unauthorized")]
     Unauthorized,
     /// RBAC refused the request; `message` is upstream's wording (`auth::forbidden`).
     #[error("{message}")]
     Forbidden {
+        /// The API group of the request.
         group: String,
+        /// The resource of the request.
         resource: String,
+        /// The object's name, or "".
         name: String,
+        /// Upstream's message.
         message: String,
     },
     /// More of something at once than one identity may have (watches).
     #[error("Too many requests, please try again later.")]
-    TooManyRequests { retry_after_seconds: u64 },
+    TooManyRequests {
+        /// When to try again, as the Retry-After header and the Status say.
+        retry_after_seconds: u64,
+    },
+    /// A watch or continue token from further back than the history kept (410).
     #[error("{0}")]
     Expired(String),
+    /// The verb is not served on this path (405).
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The body's Content-Type is not one this kind is served in (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body is larger than the server takes (413).
     #[error("Request entity too large: limit is {limit}")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
+    /// The path names no served resource (404).
     #[error("the server could not find the requested resource")]
     NoSuchResource,
+    /// The store failed (500).
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The server is stopping (503).
     #[error("the server is shutting down")]
     ShuttingDown,
 }
 
+/// The crate's result.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {
+    /// The 404 of `resource` (`plural[.group]`) named `name`.
     pub fn not_found(resource: &str, name: &str) -> Self {
         Self::NotFound {
             resource: resource.to_string(),
@@ -74,10 +121,12 @@ impl ApiError {
         }
     }
 
+    /// A 400 saying `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest(message.into())
     }
 
+    /// A 500 for a failure of the store (or of what serves it).
     pub fn storage(error: impl std::fmt::Display) -> Self {
         Self::Storage(error.to_string())
     }
@@ -108,6 +157,7 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status code of the answer.
     pub fn code(&self) -> StatusCode {
         self.reason_and_code().1
     }

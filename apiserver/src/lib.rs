@@ -5,6 +5,8 @@
 //! CSIStorageCapacity, VolumeAttributesClass, Event, Node, Namespace, Pod, Secret, Lease,
 //! RBAC, the snapshot CRDs) with upstream REST semantics on a redb file, in JSON and, for
 //! built-in kinds, protobuf, so kube-rs, client-go and kubectl use it unchanged.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod admission;
 pub mod auth;
@@ -42,13 +44,18 @@ pub const TOKEN_FILE: &str = "tokens.csv";
 /// The namespaces every cluster starts with.
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// How the server is started.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address to listen on (port 0: any free port).
     pub listen: SocketAddr,
+    /// Where the store, the token file, the TLS keys and the kubeconfig live.
     pub data_dir: PathBuf,
     /// Changes kept in memory for watches; a watch from further back gets 410 Gone.
     pub watch_history: usize,
+    /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// The largest request body accepted; a larger one gets 413.
     pub max_body_bytes: usize,
     /// The identities and their tokens (`token,user,uid,"groups"` lines); `DIR/tokens.csv`
     /// when unset. An admin in `system:masters` is added when the file has none.
@@ -65,6 +72,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults, listening on `listen` with its files under `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen,
@@ -80,15 +88,21 @@ impl Config {
     }
 }
 
+/// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A file or socket operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The system's error.
         source: std::io::Error,
     },
+    /// The store could not be opened or seeded.
     #[error("opening the store: {0}")]
     Store(#[from] ApiError),
+    /// The token file could not be read or written.
     #[error("the token file: {0}")]
     Tokens(#[from] auth::authn::TokenFileError),
 }
@@ -154,6 +168,7 @@ impl ApiServer {
         })
     }
 
+    /// The address the server listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
     }
@@ -163,6 +178,7 @@ impl ApiServer {
         &self.kubeconfig
     }
 
+    /// The server's store, for in-process readers.
     pub fn store(&self) -> &Store {
         &self.store
     }

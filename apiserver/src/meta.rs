@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+/// The metadata map, if the object has one.
 pub fn metadata(object: &Value) -> Option<&Map<String, Value>> {
     object.get("metadata").and_then(Value::as_object)
 }
@@ -18,6 +19,7 @@ pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
+/// A string field of the metadata; "" when absent.
 pub fn string<'v>(object: &'v Value, field: &str) -> &'v str {
     metadata(object)
         .and_then(|m| m.get(field))
@@ -25,18 +27,22 @@ pub fn string<'v>(object: &'v Value, field: &str) -> &'v str {
         .unwrap_or("")
 }
 
+/// metadata.name, or "".
 pub fn name(object: &Value) -> &str {
     string(object, "name")
 }
 
+/// metadata.namespace, or "".
 pub fn namespace(object: &Value) -> &str {
     string(object, "namespace")
 }
 
+/// metadata.resourceVersion, or "".
 pub fn resource_version(object: &Value) -> &str {
     string(object, "resourceVersion")
 }
 
+/// metadata.finalizers (the strings among them).
 pub fn finalizers(object: &Value) -> Vec<String> {
     metadata(object)
         .and_then(|m| m.get("finalizers"))
@@ -49,10 +55,12 @@ pub fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether metadata.deletionTimestamp is set: the object waits for its finalizers.
 pub fn is_deleting(object: &Value) -> bool {
     metadata(object).is_some_and(|m| m.get("deletionTimestamp").is_some_and(|t| !t.is_null()))
 }
 
+/// metadata.labels, if the object has them.
 pub fn labels(object: &Value) -> Option<&Map<String, Value>> {
     metadata(object)
         .and_then(|m| m.get("labels"))
@@ -70,6 +78,7 @@ pub fn whole_seconds(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// A fresh metadata.uid (a v4 UUID).
 pub fn new_uid() -> String {
     uuid::Uuid::new_v4().to_string()
 }

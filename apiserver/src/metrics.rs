@@ -43,6 +43,7 @@ impl Default for ApiMetrics {
 }
 
 impl ApiMetrics {
+    /// Fresh counters, registered in `registry` for export.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(
@@ -58,6 +59,7 @@ impl ApiMetrics {
         metrics
     }
 
+    /// Counts one request of `verb` answered with `code`, and its latency but for watches.
     pub fn record(&self, verb: &'static str, code: u16, started: Instant) {
         if verb != "WATCH" {
             self.latency

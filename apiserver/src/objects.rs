@@ -13,12 +13,16 @@ use crate::validation::FieldError;
 /// Where an object lives: its resource, namespace ("" when cluster-scoped) and name.
 #[derive(Debug, Clone)]
 pub struct Location {
+    /// The object's kind.
     pub resource: &'static Resource,
+    /// Its namespace; "" for a cluster-scoped kind.
     pub namespace: String,
+    /// Its name.
     pub name: String,
 }
 
 impl Location {
+    /// The object's store key.
     pub fn key(&self) -> String {
         self.resource.key(&self.namespace, &self.name)
     }
@@ -35,13 +39,17 @@ impl Location {
 /// refuses the request instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FieldValidation {
+    /// Unknown fields refuse the request (400).
     Strict,
+    /// Unknown fields are named in a Warning header.
     #[default]
     Warn,
+    /// Unknown fields are dropped silently.
     Ignore,
 }
 
 impl FieldValidation {
+    /// The `fieldValidation` parameter's value; unset means `Warn`.
     pub fn parse(value: Option<&str>) -> Result<Self> {
         match value {
             None | Some("") | Some("Warn") => Ok(Self::Warn),
@@ -57,7 +65,9 @@ impl FieldValidation {
 /// Options of a delete, from the query string or a DeleteOptions body.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
+    /// preconditions.uid: delete only the object with this uid.
     pub precondition_uid: Option<String>,
+    /// preconditions.resourceVersion: delete only at this resourceVersion.
     pub precondition_resource_version: Option<String>,
 }
 

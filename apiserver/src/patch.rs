@@ -12,10 +12,14 @@ pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 /// patch of a few hundred bytes asks for gigabytes.
 pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 << 20;
 
+/// A PATCH body's kind, by its Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
+    /// `application/merge-patch+json` (RFC 7386).
     Merge,
+    /// `application/json-patch+json` (RFC 6902, as evanphx/json-patch applies it).
     Json,
+    /// `application/strategic-merge-patch+json`.
     Strategic,
 }
 

@@ -9,16 +9,25 @@ use crate::store::Reader;
 use crate::table::Column;
 use crate::validation::FieldError;
 
+/// One served kind: its names, as discovery lists them, and its behaviour.
 pub struct Resource {
+    /// The API group; "" for the core group.
     pub group: &'static str,
+    /// The API version served.
     pub version: &'static str,
+    /// The kind (`PersistentVolume`).
     pub kind: &'static str,
+    /// The resource name in paths (`persistentvolumes`).
     pub plural: &'static str,
+    /// The singular name (`persistentvolume`).
     pub singular: &'static str,
+    /// kubectl's short names (`pv`).
     pub short_names: &'static [&'static str],
+    /// Whether objects live in namespaces.
     pub namespaced: bool,
     /// Has a /status subresource: the main endpoint ignores status, /status ignores the rest.
     pub has_status: bool,
+    /// What this kind does differently from the others.
     pub behaviour: Behaviour,
 }
 
@@ -36,6 +45,7 @@ pub struct Behaviour {
     pub validate: fn(&Value, Option<&Value>) -> Result<Vec<FieldError>>,
     /// `kubectl get` columns and the cells of one row.
     pub columns: &'static [Column],
+    /// The cells of an object's row, one per column.
     pub cells: fn(&Value) -> Vec<Value>,
     /// Field selector labels beyond metadata.name and metadata.namespace, with the
     /// JSON pointer each reads.
@@ -49,6 +59,7 @@ impl std::fmt::Debug for Resource {
 }
 
 impl Resource {
+    /// `version` or `group/version`, as objects carry it.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_string()
@@ -68,26 +79,28 @@ impl Resource {
 
     /// The key prefix of this resource's objects, narrowed to a namespace when given.
     pub fn prefix(&self, namespace: Option<&str>) -> String {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            self.group
-        };
+        let group = self.store_group();
         match namespace {
             Some(ns) if self.namespaced => format!("{group}/{}/{ns}/", self.plural),
             _ => format!("{group}/{}/", self.plural),
         }
     }
 
+    /// The store key of one object (`namespace` "" for a cluster-scoped kind).
     pub fn key(&self, namespace: &str, name: &str) -> String {
-        let group = if self.group.is_empty() {
+        format!("{}/{}/{namespace}/{name}", self.store_group(), self.plural)
+    }
+
+    /// The group as keys name it: `core` for the core group.
+    fn store_group(&self) -> &'static str {
+        if self.group.is_empty() {
             "core"
         } else {
             self.group
-        };
-        format!("{group}/{}/{namespace}/{name}", self.plural)
+        }
     }
 
+    /// The 404 for an object of this kind named `name`.
     pub fn not_found(&self, name: &str) -> ApiError {
         ApiError::not_found(&self.group_resource(), name)
     }
@@ -107,6 +120,7 @@ impl Resource {
         )
     }
 
+    /// Whether `label` is a field selector this kind supports.
     pub fn supports_field(&self, label: &str) -> bool {
         matches!(label, "metadata.name" | "metadata.namespace")
             || self.behaviour.fields.iter().any(|(l, _)| *l == label)
@@ -118,12 +132,14 @@ pub fn all() -> &'static [Resource] {
     resources::ALL
 }
 
+/// The resource served at `group`/`version`/`plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     all()
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// The Namespace resource.
 pub fn namespaces() -> &'static Resource {
     &resources::core::NAMESPACE
 }

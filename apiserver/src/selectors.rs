@@ -20,6 +20,7 @@ enum LabelRequirement {
 pub struct LabelSelector(Vec<LabelRequirement>);
 
 impl LabelSelector {
+    /// Parses upstream's syntax (`a=b,c!=d,e in (f,g),!h`); an error is a 400.
     pub fn parse(text: &str) -> Result<Self> {
         let mut requirements = Vec::new();
         for clause in split_top_level(text) {
@@ -41,6 +42,7 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// Whether an object with these labels is selected.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         self.0.iter().all(|requirement| match requirement {
@@ -162,6 +164,7 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// Whether `object` of `resource` is selected.
     pub fn matches(&self, resource: &Resource, object: &Value) -> bool {
         self.0.iter().all(|(label, value, equal)| {
             (resource.field_value(object, label) == Some(value.as_str())) == *equal

@@ -6,16 +6,22 @@ use crate::error::{ApiError, Result};
 use crate::meta;
 use crate::registry::Resource;
 
+/// One column of a kind's Table, as a columnDefinition.
 pub struct Column {
+    /// The header kubectl prints.
     pub name: &'static str,
+    /// The OpenAPI type of its cells (`string`, `integer`, `boolean`, `date`).
     pub kind: &'static str,
+    /// The OpenAPI format (`name` for the name column), else "".
     pub format: &'static str,
+    /// What the column shows.
     pub description: &'static str,
     /// 0 shows by default; 1 only with `-o wide`.
     pub priority: u8,
 }
 
 impl Column {
+    /// A column shown by default, without a format.
     pub const fn new(name: &'static str, kind: &'static str, description: &'static str) -> Self {
         Self {
             name,
@@ -26,6 +32,7 @@ impl Column {
         }
     }
 
+    /// The Name column every kind starts with.
     pub const fn name() -> Self {
         Self {
             name: "Name",
@@ -36,6 +43,7 @@ impl Column {
         }
     }
 
+    /// The Age column most kinds end with.
     pub const fn age() -> Self {
         Self::new(
             "Age",
@@ -44,6 +52,7 @@ impl Column {
         )
     }
 
+    /// The column, shown only with `-o wide`.
     pub const fn wide(self) -> Self {
         Self {
             priority: 1,
@@ -63,6 +72,7 @@ pub fn wanted(accept: &str) -> bool {
 /// What each row of a Table carries (the `includeObject` parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IncludeObject {
+    /// No object: the cells only.
     None,
     /// A PartialObjectMetadata: upstream's default.
     #[default]
@@ -72,6 +82,7 @@ pub enum IncludeObject {
 }
 
 impl IncludeObject {
+    /// The `includeObject` parameter's value; unset means `Metadata`.
     pub fn parse(value: Option<&str>) -> Result<Self> {
         match value {
             None | Some("") | Some("Metadata") => Ok(Self::Metadata),
@@ -137,6 +148,7 @@ pub fn age(object: &Value) -> Value {
     Value::String(meta::age(meta::string(object, "creationTimestamp")))
 }
 
+/// The scalar at `pointer` as a cell's text; "" when absent or not a scalar.
 pub fn text(object: &Value, pointer: &str) -> String {
     match object.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),

@@ -6,6 +6,7 @@ use stowage_common::quantity::Quantity;
 /// One problem with one field, rendered as upstream's `field.Error`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
+    /// The field's path (`spec.capacity`).
     pub field: String,
     kind: FieldErrorKind,
     detail: String,
@@ -21,10 +22,12 @@ enum FieldErrorKind {
 }
 
 impl FieldError {
+    /// `Required value`: the field is missing.
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(field, FieldErrorKind::Required, detail)
     }
 
+    /// `Invalid value`: the field's value is wrong as `detail` says.
     pub fn invalid(
         field: impl Into<String>,
         value: impl Into<Value>,
@@ -33,6 +36,7 @@ impl FieldError {
         Self::new(field, FieldErrorKind::Invalid(value.into()), detail)
     }
 
+    /// `Unsupported value`: the value is not one of `allowed`.
     pub fn not_supported(
         field: impl Into<String>,
         value: impl Into<Value>,
@@ -46,10 +50,12 @@ impl FieldError {
         )
     }
 
+    /// `Forbidden`: the field may not be set, or changed, as `detail` says.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(field, FieldErrorKind::Forbidden, detail)
     }
 
+    /// `Duplicate value`: the value is given twice.
     pub fn duplicate(field: impl Into<String>, value: impl Into<Value>) -> Self {
         Self::new(field, FieldErrorKind::Duplicate(value.into()), "")
     }
@@ -94,6 +100,7 @@ impl FieldError {
         body
     }
 
+    /// The error as a StatusCause of an Invalid Status's details.
     pub fn cause(&self) -> Value {
         json!({"reason": self.reason(), "message": self.body(), "field": self.field})
     }
@@ -133,6 +140,7 @@ pub fn check_subdomain(field: &str, name: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Upstream's message for a name that is not a DNS subdomain.
 pub const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 
 /// Upstream's `IsDNS1123Subdomain`: at most 253 characters, and no length limit per

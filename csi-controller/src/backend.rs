@@ -100,5 +100,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::io("blocking task", std::io::Error::other(e.to_string())))?
+        .map_err(|e| Error::io("blocking task", std::io::Error::other(e)))?
 }

@@ -13,6 +13,8 @@
 use driver_contract::RequestError;
 use tonic::{Code, Status};
 
+use crate::params::{MutableParamError, ParamError};
+
 use nfs_session::{NfsError, nfsstat3};
 use stowage_common::tool::ToolError;
 
@@ -27,6 +29,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// CreateVolume's parameters (its StorageClass's) are not ones the driver takes.
+    #[error("parameters: {0}")]
+    Parameters(#[from] ParamError),
+    /// The mutable parameters (a VolumeAttributesClass's) are not ones the volume takes.
+    #[error("mutable_parameters: {0}")]
+    MutableParameters(#[from] MutableParamError),
     /// The volume the request names does not exist here (or its ID is not one this
     /// driver issues).
     #[error("volume {id} does not exist")]
@@ -278,7 +286,9 @@ impl Error {
     /// must decide its code here.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::InvalidArgument { .. } | Self::Parameters(_) | Self::MutableParameters(_) => {
+                Code::InvalidArgument
+            }
             Self::VolumeNotFound { .. }
             | Self::SnapshotNotFound { .. }
             | Self::GroupSnapshotNotFound { .. }

@@ -33,6 +33,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Opens `path` as `options` say: the file and its length.
+pub fn open_with_len(options: &OpenOptions, path: &Path) -> Result<(File, u64)> {
+    let file = options
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+        .len();
+    Ok((file, len))
+}
+
 /// Makes `dir`'s entries (renames, creations) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use driver_contract::export::Export;
+use driver_contract::export::{BadExport, Export};
 use driver_contract::mount_options::{mount_option_allowed, mount_option_list};
 
 /// Added by the external provisioner with --extra-create-metadata: the claim's name.
@@ -26,6 +25,100 @@ const NFS_KEYS: &[&str] = &[
     "mountPermissions",
 ];
 const CO_KEYS: &[&str] = &[PVC_NAME, PVC_NAMESPACE, PV_NAME];
+
+/// A StorageClass parameter CreateVolume cannot use; InvalidArgument on `parameters`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// `type` names no backend.
+    #[error("type {0:?} is not one of local, nfs")]
+    UnknownType(String),
+    /// Keys the class's type does not take (sorted).
+    #[error("unknown keys for type {kind}: {}", keys.join(", "))]
+    UnknownKeys {
+        /// The class's type.
+        kind: &'static str,
+        /// The keys, sorted.
+        keys: Vec<String>,
+    },
+    /// `capacityEnforcement` names no enforcement.
+    #[error("capacityEnforcement {0:?} is not one of none, image, quota, auto")]
+    UnknownEnforcement(String),
+    /// A key type nfs needs is missing or empty.
+    #[error("{0} is required for type nfs")]
+    Required(&'static str),
+    /// `server` or `share` is not an export address.
+    #[error(transparent)]
+    Export(#[from] BadExport),
+    /// `onDelete` names no policy.
+    #[error("onDelete {0:?} is not one of delete, retain, archive")]
+    UnknownOnDelete(String),
+    /// `mountPermissions` is not an octal mode up to 7777.
+    #[error("mountPermissions {0:?} is not an octal mode")]
+    MountPermissions(String),
+    /// `mountOptions` holds a newline or NUL.
+    #[error("mountOptions must be a single line")]
+    MountOptionsLines,
+    /// A mount option the node plugin refuses.
+    #[error("mountOptions {0:?} is not allowed")]
+    MountOptionRefused(String),
+    /// The subDir template expands past [`MAX_SUB_DIR_LEN`].
+    #[error("subDir {0:?} expands to more than {MAX_SUB_DIR_LEN} bytes")]
+    SubDirTooLong(String),
+    /// The subDir template opens a `${` it never closes.
+    #[error("subDir {0:?} has an unclosed ${{")]
+    SubDirUnclosed(String),
+    /// The subDir template names a variable there is none of.
+    #[error("subDir variable ${{{0}}} is unknown")]
+    SubDirVariable(String),
+    /// The subDir template names claim metadata the request does not carry.
+    #[error("subDir {0:?} needs PVC metadata the request does not carry")]
+    SubDirNeedsClaim(String),
+    /// The expanded subDir is not a directory below the share.
+    #[error("subDir {path:?} {problem}")]
+    SubDir {
+        /// The expanded subDir.
+        path: String,
+        /// What is wrong with it.
+        problem: SubDirProblem,
+    },
+}
+
+/// Why an expanded subDir cannot be a volume's directory below the share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubDirProblem {
+    /// It starts with `/`.
+    #[error("must be relative to the share")]
+    Absolute,
+    /// It holds a NUL byte.
+    #[error("must not contain NUL")]
+    Nul,
+    /// It has no component.
+    #[error("must name a directory")]
+    Empty,
+    /// A component is `.`, `..` or longer than NAME_MAX.
+    #[error("must not contain '.', '..' or overlong components")]
+    BadComponent,
+    /// It starts with the driver's [`METADATA_DIR`](driver_contract::export::METADATA_DIR).
+    #[error("must not point into the driver's metadata directory")]
+    MetadataDir,
+}
+
+/// A mutable parameter (a VolumeAttributesClass's) a volume cannot take;
+/// InvalidArgument on `mutable_parameters`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutableParamError {
+    /// A key not in [`MUTABLE_KEYS`].
+    #[error("{0:?} is not a mutable parameter (one of {MUTABLE_KEYS:?})")]
+    NotMutable(String),
+    /// An onDelete value the volume's backend does not offer.
+    #[error("onDelete {value:?} is not one of {allowed:?} for this volume")]
+    OnDelete {
+        /// The value given.
+        value: String,
+        /// The values the backend offers.
+        allowed: &'static [&'static str],
+    },
+}
 
 /// How a local volume's capacity is held to its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,23 +195,20 @@ pub enum BackendKind {
 pub fn parse_mutable(
     params: &HashMap<String, String>,
     backend: BackendKind,
-) -> Result<BTreeMap<String, String>> {
-    let allowed: &[&str] = match backend {
+) -> Result<BTreeMap<String, String>, MutableParamError> {
+    let allowed: &'static [&'static str] = match backend {
         BackendKind::Local => &["delete", "retain"],
         BackendKind::Nfs => &["delete", "retain", "archive"],
     };
     for (key, value) in params {
         if !MUTABLE_KEYS.contains(&key.as_str()) {
-            return Err(Error::invalid(
-                "mutable_parameters",
-                format!("{key:?} is not a mutable parameter (one of {MUTABLE_KEYS:?})"),
-            ));
+            return Err(MutableParamError::NotMutable(key.clone()));
         }
         if !allowed.contains(&value.as_str()) {
-            return Err(Error::invalid(
-                "mutable_parameters",
-                format!("onDelete {value:?} is not one of {allowed:?} for this volume"),
-            ));
+            return Err(MutableParamError::OnDelete {
+                value: value.clone(),
+                allowed,
+            });
         }
     }
     Ok(params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -136,7 +226,7 @@ pub fn mutable_on_delete(mutable: &BTreeMap<String, String>) -> Option<OnDelete>
 
 impl VolumeParams {
     /// Parses CreateVolume parameters; `volume_name` fills the default subDir.
-    pub fn parse(params: &HashMap<String, String>, volume_name: &str) -> Result<Self> {
+    pub fn parse(params: &HashMap<String, String>, volume_name: &str) -> Result<Self, ParamError> {
         match params.get("type").map(String::as_str).unwrap_or("local") {
             "local" => {
                 check_keys(params, LOCAL_KEYS, "local")?;
@@ -148,10 +238,7 @@ impl VolumeParams {
                 check_keys(params, NFS_KEYS, "nfs")?;
                 Ok(Self::Nfs(parse_nfs(params, volume_name)?))
             }
-            other => Err(Error::invalid(
-                "parameters",
-                format!("type {other:?} is not one of local, nfs"),
-            )),
+            other => Err(ParamError::UnknownType(other.to_string())),
         }
     }
 
@@ -161,44 +248,41 @@ impl VolumeParams {
     }
 }
 
-fn check_keys(params: &HashMap<String, String>, allowed: &[&str], kind: &str) -> Result<()> {
-    let mut unknown: Vec<&str> = params
+fn check_keys(
+    params: &HashMap<String, String>,
+    allowed: &[&str],
+    kind: &'static str,
+) -> Result<(), ParamError> {
+    let mut keys: Vec<String> = params
         .keys()
-        .map(String::as_str)
-        .filter(|k| !allowed.contains(k) && !CO_KEYS.contains(k))
+        .filter(|k| !allowed.contains(&k.as_str()) && !CO_KEYS.contains(&k.as_str()))
+        .cloned()
         .collect();
-    if unknown.is_empty() {
+    if keys.is_empty() {
         return Ok(());
     }
-    unknown.sort_unstable();
-    Err(Error::invalid(
-        "parameters",
-        format!("unknown keys for type {kind}: {}", unknown.join(", ")),
-    ))
+    keys.sort_unstable();
+    Err(ParamError::UnknownKeys { kind, keys })
 }
 
-fn parse_enforcement(params: &HashMap<String, String>) -> Result<Enforcement> {
+fn parse_enforcement(params: &HashMap<String, String>) -> Result<Enforcement, ParamError> {
     match params.get("capacityEnforcement").map(String::as_str) {
         None | Some("none") => Ok(Enforcement::None),
         Some("image") => Ok(Enforcement::Image),
         Some("quota") => Ok(Enforcement::Quota),
         Some("auto") => Ok(Enforcement::Auto),
-        Some(other) => Err(Error::invalid(
-            "parameters",
-            format!("capacityEnforcement {other:?} is not one of none, image, quota, auto"),
-        )),
+        Some(other) => Err(ParamError::UnknownEnforcement(other.to_string())),
     }
 }
 
-fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsParams> {
-    let required = |key: &str| {
+fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsParams, ParamError> {
+    let required = |key: &'static str| {
         params
             .get(key)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| Error::invalid("parameters", format!("{key} is required for type nfs")))
+            .ok_or(ParamError::Required(key))
     };
-    let export = Export::parse(required("server")?, required("share")?)
-        .map_err(|e| Error::invalid("parameters", e.to_string()))?;
+    let export = Export::parse(required("server")?, required("share")?)?;
     let template = params
         .get("subDir")
         .map(String::as_str)
@@ -208,39 +292,23 @@ fn parse_nfs(params: &HashMap<String, String>, volume_name: &str) -> Result<NfsP
         None | Some("delete") => OnDelete::Delete,
         Some("retain") => OnDelete::Retain,
         Some("archive") => OnDelete::Archive,
-        Some(other) => {
-            return Err(Error::invalid(
-                "parameters",
-                format!("onDelete {other:?} is not one of delete, retain, archive"),
-            ));
-        }
+        Some(other) => return Err(ParamError::UnknownOnDelete(other.to_string())),
     };
     let mount_permissions = match params.get("mountPermissions") {
         None => 0o777,
         Some(mode) => u32::from_str_radix(mode, 8)
             .ok()
             .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "parameters",
-                    format!("mountPermissions {mode:?} is not an octal mode"),
-                )
-            })?,
+            .ok_or_else(|| ParamError::MountPermissions(mode.clone()))?,
     };
     let mount_options = params.get("mountOptions").cloned().unwrap_or_default();
     if mount_options.contains(['\0', '\n']) {
-        return Err(Error::invalid(
-            "parameters",
-            "mountOptions must be a single line",
-        ));
+        return Err(ParamError::MountOptionsLines);
     }
     // Refused here what the node plugin would refuse at stage, so a class that cannot
     // be mounted never gets volumes (a fuzzer found `addr=` accepted here).
     if let Some(option) = mount_option_list(&mount_options).find(|o| !mount_option_allowed(o)) {
-        return Err(Error::invalid(
-            "parameters",
-            format!("mountOptions {option:?} is not allowed"),
-        ));
+        return Err(ParamError::MountOptionRefused(option.to_string()));
     }
     Ok(NfsParams {
         export,
@@ -262,7 +330,7 @@ fn expand_sub_dir(
     template: &str,
     params: &HashMap<String, String>,
     volume_name: &str,
-) -> Result<String> {
+) -> Result<String, ParamError> {
     let pv_name = params
         .get(PV_NAME)
         .map(String::as_str)
@@ -270,10 +338,7 @@ fn expand_sub_dir(
     // Checked before each piece is added, so the result never outgrows the bound.
     let push = |out: &mut String, piece: &str| {
         if out.len() + piece.len() > MAX_SUB_DIR_LEN {
-            return Err(Error::invalid(
-                "parameters",
-                format!("subDir {template:?} expands to more than {MAX_SUB_DIR_LEN} bytes"),
-            ));
+            return Err(ParamError::SubDirTooLong(template.to_string()));
         }
         out.push_str(piece);
         Ok(())
@@ -282,29 +347,16 @@ fn expand_sub_dir(
     let mut rest = template;
     while let Some(start) = rest.find("${") {
         push(&mut out, &rest[..start])?;
-        let end = rest[start..].find('}').ok_or_else(|| {
-            Error::invalid(
-                "parameters",
-                format!("subDir {template:?} has an unclosed ${{"),
-            )
-        })?;
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| ParamError::SubDirUnclosed(template.to_string()))?;
         let value = match &rest[start + 2..start + end] {
             "pv.metadata.name" => Some(pv_name),
             "pvc.metadata.name" => params.get(PVC_NAME).map(String::as_str),
             "pvc.metadata.namespace" => params.get(PVC_NAMESPACE).map(String::as_str),
-            other => {
-                return Err(Error::invalid(
-                    "parameters",
-                    format!("subDir variable ${{{other}}} is unknown"),
-                ));
-            }
+            other => return Err(ParamError::SubDirVariable(other.to_string())),
         };
-        let value = value.ok_or_else(|| {
-            Error::invalid(
-                "parameters",
-                format!("subDir {template:?} needs PVC metadata the request does not carry"),
-            )
-        })?;
+        let value = value.ok_or_else(|| ParamError::SubDirNeedsClaim(template.to_string()))?;
         push(&mut out, value)?;
         rest = &rest[start + end + 1..];
     }
@@ -313,13 +365,16 @@ fn expand_sub_dir(
 }
 
 /// Splits a subdirectory into components, refusing anything that could leave the share.
-fn split_sub_dir(path: &str) -> Result<Vec<String>> {
-    let bad = |why: &str| Error::invalid("parameters", format!("subDir {path:?} {why}"));
+fn split_sub_dir(path: &str) -> Result<Vec<String>, ParamError> {
+    let bad = |problem| ParamError::SubDir {
+        path: path.to_string(),
+        problem,
+    };
     if path.starts_with('/') {
-        return Err(bad("must be relative to the share"));
+        return Err(bad(SubDirProblem::Absolute));
     }
     if path.contains('\0') {
-        return Err(bad("must not contain NUL"));
+        return Err(bad(SubDirProblem::Nul));
     }
     let components: Vec<String> = path
         .split('/')
@@ -327,16 +382,16 @@ fn split_sub_dir(path: &str) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect();
     if components.is_empty() {
-        return Err(bad("must name a directory"));
+        return Err(bad(SubDirProblem::Empty));
     }
     if components
         .iter()
         .any(|c| c == "." || c == ".." || c.len() > 255)
     {
-        return Err(bad("must not contain '.', '..' or overlong components"));
+        return Err(bad(SubDirProblem::BadComponent));
     }
     if components[0] == driver_contract::export::METADATA_DIR {
-        return Err(bad("must not point into the driver's metadata directory"));
+        return Err(bad(SubDirProblem::MetadataDir));
     }
     Ok(components)
 }
@@ -468,25 +523,122 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_are_invalid() {
-        for bad in [
-            &[("type", "ceph")][..],
-            &[("capacityEnforcement", "magic")],
-            &[("type", "nfs"), ("share", "/e")],
-            &[
-                ("type", "nfs"),
-                ("server", "h"),
-                ("share", "/e"),
-                ("onDelete", "burn"),
-            ],
-            &[
-                ("type", "nfs"),
-                ("server", "h"),
-                ("share", "/e"),
-                ("mountPermissions", "999"),
-            ],
-        ] {
-            assert!(VolumeParams::parse(&params(bad), "v").is_err(), "{bad:?}");
+    fn bad_values_are_refused_by_what_is_wrong() {
+        let nfs = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("type", "nfs"), ("server", "h"), ("share", "/e")];
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        let sub_dir = |path: &str, problem| ParamError::SubDir {
+            path: path.to_string(),
+            problem,
+        };
+        let cases: Vec<(Vec<(&str, &str)>, ParamError)> = vec![
+            (
+                vec![("type", "ceph")],
+                ParamError::UnknownType("ceph".into()),
+            ),
+            (
+                vec![("type", "local"), ("server", "x"), ("bogus", "1")],
+                ParamError::UnknownKeys {
+                    kind: "local",
+                    keys: vec!["bogus".into(), "server".into()],
+                },
+            ),
+            (
+                vec![("capacityEnforcement", "magic")],
+                ParamError::UnknownEnforcement("magic".into()),
+            ),
+            (
+                vec![("type", "nfs"), ("share", "/e")],
+                ParamError::Required("server"),
+            ),
+            (
+                vec![("type", "nfs"), ("server", "h"), ("share", "e")],
+                ParamError::Export(BadExport::Share("e".into())),
+            ),
+            (
+                nfs(&[("onDelete", "burn")]),
+                ParamError::UnknownOnDelete("burn".into()),
+            ),
+            (
+                nfs(&[("mountPermissions", "999")]),
+                ParamError::MountPermissions("999".into()),
+            ),
+            (
+                nfs(&[("mountOptions", "vers=3\nro")]),
+                ParamError::MountOptionsLines,
+            ),
+            (
+                nfs(&[("mountOptions", "vers=3, addr=10.0.0.9")]),
+                ParamError::MountOptionRefused("addr=10.0.0.9".into()),
+            ),
+            (
+                nfs(&[("subDir", "${pv.metadata.name")]),
+                ParamError::SubDirUnclosed("${pv.metadata.name".into()),
+            ),
+            (
+                nfs(&[("subDir", "${pod.name}")]),
+                ParamError::SubDirVariable("pod.name".into()),
+            ),
+            (
+                nfs(&[("subDir", "${pvc.metadata.name}")]),
+                ParamError::SubDirNeedsClaim("${pvc.metadata.name}".into()),
+            ),
+            (
+                nfs(&[("subDir", "/abs")]),
+                sub_dir("/abs", SubDirProblem::Absolute),
+            ),
+            (
+                nfs(&[("subDir", "a\0b")]),
+                sub_dir("a\0b", SubDirProblem::Nul),
+            ),
+            (nfs(&[("subDir", "")]), sub_dir("", SubDirProblem::Empty)),
+            (
+                nfs(&[("subDir", "a/../../b")]),
+                sub_dir("a/../../b", SubDirProblem::BadComponent),
+            ),
+            (
+                nfs(&[("subDir", ".stowage/x")]),
+                sub_dir(".stowage/x", SubDirProblem::MetadataDir),
+            ),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(
+                VolumeParams::parse(&params(&bad), "v"),
+                Err(want),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mutable_parameters_are_refused_by_what_is_wrong() {
+        let cases = [
+            (
+                BackendKind::Local,
+                ("onDelete", "archive"),
+                Err(MutableParamError::OnDelete {
+                    value: "archive".into(),
+                    allowed: &["delete", "retain"],
+                }),
+            ),
+            (
+                BackendKind::Nfs,
+                ("size", "1Gi"),
+                Err(MutableParamError::NotMutable("size".into())),
+            ),
+            (
+                BackendKind::Nfs,
+                ("onDelete", "archive"),
+                Ok(BTreeMap::from([(
+                    "onDelete".to_string(),
+                    "archive".to_string(),
+                )])),
+            ),
+        ];
+        for (backend, pair, want) in cases {
+            assert_eq!(parse_mutable(&params(&[pair]), backend), want, "{pair:?}");
         }
     }
 }

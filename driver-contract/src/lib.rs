@@ -11,7 +11,7 @@
 //! same driver", not "links the controller".
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod export;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use apiserver::error::Result;
 use apiserver::objects::{self, FieldValidation, Location};
 use apiserver::registry::{self, Resource};
-use apiserver::store::{Mutation, Reader};
+use apiserver::store::{Mutation, Reader, Visit};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use stowage_fuzz::{assert_bounded, header, peak_allocation};
@@ -26,12 +26,7 @@ impl Reader for Objects {
         Ok(self.0.get(key).cloned())
     }
 
-    fn scan(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        visit: &mut dyn FnMut(&str, Value) -> bool,
-    ) -> Result<()> {
+    fn scan(&self, prefix: &str, after: Option<&str>, visit: Visit<'_>) -> Result<()> {
         for (key, object) in self.0.range(prefix.to_string()..) {
             if !key.starts_with(prefix) {
                 break;
@@ -44,17 +39,6 @@ impl Reader for Objects {
             }
         }
         Ok(())
-    }
-
-    fn scan_raw(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
-    ) -> Result<()> {
-        self.scan(prefix, after, &mut |key, object| {
-            visit(key, object.to_string().as_bytes())
-        })
     }
 
     fn revision(&self) -> u64 {

@@ -6,30 +6,40 @@ use axum::http::Method;
 
 use crate::selectors::FieldSelector;
 
+/// A request as RBAC sees it: a verb on a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
     /// get, list, watch, create, update, patch, delete, deletecollection; for a
     /// non-resource request, the HTTP method in lower case.
     pub verb: String,
+    /// What the verb is applied to.
     pub target: Target,
 }
 
+/// What a request is about: a resource, or a path outside the resource API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// A request under `/api/V/...` or `/apis/G/V/...`.
     Resource(ResourceRequest),
     /// Anything but `/api/V/...` and `/apis/G/V/...`: discovery, /version, /openapi.
     NonResource {
+        /// The request's path.
         path: String,
     },
 }
 
+/// A request on a resource, in RBAC's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceRequest {
+    /// The API group; "" for the core group.
     pub api_group: String,
+    /// The resource's plural name.
     pub resource: String,
+    /// The subresource (`status`), or "".
     pub subresource: String,
     /// Empty for cluster-scoped requests (and lists across namespaces).
     pub namespace: String,
+    /// The object's name; empty for lists, collection deletes and creates.
     pub name: String,
 }
 

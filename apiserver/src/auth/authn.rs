@@ -22,12 +22,16 @@ pub const ADMIN_USER: &str = "admin";
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The user name RBAC subjects of kind User match.
     pub user: String,
+    /// The user's uid.
     pub uid: String,
+    /// The groups RBAC subjects of kind Group match.
     pub groups: Vec<String>,
 }
 
 impl Identity {
+    /// A user in `groups`, its uid its name.
     pub fn new(user: impl Into<String>, groups: &[&str]) -> Self {
         let user = user.into();
         Self {
@@ -42,6 +46,7 @@ impl Identity {
         Self::new(format!("{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"), &[])
     }
 
+    /// Whether the identity is in [`MASTERS`], which RBAC does not restrict.
     pub fn is_master(&self) -> bool {
         self.groups.iter().any(|g| g == MASTERS)
     }
@@ -79,20 +84,64 @@ impl Identity {
 /// One line of the token file.
 #[derive(Debug, Clone)]
 pub struct TokenEntry {
+    /// The bearer token.
     pub token: String,
+    /// Who presents it.
     pub identity: Identity,
 }
 
+/// Why the token file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
+    /// The file could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{} line {line}: {problem}", path.display())]
-    Invalid {
+    Io {
+        /// The token file.
         path: PathBuf,
-        line: usize,
-        problem: String,
+        /// The system's error.
+        source: io::Error,
     },
+    /// A line of the file is not a token entry.
+    #[error("{} {source}", path.display())]
+    Invalid {
+        /// The token file.
+        path: PathBuf,
+        /// The line and what is wrong with it.
+        source: LineError,
+    },
+}
+
+/// A line of the token file that is not a token entry, by its number (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
+pub struct LineError {
+    /// The line's number, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub problem: LineProblem,
+}
+
+/// What is wrong with one line of the token file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    /// Fewer than the three columns every entry has.
+    #[error("expected at least 3 columns (token, user name, user uid), found {0}")]
+    TooFewColumns(usize),
+    /// The token or the user name column is empty.
+    #[error("the token and the user name may not be empty")]
+    EmptyTokenOrUser,
+    /// An earlier line has the same token.
+    #[error("the token is given twice")]
+    DuplicateToken,
+    /// A quoted field runs to the end of the line.
+    #[error("a quoted field is not closed")]
+    UnclosedQuote,
+    /// Something other than a comma follows a quoted field's closing quote.
+    #[error("extraneous text after a quoted field")]
+    TextAfterQuote,
+    /// A field that does not start with a quote has one inside.
+    #[error("a quote inside an unquoted field")]
+    QuoteInUnquotedField,
 }
 
 /// The identities the server knows, each with its token.
@@ -103,21 +152,26 @@ pub struct TokenFile {
 
 impl TokenFile {
     /// Parses the CSV lines; an error names the line (1-based) and what is wrong.
-    pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+    pub fn parse(text: &str) -> Result<Self, LineError> {
         let mut file = Self::default();
         for (index, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let entry = parse_line(line).map_err(|problem| (index + 1, problem))?;
+            let at = |problem| LineError {
+                line: index + 1,
+                problem,
+            };
+            let entry = parse_line(line).map_err(at)?;
             if file.entries.iter().any(|e| e.token == entry.token) {
-                return Err((index + 1, "the token is given twice".into()));
+                return Err(at(LineProblem::DuplicateToken));
             }
             file.entries.push(entry);
         }
         Ok(file)
     }
 
+    /// The file's text, each entry a line that [`TokenFile::parse`] reads back.
     pub fn render(&self) -> String {
         let mut text = String::new();
         for TokenEntry { token, identity } in &self.entries {
@@ -146,10 +200,9 @@ impl TokenFile {
         }
         Self::parse(&text)
             .map(Some)
-            .map_err(|(line, problem)| TokenFileError::Invalid {
+            .map_err(|source| TokenFileError::Invalid {
                 path: path.to_path_buf(),
-                line,
-                problem,
+                source,
             })
     }
 
@@ -161,6 +214,7 @@ impl TokenFile {
         })
     }
 
+    /// The entries, in the file's order.
     pub fn entries(&self) -> &[TokenEntry] {
         &self.entries
     }
@@ -232,16 +286,13 @@ fn adopt_legacy(legacy: &Path) -> TokenFile {
     }
 }
 
-fn parse_line(line: &str) -> Result<TokenEntry, String> {
+fn parse_line(line: &str) -> Result<TokenEntry, LineProblem> {
     let fields = split_csv(line)?;
     let [token, user, uid, rest @ ..] = fields.as_slice() else {
-        return Err(format!(
-            "expected at least 3 columns (token, user name, user uid), found {}",
-            fields.len()
-        ));
+        return Err(LineProblem::TooFewColumns(fields.len()));
     };
     if token.is_empty() || user.is_empty() {
-        return Err("the token and the user name may not be empty".into());
+        return Err(LineProblem::EmptyTokenOrUser);
     }
     let groups = rest
         .first()
@@ -265,7 +316,7 @@ fn parse_line(line: &str) -> Result<TokenEntry, String> {
 
 /// One CSV record as Go's encoding/csv reads it with TrimLeadingSpace: commas
 /// separate, double quotes enclose, `""` inside quotes is a quote.
-fn split_csv(line: &str) -> Result<Vec<String>, String> {
+fn split_csv(line: &str) -> Result<Vec<String>, LineProblem> {
     let mut fields = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -277,16 +328,16 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
                     Some('"') if chars.next_if_eq(&'"').is_some() => field.push('"'),
                     Some('"') => break,
                     Some(c) => field.push(c),
-                    None => return Err("a quoted field is not closed".into()),
+                    None => return Err(LineProblem::UnclosedQuote),
                 }
             }
             if chars.peek().is_some_and(|c| *c != ',') {
-                return Err("extraneous text after a quoted field".into());
+                return Err(LineProblem::TextAfterQuote);
             }
         } else {
             while let Some(c) = chars.next_if(|c| *c != ',') {
                 if c == '"' {
-                    return Err("a quote inside an unquoted field".into());
+                    return Err(LineProblem::QuoteInUnquotedField);
                 }
                 field.push(c);
             }
@@ -313,6 +364,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Knows the identities of `file`, with the groups upstream adds to each.
     pub fn new(file: &TokenFile) -> Self {
         let entries = file
             .entries
@@ -377,18 +429,37 @@ mod tests {
         );
         let again = TokenFile::parse(&file.render()).unwrap_or_default();
         assert_eq!(again.render(), file.render(), "rendering round-trips");
-        for (bad, line) in [
-            ("t1,alice\n", 1),
-            ("t1,a,u\nt1,b,u\n", 2),
-            ("t1,\"a,u\n", 1),
-            (",a,u\n", 1),
+        for (bad, line, problem) in [
+            ("t1,alice\n", 1, LineProblem::TooFewColumns(2)),
+            ("t1,a,u\nt1,b,u\n", 2, LineProblem::DuplicateToken),
+            ("t1,\"a,u\n", 1, LineProblem::UnclosedQuote),
+            ("t1,\"a\"b,u\n", 1, LineProblem::TextAfterQuote),
+            ("t1,a\"b,u\n", 1, LineProblem::QuoteInUnquotedField),
+            (",a,u\n", 1, LineProblem::EmptyTokenOrUser),
+            ("\nt1, ,u\n", 2, LineProblem::EmptyTokenOrUser),
         ] {
             assert_eq!(
-                TokenFile::parse(bad).err().map(|e| e.0),
-                Some(line),
+                TokenFile::parse(bad).err(),
+                Some(LineError { line, problem }),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_token_file_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let path = dir.path().join("tokens.csv");
+        let written = fs::write(&path, "t1,a,u\nt1,b,u\n");
+        assert!(written.is_ok(), "{written:?}");
+        let error = TokenFile::read(&path).err().map(|e| e.to_string());
+        assert_eq!(
+            error,
+            Some(format!(
+                "{} line 2: the token is given twice",
+                path.display()
+            ))
+        );
     }
 
     #[test]

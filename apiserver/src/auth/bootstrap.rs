@@ -25,6 +25,7 @@ const DISCOVERY_URLS: &[&str] = &[
 ];
 const PUBLIC_INFO_URLS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
 
+/// Creates upstream's default roles and bindings that the store does not hold yet.
 pub async fn seed(store: &Store) -> Result<()> {
     let roles = [
         (

@@ -22,6 +22,7 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
+    /// An authorizer over the roles and bindings in `store`.
     pub async fn open(store: Store) -> Result<Self> {
         Ok(Self {
             policy: PolicyCache::open(store).await?,

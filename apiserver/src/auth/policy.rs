@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::resources::rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, GROUP, ROLE, ROLE_BINDING};
 use crate::store::{Reader, Store};
 
+/// The RBAC policy of the store's roles and bindings, rebuilt when they change.
 pub struct PolicyCache {
     store: Store,
     cached: Mutex<Cached>,
@@ -24,6 +25,7 @@ struct Cached {
 }
 
 impl PolicyCache {
+    /// The policy of what `store` holds now.
     pub async fn open(store: Store) -> Result<Self> {
         let (policy, revision) = load(&store).await?;
         Ok(Self {

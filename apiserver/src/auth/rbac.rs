@@ -31,17 +31,21 @@ struct Binding {
     role_ref: RoleRef,
 }
 
+/// What RBAC says of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// A rule allows it.
     Allow,
     /// `reason` is upstream's: empty, or the roles that bindings name but that do not
     /// exist (`RBAC: clusterrole.rbac.authorization.k8s.io "x" not found`).
     Deny {
+        /// Upstream's reason.
         reason: String,
     },
 }
 
 impl Policy {
+    /// The policy of these roles and bindings.
     pub fn new(
         cluster_roles: Vec<ClusterRole>,
         roles: Vec<Role>,
@@ -78,6 +82,7 @@ impl Policy {
         policy
     }
 
+    /// Whether a role bound to `identity` allows `request`.
     pub fn authorize(&self, identity: &Identity, request: &Attributes) -> Decision {
         let mut missing = Vec::new();
         if self.allowed_by(&self.cluster_bindings, "", identity, request, &mut missing) {
@@ -99,7 +104,10 @@ impl Policy {
         let reason = match missing.as_slice() {
             [] => String::new(),
             [one] => format!("RBAC: {one}"),
-            many => format!("RBAC: [{}]", many.join(", ")),
+            many => {
+                let many: Vec<String> = many.iter().map(MissingRole::to_string).collect();
+                format!("RBAC: [{}]", many.join(", "))
+            }
         };
         Decision::Deny { reason }
     }
@@ -112,7 +120,7 @@ impl Policy {
         namespace: &str,
         identity: &Identity,
         request: &Attributes,
-        missing: &mut Vec<String>,
+        missing: &mut Vec<MissingRole>,
     ) -> bool {
         let bound = bindings.iter().filter(|b| {
             b.subjects
@@ -131,7 +139,7 @@ impl Policy {
     }
 
     /// The rules a binding in `namespace` ("" for a ClusterRoleBinding) grants.
-    fn rules_of(&self, role: &RoleRef, namespace: &str) -> Result<&[PolicyRule], String> {
+    fn rules_of(&self, role: &RoleRef, namespace: &str) -> Result<&[PolicyRule], MissingRole> {
         let found = match role.kind.as_str() {
             "ClusterRole" => self.cluster_roles.get(&role.name),
             "Role" if !namespace.is_empty() => {
@@ -139,14 +147,22 @@ impl Policy {
             }
             _ => None,
         };
-        found.map(Vec::as_slice).ok_or_else(|| {
-            format!(
-                "{}.rbac.authorization.k8s.io {:?} not found",
-                role.kind.to_lowercase(),
-                role.name
-            )
+        found.map(Vec::as_slice).ok_or_else(|| MissingRole {
+            kind: role.kind.to_lowercase(),
+            name: role.name.clone(),
         })
     }
+}
+
+/// A role a binding names that does not exist (or, a Role named by a
+/// ClusterRoleBinding, cannot be found); upstream puts these in a denial's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}.rbac.authorization.k8s.io {name:?} not found")]
+struct MissingRole {
+    /// `clusterrole` or `role` (the roleRef's kind, lower-case).
+    kind: String,
+    /// The roleRef's name.
+    name: String,
 }
 
 /// Whether `subject` of a binding in `namespace` ("" for cluster bindings) is `identity`.

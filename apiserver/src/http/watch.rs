@@ -170,15 +170,9 @@ fn encode(
     object: &Value,
 ) -> std::result::Result<(), Gone> {
     match format {
-        Format::Json => {
-            // Written around the object rather than through a `json!` that would
-            // copy it: once per watcher and event. Event names need no escaping.
-            buffer.extend_from_slice(b"{\"type\":\"");
-            buffer.extend_from_slice(event.as_bytes());
-            buffer.extend_from_slice(b"\",\"object\":");
-            serde_json::to_writer(&mut *buffer, object).map_err(|_| Gone)?;
-            buffer.extend_from_slice(b"}\n");
-        }
+        Format::Json => json_event(buffer, event, |buffer| {
+            serde_json::to_writer(buffer, object).map_err(|_| Gone)
+        })?,
         Format::Protobuf => match protobuf::encode_watch_event(event, object) {
             Ok(frame) => buffer.extend(frame),
             Err(error) => {
@@ -187,6 +181,22 @@ fn encode(
             }
         },
     }
+    Ok(())
+}
+
+/// Appends one JSON watch event line, `object` writing the object's JSON. Written
+/// around the object rather than through a `json!` that would copy it: once per
+/// watcher and event. Event names need no escaping.
+fn json_event(
+    buffer: &mut Vec<u8>,
+    event: &str,
+    object: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), Gone>,
+) -> std::result::Result<(), Gone> {
+    buffer.extend_from_slice(b"{\"type\":\"");
+    buffer.extend_from_slice(event.as_bytes());
+    buffer.extend_from_slice(b"\",\"object\":");
+    object(buffer)?;
+    buffer.extend_from_slice(b"}\n");
     Ok(())
 }
 
@@ -199,14 +209,10 @@ fn encode_change(
     change: &Change,
 ) -> std::result::Result<(), Gone> {
     match format {
-        Format::Json => {
-            buffer.extend_from_slice(b"{\"type\":\"");
-            buffer.extend_from_slice(event.as_bytes());
-            buffer.extend_from_slice(b"\",\"object\":");
+        Format::Json => json_event(buffer, event, |buffer| {
             buffer.extend_from_slice(&change.object);
-            buffer.extend_from_slice(b"}\n");
             Ok(())
-        }
+        }),
         Format::Protobuf => {
             let object: Value = serde_json::from_slice(&change.object).map_err(|error| {
                 tracing::error!(%error, "decoding a logged change");

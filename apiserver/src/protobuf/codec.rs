@@ -11,16 +11,34 @@ use super::schema_types::{Field, Kind, Message, Presence};
 /// What made a protobuf body unreadable, or a stored object unencodable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
+    /// The bytes end inside a field.
     #[error("truncated protobuf message")]
     Truncated,
+    /// A varint runs past its ten bytes.
     #[error("varint longer than 10 bytes")]
     VarintTooLong,
+    /// A field's wire type is one protobuf does not define (or a group).
     #[error("unsupported wire type {wire} for field {tag}")]
-    WireType { tag: u32, wire: u8 },
+    WireType {
+        /// The field number.
+        tag: u32,
+        /// The wire type.
+        wire: u8,
+    },
+    /// A field's value is not one its type holds.
     #[error("field {field}: {reason}")]
-    Value { field: String, reason: String },
+    Value {
+        /// The field's JSON name.
+        field: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// Messages nest deeper than any real object does.
     #[error("messages nested more than {MAX_DEPTH} deep (at {message})")]
-    TooDeep { message: &'static str },
+    TooDeep {
+        /// The message at which the limit was reached.
+        message: &'static str,
+    },
 }
 
 /// Nesting beyond any real object; a crafted body cannot recurse without bound.
@@ -513,13 +531,19 @@ fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
 /// runtime.Unknown, the envelope of every protobuf body: typeMeta (1: apiVersion 1,
 /// kind 2), raw (2), contentEncoding (3), contentType (4).
 pub struct Unknown<'b> {
+    /// typeMeta.apiVersion.
     pub api_version: String,
+    /// typeMeta.kind.
     pub kind: String,
+    /// The object's own message.
     pub raw: &'b [u8],
+    /// contentEncoding; "" for none.
     pub content_encoding: String,
+    /// contentType; "" for protobuf.
     pub content_type: String,
 }
 
+/// Reads the envelope (after the magic).
 pub fn decode_unknown(bytes: &[u8]) -> Result<Unknown<'_>> {
     let mut unknown = Unknown {
         api_version: String::new(),

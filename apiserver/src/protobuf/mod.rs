@@ -22,6 +22,7 @@ use crate::registry::Resource;
 
 pub use codec::CodecError;
 
+/// The protobuf media type.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 /// The magic that starts every protobuf body.
@@ -33,7 +34,9 @@ const READABLE: &str = "application/json, application/vnd.kubernetes.protobuf";
 /// How a request body is encoded, from its Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFormat {
+    /// `application/json` (or none given).
     Json,
+    /// `application/vnd.kubernetes.protobuf`.
     Protobuf,
 }
 

@@ -3,7 +3,9 @@
 /// One message: its upstream definition name and its fields.
 #[derive(Debug)]
 pub struct Message {
+    /// The definition's name (`io.k8s.api.core.v1.PersistentVolume`).
     pub name: &'static str,
+    /// Its fields, in the order the JSON form lists them.
     pub fields: &'static [Field],
 }
 
@@ -11,19 +13,30 @@ pub struct Message {
 /// appears in the JSON form.
 #[derive(Debug)]
 pub struct Field {
+    /// The field number.
     pub tag: u32,
+    /// The JSON name; "" for an inline struct.
     pub json: &'static str,
+    /// What a value holds.
     pub kind: Kind,
+    /// A list of values (`repeated` on the wire, an array in JSON).
     pub repeated: bool,
+    /// When the JSON form carries the value.
     pub presence: Presence,
 }
 
+/// What a field's value holds.
 #[derive(Debug)]
 pub enum Kind {
+    /// A string.
     String,
+    /// Bytes; base64 in JSON.
     Bytes,
+    /// A bool.
     Bool,
+    /// An int32.
     Int32,
+    /// An int64.
     Int64,
     /// Another message, by its index in `MESSAGES`.
     Message(usize),

@@ -9,6 +9,7 @@ use crate::meta;
 use crate::registry::{Behaviour, Resource};
 use crate::table::{self, Column, text};
 
+/// The Lease kind.
 pub const LEASE: Resource = Resource {
     group: "coordination.k8s.io",
     version: "v1",

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
-use super::{PLAIN, default_at, roundtrip, typed};
+use super::{PLAIN, decode_named, default_at, roundtrip};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
@@ -49,11 +49,13 @@ const PV_SPEC_NON_SOURCES: &[&str] = &[
     "volumeMode",
     "volumeAttributesClassName",
 ];
+/// The annotations that make a StorageClass the default (GA first, then beta).
 pub const DEFAULT_CLASS_ANNOTATIONS: &[&str] = &[
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
 ];
 
+/// The PersistentVolume kind.
 pub const PERSISTENT_VOLUME: Resource = Resource {
     group: "",
     version: "v1",
@@ -85,6 +87,7 @@ pub const PERSISTENT_VOLUME: Resource = Resource {
     },
 };
 
+/// The PersistentVolumeClaim kind.
 pub const PERSISTENT_VOLUME_CLAIM: Resource = Resource {
     group: "",
     version: "v1",
@@ -142,6 +145,7 @@ pub const PERSISTENT_VOLUME_CLAIM: Resource = Resource {
     },
 };
 
+/// The Event kind.
 pub const EVENT: Resource = Resource {
     group: "",
     version: "v1",
@@ -189,6 +193,7 @@ pub const EVENT: Resource = Resource {
     },
 };
 
+/// The Node kind.
 pub const NODE: Resource = Resource {
     group: "",
     version: "v1",
@@ -213,6 +218,7 @@ pub const NODE: Resource = Resource {
     },
 };
 
+/// The Namespace kind.
 pub const NAMESPACE: Resource = Resource {
     group: "",
     version: "v1",
@@ -325,9 +331,7 @@ fn default_class(reader: &dyn Reader) -> Result<Option<String>> {
 }
 
 fn validate_pv(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let pv: PersistentVolume = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (pv, mut errors) = decode_named::<PersistentVolume>(object)?;
     let spec = pv.spec.unwrap_or_default();
     match spec.capacity.as_ref().filter(|c| !c.is_empty()) {
         None => errors.push(FieldError::required("spec.capacity", "")),
@@ -476,9 +480,7 @@ fn check_pv_source(
 }
 
 fn validate_pvc(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let pvc: PersistentVolumeClaim = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (pvc, mut errors) = decode_named::<PersistentVolumeClaim>(object)?;
     let spec = pvc.spec.unwrap_or_default();
     check_access_modes(
         "spec.accessModes",
@@ -605,6 +607,7 @@ fn strip_nulls(value: &mut Value) {
     }
 }
 
+/// Access modes are given, known, and ReadWriteOncePod alone, as upstream checks them.
 pub fn check_access_modes(field: &str, modes: Option<&[String]>, errors: &mut Vec<FieldError>) {
     let modes = modes.unwrap_or_default();
     if modes.is_empty() {

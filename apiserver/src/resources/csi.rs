@@ -10,7 +10,7 @@ use k8s_openapi::api::storage::v1::{
 use serde_json::{Value, json};
 
 use super::core::check_selector;
-use super::{PLAIN, roundtrip, typed};
+use super::{PLAIN, decode_named, roundtrip};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
@@ -31,6 +31,7 @@ const MAX_ERROR_MESSAGE: usize = 1024;
 /// `maxProvisionerParameterLen`.
 const MAX_PARAMETERS: usize = 512;
 
+/// The CSINode kind.
 pub const CSI_NODE: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -57,6 +58,7 @@ pub const CSI_NODE: Resource = Resource {
     },
 };
 
+/// The VolumeAttachment kind.
 pub const VOLUME_ATTACHMENT: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -98,6 +100,7 @@ pub const VOLUME_ATTACHMENT: Resource = Resource {
     },
 };
 
+/// The CSIStorageCapacity kind.
 pub const CSI_STORAGE_CAPACITY: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -128,6 +131,7 @@ pub const CSI_STORAGE_CAPACITY: Resource = Resource {
     },
 };
 
+/// The VolumeAttributesClass kind.
 pub const VOLUME_ATTRIBUTES_CLASS: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -155,9 +159,7 @@ pub const VOLUME_ATTRIBUTES_CLASS: Resource = Resource {
 };
 
 fn validate_csi_node(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let node: CSINode = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (node, mut errors) = decode_named::<CSINode>(object)?;
     let mut names = BTreeSet::new();
     for (i, driver) in node.spec.drivers.iter().enumerate() {
         let at = format!("spec.drivers[{i}]");
@@ -211,9 +213,7 @@ fn validate_csi_node(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErr
 }
 
 fn validate_attachment(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let attachment: VolumeAttachment = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (attachment, mut errors) = decode_named::<VolumeAttachment>(object)?;
     let spec = &attachment.spec;
     if spec.attacher.is_empty() {
         errors.push(FieldError::required("spec.attacher", ""));
@@ -315,9 +315,7 @@ fn check_volume_error(field: &str, error: Option<&VolumeError>, errors: &mut Vec
 }
 
 fn validate_capacity(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let capacity: CSIStorageCapacity = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (capacity, mut errors) = decode_named::<CSIStorageCapacity>(object)?;
     if let Some(selector) = &capacity.node_topology {
         check_selector("nodeTopology", selector, &mut errors);
     }
@@ -349,9 +347,7 @@ fn validate_capacity(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErr
 }
 
 fn validate_attributes_class(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let class: VolumeAttributesClass = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (class, mut errors) = decode_named::<VolumeAttributesClass>(object)?;
     if class.driver_name.is_empty() {
         errors.push(FieldError::required("driverName", ""));
     } else {

@@ -4,22 +4,22 @@
 //! not served). The types follow the CRDs' v1 schemas, so decoding prunes unknown fields
 //! as a structural schema does, and the checks are the CRDs' CEL rules.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{PLAIN, roundtrip, typed};
+use super::snapshot::{
+    self, SnapshotClass, SnapshotError, check_driver_and_policy, class_cells, class_columns,
+};
+use super::{PLAIN, decode_named, roundtrip};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
 use crate::table::{self, Column, or_none, text};
-use crate::validation::{FieldError, check_one_of, check_subdomain, check_unchanged};
+use crate::validation::{FieldError, check_unchanged};
 
 const GROUP: &str = "groupsnapshot.storage.k8s.io";
-const DELETION_POLICIES: &[&str] = &["Delete", "Retain"];
 
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,16 +61,7 @@ struct GroupSnapshotStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     ready_to_use: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<GroupSnapshotError>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GroupSnapshotError {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    time: Option<String>,
+    error: Option<SnapshotError>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -125,7 +116,7 @@ struct ContentStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     volume_snapshot_info_list: Option<Vec<SnapshotInfo>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<GroupSnapshotError>,
+    error: Option<SnapshotError>,
 }
 
 /// One member as the content's status lists it: times in ns, sizes in bytes.
@@ -144,20 +135,14 @@ struct SnapshotInfo {
     volume_handle: Option<String>,
 }
 
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct VolumeGroupSnapshotClass {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kind: Option<String>,
-    metadata: ObjectMeta,
-    driver: String,
-    deletion_policy: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BTreeMap<String, String>>,
-}
+/// The snapshot's and its content's ReadyToUse column, as the CRDs print it.
+const READY_TO_USE: Column = Column::new(
+    "ReadyToUse",
+    "boolean",
+    "Indicates if all the individual snapshots in the group are ready to be used to restore a group of volumes.",
+);
 
+/// The VolumeGroupSnapshot kind.
 pub const VOLUME_GROUP_SNAPSHOT: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -172,11 +157,7 @@ pub const VOLUME_GROUP_SNAPSHOT: Resource = Resource {
         validate: validate_group_snapshot,
         columns: &[
             Column::name(),
-            Column::new(
-                "ReadyToUse",
-                "boolean",
-                "Indicates if all the individual snapshots in the group are ready to be used to restore a group of volumes.",
-            ),
+            READY_TO_USE,
             Column::new(
                 "VolumeGroupSnapshotClass",
                 "string",
@@ -199,6 +180,7 @@ pub const VOLUME_GROUP_SNAPSHOT: Resource = Resource {
     },
 };
 
+/// The VolumeGroupSnapshotContent kind.
 pub const VOLUME_GROUP_SNAPSHOT_CONTENT: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -213,11 +195,7 @@ pub const VOLUME_GROUP_SNAPSHOT_CONTENT: Resource = Resource {
         validate: validate_content,
         columns: &[
             Column::name(),
-            Column::new(
-                "ReadyToUse",
-                "boolean",
-                "Indicates if all the individual snapshots in the group are ready to be used to restore a group of volumes.",
-            ),
+            READY_TO_USE,
             Column::new(
                 "DeletionPolicy",
                 "string",
@@ -250,6 +228,7 @@ pub const VOLUME_GROUP_SNAPSHOT_CONTENT: Resource = Resource {
     },
 };
 
+/// The VolumeGroupSnapshotClass kind.
 pub const VOLUME_GROUP_SNAPSHOT_CLASS: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -260,18 +239,11 @@ pub const VOLUME_GROUP_SNAPSHOT_CLASS: Resource = Resource {
     namespaced: false,
     has_status: false,
     behaviour: Behaviour {
-        decode: roundtrip::<VolumeGroupSnapshotClass>,
+        decode: roundtrip::<SnapshotClass>,
         validate: validate_class,
-        columns: &[
-            Column::name(),
-            Column::new("Driver", "string", ""),
-            Column::new(
-                "DeletionPolicy",
-                "string",
-                "Determines whether a VolumeGroupSnapshotContent created through the VolumeGroupSnapshotClass should be deleted when its bound VolumeGroupSnapshot is deleted.",
-            ),
-            Column::age(),
-        ],
+        columns: &class_columns(
+            "Determines whether a VolumeGroupSnapshotContent created through the VolumeGroupSnapshotClass should be deleted when its bound VolumeGroupSnapshot is deleted.",
+        ),
         cells: class_cells,
         ..PLAIN
     },
@@ -334,9 +306,7 @@ fn check_unchanged_once_set(
 }
 
 fn validate_group_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let snapshot: VolumeGroupSnapshot = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (snapshot, mut errors) = decode_named::<VolumeGroupSnapshot>(object)?;
     check_source(
         object,
         old,
@@ -361,9 +331,7 @@ fn validate_group_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<Fi
 }
 
 fn validate_content(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let content: VolumeGroupSnapshotContent = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (content, mut errors) = decode_named::<VolumeGroupSnapshotContent>(object)?;
     let spec = &content.spec;
     check_driver_and_policy("spec.", &spec.driver, &spec.deletion_policy, &mut errors);
     check_source(
@@ -419,11 +387,10 @@ fn check_uid_kept(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldErr
     }
 }
 
+/// A snapshot class's checks, and the CRD's: driver, deletionPolicy and parameters are
+/// immutable once set.
 fn validate_class(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let class: VolumeGroupSnapshotClass = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
-    check_driver_and_policy("", &class.driver, &class.deletion_policy, &mut errors);
+    let mut errors = snapshot::validate_class(object, None)?;
     for (field, pointer) in [
         ("driver", "/driver"),
         ("deletionPolicy", "/deletionPolicy"),
@@ -432,19 +399,6 @@ fn validate_class(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>
         check_unchanged_once_set(field, pointer, object, old, &mut errors);
     }
     Ok(errors)
-}
-
-/// A content's or class's driver (required) and deletion policy, at `prefix`.
-fn check_driver_and_policy(prefix: &str, driver: &str, policy: &str, errors: &mut Vec<FieldError>) {
-    if driver.is_empty() {
-        errors.push(FieldError::required(format!("{prefix}driver"), ""));
-    }
-    check_one_of(
-        &format!("{prefix}deletionPolicy"),
-        policy,
-        DELETION_POLICIES,
-        errors,
-    );
 }
 
 fn group_snapshot_cells(object: &Value) -> Vec<Value> {
@@ -471,26 +425,10 @@ fn content_cells(object: &Value) -> Vec<Value> {
     ]
 }
 
-fn class_cells(object: &Value) -> Vec<Value> {
-    vec![
-        json!(meta::name(object)),
-        json!(text(object, "/driver")),
-        json!(text(object, "/deletionPolicy")),
-        table::age(object),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::error_fields as fields;
     use super::*;
-
-    fn fields(errors: Result<Vec<FieldError>>) -> Vec<String> {
-        errors
-            .expect("decodes")
-            .into_iter()
-            .map(|e| e.field)
-            .collect()
-    }
 
     fn group_snapshot(source: Value) -> Value {
         json!({"metadata": {"name": "g", "namespace": "default"},

@@ -20,6 +20,7 @@ use crate::store::Reader;
 use crate::table::{self, Column};
 use crate::validation::{FieldError, check_subdomain};
 
+/// Every served kind, in discovery's order.
 pub static ALL: &[Resource] = &[
     core::PERSISTENT_VOLUME,
     core::PERSISTENT_VOLUME_CLAIM,
@@ -90,9 +91,30 @@ fn no_defaults(_: &mut Value, _: &dyn Reader) -> Result<()> {
 
 /// Only the name is checked: for kinds Stowage stores but does not interpret.
 fn validate_name_only(object: &Value, _: Option<&Value>) -> Result<Vec<FieldError>> {
+    Ok(name_errors(object))
+}
+
+/// Whether the object's name is a DNS subdomain, as most kinds' names must be.
+fn name_errors(object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_subdomain("metadata.name", meta::name(object), &mut errors);
-    Ok(errors)
+    errors
+}
+
+/// Decodes `object` into its upstream type and checks its name: where the validation
+/// of most kinds starts; the errors found so far come with the decoded object.
+fn decode_named<T: DeserializeOwned>(object: &Value) -> Result<(T, Vec<FieldError>)> {
+    Ok((typed(object)?, name_errors(object)))
+}
+
+/// The names of the fields `errors` (a validation's outcome) points at, in order.
+#[cfg(test)]
+fn error_fields(errors: Result<Vec<FieldError>>) -> Vec<String> {
+    errors
+        .expect("decodes")
+        .into_iter()
+        .map(|e| e.field)
+        .collect()
 }
 
 const NAME_AGE: &[Column] = &[Column::name(), Column::age()];

@@ -17,8 +17,10 @@ use crate::registry::{Behaviour, Resource};
 use crate::table::{self, Column};
 use crate::validation::{FieldError, check_one_of, check_path_segment_name, check_subdomain};
 
+/// The RBAC API group.
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
+/// The Role kind.
 pub const ROLE: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -37,6 +39,7 @@ pub const ROLE: Resource = Resource {
     },
 };
 
+/// The ClusterRole kind.
 pub const CLUSTER_ROLE: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -55,6 +58,7 @@ pub const CLUSTER_ROLE: Resource = Resource {
     },
 };
 
+/// The RoleBinding kind.
 pub const ROLE_BINDING: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -74,6 +78,7 @@ pub const ROLE_BINDING: Resource = Resource {
     },
 };
 
+/// The ClusterRoleBinding kind.
 pub const CLUSTER_ROLE_BINDING: Resource = Resource {
     group: GROUP,
     version: "v1",

@@ -6,16 +6,17 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
-use super::{PLAIN, roundtrip, typed};
+use super::{PLAIN, decode_named, roundtrip, typed};
 use crate::error::{ApiError, Result};
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
 use crate::table::{self, Column, text};
-use crate::validation::{FieldError, check_subdomain};
+use crate::validation::FieldError;
 
 /// Upstream's limit on the whole of a Secret's data.
 const MAX_DATA_BYTES: usize = 1 << 20;
 
+/// The Secret kind.
 pub const SECRET: Resource = Resource {
     group: "",
     version: "v1",
@@ -56,9 +57,7 @@ fn merge_string_data(object: Value) -> Result<Value> {
 }
 
 fn validate_secret(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let secret: Secret = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (secret, mut errors) = decode_named::<Secret>(object)?;
     let data = secret.data.unwrap_or_default();
     for key in data.keys() {
         let valid = !key.is_empty()

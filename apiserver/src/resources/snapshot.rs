@@ -10,12 +10,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{PLAIN, roundtrip, typed};
+use super::{PLAIN, decode_named, roundtrip};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
 use crate::table::{self, Column, or_none, text};
-use crate::validation::{FieldError, check_one_of, check_subdomain, check_unchanged};
+use crate::validation::{FieldError, check_one_of, check_unchanged};
 
 const GROUP: &str = "snapshot.storage.k8s.io";
 const DELETION_POLICIES: &[&str] = &["Delete", "Retain"];
@@ -65,9 +65,10 @@ struct SnapshotStatus {
     error: Option<SnapshotError>,
 }
 
+/// A (group) snapshot's or content's error, as the CRDs give it.
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SnapshotError {
+pub(super) struct SnapshotError {
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,9 +130,10 @@ struct ContentStatus {
     volume_group_snapshot_handle: Option<String>,
 }
 
+/// A VolumeSnapshotClass, and a VolumeGroupSnapshotClass, whose schema is the same.
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct VolumeSnapshotClass {
+pub(super) struct SnapshotClass {
     #[serde(skip_serializing_if = "Option::is_none")]
     api_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +145,14 @@ struct VolumeSnapshotClass {
     parameters: Option<BTreeMap<String, String>>,
 }
 
+/// The snapshot's and its content's ReadyToUse column, as the CRDs print it.
+const READY_TO_USE: Column = Column::new(
+    "ReadyToUse",
+    "boolean",
+    "Indicates if the snapshot is ready to be used to restore a volume.",
+);
+
+/// The VolumeSnapshot kind.
 pub const VOLUME_SNAPSHOT: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -157,11 +167,7 @@ pub const VOLUME_SNAPSHOT: Resource = Resource {
         validate: validate_snapshot,
         columns: &[
             Column::name(),
-            Column::new(
-                "ReadyToUse",
-                "boolean",
-                "Indicates if the snapshot is ready to be used to restore a volume.",
-            ),
+            READY_TO_USE,
             Column::new(
                 "SourcePVC",
                 "string",
@@ -184,6 +190,7 @@ pub const VOLUME_SNAPSHOT: Resource = Resource {
     },
 };
 
+/// The VolumeSnapshotContent kind.
 pub const VOLUME_SNAPSHOT_CONTENT: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -198,11 +205,7 @@ pub const VOLUME_SNAPSHOT_CONTENT: Resource = Resource {
         validate: validate_content,
         columns: &[
             Column::name(),
-            Column::new(
-                "ReadyToUse",
-                "boolean",
-                "Indicates if the snapshot is ready to be used to restore a volume.",
-            ),
+            READY_TO_USE,
             Column::new(
                 "RestoreSize",
                 "integer",
@@ -230,6 +233,7 @@ pub const VOLUME_SNAPSHOT_CONTENT: Resource = Resource {
     },
 };
 
+/// The VolumeSnapshotClass kind.
 pub const VOLUME_SNAPSHOT_CLASS: Resource = Resource {
     group: GROUP,
     version: "v1",
@@ -240,22 +244,25 @@ pub const VOLUME_SNAPSHOT_CLASS: Resource = Resource {
     namespaced: false,
     has_status: false,
     behaviour: Behaviour {
-        decode: roundtrip::<VolumeSnapshotClass>,
+        decode: roundtrip::<SnapshotClass>,
         validate: validate_class,
-        columns: &[
-            Column::name(),
-            Column::new("Driver", "string", ""),
-            Column::new(
-                "DeletionPolicy",
-                "string",
-                "Determines whether a VolumeSnapshotContent created through the VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted.",
-            ),
-            Column::age(),
-        ],
+        columns: &class_columns(
+            "Determines whether a VolumeSnapshotContent created through the VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted.",
+        ),
         cells: class_cells,
         ..PLAIN
     },
 };
+
+/// A (group) snapshot class's columns; `policy` describes its DeletionPolicy.
+pub(super) const fn class_columns(policy: &'static str) -> [Column; 4] {
+    [
+        Column::name(),
+        Column::new("Driver", "string", ""),
+        Column::new("DeletionPolicy", "string", policy),
+        Column::age(),
+    ]
+}
 
 /// Exactly one of two source fields, as the CRDs' validation rules demand.
 fn check_exactly_one(field: &str, a: (&str, bool), b: (&str, bool), errors: &mut Vec<FieldError>) {
@@ -269,7 +276,12 @@ fn check_exactly_one(field: &str, a: (&str, bool), b: (&str, bool), errors: &mut
 }
 
 /// A content's or class's driver (required) and deletion policy, at `prefix`.
-fn check_driver_and_policy(prefix: &str, driver: &str, policy: &str, errors: &mut Vec<FieldError>) {
+pub(super) fn check_driver_and_policy(
+    prefix: &str,
+    driver: &str,
+    policy: &str,
+    errors: &mut Vec<FieldError>,
+) {
     if driver.is_empty() {
         errors.push(FieldError::required(format!("{prefix}driver"), ""));
     }
@@ -294,9 +306,7 @@ fn check_source_unchanged(object: &Value, old: Option<&Value>, errors: &mut Vec<
 }
 
 fn validate_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let snapshot: VolumeSnapshot = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (snapshot, mut errors) = decode_named::<VolumeSnapshot>(object)?;
     let source = &snapshot.spec.source;
     check_exactly_one(
         "spec.source",
@@ -322,9 +332,7 @@ fn validate_snapshot(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErr
 }
 
 fn validate_content(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let content: VolumeSnapshotContent = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (content, mut errors) = decode_named::<VolumeSnapshotContent>(object)?;
     let spec = &content.spec;
     check_driver_and_policy("spec.", &spec.driver, &spec.deletion_policy, &mut errors);
     check_exactly_one(
@@ -349,10 +357,9 @@ fn validate_content(object: &Value, old: Option<&Value>) -> Result<Vec<FieldErro
     Ok(errors)
 }
 
-fn validate_class(object: &Value, _: Option<&Value>) -> Result<Vec<FieldError>> {
-    let class: VolumeSnapshotClass = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+/// A (group) snapshot class: its name, driver and deletion policy.
+pub(super) fn validate_class(object: &Value, _: Option<&Value>) -> Result<Vec<FieldError>> {
+    let (class, mut errors) = decode_named::<SnapshotClass>(object)?;
     check_driver_and_policy("", &class.driver, &class.deletion_policy, &mut errors);
     Ok(errors)
 }
@@ -380,7 +387,8 @@ fn content_cells(object: &Value) -> Vec<Value> {
     ]
 }
 
-fn class_cells(object: &Value) -> Vec<Value> {
+/// A (group) snapshot class's row: name, driver, deletion policy, age.
+pub(super) fn class_cells(object: &Value) -> Vec<Value> {
     vec![
         json!(meta::name(object)),
         json!(text(object, "/driver")),
@@ -391,15 +399,8 @@ fn class_cells(object: &Value) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::error_fields as fields;
     use super::*;
-
-    fn fields(errors: Result<Vec<FieldError>>) -> Vec<String> {
-        errors
-            .expect("decodes")
-            .into_iter()
-            .map(|e| e.field)
-            .collect()
-    }
 
     #[test]
     fn contents_and_classes_are_validated_as_the_crds_do() {

@@ -3,15 +3,16 @@
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use serde_json::{Value, json};
 
-use super::{PLAIN, default_at, roundtrip, typed, validate_name_only};
+use super::{PLAIN, decode_named, default_at, roundtrip, validate_name_only};
 use crate::error::Result;
 use crate::meta;
 use crate::registry::{Behaviour, Resource};
 use crate::resources::core::DEFAULT_CLASS_ANNOTATIONS;
 use crate::store::Reader;
 use crate::table::{self, Column, text};
-use crate::validation::{FieldError, check_one_of, check_subdomain};
+use crate::validation::{FieldError, check_one_of};
 
+/// The StorageClass kind.
 pub const STORAGE_CLASS: Resource = Resource {
     group: "storage.k8s.io",
     version: "v1",
@@ -55,6 +56,7 @@ pub const STORAGE_CLASS: Resource = Resource {
     },
 };
 
+/// The CSIDriver kind.
 pub const CSI_DRIVER: Resource = Resource {
     group: "storage.k8s.io",
     version: "v1",
@@ -79,9 +81,7 @@ fn prepare_class(object: &mut Value, _: &dyn Reader) -> Result<()> {
 }
 
 fn validate_class(object: &Value, old: Option<&Value>) -> Result<Vec<FieldError>> {
-    let class: StorageClass = typed(object)?;
-    let mut errors = Vec::new();
-    check_subdomain("metadata.name", meta::name(object), &mut errors);
+    let (class, mut errors) = decode_named::<StorageClass>(object)?;
     if class.provisioner.is_empty() {
         errors.push(FieldError::required("provisioner", ""));
     }

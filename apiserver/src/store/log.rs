@@ -8,14 +8,19 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 
+/// What a change did to its object, as a watch event's type names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
+    /// The object was created.
     Added,
+    /// The object was replaced.
     Modified,
+    /// The object was removed.
     Deleted,
 }
 
 impl EventType {
+    /// `ADDED`, `MODIFIED` or `DELETED`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Added => "ADDED",
@@ -32,9 +37,11 @@ impl EventType {
 /// objects and their predecessors took gigabytes; this keeps about the bytes.
 #[derive(Debug)]
 pub struct Change {
+    /// The revision the change was committed at.
     pub revision: u64,
     /// The object's storage key (`group/plural/namespace/name`).
     pub key: String,
+    /// What the change did.
     pub event: EventType,
     /// The object after the change (before it, for a deletion), JSON-encoded.
     pub object: Bytes,
@@ -95,10 +102,12 @@ struct Window {
 /// The log no longer holds changes that far back.
 #[derive(Debug, Clone, Copy)]
 pub struct TooOld {
+    /// The oldest revision a watch may still start after.
     pub oldest: u64,
 }
 
 impl EventLog {
+    /// A log of `capacity` changes, the store being at `current_revision`.
     pub fn new(capacity: usize, current_revision: u64) -> Self {
         let (latest, _) = watch::channel(current_revision);
         Self {

@@ -29,25 +29,26 @@ const MAX_BATCH: usize = 512;
 /// are read again through the kernel's page cache, which the kernel can reclaim.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// What [`Reader::scan`] calls with each object's key and object; false stops the scan.
+pub type Visit<'v> = &'v mut dyn FnMut(&str, Value) -> bool;
+/// What [`Reader::scan_raw`] calls with each object's key and stored JSON bytes.
+pub type VisitRaw<'v> = &'v mut dyn FnMut(&str, &[u8]) -> bool;
+
 /// Read access to the objects, inside a read or a write transaction.
 pub trait Reader {
+    /// The object stored under `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Value>>;
     /// Visits objects whose key starts with `prefix`, in key order, after `after`
     /// when given, until `visit` returns false.
-    fn scan(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        visit: &mut dyn FnMut(&str, Value) -> bool,
-    ) -> Result<()>;
-    /// [`Reader::scan`] over the stored JSON bytes as they are, undecoded: a LIST
-    /// without selectors copies them into its answer.
-    fn scan_raw(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
-    ) -> Result<()>;
+    fn scan(&self, prefix: &str, after: Option<&str>, visit: Visit<'_>) -> Result<()>;
+    /// [`Reader::scan`] over the objects' JSON bytes: a LIST without selectors copies
+    /// them into its answer. Encoding what `scan` yields is the meaning; the redb store
+    /// hands over its stored bytes undecoded instead, which is the point of the method.
+    fn scan_raw(&self, prefix: &str, after: Option<&str>, visit: VisitRaw<'_>) -> Result<()> {
+        self.scan(prefix, after, &mut |key, object| {
+            visit(key, object.to_string().as_bytes())
+        })
+    }
     /// The revision of the last committed write this reader sees.
     fn revision(&self) -> u64;
 }
@@ -55,17 +56,23 @@ pub trait Reader {
 /// What a write wants done to one object.
 #[derive(Debug)]
 pub enum Mutation {
+    /// Store `object` under `key`, created or replaced.
     Put {
+        /// The object's store key.
         key: String,
+        /// The object to store (its resourceVersion is stamped on commit).
         object: Value,
     },
+    /// Remove the object under `key`, which must exist.
     Delete {
+        /// The object's store key.
         key: String,
     },
     /// Nothing to write: the object is answered as it is, with no new revision.
     Keep(Value),
 }
 
+/// A write: reads the state it is given and returns the mutations it wants.
 pub type WriteOp = Box<dyn FnOnce(&dyn Reader) -> Result<Vec<Mutation>> + Send>;
 
 struct Write {
@@ -73,6 +80,7 @@ struct Write {
     reply: oneshot::Sender<Result<Vec<Value>>>,
 }
 
+/// The object store: a redb file, its writer thread and its watch log.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
@@ -112,6 +120,7 @@ impl Store {
         Ok(Self { db, writes, log })
     }
 
+    /// The recent changes, for watches.
     pub fn log(&self) -> &Arc<EventLog> {
         &self.log
     }
@@ -188,12 +197,7 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Reader for TableReader<'_, T
         }
     }
 
-    fn scan(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        visit: &mut dyn FnMut(&str, Value) -> bool,
-    ) -> Result<()> {
+    fn scan(&self, prefix: &str, after: Option<&str>, visit: Visit<'_>) -> Result<()> {
         let mut failed = None;
         self.scan_raw(prefix, after, &mut |key, bytes| match decode(bytes) {
             Ok(object) => visit(key, object),
@@ -205,12 +209,7 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Reader for TableReader<'_, T
         failed.map_or(Ok(()), Err)
     }
 
-    fn scan_raw(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
-    ) -> Result<()> {
+    fn scan_raw(&self, prefix: &str, after: Option<&str>, visit: VisitRaw<'_>) -> Result<()> {
         let start = after.unwrap_or(prefix);
         let range = self.table.range(start..).map_err(ApiError::storage)?;
         for entry in range {
@@ -383,4 +382,76 @@ fn selectable_fields(key: &str) -> Vec<&'static str> {
         .find(|resource| key.starts_with(&resource.prefix(None)))
         .map(|resource| resource.behaviour.fields.iter().map(|(_, p)| *p).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A reader with only `get` and `scan`, as a store other than redb has them.
+    struct Decoded<'r>(&'r dyn Reader);
+
+    impl Reader for Decoded<'_> {
+        fn get(&self, key: &str) -> Result<Option<Value>> {
+            self.0.get(key)
+        }
+
+        fn scan(&self, prefix: &str, after: Option<&str>, visit: Visit<'_>) -> Result<()> {
+            self.0.scan(prefix, after, visit)
+        }
+
+        fn revision(&self) -> u64 {
+            self.0.revision()
+        }
+    }
+
+    type Scanned = Vec<(String, Vec<u8>)>;
+
+    fn scan_raw(reader: &dyn Reader, prefix: &str, after: Option<&str>, stop: usize) -> Scanned {
+        let mut seen = Vec::new();
+        let scanned = reader.scan_raw(prefix, after, &mut |key, bytes| {
+            seen.push((key.to_string(), bytes.to_vec()));
+            seen.len() < stop
+        });
+        assert!(scanned.is_ok(), "{scanned:?}");
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_default_scan_raw_yields_the_bytes_the_redb_store_holds() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(ApiError::storage)?;
+        let store = Store::open(&dir.path().join("store.redb"), 16)?;
+        store
+            .write(Box::new(|_: &dyn Reader| {
+                let put = |key: &str| Mutation::Put {
+                    key: key.to_string(),
+                    object: json!({"metadata": {"name": key}, "spec": {"z": 1, "a": [true, null]}}),
+                };
+                Ok(vec![put("a/1"), put("a/2"), put("a/3"), put("b/1")])
+            }))
+            .await?;
+        let cases = [
+            ("a/", None, usize::MAX, 3),
+            ("a/", Some("a/1"), usize::MAX, 2),
+            ("a/", None, 2, 2),
+            ("b/", None, usize::MAX, 1),
+            ("c/", None, usize::MAX, 0),
+        ];
+        store
+            .read(move |reader| {
+                for (prefix, after, stop, count) in cases {
+                    let raw = scan_raw(reader, prefix, after, stop);
+                    assert_eq!(raw.len(), count, "{prefix} after {after:?}");
+                    assert_eq!(
+                        scan_raw(&Decoded(reader), prefix, after, stop),
+                        raw,
+                        "{prefix} after {after:?}"
+                    );
+                }
+                Ok(())
+            })
+            .await
+    }
 }

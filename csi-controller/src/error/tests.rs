@@ -17,6 +17,16 @@ fn every_variant_has_its_code_and_names_its_object() {
             "name: empty",
         ),
         (
+            Error::from(crate::params::ParamError::Required("server")),
+            Code::InvalidArgument,
+            "parameters: server is required for type nfs",
+        ),
+        (
+            Error::from(crate::params::MutableParamError::NotMutable(s("size"))),
+            Code::InvalidArgument,
+            "mutable_parameters: \"size\" is not a mutable parameter",
+        ),
+        (
             Error::VolumeNotFound { id: s("local:k:n") },
             Code::NotFound,
             "volume local:k:n does not exist",

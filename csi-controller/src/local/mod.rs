@@ -691,16 +691,9 @@ fn make_dir(path: &Path) -> Result<()> {
 }
 
 fn grow_file(path: &Path, size: u64) -> Result<()> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
-        .len();
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    let (file, len) = localfs::open_with_len(&options, path)?;
     if size > len {
         file.set_len(size)
             .map_err(|e| Error::io(format!("grow {}", path.display()), e))?;

@@ -242,16 +242,9 @@ impl Store {
         let lock = lock(path)?;
         let mut state = State::default();
         let valid_len = replay(path, &mut state)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
-            .len();
+        let mut options = OpenOptions::new();
+        options.create(true).append(true).mode(0o600);
+        let (file, len) = crate::localfs::open_with_len(&options, path)?;
         if len > valid_len {
             tracing::warn!(path = %path.display(), cut = len - valid_len,
                 "cutting an unacknowledged torn tail off the record log");

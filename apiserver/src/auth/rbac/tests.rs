@@ -215,30 +215,15 @@ fn denied(reason: &'static str) -> Option<&'static str> {
     Some(reason)
 }
 
-struct Case {
-    name: &'static str,
-    objects: Vec<Value>,
-    identity: Identity,
-    request: Attributes,
-    /// None when allowed; the denial's reason otherwise.
-    expected: Option<&'static str>,
-}
-
-fn case(
-    name: &'static str,
-    objects: Vec<Value>,
-    identity: Identity,
-    request: Attributes,
-    expected: Option<&'static str>,
-) -> Case {
-    Case {
-        name,
-        objects,
-        identity,
-        request,
-        expected,
-    }
-}
+/// One row: what it shows, the objects of the policy, who asks, what, and the
+/// denial's reason (None when allowed).
+type Case = (
+    &'static str,
+    Vec<Value>,
+    Identity,
+    Attributes,
+    Option<&'static str>,
+);
 
 #[test]
 fn bindings_grant_their_roles_to_their_subjects_where_upstream_says() {
@@ -247,190 +232,138 @@ fn bindings_grant_their_roles_to_their_subjects_where_upstream_says() {
     let controller = || Identity::service_account("stowage-system", "stowage-controller");
     let alice = || Identity::new("alice", &["devs"]);
     let sa = |ns: &str| json!([{"kind": "ServiceAccount", "name": "stowage-controller", "namespace": ns}]);
-    let cases = vec![
-        case(
+    let group = |name: &str| json!([{"kind": "Group", "name": name}]);
+    let user = |name: &str| json!([{"kind": "User", "name": name}]);
+    // The reader ClusterRole bound cluster-wide to `subjects`.
+    let readers = |subjects: Value| {
+        vec![
+            cluster_role("reader", read_pvs.clone()),
+            cluster_binding("reader", subjects),
+        ]
+    };
+    // The reader ClusterRole bound to alice in team-a.
+    let alice_reads_team_a = || {
+        vec![
+            cluster_role("reader", read_pvs.clone()),
+            binding("team-a", "ClusterRole", "reader", user("alice")),
+        ]
+    };
+    // A leases Role in `namespace`, bound there to a ServiceAccount named without one.
+    let leases_in = |namespace: &str| {
+        vec![
+            role(namespace, "leases", leases.clone()),
+            binding(
+                namespace,
+                "Role",
+                "leases",
+                json!([{"kind": "ServiceAccount", "name": "stowage-controller"}]),
+            ),
+        ]
+    };
+    let lease =
+        |verb: &str, namespace: &str| on(verb, "coordination.k8s.io", "leases", namespace, "l");
+    let cases: Vec<Case> = vec![
+        (
             "a ClusterRoleBinding grants cluster-wide",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                cluster_binding("reader", sa("stowage-system")),
-            ],
+            readers(sa("stowage-system")),
             controller(),
             on("list", "", "persistentvolumeclaims", "", ""),
             ALLOWED,
         ),
-        case(
+        (
             "and in every namespace",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                cluster_binding("reader", sa("stowage-system")),
-            ],
+            readers(sa("stowage-system")),
             controller(),
             on("get", "", "persistentvolumeclaims", "team-a", "c"),
             ALLOWED,
         ),
-        case(
+        (
             "a service account subject is that account only",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                cluster_binding("reader", sa("other")),
-            ],
+            readers(sa("other")),
             controller(),
             on("list", "", "persistentvolumes", "", ""),
             denied(""),
         ),
-        case(
+        (
             "a ClusterRole bound in a namespace applies in that namespace",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                binding(
-                    "team-a",
-                    "ClusterRole",
-                    "reader",
-                    json!([{"kind": "User", "name": "alice"}]),
-                ),
-            ],
+            alice_reads_team_a(),
             alice(),
             on("get", "", "persistentvolumeclaims", "team-a", "c"),
             ALLOWED,
         ),
-        case(
+        (
             "and not in another",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                binding(
-                    "team-a",
-                    "ClusterRole",
-                    "reader",
-                    json!([{"kind": "User", "name": "alice"}]),
-                ),
-            ],
+            alice_reads_team_a(),
             alice(),
             on("get", "", "persistentvolumeclaims", "team-b", "c"),
             denied(""),
         ),
-        case(
+        (
             "nor cluster-wide",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                binding(
-                    "team-a",
-                    "ClusterRole",
-                    "reader",
-                    json!([{"kind": "User", "name": "alice"}]),
-                ),
-            ],
+            alice_reads_team_a(),
             alice(),
             on("list", "", "persistentvolumeclaims", "", ""),
             denied(""),
         ),
-        case(
+        (
             "a Role is its namespace's",
-            vec![
-                role("stowage-system", "leases", leases.clone()),
-                binding(
-                    "stowage-system",
-                    "Role",
-                    "leases",
-                    json!([{"kind": "ServiceAccount", "name": "stowage-controller"}]),
-                ),
-            ],
+            leases_in("stowage-system"),
             controller(),
-            on(
-                "update",
-                "coordination.k8s.io",
-                "leases",
-                "stowage-system",
-                "l",
-            ),
+            lease("update", "stowage-system"),
             ALLOWED,
         ),
-        case(
+        (
             "a service account without a namespace is the binding's namespace's",
-            vec![
-                role("kube-system", "leases", leases.clone()),
-                binding(
-                    "kube-system",
-                    "Role",
-                    "leases",
-                    json!([{"kind": "ServiceAccount", "name": "stowage-controller"}]),
-                ),
-            ],
+            leases_in("kube-system"),
             controller(),
-            on(
-                "update",
-                "coordination.k8s.io",
-                "leases",
-                "kube-system",
-                "l",
-            ),
+            lease("update", "kube-system"),
             denied(""),
         ),
-        case(
+        (
             "a binding names a Role of its own namespace",
             vec![
                 role("elsewhere", "leases", leases.clone()),
                 binding("stowage-system", "Role", "leases", sa("stowage-system")),
             ],
             controller(),
-            on(
-                "get",
-                "coordination.k8s.io",
-                "leases",
-                "stowage-system",
-                "l",
-            ),
+            lease("get", "stowage-system"),
             denied("RBAC: role.rbac.authorization.k8s.io \"leases\" not found"),
         ),
-        case(
+        (
             "a group subject is every member",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                cluster_binding("reader", json!([{"kind": "Group", "name": "devs"}])),
-            ],
+            readers(group("devs")),
             alice(),
             on("get", "", "persistentvolumes", "", "pv"),
             ALLOWED,
         ),
-        case(
+        (
             "service accounts are in system:serviceaccounts:NS",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                cluster_binding(
-                    "reader",
-                    json!([{"kind": "Group", "name": "system:serviceaccounts:stowage-system"}]),
-                ),
-            ],
+            readers(group("system:serviceaccounts:stowage-system")),
             controller(),
             on("get", "", "persistentvolumes", "", "pv"),
             ALLOWED,
         ),
-        case(
+        (
             "everyone signed in is in system:authenticated",
             vec![
                 cluster_role(
                     "discovery",
                     json!([{"nonResourceURLs": ["/api", "/api/*"], "verbs": ["get"]}]),
                 ),
-                cluster_binding(
-                    "discovery",
-                    json!([{"kind": "Group", "name": "system:authenticated"}]),
-                ),
+                cluster_binding("discovery", group("system:authenticated")),
             ],
             alice(),
             url("get", "/api/v1"),
             ALLOWED,
         ),
-        case(
+        (
             "a user subject is that user by name",
-            vec![
-                cluster_role("reader", read_pvs.clone()),
-                cluster_binding("reader", json!([{"kind": "User", "name": "bob"}])),
-            ],
+            readers(user("bob")),
             alice(),
             on("get", "", "persistentvolumes", "", "pv"),
             denied(""),
         ),
-        case(
+        (
             "rules of several bindings add up",
             vec![
                 cluster_role("reader", read_pvs.clone()),
@@ -439,10 +372,10 @@ fn bindings_grant_their_roles_to_their_subjects_where_upstream_says() {
                 cluster_binding("leases", sa("stowage-system")),
             ],
             controller(),
-            on("update", "coordination.k8s.io", "leases", "x", "l"),
+            lease("update", "x"),
             ALLOWED,
         ),
-        case(
+        (
             "missing roles are named in the reason",
             vec![
                 cluster_binding("gone", sa("stowage-system")),
@@ -454,7 +387,7 @@ fn bindings_grant_their_roles_to_their_subjects_where_upstream_says() {
                 "RBAC: [clusterrole.rbac.authorization.k8s.io \"gone\" not found, clusterrole.rbac.authorization.k8s.io \"also-gone\" not found]",
             ),
         ),
-        case(
+        (
             "nothing bound, nothing allowed",
             vec![],
             alice(),
@@ -462,14 +395,7 @@ fn bindings_grant_their_roles_to_their_subjects_where_upstream_says() {
             denied(""),
         ),
     ];
-    for Case {
-        name,
-        objects,
-        identity,
-        request,
-        expected,
-    } in cases
-    {
+    for (name, objects, identity, request, expected) in cases {
         let decision = policy(&objects).authorize(&signed_in(identity), &request);
         let expected = match expected {
             None => Decision::Allow,
