@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use csi_proto::v1::ControllerModifyVolumeRequest;
 use csi_proto::v1::controller_client::ControllerClient;
-use driver_contract::ids::VolumeId;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use kube::api::{Patch, PatchParams};
@@ -52,11 +51,11 @@ impl Modifier {
         })
     }
 
-    /// The volume's handle, if this instance is where it lives.
+    /// The volume's handle, if this instance is where it lives (the PV's node
+    /// affinity says, not the opaque handle).
     fn mine(&self, pv: &PersistentVolume) -> Option<String> {
         let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.clone();
-        let location = VolumeId::parse(&handle).map(|id| id.location);
-        self.cx.config.scope.holds(location).then_some(handle)
+        self.cx.config.scope.holds_volume(pv).then_some(handle)
     }
 
     async fn apply(

@@ -44,6 +44,23 @@ impl Scope {
             _ => false,
         }
     }
+
+    /// Whether this instance holds the data of `pv`, read from the volume itself: a
+    /// volume of this driver that a node affinity pins to one node is that node's
+    /// (local), one that none pins is the central instance's (NFS); any other driver's
+    /// is neither's.
+    pub fn holds_volume(&self, pv: &PersistentVolume) -> bool {
+        let ours = pv
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.csi.as_ref())
+            .is_some_and(|csi| csi.driver == DRIVER_NAME);
+        match (ours, pinned_node(pv), self) {
+            (true, Some(node), Self::Node(me)) => node == *me,
+            (true, None, Self::Central) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What an instance knows of the cluster's nodes, asked only when a volume's
@@ -316,6 +333,50 @@ mod tests {
                 holds,
                 "{scope:?} {location:?}"
             );
+        }
+    }
+
+    #[test]
+    fn an_instance_holds_a_volume_by_its_node_affinity() {
+        let csi = |driver: &str| json!({"driver": driver, "volumeHandle": "local:v1:n1"});
+        let local = |node: &str| {
+            pv(
+                json!({"spec": {"csi": csi("csi.stowage.io"), "nodeAffinity": topology_pinned(node)}}),
+            )
+        };
+        let nfs = pv(json!({"spec": {"csi": csi("csi.stowage.io")}}));
+        let foreign = pv(json!({"spec": {"csi": csi("other.example.com")}}));
+        let foreign_pinned =
+            pv(json!({"spec": {"csi": csi("other.example.com"), "nodeAffinity": pinned("n1")}}));
+        let not_csi = pv(json!({"spec": {"nodeAffinity": pinned("n1")}}));
+        let n1 = Scope::Node("n1".into());
+        let cases = [
+            ("a local volume on this node", &n1, &local("n1"), true),
+            ("a local volume on another node", &n1, &local("n2"), false),
+            (
+                "a local volume, central instance",
+                &Scope::Central,
+                &local("n1"),
+                false,
+            ),
+            ("an unpinned volume, node instance", &n1, &nfs, false),
+            (
+                "an unpinned volume, central instance",
+                &Scope::Central,
+                &nfs,
+                true,
+            ),
+            (
+                "another driver's, central",
+                &Scope::Central,
+                &foreign,
+                false,
+            ),
+            ("another driver's, pinned here", &n1, &foreign_pinned, false),
+            ("not a CSI volume", &n1, &not_csi, false),
+        ];
+        for (what, scope, volume, holds) in cases {
+            assert_eq!(scope.holds_volume(volume), holds, "{what}");
         }
     }
 
