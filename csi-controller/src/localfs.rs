@@ -61,12 +61,16 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// Removes a file or a directory tree; a missing path is fine.
+/// Removes a file or a directory tree; a missing path is fine. An empty directory (a
+/// deleted volume nobody wrote to) goes with one `rmdir`, before the walk a tree needs.
 pub fn remove_any(path: &Path) -> Result<()> {
     let result = match fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => Err(e),
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(meta) if meta.is_dir() => fs::remove_dir(path).or_else(|e| match e.kind() {
+            ErrorKind::DirectoryNotEmpty => fs::remove_dir_all(path),
+            _ => Err(e),
+        }),
         Ok(_) => fs::remove_file(path),
     };
     match result {
@@ -303,6 +307,36 @@ mod tests {
         write_atomic(&path, b"two").expect("rewrite");
         assert_eq!(fs::read(&path).expect("read"), b"two");
         assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+
+    #[test]
+    fn remove_any_takes_whatever_is_there_and_only_that() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = dir.path().join("kept");
+        fs::create_dir_all(kept.join("inside")).expect("mkdir");
+        type Make<'a> = &'a dyn Fn(&Path);
+        let make: [(&str, Make); 5] = [
+            ("an empty directory", &|p| fs::create_dir(p).expect("mkdir")),
+            ("a tree", &|p| {
+                fs::create_dir_all(p.join("a/b")).expect("mkdir");
+                fs::write(p.join("a/b/f"), b"data").expect("write");
+            }),
+            ("a file", &|p| fs::write(p, b"data").expect("write")),
+            ("a link to a kept directory", &|p| {
+                symlink(&kept, p).expect("symlink")
+            }),
+            ("nothing", &|_| {}),
+        ];
+        for (what, make) in make {
+            let path = dir.path().join("doomed");
+            make(&path);
+            remove_any(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(fs::symlink_metadata(&path).is_err(), "{what} is gone");
+            assert!(
+                kept.join("inside").is_dir(),
+                "{what}: the link's target is kept"
+            );
+        }
     }
 
     #[test]
