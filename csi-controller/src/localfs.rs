@@ -102,13 +102,13 @@ const DIRECT_ALIGN: u64 = 4096;
 /// Copies a directory tree, keeping modes and symlinks (never following them), as a
 /// background copy ([`in_background`]).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    in_background(|| copy_tree_here(from, to))
+    in_background(|| copy_tree_here(from, to, &mut CopyBuffer::new()))
 }
 
 /// Copies a file, skipping holes, so a sparse disk image stays sparse; a background
 /// copy ([`in_background`]).
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
-    in_background(|| copy_sparse_here(from, to))
+    in_background(|| copy_sparse_here(from, to, &mut CopyBuffer::new()))
 }
 
 /// Runs bulk work on its own thread at [`COPY_NICE`]: the priority is the thread's
@@ -134,7 +134,7 @@ pub(crate) fn in_background<T: Send>(copy: impl FnOnce() -> Result<T> + Send) ->
     })
 }
 
-fn copy_tree_here(from: &Path, to: &Path) -> Result<()> {
+fn copy_tree_here(from: &Path, to: &Path, buf: &mut CopyBuffer) -> Result<()> {
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
     let meta = fs::symlink_metadata(from).map_err(|e| Error::io(ctx("stat", from), e))?;
     fs::create_dir_all(to).map_err(|e| Error::io(ctx("create", to), e))?;
@@ -146,19 +146,19 @@ fn copy_tree_here(from: &Path, to: &Path) -> Result<()> {
             .file_type()
             .map_err(|e| Error::io(ctx("stat", &src), e))?;
         if kind.is_dir() {
-            copy_tree_here(&src, &dst)?;
+            copy_tree_here(&src, &dst, buf)?;
         } else if kind.is_symlink() {
             let target = fs::read_link(&src).map_err(|e| Error::io(ctx("readlink", &src), e))?;
             symlink(target, &dst).map_err(|e| Error::io(ctx("symlink", &dst), e))?;
         } else if kind.is_file() {
-            copy_sparse_here(&src, &dst)?;
+            copy_sparse_here(&src, &dst, buf)?;
         }
         // Sockets, FIFOs and devices are not data: a copy leaves them out.
     }
     Ok(())
 }
 
-fn copy_sparse_here(from: &Path, to: &Path) -> Result<()> {
+fn copy_sparse_here(from: &Path, to: &Path, buf: &mut CopyBuffer) -> Result<()> {
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
     let src = File::open(from).map_err(|e| Error::io(ctx("open", from), e))?;
     let meta = src
@@ -177,7 +177,7 @@ fn copy_sparse_here(from: &Path, to: &Path) -> Result<()> {
         let end = seek(&src, start, Whence::SeekHole)
             .map_err(|e| Error::io(ctx("seek", from), e))?
             .unwrap_or(len);
-        dst.copy_range(&src, start, end - start)
+        dst.copy_range(&src, start, end - start, buf)
             .map_err(|e| Error::io(ctx("copy into", to), e))?;
         offset = end;
     }
@@ -217,13 +217,15 @@ impl Destination {
     }
 
     /// Copies `len` bytes at `start` of `src` to the same place here.
-    fn copy_range(&self, src: &File, start: u64, len: u64) -> std::io::Result<()> {
+    fn copy_range(
+        &self,
+        src: &File,
+        start: u64,
+        len: u64,
+        buf: &mut CopyBuffer,
+    ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let mut raw = vec![0u8; COPY_CHUNK + DIRECT_ALIGN as usize];
-        let skip = raw.as_ptr().align_offset(DIRECT_ALIGN as usize);
-        let buf = raw
-            .get_mut(skip..skip + COPY_CHUNK)
-            .ok_or_else(|| std::io::Error::other("no aligned copy buffer"))?;
+        let buf = buf.aligned()?;
         let end = start + len;
         let (mut pos, mut unsynced_from) = (start, start);
         while pos < end {
@@ -243,6 +245,28 @@ impl Destination {
             }
         }
         Ok(())
+    }
+}
+
+/// A copy's buffer, aligned for direct I/O: one for a whole copy, whatever the number
+/// of its files and data ranges.
+struct CopyBuffer {
+    raw: Vec<u8>,
+}
+
+impl CopyBuffer {
+    fn new() -> Self {
+        Self {
+            raw: vec![0u8; COPY_CHUNK + DIRECT_ALIGN as usize],
+        }
+    }
+
+    /// [`COPY_CHUNK`] bytes starting at an address aligned to [`DIRECT_ALIGN`].
+    fn aligned(&mut self) -> std::io::Result<&mut [u8]> {
+        let skip = self.raw.as_ptr().align_offset(DIRECT_ALIGN as usize);
+        self.raw
+            .get_mut(skip..skip + COPY_CHUNK)
+            .ok_or_else(|| std::io::Error::other("no aligned copy buffer"))
     }
 }
 
@@ -424,6 +448,7 @@ mod tests {
         let source = File::open(&src).expect("open");
         for direct in [true, false] {
             let path = dir.path().join(format!("dst-{direct}"));
+            let mut buf = CopyBuffer::new();
             let mut dst = Destination::create(&path, 0o600).expect("create");
             if !direct {
                 dst.direct = None;
@@ -437,7 +462,7 @@ mod tests {
                     (data.len() - 2 * COPY_CHUNK - 100) as u64,
                 ),
             ] {
-                dst.copy_range(&source, start, len).expect("copy");
+                dst.copy_range(&source, start, len, &mut buf).expect("copy");
             }
             let mut copied = vec![0u8; data.len()];
             File::open(&path)

@@ -89,22 +89,26 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     prepare(&layout, &node)?;
     credentials::issue(&layout)?;
     let mut supervisor = Supervisor::default();
-    let started = tokio::select! {
-        started = start(&mut supervisor, &layout, &node, &args, rbac) => started.map(|()| true),
-        () = &mut shutdown => Ok(false),
+    let interrupted = tokio::select! {
+        started = start(&mut supervisor, &layout, &node, &args, rbac) => match started {
+            Ok(()) => false,
+            Err(e) => {
+                supervisor.shutdown().await;
+                return Err(e);
+            }
+        },
+        () = &mut shutdown => true,
     };
-    match started {
-        Ok(true) => {}
-        Ok(false) => {
-            println!("stopping…");
-            supervisor.shutdown().await;
-            return Ok(());
-        }
-        Err(e) => {
-            supervisor.shutdown().await;
-            return Err(e);
-        }
+    if !interrupted {
+        print_banner(&layout, &node);
+        shutdown.await;
     }
+    println!("stopping…");
+    supervisor.shutdown().await;
+    Ok(())
+}
+
+fn print_banner(layout: &Layout, node: &str) {
     println!("stowage is up on node {node}.");
     println!("  export KUBECONFIG={}", layout.kubeconfig().display());
     println!("  kubectl get storageclass");
@@ -114,10 +118,6 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     );
     println!("  stowage status --data {}", layout.data().display());
     println!("Ctrl-C stops everything; `stowage up` on the same --data resumes.");
-    shutdown.await;
-    println!("stopping…");
-    supervisor.shutdown().await;
-    Ok(())
 }
 
 fn prepare(layout: &Layout, node: &str) -> Result<(), Error> {
