@@ -8,6 +8,7 @@ use std::path::Path;
 
 use nix::fcntl::PosixFadviseAdvice;
 use nix::unistd::{Whence, lseek};
+use stowage_sys::io_priority::{self, IoClass};
 
 use crate::error::{Error, Result};
 
@@ -111,16 +112,21 @@ pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
     in_background(|| copy_sparse_here(from, to, &mut CopyBuffer::new()))
 }
 
-/// Runs bulk work on its own thread at [`COPY_NICE`]: the priority is the thread's
-/// alone (Linux applies setpriority to a thread id), so the pool's threads keep theirs,
-/// and a program it starts inherits it.
+/// Runs bulk work on its own thread at [`COPY_NICE`] and in the idle I/O class: both
+/// are the thread's alone (Linux applies them to a thread id), so the pool's threads
+/// keep theirs, and a program it starts (mkfs, resize2fs) inherits them. In the idle
+/// class, its writes wait in the disk queue behind the small calls' record fsyncs
+/// rather than in front of them.
 pub(crate) fn in_background<T: Send>(copy: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let me = rustix::thread::gettid();
                 if let Err(e) = rustix::process::setpriority_process(Some(me), COPY_NICE) {
-                    tracing::debug!(error = %e, "copy keeps its priority");
+                    tracing::debug!(error = %e, "copy keeps its CPU priority");
+                }
+                if let Err(e) = io_priority::set_thread_class(IoClass::Idle) {
+                    tracing::debug!(error = %e, "copy keeps its I/O class");
                 }
                 copy()
             })
@@ -390,30 +396,40 @@ mod tests {
     #[test]
     fn copies_run_at_background_priority_on_their_own_thread() {
         let here = rustix::process::getpriority_process(None).expect("nice");
-        let copying = in_background(|| {
-            Ok(rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice"))
+        let io_class_here = io_priority::thread_class().expect("I/O class");
+        let (copying, io_class) = in_background(|| {
+            Ok((
+                rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice"),
+                io_priority::thread_class().expect("I/O class"),
+            ))
         })
         .expect("copy");
-        assert_eq!(copying, COPY_NICE);
+        assert_eq!((copying, io_class), (COPY_NICE, IoClass::Idle));
         assert_eq!(
             rustix::process::getpriority_process(None).expect("nice"),
             here,
             "the caller's thread keeps its priority"
         );
+        assert_eq!(
+            io_priority::thread_class().expect("I/O class"),
+            io_class_here
+        );
+        assert_ne!(io_class_here, IoClass::Idle);
     }
 
     #[test]
     fn programs_started_in_the_background_inherit_its_priority() {
-        let out = in_background(|| {
-            std::process::Command::new("nice")
-                .output()
-                .map_err(|e| Error::io("run nice", e))
-        })
-        .expect("nice runs");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            COPY_NICE.to_string()
-        );
+        let run = |program: &'static str| {
+            let out = in_background(|| {
+                std::process::Command::new(program)
+                    .output()
+                    .map_err(|e| Error::io(program, e))
+            })
+            .expect("runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(run("nice"), COPY_NICE.to_string());
+        assert_eq!(run("ionice"), "idle");
     }
 
     #[test]

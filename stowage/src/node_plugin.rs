@@ -52,17 +52,18 @@ pub struct NodeArgs {
     pub without_controller: bool,
 }
 
-/// The node plugin runs on every node for as long as the node lives: a couple of
-/// workers keep its footprint the same on a 4-core node and a 128-core one. Every node
-/// call runs on the blocking pool (a mount, mkfs or copy may block for long); the pool
+/// The node plugin runs on every node for as long as the node lives. Every call runs on
+/// the blocking pool (a mount, mkfs or copy may block for long), so the runtime's one
+/// thread only frames gRPC: a second worker added its wake-ups (17 % of the plugin's
+/// CPU at one call at a time) and its allocator arena, and no latency at 16 calls in
+/// flight (BENCHMARKS.md). The pool
 /// is wide enough that a few calls stuck on a dead NFS server or a frozen filesystem
 /// leave room for the rest, and its threads exit after 2 s idle. Sixteen, not more:
 /// each thread keeps a stack and an allocator arena, and on a node's few cores more
 /// threads than concurrent calls only add memory (32 threads held 0.4 MiB more after
 /// 16 concurrent lifecycles, for no change in latency).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(16)
         .thread_keep_alive(Duration::from_secs(2))
         .enable_all()

@@ -1,8 +1,8 @@
 //! A node call that blocks in the kernel does not hold up the others. Publishes whose
 //! targets lie on a frozen filesystem (`fsfreeze`) block in mkdir until it thaws, as a
 //! call blocks in a slow mount, mkfs or copy; meanwhile a whole small lifecycle on the
-//! same node plugin completes. The previous plugin ran every call on the async
-//! runtime's two workers, so two blocked calls stalled every other one.
+//! same node plugin completes. A plugin that ran every call on the async
+//! runtime's two workers answered nothing while two calls were blocked.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! The CSI Node service. Whether a path is mounted is asked of the kernel with one
 //! `statx` of the path's fd; which other targets hold a volume is kept in memory
 //! ([`MountIndex`]). Every call runs on the blocking pool: mounts, unmounts, loop
-//! devices and filesystem tools block, and the runtime's two workers must stay free for
-//! the other calls. Every mount effect goes through the service's [`Mounts`], so the
+//! devices and filesystem tools block, and the runtime's thread must stay free for the
+//! other calls. Every mount effect goes through the service's [`Mounts`], so the
 //! handlers' rules are unit-tested against a recording fake (`tests.rs`).
 
 use std::collections::HashMap;
