@@ -5,4 +5,5 @@
 //! says, so the unsafety is the call itself and nothing is borrowed across it.
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod io_priority;
