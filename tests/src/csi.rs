@@ -470,6 +470,25 @@ impl Csi {
         Ok(response.into_inner())
     }
 
+    /// A whole small lifecycle without staging: CreateVolume of `name` (1 MiB),
+    /// NodePublish at `target`, NodeUnpublish, DeleteVolume; panics naming the step
+    /// that failed.
+    pub async fn small_lifecycle(&self, name: &str, target: &Path) {
+        let volume = self
+            .create(create_request(name, 1 << 20, &[]))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        self.node_publish(publish_request(&volume, target))
+            .await
+            .unwrap_or_else(|e| panic!("publish {name}: {e}"));
+        self.node_unpublish(&volume.volume_id, target)
+            .await
+            .unwrap_or_else(|e| panic!("unpublish {name}: {e}"));
+        self.delete(&volume.volume_id)
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
     /// Takes a staged volume down as kubelet does: NodeUnpublish at each of `targets`,
     /// then NodeUnstage at `staging`; panics naming the step that failed.
     pub async fn release(&self, volume_id: &str, targets: &[&Path], staging: &Path) {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::mount::{MsFlags, mount};
-use stowage_tests::csi::{Csi, create_request, mount_rwo, publish_request};
+use stowage_tests::csi::{create_request, mount_rwo, publish_request};
 use stowage_tests::driver::Launch;
 use stowage_tests::mounts::mounts_under;
 use stowage_tests::wait_for;
@@ -99,22 +99,6 @@ fn blocked_threads(pid: u32) -> usize {
         .count()
 }
 
-/// CreateVolume, publish, unpublish, DeleteVolume of one small volume.
-async fn small_lifecycle(csi: &Csi, kubelet: &Path) {
-    let volume = csi
-        .create(create_request("hol-small", 1 << 20, &[]))
-        .await
-        .expect("create");
-    let target = kubelet.join("pods/small/mount");
-    csi.node_publish(publish_request(&volume, &target))
-        .await
-        .expect("publish");
-    csi.node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    csi.delete(&volume.volume_id).await.expect("delete");
-}
-
 #[tokio::test]
 async fn a_blocked_call_does_not_stall_the_others() {
     let launch = Launch::node(NODE).kubelet_dir();
@@ -149,7 +133,11 @@ async fn a_blocked_call_does_not_stall_the_others() {
     )
     .await;
 
-    let small = tokio::time::timeout(Duration::from_secs(20), small_lifecycle(csi, &kubelet)).await;
+    let small = tokio::time::timeout(
+        Duration::from_secs(20),
+        csi.small_lifecycle("hol-small", &kubelet.join("pods/small/mount")),
+    )
+    .await;
     let still_blocked = blocked.iter().filter(|b| !b.is_finished()).count();
     drop(frozen);
     small.expect("a small lifecycle completes while other calls are blocked");

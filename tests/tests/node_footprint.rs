@@ -3,10 +3,9 @@
 //! 64 MiB reservation, of which the arena keeps what it last used) for the life of the
 //! process; the plugin limits itself to one arena, so a burst leaves none behind.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use futures_util::future::join_all;
-use stowage_tests::csi::{Csi, create_request, publish_request};
 use stowage_tests::driver::Launch;
 
 const CALLS_AT_ONCE: usize = 16;
@@ -35,21 +34,6 @@ fn arena_reservations(pid: u32) -> usize {
         .count()
 }
 
-async fn lifecycle(csi: Csi, kubelet: &Path, i: usize) {
-    let volume = csi
-        .create(create_request(&format!("burst-{i}"), 1 << 20, &[]))
-        .await
-        .expect("create");
-    let target = kubelet.join(format!("pods/{i}/mount"));
-    csi.node_publish(publish_request(&volume, &target))
-        .await
-        .expect("publish");
-    csi.node_unpublish(&volume.volume_id, &target)
-        .await
-        .expect("unpublish");
-    csi.delete(&volume.volume_id).await.expect("delete");
-}
-
 #[tokio::test]
 async fn a_burst_of_calls_leaves_no_malloc_arena_behind() {
     let launch = Launch::node("node-footprint").kubelet_dir();
@@ -57,7 +41,20 @@ async fn a_burst_of_calls_leaves_no_malloc_arena_behind() {
     let plugin = launch.start().await;
     let pid = plugin.pid().expect("pid");
 
-    join_all((0..CALLS_AT_ONCE).map(|i| lifecycle(plugin.csi.clone(), &kubelet, i))).await;
+    let calls: Vec<(String, PathBuf)> = (0..CALLS_AT_ONCE)
+        .map(|i| {
+            (
+                format!("burst-{i}"),
+                kubelet.join(format!("pods/{i}/mount")),
+            )
+        })
+        .collect();
+    join_all(
+        calls
+            .iter()
+            .map(|(name, target)| plugin.csi.small_lifecycle(name, target)),
+    )
+    .await;
 
     assert_eq!(
         arena_reservations(pid),
