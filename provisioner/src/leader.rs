@@ -84,6 +84,9 @@ pub enum TimingError {
     },
 }
 
+/// Reads and writes a release tries while the lease keeps changing under it.
+const RELEASE_ATTEMPTS: usize = 5;
+
 /// Campaigns for, holds and releases the Lease of a [`LeaderConfig`].
 pub struct Elector {
     api: Api<Lease>,
@@ -134,24 +137,34 @@ impl Elector {
         tracing::warn!(lease = %self.config.lease, "lost leadership");
     }
 
-    /// Gives the lease up so a standby need not wait out the duration.
+    /// Gives the lease up so a standby need not wait out the duration. A renewal cut
+    /// short by the shutdown may still land after the read: its conflict means read
+    /// again, not give up.
     pub async fn release(&mut self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.lease).await else {
-            return;
-        };
-        let spec = lease.spec.get_or_insert_default();
-        if spec.holder_identity.as_deref() != Some(&self.config.identity) {
-            return;
+        for _ in 0..RELEASE_ATTEMPTS {
+            let Ok(Some(mut lease)) = self.api.get_opt(&self.config.lease).await else {
+                return;
+            };
+            let spec = lease.spec.get_or_insert_default();
+            if spec.holder_identity.as_deref() != Some(&self.config.identity) {
+                return;
+            }
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            match self
+                .api
+                .replace(&self.config.lease, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "could not release the lease");
+                    return;
+                }
+            }
         }
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        if let Err(error) = self
-            .api
-            .replace(&self.config.lease, &PostParams::default(), &lease)
-            .await
-        {
-            tracing::warn!(%error, "could not release the lease");
-        }
+        tracing::warn!("could not release the lease: it kept changing");
     }
 
     async fn try_acquire_or_renew(&mut self) -> Result<bool> {
