@@ -64,6 +64,9 @@ enum Owner {
 /// (`stowage bench up`).
 const WORK_IN_FLIGHT: usize = 128;
 
+/// The provisioner's name in the write-conflict count.
+const WRITER: &str = "provisioner";
+
 /// One piece of work a pass starts.
 enum Work {
     /// CreateVolume and the PersistentVolume, on this node when given.
@@ -133,11 +136,27 @@ impl Provisioner {
                     Work::Expand(pv, bytes) => this.expand(&pvc, &pv, bytes, &key).await,
                 };
                 if let Err(error) = outcome {
-                    tracing::debug!(claim = %pvc.name_any(), %error, "deferred");
+                    this.deferred(&pvc, &error);
                 }
                 this.steps.end(&key);
             });
         }
+    }
+
+    /// A claim's work stopped at an API error; a later pass tries again. Conflicts
+    /// are counted: each is a write lost to another writer of the same object.
+    fn deferred(&self, pvc: &PersistentVolumeClaim, error: &crate::Error) {
+        if !error.is_conflict() {
+            tracing::debug!(claim = %pvc.name_any(), %error, "deferred");
+            return;
+        }
+        let metrics = &self.cx.config.metrics;
+        metrics.write_conflict(WRITER);
+        tracing::debug!(
+            claim = %pvc.name_any(),
+            conflicts_total = metrics.write_conflicts_of(WRITER),
+            "write conflict: the object changed since it was read; deferred"
+        );
     }
 
     /// What this instance should do about a claim, keyed for backoff and in-flight.
