@@ -37,6 +37,15 @@ pub struct Metrics {
     pub leader: Gauge,
     /// 1 while the binder stands down for another controller's Lease.
     pub binder_standing_down: Gauge,
+    /// Writes the API refused because the object had changed since it was read (409).
+    pub write_conflicts: Family<WriterLabels, Counter>,
+}
+
+/// The label of a write conflict's count.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriterLabels {
+    /// The controller whose write was refused: `binder` or `provisioner`.
+    pub writer: &'static str,
 }
 
 /// The label of a provisioning attempt's count.
@@ -59,6 +68,7 @@ impl Default for Metrics {
             provision_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
             leader: Gauge::default(),
             binder_standing_down: Gauge::default(),
+            write_conflicts: Family::default(),
         }
     }
 }
@@ -113,7 +123,26 @@ impl Metrics {
             "1 while the binder leaves binding to the holder of --defer-binding-to's Lease",
             metrics.binder_standing_down.clone(),
         );
+        registry.register(
+            "write_conflicts",
+            "Writes refused because the object changed since it was read (HTTP 409), by writer",
+            metrics.write_conflicts.clone(),
+        );
         metrics
+    }
+
+    /// Counts a write of `writer` refused with a conflict.
+    pub fn write_conflict(&self, writer: &'static str) {
+        self.write_conflicts
+            .get_or_create(&WriterLabels { writer })
+            .inc();
+    }
+
+    /// The writes of `writer` refused with a conflict so far.
+    pub fn write_conflicts_of(&self, writer: &'static str) -> u64 {
+        self.write_conflicts
+            .get_or_create(&WriterLabels { writer })
+            .get()
     }
 
     /// Counts a provisioning attempt; a success's time goes into the histogram.

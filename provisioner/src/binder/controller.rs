@@ -48,6 +48,9 @@ pub struct Binder {
     deferral: Option<LeaseObserver>,
 }
 
+/// The binder's name in the write-conflict count.
+const WRITER: &str = "binder";
+
 /// How one step's writes ended.
 enum Outcome {
     Done,
@@ -62,12 +65,25 @@ struct PassTally {
     binds: usize,
     claims: usize,
     volumes: usize,
-    conflicts: usize,
+    /// Conflicts of the bindings, of the other claim writes, of the other volume writes.
+    bind_conflicts: usize,
+    claim_conflicts: usize,
+    volume_conflicts: usize,
     failed: usize,
 }
 
-fn is_conflict(error: &crate::Error) -> bool {
-    matches!(error, crate::Error::Kube(kube::Error::Api(status)) if status.code == 409)
+impl PassTally {
+    fn conflict(&mut self, step: &Step) {
+        match step {
+            Step::Bind(..) => self.bind_conflicts += 1,
+            Step::Claim(..) => self.claim_conflicts += 1,
+            Step::Volume(..) => self.volume_conflicts += 1,
+        }
+    }
+
+    fn conflicts(&self) -> usize {
+        self.bind_conflicts + self.claim_conflicts + self.volume_conflicts
+    }
 }
 
 impl Binder {
@@ -174,15 +190,21 @@ impl Binder {
                 Step::Volume(..) => tally.volumes += 1,
             }
         }
-        let outcomes: Vec<Outcome> = futures_util::stream::iter(steps)
-            .map(|step| self.apply(step))
+        let outcomes: Vec<(Step, Outcome)> = futures_util::stream::iter(steps)
+            .map(|step| async move {
+                let outcome = self.apply(&step).await;
+                (step, outcome)
+            })
             .buffer_unordered(WRITES_IN_FLIGHT)
             .collect()
             .await;
-        for outcome in outcomes {
+        for (step, outcome) in outcomes {
             match outcome {
                 Outcome::Done => {}
-                Outcome::Conflict => tally.conflicts += 1,
+                Outcome::Conflict => {
+                    tally.conflict(&step);
+                    self.metrics.write_conflict(WRITER);
+                }
                 Outcome::Failed => tally.failed += 1,
             }
         }
@@ -193,7 +215,11 @@ impl Binder {
             binds = tally.binds,
             claims = tally.claims,
             volumes = tally.volumes,
-            conflicts = tally.conflicts,
+            conflicts = tally.conflicts(),
+            bind_conflicts = tally.bind_conflicts,
+            claim_conflicts = tally.claim_conflicts,
+            volume_conflicts = tally.volume_conflicts,
+            conflicts_total = self.metrics.write_conflicts_of(WRITER),
             failed = tally.failed,
             planned_ms = planned.as_millis() as u64,
             total_ms = elapsed.as_millis() as u64,
@@ -207,20 +233,20 @@ impl Binder {
         plan(self.volumes.state(), self.claims.state(), &classes)
     }
 
-    async fn apply(&self, step: Step) -> Outcome {
+    async fn apply(&self, step: &Step) -> Outcome {
         let (what, result) = match step {
-            Step::Bind(pv, pvc) => (pvc.name_any(), self.bind(&pv, &pvc).await),
-            Step::Claim(pvc, action) => (pvc.name_any(), self.settle_claim(&pvc, &action).await),
+            Step::Bind(pv, pvc) => (pvc.name_any(), self.bind(pv, pvc).await),
+            Step::Claim(pvc, action) => (pvc.name_any(), self.settle_claim(pvc, action).await),
             Step::Volume(pv, volume, action) => (
                 pv.name_any(),
-                self.settle_volume(&pv, &volume, action).await,
+                self.settle_volume(pv, volume, action.clone()).await,
             ),
         };
         match result {
             Ok(()) => Outcome::Done,
             Err(error) => {
                 tracing::debug!(object = %what, %error, "update deferred to the next pass");
-                if is_conflict(&error) {
+                if error.is_conflict() {
                     Outcome::Conflict
                 } else {
                     Outcome::Failed

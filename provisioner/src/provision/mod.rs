@@ -2,12 +2,16 @@
 //! class whose provisioner is `csi.stowage.io`, CreateVolume through CSI and a
 //! PersistentVolume pre-bound to the claim; the binder then binds the pair.
 //!
-//! NFS classes belong to the central instance. Local volumes belong to the
-//! instance of their node: the selected node of a WaitForFirstConsumer claim, or
-//! for an Immediate claim the node instance that first writes its own name as the
-//! selected node (an optimistic write: exactly one wins).
+//! An instance acts on a claim only once the binder has named this driver in its
+//! storage-provisioner annotation (`duty`), as external-provisioner waits for
+//! kube-controller-manager's. NFS classes belong to the central instance. Local
+//! volumes belong to the instance of their node: the selected node of a
+//! WaitForFirstConsumer claim, or for an Immediate claim the node instance that
+//! first writes its own name as the selected node (an optimistic write: exactly one
+//! wins).
 
 mod capacities;
+mod duty;
 pub(crate) mod error;
 pub(crate) mod expand;
 pub mod request;
@@ -33,6 +37,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::Semaphore;
 
 use self::capacities::Capacities;
+use self::duty::{Duty, duty};
 use self::error::{ExpandError, ProvisionError, SourceError};
 use self::request::{DataSource, create_request, persistent_volume, volume_name};
 use self::secrets::SecretRefs;
@@ -46,23 +51,15 @@ use crate::reclaim::plan::pinned_node;
 use crate::steps::{Stepped, Steps};
 use crate::{Controller, Result, Scope};
 
-/// Where a claim's volume is made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Owner {
-    Central,
-    Node(String),
-    /// An Immediate local claim no node has taken yet.
-    AnyNode,
-    /// A WaitForFirstConsumer claim without a selected node yet.
-    NotYet,
-}
-
 /// Claims worked on at once. Each is a few API writes and a CreateVolume, and the
 /// API server commits the writes queued at a time with one fsync, so enough must be
 /// in flight to fill its groups; with no bound, 10,000 claims created at once started
 /// 10,000 tasks, whose requests queued in the API server ahead of the binder's
 /// (`stowage bench up`).
 const WORK_IN_FLIGHT: usize = 128;
+
+/// The provisioner's name in the write-conflict count.
+const WRITER: &str = "provisioner";
 
 /// One piece of work a pass starts.
 enum Work {
@@ -133,11 +130,27 @@ impl Provisioner {
                     Work::Expand(pv, bytes) => this.expand(&pvc, &pv, bytes, &key).await,
                 };
                 if let Err(error) = outcome {
-                    tracing::debug!(claim = %pvc.name_any(), %error, "deferred");
+                    this.deferred(&pvc, &error);
                 }
                 this.steps.end(&key);
             });
         }
+    }
+
+    /// A claim's work stopped at an API error; a later pass tries again. Conflicts
+    /// are counted: each is a write lost to another writer of the same object.
+    fn deferred(&self, pvc: &PersistentVolumeClaim, error: &crate::Error) {
+        if !error.is_conflict() {
+            tracing::debug!(claim = %pvc.name_any(), %error, "deferred");
+            return;
+        }
+        let metrics = &self.cx.config.metrics;
+        metrics.write_conflict(WRITER);
+        tracing::debug!(
+            claim = %pvc.name_any(),
+            conflicts_total = metrics.write_conflicts_of(WRITER),
+            "write conflict: the object changed since it was read; deferred"
+        );
     }
 
     /// What this instance should do about a claim, keyed for backoff and in-flight.
@@ -159,15 +172,11 @@ impl Provisioner {
             if exists || self.is_refused(&uid, pvc, class) {
                 return None;
             }
-            let work = match (&self.cx.config.scope, owner(pvc, class)) {
-                (Scope::Central, Owner::Central) => Work::Provision(None),
-                (Scope::Node(me), Owner::Node(node)) if *me == node => Work::Provision(Some(node)),
-                (Scope::Node(me), Owner::AnyNode)
-                    if self.clone_source_node(pvc).is_none_or(|node| node == *me) =>
-                {
-                    Work::Take(me.clone())
-                }
-                _ => return None,
+            let work = match duty(&self.cx.config.scope, pvc, class, || {
+                self.clone_source_node(pvc)
+            })? {
+                Duty::Provision(node) => Work::Provision(node),
+                Duty::Take(node) => Work::Take(node),
             };
             return Some((uid, class.clone(), work));
         }
@@ -329,11 +338,10 @@ impl Provisioner {
         node: Option<&str>,
     ) -> Result<()> {
         let started = Instant::now();
-        let pvc = self.annotate(pvc).await?;
-        let name = match self.make_volume(&pvc, class, node).await {
+        let name = match self.make_volume(pvc, class, node).await {
             Ok(name) => name,
-            Err(error) if error.is_final() => return self.refuse(&pvc, class, &error).await,
-            Err(error) => return self.retry(&pvc, &error).await,
+            Err(error) if error.is_final() => return self.refuse(pvc, class, &error).await,
+            Err(error) => return self.retry(pvc, &error).await,
         };
         self.steps
             .backoff()
@@ -344,7 +352,7 @@ impl Provisioner {
             .provisioned("success", started.elapsed());
         self.events
             .normal(
-                &claim_reference(&pvc),
+                &claim_reference(pvc),
                 "ProvisioningSucceeded",
                 &format!("Successfully provisioned volume {name}"),
             )
@@ -590,29 +598,6 @@ impl Provisioner {
             .ok_or(SourceError::ClaimForeign { namespace, name })
     }
 
-    /// Says which provisioner works on the claim, as upstream annotates it.
-    async fn annotate(&self, pvc: &PersistentVolumeClaim) -> Result<PersistentVolumeClaim> {
-        if pvc
-            .annotations()
-            .get(annotations::STORAGE_PROVISIONER)
-            .map(String::as_str)
-            == Some(DRIVER_NAME)
-        {
-            return Ok(pvc.clone());
-        }
-        let mut pvc = pvc.clone();
-        let map = pvc.annotations_mut();
-        map.insert(annotations::STORAGE_PROVISIONER.into(), DRIVER_NAME.into());
-        map.insert(
-            annotations::BETA_STORAGE_PROVISIONER.into(),
-            DRIVER_NAME.into(),
-        );
-        Ok(self
-            .claims_api(&pvc)
-            .replace(&pvc.name_any(), &PostParams::default(), &pvc)
-            .await?)
-    }
-
     /// A failure a retry may mend: try again after the claim's backoff.
     async fn retry(&self, pvc: &PersistentVolumeClaim, why: &ProvisionError) -> Result<()> {
         let wait = self
@@ -686,24 +671,6 @@ fn wants_volume(pvc: &PersistentVolumeClaim) -> Option<String> {
     (unbound && pending && pvc.metadata.deletion_timestamp.is_none())
         .then(|| claim_class(pvc))?
         .filter(|name| !name.is_empty())
-}
-
-fn owner(pvc: &PersistentVolumeClaim, class: &StorageClass) -> Owner {
-    let kind = class
-        .parameters
-        .as_ref()
-        .and_then(|p| p.get("type"))
-        .map_or("local", String::as_str);
-    if kind == "nfs" {
-        return Owner::Central;
-    }
-    match pvc.annotations().get(annotations::SELECTED_NODE) {
-        Some(node) => Owner::Node(node.clone()),
-        None if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
-            Owner::NotYet
-        }
-        None => Owner::AnyNode,
-    }
 }
 
 fn class_of(pvc: &PersistentVolumeClaim) -> String {
