@@ -5,14 +5,16 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
 };
 use kube::{Api, Client, ResourceExt};
-use provisioner::{Config, Scope};
+use provisioner::{Config, Metrics, Scope};
 use serde_json::{Value, json};
 use stowage_tests::api::{InProcessApi, wait_for_event, wait_for_volume_gone};
 use stowage_tests::driver::Launch;
@@ -68,16 +70,19 @@ impl Cluster {
         }
     }
 
-    fn run(&self, scope: Scope, socket: &Path) {
+    /// Starts an instance of `scope`; its metrics.
+    fn run(&self, scope: Scope, socket: &Path) -> Metrics {
         let config = Config {
             csi: Some(csi_proto::channel::lazy(socket)),
             ..Config::new(scope)
         };
+        let metrics = config.metrics.clone();
         tokio::spawn(provisioner::run(
             self.client.clone(),
             config,
             std::future::pending(),
         ));
+        metrics
     }
 
     async fn add_class(&self, class: StorageClass) {
@@ -301,6 +306,68 @@ async fn local_claims_are_provisioned_on_their_node_bound_and_deleted() {
         .delete_and_wait_gone("copy", &copied.name_any())
         .await;
     assert_eq!(volume_dirs(&local_root), 0, "every volume deleted on disk");
+}
+
+/// The binder names the provisioner on a new claim and the node instance takes it for
+/// its node: one after the other, so neither meets the other's write. (When the node
+/// took an Immediate claim as it arrived, about one claim in ten met a conflict.)
+#[tokio::test]
+async fn new_immediate_claims_are_written_by_one_controller_at_a_time() {
+    const CLAIMS: usize = 200;
+    let dir = TempDir::new().expect("tempdir");
+    let cluster = Cluster::start(&dir.path().join("api")).await;
+    let _node = Launch::node(NODE).in_dir(dir.path()).start().await;
+    let central = cluster.run(Scope::Central, &dir.path().join("no-controller.sock"));
+    let node = cluster.run(Scope::Node(NODE.into()), &dir.path().join("node.sock"));
+    cluster
+        .add_class(class("local-now", "Immediate", json!({"type": "local"})))
+        .await;
+
+    let claims: Vec<PersistentVolumeClaim> = (0..CLAIMS)
+        .map(|i| claim(&format!("many-{i}"), "local-now", json!({})))
+        .collect();
+    let params = PostParams::default();
+    join_all(claims.iter().map(|c| cluster.claims.create(&params, c)))
+        .await
+        .into_iter()
+        .collect::<kube::Result<Vec<_>>>()
+        .expect("claims");
+    wait_for("every claim Bound", Duration::from_secs(120), async || {
+        let claims = cluster.claims.list(&ListParams::default()).await.ok()?;
+        let bound = claims
+            .items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+            .count();
+        (bound == CLAIMS).then_some(())
+    })
+    .await;
+
+    assert_eq!(
+        (
+            central.write_conflicts_of("binder"),
+            node.write_conflicts_of("provisioner")
+        ),
+        (0, 0),
+        "write conflicts (binder, node provisioner)"
+    );
+    for claim in cluster
+        .claims
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        assert_eq!(
+            claim
+                .annotations()
+                .get("volume.kubernetes.io/storage-provisioner")
+                .map(String::as_str),
+            Some("csi.stowage.io"),
+            "{} names its provisioner",
+            claim.name_any()
+        );
+    }
 }
 
 #[tokio::test]
