@@ -10,11 +10,13 @@
 //! fraction of one under concurrency, and reads (get, list, pages) never touch the
 //! disk. At open the log is replayed; a torn tail (an unacknowledged batch cut by a
 //! crash) ends the replay and is cut off. When dead lines outnumber live records the
-//! log is rewritten (temporary file, fsync, rename, directory fsync).
+//! log is rewritten (temporary file, fsync, rename, directory fsync), streamed a chunk
+//! of records at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +64,17 @@ pub type SyncFn = Box<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
 
 /// Rewrite the log once it holds this many lines more than twice the live records.
 const COMPACT_SLACK: usize = 4096;
+
+/// Records a rewrite of the log copies per hold of the state lock (about 128 KiB of
+/// lines): what it costs in memory, and the longest a read waits behind it.
+const COMPACT_CHUNK: usize = 256;
+
+/// Which of the two maps.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Volume,
+    Snapshot,
+}
 
 /// The records of one local root: the log on disk, the live records in memory.
 pub struct Store {
@@ -240,6 +253,8 @@ impl Store {
     /// As [`Store::open`], with the given way of making a batch durable.
     pub fn open_with(path: &Path, sync: SyncFn) -> Result<Self> {
         let lock = lock(path)?;
+        // A rewrite cut short by a crash: only its rename would have made it count.
+        localfs::remove_any(&path.with_extension("log.tmp"))?;
         let mut state = State::default();
         let valid_len = replay(path, &mut state)?;
         let mut options = OpenOptions::new();
@@ -403,6 +418,8 @@ impl Store {
         }
         let compact = outcome.is_ok() && state.poisoned.is_none() && self.wants(&state);
         drop(state);
+        // The batch's writers have their outcomes: they need not wait for a rewrite.
+        self.committed.notify_all();
         if compact && let Err(e) = self.compact() {
             tracing::warn!(error = %e, "could not rewrite the record log; it keeps growing");
         }
@@ -443,30 +460,13 @@ impl Store {
         state.lines > 2 * live + COMPACT_SLACK
     }
 
-    /// Rewrites the log with one line per live record. Called only while no commit
-    /// writes (at open, or by a leader), so the maps match the file.
+    /// Rewrites the log with one line per live record. Called only by the leader of
+    /// a commit (or at open, before the store is shared): only a leader changes the
+    /// maps, so they hold still while the records stream out a chunk at a time, and
+    /// the state lock is let go between chunks for readers and queueing writers.
     fn compact(&self) -> Result<()> {
         let temp = self.path.with_extension("log.tmp");
         let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
-        let (bytes, lines) = {
-            let state = self.lock();
-            let mut bytes = Vec::new();
-            let records = state
-                .volumes
-                .iter()
-                .map(|r| ("putVolume", r))
-                .chain(state.snapshots.iter().map(|r| ("putSnapshot", r)));
-            for (op, (key, record)) in records {
-                // The line a `Change::Put…` encodes to, built from the kept JSON.
-                let key = serde_json::to_string(key).map_err(encoding)?;
-                bytes.extend_from_slice(
-                    format!(r#"{{"op":"{op}","key":{key},"record":"#).as_bytes(),
-                );
-                bytes.extend_from_slice(record);
-                bytes.extend_from_slice(b"}\n");
-            }
-            (bytes, state.volumes.len() + state.snapshots.len())
-        };
         let mut out = OpenOptions::new()
             .write(true)
             .create(true)
@@ -474,8 +474,22 @@ impl Store {
             .mode(0o600)
             .open(&temp)
             .map_err(|e| Error::io(ctx("create", &temp), e))?;
-        out.write_all(&bytes)
-            .map_err(|e| Error::io(ctx("write", &temp), e))?;
+        let mut chunk = Vec::new();
+        let mut lines = 0;
+        for kind in [Kind::Volume, Kind::Snapshot] {
+            let mut after: Option<String> = None;
+            loop {
+                chunk.clear();
+                let (count, last) = self.compacted_lines(kind, after.as_deref(), &mut chunk)?;
+                if count == 0 {
+                    break;
+                }
+                out.write_all(&chunk)
+                    .map_err(|e| Error::io(ctx("write", &temp), e))?;
+                lines += count;
+                after = last;
+            }
+        }
         out.sync_all()
             .map_err(|e| Error::io(ctx("fsync", &temp), e))?;
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -489,6 +503,40 @@ impl Store {
             .map_err(|e| Error::io(ctx("open", &self.path), e))?;
         self.lock().lines = lines;
         Ok(())
+    }
+
+    /// Appends to `out` the log lines of up to [`COMPACT_CHUNK`] records of `kind`
+    /// whose keys follow `after`; returns how many and the last key.
+    fn compacted_lines(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<String>)> {
+        let state = self.lock();
+        let (map, op) = match kind {
+            Kind::Volume => (&state.volumes, "putVolume"),
+            Kind::Snapshot => (&state.snapshots, "putSnapshot"),
+        };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut count = 0;
+        let mut last = None;
+        for (key, record) in map
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(COMPACT_CHUNK)
+        {
+            // The line a `Change::Put…` encodes to, built from the kept JSON.
+            out.extend_from_slice(br#"{"op":""#);
+            out.extend_from_slice(op.as_bytes());
+            out.extend_from_slice(br#"","key":"#);
+            serde_json::to_writer(&mut *out, key).map_err(encoding)?;
+            out.extend_from_slice(br#","record":"#);
+            out.extend_from_slice(record);
+            out.extend_from_slice(b"}\n");
+            count += 1;
+            last = Some(key);
+        }
+        Ok((count, last.cloned()))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
