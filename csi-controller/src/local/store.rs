@@ -20,7 +20,7 @@ use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -98,7 +98,8 @@ impl std::fmt::Debug for Store {
 
 /// Records are kept as their compact JSON, a third of the memory of the decoded
 /// structs (whose small maps each take a B-tree node); a read decodes the one it needs.
-type Encoded = Box<[u8]>;
+/// Shared, so that a read takes its records out of the lock without copying them.
+type Encoded = Arc<[u8]>;
 
 /// What an enforced volume (image, block, quota) promises of the root: its data's
 /// layout and its capacity. Kept beside the records so that GetCapacity and a quota
@@ -179,17 +180,13 @@ impl Entry {
             Change::PutVolume { key, record } => Effect::Put {
                 snapshot: false,
                 key,
-                record: serde_json::to_vec(&record)
-                    .map_err(encoding)?
-                    .into_boxed_slice(),
+                record: serde_json::to_vec(&record).map_err(encoding)?.into(),
                 reservation: Reservation::of(&record),
             },
             Change::PutSnapshot { key, record } => Effect::Put {
                 snapshot: true,
                 key,
-                record: serde_json::to_vec(&record)
-                    .map_err(encoding)?
-                    .into_boxed_slice(),
+                record: serde_json::to_vec(&record).map_err(encoding)?.into(),
                 reservation: None,
             },
             Change::DeleteVolume { key } => Effect::Delete {
@@ -202,6 +199,33 @@ impl Entry {
             },
         };
         Ok(Self { line, effect })
+    }
+}
+
+impl Entry {
+    /// A put read back from the log: the record is decoded (to check it, and for a
+    /// volume's reservation) but kept as the bytes read, not encoded again. `None`
+    /// when `record` is not exactly one record of its kind.
+    fn as_read(kind: Kind, key: String, record: &[u8]) -> Option<Self> {
+        let (snapshot, reservation) = match kind {
+            Kind::Volume => {
+                let decoded: VolumeRecord = serde_json::from_slice(record).ok()?;
+                (false, Reservation::of(&decoded))
+            }
+            Kind::Snapshot => {
+                serde_json::from_slice::<SnapshotRecord>(record).ok()?;
+                (true, None)
+            }
+        };
+        Some(Self {
+            line: Vec::new(),
+            effect: Effect::Put {
+                snapshot,
+                key,
+                record: record.into(),
+                reservation,
+            },
+        })
     }
 }
 
@@ -344,14 +368,21 @@ impl Store {
 
     /// Up to `limit` volumes in key order whose key is at least `from`.
     pub fn volumes_from(&self, from: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
-        let page: Vec<(String, Encoded)> = self
+        let page: Vec<Encoded> = self
             .lock()
             .volumes
-            .range(from.to_string()..)
+            .range::<str, _>((Bound::Included(from), Bound::Unbounded))
             .take(limit)
-            .map(|(k, r)| (k.clone(), r.clone()))
+            .map(|(_, r)| r.clone())
             .collect();
-        page.iter().map(|(k, b)| decoded(k, b)).collect()
+        page.iter()
+            .map(|b| {
+                serde_json::from_slice(b).map_err(|e| Error::CorruptMetadata {
+                    path: format!("a record from {from} in memory"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Makes `changes` durable together (one line each, in one batch or in a batch
@@ -643,13 +674,39 @@ fn replay(path: &Path, state: &mut State) -> Result<u64> {
         if n == 0 || line.last() != Some(&b'\n') {
             return Ok(valid);
         }
-        let Ok(change) = serde_json::from_slice::<Change>(&line) else {
-            return refuse_if_lines_follow(path, reader, valid);
+        let entry = match split_put(&line)
+            .and_then(|(kind, key, record)| Entry::as_read(kind, key, record))
+        {
+            Some(entry) => entry,
+            None => match serde_json::from_slice::<Change>(&line) {
+                Ok(change) => Entry::of(change)?,
+                Err(_) => return refuse_if_lines_follow(path, reader, valid),
+            },
         };
-        apply(state, Entry::of(change)?.effect);
+        apply(state, entry.effect);
         state.lines += 1;
         valid += n as u64;
     }
+}
+
+/// A put line as this store writes it, `{"op":"put…","key":K,"record":R}`, cut into
+/// its kind, key and record bytes without decoding the line; `None` for any other
+/// shape (a delete, or a line written otherwise), which replay decodes whole.
+fn split_put(line: &[u8]) -> Option<(Kind, String, &[u8])> {
+    let body = line.strip_suffix(b"}\n")?;
+    let (kind, rest) = match body.strip_prefix(br#"{"op":"putVolume","key":"#) {
+        Some(rest) => (Kind::Volume, rest),
+        None => (
+            Kind::Snapshot,
+            body.strip_prefix(br#"{"op":"putSnapshot","key":"#)?,
+        ),
+    };
+    let mut keys = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
+    let key = keys.next()?.ok()?;
+    let record = rest
+        .get(keys.byte_offset()..)?
+        .strip_prefix(br#","record":"#)?;
+    Some((kind, key, record))
 }
 
 /// A bad line with good lines after it is not a torn tail but damage: cutting there

@@ -109,6 +109,15 @@ fn a_torn_tail_is_cut_and_damage_before_records_is_refused() {
             Some(vec!["a"]),
         ),
         (
+            "a put whose record does not decode, at the end",
+            vec![
+                good("a"),
+                br#"{"op":"putVolume","key":"b","record":{"name":1}}"#.to_vec(),
+                b"\n".to_vec(),
+            ],
+            Some(vec!["a"]),
+        ),
+        (
             "records after a bad line",
             vec![good("a"), b"{}\n".to_vec(), good("c")],
             None,
@@ -552,5 +561,73 @@ fn a_crash_at_each_step_of_a_rewrite_replays_the_same_state() {
             Some(9),
             "{step}"
         );
+    }
+}
+
+#[test]
+fn replay_keeps_a_records_bytes_as_read_whatever_the_lines_shape() {
+    let record = volume("a", 5);
+    let compact = serde_json::to_string(&record).expect("encode");
+    let pretty = serde_json::to_string_pretty(&record)
+        .expect("encode")
+        .replace('\n', " ");
+    let snapshot = match snap("s") {
+        Change::PutSnapshot { record, .. } => record,
+        _ => unreachable!(),
+    };
+    let snap_json = serde_json::to_string(&snapshot).expect("encode");
+    // (case, the line, its key, the bytes kept for the record)
+    let rows: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "as this store writes it",
+            format!(r#"{{"op":"putVolume","key":"a","record":{compact}}}"#),
+            "a",
+            &compact,
+        ),
+        (
+            "a key JSON escapes",
+            format!(r#"{{"op":"putVolume","key":"q\"k\\","record":{compact}}}"#),
+            "q\"k\\",
+            &compact,
+        ),
+        (
+            "a record with spaces: kept as read",
+            format!(r#"{{"op":"putVolume","key":"a","record":{pretty}}}"#),
+            "a",
+            &pretty,
+        ),
+        (
+            "fields in another order: decoded whole and encoded",
+            format!(r#"{{"key":"a","record":{pretty},"op":"putVolume"}}"#),
+            "a",
+            &compact,
+        ),
+        (
+            "a field after the record: decoded whole and encoded",
+            format!(r#"{{"op":"putVolume","key":"a","record":{pretty},"more":1}}"#),
+            "a",
+            &compact,
+        ),
+    ];
+    for (name, line, key, kept) in rows {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.log");
+        let snap_line = format!(r#"{{"op":"putSnapshot","key":"s","record":{snap_json}}}"#);
+        std::fs::write(&path, format!("{line}\n{snap_line}\n")).expect("write");
+        let store = Store::open(&path).expect("open");
+        let got = store.lock().volumes.get(key).cloned();
+        assert_eq!(got.as_deref(), Some(kept.as_bytes()), "{name}");
+        assert_eq!(
+            store.volume(key).expect("read"),
+            Some(record.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            store.snapshot("s").expect("read"),
+            Some(snapshot.clone()),
+            "{name}"
+        );
+        let got = store.lock().snapshots.get("s").cloned();
+        assert_eq!(got.as_deref(), Some(snap_json.as_bytes()), "{name}");
     }
 }
