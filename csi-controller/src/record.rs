@@ -146,6 +146,26 @@ impl VolumeRecord {
     }
 }
 
+impl VolumeRecord {
+    /// As CSI's Volume message, moving the strings rather than copying them (a
+    /// ListVolumes page makes hundreds).
+    pub fn into_csi(self) -> Volume {
+        Volume {
+            capacity_bytes: self.capacity_bytes,
+            content_source: self.content_source.as_ref().map(ContentSource::to_csi),
+            volume_id: self.volume_id,
+            volume_context: self.volume_context.into_iter().collect(),
+            accessible_topology: self
+                .accessible_topology
+                .into_iter()
+                .map(|segments| Topology {
+                    segments: segments.into_iter().collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A committed snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

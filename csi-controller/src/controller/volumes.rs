@@ -425,7 +425,7 @@ pub async fn list(
                 volume_condition: None,
             };
             list_volumes_response::Entry {
-                volume: Some(record.to_csi()),
+                volume: Some(record.into_csi()),
                 status: Some(status),
             }
         })

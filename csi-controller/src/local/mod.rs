@@ -277,7 +277,23 @@ impl LocalBackend {
     /// making it again empty restores the volume as it was acknowledged.
     fn rebuild_lost_empty_volumes(&self) -> Result<()> {
         let dir = self.volumes();
-        for record in self.store.volumes()? {
+        // Whether a volume's data is a file or a directory is known without its record:
+        // images and block files hold a reservation, every other local volume is a
+        // directory. So a record is decoded only when its data is missing.
+        let files: HashSet<String> = self
+            .store
+            .reservations()
+            .into_iter()
+            .filter(|(_, r)| matches!(r.layout, Layout::Image | Layout::Block))
+            .map(|(key, _)| key)
+            .collect();
+        for key in self.store.volume_keys() {
+            if local_layout::data_path(&dir, &key, files.contains(&key)).exists() {
+                continue;
+            }
+            let Some(record) = self.store.volume(&key)? else {
+                continue;
+            };
             let key = key_of(&record.volume_id);
             if record.content_source.is_some() || data_path(&dir, key, &record.layout).exists() {
                 continue;

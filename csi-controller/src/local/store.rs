@@ -10,15 +10,17 @@
 //! fraction of one under concurrency, and reads (get, list, pages) never touch the
 //! disk. At open the log is replayed; a torn tail (an unacknowledged batch cut by a
 //! crash) ends the replay and is cut off. When dead lines outnumber live records the
-//! log is rewritten (temporary file, fsync, rename, directory fsync).
+//! log is rewritten (temporary file, fsync, rename, directory fsync), streamed a chunk
+//! of records at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,17 @@ pub type SyncFn = Box<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
 /// Rewrite the log once it holds this many lines more than twice the live records.
 const COMPACT_SLACK: usize = 4096;
 
+/// Records a rewrite of the log copies per hold of the state lock (about 128 KiB of
+/// lines): what it costs in memory, and the longest a read waits behind it.
+const COMPACT_CHUNK: usize = 256;
+
+/// Which of the two maps.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Volume,
+    Snapshot,
+}
+
 /// The records of one local root: the log on disk, the live records in memory.
 pub struct Store {
     path: PathBuf,
@@ -85,7 +98,8 @@ impl std::fmt::Debug for Store {
 
 /// Records are kept as their compact JSON, a third of the memory of the decoded
 /// structs (whose small maps each take a B-tree node); a read decodes the one it needs.
-type Encoded = Box<[u8]>;
+/// Shared, so that a read takes its records out of the lock without copying them.
+type Encoded = Arc<[u8]>;
 
 /// What an enforced volume (image, block, quota) promises of the root: its data's
 /// layout and its capacity. Kept beside the records so that GetCapacity and a quota
@@ -166,17 +180,13 @@ impl Entry {
             Change::PutVolume { key, record } => Effect::Put {
                 snapshot: false,
                 key,
-                record: serde_json::to_vec(&record)
-                    .map_err(encoding)?
-                    .into_boxed_slice(),
+                record: serde_json::to_vec(&record).map_err(encoding)?.into(),
                 reservation: Reservation::of(&record),
             },
             Change::PutSnapshot { key, record } => Effect::Put {
                 snapshot: true,
                 key,
-                record: serde_json::to_vec(&record)
-                    .map_err(encoding)?
-                    .into_boxed_slice(),
+                record: serde_json::to_vec(&record).map_err(encoding)?.into(),
                 reservation: None,
             },
             Change::DeleteVolume { key } => Effect::Delete {
@@ -189,6 +199,33 @@ impl Entry {
             },
         };
         Ok(Self { line, effect })
+    }
+}
+
+impl Entry {
+    /// A put read back from the log: the record is decoded (to check it, and for a
+    /// volume's reservation) but kept as the bytes read, not encoded again. `None`
+    /// when `record` is not exactly one record of its kind.
+    fn as_read(kind: Kind, key: String, record: &[u8]) -> Option<Self> {
+        let (snapshot, reservation) = match kind {
+            Kind::Volume => {
+                let decoded: VolumeRecord = serde_json::from_slice(record).ok()?;
+                (false, Reservation::of(&decoded))
+            }
+            Kind::Snapshot => {
+                serde_json::from_slice::<SnapshotRecord>(record).ok()?;
+                (true, None)
+            }
+        };
+        Some(Self {
+            line: Vec::new(),
+            effect: Effect::Put {
+                snapshot,
+                key,
+                record: record.into(),
+                reservation,
+            },
+        })
     }
 }
 
@@ -240,6 +277,8 @@ impl Store {
     /// As [`Store::open`], with the given way of making a batch durable.
     pub fn open_with(path: &Path, sync: SyncFn) -> Result<Self> {
         let lock = lock(path)?;
+        // A rewrite cut short by a crash: only its rename would have made it count.
+        localfs::remove_any(&path.with_extension("log.tmp"))?;
         let mut state = State::default();
         let valid_len = replay(path, &mut state)?;
         let mut options = OpenOptions::new();
@@ -329,14 +368,21 @@ impl Store {
 
     /// Up to `limit` volumes in key order whose key is at least `from`.
     pub fn volumes_from(&self, from: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
-        let page: Vec<(String, Encoded)> = self
+        let page: Vec<Encoded> = self
             .lock()
             .volumes
-            .range(from.to_string()..)
+            .range::<str, _>((Bound::Included(from), Bound::Unbounded))
             .take(limit)
-            .map(|(k, r)| (k.clone(), r.clone()))
+            .map(|(_, r)| r.clone())
             .collect();
-        page.iter().map(|(k, b)| decoded(k, b)).collect()
+        page.iter()
+            .map(|b| {
+                serde_json::from_slice(b).map_err(|e| Error::CorruptMetadata {
+                    path: format!("a record from {from} in memory"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Makes `changes` durable together (one line each, in one batch or in a batch
@@ -403,6 +449,8 @@ impl Store {
         }
         let compact = outcome.is_ok() && state.poisoned.is_none() && self.wants(&state);
         drop(state);
+        // The batch's writers have their outcomes: they need not wait for a rewrite.
+        self.committed.notify_all();
         if compact && let Err(e) = self.compact() {
             tracing::warn!(error = %e, "could not rewrite the record log; it keeps growing");
         }
@@ -443,30 +491,13 @@ impl Store {
         state.lines > 2 * live + COMPACT_SLACK
     }
 
-    /// Rewrites the log with one line per live record. Called only while no commit
-    /// writes (at open, or by a leader), so the maps match the file.
+    /// Rewrites the log with one line per live record. Called only by the leader of
+    /// a commit (or at open, before the store is shared): only a leader changes the
+    /// maps, so they hold still while the records stream out a chunk at a time, and
+    /// the state lock is let go between chunks for readers and queueing writers.
     fn compact(&self) -> Result<()> {
         let temp = self.path.with_extension("log.tmp");
         let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
-        let (bytes, lines) = {
-            let state = self.lock();
-            let mut bytes = Vec::new();
-            let records = state
-                .volumes
-                .iter()
-                .map(|r| ("putVolume", r))
-                .chain(state.snapshots.iter().map(|r| ("putSnapshot", r)));
-            for (op, (key, record)) in records {
-                // The line a `Change::Put…` encodes to, built from the kept JSON.
-                let key = serde_json::to_string(key).map_err(encoding)?;
-                bytes.extend_from_slice(
-                    format!(r#"{{"op":"{op}","key":{key},"record":"#).as_bytes(),
-                );
-                bytes.extend_from_slice(record);
-                bytes.extend_from_slice(b"}\n");
-            }
-            (bytes, state.volumes.len() + state.snapshots.len())
-        };
         let mut out = OpenOptions::new()
             .write(true)
             .create(true)
@@ -474,8 +505,22 @@ impl Store {
             .mode(0o600)
             .open(&temp)
             .map_err(|e| Error::io(ctx("create", &temp), e))?;
-        out.write_all(&bytes)
-            .map_err(|e| Error::io(ctx("write", &temp), e))?;
+        let mut chunk = Vec::new();
+        let mut lines = 0;
+        for kind in [Kind::Volume, Kind::Snapshot] {
+            let mut after: Option<String> = None;
+            loop {
+                chunk.clear();
+                let (count, last) = self.compacted_lines(kind, after.as_deref(), &mut chunk)?;
+                if count == 0 {
+                    break;
+                }
+                out.write_all(&chunk)
+                    .map_err(|e| Error::io(ctx("write", &temp), e))?;
+                lines += count;
+                after = last;
+            }
+        }
         out.sync_all()
             .map_err(|e| Error::io(ctx("fsync", &temp), e))?;
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -489,6 +534,40 @@ impl Store {
             .map_err(|e| Error::io(ctx("open", &self.path), e))?;
         self.lock().lines = lines;
         Ok(())
+    }
+
+    /// Appends to `out` the log lines of up to [`COMPACT_CHUNK`] records of `kind`
+    /// whose keys follow `after`; returns how many and the last key.
+    fn compacted_lines(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<String>)> {
+        let state = self.lock();
+        let (map, op) = match kind {
+            Kind::Volume => (&state.volumes, "putVolume"),
+            Kind::Snapshot => (&state.snapshots, "putSnapshot"),
+        };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut count = 0;
+        let mut last = None;
+        for (key, record) in map
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(COMPACT_CHUNK)
+        {
+            // The line a `Change::Put…` encodes to, built from the kept JSON.
+            out.extend_from_slice(br#"{"op":""#);
+            out.extend_from_slice(op.as_bytes());
+            out.extend_from_slice(br#"","key":"#);
+            serde_json::to_writer(&mut *out, key).map_err(encoding)?;
+            out.extend_from_slice(br#","record":"#);
+            out.extend_from_slice(record);
+            out.extend_from_slice(b"}\n");
+            count += 1;
+            last = Some(key);
+        }
+        Ok((count, last.cloned()))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -595,13 +674,39 @@ fn replay(path: &Path, state: &mut State) -> Result<u64> {
         if n == 0 || line.last() != Some(&b'\n') {
             return Ok(valid);
         }
-        let Ok(change) = serde_json::from_slice::<Change>(&line) else {
-            return refuse_if_lines_follow(path, reader, valid);
+        let entry = match split_put(&line)
+            .and_then(|(kind, key, record)| Entry::as_read(kind, key, record))
+        {
+            Some(entry) => entry,
+            None => match serde_json::from_slice::<Change>(&line) {
+                Ok(change) => Entry::of(change)?,
+                Err(_) => return refuse_if_lines_follow(path, reader, valid),
+            },
         };
-        apply(state, Entry::of(change)?.effect);
+        apply(state, entry.effect);
         state.lines += 1;
         valid += n as u64;
     }
+}
+
+/// A put line as this store writes it, `{"op":"put…","key":K,"record":R}`, cut into
+/// its kind, key and record bytes without decoding the line; `None` for any other
+/// shape (a delete, or a line written otherwise), which replay decodes whole.
+fn split_put(line: &[u8]) -> Option<(Kind, String, &[u8])> {
+    let body = line.strip_suffix(b"}\n")?;
+    let (kind, rest) = match body.strip_prefix(br#"{"op":"putVolume","key":"#) {
+        Some(rest) => (Kind::Volume, rest),
+        None => (
+            Kind::Snapshot,
+            body.strip_prefix(br#"{"op":"putSnapshot","key":"#)?,
+        ),
+    };
+    let mut keys = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
+    let key = keys.next()?.ok()?;
+    let record = rest
+        .get(keys.byte_offset()..)?
+        .strip_prefix(br#","record":"#)?;
+    Some((kind, key, record))
 }
 
 /// A bad line with good lines after it is not a torn tail but damage: cutting there

@@ -58,6 +58,8 @@ struct Checkpoint {
     create_p99: Duration,
     delete_p50: Duration,
     walk: Duration,
+    /// The median ListVolumes page of the walk.
+    page_p50: Duration,
     pages: usize,
     listed: usize,
     rss_kib: u64,
@@ -86,7 +88,7 @@ pub async fn run(args: ControllerScaleBench) -> Result<(), Error> {
         measured.push(point);
     }
     let (serving, _) = scale.restart().await?;
-    let (_, _, listed) = walk(&scale.driver, args.page_size).await?;
+    let listed = walk(&scale.driver, args.page_size).await?.listed;
     if listed != ids.len() {
         return Err(Error::ListVolumes {
             listed,
@@ -123,7 +125,12 @@ async fn checkpoint(
         let id = driver.create_only(workload, name, &mut stats).await?;
         driver.delete_only(id, &mut stats).await?;
     }
-    let (walk, pages, listed) = walk(driver, args.page_size).await?;
+    let Walk {
+        total: walk,
+        page_p50,
+        pages,
+        listed,
+    } = walk(driver, args.page_size).await?;
     if listed != volumes {
         return Err(Error::ListVolumes {
             listed,
@@ -139,18 +146,29 @@ async fn checkpoint(
         create_p99: create.p99,
         delete_p50: stats.rpc(Rpc::DeleteVolume).summary().p50,
         walk,
+        page_p50,
         pages,
         listed,
         rss_kib: scale.rss_kib(),
     })
 }
 
-/// Walks ListVolumes page by page; returns the time, the pages and the volumes seen.
-async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize), Error> {
+/// A paged ListVolumes walk: its time, its median page, the pages and volumes seen.
+struct Walk {
+    total: Duration,
+    page_p50: Duration,
+    pages: usize,
+    listed: usize,
+}
+
+/// Walks ListVolumes page by page.
+async fn walk(driver: &Driver, page_size: i32) -> Result<Walk, Error> {
     let mut controller = driver.controller();
     let started = Instant::now();
-    let (mut token, mut pages, mut listed) = (String::new(), 0, 0);
+    let (mut token, mut listed) = (String::new(), 0);
+    let mut pages = Vec::new();
     loop {
+        let asked = Instant::now();
         let page = controller
             .list_volumes(csi::ListVolumesRequest {
                 max_entries: page_size,
@@ -162,10 +180,16 @@ async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize
                 status,
             })?
             .into_inner();
-        pages += 1;
+        pages.push(asked.elapsed());
         listed += page.entries.len();
         if page.next_token.is_empty() {
-            return Ok((started.elapsed(), pages, listed));
+            pages.sort();
+            return Ok(Walk {
+                total: started.elapsed(),
+                page_p50: pages.get(pages.len() / 2).copied().unwrap_or_default(),
+                pages: pages.len(),
+                listed,
+            });
         }
         token = page.next_token;
     }
@@ -174,7 +198,8 @@ async fn walk(driver: &Driver, page_size: i32) -> Result<(Duration, usize, usize
 fn print_checkpoint(c: &Checkpoint) {
     println!(
         "{:>7} volumes (filled in {:.1} s, {:.0}/s): CreateVolume p50 {:.2} ms p99 {:.2} ms, \
-         DeleteVolume p50 {:.2} ms; ListVolumes walk {:.0} ms ({} pages, {} volumes); plugin RSS {:.1} MiB",
+         DeleteVolume p50 {:.2} ms; ListVolumes walk {:.0} ms ({} pages, {} volumes, page p50 {:.2} ms); \
+         plugin RSS {:.1} MiB",
         c.volumes,
         c.fill.as_secs_f64(),
         c.volumes as f64 / c.fill.as_secs_f64().max(f64::EPSILON),
@@ -184,6 +209,7 @@ fn print_checkpoint(c: &Checkpoint) {
         millis(c.walk),
         c.pages,
         c.listed,
+        millis(c.page_p50),
         c.rss_kib as f64 / 1024.0
     );
 }
@@ -207,6 +233,7 @@ fn report(
                     "delete_p50_ms": millis(c.delete_p50),
                     "list_walk_ms": millis(c.walk),
                     "list_pages": c.pages,
+                    "list_page_p50_ms": millis(c.page_p50),
                     "rss_kib": c.rss_kib,
                 })
             })
