@@ -3,6 +3,7 @@
 
 mod body;
 mod discovery;
+mod list_stream;
 mod openapi;
 mod resources;
 mod route;

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::route::{self, Target};
-use super::watch;
 use super::{AppState, body};
+use super::{list_stream, watch};
 use crate::admission;
 use crate::auth::authn::Identity;
 use crate::error::{ApiError, Result};
@@ -363,6 +363,14 @@ async fn list(
         Ok(())
     };
     if as_table.is_none() && !answer.protobuf && labels.is_everything() && fields.is_everything() {
+        if limit.is_none() {
+            let listing = list_stream::Listing {
+                resource,
+                prefix,
+                resume: resume.map(|token| (token.revision, token.after)),
+            };
+            return list_stream::respond(&app.store, listing, check_exact).await;
+        }
         let page = app
             .store
             .read(move |reader| {
@@ -493,19 +501,7 @@ fn scan_raw_page(
 
 /// The list object around a raw page, sent as three pieces so the items are not copied.
 fn raw_list_response(resource: &Resource, page: RawPage) -> Result<Response> {
-    let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
-    if let Some(next) = page.next {
-        list_meta["continue"] = json!(next);
-    }
-    let head = json!({
-        "kind": format!("{}List", resource.kind),
-        "apiVersion": resource.api_version(),
-        "metadata": list_meta,
-    });
-    let mut head = serde_json::to_vec(&head).map_err(ApiError::storage)?;
-    // `{...}` becomes `{...,"items":[`: the items and `]}` follow.
-    head.pop();
-    head.extend_from_slice(br#","items":["#);
+    let head = list_stream::head(resource, page.revision, page.next)?;
     let pieces = [head, page.items, b"]}".to_vec()]
         .into_iter()
         .map(|piece| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(piece)));

@@ -358,21 +358,32 @@ fn apply_one(
             .map_err(ApiError::storage)?;
     }
     let fields = selectable_fields(&key);
-    let encode_selectable = |object: &Value| {
-        serde_json::to_vec(&selectable(object, &fields))
-            .map(bytes::Bytes::from)
-            .map_err(ApiError::storage)
-    };
+    let encode_selectable = |object: &Value| exact_json(&selectable(object, &fields));
     let change = Change {
         revision,
         event,
-        object: bytes.into(),
+        object: exact(bytes),
         selectable: encode_selectable(&object)?,
         old: old.as_ref().map(encode_selectable).transpose()?,
         committed: None,
         key,
     };
     Ok((change, object))
+}
+
+/// `value` JSON-encoded, in an allocation of its length (see [`exact`]).
+fn exact_json(value: &Value) -> Result<bytes::Bytes> {
+    serde_json::to_vec(value)
+        .map(exact)
+        .map_err(ApiError::storage)
+}
+
+/// `bytes` without spare capacity, for the watch log to hold. serde_json grows its
+/// buffer by doubling, so the JSON of a 0.6 KiB object has 1 KiB behind it, and a
+/// `Bytes` made from a `Vec` with spare capacity keeps all of it, and a separate
+/// header, for as long as the change is in the window (100,000 changes by default).
+fn exact(bytes: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(bytes.into_boxed_slice())
 }
 
 /// The JSON pointers of the selectable fields of the kind stored under `key`.
@@ -405,6 +416,59 @@ mod tests {
         fn revision(&self) -> u64 {
             self.0.revision()
         }
+    }
+
+    /// The bytes a change holds, with the capacity behind them: a `Bytes` made from a
+    /// `Vec` gives that `Vec` back, spare capacity and all, when it is the only owner.
+    fn held(bytes: bytes::Bytes) -> (usize, usize) {
+        let len = bytes.len();
+        (len, Vec::from(bytes).capacity())
+    }
+
+    #[test]
+    fn a_logged_change_holds_its_json_without_spare_capacity() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(ApiError::storage)?;
+        let db = Database::create(dir.path().join("store.redb")).map_err(ApiError::storage)?;
+        let txn = db.begin_write().map_err(ApiError::storage)?;
+        let mut objects = txn.open_table(OBJECTS).map_err(ApiError::storage)?;
+        let key = "core/persistentvolumes//pv-1";
+        // Sizes that serde_json's doubling buffer does not land on exactly.
+        let object = |label: &str| {
+            json!({
+                "metadata": {"name": "pv-1", "labels": {"app": label, "tier": "bench"},
+                             "annotations": {"a": "x".repeat(300)}},
+                "spec": {"capacity": {"storage": "1Gi"}, "storageClassName": ""},
+                "status": {"phase": "Available"},
+            })
+        };
+        let cases = [
+            (
+                "create",
+                Mutation::Put {
+                    key: key.into(),
+                    object: object("a"),
+                },
+            ),
+            (
+                "update",
+                Mutation::Put {
+                    key: key.into(),
+                    object: object("bb"),
+                },
+            ),
+            ("delete", Mutation::Delete { key: key.into() }),
+        ];
+        for (revision, (what, mutation)) in (1..).zip(cases) {
+            let (change, _) = apply_one(&mut objects, mutation, revision)?;
+            let mut parts = vec![("object", change.object), ("selectable", change.selectable)];
+            parts.extend(change.old.map(|old| ("old", old)));
+            for (part, bytes) in parts {
+                let (len, capacity) = held(bytes);
+                assert!(len > 0, "{what}: {part} is empty");
+                assert_eq!(capacity, len, "{what}: {part}");
+            }
+        }
+        Ok(())
     }
 
     type Scanned = Vec<(String, Vec<u8>)>;
