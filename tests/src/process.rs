@@ -231,3 +231,28 @@ impl ProvisionerProcess {
         kill_hard(&mut self.child).await;
     }
 }
+
+/// A glibc arena reserves 64 MiB of address space (`HEAP_MAX_SIZE`), mapped without
+/// access beyond what it uses; nothing else in the plugin maps that much that way.
+const ARENA_RESERVATION: u64 = 32 << 20;
+
+/// glibc malloc arenas of `pid` beyond the main one: anonymous mappings without access
+/// and at least [`ARENA_RESERVATION`] long.
+pub fn arena_reservations(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    maps.lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let anonymous = fields.len() == 5;
+            let no_access = fields.get(1) == Some(&"---p");
+            let length = fields
+                .first()
+                .and_then(|range| range.split_once('-'))
+                .and_then(|(start, end)| {
+                    Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+                })
+                .unwrap_or(0);
+            anonymous && no_access && length >= ARENA_RESERVATION
+        })
+        .count()
+}
