@@ -210,19 +210,6 @@ struct ControllerArgs {
     metrics_address: Option<std::net::SocketAddr>,
 }
 
-/// The API server's threads share one malloc arena: each request thread's arena kept
-/// the pages of the large answers it had built (a full LIST), free but never given
-/// back, 232 of 419 MiB at 200,000 objects; with one arena the server held 198 MiB
-/// instead of 409, and created as fast (BENCHMARKS.md).
-fn apiserver_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    if let Err(e) = stowage_sys::allocator::limit_arenas(std::num::NonZeroU8::MIN) {
-        tracing::debug!(error = %e, "every thread may take a malloc arena of its own");
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     stowage::init_logging(&cli.log);
@@ -231,7 +218,6 @@ fn main() -> ExitCode {
     }
     let runtime = match &cli.command {
         Command::Node(_) => node_plugin::runtime(),
-        Command::Apiserver(_) => apiserver_runtime(),
         // The CSI benchmark's client keeps to one thread: its own wake-ups between
         // threads would otherwise be counted as the driver's latency.
         Command::Bench(

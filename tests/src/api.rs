@@ -118,11 +118,6 @@ impl ApiProcess {
         (this, client)
     }
 
-    /// The server's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// kill -9: nothing gets flushed that was not already durable.
     pub async fn kill_hard(mut self) {
         process::kill_hard(&mut self.child).await;

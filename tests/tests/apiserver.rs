@@ -14,7 +14,6 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use stowage_tests::api::{ApiProcess, InProcessApi};
-use stowage_tests::process::arena_reservations;
 use stowage_tests::wait_for;
 use tempfile::TempDir;
 
@@ -1026,37 +1025,6 @@ async fn names(client: &Client) -> BTreeSet<String> {
         .iter()
         .map(|p| p.name_any())
         .collect()
-}
-
-/// Requests in flight on several threads leave no malloc arena of their own behind:
-/// the server's threads share one (each thread's arena kept the pages of the large
-/// answers it had built).
-#[tokio::test]
-async fn requests_on_many_threads_leave_no_malloc_arena_behind() {
-    let dir = TempDir::new().expect("tempdir");
-    let (server, client) = ApiProcess::start(dir.path(), &[]).await;
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let volumes: Vec<PersistentVolume> = (0..64).map(|i| pv(&format!("pv-{i}"), "1Gi")).collect();
-    let params = PostParams::default();
-    futures_util::future::join_all(volumes.iter().map(|v| pvs.create(&params, v)))
-        .await
-        .into_iter()
-        .collect::<kube::Result<Vec<_>>>()
-        .expect("creates");
-    let all = ListParams::default();
-    let lists = futures_util::future::join_all((0..16).map(|_| pvs.list(&all))).await;
-    assert!(
-        lists
-            .iter()
-            .all(|l| l.as_ref().is_ok_and(|l| l.items.len() == 64))
-    );
-
-    let pid = server.pid().expect("running");
-    assert_eq!(
-        arena_reservations(pid),
-        0,
-        "malloc arenas beside the main one"
-    );
 }
 
 #[tokio::test]
