@@ -1,6 +1,6 @@
 //! The metadata kept beside each volume and snapshot: what was asked, what was made.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use csi_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
@@ -130,19 +130,7 @@ pub struct VolumeRecord {
 impl VolumeRecord {
     /// As CSI's Volume message.
     pub fn to_csi(&self) -> Volume {
-        Volume {
-            capacity_bytes: self.capacity_bytes,
-            volume_id: self.volume_id.clone(),
-            volume_context: to_hash_map(&self.volume_context),
-            content_source: self.content_source.as_ref().map(ContentSource::to_csi),
-            accessible_topology: self
-                .accessible_topology
-                .iter()
-                .map(|segments| Topology {
-                    segments: to_hash_map(segments),
-                })
-                .collect(),
-        }
+        self.clone().into_csi()
     }
 }
 
@@ -204,10 +192,6 @@ impl SnapshotRecord {
             group_snapshot_id: self.group_snapshot_id.clone(),
         }
     }
-}
-
-fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Seconds and nanoseconds since the epoch.

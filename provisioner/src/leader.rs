@@ -157,7 +157,7 @@ impl Elector {
                 .await
             {
                 Ok(_) => return,
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
                 Err(error) => {
                     tracing::warn!(%error, "could not release the lease");
                     return;

@@ -57,14 +57,13 @@ pub struct NodeArgs {
 /// the blocking pool (a mount, mkfs or copy may block for long), so the runtime's one
 /// thread only frames gRPC: a second worker added its wake-ups (17 % of the plugin's
 /// CPU at one call at a time) and its allocator arena, and no latency at 16 calls in
-/// flight (BENCHMARKS.md). Its threads share one malloc arena: the pool's threads come
-/// and go, and each would otherwise leave an arena behind holding what it last used
-/// (0.3 MiB after 16 calls at once). The pool
-/// is wide enough that a few calls stuck on a dead NFS server or a frozen filesystem
-/// leave room for the rest, and its threads exit after 2 s idle. Sixteen, not more:
-/// each thread keeps a stack and an allocator arena, and on a node's few cores more
-/// threads than concurrent calls only add memory (32 threads held 0.4 MiB more after
-/// 16 concurrent lifecycles, for no change in latency).
+/// flight (BENCHMARKS.md). The pool is wide enough that a few calls stuck on a dead NFS
+/// server or a frozen filesystem leave room for the rest, and its threads exit after
+/// 2 s idle. Sixteen, not more: each thread keeps a stack, and on a node's few cores
+/// more threads than concurrent calls only add memory (32 threads held 0.4 MiB more
+/// after 16 concurrent lifecycles, for no change in latency). The threads share one
+/// malloc arena: they come and go, and each would otherwise leave an arena behind
+/// holding what it last used (0.3 MiB after 16 calls at once).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     if let Err(e) = stowage_sys::allocator::limit_arenas(NonZeroU8::MIN) {
         tracing::debug!(error = %e, "every thread may take a malloc arena of its own");

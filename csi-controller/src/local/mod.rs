@@ -18,7 +18,7 @@ pub mod quota;
 /// The record log with group commit.
 pub mod store;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -277,18 +277,19 @@ impl LocalBackend {
     /// making it again empty restores the volume as it was acknowledged.
     fn rebuild_lost_empty_volumes(&self) -> Result<()> {
         let dir = self.volumes();
-        // Whether a volume's data is a file or a directory is known without its record:
-        // images and block files hold a reservation, every other local volume is a
-        // directory. So a record is decoded only when its data is missing.
-        let files: HashSet<String> = self
+        // Where a volume's data is, is known without its record: enforced volumes
+        // (images, block files, quota directories) hold a reservation with their
+        // layout, every other local volume is a directory. So a record is decoded only
+        // when its data is missing.
+        let reserved: HashMap<String, Layout> = self
             .store
             .reservations()
             .into_iter()
-            .filter(|(_, r)| matches!(r.layout, Layout::Image | Layout::Block))
-            .map(|(key, _)| key)
+            .map(|(key, r)| (key, r.layout))
             .collect();
         for key in self.store.volume_keys() {
-            if local_layout::data_path(&dir, &key, files.contains(&key)).exists() {
+            let layout = reserved.get(&key).unwrap_or(&Layout::Directory);
+            if data_path(&dir, &key, layout).exists() {
                 continue;
             }
             let Some(record) = self.store.volume(&key)? else {
