@@ -298,7 +298,11 @@ pub fn host_did(guest_dir: &Path, step: &str) {
 /// reads from the request file) and waits until it has.
 pub async fn ask_host_with(step: &str, detail: &str) {
     let dir = std::env::current_dir().expect("the guest's directory");
-    std::fs::write(dir.join(format!("ask-{step}")), detail).expect("ask the host");
+    // Written aside and renamed: the host polls for the request and must never read it
+    // created but not yet written (it once read an empty path and removed nothing).
+    let asking = dir.join(format!(".ask-{step}"));
+    std::fs::write(&asking, detail).expect("write the request");
+    std::fs::rename(&asking, dir.join(format!("ask-{step}"))).expect("ask the host");
     let done = dir.join(format!("done-{step}"));
     crate::wait_for(
         &format!("the host to {step}"),
