@@ -165,7 +165,7 @@ impl LocalBackend {
     fn lease_project(&self, key: &Key) -> Result<ProjectLease> {
         let mut leased = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
         let id = quota::free_project(quota::first_candidate(key.as_str()), |id| {
-            self.store.project_used(id) || leased.contains(&id)
+            self.store.project_used(id) || leased.contains(&id) || self.reaper.holds_project(id)
         })
         .ok_or(Error::ProjectIdsExhausted)?;
         leased.insert(id);
@@ -502,7 +502,7 @@ impl LocalBackend {
         self.store.commit(vec![Change::DeleteVolume {
             key: key.to_string(),
         }])?;
-        self.reap_set_aside(doomed);
+        self.reap_set_aside(doomed, project);
         Ok(())
     }
 
@@ -638,7 +638,7 @@ impl LocalBackend {
         self.store.commit(vec![Change::DeleteSnapshot {
             key: key.to_string(),
         }])?;
-        self.reap_set_aside(doomed);
+        self.reap_set_aside(doomed, None);
         Ok(())
     }
 
@@ -662,12 +662,13 @@ impl LocalBackend {
         }
     }
 
-    /// Hands set-aside data to the reaper once its record is gone. The delete is
-    /// acknowledged whatever happens here: data the rename leaves behind is handed
-    /// over at the next start (no record holds it).
-    fn reap_set_aside(&self, aside: Option<PathBuf>) {
+    /// Hands set-aside data to the reaper once its record is gone (a quota volume's
+    /// with its project, which is not leased again until the files are freed). The
+    /// delete is acknowledged whatever happens here: data the rename leaves behind is
+    /// handed over at the next start (no record holds it).
+    fn reap_set_aside(&self, aside: Option<PathBuf>, project: Option<u32>) {
         if let Some(aside) = aside
-            && let Err(e) = self.reaper.take(&aside)
+            && let Err(e) = self.reaper.take_in_project(&aside, project)
         {
             tracing::warn!(path = %aside.display(), error = %e, "deleted data left for the next start");
         }

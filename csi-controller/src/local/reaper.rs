@@ -5,6 +5,10 @@
 //! it there. Nothing in `reaping/` is ever a volume: open never restores from it and
 //! a volume made again under the same key never meets it.
 //!
+//! A quota volume's files keep their XFS project id until freed, and their blocks
+//! count against it: the project id goes into the name (`<nonce>-p<id>.<name>`) and
+//! [`Reaper::holds_project`] keeps the id from being leased again meanwhile.
+//!
 //! Why slices: the local root's filesystem may discard freed blocks at its journal
 //! commit (ext4 `-o discard`), and every fsync on it (the record log's, so every
 //! CreateVolume and DeleteVolume) waits for that commit. Unlinking a 1 GiB file makes
@@ -69,11 +73,35 @@ struct Shared {
     pacing: Pacing,
 }
 
+/// Data set aside in `reaping/`, and the XFS project its files are in.
+#[derive(Debug, Clone)]
+struct Item {
+    path: PathBuf,
+    project: Option<u32>,
+}
+
+impl Item {
+    /// An entry of `reaping/`, its project read back from its name.
+    fn found(path: PathBuf) -> Self {
+        let project = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.get(NONCE_LEN..))
+            .and_then(|rest| rest.strip_prefix("-p"))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|id| id.parse().ok());
+        Self { path, project }
+    }
+}
+
+/// The length of the random part of a name in `reaping/` (a simple UUID).
+const NONCE_LEN: usize = 32;
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<PathBuf>,
-    /// A path is being freed.
-    working: bool,
+    queue: VecDeque<Item>,
+    /// What is being freed.
+    current: Option<Item>,
     stopping: bool,
     /// The thread has not returned.
     running: bool,
@@ -104,7 +132,7 @@ impl Reaper {
             fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?
         {
             let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-            leftovers.push_back(entry.path());
+            leftovers.push_back(Item::found(entry.path()));
         }
         if !leftovers.is_empty() {
             tracing::info!(dir = %dir.display(), items = leftovers.len(), "freeing deleted data left by an earlier run");
@@ -136,16 +164,27 @@ impl Reaper {
     /// Moves `path` (a file or a tree; nothing if missing) into `reaping/` under a
     /// name no other takes, and queues it. The rename is the only work done here.
     pub fn take(&self, path: &Path) -> Result<()> {
+        self.take_in_project(path, None)
+    }
+
+    /// [`take`](Self::take) for data whose files are in XFS project `project`: the id
+    /// is held ([`holds_project`](Self::holds_project)) until they are freed.
+    pub fn take_in_project(&self, path: &Path, project: Option<u32>) -> Result<()> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
             .unwrap_or_default();
-        let to = self
-            .dir
-            .join(format!("{}.{name}", uuid::Uuid::new_v4().simple()));
+        let nonce = uuid::Uuid::new_v4().simple();
+        let to = self.dir.join(match project {
+            Some(id) => format!("{nonce}-p{id}.{name}"),
+            None => format!("{nonce}.{name}"),
+        });
         match fs::rename(path, &to) {
             Ok(()) => {
-                self.shared.lock().queue.push_back(to);
+                self.shared
+                    .lock()
+                    .queue
+                    .push_back(Item { path: to, project });
                 self.shared.changed.notify_all();
                 Ok(())
             }
@@ -157,6 +196,17 @@ impl Reaper {
         }
     }
 
+    /// Are files of XFS project `id` still to be freed? Their blocks count against the
+    /// project until they are, so the id is not for a new volume yet.
+    pub fn holds_project(&self, id: u32) -> bool {
+        let state = self.shared.lock();
+        state
+            .current
+            .iter()
+            .chain(state.queue.iter())
+            .any(|item| item.project == Some(id))
+    }
+
     /// The reaper thread's id while it runs.
     pub fn thread_id(&self) -> Option<i32> {
         self.shared.lock().tid
@@ -166,7 +216,7 @@ impl Reaper {
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
-        while state.working || !state.queue.is_empty() {
+        while state.current.is_some() || !state.queue.is_empty() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
@@ -244,7 +294,7 @@ impl Shared {
                     tracing::warn!(path = %path.display(), "freeing deleted data panicked; retried at the next start")
                 }
             }
-            self.lock().working = false;
+            self.lock().current = None;
             self.changed.notify_all();
         }
         self.lock().running = false;
@@ -258,9 +308,9 @@ impl Shared {
             if state.stopping {
                 return None;
             }
-            if let Some(path) = state.queue.pop_front() {
-                state.working = true;
-                return Some(path);
+            if let Some(item) = state.queue.pop_front() {
+                state.current = Some(item.clone());
+                return Some(item.path);
             }
             state = self
                 .changed
@@ -578,6 +628,31 @@ pub(crate) mod tests {
             stowage_sys::io_priority::IoClass::Idle,
             "the caller's thread keeps its class"
         );
+    }
+
+    #[test]
+    fn a_project_is_held_until_its_files_are_freed_across_a_restart() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let reaping = root.path().join("reaping");
+        let (quota, plain) = (root.path().join("quota"), root.path().join("plain"));
+        write_data(&quota, 16 * MIB);
+        write_data(&plain, 16 * MIB);
+        let slow = Pacing {
+            slice: 4 * MIB,
+            pause: Duration::from_secs(3600),
+        };
+        let reaper = Reaper::start(&reaping, slow).expect("start");
+        reaper.take_in_project(&quota, Some(1 << 21)).expect("take");
+        reaper.take(&plain).expect("take");
+        assert!(reaper.holds_project(1 << 21), "held while freed");
+        assert!(!reaper.holds_project(7), "only that one");
+        drop(reaper);
+        let again = Reaper::start(&reaping, slow).expect("restart");
+        assert!(again.holds_project(1 << 21), "held after a restart");
+        drop(again);
+        let fast = Reaper::start(&reaping, Pacing::GENTLE).expect("restart");
+        assert!(fast.wait_idle(Duration::from_secs(60)), "freed");
+        assert!(!fast.holds_project(1 << 21), "free once the files are");
     }
 
     #[test]

@@ -175,7 +175,7 @@ fn open_makes_every_crash_point_whole_or_absent() {
 
 /// Slow enough that a test sees a 256 MiB volume's data before it is all freed.
 const SLOW: Pacing = Pacing {
-    slice: 16 << 20,
+    slice: 32 << 20,
     pause: Duration::from_millis(500),
 };
 
@@ -352,4 +352,21 @@ fn a_project_lease_skips_the_ids_records_and_other_leases_hold() {
         }])
         .expect("commit");
     assert_eq!(local.lease_project(&key).expect("lease").id, first, "freed");
+}
+
+#[test]
+fn a_project_whose_files_are_still_being_freed_is_not_leased() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let local = LocalBackend::open_with(root.path(), "n1", SLOW).expect("open");
+    let key = Key::for_volume("q");
+    let first = quota::first_candidate(key.as_str());
+    let deleted = root.path().join("deleted");
+    write_data(&deleted, 64 * MIB);
+    local
+        .reaper()
+        .take_in_project(&deleted, Some(first))
+        .expect("take");
+    assert_ne!(local.lease_project(&key).expect("lease").id, first, "held");
+    assert!(local.reaper().wait_idle(Duration::from_secs(60)), "freed");
+    assert_eq!(local.lease_project(&key).expect("lease").id, first, "free");
 }
