@@ -127,6 +127,9 @@ impl Reaper {
     /// left there.
     pub fn start(dir: &Path, pacing: Pacing) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        // Absolute, as the kernel names a loop device's backing file.
+        let dir = &fs::canonicalize(dir)
+            .map_err(|e| Error::io(format!("resolve {}", dir.display()), e))?;
         let mut leftovers = VecDeque::new();
         for entry in
             fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?
@@ -384,9 +387,15 @@ impl<'a> Walk<'a> {
             fs::remove_dir(path).map_err(|e| io(e, "remove", path))?;
             return Ok(());
         }
-        // A file with another name elsewhere keeps its blocks: only unlinked.
+        // A file with another name elsewhere keeps its blocks: only unlinked. So does
+        // an image a loop device still holds (a volume deleted while staged): its
+        // pod's filesystem stays whole until the device goes, as with a plain unlink.
         let mut allocated = allocated(&meta);
-        if meta.is_file() && meta.nlink() == 1 && allocated > self.shared.pacing.slice {
+        if meta.is_file()
+            && meta.nlink() == 1
+            && allocated > self.shared.pacing.slice
+            && stowage_common::loop_device::backing(path).is_none()
+        {
             allocated = self.shrink(path)?;
         }
         fs::remove_file(path).map_err(|e| io(e, "remove", path))?;
@@ -589,6 +598,47 @@ pub(crate) mod tests {
                 "{what}: the kept file is whole"
             );
         }
+    }
+
+    /// Detaches a loop device when dropped, whatever the test's outcome.
+    struct Attached(String);
+
+    impl Drop for Attached {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+
+    #[test]
+    fn an_image_a_loop_device_still_holds_is_unlinked_not_punched() {
+        use std::os::unix::fs::FileExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let image = root.path().join("image");
+        write_data(&image, 24 * MIB);
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .output()
+            .expect("losetup");
+        assert!(out.status.success(), "losetup: {out:?}");
+        let device = Attached(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        let pacing = Pacing {
+            slice: 4 * MIB,
+            pause: Duration::ZERO,
+        };
+        let reaper = Reaper::start(&root.path().join("reaping"), pacing).expect("start");
+        reaper.take(&image).expect("take");
+        assert!(reaper.wait_idle(Duration::from_secs(60)));
+        assert_eq!(entries(&root.path().join("reaping")), 0, "unlinked");
+        let mut seen = vec![0u8; MIB as usize];
+        File::open(&device.0)
+            .expect("open the device")
+            .read_exact_at(&mut seen, 20 * MIB)
+            .expect("read");
+        let want: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8 + 1).collect();
+        assert!(seen == want, "the device still reads the image's data");
     }
 
     #[test]
