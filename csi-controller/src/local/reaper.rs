@@ -45,7 +45,7 @@ impl Pacing {
     /// 16 MiB, then 10 ms: about 1 s a GiB. Measured on an ext4 root with online
     /// discard (ARCHITECTURE.md, "Deleted data"): a small file's fdatasync beside the
     /// reap kept a p99 within 1.3x of an idle disk's, where a plain unlink of 1 GiB
-    /// gave 4-10x, and 64 MiB slices about 2.5x.
+    /// gave 4-15x, and 64 MiB slices 2-4x.
     pub const GENTLE: Self = Self {
         slice: 16 << 20,
         pause: Duration::from_millis(10),
