@@ -359,9 +359,11 @@ impl LocalBackend {
         self.root.join(SNAPSHOTS)
     }
 
-    /// Free bytes on the root's filesystem.
+    /// Free bytes on the root's filesystem, with what deleted image and block files
+    /// being freed will give back (ARCHITECTURE.md, "Deleted data").
     pub fn available_bytes(&self) -> Result<i64> {
-        localfs::available_bytes(&self.root)
+        let to_come = i64::try_from(self.reaper.pending_bytes()).unwrap_or(i64::MAX);
+        Ok(localfs::available_bytes(&self.root)?.saturating_add(to_come))
     }
 
     /// The volume's record, if it exists.

@@ -78,9 +78,31 @@ struct Shared {
 struct Item {
     path: PathBuf,
     project: Option<u32>,
+    /// Of a lone file (an image or block volume), what its freeing will still give
+    /// back; a tree's is not known without a walk, and counts as 0.
+    counted: u64,
 }
 
 impl Item {
+    fn new(path: PathBuf, project: Option<u32>) -> Self {
+        let counted = match fs::symlink_metadata(&path) {
+            // Only an unlink that frees the blocks gives them back.
+            Ok(meta)
+                if meta.is_file()
+                    && meta.nlink() == 1
+                    && stowage_common::loop_device::backing(&path).is_none() =>
+            {
+                allocated(&meta)
+            }
+            _ => 0,
+        };
+        Self {
+            path,
+            project,
+            counted,
+        }
+    }
+
     /// An entry of `reaping/`, its project read back from its name.
     fn found(path: PathBuf) -> Self {
         let project = path
@@ -90,7 +112,7 @@ impl Item {
             .and_then(|rest| rest.strip_prefix("-p"))
             .and_then(|rest| rest.split('.').next())
             .and_then(|id| id.parse().ok());
-        Self { path, project }
+        Self::new(path, project)
     }
 }
 
@@ -184,10 +206,8 @@ impl Reaper {
         });
         match fs::rename(path, &to) {
             Ok(()) => {
-                self.shared
-                    .lock()
-                    .queue
-                    .push_back(Item { path: to, project });
+                let item = Item::new(to, project);
+                self.shared.lock().queue.push_back(item);
                 self.shared.changed.notify_all();
                 Ok(())
             }
@@ -208,6 +228,18 @@ impl Reaper {
             .iter()
             .chain(state.queue.iter())
             .any(|item| item.project == Some(id))
+    }
+
+    /// Bytes that deleted image and block files still hold and will give back within
+    /// about a second per GiB: free space to come, which statfs does not show yet.
+    pub fn pending_bytes(&self) -> u64 {
+        let state = self.shared.lock();
+        state
+            .current
+            .iter()
+            .chain(state.queue.iter())
+            .map(|item| item.counted)
+            .sum()
     }
 
     /// The reaper thread's id while it runs.
@@ -297,6 +329,7 @@ impl Shared {
                     tracing::warn!(path = %path.display(), "freeing deleted data panicked; retried at the next start")
                 }
             }
+            // Whatever the outcome, the item (and what it counted) goes.
             self.lock().current = None;
             self.changed.notify_all();
         }
@@ -319,6 +352,15 @@ impl Shared {
                 .changed
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// `bytes` of the current item are about to be freed: no longer counted as to
+    /// come. Before the freeing, so that a caller sees them neither twice nor too soon
+    /// by more than a slice's worth of waiting.
+    fn uncount(&self, bytes: u64) {
+        if let Some(item) = self.lock().current.as_mut() {
+            item.counted = item.counted.saturating_sub(bytes);
         }
     }
 
@@ -398,6 +440,7 @@ impl<'a> Walk<'a> {
         {
             allocated = self.shrink(path)?;
         }
+        self.shared.uncount(allocated);
         fs::remove_file(path).map_err(|e| io(e, "remove", path))?;
         self.unsynced += allocated;
         if self.unsynced >= self.shared.pacing.slice {
@@ -430,6 +473,7 @@ impl<'a> Walk<'a> {
             // SEEK_DATA answers block-aligned offsets, and a slice is whole blocks: no
             // punch zeroes part of a block (which would write) instead of freeing it.
             let end = data_end.min(start.saturating_add(slice));
+            self.shared.uncount(end - start);
             match punch(&file, start, end - start) {
                 Err(e) if e.kind() == ErrorKind::Unsupported => break,
                 other => other.map_err(|e| io(e, "punch", path))?,
@@ -639,6 +683,65 @@ pub(crate) mod tests {
             .expect("read");
         let want: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8 + 1).collect();
         assert!(seen == want, "the device still reads the image's data");
+    }
+
+    /// What a deleted item will give back is counted as free space to come only when
+    /// an unlink frees it and nothing has to be walked to know it.
+    #[test]
+    fn what_a_deleted_lone_file_will_give_back_is_counted_until_it_is_freed() {
+        type Make = fn(&Path, &Path);
+        let rows: &[(&str, Make, u64)] = &[
+            (
+                "a lone file",
+                |victim, _| write_data(victim, 32 * MIB),
+                32 * MIB,
+            ),
+            (
+                "a tree",
+                |victim, _| {
+                    fs::create_dir(victim).expect("mkdir");
+                    write_data(&victim.join("large"), 32 * MIB);
+                },
+                0,
+            ),
+            (
+                "a file with another link",
+                |victim, other| {
+                    write_data(victim, 32 * MIB);
+                    fs::hard_link(victim, other).expect("link");
+                },
+                0,
+            ),
+        ];
+        for (what, make, want) in rows {
+            let root = tempfile::tempdir().expect("tempdir");
+            let reaping = root.path().join("reaping");
+            let victim = root.path().join("victim");
+            make(&victim, &root.path().join("other"));
+            let slow = Pacing {
+                slice: 4 * MIB,
+                pause: Duration::from_secs(3600),
+            };
+            let reaper = Reaper::start(&reaping, slow).expect("start");
+            reaper.take(&victim).expect("take");
+            // The thread may have punched its first slice already, not more.
+            let pending = reaper.pending_bytes();
+            assert!(
+                pending <= *want && pending + 4 * MIB >= *want,
+                "{what}: {pending} counted"
+            );
+            drop(reaper);
+            let fast = Reaper::start(
+                &reaping,
+                Pacing {
+                    slice: 4 * MIB,
+                    pause: Duration::ZERO,
+                },
+            )
+            .expect("restart");
+            assert!(fast.wait_idle(Duration::from_secs(60)), "{what}: freed");
+            assert_eq!(fast.pending_bytes(), 0, "{what}: nothing to come");
+        }
     }
 
     #[test]
