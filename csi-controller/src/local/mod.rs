@@ -90,7 +90,8 @@ impl Drop for ProjectLease {
 }
 
 impl LocalBackend {
-    /// Opens (creating) the root and removes what crashed calls left half-made.
+    /// Opens (creating) the root, puts back what a delete cut short set aside, and
+    /// hands to the reaper what crashed calls left half-made.
     pub fn open(root: &Path, node: &str) -> Result<Self> {
         Self::open_with(root, node, Pacing::GENTLE)
     }
@@ -649,12 +650,15 @@ impl LocalBackend {
     /// to the reaper (record gone). A failure here keeps the volume whole and visible.
     fn set_aside(&self, dir: &Path, key: &Key, data: &Path) -> Result<Option<PathBuf>> {
         let aside = dir.join(format!(".{key}.deleting"));
-        match (fs::symlink_metadata(data), fs::symlink_metadata(&aside)) {
+        match (
+            fs::symlink_metadata(data),
+            fs::symlink_metadata(&aside).is_ok(),
+        ) {
             // An earlier try set the data aside and failed to commit: it is this
             // volume's data, aside already.
-            (Err(e), Ok(_)) if e.kind() == ErrorKind::NotFound => return Ok(Some(aside)),
+            (Err(e), true) if e.kind() == ErrorKind::NotFound => return Ok(Some(aside)),
             // Not this volume's data (it is in place): the deleted one's before it.
-            (_, Ok(_)) => self.reaper.take(&aside)?,
+            (Ok(_), true) => self.reaper.take(&aside)?,
             _ => {}
         }
         match fs::rename(data, &aside) {
