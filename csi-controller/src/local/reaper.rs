@@ -204,19 +204,24 @@ impl Reaper {
             Some(id) => format!("{nonce}-p{id}.{name}"),
             None => format!("{nonce}.{name}"),
         });
+        let failed = |e| Error::io(format!("set aside {} for freeing", path.display()), e);
         match fs::rename(path, &to) {
-            Ok(()) => {
-                let item = Item::new(to, project);
-                self.shared.lock().queue.push_back(item);
-                self.shared.changed.notify_all();
-                Ok(())
+            Ok(()) => {}
+            // Nothing to free, or `reaping/` itself went (an operator's cleanup): made
+            // again, so deleted data never stays under a volume's name for want of it.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if fs::symlink_metadata(path).is_err() {
+                    return Ok(());
+                }
+                fs::create_dir_all(&self.dir).map_err(failed)?;
+                fs::rename(path, &to).map_err(failed)?;
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(
-                format!("set aside {} for freeing", path.display()),
-                e,
-            )),
+            Err(e) => return Err(failed(e)),
         }
+        let item = Item::new(to, project);
+        self.shared.lock().queue.push_back(item);
+        self.shared.changed.notify_all();
+        Ok(())
     }
 
     /// Are files of XFS project `id` still to be freed? Their blocks count against the
@@ -745,12 +750,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_missing_path_is_nothing_to_take() {
+    fn a_missing_path_is_nothing_to_take_and_a_missing_reaping_dir_is_made_again() {
         let root = tempfile::tempdir().expect("tempdir");
-        let reaper = Reaper::start(&root.path().join("reaping"), Pacing::GENTLE).expect("start");
+        let reaping = root.path().join("reaping");
+        let reaper = Reaper::start(&reaping, Pacing::GENTLE).expect("start");
         reaper.take(&root.path().join("absent")).expect("take");
         assert!(reaper.wait_idle(Duration::from_secs(5)));
-        assert_eq!(entries(&root.path().join("reaping")), 0);
+        assert_eq!(entries(&reaping), 0);
+        fs::remove_dir(&reaping).expect("an operator removes it");
+        let victim = root.path().join("victim");
+        fs::create_dir(&victim).expect("mkdir");
+        reaper.take(&victim).expect("take");
+        assert!(!victim.exists(), "moved out of the way");
+        assert!(reaper.wait_idle(Duration::from_secs(5)));
+        assert_eq!(entries(&reaping), 0, "freed");
     }
 
     #[test]
