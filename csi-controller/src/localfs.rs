@@ -121,13 +121,7 @@ pub(crate) fn in_background<T: Send>(copy: impl FnOnce() -> Result<T> + Send) ->
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let me = rustix::thread::gettid();
-                if let Err(e) = rustix::process::setpriority_process(Some(me), COPY_NICE) {
-                    tracing::debug!(error = %e, "copy keeps its CPU priority");
-                }
-                if let Err(e) = io_priority::set_thread_class(IoClass::Idle) {
-                    tracing::debug!(error = %e, "copy keeps its I/O class");
-                }
+                enter_background();
                 copy()
             })
             .join()
@@ -138,6 +132,18 @@ pub(crate) fn in_background<T: Send>(copy: impl FnOnce() -> Result<T> + Send) ->
                 ))
             })
     })
+}
+
+/// Puts the calling thread in the bulk class: [`COPY_NICE`] and the idle I/O class,
+/// for it alone (Linux applies both to a thread id) and for the programs it starts.
+pub(crate) fn enter_background() {
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), COPY_NICE) {
+        tracing::debug!(error = %e, "bulk work keeps its CPU priority");
+    }
+    if let Err(e) = io_priority::set_thread_class(IoClass::Idle) {
+        tracing::debug!(error = %e, "bulk work keeps its I/O class");
+    }
 }
 
 fn copy_tree_here(from: &Path, to: &Path, buf: &mut CopyBuffer) -> Result<()> {
@@ -292,7 +298,8 @@ fn is_aligned(pos: u64, len: usize) -> bool {
     pos.is_multiple_of(DIRECT_ALIGN) && (len as u64).is_multiple_of(DIRECT_ALIGN)
 }
 
-fn seek(file: &File, offset: u64, whence: Whence) -> std::io::Result<Option<u64>> {
+/// `lseek` to the next data (or hole) at or after `offset`; `None` past the last.
+pub(crate) fn seek(file: &File, offset: u64, whence: Whence) -> std::io::Result<Option<u64>> {
     let offset =
         i64::try_from(offset).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
     match lseek(file.as_fd(), offset, whence) {

@@ -8,6 +8,7 @@
 //! by with the object count (BENCHMARKS.md, API server at 100,000 PVs).
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::json;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,13 +30,18 @@ use crate::store::{Reader, Store};
 pub const CHUNK_BYTES: usize = 64 << 10;
 /// Chunks read ahead of the connection; the scan waits for the client beyond them.
 const CHUNKS_AHEAD: usize = 4;
+/// How long a client may take to read a whole LIST: kube-apiserver's default
+/// `--request-timeout`. The scan holds a read transaction, which keeps the store's old
+/// pages from reuse, so a client that stops reading must not hold it for ever.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What a streamed LIST reads: the kind, its key prefix, and where it resumes
-/// (a continue token's revision and last key), if anywhere.
+/// What a streamed LIST reads: the kind, its key prefix, where it resumes (a continue
+/// token's revision and last key), if anywhere, and when it is cut if still unread.
 pub struct Listing {
     pub resource: &'static Resource,
     pub prefix: String,
     pub resume: Option<(u64, String)>,
+    pub deadline: Instant,
 }
 
 /// Answers the LIST as it is read. `check` runs first against the snapshot read
@@ -44,13 +51,13 @@ pub async fn respond(
     listing: Listing,
     check: impl FnOnce(&dyn Reader) -> Result<()> + Send + 'static,
 ) -> Result<Response> {
-    let (chunks, received) = mpsc::channel(CHUNKS_AHEAD);
+    let (chunks, received) = channel()?;
     let store = store.clone();
     let scan = tokio::spawn(async move {
         store
             .read(move |reader| {
                 check(reader)?;
-                scan(reader, listing, &chunks);
+                scan(reader, listing, chunks);
                 Ok(())
             })
             .await
@@ -67,6 +74,24 @@ pub async fn respond(
         .header(CONTENT_TYPE, "application/json")
         .body(Body::from_stream(body))
         .map_err(ApiError::storage)
+}
+
+/// A scan's chunks and the stream the connection reads them from.
+fn channel() -> Result<(Chunks, mpsc::Receiver<io::Result<Bytes>>)> {
+    let (chunks, received) = mpsc::channel(CHUNKS_AHEAD + 1);
+    let cut = chunks
+        .clone()
+        .try_reserve_owned()
+        .map_err(ApiError::storage)?;
+    let runtime = Handle::current();
+    Ok((
+        Chunks {
+            chunks,
+            cut,
+            runtime,
+        },
+        received,
+    ))
 }
 
 /// The list object up to its items: `{"kind":…,"apiVersion":…,"metadata":{…},"items":[`.
@@ -87,23 +112,63 @@ pub fn head(resource: &Resource, revision: u64, next: Option<String>) -> Result<
     Ok(head)
 }
 
-/// Sends the list's head, its items and its end in chunks; stops when the client went.
-fn scan(reader: &dyn Reader, listing: Listing, chunks: &mpsc::Sender<io::Result<Bytes>>) {
+/// The connection's side of a scan, used from the store's blocking read. One place in
+/// the channel is kept for the error that cuts the answer, so that it goes in even
+/// when the client stopped reading.
+struct Chunks {
+    chunks: mpsc::Sender<io::Result<Bytes>>,
+    cut: mpsc::OwnedPermit<io::Result<Bytes>>,
+    runtime: Handle,
+}
+
+/// Why a chunk did not reach the connection.
+enum Unsent {
+    /// The client went away.
+    Gone,
+    /// The client did not read the LIST before its deadline.
+    Late,
+}
+
+impl Chunks {
+    /// Waits until the connection takes `chunk`, at most until `deadline`.
+    fn send(&self, chunk: Vec<u8>, deadline: Instant) -> Result<(), Unsent> {
+        let sent = self.runtime.block_on(tokio::time::timeout_at(
+            deadline.into(),
+            self.chunks.send(Ok(Bytes::from(chunk))),
+        ));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Unsent::Gone),
+            Err(_) => Err(Unsent::Late),
+        }
+    }
+
+    /// Ends the answer with an error: the connection is cut, and the client sees a
+    /// truncated body rather than a list that looks whole.
+    fn cut(self, why: impl std::fmt::Display) {
+        tracing::warn!(%why, "a streamed LIST was cut");
+        self.cut.send(Err(io::Error::other(why.to_string())));
+    }
+}
+
+/// Sends the list's head, its items and its end in chunks; stops when the client went
+/// or the deadline passed.
+fn scan(reader: &dyn Reader, listing: Listing, chunks: Chunks) {
     let (revision, after) = match listing.resume {
         Some((revision, after)) => (revision, Some(after)),
         None => (reader.revision(), None),
     };
     let mut chunk = match head(listing.resource, revision, None) {
         Ok(head) => head,
-        Err(error) => return fail(chunks, error),
+        Err(error) => return chunks.cut(error),
     };
     let mut first = true;
-    let mut gone = false;
+    let mut unsent = None;
     let scanned = reader.scan_raw(&listing.prefix, after.as_deref(), &mut |_, bytes| {
         if chunk.len() + 1 + bytes.len() > CHUNK_BYTES && !chunk.is_empty() {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
-            if chunks.blocking_send(Ok(Bytes::from(full))).is_err() {
-                gone = true;
+            if let Err(why) = chunks.send(full, listing.deadline) {
+                unsent = Some(why);
                 return false;
             }
         }
@@ -114,21 +179,19 @@ fn scan(reader: &dyn Reader, listing: Listing, chunks: &mpsc::Sender<io::Result<
         chunk.extend_from_slice(bytes);
         true
     });
-    match scanned {
-        Err(error) => fail(chunks, error),
-        Ok(()) if gone => {}
-        Ok(()) => {
-            chunk.extend_from_slice(b"]}");
-            let _ = chunks.blocking_send(Ok(Bytes::from(chunk)));
-        }
+    if let Err(error) = scanned {
+        return chunks.cut(error);
     }
-}
-
-/// Ends the answer with an error: the connection is cut, and the client sees a
-/// truncated body rather than a list that looks whole.
-fn fail(chunks: &mpsc::Sender<io::Result<Bytes>>, error: ApiError) {
-    tracing::warn!(%error, "a streamed LIST failed");
-    let _ = chunks.blocking_send(Err(io::Error::other(error.to_string())));
+    if unsent.is_none() {
+        chunk.extend_from_slice(b"]}");
+        unsent = chunks.send(chunk, listing.deadline).err();
+    }
+    if let Some(Unsent::Late) = unsent {
+        chunks.cut(format_args!(
+            "the client did not read the LIST within {} s",
+            LIST_TIMEOUT.as_secs()
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +245,7 @@ mod tests {
                 resource: volumes(),
                 prefix: "core/persistentvolumes/".into(),
                 resume: after.map(|a: &str| (7, a.to_string())),
+                deadline: Instant::now() + LIST_TIMEOUT,
             };
             let response = respond(&store, listing, |_| Ok(())).await?;
             assert_eq!(response.status(), StatusCode::OK);
@@ -234,6 +298,7 @@ mod tests {
             resource: volumes(),
             prefix: "core/persistentvolumes/".into(),
             resume: None,
+            deadline: Instant::now() + LIST_TIMEOUT,
         };
         let answer = respond(&store, listing, |_| {
             Err(ApiError::Expired("too old".into()))
@@ -251,18 +316,19 @@ mod tests {
     async fn the_scan_waits_for_the_client_beyond_the_chunks_ahead() -> Result<()> {
         let dir = tempfile::tempdir().map_err(ApiError::storage)?;
         let store = store_with(dir.path(), 600).await?;
-        let (chunks, mut received) = mpsc::channel(CHUNKS_AHEAD);
+        let (chunks, mut received) = channel()?;
         let listing = Listing {
             resource: volumes(),
             prefix: "core/persistentvolumes/".into(),
             resume: None,
+            deadline: Instant::now() + LIST_TIMEOUT,
         };
         let scan = tokio::spawn({
             let store = store.clone();
             async move {
                 store
                     .read(move |reader| {
-                        scan(reader, listing, &chunks);
+                        scan(reader, listing, chunks);
                         Ok(())
                     })
                     .await
@@ -277,6 +343,36 @@ mod tests {
         }
         scan.await.map_err(ApiError::storage)??;
         assert!(total > 600 * 1000, "{total} bytes");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_list_the_client_stops_reading_is_cut_at_its_deadline() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(ApiError::storage)?;
+        let store = store_with(dir.path(), 600).await?;
+        // (read on after the pause, the answer ends with an error)
+        let cases = [
+            (Duration::from_secs(5), false),
+            (Duration::from_millis(200), true),
+        ];
+        for (timeout, cut) in cases {
+            let listing = Listing {
+                resource: volumes(),
+                prefix: "core/persistentvolumes/".into(),
+                resume: None,
+                deadline: Instant::now() + timeout,
+            };
+            let response = respond(&store, listing, |_| Ok(())).await?;
+            let mut body = response.into_body().into_data_stream();
+            body.next().await;
+            // 600 objects of 1 KiB are more chunks than are read ahead: the scan waits.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let mut failed = false;
+            while let Some(chunk) = body.next().await {
+                failed |= chunk.is_err();
+            }
+            assert_eq!(failed, cut, "deadline after {timeout:?}");
+        }
         Ok(())
     }
 }

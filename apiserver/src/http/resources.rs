@@ -368,6 +368,7 @@ async fn list(
                 resource,
                 prefix,
                 resume: resume.map(|token| (token.revision, token.after)),
+                deadline: std::time::Instant::now() + list_stream::LIST_TIMEOUT,
             };
             return list_stream::respond(&app.store, listing, check_exact).await;
         }

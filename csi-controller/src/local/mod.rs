@@ -6,7 +6,8 @@
 //! its record is committed; data is built under a `.<key>.tmp` name and renamed
 //! into place first, so a crash never leaves a half-filled volume behind a record.
 //! Deleted data is renamed to `.<key>.deleting` before its record goes, and put
-//! back at open if the record outlived a crash.
+//! back at open if the record outlived a crash; once the record is gone it moves to
+//! `reaping/`, where a background thread frees it ([`reaper`]).
 
 //!
 //! Quota volumes (`quota.rs`) are directories in their own XFS project; whether the
@@ -15,6 +16,8 @@
 mod backend;
 /// XFS project quotas: detection, project ids, xfs_quota.
 pub mod quota;
+/// Frees deleted data in the background.
+pub mod reaper;
 /// The record log with group commit.
 pub mod store;
 
@@ -34,12 +37,14 @@ use crate::record::{self, Layout, ListedVolume, SnapshotRecord, VolumeRecord};
 use driver_contract::ids::{Key, Location, VolumeId, key_of};
 use driver_contract::request::{AccessType, Capacity};
 use quota::{QuotaRoot, QuotaSupport};
+use reaper::{Pacing, Reaper};
 use store::{Change, Store};
 
 use driver_contract::local_layout::{self, VOLUMES_DIR as VOLUMES};
 
 const SNAPSHOTS: &str = "snapshots";
 const RETAINED: &str = "retained";
+const REAPING: &str = "reaping";
 const LOG: &str = "records.log";
 
 /// The smallest ext4 image worth making (mkfs needs room for its journal).
@@ -65,6 +70,7 @@ pub struct LocalBackend {
     /// Project ids handed to volumes whose records are not written yet.
     leased: Arc<Mutex<BTreeSet<u32>>>,
     store: Arc<Store>,
+    reaper: Arc<Reaper>,
 }
 
 /// A project id held for a volume being created, released when dropped (by then the
@@ -85,8 +91,14 @@ impl Drop for ProjectLease {
 }
 
 impl LocalBackend {
-    /// Opens (creating) the root and removes what crashed calls left half-made.
+    /// Opens (creating) the root, puts back what a delete cut short set aside, and
+    /// hands to the reaper what crashed calls left half-made.
     pub fn open(root: &Path, node: &str) -> Result<Self> {
+        Self::open_with(root, node, Pacing::GENTLE)
+    }
+
+    /// [`open`](Self::open), deleted data freed at `pacing`.
+    pub fn open_with(root: &Path, node: &str, pacing: Pacing) -> Result<Self> {
         for dir in [VOLUMES, SNAPSHOTS] {
             let path = root.join(dir);
             fs::create_dir_all(&path)
@@ -107,6 +119,7 @@ impl LocalBackend {
             quota,
             leased: Arc::default(),
             store: Arc::new(Store::open(&root.join(LOG))?),
+            reaper: Arc::new(Reaper::start(&root.join(REAPING), pacing)?),
         };
         backend.import_record_files()?;
         let volumes: HashSet<String> = backend.store.volume_keys().into_iter().collect();
@@ -117,8 +130,8 @@ impl LocalBackend {
         backend.restore_deleting(&backend.snapshots(), &snapshots, |k| {
             backend.store.snapshot(k).ok().flatten().map(|r| r.layout)
         })?;
-        sweep(&backend.volumes(), &volumes)?;
-        sweep(&backend.snapshots(), &snapshots)?;
+        backend.sweep(&backend.volumes(), &volumes)?;
+        backend.sweep(&backend.snapshots(), &snapshots)?;
         backend.rebuild_lost_empty_volumes()?;
         Ok(backend)
     }
@@ -154,7 +167,7 @@ impl LocalBackend {
     fn lease_project(&self, key: &Key) -> Result<ProjectLease> {
         let mut leased = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
         let id = quota::free_project(quota::first_candidate(key.as_str()), |id| {
-            self.store.project_used(id) || leased.contains(&id)
+            self.store.project_used(id) || leased.contains(&id) || self.reaper.holds_project(id)
         })
         .ok_or(Error::ProjectIdsExhausted)?;
         leased.insert(id);
@@ -265,9 +278,29 @@ impl LocalBackend {
                 continue;
             };
             let to = data_path(dir, key, &layout);
+            if fs::symlink_metadata(&to).is_ok() {
+                // A same-named volume's data, made after a delete whose last rename
+                // failed: the set-aside data is the deleted volume's, not its.
+                self.reaper.take(&dir.join(&name))?;
+                continue;
+            }
             tracing::info!(path = %to.display(), "restoring data of a deletion cut short");
             fs::rename(dir.join(&name), &to)
                 .map_err(|e| Error::io(format!("restore {}", to.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Hands temporaries and data that has no record (leftovers of crashed calls,
+    /// and data set aside by deletes that were acknowledged) to the reaper: a rename
+    /// each, so a start with large leftovers is not held up freeing them.
+    fn sweep(&self, dir: &Path, recorded: &HashSet<String>) -> Result<()> {
+        for name in list_names(dir)? {
+            let key = name.strip_suffix(".img").unwrap_or(&name);
+            if name.starts_with('.') || name.ends_with(".tmp") || !recorded.contains(key) {
+                tracing::info!(path = %dir.join(&name).display(), "freeing leftover of an interrupted call");
+                self.reaper.take(&dir.join(&name))?;
+            }
         }
         Ok(())
     }
@@ -328,9 +361,11 @@ impl LocalBackend {
         self.root.join(SNAPSHOTS)
     }
 
-    /// Free bytes on the root's filesystem.
+    /// Free bytes on the root's filesystem, with what deleted image and block files
+    /// being freed will give back (ARCHITECTURE.md, "Deleted data").
     pub fn available_bytes(&self) -> Result<i64> {
-        localfs::available_bytes(&self.root)
+        let to_come = i64::try_from(self.reaper.pending_bytes()).unwrap_or(i64::MAX);
+        Ok(localfs::available_bytes(&self.root)?.saturating_add(to_come))
     }
 
     /// The volume's record, if it exists.
@@ -407,8 +442,9 @@ impl LocalBackend {
         let dir = self.volumes();
         let final_path = data_path(&dir, key.as_str(), &record.layout);
         let staging = dir.join(format!(".{key}.tmp"));
-        localfs::remove_any(&staging)?;
-        localfs::remove_any(&final_path)?;
+        // What a failed create left (no record holds it) may be a large clone.
+        self.reaper.take(&staging)?;
+        self.reaper.take(&final_path)?;
         let copied = !matches!(fill, Fill::Empty);
         self.build(&staging, record, fill)?;
         fs::rename(&staging, &final_path)
@@ -470,9 +506,10 @@ impl LocalBackend {
         }
     }
 
-    /// Removes the data, then the record: a failed removal keeps the volume visible.
     /// Removes a volume; its data too unless its mutable `onDelete` says retain, in
-    /// which case the data moves to `<root>/retained/` under the volume's name.
+    /// which case the data moves to `<root>/retained/` under the volume's name. The
+    /// data is set aside before the record goes (a failure keeps the volume whole and
+    /// visible) and freed by the reaper after: the call does not wait for it.
     pub fn delete(&self, key: &Key) -> Result<()> {
         let dir = self.volumes();
         let Some(record) = self.get(key)? else {
@@ -493,7 +530,7 @@ impl LocalBackend {
                 self.retain(&data, key)?;
                 None
             }
-            Some(OnDelete::Delete) | None => set_aside(&dir, key, &data)?,
+            Some(OnDelete::Delete) | None => self.set_aside(&dir, key, &data)?,
         };
         // The limit outlives the project's files; it goes before the record, so a
         // retried delete clears it again.
@@ -503,7 +540,7 @@ impl LocalBackend {
         self.store.commit(vec![Change::DeleteVolume {
             key: key.to_string(),
         }])?;
-        remove_set_aside(doomed);
+        self.reap_set_aside(doomed, project);
         Ok(())
     }
 
@@ -613,7 +650,7 @@ impl LocalBackend {
         let dir = self.snapshots();
         let staging = dir.join(format!(".{key}.tmp"));
         let final_path = data_path(&dir, key.as_str(), &snapshot.layout);
-        localfs::remove_any(&staging)?;
+        self.reaper.take(&staging)?;
         let src = data_path(&self.volumes(), key_of(&source.volume_id), &source.layout);
         match source.layout {
             Layout::Directory | Layout::Quota { .. } => localfs::copy_tree(&src, &staging)?,
@@ -628,18 +665,59 @@ impl LocalBackend {
         }])
     }
 
-    /// Removes the snapshot's data and record; done if absent.
+    /// Removes the snapshot's record, its data freed after by the reaper; done if
+    /// absent.
     pub fn delete_snapshot(&self, key: &Key) -> Result<()> {
         let dir = self.snapshots();
         let Some(record) = self.get_snapshot(key)? else {
             return Ok(());
         };
-        let doomed = set_aside(&dir, key, &data_path(&dir, key.as_str(), &record.layout))?;
+        let doomed = self.set_aside(&dir, key, &data_path(&dir, key.as_str(), &record.layout))?;
         self.store.commit(vec![Change::DeleteSnapshot {
             key: key.to_string(),
         }])?;
-        remove_set_aside(doomed);
+        self.reap_set_aside(doomed, None);
         Ok(())
+    }
+
+    /// Renames data about to lose its record to `.<key>.deleting`: no fsync is needed,
+    /// as whichever name survives a crash, open puts it back (record kept) or hands it
+    /// to the reaper (record gone). A failure here keeps the volume whole and visible.
+    fn set_aside(&self, dir: &Path, key: &Key, data: &Path) -> Result<Option<PathBuf>> {
+        let aside = dir.join(format!(".{key}.deleting"));
+        match (
+            fs::symlink_metadata(data),
+            fs::symlink_metadata(&aside).is_ok(),
+        ) {
+            // An earlier try set the data aside and failed to commit: it is this
+            // volume's data, aside already.
+            (Err(e), true) if e.kind() == ErrorKind::NotFound => return Ok(Some(aside)),
+            // Not this volume's data (it is in place): the deleted one's before it.
+            (Ok(_), true) => self.reaper.take(&aside)?,
+            _ => {}
+        }
+        match fs::rename(data, &aside) {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("set aside {}", data.display()), e)),
+        }
+    }
+
+    /// Hands set-aside data to the reaper once its record is gone (a quota volume's
+    /// with its project, which is not leased again until the files are freed). The
+    /// delete is acknowledged whatever happens here: data the rename leaves behind is
+    /// handed over at the next start (no record holds it).
+    fn reap_set_aside(&self, aside: Option<PathBuf>, project: Option<u32>) {
+        if let Some(aside) = aside
+            && let Err(e) = self.reaper.take_in_project(&aside, project)
+        {
+            tracing::warn!(path = %aside.display(), error = %e, "deleted data left for the next start");
+        }
+    }
+
+    /// The reaper freeing this root's deleted data.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
     }
 }
 
@@ -692,46 +770,11 @@ fn choose_kind(
     }
 }
 
-/// Renames data about to lose its record to `.<key>.deleting`: no fsync is needed,
-/// as whichever name survives a crash, open puts it back (record kept) or sweeps it
-/// (record gone). A failure here keeps the volume whole and visible.
-fn set_aside(dir: &Path, key: &Key, data: &Path) -> Result<Option<PathBuf>> {
-    let aside = dir.join(format!(".{key}.deleting"));
-    localfs::remove_any(&aside)?;
-    match fs::rename(data, &aside) {
-        Ok(()) => Ok(Some(aside)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("set aside {}", data.display()), e)),
-    }
-}
-
-/// Removes set-aside data after its record is gone; what fails stays for the sweep
-/// at the next start (the volume is already deleted).
-fn remove_set_aside(path: Option<PathBuf>) {
-    if let Some(path) = path
-        && let Err(e) = localfs::remove_any(&path)
-    {
-        tracing::warn!(path = %path.display(), error = %e, "deleted data left for the next start's sweep");
-    }
-}
-
 fn list_names(dir: &Path) -> Result<Vec<String>> {
     Ok(fs::read_dir(dir)
         .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect())
-}
-
-/// Removes temporaries and data that has no record: leftovers of crashed calls.
-fn sweep(dir: &Path, recorded: &HashSet<String>) -> Result<()> {
-    for name in list_names(dir)? {
-        let key = name.strip_suffix(".img").unwrap_or(&name);
-        if name.starts_with('.') || name.ends_with(".tmp") || !recorded.contains(key) {
-            tracing::info!(path = %dir.join(&name).display(), "removing leftover of an interrupted call");
-            localfs::remove_any(&dir.join(&name))?;
-        }
-    }
-    Ok(())
 }
 
 fn make_dir(path: &Path) -> Result<()> {

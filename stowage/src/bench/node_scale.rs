@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::csi::drive;
 use super::csi::driver::{Driver, Held, Workload};
-use super::csi::stats::Stats;
+use super::csi::stats::{Rpc, Stats};
 use super::error::Error;
 use super::millis;
 use super::plot::{self, Chart, Series};
@@ -47,12 +47,13 @@ pub struct NodeScaleBench {
     json: bool,
 }
 
-/// Lifecycle latency at one concurrency.
+/// Lifecycle latency at one concurrency, and each RPC's (which call a rise is in).
 struct Latency {
     concurrency: usize,
     p50: Duration,
     p99: Duration,
     errors: usize,
+    rpcs: Vec<(Rpc, Duration, Duration)>,
 }
 
 /// What was measured with `published` volumes held.
@@ -137,11 +138,19 @@ async fn lifecycles(scale: &Scale, args: &NodeScaleBench) -> Result<Vec<Latency>
         )
         .await?;
         let summary = stats.lifecycles.summary();
+        let rpcs = stats
+            .called()
+            .map(|(rpc, samples)| {
+                let rpc_summary = samples.summary();
+                (rpc, rpc_summary.p50, rpc_summary.p99)
+            })
+            .collect();
         latencies.push(Latency {
             concurrency,
             p50: summary.p50,
             p99: summary.p99,
             errors: summary.errors,
+            rpcs,
         });
     }
     Ok(latencies)
@@ -204,6 +213,10 @@ fn to_json(measured: &[Checkpoint], restart: &Restart) -> Value {
                 "p50_ms": millis(l.p50),
                 "p99_ms": millis(l.p99),
                 "errors": l.errors,
+                "rpcs": l.rpcs.iter().map(|(rpc, p50, p99)| (rpc.name().to_string(), json!({
+                    "p50_ms": millis(*p50),
+                    "p99_ms": millis(*p99),
+                }))).collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "restart": {
