@@ -1,6 +1,6 @@
 //! The metadata kept beside each volume and snapshot: what was asked, what was made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use csi_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
@@ -154,6 +154,44 @@ impl VolumeRecord {
     }
 }
 
+/// A volume record read only as far as CSI's Volume message needs: a ListVolumes page
+/// decodes hundreds, and what costs there is the allocations (the walk profile at
+/// 100,000 volumes spent half its time in the allocator). The maps decode straight
+/// into the hash maps the message holds, and the class parameters and name are skipped
+/// unread, so a listed volume makes about half the allocations of a whole record made
+/// into a message.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedVolume {
+    volume_id: String,
+    capacity_bytes: i64,
+    content_source: Option<ContentSource>,
+    volume_context: HashMap<String, String>,
+    accessible_topology: Vec<HashMap<String, String>>,
+}
+
+impl ListedVolume {
+    /// The volume's ID.
+    pub fn volume_id(&self) -> &str {
+        &self.volume_id
+    }
+
+    /// As CSI's Volume message, moving what was decoded.
+    pub fn into_csi(self) -> Volume {
+        Volume {
+            capacity_bytes: self.capacity_bytes,
+            content_source: self.content_source.as_ref().map(ContentSource::to_csi),
+            volume_id: self.volume_id,
+            volume_context: self.volume_context,
+            accessible_topology: self
+                .accessible_topology
+                .into_iter()
+                .map(|segments| Topology { segments })
+                .collect(),
+        }
+    }
+}
+
 /// A committed snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -216,4 +254,75 @@ pub fn decode<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<
         path: path.into(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        layout: Layout,
+        content_source: Option<ContentSource>,
+        context: &[(&str, &str)],
+        topology: &[&[(&str, &str)]],
+    ) -> VolumeRecord {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        VolumeRecord {
+            name: "pvc-1".into(),
+            volume_id: "local:0123456789abcdef0123456789abcdef:n1".into(),
+            capacity_bytes: 5 << 30,
+            parameters: map(&[("capacityEnforcement", "image"), ("x", "y")]),
+            access_type: AccessType::Mount,
+            layout,
+            content_source,
+            volume_context: map(context),
+            accessible_topology: topology.iter().map(|segments| map(segments)).collect(),
+            created_unix_secs: 7,
+            mutable_parameters: map(&[("onDelete", "retain")]),
+        }
+    }
+
+    #[test]
+    fn a_listed_volume_is_the_message_of_its_whole_record() {
+        let context = [("type", "local"), ("node", "n1"), ("layout", "directory")];
+        let rows: Vec<(&str, VolumeRecord)> = vec![
+            (
+                "local, one topology segment",
+                record(Layout::Directory, None, &context, &[&[("node", "n1")]]),
+            ),
+            (
+                "restored from a snapshot, no context, two topologies",
+                record(
+                    Layout::Quota { project: 9 },
+                    Some(ContentSource::Snapshot("local-snap:s:n1".into())),
+                    &[],
+                    &[&[("node", "n1"), ("zone", "z")], &[("node", "n2")]],
+                ),
+            ),
+            (
+                "an NFS clone, no topology",
+                record(
+                    Layout::Nfs {
+                        sub_dir: vec!["a".into(), "b".into()],
+                        on_delete: OnDelete::Delete,
+                        mount_options: "nfsvers=4.2".into(),
+                    },
+                    Some(ContentSource::Volume("nfs:v:h/s".into())),
+                    &[("type", "nfs"), ("server", "h")],
+                    &[],
+                ),
+            ),
+        ];
+        for (name, record) in rows {
+            let json = serde_json::to_vec(&record).expect("encode");
+            let listed: ListedVolume = serde_json::from_slice(&json).expect(name);
+            assert_eq!(listed.volume_id(), record.volume_id, "{name}");
+            assert_eq!(listed.into_csi(), record.to_csi(), "{name}");
+        }
+    }
 }

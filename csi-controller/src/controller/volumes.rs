@@ -402,30 +402,30 @@ pub async fn list(
         n if n > 0 => n.unsigned_abs() as usize + 1,
         _ => usize::MAX,
     };
-    let mut records = Vec::new();
+    let mut volumes = Vec::new();
     for backend in driver.backends() {
-        records.extend(backend.volumes_after(after, wanted).await?);
+        volumes.extend(backend.volumes_after(after, wanted).await?);
     }
-    records.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    volumes.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
     let (page, next_token) = page(
-        records,
-        |r| r.volume_id.as_str(),
+        volumes,
+        |v| v.volume_id.as_str(),
         req.max_entries,
         &req.starting_token,
     )?;
     let entries = page
         .into_iter()
-        .map(|record| {
+        .map(|volume| {
             let status = list_volumes_response::VolumeStatus {
                 published_node_ids: driver
                     .attachments
                     .as_ref()
-                    .map(|b| b.nodes(&record.volume_id))
+                    .map(|b| b.nodes(&volume.volume_id))
                     .unwrap_or_default(),
                 volume_condition: None,
             };
             list_volumes_response::Entry {
-                volume: Some(record.into_csi()),
+                volume: Some(volume),
                 status: Some(status),
             }
         })

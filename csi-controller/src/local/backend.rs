@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use csi_proto::v1::Volume;
+
 use super::{LocalBackend, volume_data_path};
 use crate::backend::{Backend, Grown, blocking};
 use crate::error::Result;
@@ -23,7 +25,7 @@ impl Backend for LocalBackend {
         blocking(move || local.get(&key)).await
     }
 
-    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
+    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<Volume>> {
         // Memory only: the store holds the records.
         self.list_after(after, limit)
     }

@@ -24,6 +24,7 @@ pub mod store;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
+use std::ops::Bound;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,8 +33,8 @@ use crate::backend::Fill;
 use crate::error::{Error, Result};
 use crate::localfs;
 use crate::params::{Enforcement, OnDelete};
-use crate::record::{self, Layout, SnapshotRecord, VolumeRecord};
-use driver_contract::ids::{Key, key_of};
+use crate::record::{self, Layout, ListedVolume, SnapshotRecord, VolumeRecord};
+use driver_contract::ids::{Key, Location, VolumeId, key_of};
 use driver_contract::request::{AccessType, Capacity};
 use quota::{QuotaRoot, QuotaSupport};
 use reaper::{Pacing, Reaper};
@@ -378,28 +379,62 @@ impl LocalBackend {
     }
 
     /// Up to `limit` volumes, in ID order, whose IDs sort after `after` (a volume ID
-    /// or ""); a page of ListVolumes without copying every record.
-    pub fn list_after(&self, after: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
-        // All of this node's IDs are `local:<key>:<node>`: key order is ID order.
-        let from = after
-            .strip_prefix("local:")
-            .map(|rest| rest.split(':').next().unwrap_or_default())
-            .unwrap_or(if after.as_bytes() < b"local:".as_slice() {
-                ""
-            } else {
-                "~"
-            });
+    /// or ""), as CSI's messages: a page of ListVolumes, decoding only the records it
+    /// returns and only what the message holds.
+    pub fn list_after(&self, after: &str, limit: usize) -> Result<Vec<csi_proto::v1::Volume>> {
         let mut page = Vec::with_capacity(limit.min(4096));
-        let mut start = from.to_string();
+        let mut start = match self.page_start(after) {
+            Some(start) => start,
+            None => return Ok(page),
+        };
         while page.len() < limit {
-            let chunk = self.store.volumes_from(&start, 256)?;
-            let Some(last) = chunk.last() else { break };
-            let next = format!("{}\0", key_of(&last.volume_id));
-            page.extend(chunk.into_iter().filter(|r| r.volume_id.as_str() > after));
-            start = next;
+            let (records, last) = self.store.volume_page::<ListedVolume>(
+                start.as_ref().map(String::as_str),
+                limit - page.len(),
+            )?;
+            let Some(last) = last else { break };
+            page.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.volume_id() > after)
+                    .map(ListedVolume::into_csi),
+            );
+            start = Bound::Excluded(last);
         }
-        page.truncate(limit);
         Ok(page)
+    }
+
+    /// Where in key order the volumes after the ID `after` begin; `None` when every
+    /// local ID sorts before it. This node's IDs are `local:<key>:<node>` with keys of
+    /// 32 hex digits, so key order is ID order, and after one of them the page starts
+    /// past its key without reading that record. After anything else (another node's
+    /// ID, a token not made from an ID) it starts at the longest key that can sort
+    /// before `after`, and the records not after it are dropped by their IDs.
+    fn page_start(&self, after: &str) -> Option<Bound<String>> {
+        if let Some(VolumeId {
+            key,
+            location: Location::Local { node },
+        }) = VolumeId::parse(after)
+            && node == self.node
+        {
+            return Some(Bound::Excluded(key.to_string()));
+        }
+        match after.strip_prefix("local:") {
+            Some(rest) => {
+                let key = rest.split(':').next().unwrap_or_default();
+                // No key is longer than 32 bytes: a longer one's first 32 may be a key
+                // whose ID sorts after `after`.
+                let mut end = key.len().min(32);
+                while !key.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Some(Bound::Included(
+                    key.get(..end).unwrap_or_default().to_string(),
+                ))
+            }
+            None if after.as_bytes() < b"local:".as_slice() => Some(Bound::Unbounded),
+            None => None,
+        }
     }
 
     /// Builds the volume's data and commits its record.
@@ -790,6 +825,9 @@ fn attached_to_loop(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod list_tests;
 
 #[cfg(test)]
 mod kind_tests {

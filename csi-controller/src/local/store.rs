@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -366,23 +367,39 @@ impl Store {
         self.lock().snapshots.keys().cloned().collect()
     }
 
-    /// Up to `limit` volumes in key order whose key is at least `from`.
-    pub fn volumes_from(&self, from: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
-        let page: Vec<Encoded> = self
-            .lock()
-            .volumes
-            .range::<str, _>((Bound::Included(from), Bound::Unbounded))
-            .take(limit)
-            .map(|(_, r)| r.clone())
-            .collect();
-        page.iter()
-            .map(|b| {
-                serde_json::from_slice(b).map_err(|e| Error::CorruptMetadata {
-                    path: format!("a record from {from} in memory"),
+    /// Up to `limit` volume records in key order whose keys lie after `start`, each
+    /// decoded as `T` (a view that reads only what it needs), and the key of the
+    /// last. Only the records returned are decoded, outside the lock: the lock is held
+    /// only to take shared handles to them.
+    pub fn volume_page<T: DeserializeOwned>(
+        &self,
+        start: Bound<&str>,
+        limit: usize,
+    ) -> Result<(Vec<T>, Option<String>)> {
+        let (page, last): (Vec<Encoded>, Option<String>) = {
+            let state = self.lock();
+            let mut last = None;
+            let page = state
+                .volumes
+                .range::<str, _>((start, Bound::Unbounded))
+                .take(limit)
+                .map(|(key, record)| {
+                    last = Some(key);
+                    record.clone()
+                })
+                .collect();
+            (page, last.cloned())
+        };
+        let decoded = page
+            .iter()
+            .map(|bytes| {
+                serde_json::from_slice(bytes).map_err(|e| Error::CorruptMetadata {
+                    path: format!("a volume record after {start:?} in memory"),
                     reason: e.to_string(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<T>>>()?;
+        Ok((decoded, last))
     }
 
     /// Makes `changes` durable together (one line each, in one batch or in a batch

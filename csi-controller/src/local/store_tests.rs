@@ -631,3 +631,85 @@ fn replay_keeps_a_records_bytes_as_read_whatever_the_lines_shape() {
         assert_eq!(got.as_deref(), Some(snap_json.as_bytes()), "{name}");
     }
 }
+
+thread_local! {
+    /// Records decoded on this thread by [`Counted`].
+    static DECODED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A page entry that counts its decodes and keeps only the capacity.
+struct Counted(i64);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Capacity {
+            capacity_bytes: i64,
+        }
+        DECODED.with(|n| n.set(n.get() + 1));
+        Capacity::deserialize(d).map(|c| Self(c.capacity_bytes))
+    }
+}
+
+#[test]
+fn a_page_decodes_only_the_records_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("records.log")).expect("open");
+    let keys = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let changes = keys
+        .iter()
+        .zip(1..)
+        .map(|(key, size)| put(key, size))
+        .collect();
+    store.commit(changes).expect("commit");
+    type Row = (
+        &'static str,
+        Bound<&'static str>,
+        usize,
+        Vec<i64>,
+        Option<&'static str>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "the first three",
+            Bound::Unbounded,
+            3,
+            vec![1, 2, 3],
+            Some("c"),
+        ),
+        (
+            "after a key",
+            Bound::Excluded("c"),
+            2,
+            vec![4, 5],
+            Some("e"),
+        ),
+        ("from a key", Bound::Included("c"), 2, vec![3, 4], Some("d")),
+        (
+            "from a key between two",
+            Bound::Included("cc"),
+            1,
+            vec![4],
+            Some("d"),
+        ),
+        (
+            "fewer left than asked",
+            Bound::Excluded("h"),
+            5,
+            vec![9, 10],
+            Some("j"),
+        ),
+        ("none left", Bound::Excluded("j"), 5, vec![], None),
+        ("none asked", Bound::Unbounded, 0, vec![], None),
+    ];
+    for (name, start, limit, want, last) in rows {
+        DECODED.with(|n| n.set(0));
+        let (page, got_last) = store.volume_page::<Counted>(start, limit).expect("page");
+        let sizes: Vec<i64> = page.iter().map(|c| c.0).collect();
+        assert_eq!(sizes, want, "{name}");
+        assert_eq!(got_last.as_deref(), last, "{name}: last key");
+        // A page of 500 used to decode whole records 256 at a time: 512 of them.
+        assert_eq!(DECODED.with(|n| n.get()), want.len(), "{name}: decoded");
+    }
+}

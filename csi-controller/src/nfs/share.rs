@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use csi_proto::v1::Volume;
+
 use nfs_session::Export;
 
 use super::NfsBackend;
@@ -37,13 +39,13 @@ impl Backend for NfsShare<'_> {
         self.nfs.get(&self.export, key).await
     }
 
-    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<VolumeRecord>> {
+    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<Volume>> {
         // The records are files on the share: every one is read.
         let mut records = self.nfs.list(&self.export).await?;
         records.retain(|r| r.volume_id.as_str() > after);
         records.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
         records.truncate(limit);
-        Ok(records)
+        Ok(records.into_iter().map(VolumeRecord::into_csi).collect())
     }
 
     async fn delete_volume(&self, key: &Key) -> Result<()> {
