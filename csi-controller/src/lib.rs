@@ -14,6 +14,7 @@ pub mod identity;
 pub mod local;
 pub mod localfs;
 pub mod nfs;
+pub mod pacer;
 pub mod params;
 pub mod record;
 

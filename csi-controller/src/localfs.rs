@@ -11,6 +11,7 @@ use nix::unistd::{Whence, lseek};
 use stowage_sys::io_priority::{self, IoClass};
 
 use crate::error::{Error, Result};
+use crate::pacer::{self, Turn};
 
 /// Writes `data` to `path` so that a crash leaves the old or the new content:
 /// a temporary file, fsync, rename, fsync of the directory.
@@ -29,7 +30,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(ctx("create temporary for"), e))?;
     file.write_all(data)
         .map_err(|e| Error::io(ctx("write"), e))?;
-    file.sync_all().map_err(|e| Error::io(ctx("fsync"), e))?;
+    pacer::durable(|| file.sync_all()).map_err(|e| Error::io(ctx("fsync"), e))?;
     fs::rename(&temp, path).map_err(|e| Error::io(ctx("rename into"), e))?;
     sync_dir(dir)
 }
@@ -49,7 +50,7 @@ pub fn open_with_len(options: &OpenOptions, path: &Path) -> Result<(File, u64)> 
 /// Makes `dir`'s entries (renames, creations) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
+        .and_then(|d| pacer::durable(|| d.sync_all()))
         .map_err(|e| Error::io(format!("fsync directory {}", dir.display()), e))
 }
 
@@ -95,6 +96,11 @@ const COPY_DIRTY_BYTES: u64 = 8 << 20;
 
 /// What a copy reads and writes at once.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// What a copy writes at once after it waited for the calls' durable writes (the
+/// pacer): a quarter of a chunk, so a call's fsync that comes meanwhile waits behind
+/// less.
+const PACED_CHUNK: u64 = COPY_CHUNK as u64 / 4;
 
 /// The offset, length and buffer alignment direct I/O needs (the largest logical block
 /// size of the disks a local root sits on).
@@ -241,7 +247,11 @@ impl Destination {
         let end = start + len;
         let (mut pos, mut unsynced_from) = (start, start);
         while pos < end {
-            let want = chunk_len(pos, end);
+            let step = match pacer::global().bulk_turn() {
+                Turn::Quiet => COPY_CHUNK as u64,
+                Turn::Waited => PACED_CHUNK,
+            };
+            let want = chunk_len(pos, end, step);
             let n = src.read_at(&mut buf[..want], pos)?;
             if n == 0 {
                 break;
@@ -283,11 +293,12 @@ impl CopyBuffer {
 }
 
 /// How much to copy from `pos`: up to the next aligned offset when `pos` is not
-/// aligned (so what follows can go direct), else a whole chunk; never past `end`.
-fn chunk_len(pos: u64, end: u64) -> usize {
+/// aligned (so what follows can go direct), else `step` (at most a chunk, aligned);
+/// never past `end`.
+fn chunk_len(pos: u64, end: u64, step: u64) -> usize {
     let misaligned = pos % DIRECT_ALIGN;
     let step = if misaligned == 0 {
-        COPY_CHUNK as u64
+        step.min(COPY_CHUNK as u64)
     } else {
         DIRECT_ALIGN - misaligned
     };
@@ -335,6 +346,7 @@ pub fn available_bytes(path: &Path) -> Result<i64> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
 
     #[test]
     fn atomic_write_replaces_content_and_leaves_no_temporary() {
@@ -452,6 +464,34 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_waits_while_a_calls_durable_write_is_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::write(&src, vec![7u8; 2 * COPY_CHUNK]).expect("write");
+        let hold = Duration::from_millis(150);
+        let started = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                pacer::durable(|| {
+                    started.wait();
+                    std::thread::sleep(hold);
+                })
+            });
+            started.wait();
+            let start = std::time::Instant::now();
+            copy_sparse(&src, &dst).expect("copy");
+            let took = start.elapsed();
+            // Paced, 2 MiB is eight small steps, one per LONGEST_WAIT while the write
+            // lasts: the copy cannot end before the write does.
+            assert!(
+                took >= hold - Duration::from_millis(10),
+                "copied in {took:?}"
+            );
+        });
+        assert_eq!(fs::read(&dst).expect("read"), vec![7u8; 2 * COPY_CHUNK]);
+    }
+
+    #[test]
     fn copies_go_direct_where_the_filesystem_allows_it() {
         // The tests' temporary directory is on the machine's ext4 root.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -499,15 +539,22 @@ mod tests {
     #[test]
     fn chunks_end_on_the_next_aligned_offset() {
         let chunk = COPY_CHUNK as u64;
-        for (pos, end, want) in [
-            (0, 10 * chunk, chunk),
-            (0, 100, 100),
-            (100, 10 * chunk, DIRECT_ALIGN - 100),
-            (100, 200, 100),
-            (DIRECT_ALIGN, DIRECT_ALIGN + chunk + 1, chunk),
-            (chunk, chunk + 7, 7),
+        for (pos, end, step, want) in [
+            (0, 10 * chunk, chunk, chunk),
+            (0, 10 * chunk, PACED_CHUNK, PACED_CHUNK),
+            (0, 10 * chunk, 2 * chunk, chunk),
+            (0, 100, chunk, 100),
+            (100, 10 * chunk, chunk, DIRECT_ALIGN - 100),
+            (100, 10 * chunk, PACED_CHUNK, DIRECT_ALIGN - 100),
+            (100, 200, chunk, 100),
+            (DIRECT_ALIGN, DIRECT_ALIGN + chunk + 1, chunk, chunk),
+            (chunk, chunk + 7, PACED_CHUNK, 7),
         ] {
-            assert_eq!(chunk_len(pos, end) as u64, want, "from {pos} to {end}");
+            assert_eq!(
+                chunk_len(pos, end, step) as u64,
+                want,
+                "from {pos} to {end} in steps of {step}"
+            );
         }
     }
 

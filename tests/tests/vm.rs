@@ -314,6 +314,26 @@ fn image_volume_grows_online_while_in_use() {
             );
             std::fs::write(target.join("big"), vec![7u8; 40 << 20]).expect("now it fits");
             node.csi.release(id, &[&target], &staging).await;
+
+            // Past the descriptor blocks mkfs reserved (64x the size in 4 KiB blocks:
+            // 64 MiB for a 4 MiB image, which has 1 KiB blocks): still online.
+            let small = node
+                .csi
+                .create(enforced("pvc-small", 4 << 20, "image"))
+                .await
+                .expect("create a small image volume");
+            let (staging, target) = (node.staging("small"), node.target("small"));
+            node.stage(&small, &staging).await;
+            node.publish(&small, &staging, &target).await;
+            let id = &small.volume_id;
+            let expanded = node.csi.controller_expand(id, 160 << 20).await;
+            assert!(expanded.expect("controller expand").node_expansion_required);
+            let grown = node.csi.node_expand(id, &target, 160 << 20).await;
+            assert_eq!(grown.expect("node expand, online").capacity_bytes, 160 << 20);
+            let after = df_size(&target);
+            assert!(after > 140 << 20, "df shows the new size: {after}");
+            std::fs::write(target.join("big"), vec![7u8; 100 << 20]).expect("it fits");
+            node.csi.release(id, &[&target], &staging).await;
             assert!(mounts_under(node.dir()).is_empty());
         },
     );

@@ -491,7 +491,7 @@ impl LocalBackend {
             }
             (Layout::Image, None) => {
                 grow_file(path, size)?;
-                mkfs_ext4(path)
+                mkfs_ext4(path, size)
             }
             (Layout::Block, None) => grow_file(path, size),
             (layout, Some((_, from))) => Err(Error::invalid(
@@ -798,9 +798,9 @@ fn grow_file(path: &Path, size: u64) -> Result<()> {
 }
 
 /// mkfs writes a large image's metadata: background work, like a copy.
-fn mkfs_ext4(path: &Path) -> Result<()> {
+fn mkfs_ext4(path: &Path, size: u64) -> Result<()> {
     localfs::in_background(|| {
-        stowage_common::tool::e2fs::mkfs(path).map_err(|e| e2fs_failed(path, e))
+        stowage_common::tool::e2fs::mkfs(path, size).map_err(|e| e2fs_failed(path, e))
     })
 }
 

@@ -31,6 +31,7 @@ use nix::unistd::Whence;
 
 use crate::error::{Error, Result};
 use crate::localfs;
+use crate::pacer::{self, Turn};
 
 /// How fast deleted data is freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,18 @@ impl Pacing {
         slice: 16 << 20,
         pause: Duration::from_millis(10),
     };
+
+    /// What to free before the next fsync, given how the reaper got its turn from the
+    /// pacer: a whole slice when the calls' durable writes are still, an eighth when it
+    /// went between them (a call's fsync that comes meanwhile waits for that slice's
+    /// discard). Whole blocks, at least one.
+    fn step(&self, turn: Turn) -> u64 {
+        let bytes = match turn {
+            Turn::Quiet => self.slice,
+            Turn::Waited => self.slice / 8,
+        };
+        (bytes / BLOCK).max(1) * BLOCK
+    }
 }
 
 /// What a slice is rounded to (the largest block size of the roots' filesystems).
@@ -472,7 +485,6 @@ impl<'a> Walk<'a> {
             .open(path)
             .map_err(|e| io(e, "open", path))?;
         let len = file.metadata().map_err(|e| io(e, "stat", path))?.len();
-        let slice = self.shared.pacing.slice;
         let mut offset = 0;
         while let Some(start) =
             localfs::seek(&file, offset, Whence::SeekData).map_err(|e| io(e, "seek", path))?
@@ -482,14 +494,15 @@ impl<'a> Walk<'a> {
                 .unwrap_or(len);
             // SEEK_DATA answers block-aligned offsets, and a slice is whole blocks: no
             // punch zeroes part of a block (which would write) instead of freeing it.
-            let end = data_end.min(start.saturating_add(slice));
+            let step = self.shared.pacing.step(pacer::global().bulk_turn());
+            let end = data_end.min(start.saturating_add(step));
             self.shared.uncount(end - start);
             match punch(&file, start, end - start) {
                 Err(e) if e.kind() == ErrorKind::Unsupported => break,
                 other => other.map_err(|e| io(e, "punch", path))?,
             }
             self.unsynced += end - start;
-            if self.unsynced >= slice {
+            if self.unsynced >= step {
                 file.sync_all().map_err(|e| io(e, "fsync", path))?;
                 self.slice_done()?;
             }
@@ -532,6 +545,22 @@ pub(crate) mod tests {
     use std::os::unix::fs::symlink;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_reaper_that_went_between_the_calls_frees_an_eighth_of_a_slice() {
+        let pacing = |slice| Pacing {
+            slice,
+            pause: Duration::ZERO,
+        };
+        for (slice, turn, want) in [
+            (16 * MIB, Turn::Quiet, 16 * MIB),
+            (16 * MIB, Turn::Waited, 2 * MIB),
+            (BLOCK, Turn::Waited, BLOCK),
+            (3 * BLOCK + 1, Turn::Quiet, 3 * BLOCK),
+        ] {
+            assert_eq!(pacing(slice).step(turn), want, "{slice} bytes, {turn:?}");
+        }
+    }
 
     /// Writes `bytes` of real data (not a hole: a sparse file frees no blocks) and
     /// makes it durable.

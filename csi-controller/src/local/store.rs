@@ -496,7 +496,8 @@ impl Store {
             return Err((Failure::new(ctx("append to"), &e), cut));
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        (self.sync)(&file).map_err(|e| (Failure::new(ctx("fsync"), &e), true))
+        crate::pacer::durable(|| (self.sync)(&file))
+            .map_err(|e| (Failure::new(ctx("fsync"), &e), true))
     }
 
     fn wants_compaction(&self) -> bool {
