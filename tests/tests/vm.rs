@@ -296,10 +296,7 @@ fn image_volume_grows_online_while_in_use() {
             std::fs::remove_file(target.join("big")).expect("rm");
 
             let id = &volume.volume_id;
-            let expanded = node.csi.controller_expand(id, 96 << 20).await;
-            assert!(expanded.expect("controller expand").node_expansion_required);
-            let grown = node.csi.node_expand(id, &target, 96 << 20).await;
-            assert_eq!(grown.expect("node expand, online").capacity_bytes, 96 << 20);
+            grow_online(&node, id, &target, 96 << 20).await;
             let after = df_size(&target);
             assert!(
                 after > before + (48 << 20),
@@ -326,10 +323,7 @@ fn image_volume_grows_online_while_in_use() {
             node.stage(&small, &staging).await;
             node.publish(&small, &staging, &target).await;
             let id = &small.volume_id;
-            let expanded = node.csi.controller_expand(id, 160 << 20).await;
-            assert!(expanded.expect("controller expand").node_expansion_required);
-            let grown = node.csi.node_expand(id, &target, 160 << 20).await;
-            assert_eq!(grown.expect("node expand, online").capacity_bytes, 160 << 20);
+            grow_online(&node, id, &target, 160 << 20).await;
             let after = df_size(&target);
             assert!(after > 140 << 20, "df shows the new size: {after}");
             std::fs::write(target.join("big"), vec![7u8; 100 << 20]).expect("it fits");
@@ -337,6 +331,15 @@ fn image_volume_grows_online_while_in_use() {
             assert!(mounts_under(node.dir()).is_empty());
         },
     );
+}
+
+/// Expands an image volume published at `target` to `bytes`: the controller's half,
+/// which asks for the node's, then the node's on the mounted filesystem.
+async fn grow_online(node: &GuestNode, id: &str, target: &Path, bytes: i64) {
+    let expanded = node.csi.controller_expand(id, bytes).await;
+    assert!(expanded.expect("controller expand").node_expansion_required);
+    let grown = node.csi.node_expand(id, target, bytes).await;
+    assert_eq!(grown.expect("node expand, online").capacity_bytes, bytes);
 }
 
 /// What GetCapacity answers for a local volume on this node.

@@ -267,20 +267,11 @@ impl Reaper {
 
     /// Waits until nothing is queued or being freed; false if `timeout` passed first.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
-        while state.current.is_some() || !state.queue.is_empty() {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        let busy = |state: &State| state.current.is_some() || !state.queue.is_empty();
+        let state = self.shared.lock();
+        self.shared
+            .wait_while(state, Instant::now() + timeout, busy)
+            .is_some()
     }
 }
 
@@ -289,22 +280,17 @@ impl Drop for Reaper {
     /// A thread stuck in a system call is left behind after [`STOP_WAIT`] rather than
     /// holding up shutdown.
     fn drop(&mut self) {
-        let deadline = Instant::now() + STOP_WAIT;
         let mut state = self.shared.lock();
         state.stopping = true;
         self.shared.changed.notify_all();
-        while state.running {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                tracing::warn!("the reaper thread did not stop in time; left running");
-                return;
-            };
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let running = |state: &State| state.running;
+        let Some(state) = self
+            .shared
+            .wait_while(state, Instant::now() + STOP_WAIT, running)
+        else {
+            tracing::warn!("the reaper thread did not stop in time; left running");
+            return;
+        };
         drop(state);
         let thread = self
             .thread
@@ -322,6 +308,25 @@ impl Drop for Reaper {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for changes while `busy` holds: the state again, or `None` once `deadline`
+    /// passed first.
+    fn wait_while<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        deadline: Instant,
+        busy: impl Fn(&State) -> bool,
+    ) -> Option<MutexGuard<'a, State>> {
+        while busy(&state) {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Some(state)
     }
 
     fn run(&self) {
