@@ -6,6 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Written by hand so that a server may send a page's entries in wire form.
+        .extern_path(
+            ".csi.v1.ListVolumesResponse",
+            "crate::list_volumes::ListVolumesResponse",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

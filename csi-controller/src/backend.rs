@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use csi_proto::v1::Volume;
+use crate::listing::WireVolumes;
 
 use crate::error::{Error, Result};
 use crate::params::BackendKind;
@@ -51,9 +51,9 @@ pub trait Backend: Send + Sync {
     /// The volume's record, if the volume exists here.
     async fn volume(&self, key: &Key) -> Result<Option<VolumeRecord>>;
 
-    /// Up to `limit` volumes whose IDs sort after `after` (an ID or ""), in ID order,
-    /// as CSI's messages (a ListVolumes page).
-    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<Volume>>;
+    /// Adds to `page` up to `limit` volumes whose IDs sort after `after` (an ID or
+    /// ""), the lowest IDs first (a ListVolumes page).
+    async fn volumes_after(&self, after: &str, limit: usize, page: &mut WireVolumes) -> Result<()>;
 
     /// Removes the volume as its onDelete policy says; done when it does not exist.
     async fn delete_volume(&self, key: &Key) -> Result<()>;

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod error;
 pub mod freeze;
 pub mod identity;
+pub mod listing;
 pub mod local;
 pub mod localfs;
 pub mod nfs;

@@ -4,9 +4,11 @@
 pub mod csi {
     pub mod v1 {
         tonic::include_proto!("csi.v1");
+        pub use crate::list_volumes::{ListVolumesResponse, list_volumes_response};
     }
 }
 
 pub use csi::v1;
 
 pub mod channel;
+pub mod list_volumes;

@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use csi_proto::v1::{self as csi, list_volumes_response, validate_volume_capabilities_response};
+use csi_proto::v1::{self as csi, validate_volume_capabilities_response};
 use driver_contract::TOPOLOGY_NODE_KEY;
 
 use super::{blocking, lookup_volume, page};
 use crate::backend::{Backend, Fill};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::listing::WireVolumes;
 use crate::local::MIN_IMAGE_BYTES;
 use crate::params::{BackendKind, LocalParams, NfsParams, VolumeParams, parse_mutable};
 use crate::record::{ContentSource, Layout, VolumeRecord, now};
@@ -402,38 +403,29 @@ pub async fn list(
         n if n > 0 => n.unsigned_abs() as usize + 1,
         _ => usize::MAX,
     };
-    let mut volumes = Vec::new();
+    let mut found = WireVolumes::default();
     for backend in driver.backends() {
-        volumes.extend(backend.volumes_after(after, wanted).await?);
+        backend.volumes_after(after, wanted, &mut found).await?;
     }
-    volumes.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
     let (page, next_token) = page(
-        volumes,
-        |v| v.volume_id.as_str(),
+        found.sorted(),
+        |v| v.id,
         req.max_entries,
         &req.starting_token,
     )?;
-    let entries = page
-        .into_iter()
-        .map(|volume| {
-            let status = list_volumes_response::VolumeStatus {
-                published_node_ids: driver
-                    .attachments
-                    .as_ref()
-                    .map(|b| b.nodes(&volume.volume_id))
-                    .unwrap_or_default(),
-                volume_condition: None,
-            };
-            list_volumes_response::Entry {
-                volume: Some(volume),
-                status: Some(status),
-            }
-        })
-        .collect();
-    Ok(csi::ListVolumesResponse {
-        entries,
+    let mut response = csi::ListVolumesResponse {
         next_token,
-    })
+        ..Default::default()
+    };
+    for volume in page {
+        let published_node_ids = driver
+            .attachments
+            .as_ref()
+            .map(|b| b.nodes(volume.id))
+            .unwrap_or_default();
+        volume.encode_entry(&published_node_ids, &mut response.encoded_entries);
+    }
+    Ok(response)
 }
 
 /// GetCapacity (spec: a topology or capability this plugin cannot serve has 0 bytes,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use csi_proto::v1::Volume;
+use crate::listing::WireVolumes;
 
 use super::{LocalBackend, volume_data_path};
 use crate::backend::{Backend, Grown, blocking};
@@ -25,9 +25,9 @@ impl Backend for LocalBackend {
         blocking(move || local.get(&key)).await
     }
 
-    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<Volume>> {
+    async fn volumes_after(&self, after: &str, limit: usize, page: &mut WireVolumes) -> Result<()> {
         // Memory only: the store holds the records.
-        self.list_after(after, limit)
+        self.list_after(after, limit, page)
     }
 
     async fn delete_volume(&self, key: &Key) -> Result<()> {

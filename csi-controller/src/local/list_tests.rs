@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use csi_proto::v1::Volume;
 use driver_contract::request::AccessType;
+use prost::Message;
 
 fn record(key: &Key) -> VolumeRecord {
     VolumeRecord {
@@ -76,22 +78,26 @@ fn a_page_holds_the_volumes_after_any_token_in_id_order() {
             .filter(|id| id.as_str() > after.as_str())
             .take(limit)
             .collect();
-        let got: Vec<String> = local
-            .list_after(&after, limit)
-            .expect("page")
-            .into_iter()
-            .map(|v| v.volume_id)
-            .collect();
+        let mut page = WireVolumes::default();
+        local.list_after(&after, limit, &mut page).expect("page");
+        let got: Vec<String> = page.sorted().iter().map(|v| v.id.to_string()).collect();
         assert_eq!(got.iter().collect::<Vec<_>>(), want, "{name}");
     }
 }
 
 #[test]
-fn a_page_is_the_volumes_as_csi_messages() {
+fn a_page_is_the_volumes_csi_messages_in_wire_form() {
     let root = tempfile::tempdir().expect("tempdir");
     let local = LocalBackend::open(root.path(), "n1").expect("open");
     let key = Key::for_volume("v");
     let made = record(&key);
     local.create(&key, &made, &Fill::Empty).expect("create");
-    assert_eq!(local.list_after("", 10).expect("page"), vec![made.to_csi()]);
+    let mut page = WireVolumes::default();
+    local.list_after("", 10, &mut page).expect("page");
+    let volumes: Vec<Volume> = page
+        .sorted()
+        .iter()
+        .map(|v| Volume::decode(v.volume).expect("a Volume message"))
+        .collect();
+    assert_eq!(volumes, vec![made.to_csi()]);
 }

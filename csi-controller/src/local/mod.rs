@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::Fill;
 use crate::error::{Error, Result};
+use crate::listing::WireVolumes;
 use crate::localfs;
 use crate::params::{Enforcement, OnDelete};
 use crate::record::{self, Layout, ListedVolume, SnapshotRecord, VolumeRecord};
@@ -378,30 +379,32 @@ impl LocalBackend {
         self.store.volumes()
     }
 
-    /// Up to `limit` volumes, in ID order, whose IDs sort after `after` (a volume ID
-    /// or ""), as CSI's messages: a page of ListVolumes, decoding only the records it
-    /// returns and only what the message holds.
-    pub fn list_after(&self, after: &str, limit: usize) -> Result<Vec<csi_proto::v1::Volume>> {
-        let mut page = Vec::with_capacity(limit.min(4096));
+    /// Adds to `page` up to `limit` volumes, in ID order, whose IDs sort after `after`
+    /// (a volume ID or ""), in wire form: a page of ListVolumes, reading only the
+    /// records it returns and only what the message holds.
+    pub fn list_after(&self, after: &str, limit: usize, page: &mut WireVolumes) -> Result<()> {
         let mut start = match self.page_start(after) {
             Some(start) => start,
-            None => return Ok(page),
+            None => return Ok(()),
         };
-        while page.len() < limit {
-            let (records, last) = self.store.volume_page::<ListedVolume>(
+        let mut added = 0;
+        while added < limit {
+            let last = self.store.volume_page(
                 start.as_ref().map(String::as_str),
-                limit - page.len(),
+                limit - added,
+                |json| {
+                    let listed: ListedVolume = record::decode("a volume record in memory", json)?;
+                    if listed.volume_id() > after {
+                        page.push_with(listed.volume_id(), |out| listed.encode_csi(out));
+                        added += 1;
+                    }
+                    Ok(())
+                },
             )?;
             let Some(last) = last else { break };
-            page.extend(
-                records
-                    .into_iter()
-                    .filter(|r| r.volume_id() > after)
-                    .map(ListedVolume::into_csi),
-            );
             start = Bound::Excluded(last);
         }
-        Ok(page)
+        Ok(())
     }
 
     /// Where in key order the volumes after the ID `after` begin; `None` when every

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -367,15 +366,15 @@ impl Store {
         self.lock().snapshots.keys().cloned().collect()
     }
 
-    /// Up to `limit` volume records in key order whose keys lie after `start`, each
-    /// decoded as `T` (a view that reads only what it needs), and the key of the
-    /// last. Only the records returned are decoded, outside the lock: the lock is held
-    /// only to take shared handles to them.
-    pub fn volume_page<T: DeserializeOwned>(
+    /// Hands `each` the JSON of up to `limit` volume records in key order whose keys
+    /// lie after `start`, and returns the key of the last. `each` runs outside the
+    /// lock: the lock is held only to take shared handles to the records.
+    pub fn volume_page(
         &self,
         start: Bound<&str>,
         limit: usize,
-    ) -> Result<(Vec<T>, Option<String>)> {
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<String>> {
         let (page, last): (Vec<Encoded>, Option<String>) = {
             let state = self.lock();
             let mut last = None;
@@ -390,16 +389,10 @@ impl Store {
                 .collect();
             (page, last.cloned())
         };
-        let decoded = page
-            .iter()
-            .map(|bytes| {
-                serde_json::from_slice(bytes).map_err(|e| Error::CorruptMetadata {
-                    path: format!("a volume record after {start:?} in memory"),
-                    reason: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<T>>>()?;
-        Ok((decoded, last))
+        for record in &page {
+            each(record)?;
+        }
+        Ok(last)
     }
 
     /// Makes `changes` durable together (one line each, in one batch or in a batch

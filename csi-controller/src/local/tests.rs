@@ -327,12 +327,9 @@ fn pages_start_after_the_token() {
         .collect();
     ids.sort();
     let page = |after: &str, limit| -> Vec<String> {
-        local
-            .list_after(after, limit)
-            .expect("page")
-            .into_iter()
-            .map(|r| r.volume_id)
-            .collect()
+        let mut page = WireVolumes::default();
+        local.list_after(after, limit, &mut page).expect("page");
+        page.sorted().iter().map(|v| v.id.to_string()).collect()
     };
     let rows: Vec<(&str, &str, usize, Vec<String>)> = vec![
         ("first page", "", 3, ids[..3].to_vec()),

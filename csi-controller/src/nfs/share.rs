@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use csi_proto::v1::Volume;
+use crate::listing::WireVolumes;
 
 use nfs_session::Export;
 
@@ -39,13 +39,16 @@ impl Backend for NfsShare<'_> {
         self.nfs.get(&self.export, key).await
     }
 
-    async fn volumes_after(&self, after: &str, limit: usize) -> Result<Vec<Volume>> {
+    async fn volumes_after(&self, after: &str, limit: usize, page: &mut WireVolumes) -> Result<()> {
         // The records are files on the share: every one is read.
         let mut records = self.nfs.list(&self.export).await?;
         records.retain(|r| r.volume_id.as_str() > after);
         records.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
         records.truncate(limit);
-        Ok(records.into_iter().map(VolumeRecord::into_csi).collect())
+        for record in records {
+            page.push_message(&record.into_csi());
+        }
+        Ok(())
     }
 
     async fn delete_volume(&self, key: &Key) -> Result<()> {

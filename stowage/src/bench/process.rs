@@ -22,7 +22,7 @@ const STARTUP: Duration = Duration::from_secs(120);
 
 /// Where a child's log goes.
 pub enum Log {
-    /// To this file, filtered as the benchmark's own (STOWAGE_LOG is inherited).
+    /// Appended to this file, filtered as the benchmark's own (STOWAGE_LOG is inherited).
     File(PathBuf),
     /// To the benchmark's stderr, with this filter (`warn` unless told otherwise).
     Inherit(String),
@@ -61,10 +61,15 @@ impl Child {
         let mut command = Command::new(&self.program);
         let log_file = match &self.log {
             Log::File(path) => {
-                let file = std::fs::File::create(path).map_err(|source| Error::Create {
-                    path: path.clone(),
-                    source,
-                })?;
+                // Appended to: a restarted child's log follows its first life's.
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| Error::Create {
+                        path: path.clone(),
+                        source,
+                    })?;
                 command.stderr(file);
                 Some(path.clone())
             }
