@@ -188,21 +188,13 @@ impl ListedVolume<'_> {
         if !self.volume_id().is_empty() {
             field::put_str(2, self.volume_id(), out);
         }
-        for (key, value) in &self.volume_context {
-            field::put_pair(3, &key.0, &value.0, out);
-        }
+        field::put_map(3, Text::pairs(&self.volume_context), out);
         if let Some(source) = &self.content_source {
             prost::encoding::message::encode(4, &source.to_csi(), out);
         }
         for segments in &self.accessible_topology {
-            let len = segments
-                .iter()
-                .map(|(key, value)| field::pair_len(1, &key.0, &value.0))
-                .sum();
-            field::put_len(5, len, out);
-            for (key, value) in segments {
-                field::put_pair(1, &key.0, &value.0, out);
-            }
+            field::put_len(5, field::map_len(1, Text::pairs(segments)), out);
+            field::put_map(1, Text::pairs(segments), out);
         }
     }
 }
@@ -210,6 +202,15 @@ impl ListedVolume<'_> {
 /// A string of a record, borrowed from its JSON unless it holds escapes.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    /// A map of them as string pairs.
+    fn pairs<'m>(
+        map: &'m BTreeMap<Text<'_>, Text<'_>>,
+    ) -> impl Iterator<Item = (&'m str, &'m str)> {
+        map.iter().map(|(key, value)| (&*key.0, &*value.0))
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(
