@@ -896,6 +896,47 @@ pub(crate) mod tests {
         assert_eq!(entries(&reaping), 0);
     }
 
+    /// Empty directories free no slice, so there is no pause to stop at: the walk
+    /// looks for a stop at each entry.
+    #[test]
+    fn a_stop_cuts_short_a_tree_that_frees_no_slice() {
+        const DIRS: u64 = 5_000;
+        let root = tempfile::tempdir().expect("tempdir");
+        let reaping = root.path().join("reaping");
+        let victim = root.path().join("victim");
+        fs::create_dir(&victim).expect("mkdir");
+        for i in 0..DIRS {
+            fs::create_dir(victim.join(i.to_string())).expect("mkdir");
+        }
+        let reaper = Reaper::start(&reaping, Pacing::GENTLE).expect("start");
+        reaper.take(&victim).expect("take");
+        let taken = fs::read_dir(&reaping)
+            .expect("list")
+            .next()
+            .expect("one entry")
+            .expect("entry")
+            .path();
+        // A directory's link count is 2 and one per subdirectory.
+        let subdirs = || fs::symlink_metadata(&taken).map_or(0, |m| m.nlink().saturating_sub(2));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while subdirs() == DIRS {
+            assert!(Instant::now() < deadline, "the walk began");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        drop(reaper);
+        let left = subdirs();
+        assert!(
+            left > 0 && left < DIRS,
+            "stopped inside the tree: {left} of {DIRS} left"
+        );
+        let again = Reaper::start(&reaping, Pacing::GENTLE).expect("restart");
+        assert!(
+            again.wait_idle(Duration::from_secs(60)),
+            "freed after restart"
+        );
+        assert_eq!(entries(&reaping), 0);
+    }
+
     #[test]
     fn what_cannot_be_freed_stays_and_is_retried_at_the_next_start() {
         let root = tempfile::tempdir().expect("tempdir");
