@@ -9,11 +9,12 @@
 //! count against it: the project id goes into the name (`<nonce>-p<id>.<name>`) and
 //! [`Reaper::holds_project`] keeps the id from being leased again meanwhile.
 //!
-//! Why slices: the local root's filesystem may discard freed blocks at its journal
-//! commit (ext4 `-o discard`), and every fsync on it (the record log's, so every
-//! CreateVolume and DeleteVolume) waits for that commit. Unlinking a 1 GiB file makes
-//! one commit discard 1 GiB; freeing it [`Pacing::slice`] at a time, with an fsync
-//! after each slice, makes many commits that each discard a slice. Between slices the
+//! Why slices: the local root's filesystem may discard freed blocks (ext4 `-o
+//! discard`): at its journal commit, which every fsync on it (the record log's, so
+//! every CreateVolume and DeleteVolume) waits for, or without a journal in the unlink
+//! itself, ahead of those fsyncs at the disk. Unlinking a 1 GiB file discards 1 GiB at
+//! once; freeing it [`Pacing::slice`] at a time, with an fsync after each slice,
+//! discards a slice at a time. Between slices the
 //! thread pauses, so the small calls' commits find the disk between them. The thread
 //! runs niced and in the idle I/O class ([`localfs::enter_background`]).
 
