@@ -597,6 +597,15 @@ pub(crate) mod tests {
         fs::read_dir(dir).expect("list").count()
     }
 
+    fn freed_after_a_restart(reaping: &Path) {
+        let again = Reaper::start(reaping, Pacing::GENTLE).expect("restart");
+        assert!(
+            again.wait_idle(Duration::from_secs(60)),
+            "freed after restart"
+        );
+        assert_eq!(entries(reaping), 0);
+    }
+
     #[test]
     fn a_large_file_is_freed_a_slice_at_a_time() {
         let root = tempfile::tempdir().expect("tempdir");
@@ -889,12 +898,7 @@ pub(crate) mod tests {
             left > 0 && left <= 62 * MIB,
             "part freed, the rest left: {left}"
         );
-        let again = Reaper::start(&reaping, Pacing::GENTLE).expect("restart");
-        assert!(
-            again.wait_idle(Duration::from_secs(60)),
-            "freed after restart"
-        );
-        assert_eq!(entries(&reaping), 0);
+        freed_after_a_restart(&reaping);
     }
 
     /// Empty directories free no slice, so there is no pause to stop at: the walk
@@ -930,12 +934,7 @@ pub(crate) mod tests {
             left > 0 && left < DIRS,
             "stopped inside the tree: {left} of {DIRS} left"
         );
-        let again = Reaper::start(&reaping, Pacing::GENTLE).expect("restart");
-        assert!(
-            again.wait_idle(Duration::from_secs(60)),
-            "freed after restart"
-        );
-        assert_eq!(entries(&reaping), 0);
+        freed_after_a_restart(&reaping);
     }
 
     #[test]
