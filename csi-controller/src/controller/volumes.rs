@@ -90,17 +90,15 @@ async fn create_local(
     if let Some(existing) = Backend::volume(local, &key).await? {
         return compatible(existing, &new);
     }
-    let backend = local.clone();
-    let (layout_key, access, fs_type) = (
-        key.clone(),
-        new.needs.access_type,
-        new.needs.fs_type.clone(),
-    );
     // The lease keeps the project id of a quota volume from a concurrent creation
-    // until the record holds it.
-    let (layout, _lease) =
-        blocking(move || backend.layout_for(&layout_key, params.enforcement, access, &fs_type))
-            .await?;
+    // until the record holds it. Memory only, as is the lookup above: no handoff to
+    // the blocking pool.
+    let (layout, _lease) = local.layout_for(
+        &key,
+        params.enforcement,
+        new.needs.access_type,
+        &new.needs.fs_type,
+    )?;
     if layout == Layout::Image && !matches!(new.needs.fs_type.as_str(), "" | "ext4") {
         return Err(Error::invalid(
             "volume_capabilities",

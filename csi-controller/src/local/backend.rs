@@ -21,8 +21,8 @@ impl Backend for LocalBackend {
     }
 
     async fn volume(&self, key: &Key) -> Result<Option<VolumeRecord>> {
-        let (local, key) = (self.clone(), key.clone());
-        blocking(move || local.get(&key)).await
+        // Memory only: the store holds the records.
+        self.get(key)
     }
 
     async fn volumes_after(&self, after: &str, limit: usize, page: &mut WireVolumes) -> Result<()> {

@@ -139,7 +139,8 @@ impl LocalBackend {
 
     /// The layout a new volume of `key` gets for the class's enforcement: `auto` is
     /// `quota` where the root supports it, else `image`. A quota layout comes with its
-    /// project id, leased until the caller has written the record.
+    /// project id, leased until the caller has written the record. Memory only: quota
+    /// support was found at open, the projects in use are the records' and the reaper's.
     pub fn layout_for(
         &self,
         key: &Key,
