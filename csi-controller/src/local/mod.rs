@@ -445,22 +445,42 @@ impl LocalBackend {
     pub fn create(&self, key: &Key, record: &VolumeRecord, fill: &Fill) -> Result<()> {
         let dir = self.volumes();
         let final_path = data_path(&dir, key.as_str(), &record.layout);
-        let staging = dir.join(format!(".{key}.tmp"));
         // What a failed create left (no record holds it) may be a large clone.
-        self.reaper.take(&staging)?;
         self.reaper.take(&final_path)?;
-        let copied = !matches!(fill, Fill::Empty);
-        self.build(&staging, record, fill)?;
-        fs::rename(&staging, &final_path)
-            .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
-        if copied {
-            // Copied data cannot be made again at open: it is durable before its record.
-            localfs::sync_dir(&dir)?;
+        if matches!((fill, &record.layout), (Fill::Empty, Layout::Directory)) {
+            // An empty directory is whole once made: made in place. A crash before
+            // its record leaves a directory no record holds, which open hands to the
+            // reaper, as it does built data under a staging name.
+            make_dir(&final_path)?;
+        } else {
+            self.build_aside(&dir, key, &final_path, record, fill)?;
         }
         self.store.commit(vec![Change::PutVolume {
             key: key.to_string(),
             record: record.clone(),
         }])
+    }
+
+    /// Builds data that takes more than one step (a copy, an image, a quota
+    /// directory) under a staging name, then renames it into place.
+    fn build_aside(
+        &self,
+        dir: &Path,
+        key: &Key,
+        final_path: &Path,
+        record: &VolumeRecord,
+        fill: &Fill,
+    ) -> Result<()> {
+        let staging = dir.join(format!(".{key}.tmp"));
+        self.reaper.take(&staging)?;
+        self.build(&staging, record, fill)?;
+        fs::rename(&staging, final_path)
+            .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
+        if !matches!(fill, Fill::Empty) {
+            // Copied data cannot be made again at open: it is durable before its record.
+            localfs::sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     fn build(&self, path: &Path, record: &VolumeRecord, fill: &Fill) -> Result<()> {

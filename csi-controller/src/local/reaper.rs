@@ -209,6 +209,11 @@ impl Reaper {
     /// [`take`](Self::take) for data whose files are in XFS project `project`: the id
     /// is held ([`holds_project`](Self::holds_project)) until they are freed.
     pub fn take_in_project(&self, path: &Path, project: Option<u32>) -> Result<()> {
+        // Most takes find nothing (a create looking for what a failed one left): one
+        // stat answers those.
+        if fs::symlink_metadata(path).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+            return Ok(());
+        }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())

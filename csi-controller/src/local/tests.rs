@@ -41,6 +41,28 @@ fn creating_and_deleting_an_empty_volume_cost_one_fsync_each() {
     assert!(names(&root.path().join(VOLUMES)).is_empty());
 }
 
+/// An empty directory volume is made in place, not staged and renamed: what a failed
+/// create left under its name (no record holds it) goes to the reaper first.
+#[test]
+fn an_empty_directory_is_made_in_place_after_what_a_failed_create_left() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().expect("tempdir");
+    let local = LocalBackend::open(root.path(), "n1").expect("open");
+    let key = Key::for_volume("left");
+    let data = root.path().join(VOLUMES).join(key.as_str());
+    fs::create_dir(&data).expect("mkdir");
+    fs::write(data.join("half"), b"of a failed create").expect("write");
+    local
+        .create(&key, &record(&key, Layout::Directory), &Fill::Empty)
+        .expect("create");
+    assert_eq!(names(&root.path().join(VOLUMES)), vec![key.to_string()]);
+    assert!(names(&data).is_empty(), "the volume starts empty");
+    let mode = fs::metadata(&data).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o777, "pods of any uid write here");
+    assert!(local.reaper().wait_idle(Duration::from_secs(30)), "freed");
+    assert!(names(&root.path().join(REAPING)).is_empty());
+}
+
 /// What open finds after a crash at each point of a create or delete, and what it
 /// makes of it: a volume is whole (record and data) or absent, and data no record
 /// holds goes to the reaper, never back into a volume.
