@@ -336,11 +336,8 @@ impl LocalBackend {
                 continue;
             }
             tracing::warn!(volume = %record.volume_id, "making the lost data of an empty volume again");
-            let staging = dir.join(format!(".{key}.tmp"));
-            self.build(&staging, &record, &Fill::Empty)?;
             let final_path = data_path(&dir, key, &record.layout);
-            fs::rename(&staging, &final_path)
-                .map_err(|e| Error::io(format!("rename into {}", final_path.display()), e))?;
+            self.make_data(&dir, key, &final_path, &record, &Fill::Empty)?;
         }
         Ok(())
     }
@@ -447,30 +444,29 @@ impl LocalBackend {
         let final_path = data_path(&dir, key.as_str(), &record.layout);
         // What a failed create left (no record holds it) may be a large clone.
         self.reaper.take(&final_path)?;
-        if matches!((fill, &record.layout), (Fill::Empty, Layout::Directory)) {
-            // An empty directory is whole once made: made in place. A crash before
-            // its record leaves a directory no record holds, which open hands to the
-            // reaper, as it does built data under a staging name.
-            make_dir(&final_path)?;
-        } else {
-            self.build_aside(&dir, key, &final_path, record, fill)?;
-        }
+        self.make_data(&dir, key.as_str(), &final_path, record, fill)?;
         self.store.commit(vec![Change::PutVolume {
             key: key.to_string(),
             record: record.clone(),
         }])
     }
 
-    /// Builds data that takes more than one step (a copy, an image, a quota
-    /// directory) under a staging name, then renames it into place.
-    fn build_aside(
+    /// Makes a volume's data at `final_path`. An empty directory is whole once made:
+    /// made in place. Data that takes more than one step (a copy, an image, a quota
+    /// directory) is built under a staging name and renamed into place. A crash before
+    /// the record leaves either name with no record holding it, which open hands to
+    /// the reaper.
+    fn make_data(
         &self,
         dir: &Path,
-        key: &Key,
+        key: &str,
         final_path: &Path,
         record: &VolumeRecord,
         fill: &Fill,
     ) -> Result<()> {
+        if matches!((fill, &record.layout), (Fill::Empty, Layout::Directory)) {
+            return make_dir(final_path);
+        }
         let staging = dir.join(format!(".{key}.tmp"));
         self.reaper.take(&staging)?;
         self.build(&staging, record, fill)?;

@@ -14,9 +14,9 @@
 //! every CreateVolume and DeleteVolume) waits for, or without a journal in the unlink
 //! itself, ahead of those fsyncs at the disk. Unlinking a 1 GiB file discards 1 GiB at
 //! once; freeing it [`Pacing::slice`] at a time, with an fsync after each slice,
-//! discards a slice at a time. Between slices the
-//! thread pauses, so the small calls' commits find the disk between them. The thread
-//! runs niced and in the idle I/O class ([`localfs::enter_background`]).
+//! discards a slice at a time. Between slices the thread pauses, so the small calls'
+//! commits find the disk between them. The thread runs niced and in the idle I/O
+//! class ([`localfs::enter_background`]).
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
