@@ -20,6 +20,7 @@ use super::model::{Volume, VolumePhase, annotations};
 use super::plan::{Step, plan};
 use super::status::{bound_status, provisioner_annotations, unbound_status};
 use super::sync::{ClaimAction, Classes, Event, VolumeAction};
+use super::written::Written;
 use crate::events::{EventRecorder, claim_reference};
 use crate::leader::LeaseObserver;
 use crate::{Metrics, Result, volumes};
@@ -42,6 +43,9 @@ pub struct Binder {
     volumes: Store<PersistentVolume>,
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
+    /// What this binder wrote and its watches have not brought back yet.
+    written_volumes: Written<PersistentVolume>,
+    written_claims: Written<PersistentVolumeClaim>,
     events: EventQueue,
     metrics: Metrics,
     /// The Lease of another binder (kube-controller-manager) to stand down for.
@@ -104,6 +108,8 @@ impl Binder {
             volumes,
             claims,
             classes,
+            written_volumes: Written::default(),
+            written_claims: Written::default(),
             metrics,
             deferral: None,
         }
@@ -227,10 +233,23 @@ impl Binder {
         );
     }
 
-    /// The pass's decisions from the caches as they are now.
+    /// The pass's decisions from the caches as they are now, with the binder's own
+    /// writes the caches have not caught up with.
     fn plan(&self) -> Vec<Step> {
         let classes = Classes::from_api(self.classes.state().iter().map(AsRef::as_ref));
-        plan(self.volumes.state(), self.claims.state(), &classes)
+        plan(
+            self.written_volumes.over(self.volumes.state()),
+            self.written_claims.over(self.claims.state()),
+            &classes,
+        )
+    }
+
+    fn wrote_volume(&self, pv: &PersistentVolume) {
+        self.written_volumes.record(pv.clone());
+    }
+
+    fn wrote_claim(&self, pvc: &PersistentVolumeClaim) {
+        self.written_claims.record(pvc.clone());
     }
 
     async fn apply(&self, step: &Step) -> Outcome {
@@ -293,6 +312,7 @@ impl Binder {
             pv = api
                 .replace(&pv.name_any(), &PostParams::default(), &pv)
                 .await?;
+            self.wrote_volume(&pv);
         }
         if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
             pv.status = Some(PersistentVolumeStatus {
@@ -302,6 +322,7 @@ impl Binder {
             pv = api
                 .replace_status(&pv.name_any(), &PostParams::default(), &pv)
                 .await?;
+            self.wrote_volume(&pv);
         }
         Ok(pv)
     }
@@ -326,12 +347,15 @@ impl Binder {
             pvc = api
                 .replace(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
+            self.wrote_claim(&pvc);
         }
         let becoming_bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
         if let Some(status) = bound_status(&pvc, pv) {
             pvc.status = Some(status);
-            api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
+            let written = api
+                .replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
+            self.wrote_claim(&written);
         }
         if becoming_bound {
             self.metrics.bindings.inc();
@@ -364,8 +388,10 @@ impl Binder {
         if let Some(status) = unbound_status(pvc, phase) {
             let mut pvc = pvc.clone();
             pvc.status = Some(status);
-            api.replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
+            let written = api
+                .replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
+            self.wrote_claim(&written);
         }
         Ok(())
     }
@@ -385,8 +411,10 @@ impl Binder {
         let mut pvc = pvc.clone();
         pvc.metadata.annotations = Some(annotations);
         let api = self.claims_api(&pvc.namespace().unwrap_or_default());
-        api.replace(&pvc.name_any(), &PostParams::default(), &pvc)
+        let written = api
+            .replace(&pvc.name_any(), &PostParams::default(), &pvc)
             .await?;
+        self.wrote_claim(&written);
         Ok(())
     }
 
@@ -396,8 +424,10 @@ impl Binder {
         let mut pvc = pvc.clone();
         pvc.spec.get_or_insert_default().storage_class_name = Some(class.to_string());
         let api = self.claims_api(&pvc.namespace().unwrap_or_default());
-        api.replace(&pvc.name_any(), &PostParams::default(), &pvc)
+        let written = api
+            .replace(&pvc.name_any(), &PostParams::default(), &pvc)
             .await?;
+        self.wrote_claim(&written);
         tracing::info!(claim = %pvc.name_any(), class, "assigned the default class");
         Ok(())
     }
@@ -411,11 +441,15 @@ impl Binder {
         match action {
             VolumeAction::Nothing => Ok(()),
             VolumeAction::SetPhase(phase) => {
-                volumes::set_phase(&self.volumes_api(), pv, phase, None)
-                    .await
-                    .map(drop)
+                let written = volumes::set_phase(&self.volumes_api(), pv, phase, None).await?;
+                self.wrote_volume(&written);
+                Ok(())
             }
-            VolumeAction::Unbind => volumes::unbind(&self.volumes_api(), pv).await.map(drop),
+            VolumeAction::Unbind => {
+                let written = volumes::unbind(&self.volumes_api(), pv).await?;
+                self.wrote_volume(&written);
+                Ok(())
+            }
             VolumeAction::Reclaim(_) => self.release(pv, volume).await,
         }
     }
@@ -426,7 +460,9 @@ impl Binder {
         if matches!(volume.phase, VolumePhase::Released | VolumePhase::Failed) {
             return Ok(());
         }
-        volumes::set_phase(&self.volumes_api(), pv, VolumePhase::Released, None).await?;
+        let written =
+            volumes::set_phase(&self.volumes_api(), pv, VolumePhase::Released, None).await?;
+        self.wrote_volume(&written);
         Ok(())
     }
 }

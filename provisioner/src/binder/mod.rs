@@ -8,6 +8,7 @@ pub(crate) mod model;
 pub(crate) mod plan;
 pub(crate) mod status;
 pub(crate) mod sync;
+mod written;
 
 #[cfg(test)]
 mod tests;

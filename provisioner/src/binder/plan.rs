@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use super::VolumeIndex;
 use super::model::{Claim, ClaimRef, Volume, VolumePhase};
 use super::sync::{ClaimAction, Classes, VolumeAction, sync_claim, sync_volume};
+use super::written::is_later_version;
 
 /// One decision of a pass, applied independently of the others.
 #[derive(Debug)]
@@ -79,6 +80,13 @@ pub fn plan(
         let Some(pv) = volumes.get(volume) else {
             continue;
         };
+        if names_a_later_version_of(pv, pvc) {
+            // Its provisioner wrote the claim before making the volume, and the claim's
+            // watch is behind the volume's: bind when it catches up, as the claim
+            // write now would only conflict. Its event starts that pass.
+            touched.insert(volume.clone());
+            continue;
+        }
         if let Some(mut taken) = index.get(volume).cloned() {
             taken.claim_ref = Some(ClaimRef {
                 namespace: claim.namespace.clone(),
@@ -96,4 +104,19 @@ pub fn plan(
         }
     }
     steps
+}
+
+/// Whether the volume's claimRef names a later version of this claim than the one
+/// in hand.
+fn names_a_later_version_of(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.claim_ref.as_ref())
+        .is_some_and(|reference| {
+            reference.uid == pvc.metadata.uid
+                && is_later_version(
+                    reference.resource_version.as_deref(),
+                    pvc.metadata.resource_version.as_deref(),
+                )
+        })
 }

@@ -1112,6 +1112,15 @@ fn a_pass_binds_new_volumes_at_once_and_says_failed_binding_only_when_nothing_fi
     let earlier = "2026-01-01T00:00:00Z";
     let later = "2026-01-01T00:00:01Z";
     let none = json!({});
+    // A provisioned volume: its claimRef names the claim as its provisioner wrote it.
+    let made_for_a = json!({"spec": {"claimRef": {
+        "namespace": "ns", "name": "a", "uid": "uid-a", "resourceVersion": "9"
+    }}});
+    let claim_at = |version: &str| {
+        let mut claim = (*classless("a", "1Gi", earlier)).clone();
+        claim.metadata.resource_version = Some(version.into());
+        Arc::new(claim)
+    };
     let cases: Vec<PassCase> = vec![
         (
             "a new volume and its claim bind in one pass: no Available write, no FailedBinding",
@@ -1176,6 +1185,24 @@ fn a_pass_binds_new_volumes_at_once_and_says_failed_binding_only_when_nothing_fi
             )],
             vec![classless("a", "1Gi", earlier)],
             vec!["a: pending FailedBinding", "v1: Reclaim(Retain)"],
+        ),
+        (
+            "a volume naming a later version of its claim than the cache holds waits for it",
+            vec![new_volume("v1", "1Gi", made_for_a.clone())],
+            vec![claim_at("7")],
+            vec![],
+        ),
+        (
+            "once the cache holds that version the volume binds",
+            vec![new_volume("v1", "1Gi", made_for_a.clone())],
+            vec![claim_at("9")],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a claim past that version (bound since) binds too",
+            vec![new_volume("v1", "1Gi", made_for_a)],
+            vec![claim_at("12")],
+            vec!["bind a to v1"],
         ),
     ];
     for (name, volumes, claims, expected) in cases {
