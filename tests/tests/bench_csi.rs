@@ -176,3 +176,36 @@ async fn a_driver_that_refuses_fails_the_run_with_the_errors_counted() {
     assert_eq!(json["lifecycle"]["errors"], 5);
     assert!(csi.list_all(100).await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn clones_of_a_held_source_leave_nothing_either() {
+    let plugin = Launch::node("bench-e").kubelet_dir().start().await;
+    let (csi, dir) = (&plugin.csi, plugin.dir());
+    let (ok, json) = bench(&[
+        "--controller-endpoint".into(),
+        endpoint(&plugin),
+        "--volumes".into(),
+        "4".into(),
+        "--clone-source-bytes".into(),
+        "1Mi".into(),
+        "--capacity".into(),
+        "1Mi".into(),
+        "--work-dir".into(),
+        work_dir(dir),
+    ])
+    .await;
+    assert!(ok, "{json}");
+    assert_eq!(json["rpcs"]["CreateVolume"]["count"], 4, "{json}");
+    assert_eq!(json["lifecycle"]["errors"], 0, "{json}");
+    assert!(mounts_under(dir).is_empty(), "mounts left behind");
+    assert!(
+        csi.list_all(100).await.expect("list").is_empty(),
+        "the clones and their source deleted"
+    );
+    let left: Vec<_> = dir
+        .join("kubelet/bench")
+        .read_dir()
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the run's directories removed: {left:?}");
+}

@@ -231,7 +231,7 @@ impl Driver {
     ) -> Result<Held, Error> {
         let name = format!("held-{}-{index}", workload.run);
         let volume = self.create(workload, name, stats).await?;
-        let paths = Paths::new(&workload.dir.join("held"), index);
+        let paths = Paths::new(&workload.dir.join(HELD), index);
         let no_context = HashMap::new();
         let staging = self.stage(&volume, &no_context, &paths, stats).await?;
         let published = Published {
@@ -498,6 +498,11 @@ struct Published<'a> {
 }
 
 /// Where one lifecycle stages and publishes, laid out as kubelet lays them out.
+/// Where a workload's held volumes have their paths, below its directory.
+pub const HELD: &str = "held";
+/// The directories `Paths` makes below a workload's directory (or below `HELD`).
+pub const PATH_DIRS: [&str; 2] = ["staging", "pods"];
+
 struct Paths {
     staging: PathBuf,
     pod: PathBuf,
@@ -506,9 +511,10 @@ struct Paths {
 
 impl Paths {
     fn new(dir: &Path, index: usize) -> Self {
-        let pod = dir.join("pods").join(index.to_string());
+        let [staging, pods] = PATH_DIRS;
+        let pod = dir.join(pods).join(index.to_string());
         Self {
-            staging: dir.join("staging").join(index.to_string()),
+            staging: dir.join(staging).join(index.to_string()),
             target: pod.join("mount"),
             pod,
         }

@@ -260,10 +260,17 @@ pub(super) async fn drive(
     Ok(total)
 }
 
-/// Removes the run's directories; anything a failed driver left mounted there stays, and is named.
+/// Removes the run's directories (those of the held clone source first); anything a
+/// failed driver left mounted there stays, and is named.
 fn remove_work_dir(dir: &Path) {
-    for sub in ["staging", "pods", ""] {
-        let path = dir.join(sub);
+    let held = dir.join(driver::HELD);
+    let below = |parent: &Path| driver::PATH_DIRS.map(|sub| parent.join(sub));
+    let paths = below(&held)
+        .into_iter()
+        .chain([held.clone()])
+        .chain(below(dir))
+        .chain([dir.to_path_buf()]);
+    for path in paths {
         if let Err(e) = std::fs::remove_dir(&path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
