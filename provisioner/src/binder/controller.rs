@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::event_queue::EventQueue;
 use super::model::{Volume, VolumePhase, annotations};
 use super::plan::{Step, plan};
-use super::status::{bound_status, provisioner_annotations, unbound_status};
+use super::status::{bound_status, names, points_at, provisioner_annotations, unbound_status};
 use super::sync::{ClaimAction, Classes, Event, VolumeAction};
 use super::written::Written;
 use crate::events::{EventRecorder, claim_reference};
@@ -296,13 +296,8 @@ impl Binder {
     ) -> Result<PersistentVolume> {
         let api = self.volumes_api();
         let mut pv = pv.clone();
-        let spec = pv.spec.get_or_insert_default();
-        let points_here = spec.claim_ref.as_ref().is_some_and(|r| {
-            r.name == pvc.metadata.name
-                && r.namespace == pvc.metadata.namespace
-                && r.uid == pvc.metadata.uid
-        });
-        if !points_here {
+        if !points_at(&pv, pvc) {
+            let spec = pv.spec.get_or_insert_default();
             let by_controller = spec.claim_ref.is_none();
             spec.claim_ref = Some(claim_reference(pvc));
             if by_controller {
@@ -332,10 +327,7 @@ impl Binder {
         let api = self.claims_api(&namespace);
         let mut pvc = pvc.clone();
         let volume_name = pv.name_any();
-        let spec = pvc.spec.get_or_insert_default();
-        let named = spec.volume_name.as_deref() == Some(volume_name.as_str());
-        let completed = pvc.annotations().contains_key(annotations::BIND_COMPLETED);
-        if !named || !completed {
+        if !names(&pvc, pv) {
             let spec = pvc.spec.get_or_insert_default();
             let by_controller = spec.volume_name.as_deref().is_none_or(str::is_empty);
             spec.volume_name = Some(volume_name.clone());

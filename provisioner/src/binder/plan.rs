@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use super::VolumeIndex;
 use super::model::{Claim, ClaimRef, Volume, VolumePhase};
+use super::status::is_bound;
 use super::sync::{ClaimAction, Classes, VolumeAction, sync_claim, sync_volume};
 use super::written::is_later_version;
 
@@ -96,7 +97,9 @@ pub fn plan(
             index.upsert(taken);
         }
         touched.insert(volume.clone());
-        steps.push(Step::Bind(pv.clone(), pvc.clone()));
+        if !is_bound(pv, pvc) {
+            steps.push(Step::Bind(pv.clone(), pvc.clone()));
+        }
     }
     for (name, pv, volume, action) in volume_actions {
         if action != VolumeAction::Nothing && !touched.contains(name) {

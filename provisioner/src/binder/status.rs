@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
 };
+use kube::ResourceExt;
 
 /// The status of a claim bound to `pv`, if it differs from the current one: the
 /// access modes follow the volume's on every sync; the capacity is written only
@@ -27,6 +28,35 @@ pub fn bound_status(
         },
         ..current
     })
+}
+
+/// Whether the volume's claimRef names this very claim (name, namespace and uid).
+pub fn points_at(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.claim_ref.as_ref())
+        .is_some_and(|r| {
+            r.name == pvc.metadata.name
+                && r.namespace == pvc.metadata.namespace
+                && r.uid == pvc.metadata.uid
+        })
+}
+
+/// Whether the claim names the volume and says its binding was completed.
+pub fn names(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
+    let named =
+        pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == pv.metadata.name.as_deref();
+    named
+        && pvc
+            .annotations()
+            .contains_key(super::model::annotations::BIND_COMPLETED)
+}
+
+/// Whether every write of binding the pair is true already, so that a pass has
+/// nothing to write for it.
+pub fn is_bound(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
+    let volume_bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    points_at(pv, pvc) && volume_bound && names(pvc, pv) && bound_status(pvc, pv).is_none()
 }
 
 /// The status of a claim that is not bound (Pending or Lost), if it differs from

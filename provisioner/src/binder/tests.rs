@@ -1121,6 +1121,21 @@ fn a_pass_binds_new_volumes_at_once_and_says_failed_binding_only_when_nothing_fi
         claim.metadata.resource_version = Some(version.into());
         Arc::new(claim)
     };
+    let bound_to_a = json!({
+        "spec": {"claimRef": {"namespace": "ns", "name": "a", "uid": "uid-a"}},
+        "status": {"phase": "Bound"},
+    });
+    let bound_a = |extra: Value| {
+        let mut object = json!({
+            "metadata": {"name": "a", "uid": "uid-a", "creationTimestamp": earlier,
+                "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+            "spec": {"storageClassName": "", "volumeName": "v1",
+                "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound", "accessModes": RWO},
+        });
+        json_patch::merge(&mut object, &extra);
+        Arc::new(pvc_of(object))
+    };
     let cases: Vec<PassCase> = vec![
         (
             "a new volume and its claim bind in one pass: no Available write, no FailedBinding",
@@ -1202,6 +1217,38 @@ fn a_pass_binds_new_volumes_at_once_and_says_failed_binding_only_when_nothing_fi
             "a claim past that version (bound since) binds too",
             vec![new_volume("v1", "1Gi", made_for_a)],
             vec![claim_at("12")],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a pair bound in full writes nothing",
+            vec![new_volume("v1", "1Gi", bound_to_a.clone())],
+            vec![bound_a(json!({}))],
+            vec![],
+        ),
+        (
+            "a bound claim whose access modes lag its volume's is written",
+            vec![new_volume("v1", "1Gi", bound_to_a.clone())],
+            vec![bound_a(
+                json!({"status": {"accessModes": ["ReadWriteMany"]}}),
+            )],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a bound claim not yet marked bind-completed is written",
+            vec![new_volume("v1", "1Gi", bound_to_a.clone())],
+            vec![bound_a(
+                json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": null}}}),
+            )],
+            vec!["bind a to v1"],
+        ),
+        (
+            "a volume not yet Bound whose claim is is written",
+            vec![new_volume(
+                "v1",
+                "1Gi",
+                json!({"spec": bound_to_a["spec"], "status": {"phase": "Available"}}),
+            )],
+            vec![bound_a(json!({}))],
             vec!["bind a to v1"],
         ),
     ];
