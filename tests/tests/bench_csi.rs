@@ -45,20 +45,27 @@ fn work_dir(dir: &Path) -> String {
     dir.join("kubelet/bench").display().to_string()
 }
 
+/// The arguments of a run against `plugin` alone, in its kubelet directory, then `extra`.
+fn against(plugin: &Driver, extra: &[&str]) -> Vec<String> {
+    let base = [
+        "--controller-endpoint".into(),
+        endpoint(plugin),
+        "--work-dir".into(),
+        work_dir(plugin.dir()),
+    ];
+    base.into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect()
+}
+
 #[tokio::test]
 async fn local_lifecycles_call_what_the_capabilities_offer_and_leave_nothing() {
     let plugin = Launch::node("bench-a").kubelet_dir().start().await;
     let (csi, dir) = (&plugin.csi, plugin.dir());
-    let (ok, json) = bench(&[
-        "--controller-endpoint".into(),
-        endpoint(&plugin),
-        "--volumes".into(),
-        "40".into(),
-        "--concurrency".into(),
-        "4".into(),
-        "--work-dir".into(),
-        work_dir(dir),
-    ])
+    let (ok, json) = bench(&against(
+        &plugin,
+        &["--volumes", "40", "--concurrency", "4"],
+    ))
     .await;
     assert!(ok, "{json}");
     for rpc in LOCAL_RPCS {
@@ -158,17 +165,11 @@ async fn ephemeral_lifecycles_against_a_baseline_report_both_and_ratios() {
 #[tokio::test]
 async fn a_driver_that_refuses_fails_the_run_with_the_errors_counted() {
     let plugin = Launch::node("bench-d").kubelet_dir().start().await;
-    let (csi, dir) = (&plugin.csi, plugin.dir());
-    let (ok, json) = bench(&[
-        "--controller-endpoint".into(),
-        endpoint(&plugin),
-        "--volumes".into(),
-        "5".into(),
-        "--parameters".into(),
-        "type=ceph".into(),
-        "--work-dir".into(),
-        work_dir(dir),
-    ])
+    let csi = &plugin.csi;
+    let (ok, json) = bench(&against(
+        &plugin,
+        &["--volumes", "5", "--parameters", "type=ceph"],
+    ))
     .await;
     assert!(!ok, "a run with failed lifecycles exits non-zero");
     assert_eq!(json["rpcs"]["CreateVolume"]["errors"], 5);
@@ -181,18 +182,17 @@ async fn a_driver_that_refuses_fails_the_run_with_the_errors_counted() {
 async fn clones_of_a_held_source_leave_nothing_either() {
     let plugin = Launch::node("bench-e").kubelet_dir().start().await;
     let (csi, dir) = (&plugin.csi, plugin.dir());
-    let (ok, json) = bench(&[
-        "--controller-endpoint".into(),
-        endpoint(&plugin),
-        "--volumes".into(),
-        "4".into(),
-        "--clone-source-bytes".into(),
-        "1Mi".into(),
-        "--capacity".into(),
-        "1Mi".into(),
-        "--work-dir".into(),
-        work_dir(dir),
-    ])
+    let (ok, json) = bench(&against(
+        &plugin,
+        &[
+            "--volumes",
+            "4",
+            "--clone-source-bytes",
+            "1Mi",
+            "--capacity",
+            "1Mi",
+        ],
+    ))
     .await;
     assert!(ok, "{json}");
     assert_eq!(json["rpcs"]["CreateVolume"]["count"], 4, "{json}");

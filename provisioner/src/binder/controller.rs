@@ -244,14 +244,6 @@ impl Binder {
         )
     }
 
-    fn wrote_volume(&self, pv: &PersistentVolume) {
-        self.written_volumes.record(pv.clone());
-    }
-
-    fn wrote_claim(&self, pvc: &PersistentVolumeClaim) {
-        self.written_claims.record(pvc.clone());
-    }
-
     async fn apply(&self, step: &Step) -> Outcome {
         let (what, result) = match step {
             Step::Bind(pv, pvc) => (pvc.name_any(), self.bind(pv, pvc).await),
@@ -307,7 +299,7 @@ impl Binder {
             pv = api
                 .replace(&pv.name_any(), &PostParams::default(), &pv)
                 .await?;
-            self.wrote_volume(&pv);
+            self.written_volumes.record(pv.clone());
         }
         if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
             pv.status = Some(PersistentVolumeStatus {
@@ -317,7 +309,7 @@ impl Binder {
             pv = api
                 .replace_status(&pv.name_any(), &PostParams::default(), &pv)
                 .await?;
-            self.wrote_volume(&pv);
+            self.written_volumes.record(pv.clone());
         }
         Ok(pv)
     }
@@ -339,7 +331,7 @@ impl Binder {
             pvc = api
                 .replace(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
-            self.wrote_claim(&pvc);
+            self.written_claims.record(pvc.clone());
         }
         let becoming_bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
         if let Some(status) = bound_status(&pvc, pv) {
@@ -347,7 +339,7 @@ impl Binder {
             let written = api
                 .replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
-            self.wrote_claim(&written);
+            self.written_claims.record(written);
         }
         if becoming_bound {
             self.metrics.bindings.inc();
@@ -383,7 +375,7 @@ impl Binder {
             let written = api
                 .replace_status(&pvc.name_any(), &PostParams::default(), &pvc)
                 .await?;
-            self.wrote_claim(&written);
+            self.written_claims.record(written);
         }
         Ok(())
     }
@@ -406,7 +398,7 @@ impl Binder {
         let written = api
             .replace(&pvc.name_any(), &PostParams::default(), &pvc)
             .await?;
-        self.wrote_claim(&written);
+        self.written_claims.record(written);
         Ok(())
     }
 
@@ -419,7 +411,7 @@ impl Binder {
         let written = api
             .replace(&pvc.name_any(), &PostParams::default(), &pvc)
             .await?;
-        self.wrote_claim(&written);
+        self.written_claims.record(written);
         tracing::info!(claim = %pvc.name_any(), class, "assigned the default class");
         Ok(())
     }
@@ -434,12 +426,12 @@ impl Binder {
             VolumeAction::Nothing => Ok(()),
             VolumeAction::SetPhase(phase) => {
                 let written = volumes::set_phase(&self.volumes_api(), pv, phase, None).await?;
-                self.wrote_volume(&written);
+                self.written_volumes.record(written);
                 Ok(())
             }
             VolumeAction::Unbind => {
                 let written = volumes::unbind(&self.volumes_api(), pv).await?;
-                self.wrote_volume(&written);
+                self.written_volumes.record(written);
                 Ok(())
             }
             VolumeAction::Reclaim(_) => self.release(pv, volume).await,
@@ -454,7 +446,7 @@ impl Binder {
         }
         let written =
             volumes::set_phase(&self.volumes_api(), pv, VolumePhase::Released, None).await?;
-        self.wrote_volume(&written);
+        self.written_volumes.record(written);
         Ok(())
     }
 }
